@@ -1,0 +1,190 @@
+/*
+ * mycelite_file_lock: synchronous POSIX byte-range (fcntl) locks for Node.js.
+ *
+ * node:fs has no fcntl(2). Our SQLite VFS runs SQLite as WebAssembly with
+ * synchronous xLock/xUnlock/xCheckReservedLock callbacks, and must take the
+ * same locks on the lock-byte page that native unix SQLite (os_unix.c) takes,
+ * so that native processes and our WASM SQLite exclude each other.
+ *
+ * Exports (all synchronous, never blocking):
+ *   setlk(fd, type, start, len, ofd) -> 0 on success, else a positive errno
+ *   getlk(fd, type, start, len, ofd) -> null if the lock would be granted,
+ *                                       {type, pid, start, len} of a conflicting
+ *                                       holder, or a positive errno on failure
+ *   ofdAvailable                     -> true if F_OFD_SETLK/F_OFD_GETLK work here
+ *   type: 0 = read (F_RDLCK), 1 = write (F_WRLCK), 2 = unlock (F_UNLCK)
+ *   ofd:  true = open-file-description locks (Linux >= 3.15), false = classic
+ *         per-process F_SETLK/F_GETLK locks.
+ *
+ * Only this file's own wrappers are exported; all policy (which ranges, how to
+ * map errors) lives in src/node/file-lock.ts.
+ */
+#include <node_api.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef _WIN32
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+#define CHECK(call)                                                            \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error(env, "ERR_MYCELITE_NAPI", "N-API call failed: " #call); \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+#ifndef _WIN32
+
+static int ofd_available = 0;
+
+static int lock_type(int32_t t) {
+  switch (t) {
+  case 0: return F_RDLCK;
+  case 1: return F_WRLCK;
+  case 2: return F_UNLCK;
+  default: return -1;
+  }
+}
+
+static int32_t lock_type_back(int t) {
+  if (t == F_RDLCK) return 0;
+  if (t == F_WRLCK) return 1;
+  return 2;
+}
+
+static int do_fcntl(int fd, int cmd, struct flock *fl) {
+  int rc;
+  do {
+    rc = fcntl(fd, cmd, fl);
+  } while (rc == -1 && errno == EINTR);
+  return rc == -1 ? errno : 0;
+}
+
+/* Parses (fd, type, start, len, ofd); throws a TypeError and returns 0 on bad input. */
+static int parse_args(napi_env env, napi_callback_info info, int *fd, struct flock *fl, int *ofd) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t ifd = -1, itype = -1;
+  int64_t start = -1, len = -1;
+  bool bofd = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_value_int32(env, argv[0], &ifd) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &itype) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &start) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &len) != napi_ok ||
+      napi_get_value_bool(env, argv[4], &bofd) != napi_ok || ifd < 0 || start < 0 || len < 0 ||
+      lock_type(itype) < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "expected (fd >= 0, type 0|1|2, start >= 0, length >= 0, ofd boolean)");
+    return 0;
+  }
+  if (bofd && !ofd_available) {
+    napi_throw_error(env, "ERR_MYCELITE_NO_OFD", "OFD locks are not available on this system");
+    return 0;
+  }
+  memset(fl, 0, sizeof(*fl));
+  fl->l_type = (short)lock_type(itype);
+  fl->l_whence = SEEK_SET;
+  fl->l_start = (off_t)start;
+  fl->l_len = (off_t)len;
+  fl->l_pid = 0; /* must be 0 for F_OFD_* */
+  *fd = ifd;
+  *ofd = bofd;
+  return 1;
+}
+
+static napi_value Setlk(napi_env env, napi_callback_info info) {
+  int fd, ofd;
+  struct flock fl;
+  napi_value result;
+  if (!parse_args(env, info, &fd, &fl, &ofd)) return NULL;
+#ifdef F_OFD_SETLK
+  int cmd = ofd ? F_OFD_SETLK : F_SETLK;
+#else
+  int cmd = F_SETLK;
+#endif
+  CHECK(napi_create_int32(env, do_fcntl(fd, cmd, &fl), &result));
+  return result;
+}
+
+static napi_value Getlk(napi_env env, napi_callback_info info) {
+  int fd, ofd, err;
+  struct flock fl;
+  napi_value result, v;
+  if (!parse_args(env, info, &fd, &fl, &ofd)) return NULL;
+  if (fl.l_type == F_UNLCK) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "getlk needs type read or write");
+    return NULL;
+  }
+#ifdef F_OFD_GETLK
+  int cmd = ofd ? F_OFD_GETLK : F_GETLK;
+#else
+  int cmd = F_GETLK;
+#endif
+  err = do_fcntl(fd, cmd, &fl);
+  if (err != 0) {
+    CHECK(napi_create_int32(env, err, &result));
+    return result;
+  }
+  if (fl.l_type == F_UNLCK) {
+    CHECK(napi_get_null(env, &result));
+    return result;
+  }
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_create_int32(env, lock_type_back(fl.l_type), &v));
+  CHECK(napi_set_named_property(env, result, "type", v));
+  CHECK(napi_create_int32(env, (int32_t)fl.l_pid, &v));
+  CHECK(napi_set_named_property(env, result, "pid", v));
+  CHECK(napi_create_int64(env, (int64_t)fl.l_start, &v));
+  CHECK(napi_set_named_property(env, result, "start", v));
+  CHECK(napi_create_int64(env, (int64_t)fl.l_len, &v));
+  CHECK(napi_set_named_property(env, result, "len", v));
+  return result;
+}
+
+/* OFD locks exist if the headers define them and the running kernel accepts them. */
+static void probe_ofd(void) {
+#if defined(F_OFD_GETLK) && defined(F_OFD_SETLK)
+  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct flock fl;
+  memset(&fl, 0, sizeof(fl));
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  ofd_available = do_fcntl(fd, F_OFD_GETLK, &fl) == 0;
+  close(fd);
+#endif
+}
+
+#else /* _WIN32 */
+
+static napi_value Unsupported(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_throw_error(env, "ERR_MYCELITE_UNSUPPORTED", "fcntl byte-range locks are not available on Windows");
+  return NULL;
+}
+#define Setlk Unsupported
+#define Getlk Unsupported
+static const int ofd_available = 0;
+static void probe_ofd(void) {}
+
+#endif
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_value fn, flag;
+  probe_ofd();
+  CHECK(napi_create_function(env, "setlk", NAPI_AUTO_LENGTH, Setlk, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "setlk", fn));
+  CHECK(napi_create_function(env, "getlk", NAPI_AUTO_LENGTH, Getlk, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "getlk", fn));
+  CHECK(napi_get_boolean(env, ofd_available != 0, &flag));
+  CHECK(napi_set_named_property(env, exports, "ofdAvailable", flag));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,367 @@
+/**
+ * Synchronous, non-blocking POSIX byte-range (fcntl) locks for Node.js.
+ *
+ * node:fs has no fcntl(2), so this module wraps a tiny N-API addon of ours (native/file_lock.c,
+ * built by `node-gyp` from the package's `install` script at `npm ci` time).
+ *
+ * Two flavours of lock exist; the module picks one for the whole process at load time
+ * ({@link LOCK_MODE}):
+ *
+ * - **OFD locks** (`F_OFD_SETLK` / `F_OFD_GETLK`, Linux ≥ 3.15): owned by the *open file
+ *   description* (the thing `fs.openSync` creates), not by the process. Closing some other fd of
+ *   the same file in this process does not drop them, and two fds opened separately in this
+ *   process conflict with each other like two processes would. They do conflict with the classic
+ *   POSIX locks that native SQLite (sqlite3 CLI, better-sqlite3, ...) takes in other processes.
+ * - **Classic POSIX locks** (`F_SETLK` / `F_GETLK`), the fallback elsewhere: owned by the
+ *   *process*. Two fds of one file in this process never conflict with each other, and — the
+ *   classic trap — closing ANY fd of the file in this process silently releases ALL of this
+ *   process's locks on that file. A VFS running in classic mode must therefore keep one lock
+ *   owner per file per process and never close another fd of a locked file while it holds locks
+ *   (SQLite's os_unix.c defers such closes for the same reason).
+ *
+ * Set `MYCELITE_FILE_LOCKS=classic` to force classic locks (for tests), or `MYCELITE_FILE_LOCKS=ofd`
+ * to fail loudly when OFD locks are unavailable.
+ *
+ * All calls are non-blocking (`F_SETLK`, never `F_SETLKW`). Windows is not supported.
+ *
+ * @module
+ */
+import { closeSync, constants as fsConstants, fstatSync, openSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The kind of lock to request: shared (`F_RDLCK`), exclusive (`F_WRLCK`) or release (`F_UNLCK`). */
+export type LockKind = 'read' | 'write' | 'unlock';
+
+/** Which lock flavour this process uses; see the module documentation. */
+export type LockMode = 'ofd' | 'classic';
+
+/** A lock held by someone else that prevents a requested lock, as reported by `F_GETLK`. */
+export interface LockHolder {
+  /** Kind of the conflicting lock. */
+  readonly kind: 'read' | 'write';
+  /**
+   * Process id of the holder for a classic POSIX lock, or -1 when the holder is an OFD lock
+   * (which has no owning process).
+   */
+  readonly pid: number;
+  /** First byte of the conflicting lock. */
+  readonly start: number;
+  /** Length of the conflicting lock in bytes; 0 means "to end of file and beyond". */
+  readonly length: number;
+}
+
+/** Error thrown for an fcntl failure other than a lock conflict (e.g. EBADF, EINVAL, ENOLCK). */
+export class FileLockError extends Error {
+  /** errno name, e.g. `'EBADF'`. */
+  readonly code: string;
+  /** Positive errno number. */
+  readonly errno: number;
+  /** The system call that failed, always `'fcntl'`. */
+  readonly syscall = 'fcntl';
+
+  /**
+   * @param message - Human-readable description including the operation and its arguments.
+   * @param errno - Positive errno number reported by the system call.
+   */
+  constructor(message: string, errno: number) {
+    const code = errnoName(errno);
+    super(`${message}: ${code} (errno ${errno})`);
+    this.name = 'FileLockError';
+    this.code = code;
+    this.errno = errno;
+  }
+}
+
+/** Error thrown by {@link exclusiveFileLock} when another owner already holds the lock. */
+export class FileLockBusyError extends Error {
+  /** errno-like code, always `'EBUSY'`. */
+  readonly code = 'EBUSY';
+  /** Path of the lock file. */
+  readonly path: string;
+  /** The conflicting holder, when the OS could report it. */
+  readonly holder: LockHolder | null;
+
+  /**
+   * @param path - The lock file that is busy.
+   * @param holder - The conflicting holder, if known.
+   */
+  constructor(path: string, holder: LockHolder | null) {
+    let who = 'another owner';
+    if (holder !== null && holder.pid === process.pid) who = 'this process';
+    else if (holder !== null) who = holder.pid > 0 ? `process ${holder.pid}` : 'another open file';
+    super(`${path} is locked by ${who}`);
+    this.name = 'FileLockBusyError';
+    this.path = path;
+    this.holder = holder;
+  }
+}
+
+interface NativeBinding {
+  setlk(fd: number, type: number, start: number, len: number, ofd: boolean): number;
+  getlk(
+    fd: number,
+    type: number,
+    start: number,
+    len: number,
+    ofd: boolean,
+  ): null | number | { type: number; pid: number; start: number; len: number };
+  readonly ofdAvailable: boolean;
+}
+
+const ADDON_FILE = join('native', 'build', 'Release', 'mycelite_file_lock.node');
+
+function loadBinding(): NativeBinding {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  let lastError: unknown = null;
+  // This file lives at src/node/ (sources) or dist/src/node/ (compiled); the addon at <root>/native/.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, ADDON_FILE);
+    tried.push(candidate);
+    try {
+      return require(candidate) as NativeBinding;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') {
+        lastError = err;
+        break;
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  const cause = lastError instanceof Error ? lastError.message : `not found (tried ${tried.join(', ')})`;
+  throw new Error(
+    `Mycelite's native file-lock addon (${ADDON_FILE}) could not be loaded: ${cause}. ` +
+      'It is built at install time; run `npm run install` (or `npm ci`) in the mycelite package ' +
+      'to build it (needs python3, make, a C compiler and the Node.js headers).',
+    { cause: lastError ?? undefined },
+  );
+}
+
+const binding = loadBinding();
+
+function chooseMode(): LockMode {
+  const wanted = process.env['MYCELITE_FILE_LOCKS'];
+  if (wanted === 'classic') return 'classic';
+  if (wanted === 'ofd' && !binding.ofdAvailable) {
+    throw new Error(
+      'MYCELITE_FILE_LOCKS=ofd, but OFD locks (F_OFD_SETLK, Linux >= 3.15) are unavailable here',
+    );
+  }
+  return binding.ofdAvailable ? 'ofd' : 'classic';
+}
+
+/** The lock flavour used by every function of this module in this process. */
+export const LOCK_MODE: LockMode = chooseMode();
+
+/** True when open-file-description locks (`F_OFD_SETLK`) are in use, false for classic POSIX locks. */
+export const OFD_LOCKS: boolean = LOCK_MODE === 'ofd';
+
+const USE_OFD = OFD_LOCKS;
+const TYPE_CODE: Readonly<Record<LockKind, number>> = { read: 0, write: 1, unlock: 2 };
+const EAGAIN = osConstants.errno.EAGAIN;
+const EACCES = osConstants.errno.EACCES;
+
+let errnoNames: Map<number, string> | null = null;
+function errnoName(errno: number): string {
+  if (errnoNames === null) {
+    errnoNames = new Map();
+    for (const [name, value] of Object.entries(osConstants.errno)) {
+      if (!errnoNames.has(value)) errnoNames.set(value, name);
+    }
+  }
+  return errnoNames.get(errno) ?? `E${errno}`;
+}
+
+function checkArgs(fd: number, kind: string, start: number, length: number): void {
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new RangeError(`invalid fd: ${fd}`);
+  if (!(kind in TYPE_CODE)) throw new RangeError(`invalid lock kind: ${kind}`);
+  if (!Number.isSafeInteger(start) || start < 0) throw new RangeError(`invalid lock start: ${start}`);
+  if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid lock length: ${length}`);
+}
+
+function describe(cmd: string, fd: number, kind: string, start: number, length: number): string {
+  return `fcntl(${cmd}, ${kind}, start=${start}, length=${length}) on fd ${fd}`;
+}
+
+/**
+ * Takes, changes or releases a byte-range lock on an open file, without waiting.
+ *
+ * Converting an existing lock (read → write, write → read) on the same range is atomic where the
+ * OS allows. A write lock needs `fd` open for writing, a read lock needs it open for reading.
+ *
+ * @param fd - File descriptor from `fs.openSync`.
+ * @param kind - `'read'` (shared), `'write'` (exclusive) or `'unlock'`.
+ * @param start - First byte of the range (may lie beyond end of file).
+ * @param length - Number of bytes; 0 means from `start` to end of file and beyond.
+ * @returns true if granted (always true for `'unlock'`), false if another owner holds a
+ *   conflicting lock (EAGAIN / EACCES).
+ * @throws {@link FileLockError} for any other failure (bad fd, no lock support on the file
+ *   system, ...); `RangeError` for invalid arguments.
+ */
+export function lockRange(fd: number, kind: LockKind, start: number, length: number): boolean {
+  checkArgs(fd, kind, start, length);
+  const err = binding.setlk(fd, TYPE_CODE[kind], start, length, USE_OFD);
+  if (err === 0) return true;
+  if (err === EAGAIN || err === EACCES) return false;
+  throw new FileLockError(describe(USE_OFD ? 'F_OFD_SETLK' : 'F_SETLK', fd, kind, start, length), err);
+}
+
+/**
+ * Reports a lock held by another owner that would prevent `kind` on the range (`F_GETLK`).
+ *
+ * In OFD mode, locks of the same open file description as `fd` never count; locks of other fds
+ * in this process do. In classic mode, no lock of this process counts.
+ *
+ * @param fd - File descriptor from `fs.openSync`.
+ * @param kind - The lock that would be requested: `'read'` or `'write'`.
+ * @param start - First byte of the range.
+ * @param length - Number of bytes; 0 means to end of file and beyond.
+ * @returns The first conflicting holder, or null if the lock would be granted now.
+ * @throws {@link FileLockError} if the system call fails; `RangeError` for invalid arguments.
+ */
+export function findConflictingLock(
+  fd: number,
+  kind: 'read' | 'write',
+  start: number,
+  length: number,
+): LockHolder | null {
+  checkArgs(fd, kind, start, length);
+  if (kind !== 'read' && kind !== 'write') throw new RangeError(`cannot probe for lock kind ${kind}`);
+  const r = binding.getlk(fd, TYPE_CODE[kind], start, length, USE_OFD);
+  if (r === null) return null;
+  if (typeof r === 'number') {
+    throw new FileLockError(describe(USE_OFD ? 'F_OFD_GETLK' : 'F_GETLK', fd, kind, start, length), r);
+  }
+  return { kind: r.type === 1 ? 'write' : 'read', pid: r.pid, start: r.start, length: r.len };
+}
+
+/**
+ * Tells whether a lock of `kind` on the range would be granted now (`F_GETLK`), without taking it.
+ *
+ * @param fd - File descriptor from `fs.openSync`.
+ * @param kind - `'read'` or `'write'`.
+ * @param start - First byte of the range.
+ * @param length - Number of bytes; 0 means to end of file and beyond.
+ * @returns true if no other owner holds a conflicting lock.
+ * @throws {@link FileLockError} if the system call fails; `RangeError` for invalid arguments.
+ */
+export function probeRange(fd: number, kind: 'read' | 'write', start: number, length: number): boolean {
+  return findConflictingLock(fd, kind, start, length) === null;
+}
+
+/**
+ * Locks (or unlocks) the whole file, from byte 0 to end of file and beyond, without waiting.
+ *
+ * @param fd - File descriptor from `fs.openSync` (open for writing for a `'write'` lock).
+ * @param kind - Lock kind; defaults to `'write'`.
+ * @returns true if granted, false if another owner holds a conflicting lock.
+ * @throws {@link FileLockError} for other failures.
+ */
+export function tryLockWholeFile(fd: number, kind: LockKind = 'write'): boolean {
+  return lockRange(fd, kind, 0, 0);
+}
+
+/** A held exclusive lock on a lock file; see {@link tryExclusiveFileLock}. */
+export interface ExclusiveFileLock {
+  /** The lock file's path as given. */
+  readonly path: string;
+  /** The open fd that owns the lock (-1 after release). */
+  readonly fd: number;
+  /** Releases the lock and closes the fd. Idempotent. */
+  release(): void;
+}
+
+/** dev:ino of lock files held through this module, so two holders in one process conflict in both modes. */
+const heldLockFiles = new Set<string>();
+
+function heldKey(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Takes an exclusive whole-file write lock on `path` (created if missing, contents untouched),
+ * e.g. to make sure a single writer process owns a database. Non-blocking.
+ *
+ * The lock lasts until `release()` or process exit. A second call for the same file in this
+ * process returns null until the first is released, in both lock modes (and without opening a
+ * second fd, which in classic mode would drop the first holder's lock when closed).
+ *
+ * @param path - Lock file path.
+ * @returns The held lock, or null if another process (or another holder in this process) has it.
+ * @throws {@link FileLockError} or an fs error if the file cannot be opened or locked.
+ */
+export function tryExclusiveFileLock(path: string): ExclusiveFileLock | null {
+  const existing = heldKey(path);
+  if (existing !== null && heldLockFiles.has(existing)) return null;
+  const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o644);
+  let key: string;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    key = `${st.dev}:${st.ino}`;
+    if (heldLockFiles.has(key) || !tryLockWholeFile(fd, 'write')) {
+      closeSync(fd);
+      return null;
+    }
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  heldLockFiles.add(key);
+  let open = true;
+  return {
+    path,
+    get fd() {
+      return open ? fd : -1;
+    },
+    release() {
+      if (!open) return;
+      open = false;
+      heldLockFiles.delete(key);
+      try {
+        lockRange(fd, 'unlock', 0, 0);
+      } finally {
+        closeSync(fd);
+      }
+    },
+  };
+}
+
+/**
+ * Like {@link tryExclusiveFileLock}, but throws when the lock is held elsewhere.
+ *
+ * @param path - Lock file path.
+ * @returns The held lock.
+ * @throws {@link FileLockBusyError} if another owner holds it (with its pid when the OS reports it).
+ */
+export function exclusiveFileLock(path: string): ExclusiveFileLock {
+  const lock = tryExclusiveFileLock(path);
+  if (lock !== null) return lock;
+  const key = heldKey(path);
+  if (key !== null && heldLockFiles.has(key)) {
+    throw new FileLockBusyError(path, { kind: 'write', pid: process.pid, start: 0, length: 0 });
+  }
+  let holder: LockHolder | null = null;
+  try {
+    // We hold no lock on this file, so closing this extra fd is safe even in classic mode.
+    const fd = openSync(path, fsConstants.O_RDONLY);
+    try {
+      holder = findConflictingLock(fd, 'write', 0, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // diagnostics only
+  }
+  throw new FileLockBusyError(path, holder);
+}
