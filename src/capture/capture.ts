@@ -1,0 +1,244 @@
+/**
+ * Turns the writes SQLite makes to one database file into snapshots, one per committed transaction.
+ *
+ * The VFS calls in here. Before a page is first overwritten (or cut off by a truncate) in a transaction
+ * its old content is kept (OldPages). When SQLite has written every page of a commit it sends
+ * SQLITE_FCNTL_SYNC (whatever `synchronous` is): the snapshot is built then by diffing each kept page
+ * against the file and appended to the journal as *tentative*. The journal is fsynced when SQLite
+ * fsyncs the database (so never under synchronous=OFF), which is before SQLite's own commit point (the
+ * rollback journal's deletion). SQLITE_FCNTL_COMMIT_PHASETWO confirms the snapshot; an unlock without it
+ * means the transaction did not commit, and the snapshot is cut off again. See docs/ARCHITECTURE.md.
+ */
+import { FLAG_FULL_IMAGE, pageTerm, SnapshotBodyWriter, type SnapshotInfo } from '../format/index.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import { OldPages } from './old-pages.js';
+import { readDbPages, readPageSize } from './sqlite-header.js';
+
+/** Options of a Capture. */
+export interface CaptureOptions {
+  fs: FileSystem;
+  /** Scratch file for old pages past the memory budget. */
+  spillPath: string;
+  /** Bytes of old page content held in memory before spilling (default 32 MiB). */
+  memoryBudget?: number;
+  /** Called after each confirmed snapshot. */
+  onSnapshot?: (s: SnapshotInfo) => void;
+}
+
+/** Capture state of one database file. */
+export class Capture {
+  /** While true, writes are not captured (recovery of a hot rollback journal at open). */
+  suspended = false;
+  private db: FileHandle | undefined;
+  private readonly old: OldPages;
+  /** Page size and size in pages of the database when the current transaction began. */
+  private prePageSize = 0;
+  private prePages = 0;
+  private nonce = 0;
+  private unsynced = false;
+  private last: SnapshotInfo | undefined;
+
+  constructor(
+    readonly journal: JournalWriter,
+    private readonly options: CaptureOptions,
+  ) {
+    this.old = new OldPages(options.fs, options.spillPath, options.memoryBudget ?? 32 << 20);
+  }
+
+  /** The VFS opened the main database file. */
+  attach(db: FileHandle): void {
+    this.db = db;
+  }
+
+  /** The VFS closed the main database file. */
+  detach(): void {
+    this.db = undefined;
+  }
+
+  /** Before SQLite writes `length` bytes at `offset` of the database. */
+  beforeWrite(offset: number, length: number): void {
+    if (this.suspended || !this.db) return;
+    this.begin();
+    const unit = this.prePageSize;
+    const first = Math.floor(offset / unit);
+    const last = Math.floor((offset + length - 1) / unit);
+    for (let i = first; i <= last; i++) this.keep(i);
+  }
+
+  /** Before SQLite truncates the database to `size` bytes. */
+  beforeTruncate(size: number): void {
+    if (this.suspended || !this.db) return;
+    this.begin();
+    const unit = this.prePageSize;
+    for (let i = Math.ceil(size / unit); i < this.prePages; i++) this.keep(i);
+  }
+
+  /** SQLite wrote to the database's rollback journal: remember the nonce of its first header. */
+  onRollbackJournalWrite(offset: number, bytes: Uint8Array): void {
+    if (offset !== 0 || bytes.length < 16) return;
+    const nonce = ((bytes[12]! << 24) | (bytes[13]! << 16) | (bytes[14]! << 8) | bytes[15]!) >>> 0;
+    if (nonce !== 0) this.nonce = nonce;
+  }
+
+  /** SQLITE_FCNTL_SYNC: every page of the commit is written. Appends the tentative snapshot. */
+  onCommitPhaseOne(): void {
+    if (this.suspended || !this.db) return;
+    if (this.journal.pending) this.journal.abandon(false);
+    if (this.old.size === 0 && this.prePageSize === 0) return;
+    this.last = this.writeSnapshot();
+    this.unsynced = this.last !== undefined;
+  }
+
+  /** SQLite fsyncs the database file: make the tentative snapshot durable first. */
+  beforeDatabaseSync(): void {
+    if (this.unsynced) {
+      this.journal.handle.sync();
+      this.unsynced = false;
+    }
+  }
+
+  /** SQLITE_FCNTL_COMMIT_PHASETWO: the transaction committed. */
+  onCommitPhaseTwo(): void {
+    if (this.suspended || !this.db) return;
+    if (!this.journal.pending && this.old.size > 0) {
+      // A commit without SQLITE_FCNTL_SYNC: not expected from SQLite's pager, but never lose it.
+      this.last = this.writeSnapshot();
+    }
+    if (this.journal.pending) {
+      this.journal.confirm();
+      if (this.last) this.options.onSnapshot?.(this.last);
+    }
+    this.end();
+  }
+
+  /** SQLite dropped its lock to `level`: a transaction that did not confirm did not commit. */
+  onUnlock(level: number): void {
+    if (level <= 1 && this.journal.pending) {
+      this.journal.abandon(true);
+      this.unsynced = false;
+    }
+  }
+
+  /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */
+  bootstrap(): SnapshotInfo | undefined {
+    this.begin();
+    this.prePages = 0;
+    const s = this.writeSnapshot();
+    this.journal.handle.sync();
+    this.journal.confirm();
+    this.end();
+    return s;
+  }
+
+  /** Forgets the transaction in progress (after recovery rewrote the file underneath). */
+  reset(): void {
+    this.end();
+  }
+
+  private begin(): void {
+    if (this.prePageSize !== 0) return;
+    const db = this.db!;
+    const size = db.size();
+    this.prePageSize = size > 0 ? readPageSize(db) : 4096;
+    this.prePages = Math.floor(size / this.prePageSize);
+    this.nonce = 0;
+  }
+
+  private end(): void {
+    this.old.clear();
+    this.prePageSize = 0;
+    this.prePages = 0;
+    this.last = undefined;
+  }
+
+  private keep(index: number): void {
+    if (this.old.has(index)) return;
+    if (index >= this.prePages) {
+      this.old.set(index, null);
+      return;
+    }
+    const page = new Uint8Array(this.prePageSize);
+    this.db!.read(page, index * this.prePageSize);
+    this.old.set(index, page);
+  }
+
+  /** Diffs the kept pages against the file and appends a tentative snapshot; undefined if nothing changed. */
+  private writeSnapshot(): SnapshotInfo | undefined {
+    const db = this.db!;
+    const size = db.size();
+    const pageSize = size > 0 ? readPageSize(db) : this.prePageSize;
+    const dbPages = size > 0 ? readDbPages(db, pageSize) : 0;
+    if (dbPages * pageSize > size) {
+      throw new Error(
+        `database header says ${dbPages} pages of ${pageSize} bytes but the file has ${size} bytes`,
+      );
+    }
+    const full = this.prePages === 0 || pageSize !== this.prePageSize;
+    const appender = this.journal.begin();
+    const body = new SnapshotBodyWriter(pageSize, appender.sink);
+    let checksum = full ? 0n : this.journal.position.checksum;
+    const read = (pgno: number): Uint8Array => {
+      const page = new Uint8Array(pageSize);
+      db.read(page, (pgno - 1) * pageSize);
+      return page;
+    };
+    try {
+      if (full) {
+        for (let pgno = 1; pgno <= dbPages; pgno++) {
+          const page = read(pgno);
+          body.addFullPage(pgno, page);
+          checksum ^= pageTerm(page, pgno);
+        }
+      } else {
+        for (const index of this.touched(dbPages)) {
+          const pgno = index + 1;
+          const old = this.old.has(index)
+            ? this.old.get(index, pageSize)
+            : index < this.prePages
+              ? read(pgno)
+              : undefined;
+          if (pgno > dbPages) {
+            if (old) checksum ^= pageTerm(old, pgno);
+            continue;
+          }
+          const neu = read(pgno);
+          if (body.addDiff(pgno, old, neu) || !old) {
+            checksum ^= (old ? pageTerm(old, pgno) : 0n) ^ pageTerm(neu, pgno);
+          }
+        }
+      }
+      body.finish();
+      if (!full && body.patchCount === 0 && dbPages === this.prePages) {
+        appender.cancel();
+        return undefined;
+      }
+      return appender.finish(
+        {
+          pageSize,
+          dbPages,
+          flags: full ? FLAG_FULL_IMAGE : 0,
+          postChecksum: checksum,
+          commitTag: this.nonce,
+        },
+        body.patchCount,
+        false,
+      );
+    } catch (e) {
+      appender.cancel();
+      throw e;
+    }
+  }
+
+  /**
+   * Indexes of pages to look at: every kept page, every page past the old end of the file, and every
+   * page cut off by a shrink (SQLite truncates the file only after its commit point).
+   */
+  private touched(dbPages: number): number[] {
+    const kept = this.old.indexes();
+    if (dbPages === this.prePages) return kept;
+    const set = new Set(kept);
+    for (let i = Math.min(dbPages, this.prePages); i < Math.max(dbPages, this.prePages); i++) set.add(i);
+    return [...set].sort((a, b) => a - b);
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Reads a journal: the file header, then each snapshot header in turn, checking the chain (txid, time,
+ * checksums). Finds a torn tail and tells it apart from corruption (docs/FORMAT.md, "Validation").
+ */
+import type { ByteSource } from './byte-source.js';
+import { FILE_HEADER_SIZE, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE } from './constants.js';
+import { JournalFormatError } from './errors.js';
+import { decodeFileHeader, type FileHeader } from './file-header.js';
+import { createXxh64 } from './hash.js';
+import { walkPatches } from './snapshot-body.js';
+import { decodeSnapshotHeader, type SnapshotHeader } from './snapshot-header.js';
+
+/** A snapshot header and where it is in the journal. */
+export interface SnapshotInfo extends SnapshotHeader {
+  offset: number;
+}
+
+/** Options of JournalReader. */
+export interface ReadOptions {
+  /** Check every snapshot's trailer checksum and body structure, not just the last one's. */
+  verify?: boolean;
+}
+
+/**
+ * Iterates the snapshots of a journal. After `snapshots()` is exhausted, `end` is the offset after the
+ * last valid snapshot and `tornBytes` the length of a torn tail (0 when the journal ends cleanly).
+ */
+export class JournalReader {
+  readonly header: FileHeader;
+  end = FILE_HEADER_SIZE;
+  tornBytes = 0;
+
+  constructor(
+    private readonly src: ByteSource,
+    private readonly options: ReadOptions = {},
+  ) {
+    const size = src.size();
+    this.header = decodeFileHeader(src.read(0, Math.min(size, FILE_HEADER_SIZE)));
+  }
+
+  /** Yields each valid snapshot in order; throws JournalFormatError on corruption. */
+  *snapshots(): Generator<SnapshotInfo> {
+    const size = this.src.size();
+    let offset = FILE_HEADER_SIZE;
+    let txid = this.header.baseTxid;
+    let checksum = this.header.baseChecksum;
+    let time = Number.NEGATIVE_INFINITY;
+    this.end = offset;
+    while (offset < size) {
+      const expect = txid + 1n;
+      const bad = (why: string): JournalFormatError => new JournalFormatError(why, offset, expect);
+      const h =
+        size - offset >= SNAPSHOT_HEADER_SIZE
+          ? decodeSnapshotHeader(this.src.read(offset, SNAPSHOT_HEADER_SIZE))
+          : undefined;
+      if (typeof h === 'string') throw bad(h);
+      if (
+        h === undefined ||
+        offset + h.length > size ||
+        !this.intact(offset, h, offset + h.length === size)
+      ) {
+        // Not a whole snapshot: a torn tail if nothing valid follows, corruption otherwise.
+        const next = this.findHeaderAfter(offset + 1, size);
+        if (next >= 0) {
+          throw bad(`snapshot is damaged (a valid snapshot follows at byte ${next}); the journal is corrupt`);
+        }
+        this.tornBytes = size - offset;
+        return;
+      }
+      if (h.txid !== expect) throw bad(`snapshot has txid ${h.txid}`);
+      if (h.timestamp < time) throw bad('snapshot timestamp goes backwards');
+      if (h.preChecksum !== checksum) {
+        throw bad(
+          `snapshot's base checksum ${hex(h.preChecksum)} is not the previous state ${hex(checksum)}`,
+        );
+      }
+      yield { ...h, offset };
+      txid = h.txid;
+      checksum = h.postChecksum;
+      time = h.timestamp;
+      offset += h.length;
+      this.end = offset;
+    }
+  }
+
+  /** Checks the trailer checksum and body of the snapshot when verifying, or when it is the last one. */
+  private intact(offset: number, h: SnapshotHeader, last: boolean): boolean {
+    if (!this.options.verify && !last) return true;
+    if (!checkSnapshotChecksum(this.src, offset, h)) {
+      if (last) return false;
+      throw new JournalFormatError('snapshot checksum mismatch', offset, h.txid);
+    }
+    walkPatches(this.src, offset, h);
+    return true;
+  }
+
+  /** Offset of the first valid-looking snapshot header at or after `from`, or -1. */
+  private findHeaderAfter(from: number, size: number): number {
+    const step = 1 << 20;
+    for (let base = from; base < size; base += step) {
+      const len = Math.min(step + SNAPSHOT_HEADER_SIZE, size - base);
+      const bytes = this.src.read(base, len);
+      for (let i = 0; i + SNAPSHOT_HEADER_SIZE <= bytes.length && i < step; i++) {
+        if (bytes[i] !== 0x53 || bytes[i + 1] !== 0x4e || bytes[i + 2] !== 0x41 || bytes[i + 3] !== 0x50)
+          continue;
+        const h = decodeSnapshotHeader(bytes.subarray(i, i + SNAPSHOT_HEADER_SIZE));
+        if (h !== undefined) return base + i;
+      }
+    }
+    return -1;
+  }
+}
+
+/** True when the snapshot's trailer checksum matches XXH64(body ‖ header). Reads the body in chunks. */
+export function checkSnapshotChecksum(src: ByteSource, offset: number, h: SnapshotHeader): boolean {
+  const hash = createXxh64();
+  const bodyEnd = offset + h.length - SNAPSHOT_TRAILER_SIZE;
+  for (let p = offset + SNAPSHOT_HEADER_SIZE; p < bodyEnd; ) {
+    const n = Math.min(1 << 20, bodyEnd - p);
+    hash.update(src.read(p, n));
+    p += n;
+  }
+  hash.update(src.read(offset, SNAPSHOT_HEADER_SIZE));
+  const t = src.read(bodyEnd, SNAPSHOT_TRAILER_SIZE);
+  const stored = new DataView(t.buffer, t.byteOffset, 8).getBigUint64(0, true);
+  return stored === hash.digest();
+}
+
+/** A checksum as 16 hex digits. */
+export function hex(n: bigint): string {
+  return n.toString(16).padStart(16, '0');
+}

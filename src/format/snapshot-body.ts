@@ -1,0 +1,164 @@
+/**
+ * Snapshot bodies (docs/FORMAT.md, "Page patch"): a streaming writer that diffs pages into patches and
+ * hands out finished chunks, and a parser that walks patches in bounded memory.
+ */
+import type { ByteSource } from './byte-source.js';
+import { ChunkReader } from './byte-source.js';
+import {
+  PATCH_HEADER_SIZE,
+  RUN_HEADER_SIZE,
+  SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
+} from './constants.js';
+import { diffPage, zeroPage } from './diff.js';
+import { JournalFormatError } from './errors.js';
+import type { SnapshotHeader } from './snapshot-header.js';
+
+const CHUNK_SIZE = 256 * 1024;
+
+/**
+ * Builds a snapshot body. Pages must be added in ascending pgno. Each filled chunk is passed to `sink`,
+ * which may keep it (the writer never reuses a chunk it handed out).
+ */
+export class SnapshotBodyWriter {
+  private chunk: Uint8Array;
+  private view: DataView;
+  private used = 0;
+  private lastPgno = 0;
+  private readonly runs: Int32Array;
+  /** Bytes of body produced so far. */
+  length = 0;
+  /** Patches written so far. */
+  patchCount = 0;
+
+  constructor(
+    readonly pageSize: number,
+    private readonly sink: (chunk: Uint8Array) => void,
+  ) {
+    this.chunk = new Uint8Array(Math.max(CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE));
+    this.view = new DataView(this.chunk.buffer);
+    this.runs = new Int32Array(pageSize / 2);
+  }
+
+  /**
+   * Adds the difference between `old` (undefined: the page did not exist, compare with zeros) and `neu`.
+   * Returns false, writing nothing, when the page did not change.
+   */
+  addDiff(pgno: number, old: Uint8Array | undefined, neu: Uint8Array): boolean {
+    const n = diffPage(old ?? zeroPage(this.pageSize), neu, this.runs);
+    if (n === 0) {
+      // A page that is new but all zeros still has to exist: the file length covers it.
+      return false;
+    }
+    let bytes = 0;
+    for (let r = 0; r < n; r++) bytes += RUN_HEADER_SIZE + this.runs[r * 2 + 1]! - this.runs[r * 2]!;
+    if (bytes >= this.pageSize || n > 0xffff) {
+      this.addFullPage(pgno, neu);
+      return true;
+    }
+    this.beginPatch(pgno, n);
+    for (let r = 0; r < n; r++) {
+      const start = this.runs[r * 2]!;
+      const end = this.runs[r * 2 + 1]!;
+      this.ensure(RUN_HEADER_SIZE);
+      this.view.setUint16(this.used, start, true);
+      this.view.setUint16(this.used + 2, end - start - 1, true);
+      this.used += RUN_HEADER_SIZE;
+      this.length += RUN_HEADER_SIZE;
+      this.put(neu.subarray(start, end));
+    }
+    return true;
+  }
+
+  /** Adds a whole page. */
+  addFullPage(pgno: number, page: Uint8Array): void {
+    this.beginPatch(pgno, 0);
+    this.put(page);
+  }
+
+  /** Hands the last partial chunk to the sink. Call once, after the last page. */
+  finish(): void {
+    if (this.used > 0) this.sink(this.chunk.slice(0, this.used));
+    this.used = 0;
+  }
+
+  private beginPatch(pgno: number, runCount: number): void {
+    if (pgno <= this.lastPgno) throw new Error(`pages out of order: ${pgno} after ${this.lastPgno}`);
+    this.lastPgno = pgno;
+    this.patchCount++;
+    this.ensure(PATCH_HEADER_SIZE);
+    this.view.setUint32(this.used, pgno, true);
+    this.view.setUint16(this.used + 4, runCount, true);
+    this.used += PATCH_HEADER_SIZE;
+    this.length += PATCH_HEADER_SIZE;
+  }
+
+  private put(bytes: Uint8Array): void {
+    let off = 0;
+    while (off < bytes.length) {
+      if (this.used === this.chunk.length) this.flush();
+      const n = Math.min(bytes.length - off, this.chunk.length - this.used);
+      this.chunk.set(bytes.subarray(off, off + n), this.used);
+      this.used += n;
+      off += n;
+    }
+    this.length += bytes.length;
+  }
+
+  private ensure(n: number): void {
+    if (this.used + n > this.chunk.length) this.flush();
+  }
+
+  private flush(): void {
+    this.sink(this.chunk.subarray(0, this.used));
+    this.chunk = new Uint8Array(this.chunk.length);
+    this.view = new DataView(this.chunk.buffer);
+    this.used = 0;
+  }
+}
+
+/** Called for each run (or whole page: offset 0, pageSize bytes) of a snapshot, in file order. */
+export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array) => void;
+
+/**
+ * Walks the patches of the snapshot at `offset` in `src`, validating the structure rules of
+ * docs/FORMAT.md, and calls `visit` for each run. `bytes` passed to `visit` are valid only during the call.
+ * Does not check the trailer checksum (see `checkSnapshotChecksum`).
+ */
+export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, visit?: RunVisitor): void {
+  const bodyEnd = offset + h.length - SNAPSHOT_TRAILER_SIZE;
+  const r = new ChunkReader(src, offset + SNAPSHOT_HEADER_SIZE, bodyEnd);
+  const fail = (what: string): never => {
+    throw new JournalFormatError(`bad snapshot body: ${what}`, r.pos, h.txid);
+  };
+  let lastPgno = 0;
+  for (let p = 0; p < h.patchCount; p++) {
+    if (r.remaining < PATCH_HEADER_SIZE) fail(`body ends before patch ${p + 1} of ${h.patchCount}`);
+    const ph = r.take(PATCH_HEADER_SIZE);
+    const pgno = ph[0]! | (ph[1]! << 8) | (ph[2]! << 16) | (ph[3]! * 0x1000000);
+    const runCount = ph[4]! | (ph[5]! << 8);
+    if (pgno <= lastPgno) fail(`page ${pgno} after page ${lastPgno}`);
+    if (pgno > h.dbPages) fail(`page ${pgno} past the database end (${h.dbPages} pages)`);
+    lastPgno = pgno;
+    if (runCount === 0) {
+      if (r.remaining < h.pageSize) fail(`page ${pgno} is cut short`);
+      const page = r.take(h.pageSize);
+      visit?.(pgno, 0, page);
+      continue;
+    }
+    let lastEnd = 0;
+    for (let k = 0; k < runCount; k++) {
+      if (r.remaining < RUN_HEADER_SIZE) fail(`page ${pgno} run ${k + 1} is cut short`);
+      const rh = r.take(RUN_HEADER_SIZE);
+      const start = rh[0]! | (rh[1]! << 8);
+      const len = (rh[2]! | (rh[3]! << 8)) + 1;
+      if (start < lastEnd) fail(`page ${pgno} run at ${start} overlaps or is out of order`);
+      if (start + len > h.pageSize) fail(`page ${pgno} run at ${start} of ${len} bytes passes the page end`);
+      if (r.remaining < len) fail(`page ${pgno} run at ${start} is cut short`);
+      lastEnd = start + len;
+      const bytes = r.take(len);
+      visit?.(pgno, start, bytes);
+    }
+  }
+  if (r.remaining !== 0) fail(`${r.remaining} bytes after the last patch`);
+}

@@ -1,0 +1,21 @@
+/** A format ByteSource over a storage FileHandle. */
+import type { ByteSource } from '../format/index.js';
+import type { FileHandle } from '../storage/file-system.js';
+
+/** Reads `file` as a ByteSource; its size is taken once, at creation. */
+export function fileSource(file: FileHandle): ByteSource {
+  const size = file.size();
+  return {
+    size: () => size,
+    read(offset, length) {
+      if (offset + length > size) {
+        throw new RangeError(
+          `read ${length} bytes at ${offset} past the end of ${file.path} (${size} bytes)`,
+        );
+      }
+      const buf = new Uint8Array(length);
+      file.read(buf, offset);
+      return buf;
+    },
+  };
+}

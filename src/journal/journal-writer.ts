@@ -1,0 +1,217 @@
+/**
+ * Appends snapshots to a journal file. A snapshot is streamed: body chunks are written after the space
+ * for its header as they are produced, then the header and trailer, then one fsync. Until `confirm()`
+ * a snapshot is tentative and `abandon()` cuts it off again (docs/ARCHITECTURE.md, "Commit protocol").
+ */
+import {
+  createXxh64,
+  encodeFileHeader,
+  encodeSnapshotHeader,
+  FORMAT_VERSION,
+  JournalReader,
+  SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
+  type SnapshotHeader,
+  type SnapshotInfo,
+} from '../format/index.js';
+import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import { fileSource } from './file-source.js';
+
+/** Where a history stands: the last txid and the database checksum after it. */
+export interface Position {
+  txid: bigint;
+  checksum: bigint;
+}
+
+/** What the writer knows about the end of its journal. */
+interface Tail extends Position {
+  end: number;
+  timestamp: number;
+}
+
+/** The fields of a snapshot header the caller decides. */
+export type SnapshotFields = Pick<
+  SnapshotHeader,
+  'pageSize' | 'dbPages' | 'flags' | 'postChecksum' | 'commitTag'
+>;
+
+/** A snapshot being written: feed body chunks to `sink`, then `finish`. */
+export interface SnapshotAppender {
+  sink(chunk: Uint8Array): void;
+  /** Writes header and trailer and syncs (unless `durable` is false). Returns the snapshot. */
+  finish(fields: SnapshotFields, patchCount: number, durable: boolean): SnapshotInfo;
+  /** Forgets the snapshot: nothing of it stays in the file. */
+  cancel(): void;
+}
+
+/** The one writer of a journal file. */
+export class JournalWriter {
+  private tail: Tail;
+  private lastBefore: SnapshotInfo | undefined;
+  private confirmed: Tail;
+  /** Bytes of torn tail cut off when the journal was opened. */
+  readonly tornBytes: number;
+  /** The last snapshot in the file (tentative or not), if any. */
+  last: SnapshotInfo | undefined;
+
+  private constructor(
+    private readonly file: FileHandle,
+    readonly journalId: Uint8Array,
+    tail: Tail,
+    tornBytes: number,
+    last: SnapshotInfo | undefined,
+  ) {
+    this.last = last;
+    this.tail = tail;
+    this.confirmed = tail;
+    this.tornBytes = tornBytes;
+  }
+
+  /**
+   * Opens the journal at `path`, creating it (with a new random journal id) when missing. Scans it, cuts
+   * off a torn tail, and returns a writer positioned after the last valid snapshot.
+   */
+  static open(fs: FileSystem, path: string): JournalWriter {
+    if (!fs.exists(path) || fs.open(path, { readonly: true }).size() === 0) {
+      JournalWriter.create(fs, path);
+    }
+    const file = fs.open(path);
+    try {
+      const reader = new JournalReader(fileSource(file));
+      let last: SnapshotInfo | undefined;
+      for (const s of reader.snapshots()) last = s;
+      const tail: Tail = {
+        end: reader.end,
+        txid: last?.txid ?? reader.header.baseTxid,
+        checksum: last?.postChecksum ?? reader.header.baseChecksum,
+        timestamp: last?.timestamp ?? 0,
+      };
+      if (reader.tornBytes > 0) {
+        file.truncate(reader.end);
+        file.sync();
+      }
+      return new JournalWriter(file, reader.header.journalId, tail, reader.tornBytes, last);
+    } catch (e) {
+      file.close();
+      throw new Error(`open journal ${path}`, { cause: e });
+    }
+  }
+
+  private static create(fs: FileSystem, path: string): void {
+    const journalId = crypto.getRandomValues(new Uint8Array(16));
+    const header = encodeFileHeader({
+      version: FORMAT_VERSION,
+      journalId,
+      createdAt: Date.now(),
+      baseTxid: 0n,
+      baseChecksum: 0n,
+    });
+    const tmp = `${path}.new`;
+    const f = fs.open(tmp, { create: true });
+    try {
+      f.truncate(0);
+      f.write(header, 0);
+      f.sync();
+    } finally {
+      f.close();
+    }
+    fs.rename(tmp, path);
+    fs.syncDir(path);
+  }
+
+  /** The position after the last snapshot written (tentative or not). */
+  get position(): Position {
+    return { txid: this.tail.txid, checksum: this.tail.checksum };
+  }
+
+  /** Offset where the next snapshot goes. */
+  get end(): number {
+    return this.tail.end;
+  }
+
+  /** True while the last snapshot is tentative (written, not yet confirmed). */
+  get pending(): boolean {
+    return this.tail.end !== this.confirmed.end;
+  }
+
+  /** Starts a snapshot after the last one. */
+  begin(): SnapshotAppender {
+    if (this.pending) throw new Error('a tentative snapshot is neither confirmed nor abandoned');
+    const start = this.tail.end;
+    const hash = createXxh64();
+    let pos = start + SNAPSHOT_HEADER_SIZE;
+    return {
+      sink: (chunk) => {
+        hash.update(chunk);
+        this.file.write(chunk, pos);
+        pos += chunk.length;
+      },
+      finish: (fields, patchCount, durable) => {
+        const h: SnapshotHeader = {
+          ...fields,
+          length: pos + SNAPSHOT_TRAILER_SIZE - start,
+          txid: this.tail.txid + 1n,
+          timestamp: Math.max(Date.now(), this.tail.timestamp),
+          patchCount,
+          preChecksum: this.tail.checksum,
+        };
+        const header = encodeSnapshotHeader(h);
+        hash.update(header);
+        const trailer = new Uint8Array(SNAPSHOT_TRAILER_SIZE);
+        new DataView(trailer.buffer).setBigUint64(0, hash.digest(), true);
+        this.file.write(trailer, pos);
+        this.file.write(header, start);
+        if (durable) this.file.sync();
+        this.tail = {
+          end: pos + SNAPSHOT_TRAILER_SIZE,
+          txid: h.txid,
+          checksum: h.postChecksum,
+          timestamp: h.timestamp,
+        };
+        this.lastBefore = this.last;
+        this.last = { ...h, offset: start };
+        return this.last;
+      },
+      cancel: () => {
+        if (pos > start + SNAPSHOT_HEADER_SIZE) this.file.truncate(start);
+      },
+    };
+  }
+
+  /** Makes the last snapshot final: its transaction committed. */
+  confirm(): void {
+    this.confirmed = this.tail;
+  }
+
+  /** Cuts off the tentative snapshot: its transaction did not commit. */
+  abandon(durable: boolean): void {
+    if (!this.pending) return;
+    this.file.truncate(this.confirmed.end);
+    if (durable) this.file.sync();
+    this.tail = this.confirmed;
+    this.last = this.lastBefore;
+  }
+
+  /** Cuts off the last snapshot, confirmed or not (crash recovery: its transaction was rolled back). */
+  dropLast(last: SnapshotInfo): void {
+    if (last.offset + last.length !== this.tail.end) throw new Error('dropLast: not the last snapshot');
+    this.file.truncate(last.offset);
+    this.file.sync();
+    this.last = undefined;
+    this.tail = this.confirmed = {
+      end: last.offset,
+      txid: last.txid - 1n,
+      checksum: last.preChecksum,
+      timestamp: 0,
+    };
+  }
+
+  /** The journal file (for readers in the same process). */
+  get handle(): FileHandle {
+    return this.file;
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}

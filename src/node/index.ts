@@ -1,0 +1,41 @@
+/**
+ * Mycelite for Node.js: open a SQLite database whose every committed transaction is captured in a
+ * journal beside it.
+ *
+ * @example
+ * ```ts
+ * import { open } from 'mycelite';
+ * const db = await open('app.db');
+ * db.exec('create table if not exists t(a)');
+ * db.prepare('insert into t values (?)').run(Math.random());
+ * console.log(db.position()); // { txid: 2n, checksum: ... }
+ * db.close();
+ * ```
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
+import { NodeFileSystem } from './node-fs.js';
+
+export type { MyceliteDatabase, MyceliteOptions } from '../api/open.js';
+export { OpenError } from '../api/open.js';
+export { Database } from '../engine/database.js';
+export { SqliteError } from '../engine/errors.js';
+export { Statement } from '../engine/statement.js';
+
+let counter = 0;
+
+/** The Node.js runtime: real files through node:fs. */
+export const nodeRuntime: Runtime = {
+  fs: new NodeFileSystem(),
+  resolve: (p) => path.resolve(p),
+  tempPath: () => path.join(os.tmpdir(), `mycelite-${process.pid}-${Date.now()}-${counter++}`),
+};
+
+/**
+ * Opens (creating if missing) the SQLite database at `file` through Mycelite. The journal lives in
+ * `file-mycelite/`. Resolves once the engine is loaded and any crash has been recovered.
+ */
+export function open(file: string, options?: MyceliteOptions): Promise<MyceliteDatabase> {
+  return openWith(nodeRuntime, file, options);
+}

@@ -1,0 +1,337 @@
+/**
+ * The Mycelite VFS: SQLite's file calls (sqlite3_vfs / sqlite3_io_methods) over a FileSystem, with the
+ * main database file of each writer connection reported to its Capture.
+ *
+ * VFS methods never throw into SQLite: each catches, keeps the error for xGetLastError and returns a
+ * precise SQLITE_IOERR_* code. Views into WASM memory are taken fresh in each call (memory can grow).
+ */
+
+import type { Capture } from '../capture/capture.js';
+import type { Sqlite3 } from '../engine/sqlite.js';
+import type { FileHandle, FileSystem, LockLevel } from '../storage/file-system.js';
+import { LocalLocks } from './local-locks.js';
+
+/** How the VFS reaches the runtime beyond files. */
+export interface VfsOptions {
+  fs: FileSystem;
+  /** A fresh path for a temporary file (statement journals, VACUUM's temporary database). */
+  tempPath(): string;
+}
+
+interface OpenFile {
+  handle: FileHandle;
+  path: string;
+  flags: number;
+  locks: LocalLocks | undefined;
+  capture: Capture | undefined;
+  /** The capture of the database whose rollback journal this is. */
+  journalOf: Capture | undefined;
+  deleteOnClose: boolean;
+}
+
+/** A registered Mycelite VFS. */
+export interface MyceliteVfs {
+  name: string;
+  /** The next read-write open of `path` as a main database reports to `capture`. */
+  expect(path: string, capture: Capture): void;
+  /** Stops reporting `path` (after its connection closed). */
+  forget(path: string): void;
+  /** The last error a VFS method kept, if any. */
+  lastError(): Error | undefined;
+}
+
+const installed = new Map<string, MyceliteVfs>();
+
+/** Registers (once per name) the Mycelite VFS with the loaded SQLite module. */
+export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsOptions): MyceliteVfs {
+  const existing = installed.get(name);
+  if (existing) return existing;
+  const { capi, wasm } = sqlite3;
+  const { fs } = options;
+  const files = new Map<number, OpenFile>();
+  const expected = new Map<string, Capture>();
+  const captured = new Map<string, Capture>();
+  const journals = new Map<string, Capture>();
+  let lastError: Error | undefined;
+
+  const keep = (e: unknown, rc: number): number => {
+    lastError = e instanceof Error ? e : new Error(String(e));
+    return rc;
+  };
+  const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
+  const file = (pFile: number): OpenFile => {
+    const f = files.get(pFile);
+    if (!f) throw new Error(`no open file for sqlite3_file ${pFile}`);
+    return f;
+  };
+
+  const io = {
+    xCheckReservedLock(pFile: number, pOut: number): number {
+      try {
+        const f = file(pFile);
+        const held = f.handle.checkReserved ? f.handle.checkReserved() : (f.locks?.checkReserved() ?? false);
+        wasm.poke32(pOut, held ? 1 : 0);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_CHECKRESERVEDLOCK);
+      }
+    },
+    xClose(pFile: number): number {
+      const f = files.get(pFile);
+      if (!f) return 0;
+      files.delete(pFile);
+      try {
+        f.capture?.detach();
+        if (f.capture) captured.delete(f.path);
+        f.locks?.unlock(0);
+        if (f.handle.unlock) f.handle.unlock(0);
+        f.handle.close();
+        if (f.deleteOnClose) fs.delete(f.path);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_CLOSE);
+      }
+    },
+    xDeviceCharacteristics(_pFile: number): number {
+      return capi.SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+    },
+    xFileControl(pFile: number, op: number, pArg: number): number {
+      try {
+        const f = file(pFile);
+        if (op === capi.SQLITE_FCNTL_SYNC) {
+          f.capture?.onCommitPhaseOne();
+          return 0;
+        }
+        if (op === capi.SQLITE_FCNTL_COMMIT_PHASETWO) {
+          f.capture?.onCommitPhaseTwo();
+          return 0;
+        }
+        if (op === capi.SQLITE_FCNTL_PRAGMA && f.capture) return pragma(pArg);
+        return capi.SQLITE_NOTFOUND;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR);
+      }
+    },
+    xFileSize(pFile: number, pSize: number): number {
+      try {
+        wasm.poke64(pSize, BigInt(file(pFile).handle.size()));
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_FSTAT);
+      }
+    },
+    xLock(pFile: number, level: number): number {
+      try {
+        const f = file(pFile);
+        const ok = f.handle.lock ? f.handle.lock(level as LockLevel) : f.locks!.lock(level as LockLevel);
+        return ok ? 0 : capi.SQLITE_BUSY;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_LOCK);
+      }
+    },
+    xRead(pFile: number, pDest: number, n: number, offset: bigint | number): number {
+      try {
+        const got = file(pFile).handle.read(heap(pDest, n), Number(offset));
+        return got < n ? capi.SQLITE_IOERR_SHORT_READ : 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_READ);
+      }
+    },
+    xSectorSize(_pFile: number): number {
+      return 4096;
+    },
+    xSync(pFile: number, _flags: number): number {
+      try {
+        const f = file(pFile);
+        f.capture?.beforeDatabaseSync();
+        f.handle.sync();
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_FSYNC);
+      }
+    },
+    xTruncate(pFile: number, size: bigint | number): number {
+      try {
+        const f = file(pFile);
+        f.capture?.beforeTruncate(Number(size));
+        f.handle.truncate(Number(size));
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_TRUNCATE);
+      }
+    },
+    xUnlock(pFile: number, level: number): number {
+      try {
+        const f = file(pFile);
+        f.capture?.onUnlock(level);
+        const ok = f.handle.unlock ? f.handle.unlock(level as 0 | 1) : f.locks!.unlock(level as 0 | 1);
+        return ok ? 0 : capi.SQLITE_IOERR_UNLOCK;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_UNLOCK);
+      }
+    },
+    xWrite(pFile: number, pSrc: number, n: number, offset: bigint | number): number {
+      try {
+        const f = file(pFile);
+        const at = Number(offset);
+        if (f.capture) f.capture.beforeWrite(at, n);
+        const bytes = heap(pSrc, n);
+        if (f.journalOf) f.journalOf.onRollbackJournalWrite(at, bytes);
+        f.handle.write(bytes, at);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_WRITE);
+      }
+    },
+  };
+
+  /** SQLITE_FCNTL_PRAGMA on a captured database: refuse WAL with a clear error. */
+  const pragma = (pArg: number): number => {
+    const name = wasm.cstrToJs(wasm.peekPtr(pArg + 4) as number)?.toLowerCase();
+    const valuePtr = wasm.peekPtr(pArg + 8) as number;
+    const value = valuePtr ? wasm.cstrToJs(valuePtr)?.toLowerCase() : undefined;
+    if (name === 'journal_mode' && value === 'wal') {
+      const msg =
+        'Mycelite does not support journal_mode=WAL yet: use DELETE (the default), TRUNCATE, PERSIST or MEMORY';
+      // SQLite frees this message with sqlite3_free; wasm.allocCString allocates with sqlite3_malloc.
+      wasm.pokePtr(pArg, wasm.allocCString(msg, false) as unknown as number);
+      return capi.SQLITE_ERROR;
+    }
+    return capi.SQLITE_NOTFOUND;
+  };
+
+  const ioStruct = new capi.sqlite3_io_methods();
+  (ioStruct as unknown as { $iVersion: number }).$iVersion = 1;
+
+  const vfsStruct = new capi.sqlite3_vfs();
+  const pDefault = capi.sqlite3_vfs_find(null);
+  const dflt = new capi.sqlite3_vfs(pDefault);
+  const v = vfsStruct as unknown as Record<string, unknown>;
+  v.$iVersion = 2;
+  v.$szOsFile = (capi.sqlite3_file as unknown as { structInfo: { sizeof: number } }).structInfo.sizeof;
+  v.$mxPathname = 1024;
+  v.$zName = wasm.allocCString(name, false);
+  v.$xRandomness = (dflt as unknown as Record<string, unknown>).$xRandomness;
+  dflt.dispose();
+
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  const vfsMethods = {
+    xAccess(_pVfs: number, zName: number, _flags: number, pOut: number): number {
+      try {
+        const p = wasm.cstrToJs(zName) as string;
+        // As unix SQLite: an empty regular file counts as missing (so an empty journal is not hot).
+        let exists = fs.exists(p);
+        if (exists && fs.fileSize) exists = fs.fileSize(p) > 0;
+        wasm.poke32(pOut, exists ? 1 : 0);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_ACCESS);
+      }
+    },
+    xCurrentTime(_pVfs: number, pOut: number): number {
+      wasm.poke(pOut, 2440587.5 + Date.now() / 864e5, 'double');
+      return 0;
+    },
+    xCurrentTimeInt64(_pVfs: number, pOut: number): number {
+      wasm.poke(pOut, 210866760000000 + Date.now(), 'i64');
+      return 0;
+    },
+    xDelete(_pVfs: number, zName: number, syncDir: number): number {
+      try {
+        fs.delete(wasm.cstrToJs(zName) as string, syncDir !== 0);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_IOERR_DELETE);
+      }
+    },
+    xFullPathname(_pVfs: number, zName: number, nOut: number, pOut: number): number {
+      return wasm.cstrncpy(pOut, zName, nOut) < nOut ? 0 : capi.SQLITE_CANTOPEN;
+    },
+    xGetLastError(_pVfs: number, nOut: number, pOut: number): number {
+      const e = lastError;
+      if (e && nOut > 0) {
+        const bytes = new TextEncoder().encode(e.message).subarray(0, nOut - 1);
+        wasm.heap8u().set(bytes, pOut);
+        wasm.poke8(pOut + bytes.length, 0);
+      }
+      return 0;
+    },
+    xOpen(_pVfs: number, zName: number, pFile: number, flags: number, pOutFlags: number): number {
+      try {
+        const named = zName !== 0 && wasm.peek8(zName) !== 0;
+        const path = named ? (wasm.cstrToJs(zName) as string) : options.tempPath();
+        const mainDb = (flags & capi.SQLITE_OPEN_MAIN_DB) !== 0;
+        const readonly = (flags & capi.SQLITE_OPEN_READONLY) !== 0;
+        if (flags & capi.SQLITE_OPEN_WAL) {
+          throw new Error('Mycelite does not support WAL mode yet (journal_mode=WAL)');
+        }
+        let capture: Capture | undefined;
+        if (mainDb && !readonly) {
+          capture = expected.get(path);
+          if (capture) expected.delete(path);
+          else if (captured.has(path)) {
+            throw new Error(
+              `${path} is open for writing through Mycelite in this process; open it read-only`,
+            );
+          }
+        }
+        const handle = fs.open(path, {
+          create: (flags & capi.SQLITE_OPEN_CREATE) !== 0,
+          readonly,
+          sqliteLocks: mainDb,
+        });
+        const deleteOnClose = (flags & capi.SQLITE_OPEN_DELETEONCLOSE) !== 0;
+        const f: OpenFile = {
+          handle,
+          path,
+          flags,
+          locks: mainDb && !handle.lock ? new LocalLocks(path) : undefined,
+          capture,
+          journalOf: flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? journals.get(path) : undefined,
+          deleteOnClose,
+        };
+        if (capture) {
+          capture.attach(handle);
+          captured.set(path, capture);
+        }
+        files.set(pFile, f);
+        const sq3File = new capi.sqlite3_file(pFile);
+        (sq3File as unknown as { $pMethods: number }).$pMethods = ioStruct.pointer as number;
+        sq3File.dispose();
+        wasm.poke32(pOutFlags, flags);
+        return 0;
+      } catch (e) {
+        return keep(e, capi.SQLITE_CANTOPEN);
+      }
+    },
+    xSleep(_pVfs: number, micros: number): number {
+      try {
+        Atomics.wait(sleeper, 0, 0, Math.max(1, micros / 1000));
+      } catch {
+        // Atomics.wait is not allowed on a browser's main thread: do not sleep there.
+      }
+      return 0;
+    },
+  };
+
+  sqlite3.vfs.installVfs({
+    io: { struct: ioStruct, methods: io as never },
+    vfs: { struct: vfsStruct, methods: vfsMethods as never },
+  });
+
+  const vfs: MyceliteVfs = {
+    name,
+    expect(path, capture) {
+      expected.set(path, capture);
+      journals.set(`${path}-journal`, capture);
+    },
+    forget(path) {
+      expected.delete(path);
+      captured.delete(path);
+      journals.delete(`${path}-journal`);
+    },
+    lastError: () => lastError,
+  };
+  installed.set(name, vfs);
+  return vfs;
+}
