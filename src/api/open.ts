@@ -9,8 +9,10 @@ import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { hex, loadHash, type SnapshotInfo } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
+import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import type { FileSystem } from '../storage/file-system.js';
+import { replay } from '../restore/replay.js';
+import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { journalPaths } from './paths.js';
 
@@ -67,6 +69,7 @@ export async function openWith(
   }
   let journal: JournalWriter | undefined;
   let db: Database | undefined;
+  let inflight: FileHandle | undefined;
   try {
     journal = JournalWriter.open(fs, p.journal);
     const dbSize = fs.exists(dbPath) ? (fs.fileSize?.(dbPath) ?? 1) : 0;
@@ -78,6 +81,8 @@ export async function openWith(
     }
     if (dbSize > 0) refuseWal(fs, dbPath, path);
     const hot = recoverHotJournal(fs, dbPath, journal);
+    inflight = fs.open(p.inflight, { create: true });
+    const rebuilt = rebuildIfInflight(fs, dbPath, journal, inflight);
 
     const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
     const capture = new Capture(journal, {
@@ -85,6 +90,7 @@ export async function openWith(
       spillPath: p.spill,
       memoryBudget: options.memoryBudget,
       onSnapshot: options.onSnapshot,
+      inflight,
     });
     capture.suspended = true;
     vfs.expect(dbPath, capture);
@@ -95,15 +101,17 @@ export async function openWith(
     capture.suspended = false;
 
     if (journal.position.txid === 0n && fs.fileSize!(dbPath) > 0) capture.bootstrap();
-    checkAgreement(fs, dbPath, journal, hot || journal.tornBytes > 0, path);
+    checkAgreement(fs, dbPath, journal, hot || rebuilt || journal.tornBytes > 0, path);
     return decorate(db, journal, p.journal, () => {
       vfs.forget(dbPath);
       journal?.close();
+      inflight?.close();
       writerLock?.release();
     });
   } catch (e) {
     db?.close();
     journal?.close();
+    inflight?.close();
     writerLock?.release();
     if (e instanceof OpenError) throw e;
     throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
@@ -142,6 +150,35 @@ function recoverHotJournal(fs: FileSystem, dbPath: string, journal: JournalWrite
   const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
   const last = journal.last;
   if (last && nonce !== 0 && last.commitTag === nonce) journal.dropLast(last);
+  return true;
+}
+
+/**
+ * The inflight marker is set while a transaction without a rollback journal (journal_mode=MEMORY) writes
+ * the database. Set at open means a crash left the database possibly half-written, and nothing on disk
+ * can roll it back: rebuild it from the journal, which holds every committed transaction.
+ */
+function rebuildIfInflight(
+  fs: FileSystem,
+  dbPath: string,
+  journal: JournalWriter,
+  inflight: FileHandle,
+): boolean {
+  const flag = new Uint8Array(1);
+  inflight.read(flag, 0);
+  if (flag[0] !== 1) return false;
+  const tmp = `${dbPath}.rebuild`;
+  const out = fs.open(tmp, { create: true });
+  try {
+    replay(fileSource(journal.handle), out);
+    out.sync();
+  } finally {
+    out.close();
+  }
+  fs.rename(tmp, dbPath);
+  fs.syncDir(dbPath);
+  inflight.write(new Uint8Array([0]), 0);
+  inflight.sync();
   return true;
 }
 

@@ -24,6 +24,11 @@ export interface CaptureOptions {
   memoryBudget?: number;
   /** Called after each confirmed snapshot. */
   onSnapshot?: (s: SnapshotInfo) => void;
+  /**
+   * A one-byte marker file set while a transaction without a rollback journal (journal_mode=MEMORY) is
+   * writing the database, so that open() knows to rebuild a database a crash left half-written.
+   */
+  inflight?: FileHandle;
 }
 
 /** Capture state of one database file. */
@@ -37,6 +42,7 @@ export class Capture {
   private prePages = 0;
   private nonce = 0;
   private unsynced = false;
+  private inflightSet = false;
   private last: SnapshotInfo | undefined;
 
   constructor(
@@ -60,6 +66,8 @@ export class Capture {
   beforeWrite(offset: number, length: number): void {
     if (this.suspended || !this.db) return;
     this.begin();
+    // SQLite writes a rollback journal's header before any database page; no nonce means no journal.
+    if (this.nonce === 0 && !this.inflightSet) this.setInflight(1);
     const unit = this.prePageSize;
     const first = Math.floor(offset / unit);
     const last = Math.floor((offset + length - 1) / unit);
@@ -142,14 +150,22 @@ export class Capture {
     const size = db.size();
     this.prePageSize = size > 0 ? readPageSize(db) : 4096;
     this.prePages = Math.floor(size / this.prePageSize);
-    this.nonce = 0;
   }
 
   private end(): void {
+    if (this.inflightSet) this.setInflight(0);
+    this.nonce = 0;
     this.old.clear();
     this.prePageSize = 0;
     this.prePages = 0;
     this.last = undefined;
+  }
+
+  private setInflight(v: 0 | 1): void {
+    const f = this.options.inflight;
+    if (!f) return;
+    f.write(new Uint8Array([v]), 0);
+    this.inflightSet = v === 1;
   }
 
   private keep(index: number): void {

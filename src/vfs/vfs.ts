@@ -190,9 +190,16 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     const name = wasm.cstrToJs(wasm.peekPtr(pArg + 4) as number)?.toLowerCase();
     const valuePtr = wasm.peekPtr(pArg + 8) as number;
     const value = valuePtr ? wasm.cstrToJs(valuePtr)?.toLowerCase() : undefined;
-    if (name === 'journal_mode' && value === 'wal') {
-      const msg =
-        'Mycelite does not support journal_mode=WAL yet: use DELETE (the default), TRUNCATE, PERSIST or MEMORY';
+    const refusal =
+      name !== 'journal_mode'
+        ? undefined
+        : value === 'wal'
+          ? 'Mycelite does not support journal_mode=WAL yet'
+          : value === 'off'
+            ? 'Mycelite does not support journal_mode=OFF: without a journal SQLite cannot roll back, so the database and its history would disagree'
+            : undefined;
+    if (refusal) {
+      const msg = `${refusal}; use DELETE (the default), TRUNCATE, PERSIST or MEMORY`;
       // SQLite frees this message with sqlite3_free; wasm.allocCString allocates with sqlite3_malloc.
       wasm.pokePtr(pArg, wasm.allocCString(msg, false) as unknown as number);
       return capi.SQLITE_ERROR;
