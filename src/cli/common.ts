@@ -1,0 +1,132 @@
+/**
+ * What the CLI commands share: how errors are reported, how paths are checked, how values are printed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { JournalFormatError } from '../format/index.js';
+
+/** Ends a command with an exit code; its message (if any) was already printed. */
+export class CliExit extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+    this.name = 'CliExit';
+  }
+}
+
+/** A usage error found by a command itself (exit code 2, with a hint to the command's help). */
+export class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command: string,
+  ) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** The message of `e` followed by the messages of its causes, joined with ': ' (repeats left out). */
+export function describeError(e: unknown): string {
+  const parts: string[] = [];
+  const seen = new Set<unknown>();
+  for (let err: unknown = e; err !== undefined && err !== null && !seen.has(err); ) {
+    seen.add(err);
+    const message = err instanceof Error ? err.message : String(err);
+    if (message !== '' && !parts.some((p) => p.includes(message))) parts.push(message);
+    err = err instanceof Error ? err.cause : undefined;
+  }
+  return parts.join(': ') || 'unknown error';
+}
+
+/** Stack traces of `e` and its causes (for MYCELITE_DEBUG=1). */
+export function describeStack(e: unknown): string {
+  const parts: string[] = [];
+  const seen = new Set<unknown>();
+  for (let err: unknown = e; err !== undefined && err !== null && !seen.has(err); ) {
+    seen.add(err);
+    parts.push(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    err = err instanceof Error ? err.cause : undefined;
+  }
+  return parts.join('\nCaused by: ');
+}
+
+export function writeOut(text: string): void {
+  process.stdout.write(text);
+}
+
+export function writeErr(text: string): void {
+  process.stderr.write(text);
+}
+
+/** Throws a clear error unless the directory that would hold `file` exists. */
+export function requireParentDirectory(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch {
+    throw new Error(`cannot open ${file}: directory ${dir} does not exist`);
+  }
+  if (!stat.isDirectory()) throw new Error(`cannot open ${file}: ${dir} is not a directory`);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw new Error(`cannot open ${file}: it is a directory, not a database file`);
+  }
+}
+
+/** Where a journal problem is, when the error says (JournalFormatError anywhere in the cause chain). */
+export function journalErrorLocation(e: unknown): { offset: number; txid: string | undefined } | undefined {
+  for (let err: unknown = e; err instanceof Error; err = err.cause) {
+    if (err instanceof JournalFormatError) {
+      return { offset: err.offset, txid: err.txid === undefined ? undefined : err.txid.toString() };
+    }
+  }
+  return undefined;
+}
+
+/** A bigint as a JSON number when it is exactly representable, else as a decimal string. */
+export function jsonInteger(n: bigint): number | string {
+  return n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(n)
+    : n.toString();
+}
+
+/** Bytes as lowercase hex. */
+export function toHex(bytes: Uint8Array): string {
+  let s = '';
+  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  return s;
+}
+
+/** A timestamp (ms since the epoch) as ISO-8601 UTC. */
+export function isoTime(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/** Parses a non-negative integer argument (a txid). */
+export function parseTxid(value: string): bigint {
+  if (!/^\d+$/.test(value.trim())) throw new Error(`"${value}" is not a txid (a whole number such as 3)`);
+  return BigInt(value.trim());
+}
+
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * Parses an ISO-8601 date or date-time (`2025-03-01`, `2025-03-01T12:30:00Z`, `…+02:00`); a time without
+ * zone is local time, as in JavaScript. Returns ms since the epoch.
+ */
+export function parseIsoTime(value: string): number {
+  const v = value.trim();
+  const ms = ISO_8601.test(v) ? Date.parse(v.replace(' ', 'T')) : Number.NaN;
+  if (Number.isNaN(ms) || !isCalendarDate(v)) {
+    throw new Error(`"${value}" is not an ISO-8601 date or time (for example 2025-03-01T12:30:00Z)`);
+  }
+  return ms;
+}
+
+/** Whether the YYYY-MM-DD at the start of `v` names a real day (Date.parse accepts 2025-02-30). */
+function isCalendarDate(v: string): boolean {
+  const y = Number(v.slice(0, 4));
+  const m = Number(v.slice(5, 7));
+  const d = Number(v.slice(8, 10));
+  const date = new Date(Date.UTC(y, m - 1, d));
+  return date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
+}

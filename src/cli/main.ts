@@ -1,0 +1,88 @@
+/**
+ * The `mycelite` command line: exec, log, restore, verify. `bin/mycelite.js` calls main() and uses its
+ * result as the exit code: 0 ok, 1 error, 2 usage error.
+ */
+import * as fs from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { CliExit, describeError, describeStack, UsageError, writeErr, writeOut } from './common.js';
+import { registerExec } from './exec.js';
+import { registerLog } from './log.js';
+import { registerRestore } from './restore.js';
+import { registerVerify } from './verify.js';
+
+export const EXIT_OK = 0;
+export const EXIT_ERROR = 1;
+export const EXIT_USAGE = 2;
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'));
+    return String(pkg.version);
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Builds the command tree. Commander errors are thrown (exitOverride), never process.exit. */
+export function buildProgram(): Command {
+  const program = new Command('mycelite');
+  program
+    .description('Physical, single-writer replication for SQLite: every committed transaction is a snapshot')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'print help')
+    .helpCommand('help [command]', 'print help for a command')
+    .exitOverride()
+    .configureOutput({
+      writeOut,
+      writeErr,
+      outputError: (message, write) => write(`mycelite: ${message.replace(/^error: /, '')}`),
+    })
+    .showHelpAfterError('(see mycelite --help)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ mycelite exec app.db "create table t(a); insert into t values (random())"
+  $ mycelite log app.db --json
+  $ mycelite restore app.db --output then.db --txid 2
+  $ mycelite verify app.db
+
+Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
+    );
+  registerExec(program);
+  registerLog(program);
+  registerRestore(program);
+  registerVerify(program);
+  for (const cmd of program.commands) {
+    cmd.showHelpAfterError(`(see mycelite ${cmd.name()} --help)`);
+  }
+  return program;
+}
+
+/** Runs the CLI with `argv` (the arguments after the script name); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    // `mycelite log app.db | head`: the reader went away; that is not an error.
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT_OK;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version end with exit code 0; `mycelite` alone prints help as an error.
+      if (e.exitCode === 0) return EXIT_OK;
+      return EXIT_USAGE;
+    }
+    if (e instanceof CliExit) return e.code;
+    if (e instanceof UsageError) {
+      writeErr(`mycelite: ${e.message}\n(see mycelite ${e.command} --help)\n`);
+      return EXIT_USAGE;
+    }
+    writeErr(`mycelite: ${describeError(e)}\n`);
+    if (process.env['MYCELITE_DEBUG'] === '1') writeErr(`${describeStack(e)}\n`);
+    return EXIT_ERROR;
+  }
+}

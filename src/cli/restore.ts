@@ -1,0 +1,94 @@
+/** `mycelite restore DB --output FILE [--txid N | --at ISO-8601] [--force]`: rebuild a database from its journal. */
+import * as path from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { journalPaths } from '../api/paths.js';
+import { nodeRuntime } from '../node/index.js';
+import type { Target } from '../restore/replay.js';
+import { restoreDatabase } from '../restore/restore.js';
+import { isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
+
+interface RestoreOptions {
+  output: string;
+  txid?: bigint;
+  at?: number;
+  force?: boolean;
+}
+
+const asUsage =
+  <T>(parse: (v: string) => T) =>
+  (value: string): T => {
+    try {
+      return parse(value);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+
+export function registerRestore(program: Command): void {
+  program
+    .command('restore')
+    .description('rebuild a database from its journal, as of the latest snapshot or an earlier one')
+    .argument('<DB>', 'database file whose journal (DB-mycelite/journal) to replay')
+    .requiredOption('-o, --output <FILE>', 'file to write the restored database to')
+    .addOption(
+      new Option('--txid <N>', 'restore the state right after snapshot N (see mycelite log)')
+        .argParser(asUsage(parseTxid))
+        .conflicts('at'),
+    )
+    .addOption(
+      new Option('--at <ISO-8601>', 'restore the last snapshot committed at or before this time').argParser(
+        asUsage(parseIsoTime),
+      ),
+    )
+    .option('-f, --force', 'replace FILE if it exists')
+    .addHelpText(
+      'after',
+      `
+The journal is replayed into a temporary file beside FILE, checked against the snapshot's checksum, then
+renamed to FILE: a failed restore leaves nothing behind. The journal is only read.
+A time without a zone (2025-03-01T12:30) is local time; add Z or +02:00 to be exact.
+
+Examples:
+  $ mycelite restore app.db --output copy.db
+  $ mycelite restore app.db --output then.db --txid 2
+  $ mycelite restore app.db --output then.db --at 2025-03-01T12:30:00Z`,
+    )
+    .action(async (db: string, options: RestoreOptions) => {
+      await restoreCommand(db, options);
+    });
+}
+
+export async function restoreCommand(dbPath: string, options: RestoreOptions): Promise<void> {
+  const output = options.output;
+  requireParentDirectory(output);
+  const target: Target =
+    options.txid !== undefined
+      ? { txid: options.txid }
+      : options.at !== undefined
+        ? { at: options.at }
+        : 'latest';
+  // Restoring over the database itself: make sure no writer has it open meanwhile.
+  let lock: { release(): void } | undefined;
+  if (path.resolve(output) === path.resolve(dbPath)) {
+    const lockPath = journalPaths(path.resolve(dbPath)).lock;
+    lock = nodeRuntime.fs.exists(lockPath) ? nodeRuntime.fs.tryLockExclusive?.(lockPath) : undefined;
+    if (nodeRuntime.fs.exists(lockPath) && lock === undefined) {
+      throw new Error(`${dbPath} is open for writing by another process; close it before restoring over it`);
+    }
+  }
+  try {
+    const s = await restoreDatabase(nodeRuntime.fs, dbPath, output, {
+      target,
+      force: options.force === true,
+    });
+    if (s === undefined) {
+      writeOut(`restored an empty database (the journal holds no snapshots) to ${output}\n`);
+    } else {
+      writeOut(
+        `restored txid ${s.txid} (${isoTime(s.timestamp)}) to ${output} (${s.dbPages} page${s.dbPages === 1 ? '' : 's'})\n`,
+      );
+    }
+  } finally {
+    lock?.release();
+  }
+}
