@@ -36,9 +36,8 @@ async function demo(): Promise<void> {
   });
   for (let t = 1; t <= 10; t++) {
     addBatch(t);
-    say(
-      `   insert ${String(t).padStart(2)} row(s) with random() and current_timestamp -> txid ${db.position().txid}`,
-    );
+    const what = `insert ${t} row${t === 1 ? '' : 's'} of (random() % 1000, current_timestamp)`;
+    say(`   txid ${db.position().txid}: ${what}`);
   }
   const rows = db.prepare('select count(*) from readings').pluck().get() as number;
   say(`   app.db now holds ${rows} rows; journal: ${db.journalPath}`);
