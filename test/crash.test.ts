@@ -53,7 +53,9 @@ describe('crash consistency under SIGKILL', () => {
   // to the database file (a cache spill, or the commit itself) leaves a database SQLite cannot roll back.
   test('journal_mode=MEMORY × synchronous FULL/NORMAL/OFF', {
     timeout: 60_000,
-    todo: 'MEMORY mode is not crash-safe in SQLite itself: a crash mid-transaction can corrupt the database',
+    todo:
+      'MEMORY mode is not crash-safe in SQLite itself (a crash mid-transaction can corrupt the database); ' +
+      'no failure seen so far (54 iterations), kept as todo for that reason',
   }, async () => {
     await crashes('MEMORY', ['MEMORY'], 9);
   });
