@@ -292,6 +292,21 @@ describe('errors (exit 1)', () => {
     }
   });
 
+  test('a lost database: exec refuses to start a new history; restore --output DB rebuilds it', () => {
+    expect(0, dir, 'exec', 'lost.db', 'create table t(a); insert into t values (1), (2)');
+    const copy = sha256(path.join(dir, 'lost.db'));
+    fs.rmSync(path.join(dir, 'lost.db'));
+    const r = expect(1, dir, 'exec', 'lost.db', 'select 1');
+    assert.match(
+      r.stderr,
+      /missing or empty but its journal holds 2 snapshots.*mycelite restore lost\.db --output lost\.db/,
+    );
+    expect(0, dir, 'restore', 'lost.db', '--output', 'lost.db');
+    assert.equal(sha256(path.join(dir, 'lost.db')), copy);
+    expect(0, dir, 'verify', 'lost.db');
+    assert.equal(expect(0, dir, 'exec', 'lost.db', 'select count(*) as n from t').stdout, 'n\n2\n');
+  });
+
   test('MYCELITE_DEBUG=1 adds the stack trace', () => {
     const r = spawnSync(process.execPath, [BIN, 'log', 'missing.db'], {
       cwd: dir,

@@ -13,17 +13,6 @@ export class CliExit extends Error {
   }
 }
 
-/** A usage error found by a command itself (exit code 2, with a hint to the command's help). */
-export class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly command: string,
-  ) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
-
 /** The message of `e` followed by the messages of its causes, joined with ': ' (repeats left out). */
 export function describeError(e: unknown): string {
   const parts: string[] = [];
