@@ -7,7 +7,7 @@ import { Capture } from '../capture/capture.js';
 import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-header.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import { hex, loadHash, type SnapshotInfo } from '../format/index.js';
+import { loadHash, type SnapshotInfo } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
@@ -81,10 +81,30 @@ export async function openWith(
     }
     if (dbSize > 0) refuseWal(fs, dbPath, path);
     const hot = recoverHotJournal(fs, dbPath, journal);
-    inflight = fs.open(p.inflight, { create: true });
-    const rebuilt = rebuildIfInflight(fs, dbPath, journal, inflight);
-
     const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
+    if (hot) {
+      // Let SQLite roll back its hot journal through a connection that is not captured.
+      const r = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
+      try {
+        r.pragma('schema_version');
+      } finally {
+        r.close();
+      }
+    }
+    inflight = fs.open(p.inflight, { create: true });
+    const flag = new Uint8Array(1);
+    inflight.read(flag, 0);
+    // Mycelite was writing when it crashed (inflight), or the journal lost its tail, or SQLite rolled
+    // back (which leaves freelist pages it never journaled as they were): the file may differ from
+    // the journal's last state. The journal holds every committed transaction, so it wins.
+    if (flag[0] === 1 || journal.tornBytes > 0 || (hot && journal.position.txid > 0n)) {
+      rebuildIfDiffers(fs, dbPath, journal);
+    }
+    if (flag[0] === 1) {
+      inflight.write(new Uint8Array([0]), 0);
+      inflight.sync();
+    }
+
     const capture = new Capture(journal, {
       fs,
       spillPath: p.spill,
@@ -92,16 +112,11 @@ export async function openWith(
       onSnapshot: options.onSnapshot,
       inflight,
     });
-    capture.suspended = true;
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
-    // The first read rolls back a hot journal left by a crash; it must not be captured.
-    db.pragma('schema_version');
-    capture.reset();
-    capture.suspended = false;
 
     if (journal.position.txid === 0n && fs.fileSize!(dbPath) > 0) capture.bootstrap();
-    checkAgreement(fs, dbPath, journal, hot || rebuilt || journal.tornBytes > 0, path);
+    checkSize(fs, dbPath, journal, path);
     return decorate(db, journal, p.journal, () => {
       vfs.forget(dbPath);
       journal?.close();
@@ -154,19 +169,22 @@ function recoverHotJournal(fs: FileSystem, dbPath: string, journal: JournalWrite
 }
 
 /**
- * The inflight marker is set while a transaction without a rollback journal (journal_mode=MEMORY) writes
- * the database. Set at open means a crash left the database possibly half-written, and nothing on disk
- * can roll it back: rebuild it from the journal, which holds every committed transaction.
+ * Makes the database equal the journal's last state: when its checksum differs, replay the journal into
+ * a temporary file, fsync it and rename it over the database.
  */
-function rebuildIfInflight(
-  fs: FileSystem,
-  dbPath: string,
-  journal: JournalWriter,
-  inflight: FileHandle,
-): boolean {
-  const flag = new Uint8Array(1);
-  inflight.read(flag, 0);
-  if (flag[0] !== 1) return false;
+function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter): void {
+  const last = journal.last;
+  if (fs.exists(dbPath)) {
+    const f = fs.open(dbPath, { readonly: true });
+    try {
+      const size = f.size();
+      const sum = size >= 100 ? databaseChecksum(f, readPageSize(f)) : 0n;
+      const want = last ? last.dbPages * last.pageSize : 0;
+      if (size === want && sum === (last?.postChecksum ?? 0n)) return;
+    } finally {
+      f.close();
+    }
+  }
   const tmp = `${dbPath}.rebuild`;
   const out = fs.open(tmp, { create: true });
   try {
@@ -177,19 +195,10 @@ function rebuildIfInflight(
   }
   fs.rename(tmp, dbPath);
   fs.syncDir(dbPath);
-  inflight.write(new Uint8Array([0]), 0);
-  inflight.sync();
-  return true;
 }
 
-/** After a crash the database must equal the journal's last state; otherwise at least the sizes must. */
-function checkAgreement(
-  fs: FileSystem,
-  dbPath: string,
-  journal: JournalWriter,
-  full: boolean,
-  path: string,
-): void {
+/** The database's size must be the last snapshot's (a cheap check for changes made without Mycelite). */
+function checkSize(fs: FileSystem, dbPath: string, journal: JournalWriter, path: string): void {
   const last = journal.last;
   if (!last) return;
   const f = fs.open(dbPath);
@@ -207,15 +216,6 @@ function checkAgreement(
         `${path} (${size} bytes) does not match its journal (snapshot ${last.txid}: ${want} bytes): it was ` +
           `changed without Mycelite. Run \`mycelite verify ${path}\`; \`mycelite restore\` rebuilds it from the journal`,
       );
-    }
-    if (full && size > 0) {
-      const sum = databaseChecksum(f, readPageSize(f));
-      if (sum !== last.postChecksum) {
-        throw new OpenError(
-          `${path} does not match its journal after crash recovery (checksum ${hex(sum)}, journal ` +
-            `${hex(last.postChecksum)} at snapshot ${last.txid}); rebuild it with \`mycelite restore\``,
-        );
-      }
     }
   } finally {
     f.close();

@@ -9,7 +9,13 @@
  * rollback journal's deletion). SQLITE_FCNTL_COMMIT_PHASETWO confirms the snapshot; an unlock without it
  * means the transaction did not commit, and the snapshot is cut off again. See docs/ARCHITECTURE.md.
  */
-import { FLAG_FULL_IMAGE, pageTerm, SnapshotBodyWriter, type SnapshotInfo } from '../format/index.js';
+import {
+  FLAG_FULL_IMAGE,
+  pageTerm,
+  SnapshotBodyWriter,
+  type SnapshotInfo,
+  samePage,
+} from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { OldPages } from './old-pages.js';
@@ -25,8 +31,8 @@ export interface CaptureOptions {
   /** Called after each confirmed snapshot. */
   onSnapshot?: (s: SnapshotInfo) => void;
   /**
-   * A one-byte marker file set while a transaction without a rollback journal (journal_mode=MEMORY) is
-   * writing the database, so that open() knows to rebuild a database a crash left half-written.
+   * A one-byte marker file, set from a transaction's first page write until it committed or was fully
+   * rolled back, so that open() knows a crash may have left the file differing from the journal.
    */
   inflight?: FileHandle;
 }
@@ -66,8 +72,7 @@ export class Capture {
   beforeWrite(offset: number, length: number): void {
     if (this.suspended || !this.db) return;
     this.begin();
-    // SQLite writes a rollback journal's header before any database page; no nonce means no journal.
-    if (this.nonce === 0 && !this.inflightSet) this.setInflight(1);
+    if (!this.inflightSet) this.setInflight(1);
     const unit = this.prePageSize;
     const first = Math.floor(offset / unit);
     const last = Math.floor((offset + length - 1) / unit);
@@ -120,12 +125,34 @@ export class Capture {
     this.end();
   }
 
-  /** SQLite dropped its lock to `level`: a transaction that did not confirm did not commit. */
+  /**
+   * SQLite dropped its lock to `level`. A transaction that wrote pages and did not confirm did not
+   * commit: SQLite has rolled back what its rollback journal holds, but it never journals pages it took
+   * from the freelist, so those can keep the rolled-back bytes. Put back every kept page that differs,
+   * so the file equals the journal's last state byte for byte.
+   */
   onUnlock(level: number): void {
-    if (level <= 1 && this.journal.pending) {
+    if (level > 1 || this.suspended || !this.db) return;
+    if (this.journal.pending) {
       this.journal.abandon(true);
       this.unsynced = false;
     }
+    if (this.prePageSize === 0) return;
+    this.restoreKept();
+    this.end();
+  }
+
+  private restoreKept(): void {
+    const db = this.db!;
+    const unit = this.prePageSize;
+    const current = new Uint8Array(unit);
+    for (const index of this.old.indexes()) {
+      const old = this.old.get(index, unit);
+      if (!old) continue;
+      db.read(current, index * unit);
+      if (!samePage(old, current)) db.write(old, index * unit);
+    }
+    if (db.size() > this.prePages * unit) db.truncate(this.prePages * unit);
   }
 
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */
