@@ -60,11 +60,15 @@ export async function openWith(
   const { fs } = rt;
   const dbPath = rt.resolve(path);
   const p = journalPaths(dbPath);
+  const parent = dbPath.slice(0, Math.max(1, dbPath.lastIndexOf('/')));
+  if (!fs.exists(parent)) {
+    throw new OpenError(`cannot open ${path}: directory ${parent} does not exist (create it first)`);
+  }
   fs.mkdir(p.dir);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {
     throw new OpenError(
-      `${path} is open for writing by another process (it holds ${p.lock}); Mycelite allows one writer per database`,
+      `${path} is already open for writing (a connection in this or another process holds ${p.lock}); Mycelite allows one writer per database: close it first, or open read-only`,
     );
   }
   let journal: JournalWriter | undefined;

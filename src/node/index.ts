@@ -19,9 +19,16 @@ import { NodeFileSystem } from './node-fs.js';
 
 export type { MyceliteDatabase, MyceliteOptions } from '../api/open.js';
 export { OpenError } from '../api/open.js';
-export { Database } from '../engine/database.js';
+
+import { Database } from '../engine/database.js';
+import { loadSqlite } from '../engine/sqlite.js';
+import { installMyceliteVfs } from '../vfs/vfs.js';
+
 export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
+export { JournalFormatError, PositionMismatchError } from '../format/errors.js';
+export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
+export { Database };
 
 let counter = 0;
 
@@ -31,6 +38,16 @@ export const nodeRuntime: Runtime = {
   resolve: (p) => path.resolve(p),
   tempPath: () => path.join(os.tmpdir(), `mycelite-${process.pid}-${Date.now()}-${counter++}`),
 };
+
+/**
+ * Opens a database file read-only (no capture, no journal), through the Mycelite VFS so that it sees
+ * real files and takes SQLite's locks: for reading a restored file, or reading while a writer writes.
+ */
+export async function openReadonly(file: string): Promise<Database> {
+  const sqlite3 = await loadSqlite();
+  installMyceliteVfs(sqlite3, 'mycelite', { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
+  return Database.open(sqlite3, path.resolve(file), { readonly: true, vfs: 'mycelite' });
+}
 
 /**
  * Opens (creating if missing) the SQLite database at `file` through Mycelite. The journal lives in

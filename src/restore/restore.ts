@@ -4,7 +4,7 @@
  */
 
 import { journalPaths } from '../api/paths.js';
-import { hex, JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
+import { hex, JournalFormatError, JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { replay, type Target } from './replay.js';
@@ -73,15 +73,23 @@ export async function verifyDatabase(
   const journal = openJournal(fs, dbPath);
   const out = fs.open(tempPath, { create: true });
   try {
-    const reader = new JournalReader(fileSource(journal), { verify: true });
     let snapshots = 0;
-    let lastTxid = reader.header.baseTxid;
-    for (const s of reader.snapshots()) {
-      snapshots++;
-      lastTxid = s.txid;
+    let lastTxid = 0n;
+    let tornBytes = 0;
+    try {
+      const reader = new JournalReader(fileSource(journal), { verify: true });
+      lastTxid = reader.header.baseTxid;
+      for (const s of reader.snapshots()) {
+        snapshots++;
+        lastTxid = s.txid;
+      }
+      tornBytes = reader.tornBytes;
+      replay(fileSource(journal), out);
+    } catch (e) {
+      if (!(e instanceof JournalFormatError)) throw e;
+      return { ok: false, snapshots, lastTxid, tornBytes, problem: e.message };
     }
-    const base = { snapshots, lastTxid, tornBytes: reader.tornBytes };
-    replay(fileSource(journal), out);
+    const base = { snapshots, lastTxid, tornBytes };
     if (!fs.exists(dbPath)) return { ...base, ok: false, problem: `${dbPath} does not exist` };
     const db = fs.open(dbPath, { readonly: true });
     try {
