@@ -24,7 +24,7 @@ import {
 } from '../src/format/index.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { restoreDatabase, verifyDatabase } from '../src/restore/restore.js';
-import { cleanupTempDirs, fileHash, journalOf, replayMatches, tempDir } from './helpers/util.js';
+import { cleanupTempDirs, journalOf, replayMatches, tempDir } from './helpers/util.js';
 
 before(loadHash);
 after(cleanupTempDirs);
