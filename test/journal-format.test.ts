@@ -546,9 +546,7 @@ describe('corrupt journals', () => {
     }
   });
 
-  test('open() names an unsupported version in its own message', {
-    todo: 'BUG: open() says only "open journal <path>"; the reason (version 9, reads version 1) is only in e.cause',
-  }, async () => {
+  test('open() names an unsupported version in its own message', async () => {
     const f = await makeFixture(false);
     const v9 = f.journal.slice();
     v9[8] = 9;

@@ -93,7 +93,7 @@ export class JournalWriter {
       return new JournalWriter(file, reader.header.journalId, tail, reader.tornBytes, last);
     } catch (e) {
       file.close();
-      throw new Error(`open journal ${path}`, { cause: e });
+      throw new Error(`open journal ${path}: ${(e as Error).message}`, { cause: e });
     }
   }
 

@@ -55,7 +55,9 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
   }
   pages.flush();
   if (typeof target === 'object' && 'txid' in target && last?.txid !== target.txid) {
-    const range = first ? `${first.txid}..${last?.txid ?? first.txid}` : 'none';
+    let final = first?.txid;
+    for (const s of new JournalReader(journal).snapshots()) final = s.txid;
+    const range = first ? `${first.txid}..${final}` : 'none';
     throw new TargetNotFoundError(`no snapshot with txid ${target.txid} (the journal holds txids ${range})`);
   }
   if (typeof target === 'object' && 'at' in target && !last) {
