@@ -163,7 +163,7 @@ describe('new-user flow: exec → log --json → restore --txid → verify', () 
       expect(0, dir, 'verify', 'app.db');
       expect(0, dir, 'restore', 'app.db', '--output', 'live.db');
       const busy = expect(1, dir, 'exec', 'app.db', 'select 1');
-      assert.match(busy.stderr, /open for writing by another process/);
+      assert.match(busy.stderr, /already open for writing/);
     } finally {
       db.close();
     }

@@ -39,6 +39,7 @@ export async function verifyCommand(dbPath: string, options: VerifyOptions): Pro
   try {
     result = await verifyDatabase(nodeRuntime.fs, dbPath, nodeRuntime.tempPath());
     problem = result.ok ? undefined : (result.problem ?? 'the database does not match its journal');
+    if (result.offset !== undefined) where = { offset: result.offset, txid: result.txid?.toString() };
   } catch (e) {
     problem = describeError(e);
     where = journalErrorLocation(e);

@@ -58,6 +58,9 @@ export interface VerifyResult {
   tornBytes: number;
   /** What is wrong, when not ok. */
   problem?: string;
+  /** Byte offset in the journal, and the txid expected there, when the journal itself is damaged. */
+  offset?: number;
+  txid?: bigint;
 }
 
 /**
@@ -87,7 +90,15 @@ export async function verifyDatabase(
       replay(fileSource(journal), out);
     } catch (e) {
       if (!(e instanceof JournalFormatError)) throw e;
-      return { ok: false, snapshots, lastTxid, tornBytes, problem: e.message };
+      return {
+        ok: false,
+        snapshots,
+        lastTxid,
+        tornBytes,
+        problem: e.message,
+        offset: e.offset,
+        txid: e.txid,
+      };
     }
     const base = { snapshots, lastTxid, tornBytes };
     if (!fs.exists(dbPath)) return { ...base, ok: false, problem: `${dbPath} does not exist` };
