@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
 import {
+  assertReplay,
   cleanupTempDirs,
   fileHash,
   nativeIntegrity,
@@ -18,12 +19,6 @@ import {
 } from './helpers/util.js';
 
 after(cleanupTempDirs);
-
-/** Asserts that replaying the journal of `dbPath` gives the database file, byte for byte. */
-async function assertReplay(dbPath: string, what: string): Promise<void> {
-  const r = await replayMatches(dbPath);
-  assert.ok(r.ok, `${what}: replay ${r.replay} != database ${r.db}`);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Property test: random workloads

@@ -11,23 +11,17 @@ import BetterSqlite3 from 'better-sqlite3';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { type LogEntry, logDatabase } from '../src/restore/restore.js';
 import {
+  assertReplay,
   cleanupTempDirs,
   fileHash,
   HELPERS,
   replayBytes,
-  replayMatches,
   replayTo,
   sha256,
   tempDir,
 } from './helpers/util.js';
 
 after(cleanupTempDirs);
-
-/** Asserts that replaying the journal of `dbPath` gives the database file, byte for byte. */
-async function assertReplay(dbPath: string, what: string): Promise<void> {
-  const r = await replayMatches(dbPath);
-  assert.ok(r.ok, `${what}: replay ${r.replay} != database ${r.db}`);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // synchronous × journal_mode

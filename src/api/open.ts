@@ -12,7 +12,7 @@ import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { replay } from '../restore/replay.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { journalPaths } from './paths.js';
 
@@ -76,7 +76,7 @@ export async function openWith(
   let inflight: FileHandle | undefined;
   try {
     journal = JournalWriter.open(fs, p.journal);
-    const dbSize = fs.exists(dbPath) ? (fs.fileSize?.(dbPath) ?? 1) : 0;
+    const dbSize = fs.fileSize(dbPath);
     if (dbSize === 0 && journal.position.txid > 0n) {
       throw new OpenError(
         `${path} is missing or empty but its journal holds ${journal.position.txid} snapshots: ` +
@@ -119,7 +119,7 @@ export async function openWith(
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
 
-    if (journal.position.txid === 0n && fs.fileSize!(dbPath) > 0) capture.bootstrap();
+    if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     checkSize(fs, dbPath, journal, path);
     return decorate(db, journal, p.journal, () => {
       vfs.forget(dbPath);
@@ -157,7 +157,7 @@ function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
  */
 function recoverHotJournal(fs: FileSystem, dbPath: string, journal: JournalWriter): boolean {
   const rj = `${dbPath}-journal`;
-  if (!fs.exists(rj) || (fs.fileSize?.(rj) ?? 0) < 28) return false;
+  if (fs.fileSize(rj) < 28) return false;
   const f = fs.open(rj, { readonly: true });
   const head = new Uint8Array(28);
   try {
@@ -189,16 +189,7 @@ function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter
       f.close();
     }
   }
-  const tmp = `${dbPath}.rebuild`;
-  const out = fs.open(tmp, { create: true });
-  try {
-    replay(fileSource(journal.handle), out);
-    out.sync();
-  } finally {
-    out.close();
-  }
-  fs.rename(tmp, dbPath);
-  fs.syncDir(dbPath);
+  writeFileAtomic(fs, dbPath, (out) => replay(fileSource(journal.handle), out));
 }
 
 /** The database's size must be the last snapshot's (a cheap check for changes made without Mycelite). */

@@ -17,7 +17,7 @@ import {
   samePage,
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { OldPages } from './old-pages.js';
 import { readDbPages, readPageSize } from './sqlite-header.js';
 
@@ -39,8 +39,6 @@ export interface CaptureOptions {
 
 /** Capture state of one database file. */
 export class Capture {
-  /** While true, writes are not captured (recovery of a hot rollback journal at open). */
-  suspended = false;
   private db: FileHandle | undefined;
   private readonly old: OldPages;
   /** Page size and size in pages of the database when the current transaction began. */
@@ -50,6 +48,8 @@ export class Capture {
   private unsynced = false;
   private inflightSet = false;
   private last: SnapshotInfo | undefined;
+  /** SQLITE_FCNTL_SYNC came for the current transaction. */
+  private phaseOne = false;
 
   constructor(
     readonly journal: JournalWriter,
@@ -70,7 +70,7 @@ export class Capture {
 
   /** Before SQLite writes `length` bytes at `offset` of the database. */
   beforeWrite(offset: number, length: number): void {
-    if (this.suspended || !this.db) return;
+    if (!this.db) return;
     this.begin();
     if (!this.inflightSet) this.setInflight(1);
     const unit = this.prePageSize;
@@ -81,7 +81,7 @@ export class Capture {
 
   /** Before SQLite truncates the database to `size` bytes. */
   beforeTruncate(size: number): void {
-    if (this.suspended || !this.db) return;
+    if (!this.db) return;
     this.begin();
     const unit = this.prePageSize;
     for (let i = Math.ceil(size / unit); i < this.prePages; i++) this.keep(i);
@@ -96,9 +96,10 @@ export class Capture {
 
   /** SQLITE_FCNTL_SYNC: every page of the commit is written. Appends the tentative snapshot. */
   onCommitPhaseOne(): void {
-    if (this.suspended || !this.db) return;
+    if (!this.db) return;
     if (this.journal.pending) this.journal.abandon(false);
     if (this.old.size === 0 && this.prePageSize === 0) return;
+    this.phaseOne = true;
     this.last = this.writeSnapshot();
     this.unsynced = this.last !== undefined;
   }
@@ -113,8 +114,8 @@ export class Capture {
 
   /** SQLITE_FCNTL_COMMIT_PHASETWO: the transaction committed. */
   onCommitPhaseTwo(): void {
-    if (this.suspended || !this.db) return;
-    if (!this.journal.pending && this.old.size > 0) {
+    if (!this.db) return;
+    if (!this.phaseOne && this.old.size > 0) {
       // A commit without SQLITE_FCNTL_SYNC: not expected from SQLite's pager, but never lose it.
       this.last = this.writeSnapshot();
     }
@@ -132,7 +133,7 @@ export class Capture {
    * so the file equals the journal's last state byte for byte.
    */
   onUnlock(level: number): void {
-    if (level > 1 || this.suspended || !this.db) return;
+    if (level > 1 || !this.db) return;
     if (this.journal.pending) {
       this.journal.abandon(true);
       this.unsynced = false;
@@ -166,11 +167,6 @@ export class Capture {
     return s;
   }
 
-  /** Forgets the transaction in progress (after recovery rewrote the file underneath). */
-  reset(): void {
-    this.end();
-  }
-
   private begin(): void {
     if (this.prePageSize !== 0) return;
     const db = this.db!;
@@ -186,6 +182,7 @@ export class Capture {
     this.prePageSize = 0;
     this.prePages = 0;
     this.last = undefined;
+    this.phaseOne = false;
   }
 
   private setInflight(v: 0 | 1): void {
@@ -201,9 +198,7 @@ export class Capture {
       this.old.set(index, null);
       return;
     }
-    const page = new Uint8Array(this.prePageSize);
-    this.db!.read(page, index * this.prePageSize);
-    this.old.set(index, page);
+    this.old.set(index, readAt(this.db!, index * this.prePageSize, this.prePageSize));
   }
 
   /** Diffs the kept pages against the file and appends a tentative snapshot; undefined if nothing changed. */
@@ -221,11 +216,7 @@ export class Capture {
     const appender = this.journal.begin();
     const body = new SnapshotBodyWriter(pageSize, appender.sink);
     let checksum = full ? 0n : this.journal.position.checksum;
-    const read = (pgno: number): Uint8Array => {
-      const page = new Uint8Array(pageSize);
-      db.read(page, (pgno - 1) * pageSize);
-      return page;
-    };
+    const read = (pgno: number): Uint8Array => readAt(db, (pgno - 1) * pageSize, pageSize);
     try {
       if (full) {
         for (let pgno = 1; pgno <= dbPages; pgno++) {

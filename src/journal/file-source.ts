@@ -1,6 +1,6 @@
 /** A format ByteSource over a storage FileHandle. */
 import type { ByteSource } from '../format/index.js';
-import type { FileHandle } from '../storage/file-system.js';
+import { type FileHandle, readAt } from '../storage/file-system.js';
 
 /** Reads `file` as a ByteSource; its size is taken once, at creation. */
 export function fileSource(file: FileHandle): ByteSource {
@@ -13,9 +13,7 @@ export function fileSource(file: FileHandle): ByteSource {
           `read ${length} bytes at ${offset} past the end of ${file.path} (${size} bytes)`,
         );
       }
-      const buf = new Uint8Array(length);
-      file.read(buf, offset);
-      return buf;
+      return readAt(file, offset, length);
     },
   };
 }

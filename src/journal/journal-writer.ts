@@ -14,7 +14,7 @@ import {
   type SnapshotHeader,
   type SnapshotInfo,
 } from '../format/index.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { fileSource } from './file-source.js';
 
 /** Where a history stands: the last txid and the database checksum after it. */
@@ -106,17 +106,7 @@ export class JournalWriter {
       baseTxid: 0n,
       baseChecksum: 0n,
     });
-    const tmp = `${path}.new`;
-    const f = fs.open(tmp, { create: true });
-    try {
-      f.truncate(0);
-      f.write(header, 0);
-      f.sync();
-    } finally {
-      f.close();
-    }
-    fs.rename(tmp, path);
-    fs.syncDir(path);
+    writeFileAtomic(fs, path, (f) => f.write(header, 0));
   }
 
   /** The position after the last snapshot written (tentative or not). */

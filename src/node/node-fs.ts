@@ -92,11 +92,8 @@ export class NodeFileSystem implements FileSystem {
   }
 
   fileSize(p: string): number {
-    try {
-      return fs.statSync(p).size;
-    } catch {
-      return 0;
-    }
+    // No exception for a missing file: SQLite asks about its (usually absent) journal on every read.
+    return fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
   }
 
   delete(p: string, syncDir = false): void {

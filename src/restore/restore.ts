@@ -6,7 +6,7 @@
 import { journalPaths } from '../api/paths.js';
 import { hex, JournalFormatError, JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { FileSystem } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { replay, type Target } from './replay.js';
 
 /** Options of restoreDatabase. */
@@ -31,19 +31,12 @@ export async function restoreDatabase(
     throw new Error(`${output} exists: choose another --output or pass --force to replace it`);
   }
   const journal = openJournal(fs, dbPath);
-  const tmp = `${output}.restoring-${Date.now()}`;
-  const out = fs.open(tmp, { create: true });
   try {
-    const result = replay(fileSource(journal), out, options.target ?? 'latest');
-    out.sync();
-    out.close();
-    fs.rename(tmp, output);
-    fs.syncDir(output);
-    return result.snapshot;
-  } catch (e) {
-    out.close();
-    fs.delete(tmp);
-    throw e;
+    let restored: SnapshotInfo | undefined;
+    writeFileAtomic(fs, output, (out) => {
+      restored = replay(fileSource(journal), out, options.target ?? 'latest').snapshot;
+    });
+    return restored;
   } finally {
     journal.close();
   }
@@ -158,10 +151,7 @@ function openJournal(fs: FileSystem, dbPath: string) {
   return fs.open(p, { readonly: true });
 }
 
-function firstDifference(
-  a: import('../storage/file-system.js').FileHandle,
-  b: import('../storage/file-system.js').FileHandle,
-): string | undefined {
+function firstDifference(a: FileHandle, b: FileHandle): string | undefined {
   const sa = a.size();
   const sb = b.size();
   const chunk = 1 << 20;

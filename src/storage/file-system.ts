@@ -40,7 +40,7 @@ export interface FileSystem {
   open(path: string, options?: OpenOptions): FileHandle;
   exists(path: string): boolean;
   /** Size in bytes of the file at `path` (0 when missing). */
-  fileSize?(path: string): number;
+  fileSize(path: string): number;
   /** Deletes the file; with `syncDir`, makes the deletion durable. A missing file is not an error. */
   delete(path: string, syncDir?: boolean): void;
   /** Makes the creation, deletion or rename of entries in the directory holding `path` durable. */

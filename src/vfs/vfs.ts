@@ -36,8 +36,6 @@ export interface MyceliteVfs {
   expect(path: string, capture: Capture): void;
   /** Stops reporting `path` (after its connection closed). */
   forget(path: string): void;
-  /** The last error a VFS method kept, if any. */
-  lastError(): Error | undefined;
 }
 
 const installed = new Map<string, MyceliteVfs>();
@@ -227,9 +225,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const p = wasm.cstrToJs(zName) as string;
         // As unix SQLite: an empty regular file counts as missing (so an empty journal is not hot).
-        let exists = fs.exists(p);
-        if (exists && fs.fileSize) exists = fs.fileSize(p) > 0;
-        wasm.poke32(pOut, exists ? 1 : 0);
+        wasm.poke32(pOut, fs.fileSize(p) > 0 ? 1 : 0);
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_ACCESS);
@@ -337,7 +333,6 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       captured.delete(path);
       journals.delete(`${path}-journal`);
     },
-    lastError: () => lastError,
   };
   installed.set(name, vfs);
   return vfs;

@@ -1,4 +1,5 @@
 /** Shared helpers of the correctness tests: temp dirs, hashes, replay of a database's journal. */
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -75,4 +76,10 @@ export function nativeIntegrity(file: string): string {
 /** Journal path of a database. */
 export function journalOf(dbPath: string): string {
   return `${dbPath}-mycelite/journal`;
+}
+
+/** Asserts that replaying the journal of `dbPath` gives the database file, byte for byte. */
+export async function assertReplay(dbPath: string, what: string): Promise<void> {
+  const r = await replayMatches(dbPath);
+  assert.ok(r.ok, `${what}: replay ${r.replay} != database ${r.db}`);
 }
