@@ -23,6 +23,13 @@ export interface Position {
   checksum: bigint;
 }
 
+/** The history a new journal starts: its id and the position before its first snapshot. */
+export interface JournalStart {
+  journalId: Uint8Array;
+  baseTxid: bigint;
+  baseChecksum: bigint;
+}
+
 /** What the writer knows about the end of its journal. */
 interface Tail extends Position {
   end: number;
@@ -97,16 +104,45 @@ export class JournalWriter {
     }
   }
 
-  private static create(fs: FileSystem, path: string): void {
-    const journalId = crypto.getRandomValues(new Uint8Array(16));
+  /**
+   * Creates (atomically replacing) an empty journal at `path`: a new random history from the empty
+   * database, or, with `from`, a copy of another history (a replica's) that starts at `from`'s base.
+   */
+  static create(fs: FileSystem, path: string, from?: JournalStart): void {
     const header = encodeFileHeader({
       version: FORMAT_VERSION,
-      journalId,
+      journalId: from?.journalId ?? crypto.getRandomValues(new Uint8Array(16)),
       createdAt: Date.now(),
-      baseTxid: 0n,
-      baseChecksum: 0n,
+      baseTxid: from?.baseTxid ?? 0n,
+      baseChecksum: from?.baseChecksum ?? 0n,
     });
     writeFileAtomic(fs, path, (f) => f.write(header, 0));
+  }
+
+  /**
+   * Appends a snapshot that is already encoded (received from a hub or a writer) and confirms it. The
+   * caller has validated it (StreamParser); this checks only that it continues this journal.
+   */
+  appendEncoded(bytes: Uint8Array, h: SnapshotHeader, durable: boolean): SnapshotInfo {
+    if (this.pending) throw new Error('a tentative snapshot is neither confirmed nor abandoned');
+    if (h.txid !== this.tail.txid + 1n || h.preChecksum !== this.tail.checksum || bytes.length !== h.length) {
+      throw new Error(
+        `snapshot ${h.txid} does not continue the journal at txid ${this.tail.txid} (or its length is wrong)`,
+      );
+    }
+    const start = this.tail.end;
+    this.file.write(bytes, start);
+    if (durable) this.file.sync();
+    this.tail = {
+      end: start + bytes.length,
+      txid: h.txid,
+      checksum: h.postChecksum,
+      timestamp: Math.max(h.timestamp, this.tail.timestamp),
+    };
+    this.lastBefore = this.last;
+    this.last = { ...h, offset: start };
+    this.confirmed = this.tail;
+    return this.last;
   }
 
   /** The position after the last snapshot written (tentative or not). */

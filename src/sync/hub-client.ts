@@ -1,0 +1,178 @@
+/**
+ * HTTP client of a hub (docs/PROTOCOL.md), over `fetch`: runs in Node and in browsers. Every hub error
+ * answer becomes a HubError with the hub's code; a hub that cannot be reached becomes HubUnreachableError.
+ */
+import {
+  API_PREFIX,
+  CONTENT_TYPE_SNAPSHOTS,
+  formatPosition,
+  fromJsonPosition,
+  HEADER_BASE,
+  HEADER_EPOCH,
+  HEADER_JOURNAL,
+  HubError,
+  hubErrorFrom,
+  type JsonLease,
+  parseJournalId,
+  toHex,
+  type WirePosition,
+} from '../protocol/index.js';
+
+/** Which database on which hub, and the token that opens it. */
+export interface HubTarget {
+  /** Base URL of the hub, e.g. `http://127.0.0.1:8080`. */
+  url: string;
+  /** Database name on the hub. */
+  db: string;
+  /** A token for `db` (see `mycelite token`). */
+  token: string;
+  /** fetch to use (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+/** What the hub holds of a database. */
+export interface DbState {
+  journalId: Uint8Array;
+  head: WirePosition;
+  lease: Lease | null;
+}
+
+export interface Lease {
+  epoch: number;
+  expiresAt: Date;
+}
+
+export interface PushResult {
+  head: WirePosition;
+  appended: number;
+  skipped: number;
+}
+
+export interface ReadOptions {
+  /** The reader's position and journal id; omit both for `from=image`. */
+  after?: WirePosition;
+  journalId?: Uint8Array;
+  /** Keep the response open and receive new snapshots live. */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+/** The hub could not be reached (network error, connection refused or cut). */
+export class HubUnreachableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HubUnreachableError';
+  }
+}
+
+export class HubClient {
+  private readonly base: string;
+  private readonly fetch: typeof fetch;
+
+  constructor(readonly target: HubTarget) {
+    const url = target.url.replace(/\/+$/, '');
+    this.base = `${url}${API_PREFIX}/db/${encodeURIComponent(target.db)}`;
+    this.fetch = target.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** The database's journal id, head and lease; undefined when the hub has no such database. */
+  async state(signal?: AbortSignal): Promise<DbState | undefined> {
+    const res = await this.call('', { signal }, 'read state', [404]);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    const j = (await res.json()) as { journal: string; head: unknown; lease: JsonLease | null };
+    const journalId = parseJournalId(j.journal);
+    const head = fromJsonPosition(j.head);
+    if (!journalId || !head) throw new Error(`hub ${this.target.url} sent a malformed state for ${this.target.db}`);
+    return { journalId, head, lease: j.lease ? toLease(j.lease) : null };
+  }
+
+  /** Takes or renews the write lease for `holder`. */
+  async takeLease(holder: string, ttlMs?: number, signal?: AbortSignal): Promise<Lease> {
+    const res = await this.call(
+      '/lease',
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(ttlMs === undefined ? { holder } : { holder, ttlMs }),
+        signal,
+      },
+      'take the write lease',
+    );
+    return toLease((await res.json()) as JsonLease);
+  }
+
+  /** Releases the lease of `epoch`. */
+  async releaseLease(epoch: number, signal?: AbortSignal): Promise<void> {
+    const res = await this.call(`/lease?epoch=${epoch}`, { method: 'DELETE', signal }, 'release the write lease');
+    await res.body?.cancel();
+  }
+
+  /** Pushes encoded snapshots that follow `base`. */
+  async push(
+    body: Uint8Array,
+    meta: { journalId: Uint8Array; base: WirePosition; epoch: number },
+    signal?: AbortSignal,
+  ): Promise<PushResult> {
+    const res = await this.call(
+      '/snapshots',
+      {
+        method: 'POST',
+        headers: {
+          'content-type': CONTENT_TYPE_SNAPSHOTS,
+          [HEADER_JOURNAL]: toHex(meta.journalId),
+          [HEADER_BASE]: formatPosition(meta.base),
+          [HEADER_EPOCH]: String(meta.epoch),
+        },
+        body,
+        signal,
+      },
+      'push',
+    );
+    const j = (await res.json()) as { head: unknown; appended: number; skipped: number };
+    const head = fromJsonPosition(j.head);
+    if (!head) throw new Error(`hub ${this.target.url} answered a push with a malformed head`);
+    return { head, appended: j.appended, skipped: j.skipped };
+  }
+
+  /** Opens a read stream (docs/PROTOCOL.md, "read, catch up, follow live"). */
+  async read(options: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    const q = new URLSearchParams();
+    if (options.after) {
+      q.set('after', formatPosition(options.after));
+      if (options.journalId) q.set('journal', toHex(options.journalId));
+    } else {
+      q.set('from', 'image');
+    }
+    if (options.follow) q.set('follow', '1');
+    const res = await this.call(`/snapshots?${q}`, { signal: options.signal }, 'read snapshots');
+    if (!res.body) throw new HubUnreachableError(`hub ${this.target.url} sent no body`);
+    return res.body;
+  }
+
+  private async call(path: string, init: RequestInit, what: string, ok: number[] = []): Promise<Response> {
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `Bearer ${this.target.token}`);
+    let res: Response;
+    try {
+      res = await this.fetch(`${this.base}${path}`, { ...init, headers });
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') throw e;
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code ?? cause?.message ?? (e as Error).message;
+      throw new HubUnreachableError(`cannot ${what} at ${this.target.url} (${this.target.db}): ${why}`, {
+        cause: e,
+      });
+    }
+    if (res.ok || ok.includes(res.status)) return res;
+    throw hubErrorFrom(res.status, await res.text(), `${what} at ${this.target.url} (${this.target.db})`);
+  }
+}
+
+function toLease(j: JsonLease): Lease {
+  return { epoch: j.epoch, expiresAt: new Date(j.expiresAt) };
+}
+
+export { HubError };
