@@ -126,7 +126,7 @@ export class HubClient {
           [HEADER_BASE]: formatPosition(meta.base),
           [HEADER_EPOCH]: String(meta.epoch),
         },
-        body,
+        body: body as Uint8Array<ArrayBuffer>,
         signal,
       },
       'push',
