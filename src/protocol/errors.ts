@@ -75,6 +75,12 @@ export function hubErrorFrom(status: number, text: string, context: string): Hub
     // not JSON: below
   }
   const code: ErrorCode =
-    status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 413 ? 'too_large' : 'unavailable';
+    status === 401
+      ? 'unauthorized'
+      : status === 403
+        ? 'forbidden'
+        : status === 413
+          ? 'too_large'
+          : 'unavailable';
   return new HubError({ error: code, message: `${context}: HTTP ${status} ${text.slice(0, 200)}` }, status);
 }

@@ -74,7 +74,10 @@ export class StreamParser {
   /** Call at the end of input: throws when a partial item is left (a cut connection or truncated body). */
   end(): void {
     if (this.buffered > 0) {
-      throw new JournalFormatError(`input ends inside an item (${this.buffered} bytes left over)`, this.offset);
+      throw new JournalFormatError(
+        `input ends inside an item (${this.buffered} bytes left over)`,
+        this.offset,
+      );
     }
     if (!this.sawHeader) throw new JournalFormatError('input ends before the journal header', this.offset);
   }
@@ -121,17 +124,20 @@ export class StreamParser {
   private check(h: SnapshotHeader, bytes: Uint8Array, at: number): void {
     const expect = this.position ? this.position.txid + 1n : h.txid;
     const src = memorySource(bytes);
-    if (!checkSnapshotChecksum(src, 0, h)) throw new JournalFormatError('snapshot checksum mismatch', at, h.txid);
+    if (!checkSnapshotChecksum(src, 0, h))
+      throw new JournalFormatError('snapshot checksum mismatch', at, h.txid);
     try {
       walkPatches(src, 0, h);
     } catch (e) {
       throw new JournalFormatError((e as Error).message, at, h.txid);
     }
-    if (h.txid !== expect) throw new JournalFormatError(`snapshot has txid ${h.txid}, expected ${expect}`, at, expect);
+    if (h.txid !== expect)
+      throw new JournalFormatError(`snapshot has txid ${h.txid}, expected ${expect}`, at, expect);
     if (this.position && h.preChecksum !== this.position.checksum) {
       throw new JournalFormatError("snapshot's base checksum is not the previous state", at, h.txid);
     }
-    if (h.timestamp < this.lastTime) throw new JournalFormatError('snapshot timestamp goes backwards', at, h.txid);
+    if (h.timestamp < this.lastTime)
+      throw new JournalFormatError('snapshot timestamp goes backwards', at, h.txid);
     this.lastTime = h.timestamp;
     this.position = { txid: h.txid, checksum: h.postChecksum };
   }

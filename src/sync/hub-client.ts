@@ -85,7 +85,8 @@ export class HubClient {
     const j = (await res.json()) as { journal: string; head: unknown; lease: JsonLease | null };
     const journalId = parseJournalId(j.journal);
     const head = fromJsonPosition(j.head);
-    if (!journalId || !head) throw new Error(`hub ${this.target.url} sent a malformed state for ${this.target.db}`);
+    if (!journalId || !head)
+      throw new Error(`hub ${this.target.url} sent a malformed state for ${this.target.db}`);
     return { journalId, head, lease: j.lease ? toLease(j.lease) : null };
   }
 
@@ -106,7 +107,11 @@ export class HubClient {
 
   /** Releases the lease of `epoch`. */
   async releaseLease(epoch: number, signal?: AbortSignal): Promise<void> {
-    const res = await this.call(`/lease?epoch=${epoch}`, { method: 'DELETE', signal }, 'release the write lease');
+    const res = await this.call(
+      `/lease?epoch=${epoch}`,
+      { method: 'DELETE', signal },
+      'release the write lease',
+    );
     await res.body?.cancel();
   }
 
