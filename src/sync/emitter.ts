@@ -9,7 +9,10 @@ export class Emitter<E extends EventMap> {
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof E>(event: K, fn: (arg: E[K]) => void): () => void {
     let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
     set.add(fn as (arg: never) => void);
     return () => this.off(event, fn);
   }
