@@ -11,8 +11,13 @@ import { loadHash, type SnapshotInfo } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { checkDbName, HubError } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { JournalIndex } from '../sync/journal-index.js';
+import { SyncError } from '../sync/push-errors.js';
+import { Pusher, type WriterSync } from '../sync/pusher.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { journalPaths } from './paths.js';
 
@@ -30,6 +35,18 @@ export interface MyceliteOptions {
   memoryBudget?: number;
   /** Called after each committed snapshot. */
   onSnapshot?: (snapshot: SnapshotInfo) => void;
+  /** Push every committed snapshot to a hub, in the background (docs/ARCHITECTURE.md, "Writer sync"). */
+  hub?: HubOptions;
+}
+
+/** Which hub database to push to, and how. */
+export interface HubOptions extends HubTarget {
+  /** Largest push body (bytes, default 16 MiB). */
+  maxBatch?: number;
+  /** Write lease time-to-live asked of the hub (ms, default 30 s). */
+  leaseTtlMs?: number;
+  /** How long open() waits for the hub before going on offline (ms, default 5 s). */
+  connectTimeoutMs?: number;
 }
 
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
@@ -38,6 +55,11 @@ export interface MyceliteDatabase extends Database {
   readonly journalPath: string;
   /** The journal's position: last txid and the database checksum after it. */
   position(): Position;
+  /**
+   * Pushing to the hub, when opened with `hub`: status(), on('status' | 'pushed'), flush(), close().
+   * `close()` of the database stops pushing at once; `await db.sync.flush()` first to push everything.
+   */
+  readonly sync?: WriterSync;
 }
 
 /** Errors a user can act on when opening. */
@@ -65,6 +87,9 @@ export async function openWith(
     throw new OpenError(`cannot open ${path}: directory ${parent} does not exist (create it first)`);
   }
   fs.mkdir(p.dir);
+  const hubNameProblem = options.hub ? checkDbName(options.hub.db) : undefined;
+  if (hubNameProblem)
+    throw new OpenError(`cannot open ${path} with hub ${options.hub!.url}: ${hubNameProblem}`);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {
     throw new OpenError(
@@ -74,6 +99,7 @@ export async function openWith(
   let journal: JournalWriter | undefined;
   let db: Database | undefined;
   let inflight: FileHandle | undefined;
+  let pusher: Pusher | undefined;
   try {
     journal = JournalWriter.open(fs, p.journal);
     const dbSize = fs.fileSize(dbPath);
@@ -113,7 +139,10 @@ export async function openWith(
       fs,
       spillPath: p.spill,
       memoryBudget: options.memoryBudget,
-      onSnapshot: options.onSnapshot,
+      onSnapshot: (snapshot) => {
+        pusher?.noteSnapshot(snapshot);
+        options.onSnapshot?.(snapshot);
+      },
       inflight,
     });
     vfs.expect(dbPath, capture);
@@ -121,7 +150,10 @@ export async function openWith(
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     checkSize(fs, dbPath, journal, path);
-    return decorate(db, journal, p.journal, () => {
+    if (options.hub) pusher = await startPusher(fs, p.journal, journal.end, options.hub, path);
+    const sync = pusher;
+    return decorate(db, journal, p.journal, sync, () => {
+      void sync?.close();
       vfs.forget(dbPath);
       journal?.close();
       inflight?.close();
@@ -217,16 +249,55 @@ function checkSize(fs: FileSystem, dbPath: string, journal: JournalWriter, path:
   }
 }
 
+/** Starts pushing the journal to the hub; throws OpenError when the hub refuses this writer. */
+async function startPusher(
+  fs: FileSystem,
+  journalPath: string,
+  end: number,
+  hub: HubOptions,
+  path: string,
+): Promise<Pusher> {
+  const file = fs.open(journalPath, { readonly: true });
+  let index: JournalIndex;
+  try {
+    index = JournalIndex.scan(fileSource(file), end);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+  const pusher = new Pusher({
+    client: new HubClient(hub),
+    journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
+    index,
+    maxBatch: hub.maxBatch,
+    leaseTtlMs: hub.leaseTtlMs,
+    startTimeoutMs: hub.connectTimeoutMs,
+  });
+  try {
+    await pusher.start();
+  } catch (e) {
+    if (e instanceof SyncError || e instanceof HubError) {
+      throw new OpenError(`cannot open ${path} as the writer of ${hub.db} on ${hub.url}: ${e.message}`, {
+        cause: e,
+      });
+    }
+    throw e;
+  }
+  return pusher;
+}
+
 function decorate(
   db: Database,
   journal: JournalWriter,
   journalPath: string,
+  sync: WriterSync | undefined,
   cleanup: () => void,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
   let closed = false;
   return Object.defineProperties(db, {
     journalPath: { value: journalPath, enumerable: true },
+    sync: { value: sync, enumerable: true },
     position: { value: () => journal.position },
     close: {
       value: () => {

@@ -17,8 +17,10 @@ import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
 import { NodeFileSystem } from './node-fs.js';
 
-export type { MyceliteDatabase, MyceliteOptions } from '../api/open.js';
+export type { HubOptions, MyceliteDatabase, MyceliteOptions } from '../api/open.js';
 export { OpenError } from '../api/open.js';
+export { SyncError } from '../sync/push-errors.js';
+export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
 
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';

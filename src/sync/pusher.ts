@@ -1,0 +1,415 @@
+/**
+ * The writer's push side (docs/PROTOCOL.md, "Writer behaviour"): takes the hub's write lease, then pushes
+ * every committed snapshot of the local journal as soon as it is noted, in batches, from the hub's head.
+ * Offline it retries with backoff while local commits go on; two histories never mix. Runtime-neutral.
+ */
+import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
+import { Emitter } from './emitter.js';
+import type { HubClient, Lease } from './hub-client.js';
+import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
+import { fatalFromHub, isTransient, notInHistory, SyncError } from './push-errors.js';
+
+export type SyncState = 'connecting' | 'pushing' | 'synced' | 'offline' | 'error' | 'closed';
+
+/** Where pushing stands. */
+export interface SyncStatus {
+  state: SyncState;
+  /** Last txid committed locally. */
+  localTxid: bigint;
+  /** Last txid the hub is known to hold; undefined until the hub has been asked. */
+  hubTxid: bigint | undefined;
+  /** The last error (why the state is 'offline' or 'error'). */
+  lastError?: string;
+  /** The write lease, as last granted or renewed. */
+  lease?: Lease;
+}
+
+export type SyncEvents = {
+  status: SyncStatus;
+  /** The hub's head moved forward by `count` snapshots, to `hubTxid`. */
+  pushed: { hubTxid: bigint; count: number };
+};
+
+/** What a writer's `db.sync` offers. */
+export interface WriterSync {
+  status(): SyncStatus;
+  on<K extends keyof SyncEvents>(event: K, fn: (arg: SyncEvents[K]) => void): () => void;
+  /** Resolves when the hub holds every snapshot committed before the call; rejects on error or timeout. */
+  flush(timeoutMs?: number): Promise<void>;
+  /** Stops pushing and releases the write lease (best effort). */
+  close(): Promise<void>;
+}
+
+/** Bytes of the local journal. */
+export interface JournalBytes {
+  read(offset: number, length: number): Uint8Array;
+  close?(): void;
+}
+
+export interface PusherOptions {
+  client: HubClient;
+  journal: JournalBytes;
+  /** Index of the journal's committed snapshots; extend it through `noteSnapshot`. */
+  index: JournalIndex;
+  /** Largest push body (bytes, default 16 MiB; a larger single snapshot goes alone). */
+  maxBatch?: number;
+  /** Lease time-to-live asked of the hub (ms, default 30 s). */
+  leaseTtlMs?: number;
+  /** How long a hub request may take before it counts as a network failure (ms, default 60 s). */
+  requestTimeoutMs?: number;
+  /** How long `start` waits for the hub before going on offline (ms, default 5 s). */
+  startTimeoutMs?: number;
+}
+
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 5_000;
+/** Head mismatches or stale epochs in a row before giving up (something keeps racing us). */
+const MAX_CONFLICTS = 10;
+
+interface Waiter {
+  target: bigint;
+  resolve(): void;
+  reject(e: Error): void;
+}
+
+export class Pusher implements WriterSync {
+  private readonly emitter = new Emitter<SyncEvents>();
+  private readonly holder = randomHolder();
+  private readonly ttl: number;
+  private maxBatch: number;
+  private state: SyncState = 'connecting';
+  private lastError: string | undefined;
+  private fatal: SyncError | undefined;
+  /** The hub's head as last known; undefined when it must be read again. */
+  private hubHead: WirePosition | undefined;
+  private lease: Lease | undefined;
+  private leaseAt = 0;
+  private stopped = false;
+  private readonly stopCtl = new AbortController();
+  private wakeup: (() => void) | undefined;
+  private wakeOnSnapshot = false;
+  private loop: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly waiters = new Set<Waiter>();
+  private readonly at: string;
+
+  constructor(private readonly options: PusherOptions) {
+    this.ttl = options.leaseTtlMs ?? 30_000;
+    this.maxBatch = options.maxBatch ?? 16 * 1024 * 1024;
+    const t = options.client.target;
+    this.at = `database ${t.db} on ${t.url}`;
+  }
+
+  /** Takes the lease (or goes offline when the hub cannot be reached) and starts pushing. */
+  async start(): Promise<void> {
+    try {
+      await this.acquire(this.options.startTimeoutMs ?? 5_000);
+    } catch (e) {
+      if (!isTransient(e)) {
+        const err = this.toFatal(e);
+        this.fail(err);
+        this.options.journal.close?.();
+        throw err;
+      }
+      this.update('offline', describe(e));
+    }
+    this.loop = this.run();
+  }
+
+  status(): SyncStatus {
+    const s: SyncStatus = {
+      state: this.state,
+      localTxid: this.options.index.lastTxid,
+      hubTxid: this.hubHead?.txid,
+    };
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    if (this.lease) s.lease = { ...this.lease };
+    return s;
+  }
+
+  on<K extends keyof SyncEvents>(event: K, fn: (arg: SyncEvents[K]) => void): () => void {
+    return this.emitter.on(event, fn);
+  }
+
+  /** A snapshot was committed locally: index it and push it. */
+  noteSnapshot(s: IndexedSnapshot): void {
+    this.options.index.add(s);
+    if (this.wakeOnSnapshot) this.wakeup?.();
+  }
+
+  flush(timeoutMs?: number): Promise<void> {
+    const target = this.options.index.lastTxid;
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const w: Waiter = {
+        target,
+        resolve: () => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          reject(e);
+        },
+      };
+      this.waiters.add(w);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const s = this.status();
+          const why = s.lastError ? `; last error: ${s.lastError}` : '';
+          w.reject(
+            new Error(
+              `flush: after ${timeoutMs} ms the hub holds txid ${s.hubTxid ?? 'unknown'} of ${target} (${this.at}, state ${s.state}${why})`,
+            ),
+          );
+        }, timeoutMs);
+      }
+      this.settleWaiters();
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopped = true;
+    this.stopCtl.abort();
+    this.wakeup?.();
+    await this.loop;
+    const lease = this.lease;
+    this.lease = undefined;
+    if (lease && this.fatal?.code !== 'lease_held') {
+      const req = this.request(2_000, false);
+      try {
+        await this.options.client.releaseLease(lease.epoch, req.signal);
+      } catch {
+        // Best effort: the lease expires on its own.
+      } finally {
+        req.done();
+      }
+    }
+    this.options.journal.close?.();
+    this.update('closed', this.lastError);
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 0;
+    let conflicts = 0;
+    while (!this.stopped) {
+      try {
+        const pushed = await this.step();
+        backoff = 0;
+        if (pushed) conflicts = 0;
+      } catch (e) {
+        if (this.stopped) break;
+        if (e instanceof HubError && (e.code === 'head_mismatch' || e.code === 'stale_epoch')) {
+          if (++conflicts > MAX_CONFLICTS) {
+            this.fail(
+              new SyncError(`${this.at}: ${e.message} (${MAX_CONFLICTS} times in a row)`, e.code, {
+                cause: e,
+              }),
+            );
+            return;
+          }
+          // Read the head again (it is checked against the local history), or take the lease again.
+          if (e.code === 'head_mismatch') this.hubHead = undefined;
+          else this.lease = undefined;
+          continue;
+        }
+        if (e instanceof HubError && e.code === 'too_large' && this.lastBatch > 1) {
+          this.maxBatch = Math.max(1, Math.min(e.body.limit ?? this.maxBatch, this.maxBatch) >> 1);
+          continue;
+        }
+        if (!isTransient(e)) {
+          this.fail(this.toFatal(e));
+          return;
+        }
+        backoff = backoff === 0 ? MIN_BACKOFF_MS : Math.min(backoff * 2, MAX_BACKOFF_MS);
+        this.update('offline', describe(e));
+        await this.sleep(backoff, false);
+      }
+    }
+  }
+
+  private lastBatch = 0;
+
+  /** One move: take the lease, read the head, push one batch, renew, or wait. True when it pushed. */
+  private async step(): Promise<boolean> {
+    if (!this.lease) await this.acquire();
+    if (!this.hubHead) await this.readHead();
+    if (this.stopped) return false;
+    const head = this.hubHead!;
+    const index = this.options.index;
+    if (head.txid < index.lastTxid) {
+      this.update('pushing', undefined);
+      await this.pushAfter(head);
+      return true;
+    }
+    this.update('synced', undefined);
+    const due = this.leaseAt + this.ttl / 3 - Date.now();
+    if (due <= 0) await this.acquire();
+    else await this.sleep(due, true);
+    return false;
+  }
+
+  private async acquire(timeoutMs?: number): Promise<void> {
+    const req = this.request(timeoutMs);
+    try {
+      const lease = await this.options.client.takeLease(this.holder, this.ttl, req.signal);
+      // A new epoch: someone may have written in between, so read the head again.
+      if (lease.epoch !== this.lease?.epoch) this.hubHead = undefined;
+      this.lease = lease;
+      this.leaseAt = Date.now();
+      this.emitStatus();
+    } finally {
+      req.done();
+    }
+  }
+
+  private async readHead(): Promise<void> {
+    const index = this.options.index;
+    const req = this.request();
+    try {
+      const st = await this.options.client.state(req.signal);
+      if (!st) {
+        if (index.base.txid !== 0n) {
+          throw new SyncError(
+            `${this.at} does not exist, and this journal starts at txid ${index.base.txid}, not from the empty database, so it cannot create it`,
+            'not_found',
+          );
+        }
+        this.hubHead = EMPTY_POSITION;
+      } else {
+        const same = st.journalId.every((b, i) => b === index.journalId[i]);
+        if (!same || !index.contains(st.head)) throw notInHistory(st.head, st.journalId, index, this.at);
+        this.hubHead = st.head;
+      }
+      this.emitStatus();
+    } finally {
+      req.done();
+    }
+  }
+
+  private async pushAfter(base: WirePosition): Promise<void> {
+    const { index, journal, client } = this.options;
+    const range = index.rangeAfter(base.txid, this.maxBatch);
+    this.lastBatch = range.count;
+    const body = journal.read(range.start, range.end - range.start);
+    const lease = this.lease!;
+    const req = this.request();
+    let res: Awaited<ReturnType<HubClient['push']>>;
+    try {
+      res = await client.push(body, { journalId: index.journalId, base, epoch: lease.epoch }, req.signal);
+    } catch (e) {
+      if (e instanceof HubError && e.code === 'too_large' && range.count === 1) {
+        throw new SyncError(
+          `snapshot ${base.txid + 1n} is ${body.length} bytes, over the hub's limit of ${e.body.limit ?? '?'} bytes (${this.at}): restart the hub with a larger --max-body`,
+          'too_large',
+          { cause: e },
+        );
+      }
+      throw e;
+    } finally {
+      req.done();
+    }
+    // A push renews the lease.
+    this.leaseAt = Date.now();
+    this.lease = { epoch: lease.epoch, expiresAt: new Date(this.leaseAt + this.ttl) };
+    if (!index.contains(res.head)) throw notInHistory(res.head, index.journalId, index, this.at);
+    const count = Number(res.head.txid - base.txid);
+    this.hubHead = res.head;
+    this.emitStatus();
+    if (count > 0) this.emitter.emit('pushed', { hubTxid: res.head.txid, count });
+  }
+
+  private toFatal(e: unknown): SyncError {
+    if (e instanceof SyncError) return e;
+    if (e instanceof HubError) return fatalFromHub(e, this.options.client.target);
+    return new SyncError(`${this.at}: ${describe(e)}`, 'internal', { cause: e });
+  }
+
+  private fail(e: SyncError): void {
+    this.fatal = e;
+    this.update('error', e.message);
+    const lease = this.lease;
+    if (lease && e.code !== 'lease_held' && e.code !== 'stale_epoch') {
+      this.lease = undefined;
+      void this.options.client.releaseLease(lease.epoch).catch(() => {});
+    }
+  }
+
+  private update(state: SyncState, lastError: string | undefined): void {
+    const changed = state !== this.state || (lastError !== undefined && lastError !== this.lastError);
+    this.state = state;
+    if (lastError !== undefined) this.lastError = lastError;
+    if (changed) this.emitStatus();
+  }
+
+  private emitStatus(): void {
+    this.settleWaiters();
+    this.emitter.emit('status', this.status());
+  }
+
+  private settleWaiters(): void {
+    for (const w of this.waiters) {
+      if (this.hubHead && this.hubHead.txid >= w.target) w.resolve();
+      else if (this.state === 'error' || this.state === 'closed') {
+        w.reject(
+          new Error(`flush: pushing to ${this.at} stopped (${this.state}): ${this.lastError ?? 'closed'}`),
+        );
+      }
+    }
+  }
+
+  /** Waits `ms`, or less when stopped (or, if `wakeable`, when a snapshot is noted). */
+  private sleep(ms: number, wakeable: boolean): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.wakeup = undefined;
+        this.wakeOnSnapshot = false;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      unref(t);
+      this.wakeup = done;
+      this.wakeOnSnapshot = wakeable;
+    });
+  }
+
+  /** An abort signal for one request: fires on timeout (a network failure) or when the pusher stops. */
+  private request(timeoutMs = this.options.requestTimeoutMs ?? 60_000, stoppable = true) {
+    const ctl = new AbortController();
+    const t = setTimeout(
+      () => ctl.abort(new DOMException(`the hub did not answer within ${timeoutMs} ms`, 'TimeoutError')),
+      timeoutMs,
+    );
+    const onStop = (): void => ctl.abort(new DOMException('closed', 'AbortError'));
+    if (stoppable) this.stopCtl.signal.addEventListener('abort', onStop);
+    return {
+      signal: ctl.signal,
+      done: () => {
+        clearTimeout(t);
+        this.stopCtl.signal.removeEventListener('abort', onStop);
+      },
+    };
+  }
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function randomHolder(): string {
+  const b = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function unref(t: unknown): void {
+  (t as { unref?: () => void }).unref?.();
+}
