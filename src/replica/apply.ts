@@ -1,0 +1,354 @@
+/**
+ * Applying snapshots to a replica's database file so that other processes reading it with SQLite see
+ * each snapshot all at once or not at all (docs/ARCHITECTURE.md, "Replica").
+ *
+ * The pages are written through SQLite itself: one `BEGIN IMMEDIATE … COMMIT` on an uncaptured
+ * connection of the Mycelite VFS, writing whole pages into `sqlite_dbpage`. SQLite's own rollback
+ * journal and locks make the transaction atomic for readers and after a crash. Two things SQLite does
+ * differently from the writer are finished afterwards, under SQLite's EXCLUSIVE lock (the **post step**):
+ * SQLite's commit sets the change counter (page 1, bytes 24–27 and 92–99) to its old value + 1, which is
+ * the writer's value in the usual case but not always; and a shrinking snapshot is not truncated by
+ * SQLite (its page 1 carries the new size, which readers trust). Runtime-neutral.
+ */
+import { Database } from '../engine/database.js';
+import type { Sqlite3 } from '../engine/sqlite.js';
+import {
+  FLAG_FULL_IMAGE,
+  hex,
+  memorySource,
+  pageTerm,
+  type SnapshotHeader,
+  samePage,
+  walkPatches,
+} from '../format/index.js';
+import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+
+/** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
+export interface PostStep {
+  txid: bigint;
+  pageSize: number;
+  dbPages: number;
+  /** Page 1 bytes 24–27 and 92–99, as the writer has them. */
+  counter: Uint8Array;
+}
+
+/** The snapshot does not lead to the database it names: nothing was applied (the follower resets). */
+export class ChecksumMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChecksumMismatchError';
+  }
+}
+
+/** A reader kept SQLite's lock too long: nothing was applied; try again. */
+export class ApplyBusyError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ApplyBusyError';
+  }
+}
+
+/** How long one apply waits for readers to let go of the database (ms). */
+const BUSY_TIMEOUT_MS = 2000;
+const COUNTER_BYTES = 12;
+
+const isBusy = (e: unknown): boolean => /SQLITE_BUSY|database is locked/.test(String((e as Error)?.message));
+
+/** The replica's database file, open for applying snapshots. */
+export class ReplicaFile {
+  private db: Database;
+  private readonly zeroTerms = new Map<string, bigint>();
+
+  constructor(
+    private readonly sqlite3: Sqlite3,
+    private readonly fs: FileSystem,
+    readonly path: string,
+    private readonly vfs: string,
+  ) {
+    this.db = this.connect();
+  }
+
+  private connect(): Database {
+    const db = Database.open(this.sqlite3, this.path, { vfs: this.vfs });
+    try {
+      db.pragma('journal_mode = DELETE');
+      db.pragma('synchronous = FULL');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      // A read: SQLite rolls back a hot journal a crash left behind.
+      db.pragma('schema_version');
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return db;
+  }
+
+  /** Page size and size in pages of the file as it is (0, 0 when empty). */
+  shape(): { pageSize: number; pages: number } {
+    const size = this.fs.fileSize(this.path);
+    if (size < 100) return { pageSize: 0, pages: 0 };
+    const f = this.fs.open(this.path, { readonly: true });
+    try {
+      const h = readAt(f, 0, 100);
+      const v = new DataView(h.buffer);
+      const ps = v.getUint16(16) === 1 ? 65536 : v.getUint16(16);
+      const inHeader = v.getUint32(28);
+      const pages = inHeader > 0 && v.getUint32(24) === v.getUint32(92) ? inHeader : Math.floor(size / ps);
+      return { pageSize: ps, pages };
+    } finally {
+      f.close();
+    }
+  }
+
+  /** The database checksum of the file (pages 1..n of the header's size, with `counter` patched in). */
+  checksum(shape = this.shape(), counter?: Uint8Array): bigint {
+    if (shape.pages === 0) return 0n;
+    const f = this.fs.open(this.path, { readonly: true });
+    try {
+      let sum = 0n;
+      const per = Math.max(1, Math.floor((1 << 20) / shape.pageSize));
+      for (let first = 1; first <= shape.pages; first += per) {
+        const n = Math.min(per, shape.pages - first + 1);
+        const chunk = readAt(f, (first - 1) * shape.pageSize, n * shape.pageSize);
+        if (first === 1 && counter) setCounter(chunk, counter);
+        for (let i = 0; i < n; i++) {
+          sum ^= pageTerm(chunk.subarray(i * shape.pageSize, (i + 1) * shape.pageSize), first + i);
+        }
+      }
+      return sum;
+    } finally {
+      f.close();
+    }
+  }
+
+  /** What the post step of `snapshot` must make true (computed before anything is written). */
+  plan(bytes: Uint8Array, h: SnapshotHeader): PostStep {
+    let page1: Uint8Array | undefined;
+    const full = (h.flags & FLAG_FULL_IMAGE) !== 0;
+    if (!full) {
+      const f = this.fs.open(this.path, { readonly: true });
+      try {
+        page1 = readAt(f, 0, h.pageSize);
+      } finally {
+        f.close();
+      }
+    } else {
+      page1 = new Uint8Array(h.pageSize);
+    }
+    const stop = new Error('past page 1');
+    try {
+      walkPatches(memorySource(bytes), 0, h, (pgno, offset, run) => {
+        if (pgno > 1) throw stop;
+        page1!.set(run, offset);
+      });
+    } catch (e) {
+      if (e !== stop) throw e;
+    }
+    return { txid: h.txid, pageSize: h.pageSize, dbPages: h.dbPages, counter: getCounter(page1) };
+  }
+
+  /**
+   * Applies one validated snapshot in one SQLite transaction, checking that the database moves from
+   * `current` (its checksum now, which must be the snapshot's preChecksum unless it is a full image) to
+   * the snapshot's postChecksum. On a mismatch nothing is applied (ChecksumMismatchError); when readers
+   * hold the database too long, nothing is applied (ApplyBusyError). Call `finish` afterwards.
+   */
+  apply(bytes: Uint8Array, h: SnapshotHeader, current: bigint): void {
+    const full = (h.flags & FLAG_FULL_IMAGE) !== 0;
+    if (!full && h.preChecksum !== current) {
+      throw new ChecksumMismatchError(
+        `snapshot ${h.txid} starts from checksum ${hex(h.preChecksum)} but the replica is at ${hex(current)}`,
+      );
+    }
+    const shape = this.shape();
+    if (shape.pages > 0 && shape.pageSize !== h.pageSize) {
+      if (!full) {
+        throw new ChecksumMismatchError(
+          `snapshot ${h.txid} has page size ${h.pageSize} but the replica's is ${shape.pageSize}`,
+        );
+      }
+      this.changePageSize(h.pageSize);
+    } else if (shape.pages === 0) {
+      this.db.pragma(`page_size = ${h.pageSize}`);
+    }
+    const db = this.db;
+    try {
+      db.exec('BEGIN IMMEDIATE');
+    } catch (e) {
+      if (isBusy(e))
+        throw new ApplyBusyError(`snapshot ${h.txid}: the replica database is busy`, { cause: e });
+      throw e;
+    }
+    try {
+      const sum = this.write(bytes, h, full ? 0n : current, full);
+      if (sum !== h.postChecksum) {
+        throw new ChecksumMismatchError(
+          `snapshot ${h.txid} would give checksum ${hex(sum)}, not its postChecksum ${hex(h.postChecksum)}: ` +
+            'the replica database differs from the history it follows',
+        );
+      }
+      db.exec('COMMIT');
+    } catch (e) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      if (isBusy(e))
+        throw new ApplyBusyError(`snapshot ${h.txid}: readers kept the replica busy`, { cause: e });
+      throw e;
+    }
+  }
+
+  /** Writes the pages; returns the database checksum they lead to. */
+  private write(bytes: Uint8Array, h: SnapshotHeader, start: bigint, full: boolean): bigint {
+    const db = this.db;
+    const oldPages = Number(db.pragma('page_count', { simple: true }));
+    const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+    const put = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const oldPage = (pgno: number): Uint8Array | undefined =>
+      pgno <= oldPages ? (read.get(pgno) as Uint8Array) : undefined;
+    let sum = start;
+    let next = 1; // the lowest page not yet looked at
+    let pgno = 0;
+    let page: Uint8Array | undefined;
+    let old: Uint8Array | undefined;
+    const zero = new Uint8Array(h.pageSize);
+    const flush = (): void => {
+      if (!page) return;
+      if (!full && old) sum ^= pageTerm(old, pgno);
+      sum ^= pageTerm(page, pgno);
+      if (!old || !samePage(old, page)) put.run(pgno, page);
+      page = undefined;
+    };
+    /** Pages `next..upTo` that the snapshot does not name: zeros in a full image or past the old end. */
+    const gap = (upTo: number): void => {
+      for (let p = next; p <= upTo; p++) {
+        if (full) {
+          sum ^= this.zeroTerm(h.pageSize, p);
+          const o = oldPage(p);
+          if (o && !samePage(o, zero)) put.run(p, zero);
+        } else if (p > oldPages) {
+          sum ^= this.zeroTerm(h.pageSize, p);
+        }
+      }
+    };
+    walkPatches(memorySource(bytes), 0, h, (p, offset, run) => {
+      if (p !== pgno) {
+        flush();
+        gap(p - 1);
+        pgno = p;
+        next = p + 1;
+        old = oldPage(p);
+        page = old && !(offset === 0 && run.length === h.pageSize) ? old.slice() : new Uint8Array(h.pageSize);
+      }
+      page!.set(run, offset);
+    });
+    flush();
+    gap(h.dbPages);
+    // The file must reach the new size: SQLite extends it to the highest page written.
+    if (h.dbPages > oldPages && next <= h.dbPages) put.run(h.dbPages, zero);
+    if (!full) for (let p = h.dbPages + 1; p <= oldPages; p++) sum ^= pageTerm(oldPage(p)!, p);
+    return sum;
+  }
+
+  /**
+   * Makes the page size `pageSize` without changing what the database holds (VACUUM, in a fresh
+   * connection so that it sees the current schema); readers see the same data throughout.
+   */
+  private changePageSize(pageSize: number): void {
+    this.db.close();
+    const v = Database.open(this.sqlite3, this.path, { vfs: this.vfs });
+    try {
+      v.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      v.pragma('journal_mode = DELETE');
+      v.pragma('synchronous = FULL');
+      v.pragma(`page_size = ${pageSize}`);
+      v.exec('VACUUM');
+    } catch (e) {
+      if (isBusy(e))
+        throw new ApplyBusyError('changing the page size: the replica database is busy', { cause: e });
+      throw e;
+    } finally {
+      v.close();
+      this.db = this.connect();
+    }
+  }
+
+  /**
+   * The post step: sets page 1's change-counter bytes to the writer's and cuts the file to the
+   * snapshot's size, under SQLite's EXCLUSIVE lock. Idempotent. Returns false (doing nothing) when
+   * readers kept the lock; call again later.
+   */
+  finish(step: PostStep): boolean {
+    const want = step.dbPages * step.pageSize;
+    const f = this.fs.open(this.path, { sqliteLocks: true });
+    try {
+      const counter = getCounter(readAt(f, 0, 100));
+      if (f.size() === want && sameBytes(counter, step.counter)) return true;
+      if (!lockExclusive(f)) return false;
+      try {
+        const page1 = readAt(f, 0, 100);
+        setCounter(page1, step.counter);
+        f.write(page1.subarray(24, 28), 24);
+        f.write(page1.subarray(92, 100), 92);
+        if (f.size() > want) f.truncate(want);
+        f.sync();
+      } finally {
+        f.unlock?.(0);
+      }
+      return true;
+    } finally {
+      f.close();
+    }
+  }
+
+  private zeroTerm(pageSize: number, pgno: number): bigint {
+    const key = `${pageSize}:${pgno}`;
+    let t = this.zeroTerms.get(key);
+    if (t === undefined) {
+      t = pageTerm(new Uint8Array(pageSize), pgno);
+      if (this.zeroTerms.size < 4096) this.zeroTerms.set(key, t);
+    }
+    return t;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+/** Takes SQLite's EXCLUSIVE lock on `f`, waiting up to the busy timeout for readers. */
+function lockExclusive(f: FileHandle): boolean {
+  if (!f.lock) return true;
+  const until = Date.now() + BUSY_TIMEOUT_MS;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    if (f.lock(1) && f.lock(2) && f.lock(4)) return true;
+    if (Date.now() > until) {
+      f.unlock?.(0);
+      return false;
+    }
+    try {
+      Atomics.wait(sleeper, 0, 0, 1);
+    } catch {
+      // no blocking wait on a browser's main thread: spin
+    }
+  }
+}
+
+function getCounter(page1: Uint8Array): Uint8Array {
+  const out = new Uint8Array(COUNTER_BYTES);
+  out.set(page1.subarray(24, 28), 0);
+  out.set(page1.subarray(92, 100), 4);
+  return out;
+}
+
+function setCounter(page1: Uint8Array, counter: Uint8Array): void {
+  page1.set(counter.subarray(0, 4), 24);
+  page1.set(counter.subarray(4, 12), 92);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export { getCounter, setCounter };
