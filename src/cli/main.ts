@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { CliExit, describeError, describeStack, writeErr, writeOut } from './common.js';
 import { registerExec } from './exec.js';
 import { registerLog } from './log.js';
+import { registerPush } from './push.js';
 import { registerRestore } from './restore.js';
 import { registerVerify } from './verify.js';
 
@@ -46,11 +47,13 @@ Examples:
   $ mycelite log app.db --json
   $ mycelite restore app.db --output then.db --txid 2
   $ mycelite verify app.db
+  $ mycelite push app.db --hub http://127.0.0.1:8080 --db app --token "$WT"
 
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );
   registerExec(program);
   registerLog(program);
+  registerPush(program);
   registerRestore(program);
   registerVerify(program);
   for (const cmd of program.commands) {

@@ -136,14 +136,15 @@ export class JournalIndex {
 
 /**
  * Reads the whole, valid snapshots that follow the index's end in `src` (a journal someone else appends
- * to), without adding them. Stops at the first incomplete or invalid one: it may still be being written.
+ * to), at most `max` of them, without adding them. Stops at the first incomplete or invalid one: it may
+ * still be being written.
  */
-export function readNewSnapshots(src: ByteSource, index: JournalIndex): SnapshotInfo[] {
+export function readNewSnapshots(src: ByteSource, index: JournalIndex, max = 4096): SnapshotInfo[] {
   const size = src.size();
   const out: SnapshotInfo[] = [];
   let offset = index.end;
   let prev = index.last;
-  while (size - offset >= SNAPSHOT_HEADER_SIZE) {
+  while (size - offset >= SNAPSHOT_HEADER_SIZE && out.length < max) {
     const h = decodeSnapshotHeader(src.read(offset, SNAPSHOT_HEADER_SIZE));
     if (h === undefined || typeof h === 'string' || offset + h.length > size) break;
     if (h.txid !== prev.txid + 1n || h.preChecksum !== prev.checksum) break;
