@@ -9,6 +9,8 @@ import { registerExec } from './exec.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
 import { registerRestore } from './restore.js';
+import { registerServe } from './serve.js';
+import { registerToken } from './token.js';
 import { registerVerify } from './verify.js';
 
 export const EXIT_OK = 0;
@@ -55,6 +57,8 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerLog(program);
   registerPush(program);
   registerRestore(program);
+  registerServe(program);
+  registerToken(program);
   registerVerify(program);
   for (const cmd of program.commands) {
     cmd.showHelpAfterError(`(see mycelite ${cmd.name()} --help)`);

@@ -1,0 +1,106 @@
+/** `mycelite serve`: run a hub (docs/PROTOCOL.md) that stores and relays the journals of many databases. */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { startHub } from '../hub/index.js';
+import { DEFAULT_MAX_BODY } from '../protocol/index.js';
+import { writeErr, writeOut } from './common.js';
+
+interface ServeOptions {
+  data: string;
+  host: string;
+  port: string;
+  maxBody: string;
+  logLevel: string;
+  maxConnections: string;
+}
+
+export const DEFAULT_DATA_DIR = 'mycelite-hub';
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run a hub: store the journals of many databases and relay them to replicas, live')
+    .option('--data <DIR>', 'data directory (journals, leases, hub.key)', DEFAULT_DATA_DIR)
+    .option('--host <HOST>', 'address to listen on', '127.0.0.1')
+    .option('--port <PORT>', 'port to listen on (0: any free port)', '8080')
+    .option('--max-body <SIZE>', 'largest push body, e.g. 64MiB or 1048576', '64MiB')
+    .option('--max-connections <N>', 'requests served at once; more get 503', '1000')
+    .option('--log-level <LEVEL>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .addHelpText(
+      'after',
+      `
+Prints one line "mycelite hub listening on URL (data: DIR)" on stdout once it serves, then JSON logs on
+stderr. Every database endpoint needs a token signed with the hub's key (DATA/hub.key, created with mode
+0600 at first start, or $MYCELITE_HUB_KEY): mint them with "mycelite token". Tokens are required on every
+address, so --host 0.0.0.0 serves the network with the same protection; put TLS in front (a proxy) when
+tokens cross an untrusted network. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: pushes in flight
+finish, follow streams end, nothing acknowledged is lost.
+
+Examples:
+  $ mycelite serve --data hubdata --port 8080
+  $ mycelite token --data hubdata --db app --role writer
+  $ mycelite serve --data /var/lib/mycelite --host 0.0.0.0 --port 443 --max-body 16MiB --log-level warn`,
+    )
+    .action(async (options: ServeOptions) => {
+      await serveCommand(options);
+    });
+}
+
+/** Parses a size like `64MiB`, `512KiB`, `1GiB`, `10MB` or plain bytes. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(|b|kb|kib|k|mb|mib|m|gb|gib|g)$/i.exec(text.trim());
+  if (!m) throw new Error(`cannot read the size ${JSON.stringify(text)}: use e.g. 64MiB, 512KiB or 1048576`);
+  const units: Record<string, number> = {
+    '': 1,
+    b: 1,
+    k: 1024,
+    kib: 1024,
+    kb: 1000,
+    m: 1024 ** 2,
+    mib: 1024 ** 2,
+    mb: 1000 ** 2,
+    g: 1024 ** 3,
+    gib: 1024 ** 3,
+    gb: 1000 ** 3,
+  };
+  const n = Math.floor(Number(m[1]) * units[m[2]!.toLowerCase()]!);
+  if (n < 1024) throw new Error(`the size ${JSON.stringify(text)} is too small: at least 1KiB`);
+  return n;
+}
+
+function parseInteger(text: string, what: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max)
+    throw new Error(`${what} must be an integer from ${min} to ${max}, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+export async function serveCommand(options: ServeOptions): Promise<void> {
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+  if (!levels.includes(options.logLevel)) throw new Error(`--log-level must be one of ${levels.join(', ')}`);
+  const dataDir = path.resolve(options.data);
+  const hub = await startHub({
+    dataDir,
+    host: options.host,
+    port: parseInteger(options.port, '--port', 0, 65535),
+    maxBody: options.maxBody === '64MiB' ? DEFAULT_MAX_BODY : parseSize(options.maxBody),
+    maxConnections: parseInteger(options.maxConnections, '--max-connections', 1, 1_000_000),
+    logLevel: options.logLevel,
+  });
+  writeOut(`mycelite hub listening on ${hub.url} (data: ${dataDir})\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      writeErr(`mycelite hub: ${signal}, shutting down\n`);
+      hub.close().then(resolve, (e: unknown) => {
+        writeErr(`mycelite hub: shutdown failed: ${(e as Error).message}\n`);
+        resolve();
+      });
+    };
+    const onInt = (): void => stop('SIGINT');
+    const onTerm = (): void => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}

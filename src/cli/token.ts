@@ -1,0 +1,46 @@
+/** `mycelite token`: mint a token for one database and one role with the hub's key. */
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/index.js';
+import { writeOut } from './common.js';
+import { DEFAULT_DATA_DIR } from './serve.js';
+
+interface TokenOptions {
+  db: string;
+  role: string;
+  ttl: string;
+  data: string;
+}
+
+export function registerToken(program: Command): void {
+  program
+    .command('token')
+    .description("mint a token for one database and one role, signed with the hub's key")
+    .requiredOption('--db <NAME>', 'database name the token is for')
+    .requiredOption('--role <ROLE>', 'writer (push, lease and read) or reader (read only)')
+    .option('--ttl <TIME>', 'lifetime, e.g. 30d, 12h, 15m, 90s', '30d')
+    .option('--data <DIR>', "the hub's data directory (its key: DIR/hub.key)", DEFAULT_DATA_DIR)
+    .addHelpText(
+      'after',
+      `
+Prints only the token on stdout. The key is $MYCELITE_HUB_KEY (base64url) when set, else DIR/hub.key
+(created, mode 0600, if missing: start the hub with the same --data, or share the key between hubs).
+Anyone holding a token can do what its role allows on its database until it expires: keep it secret.
+
+Examples:
+  $ WT=$(mycelite token --data hubdata --db app --role writer)
+  $ RT=$(mycelite token --data hubdata --db app --role reader --ttl 12h)`,
+    )
+    .action(async (options: TokenOptions) => {
+      if (options.role !== 'writer' && options.role !== 'reader') {
+        throw new Error(`--role must be writer or reader, not ${JSON.stringify(options.role)}`);
+      }
+      const key = loadOrCreateKey(path.resolve(options.data));
+      const token = await mintToken(key, {
+        db: options.db,
+        role: options.role as Role,
+        ttlSeconds: parseTtl(options.ttl),
+      });
+      writeOut(`${token}\n`);
+    });
+}

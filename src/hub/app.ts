@@ -1,0 +1,191 @@
+/**
+ * The hub's HTTP routes (docs/PROTOCOL.md, "Endpoints") as a hono app. Every `/v1` request is
+ * authorized first (before its name is used or its body is read); every error is `{error, message}`.
+ */
+import { type Context, Hono } from 'hono';
+import type pino from 'pino';
+import {
+  API_PREFIX,
+  checkDbName,
+  DEFAULT_LEASE_TTL_MS,
+  type ErrorBody,
+  HubError,
+  MAX_LEASE_TTL_MS,
+  MIN_LEASE_TTL_MS,
+  toHex,
+  toJsonPosition,
+} from '../protocol/index.js';
+import { authorize, type Role } from './auth.js';
+import type { ImageCache } from './image-cache.js';
+import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
+import type { HubMetrics } from './metrics.js';
+import { handlePush } from './push.js';
+import { handleRead } from './read.js';
+import type { HubStorage } from './storage.js';
+
+/** Everything the routes share. */
+export interface HubContext {
+  storage: HubStorage;
+  key: Uint8Array;
+  maxBody: number;
+  beatMs: number;
+  log: pino.Logger;
+  metrics: HubMetrics;
+  images: ImageCache;
+  /** Requests served at once past which new ones get 503. */
+  maxActive: number;
+  active: number;
+  closing: boolean;
+  /** Pushes in flight (close waits for them). */
+  pushes: Set<Promise<unknown>>;
+  /** Open read streams (close ends them). */
+  streams: Set<{ end(): void }>;
+  /** Bytes a follower may have queued in memory before it is served from disk instead. */
+  followQueueLimit?: number;
+}
+
+export function errorResponse(e: HubError): Response {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (e.status === 503) headers['retry-after'] = '1';
+  return new Response(JSON.stringify(e.body satisfies ErrorBody), { status: e.status, headers });
+}
+
+/** Authorizes the request for `role` on its `:name`, then checks the name: the name of a request. */
+export async function authorizeName(ctx: HubContext, c: Context, role: Role): Promise<string> {
+  const name = c.req.param('name') ?? '';
+  await authorize(ctx.key, c.req.header('authorization'), name, role).catch((e: unknown) => {
+    // A refused token for a malformed name is still refused as unauthorized (nothing learned).
+    if (e instanceof HubError && e.code === 'forbidden' && checkDbName(name)) {
+      throw new HubError({ error: 'bad_name', message: checkDbName(name)! });
+    }
+    throw e;
+  });
+  const bad = checkDbName(name);
+  if (bad) throw new HubError({ error: 'bad_name', message: bad });
+  return name;
+}
+
+export function createApp(ctx: HubContext): Hono {
+  const app = new Hono();
+
+  app.use('*', async (c, next) => {
+    if (ctx.closing && c.req.path !== '/healthz') {
+      return errorResponse(
+        new HubError({ error: 'unavailable', message: 'the hub is shutting down; retry' }),
+      );
+    }
+    const busy = ctx.active + ctx.streams.size;
+    if (busy >= ctx.maxActive) {
+      return errorResponse(
+        new HubError({
+          error: 'unavailable',
+          message: `the hub serves ${busy} requests, its limit; retry later`,
+        }),
+      );
+    }
+    ctx.active++;
+    try {
+      await next();
+    } finally {
+      ctx.active--;
+    }
+  });
+
+  app.get('/healthz', (c) =>
+    ctx.closing ? c.json({ ok: false, closing: true }, 503) : c.json({ ok: true }),
+  );
+
+  app.get('/metrics', async (c) =>
+    c.body(await ctx.metrics.text(), 200, { 'content-type': ctx.metrics.contentType }),
+  );
+
+  const db = `${API_PREFIX}/db/:name`;
+
+  app.get(db, async (c) => {
+    const name = await authorizeName(ctx, c, 'reader');
+    const state = await ctx.storage.state(name);
+    if (!state) throw notFound(name);
+    const lease = activeLease(await ctx.storage.getLease(name));
+    return c.json({ name, journal: toHex(state.journalId), head: toJsonPosition(state.head), lease });
+  });
+
+  app.post(`${db}/lease`, async (c) => {
+    const name = await authorizeName(ctx, c, 'writer');
+    const body = await smallJson(c);
+    const holder = body.holder;
+    const ttlMs = body.ttlMs ?? DEFAULT_LEASE_TTL_MS;
+    if (typeof holder !== 'string' || holder.length < 1 || holder.length > 64) {
+      throw badRequest('the lease body needs "holder": a string of 1-64 characters');
+    }
+    if (
+      !Number.isInteger(ttlMs) ||
+      (ttlMs as number) < MIN_LEASE_TTL_MS ||
+      (ttlMs as number) > MAX_LEASE_TTL_MS
+    ) {
+      throw badRequest(`"ttlMs" must be an integer from ${MIN_LEASE_TTL_MS} to ${MAX_LEASE_TTL_MS}`);
+    }
+    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number);
+    ctx.log.info({ db: name, epoch: lease.epoch }, 'lease taken');
+    return c.json({ ...jsonLease(lease), holder: lease.holder });
+  });
+
+  app.delete(`${db}/lease`, async (c) => {
+    const name = await authorizeName(ctx, c, 'writer');
+    const epoch = Number(c.req.query('epoch'));
+    if (!Number.isSafeInteger(epoch) || epoch < 1)
+      throw badRequest('DELETE lease needs ?epoch=E (a positive integer)');
+    await releaseLease(ctx.storage, name, epoch);
+    ctx.log.info({ db: name, epoch }, 'lease released');
+    return c.body(null, 204);
+  });
+
+  app.post(`${db}/snapshots`, async (c) => {
+    const run = handlePush(ctx, c);
+    ctx.pushes.add(run);
+    try {
+      return await run;
+    } finally {
+      ctx.pushes.delete(run);
+    }
+  });
+
+  app.get(`${db}/snapshots`, (c) => handleRead(ctx, c));
+
+  app.notFound(() =>
+    errorResponse(
+      new HubError({ error: 'not_found', message: 'no such endpoint (see docs/PROTOCOL.md)' }, 404),
+    ),
+  );
+
+  app.onError((e, c) => {
+    if (e instanceof HubError) return errorResponse(e);
+    ctx.log.error({ err: e, method: c.req.method, path: c.req.path }, 'request failed');
+    return c.json({ error: 'internal', message: `the hub failed: ${(e as Error).message}` }, 500);
+  });
+
+  return app;
+}
+
+export function badRequest(message: string): HubError {
+  return new HubError({ error: 'bad_request', message });
+}
+
+export function notFound(name: string): HubError {
+  return new HubError({
+    error: 'not_found',
+    message: `the hub has no database ${JSON.stringify(name)} (nothing was pushed to it yet)`,
+  });
+}
+
+/** Reads a small JSON body (≤ 4 KiB). */
+async function smallJson(c: Context): Promise<Record<string, unknown>> {
+  const length = Number(c.req.header('content-length') ?? 'NaN');
+  if (!(length <= 4096)) throw badRequest('send a JSON body of at most 4 KiB with a Content-Length');
+  try {
+    const j = await c.req.json();
+    if (typeof j === 'object' && j !== null && !Array.isArray(j)) return j as Record<string, unknown>;
+  } catch {
+    // below
+  }
+  throw badRequest('the body is not a JSON object');
+}

@@ -1,0 +1,120 @@
+/**
+ * Full images of databases' heads for `from=image` reads, built by replaying the stored journal into a
+ * temporary database file and encoding all its pages (src/journal/image.ts). The last image of each
+ * database is kept on disk (`DATA/images/`), keyed by journal id and head txid, so that replicas that
+ * bootstrap at the same head share one build.
+ */
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader } from '../format/index.js';
+import { fileSource } from '../journal/file-source.js';
+import { writeImageSnapshot } from '../journal/image.js';
+import { NodeFileSystem } from '../node/node-fs.js';
+import { toHex } from '../protocol/index.js';
+import { replay } from '../restore/replay.js';
+import { Mutex } from './mutex.js';
+import type { DbState, HubStorage } from './storage.js';
+
+const nodeFs = new NodeFileSystem();
+
+/** An image ready to send: an open file of the encoded snapshot (close it when done). */
+export interface Image {
+  file: fsp.FileHandle;
+  header: SnapshotHeader;
+}
+
+interface Cached {
+  key: string;
+  path: string;
+  header: SnapshotHeader;
+}
+
+export class ImageCache {
+  private readonly cached = new Map<string, Cached>();
+  private readonly locks = new Map<string, Mutex>();
+  private counter = 0;
+
+  constructor(
+    private readonly storage: HubStorage,
+    private readonly dir: string,
+  ) {}
+
+  /** The image of `db` at `state.head` (built now unless cached). */
+  get(db: string, state: DbState): Promise<Image> {
+    let lock = this.locks.get(db);
+    if (!lock) {
+      lock = new Mutex();
+      this.locks.set(db, lock);
+    }
+    return lock.run(async () => {
+      const key = `${toHex(state.journalId)}-${state.head.txid}`;
+      let c = this.cached.get(db);
+      if (!c || c.key !== key) {
+        const built = await this.build(db, state, key);
+        if (c) await fsp.rm(c.path, { force: true }); // open readers keep their file
+        this.cached.set(db, built);
+        c = built;
+      }
+      return { file: await fsp.open(c.path, 'r'), header: c.header };
+    });
+  }
+
+  private async build(db: string, state: DbState, key: string): Promise<Cached> {
+    await fsp.mkdir(this.dir, { recursive: true });
+    const stem = path.join(this.dir, `${db}.${process.pid}.${this.counter++}`);
+    const journal = `${stem}.journal`;
+    const replayed = `${stem}.db`;
+    const out = path.join(this.dir, `${db}.${key}.image`);
+    try {
+      // 1. The stored history as a journal file (streamed from storage in bounded chunks).
+      const j = await fsp.open(journal, 'w');
+      try {
+        const header = encodeFileHeader({
+          version: FORMAT_VERSION,
+          journalId: state.journalId,
+          createdAt: Date.now(),
+          baseTxid: state.base.txid,
+          baseChecksum: state.base.checksum,
+        });
+        await j.write(header);
+        for await (const chunk of this.storage.read(db, state.base.txid, state.head.txid))
+          await j.write(chunk);
+      } finally {
+        await j.close();
+      }
+      // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages.
+      const src = nodeFs.open(journal, { readonly: true });
+      const dbFile = nodeFs.open(replayed, { create: true });
+      const imageFile = nodeFs.open(out, { create: true });
+      try {
+        const { snapshot: last } = replay(fileSource(src), dbFile);
+        if (!last || last.txid !== state.head.txid) {
+          throw new Error(
+            `image of ${db}: replay ended at ${last?.txid ?? 'nothing'}, not the head ${state.head.txid}`,
+          );
+        }
+        imageFile.truncate(0);
+        let at = 0;
+        const header = writeImageSnapshot(dbFile, last, (chunk) => {
+          imageFile.write(chunk, at);
+          at += chunk.length;
+        });
+        return { key, path: out, header };
+      } finally {
+        src.close();
+        dbFile.close();
+        imageFile.close();
+      }
+    } finally {
+      await fsp.rm(journal, { force: true });
+      await fsp.rm(replayed, { force: true });
+    }
+  }
+
+  /** Waits for builds in progress and removes the cached images. */
+  async close(): Promise<void> {
+    await Promise.all([...this.locks.values()].map((m) => m.idle()));
+    for (const c of this.cached.values()) await fsp.rm(c.path, { force: true });
+    this.cached.clear();
+  }
+}

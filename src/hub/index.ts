@@ -1,0 +1,13 @@
+/** The Mycelite hub (docs/PROTOCOL.md): HTTP server, storage, auth. Node only. */
+export {
+  KEY_ENV,
+  loadOrCreateKey,
+  mintToken,
+  parseTtl,
+  type Role,
+  type TokenClaims,
+  verifyToken,
+} from './auth.js';
+export { FsStorage } from './fs-storage.js';
+export { type Hub, type HubOptions, startHub } from './server.js';
+export type { AppendResult, DbState, EncodedSnapshot, HubStorage, StoredLease } from './storage.js';

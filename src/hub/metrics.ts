@@ -1,0 +1,87 @@
+/**
+ * The hub's Prometheus metrics (docs/PROTOCOL.md, "/metrics"), one Registry per hub so that several hubs
+ * in one process (tests) do not share counters. No database names appear in labels.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export type PushRejectReason =
+  | 'unauthorized'
+  | 'forbidden'
+  | 'bad_name'
+  | 'bad_request'
+  | 'bad_body'
+  | 'too_large'
+  | 'stale_epoch'
+  | 'other_history'
+  | 'head_mismatch'
+  | 'unavailable'
+  | 'error';
+
+export class HubMetrics {
+  readonly registry = new Registry();
+  readonly snapshotsReceived: Counter;
+  readonly bytesReceived: Counter;
+  readonly snapshotsSent: Counter;
+  readonly bytesSent: Counter;
+  readonly replicasConnected: Gauge;
+  readonly replicaLag: Histogram;
+  readonly pushRejected: Counter<'reason'>;
+
+  constructor(countDatabases: () => Promise<number>) {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'mycelite_databases',
+      help: 'Databases stored by this hub',
+      registers,
+      async collect() {
+        this.set(await countDatabases());
+      },
+    });
+    this.snapshotsReceived = new Counter({
+      name: 'mycelite_snapshots_received_total',
+      help: 'Snapshots appended from pushes',
+      registers,
+    });
+    this.bytesReceived = new Counter({
+      name: 'mycelite_bytes_received_total',
+      help: 'Bytes of push bodies received',
+      registers,
+    });
+    this.snapshotsSent = new Counter({
+      name: 'mycelite_snapshots_sent_total',
+      help: 'Snapshots sent to readers (full images included)',
+      registers,
+    });
+    this.bytesSent = new Counter({
+      name: 'mycelite_bytes_sent_total',
+      help: 'Bytes of read streams sent',
+      registers,
+    });
+    this.replicasConnected = new Gauge({
+      name: 'mycelite_replicas_connected',
+      help: 'Open follow streams',
+      registers,
+    });
+    this.replicaLag = new Histogram({
+      name: 'mycelite_replica_lag_snapshots',
+      help: 'Snapshots queued behind the head when a snapshot is sent to a follower',
+      buckets: [0, 1, 2, 5, 10, 50, 100, 1000, 10000],
+      registers,
+    });
+    this.pushRejected = new Counter({
+      name: 'mycelite_push_rejected_total',
+      help: 'Pushes refused, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Starts a hub: storage under a data directory, the HTTP app on a node:http server, metrics and logs.
+ * `close()` shuts down without losing anything acknowledged: it stops accepting, lets in-flight pushes
+ * finish (they are durable before they answer), ends follow streams and closes the storage.
+ */
+import type { Server, Socket } from 'node:net';
+import * as path from 'node:path';
+import { serve } from '@hono/node-server';
+import pino from 'pino';
+import { loadHash } from '../format/index.js';
+import { DEFAULT_MAX_BODY } from '../protocol/index.js';
+import { createApp, type HubContext } from './app.js';
+import { loadOrCreateKey } from './auth.js';
+import { FsStorage } from './fs-storage.js';
+import { ImageCache } from './image-cache.js';
+import { HubMetrics } from './metrics.js';
+import type { HubStorage } from './storage.js';
+
+export interface HubOptions {
+  /** Directory of the hub's data: `dbs/<name>/journal`, `dbs/<name>/lease.json`, `hub.key`. */
+  dataDir: string;
+  /** Address to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Port (default 8080; 0 picks a free one). */
+  port?: number;
+  /** Largest push body (bytes; default 64 MiB). */
+  maxBody?: number;
+  /** Signing key of tokens (default: loadOrCreateKey(dataDir)). */
+  key?: Uint8Array;
+  /** Beat interval of follow streams (ms; default 10 s). */
+  beatMs?: number;
+  /** pino level (default info; `silent` for none). */
+  logLevel?: string;
+  /** Largest number of requests served at once; more get 503 (default 1000). */
+  maxConnections?: number;
+  /** Storage to use instead of the filesystem storage under dataDir. */
+  storage?: HubStorage;
+  /** Where logs go (default stderr). */
+  logDestination?: pino.DestinationStream;
+}
+
+export interface Hub {
+  /** e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly key: Uint8Array;
+  /** Prometheus text of /metrics. */
+  metrics(): Promise<string>;
+  /** Graceful shutdown (see the file comment). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Largest time to receive a whole request (headers and body) before the server cuts it (ms). */
+const REQUEST_TIMEOUT_MS = 120_000;
+const HEADERS_TIMEOUT_MS = 20_000;
+
+export async function startHub(options: HubOptions): Promise<Hub> {
+  await loadHash();
+  const dataDir = path.resolve(options.dataDir);
+  const key = options.key ?? loadOrCreateKey(dataDir);
+  const log = pino(
+    { level: options.logLevel ?? 'info', base: { pid: process.pid }, redact: ['req.headers.authorization'] },
+    options.logDestination ?? pino.destination(2),
+  );
+  const storage = options.storage ?? (await FsStorage.open(dataDir));
+  const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
+  const ctx: HubContext = {
+    storage,
+    key,
+    maxBody: options.maxBody ?? DEFAULT_MAX_BODY,
+    beatMs: options.beatMs ?? 10_000,
+    log,
+    metrics,
+    images: new ImageCache(storage, path.join(dataDir, 'images')),
+    maxActive: options.maxConnections ?? 1000,
+    active: 0,
+    closing: false,
+    pushes: new Set(),
+    streams: new Set(),
+  };
+  const app = createApp(ctx);
+  const sockets = new Set<Socket>();
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = serve(
+      {
+        fetch: app.fetch,
+        hostname: options.host ?? '127.0.0.1',
+        port: options.port ?? 8080,
+        serverOptions: { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS },
+      },
+      () => resolve(s as unknown as Server),
+    ) as unknown as Server;
+    s.once('error', reject);
+    s.on('connection', (sock: Socket) => {
+      sockets.add(sock);
+      sock.once('close', () => sockets.delete(sock));
+    });
+  });
+  const address = server.address();
+  if (!address || typeof address === 'string') throw new Error('the hub server has no TCP address');
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  log.info({ url, dataDir }, 'hub listening');
+
+  let closing: Promise<void> | undefined;
+  const close = async (): Promise<void> => {
+    ctx.closing = true;
+    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Pushes in flight finish (each is durable before it answers); streams end now.
+    await Promise.allSettled([...ctx.pushes]);
+    for (const s of ctx.streams) s.end();
+    (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    const timer = setTimeout(() => {
+      for (const s of sockets) s.destroy();
+    }, 2000);
+    await stopped;
+    clearTimeout(timer);
+    await storage.close();
+    await ctx.images.close();
+    log.info('hub closed');
+    await new Promise<void>((resolve) => log.flush(() => resolve()));
+  };
+  return {
+    url,
+    port: address.port,
+    dataDir,
+    key,
+    metrics: () => metrics.text(),
+    close: () => {
+      closing ??= close();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * What a hub stores, behind one small async interface: the journals of many databases and their write
+ * leases. The filesystem implementation is src/hub/fs-storage.ts; a scale-out backend (NATS JetStream)
+ * implements the same interface and passes the same conformance suite (test/helpers/storage-conformance.ts).
+ */
+import type { SnapshotHeader } from '../format/index.js';
+import type { WirePosition } from '../protocol/index.js';
+
+/** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
+export interface EncodedSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+}
+
+/** What the hub holds of one database. */
+export interface DbState {
+  /** The history's id (16 bytes). */
+  journalId: Uint8Array;
+  /** The position before the first stored snapshot (0:0 for a history from the start). */
+  base: WirePosition;
+  /** The position after the last stored snapshot (= base when none). */
+  head: WirePosition;
+  /** Timestamp (ms) of the head snapshot; 0 when none. */
+  headTimestamp: number;
+}
+
+/** A write lease as stored. A lease whose `expiresAt` has passed is free; its epoch still counts. */
+export interface StoredLease {
+  holder: string;
+  /** Fencing token: starts at 1, only ever goes up for a database, across restarts. */
+  epoch: number;
+  /** ms since the epoch. */
+  expiresAt: number;
+  /** The time-to-live the holder asked for (ms); pushes renew the lease by it. */
+  ttlMs?: number;
+}
+
+/** The outcome of a conditional append. */
+export type AppendResult =
+  | { ok: true; state: DbState }
+  /** `head_mismatch`: the head is no longer `expectedHead`; `other_history`: another journal id. */
+  | { ok: false; reason: 'head_mismatch' | 'other_history'; state: DbState };
+
+/** Called after snapshots were appended to a database (and made durable), in append order. */
+export type AppendListener = (snapshots: EncodedSnapshot[], state: DbState) => void;
+
+export interface HubStorage {
+  /** Names of the databases that exist (have a journal). */
+  list(): Promise<string[]>;
+  /** The database's state, or undefined when it does not exist. */
+  state(db: string): Promise<DbState | undefined>;
+  /**
+   * Appends `snapshots` (consecutive, validated, the first continuing `expectedHead`) atomically and
+   * durably, but only if the database's head is still `expectedHead`. A database that does not exist is
+   * created with `journalId` and base `expectedHead`. All or nothing: on any failure nothing is appended.
+   */
+  append(
+    db: string,
+    expectedHead: WirePosition,
+    journalId: Uint8Array,
+    snapshots: EncodedSnapshot[],
+  ): Promise<AppendResult>;
+  /**
+   * The bytes of the stored snapshots with `after < txid ≤ upTo`, in order, in chunks of bounded size
+   * (a chunk may end inside a snapshot). `after` must be ≥ the base txid and `upTo` ≤ the head.
+   */
+  read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array>;
+  /** The header of the stored snapshot `txid`, or undefined when the database does not hold it. */
+  snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined>;
+  /** The database's lease record (possibly expired), or undefined when none was ever taken. */
+  getLease(db: string): Promise<StoredLease | undefined>;
+  /**
+   * Replaces the lease record with `next` only if it is still `expected` (undefined: none ever taken);
+   * durable before it resolves. Refuses (throws) a `next` whose epoch is below the current one.
+   */
+  casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean>;
+  /**
+   * Calls `listener` after every append to `db` (including, in a multi-hub backend, appends made by
+   * other hubs), until the returned function is called.
+   */
+  subscribe(db: string, listener: AppendListener): () => void;
+  /** Finishes in-flight appends and releases files. */
+  close(): Promise<void>;
+}
+
+export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.epoch === b.epoch && a.holder === b.holder && a.expiresAt === b.expiresAt;
+}

@@ -1,0 +1,123 @@
+/**
+ * Test helpers to run a hub: in-process (`startTestHub`) or as a child process of the real CLI
+ * (`spawnHub`, for SIGKILL scenarios). Both listen on loopback, port 0 unless told, and give a `token`
+ * helper that mints tokens with the hub's key.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
+import { type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
+
+/** bin/mycelite.js of this checkout (tests run from dist/test/). */
+export const MYCELITE_BIN = fileURLToPath(new URL('../../../bin/mycelite.js', import.meta.url));
+
+export interface TestHub {
+  hub: Hub;
+  url: string;
+  port: number;
+  dir: string;
+  key: Uint8Array;
+  /** A token for `db` and `role` (default lifetime 1 h; negative: already expired). */
+  token(db: string, role: Role, ttlSeconds?: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+function freshDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-hub-'));
+}
+
+async function tokenWith(key: Uint8Array, db: string, role: Role, ttlSeconds = 3600): Promise<string> {
+  if (ttlSeconds > 0) return mintToken(key, { db, role, ttlSeconds });
+  // An expired token: sign one valid for 1 s whose clock started long ago.
+  const { SignJWT } = await import('jose');
+  const past = Math.floor(Date.now() / 1000) - 3600;
+  return new SignJWT({ db, role })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuedAt(past)
+    .setExpirationTime(past + 1)
+    .sign(key);
+}
+
+/**
+ * Starts a hub in this process on 127.0.0.1, port 0, logs silent (override with `options`). The data
+ * directory is `dir`, or a new temp dir (not removed: call `fs.rmSync(t.dir, …)` if you care).
+ */
+export async function startTestHub(dir?: string, options: Partial<HubOptions> = {}): Promise<TestHub> {
+  const dataDir = dir ?? freshDir();
+  const hub = await startHub({ dataDir, port: 0, logLevel: 'silent', ...options });
+  return {
+    hub,
+    url: hub.url,
+    port: hub.port,
+    dir: dataDir,
+    key: hub.key,
+    token: (db, role, ttl) => tokenWith(hub.key, db, role, ttl),
+    close: () => hub.close(),
+  };
+}
+
+export interface SpawnedHub {
+  url: string;
+  port: number;
+  dir: string;
+  proc: ChildProcess;
+  key: Uint8Array;
+  /** Everything the child wrote to stderr so far (its JSON logs). */
+  stderr(): string;
+  token(db: string, role: Role, ttlSeconds?: number): Promise<string>;
+  /** Kills the child (default SIGKILL) and waits for it to exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Resolves with the exit code (or signal name) once the child exits. */
+  exited: Promise<number | string>;
+}
+
+/**
+ * Runs `mycelite serve --data DIR --port PORT` (port 0 by default) as a child process and waits for its
+ * "listening on URL" line. Extra CLI arguments go in `args` (e.g. ['--max-body', '1MiB']).
+ */
+export async function spawnHub(dir: string, port = 0, args: string[] = []): Promise<SpawnedHub> {
+  const key = loadOrCreateKey(dir); // created before the child starts, so both use the same key
+  const proc = spawn(
+    process.execPath,
+    [MYCELITE_BIN, 'serve', '--data', dir, '--port', String(port), '--log-level', 'warn', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MYCELITE_HUB_KEY: '' } },
+  );
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    proc.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const onData = (d: string): void => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        proc.stdout!.off('data', onData);
+        proc.stdout!.resume(); // keep draining
+        resolve(m[1]!);
+      }
+    };
+    proc.stdout!.setEncoding('utf8').on('data', onData);
+    void exited.then((code) => reject(new Error(`mycelite serve exited (${code}) before listening: ${err}`)));
+  });
+  return {
+    url,
+    port: Number(new URL(url).port),
+    dir,
+    proc,
+    key,
+    stderr: () => err,
+    token: (db, role, ttl) => tokenWith(key, db, role, ttl),
+    exited,
+    kill: async (signal = 'SIGKILL') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await exited;
+    },
+  };
+}
