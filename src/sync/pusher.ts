@@ -322,6 +322,7 @@ export class Pusher implements WriterSync {
     if (!index.contains(res.head)) throw notInHistory(res.head, index.journalId, index, this.at);
     const count = Number(res.head.txid - base.txid);
     this.hubHead = res.head;
+    if (res.head.txid >= index.lastTxid) this.state = 'synced';
     this.emitStatus();
     if (count > 0) this.emitter.emit('pushed', { hubTxid: res.head.txid, count });
   }
