@@ -145,7 +145,7 @@ export class FsStorage implements HubStorage {
     return e && this.stateOf(e);
   }
 
-  append(
+  async append(
     db: string,
     expectedHead: WirePosition,
     journalId: Uint8Array,
@@ -290,7 +290,7 @@ export class FsStorage implements HubStorage {
     return lease;
   }
 
-  casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
+  async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
     const dir = this.dir(db);
     return this.lock(db).run(async () => {

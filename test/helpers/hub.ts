@@ -8,8 +8,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { decodeFileHeader, JournalReader, loadHash, memorySource } from '../../src/format/index.js';
 import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
-import { type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
+import { type EncodedSnapshot, type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
+import { open } from '../../src/node/index.js';
 
 /** bin/mycelite.js of this checkout (tests run from dist/test/). */
 export const MYCELITE_BIN = fileURLToPath(new URL('../../../bin/mycelite.js', import.meta.url));
@@ -120,4 +122,66 @@ export async function spawnHub(dir: string, port = 0, args: string[] = []): Prom
       await exited;
     },
   };
+}
+
+/** A journal's history: its id, base position and encoded snapshots, exactly as in the file. */
+export interface History {
+  journalId: Uint8Array;
+  baseTxid: bigint;
+  baseChecksum: bigint;
+  snapshots: EncodedSnapshot[];
+}
+
+/** Reads a journal file (docs/FORMAT.md) into its encoded snapshots. */
+export async function readJournal(file: string): Promise<History> {
+  await loadHash();
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  const header = decodeFileHeader(bytes);
+  const reader = new JournalReader(memorySource(bytes), { verify: true });
+  const snapshots: EncodedSnapshot[] = [];
+  for (const s of reader.snapshots()) {
+    const { offset: _offset, ...h } = s;
+    snapshots.push({ bytes: bytes.slice(s.offset, s.offset + s.length), header: h });
+  }
+  return {
+    journalId: header.journalId,
+    baseTxid: header.baseTxid,
+    baseChecksum: header.baseChecksum,
+    snapshots,
+  };
+}
+
+/**
+ * Writes a database with the real writer (`open()`), one transaction per statement, and returns its path
+ * and its journal's history. `dbPath` must not exist yet unless you mean to add to it.
+ */
+export async function makeHistory(
+  dbPath: string,
+  statements: string[],
+): Promise<History & { dbPath: string }> {
+  const db = await open(dbPath);
+  try {
+    for (const sql of statements) db.exec(sql);
+  } finally {
+    db.close();
+  }
+  return { ...(await readJournal(`${dbPath}-mycelite/journal`)), dbPath };
+}
+
+/** Statements for a history of `n` transactions (the first creates the table). */
+export function sampleStatements(n: number, rowBytes = 200): string[] {
+  const out = ['create table t(id integer primary key, v blob)'];
+  for (let i = 1; i < n; i++) out.push(`insert into t(v) values (randomblob(${rowBytes}))`);
+  return out;
+}
+
+/** Concatenates byte arrays. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
