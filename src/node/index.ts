@@ -31,6 +31,7 @@ export { Statement } from '../engine/statement.js';
 export { JournalFormatError, PositionMismatchError } from '../format/errors.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
 export { Database };
+export { type ReplicaDatabase, type ReplicaOptions, openReplica } from './replica.js';
 
 let counter = 0;
 

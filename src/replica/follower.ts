@@ -1,0 +1,329 @@
+/**
+ * Following a hub: read the snapshots after the replica's position (or a full image, for a new
+ * replica or a reset) and apply each as it arrives, reconnecting after network drops and dead streams
+ * (docs/PROTOCOL.md, "Replica behaviour"). Runtime-neutral.
+ */
+import { type FileHeader, JournalFormatError, type SnapshotInfo } from '../format/index.js';
+import type { Position } from '../journal/journal-writer.js';
+import { DEAD_STREAM_MS, HubError, StreamParser, samePosition } from '../protocol/index.js';
+import { Emitter } from '../sync/emitter.js';
+import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { ChecksumMismatchError } from './apply.js';
+import type { ReplicaStore } from './replica.js';
+
+export type ReplicaState = 'connecting' | 'catching-up' | 'live' | 'offline' | 'error' | 'closed';
+
+export interface ReplicaStatus {
+  state: ReplicaState;
+  /** The replica's txid (0 before its first snapshot). */
+  txid: bigint;
+  /** The hub's head txid, as last seen. */
+  hubTxid?: bigint;
+  lastError?: string;
+  lastSnapshotAt?: Date;
+}
+
+/** An applied snapshot, with how long after its commit it was applied. */
+export interface AppliedSnapshot extends SnapshotInfo {
+  lagMs: number;
+}
+
+export interface ReplicaEvents {
+  [event: string]: unknown;
+  snapshot: AppliedSnapshot;
+  status: ReplicaStatus;
+  /** The replica threw its history away and restarted from the hub's image. */
+  reset: { from: Position | undefined; to: Position };
+}
+
+export interface FollowOptions {
+  hub: HubTarget;
+  /** No byte for this long: the connection is dead, reconnect (ms; default 30 s). */
+  deadStreamMs?: number;
+  /** Reconnect backoff: first and longest wait (ms; default 100 and 5000). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Wait before asking again for a database the hub does not have yet (ms; default 1000). */
+  notFoundRetryMs?: number;
+}
+
+/** Errors that waiting will not fix: the follower stops. */
+const FATAL = new Set(['unauthorized', 'forbidden', 'bad_name', 'bad_request']);
+
+class DeadStreamError extends Error {
+  constructor(ms: number) {
+    super(`no byte from the hub for ${ms} ms: reconnecting`);
+    this.name = 'DeadStreamError';
+  }
+}
+
+/** Keeps one replica in step with its hub. */
+export class Follower {
+  readonly events = new Emitter<ReplicaEvents>();
+  private readonly client: HubClient;
+  private current: ReplicaStatus;
+  private abort: AbortController | undefined;
+  private running: Promise<void> | undefined;
+  private closed = false;
+  private wantReset = false;
+  private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private isReady = false;
+  private fatal: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly store: ReplicaStore,
+    private readonly options: FollowOptions,
+  ) {
+    this.client = new HubClient(options.hub);
+    this.current = { state: 'connecting', txid: store.position?.txid ?? 0n };
+  }
+
+  status(): ReplicaStatus {
+    return { ...this.current };
+  }
+
+  position(): Position | undefined {
+    return this.store.position;
+  }
+
+  /** Starts following live in the background. */
+  start(): void {
+    this.running ??= this.loop(true).catch((e) => this.stop(e as Error));
+  }
+
+  /** Catches up to the hub's head once (no live stream); resolves with the txid reached. */
+  async catchUp(): Promise<bigint> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.connect(false);
+        return this.store.position?.txid ?? 0n;
+      } catch (e) {
+        if (!this.isResetError(e) || attempt > 2) throw e;
+        this.wantReset = true;
+      }
+    }
+  }
+
+  /** Resolves once the replica has caught up with the hub's head for the first time. */
+  ready(): Promise<void> {
+    if (this.isReady) return Promise.resolve();
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.closed) return Promise.reject(new Error('the replica is closed'));
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Resolves once the replica has applied `txid` (rejects after `timeoutMs`, or when it stops). */
+  waitFor(txid: bigint, timeoutMs = 30_000): Promise<void> {
+    if ((this.store.position?.txid ?? 0n) >= txid) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (e?: Error): void => {
+        clearTimeout(timer);
+        offSnap();
+        offStatus();
+        if (e) reject(e);
+        else resolve();
+      };
+      const timer = setTimeout(
+        () =>
+          done(
+            new Error(
+              `replica did not reach txid ${txid} within ${timeoutMs} ms (it is at ${this.current.txid})`,
+            ),
+          ),
+        timeoutMs,
+      );
+      const offSnap = this.events.on('snapshot', (s) => {
+        if (s.txid >= txid) done();
+      });
+      const offStatus = this.events.on('status', (s) => {
+        if (s.state === 'error' || s.state === 'closed')
+          done(new Error(`replica stopped (${s.state}): ${s.lastError ?? ''}`));
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort?.abort();
+    this.wake?.();
+    await this.running;
+    this.setStatus({ state: 'closed' });
+    for (const w of this.readyWaiters.splice(0)) w.reject(new Error('the replica was closed'));
+  }
+
+  private async loop(follow: boolean): Promise<void> {
+    const min = this.options.minBackoffMs ?? 100;
+    const max = this.options.maxBackoffMs ?? 5000;
+    let backoff = min;
+    while (!this.closed) {
+      try {
+        await this.connect(follow, () => {
+          backoff = min;
+        });
+        // The hub ended the stream (it is shutting down): reconnect.
+        this.setStatus({ state: 'offline', lastError: 'the hub closed the stream' });
+      } catch (e) {
+        if (this.closed) return;
+        const err = e as Error;
+        if (this.isResetError(e)) {
+          this.wantReset = true;
+          continue;
+        }
+        if (err instanceof HubError && FATAL.has(err.code)) throw err;
+        if (err instanceof HubError && err.code === 'not_found') {
+          this.setStatus({ state: 'connecting', lastError: err.message });
+          await this.pause(this.options.notFoundRetryMs ?? 1000);
+          continue;
+        }
+        this.setStatus({ state: 'offline', lastError: err.message });
+      }
+      await this.pause(backoff);
+      backoff = Math.min(max, backoff * 2);
+    }
+  }
+
+  private isResetError(e: unknown): boolean {
+    if (e instanceof ChecksumMismatchError) return true;
+    return e instanceof HubError && (e.code === 'reset' || e.code === 'other_history');
+  }
+
+  /** One connection: read, apply every snapshot, until the stream ends (or fails). */
+  private async connect(follow: boolean, onData?: () => void): Promise<void> {
+    const abort = new AbortController();
+    this.abort = abort;
+    if (this.closed) return;
+    this.setStatus({ state: this.current.state === 'live' ? 'connecting' : this.current.state });
+    const state = await this.client.state(abort.signal);
+    if (!state) {
+      throw new HubError({
+        error: 'not_found',
+        message: `the hub has no database ${this.options.hub.db} yet`,
+      });
+    }
+    this.noteHub(state.head.txid);
+    const pos = this.store.position;
+    const image = this.wantReset || !pos;
+    const body = await this.client.read(
+      image
+        ? { follow, signal: abort.signal }
+        : { after: pos, journalId: this.store.journalId, follow, signal: abort.signal },
+    );
+    this.setStatus({ state: 'catching-up', lastError: undefined });
+    this.checkCaughtUp();
+    const parser = new StreamParser({ stream: true });
+    const reader = body.getReader();
+    const deadMs = this.options.deadStreamMs ?? DEAD_STREAM_MS;
+    let dead = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        dead = true;
+        abort.abort();
+      }, deadMs);
+    };
+    let header: FileHeader | undefined;
+    let first = image;
+    try {
+      arm();
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (dead) throw new DeadStreamError(deadMs);
+          throw e;
+        }
+        if (chunk.done) break;
+        arm();
+        for (const item of parser.push(chunk.value)) {
+          if (item.kind === 'beat') continue;
+          if (item.kind === 'header') {
+            header = item.header;
+            if (!image) this.checkHeader(header, pos!);
+            continue;
+          }
+          if (this.closed) return;
+          const h = item.header;
+          let applied: SnapshotInfo;
+          if (first) {
+            const from = this.store.position;
+            applied = await this.store.reset(header!, item.bytes, h);
+            first = false;
+            this.wantReset = false;
+            this.events.emit('reset', { from, to: { txid: h.txid, checksum: h.postChecksum } });
+          } else {
+            applied = await this.store.append(item.bytes, h);
+          }
+          onData?.();
+          this.noteHub(h.txid);
+          const now = Date.now();
+          this.current = { ...this.current, txid: h.txid, lastSnapshotAt: new Date(now) };
+          this.events.emit('snapshot', { ...applied, lagMs: Math.max(0, now - h.timestamp) });
+          this.checkCaughtUp();
+        }
+      }
+      parser.end();
+      if (image && first) throw new JournalFormatError('the hub sent no image', 0);
+    } finally {
+      clearTimeout(timer);
+      reader.releaseLock();
+      if (!dead) abort.abort();
+    }
+  }
+
+  /** The stream must continue our own history from our exact position. */
+  private checkHeader(h: FileHeader, pos: Position): void {
+    const ours = this.store.journalId!;
+    const same = h.journalId.every((b, i) => b === ours[i]);
+    if (!same || !samePosition({ txid: h.baseTxid, checksum: h.baseChecksum }, pos)) {
+      throw new HubError({
+        error: 'reset',
+        message: `the hub's stream starts at ${h.baseTxid} of another history than the replica's ${pos.txid}`,
+      });
+    }
+  }
+
+  private noteHub(txid: bigint): void {
+    if (this.current.hubTxid === undefined || txid > this.current.hubTxid) this.current.hubTxid = txid;
+  }
+
+  private checkCaughtUp(): void {
+    const txid = this.store.position?.txid ?? 0n;
+    this.current.txid = txid;
+    if (this.store.position && txid >= (this.current.hubTxid ?? 0n)) {
+      if (this.current.state !== 'live') this.setStatus({ state: 'live' });
+      if (!this.isReady) {
+        this.isReady = true;
+        for (const w of this.readyWaiters.splice(0)) w.resolve();
+      }
+    }
+  }
+
+  private setStatus(change: Partial<ReplicaStatus>): void {
+    const next = { ...this.current, ...change, txid: this.store.position?.txid ?? 0n };
+    if ('lastError' in change && change.lastError === undefined) delete next.lastError;
+    const changed = next.state !== this.current.state || next.lastError !== this.current.lastError;
+    this.current = next;
+    if (changed) this.events.emit('status', this.status());
+  }
+
+  private stop(e: Error): void {
+    this.fatal = e;
+    this.setStatus({ state: 'error', lastError: e.message });
+    for (const w of this.readyWaiters.splice(0)) w.reject(e);
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}

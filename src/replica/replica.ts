@@ -1,0 +1,303 @@
+/**
+ * A replica's files and their crash safety: the database, a journal beside it that copies the hub's
+ * history (same place and format as a writer's), the writer lock (one writer or replica per file), and
+ * the inflight marker that says which snapshot was being applied. Runtime-neutral.
+ *
+ * Per snapshot: append to the journal (fsync), set the marker (with what the post step must make true;
+ * fsync), apply in one SQLite transaction, run the post step, clear the marker. At open, a set marker is
+ * resolved by checksums: the database is at the snapshot (finish the post step), before it (redo it), or
+ * neither (rebuild it from the journal).
+ */
+
+import type { Runtime } from '../api/open.js';
+import { journalPaths } from '../api/paths.js';
+import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
+import {
+  type FileHeader,
+  FLAG_FULL_IMAGE,
+  hex,
+  loadHash,
+  type SnapshotHeader,
+  type SnapshotInfo,
+} from '../format/index.js';
+import { fileSource } from '../journal/file-source.js';
+import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { replay } from '../restore/replay.js';
+import { type FileHandle, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { installMyceliteVfs } from '../vfs/vfs.js';
+import { ApplyBusyError, type PostStep, ReplicaFile } from './apply.js';
+
+const VFS_NAME = 'mycelite';
+const MARKER_SIZE = 29;
+/** How long an apply keeps retrying while readers hold the database (ms). */
+const BUSY_RETRY_MS = 60_000;
+
+/** A replica cannot be opened (another process has it, it is not a replica, ...). */
+export class ReplicaOpenError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ReplicaOpenError';
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The files of one replica, opened for applying snapshots. */
+export class ReplicaStore {
+  private journal: JournalWriter | undefined;
+  /** Called after the database file was replaced by a rebuild (readers must reopen it). */
+  onReplaced: (() => void) | undefined;
+
+  private constructor(
+    private readonly rt: Runtime,
+    readonly dbPath: string,
+    private file: ReplicaFile,
+    private readonly sqlite3: Sqlite3,
+    private readonly marker: FileHandle,
+    private readonly release: () => void,
+    journal: JournalWriter | undefined,
+  ) {
+    this.journal = journal;
+  }
+
+  /** Opens (creating if missing) the replica at `path` and recovers from a crash. */
+  static async open(rt: Runtime, path: string): Promise<ReplicaStore> {
+    const [sqlite3] = await Promise.all([loadSqlite(), loadHash()]);
+    const { fs } = rt;
+    const dbPath = rt.resolve(path);
+    const p = journalPaths(dbPath);
+    const parent = dbPath.slice(0, Math.max(1, dbPath.lastIndexOf('/')));
+    if (!fs.exists(parent)) {
+      throw new ReplicaOpenError(
+        `cannot open replica ${path}: directory ${parent} does not exist (create it first)`,
+      );
+    }
+    const hasJournal = fs.fileSize(p.journal) > 0;
+    if (!hasJournal && fs.fileSize(dbPath) > 0) {
+      throw new ReplicaOpenError(
+        `${path} exists and is not a replica (it has no ${p.journal}): choose a new file for the replica, or move ${path} away`,
+      );
+    }
+    fs.mkdir(p.dir);
+    const lock = fs.tryLockExclusive?.(p.lock);
+    if (fs.tryLockExclusive && !lock) {
+      throw new ReplicaOpenError(
+        `${path} is already open for writing or following (another connection or process holds ${p.lock}): close it first`,
+      );
+    }
+    let marker: FileHandle | undefined;
+    let journal: JournalWriter | undefined;
+    let file: ReplicaFile | undefined;
+    try {
+      installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
+      if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
+      file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
+      marker = fs.open(p.inflight, { create: true });
+      if (hasJournal) journal = JournalWriter.open(fs, p.journal);
+      const store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release(), journal);
+      await store.recover();
+      return store;
+    } catch (e) {
+      file?.close();
+      journal?.close();
+      marker?.close();
+      lock?.release();
+      if (e instanceof ReplicaOpenError) throw e;
+      throw new ReplicaOpenError(`open replica ${path}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** The position of the database, or undefined for a new replica (it starts from a full image). */
+  get position(): Position | undefined {
+    return this.journal?.last ? this.journal.position : undefined;
+  }
+
+  /** The id of the history this replica copies. */
+  get journalId(): Uint8Array | undefined {
+    return this.journal?.journalId;
+  }
+
+  get journalPath(): string {
+    return journalPaths(this.dbPath).journal;
+  }
+
+  /** Appends a validated snapshot that continues the journal and applies it to the database. */
+  async append(bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+    const journal = this.journal;
+    if (!journal) throw new Error('the replica has no history yet: it starts from a full image');
+    const before = journal.position.checksum;
+    const info = journal.appendEncoded(bytes, h, true);
+    const step = this.file.plan(bytes, h);
+    this.setMarker(step);
+    await this.applyAndFinish(bytes, h, before, step);
+    this.clearMarker();
+    return info;
+  }
+
+  /**
+   * Replaces the history with a new one starting at a full image (a new replica, or a reset): the new
+   * journal is made aside and renamed into place, then the image is applied in place (readers of the
+   * database see the old data, then the new, never a mix).
+   */
+  async reset(stream: FileHeader, bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+    if ((h.flags & FLAG_FULL_IMAGE) === 0)
+      throw new Error(`snapshot ${h.txid} starts a history but is not a full image`);
+    const { fs } = this.rt;
+    const p = journalPaths(this.dbPath);
+    const tmp = `${p.journal}.reset`;
+    JournalWriter.create(fs, tmp, {
+      journalId: stream.journalId,
+      baseTxid: stream.baseTxid,
+      baseChecksum: stream.baseChecksum,
+    });
+    const fresh = JournalWriter.open(fs, tmp);
+    let info: SnapshotInfo;
+    try {
+      info = fresh.appendEncoded(bytes, h, true);
+    } finally {
+      fresh.close();
+    }
+    const step = this.file.plan(bytes, h);
+    this.setMarker(step);
+    this.journal?.close();
+    this.journal = undefined;
+    fs.rename(tmp, p.journal);
+    fs.syncDir(p.journal);
+    this.journal = JournalWriter.open(fs, p.journal);
+    await this.applyAndFinish(bytes, h, 0n, step);
+    this.clearMarker();
+    return info;
+  }
+
+  /**
+   * Makes the database agree with the journal after a crash or a failed apply: roll back SQLite's hot
+   * journal (done by opening), then resolve the inflight marker or a size that disagrees.
+   */
+  async recover(): Promise<void> {
+    const last = this.journal?.last;
+    const m = this.readMarker();
+    const shape = this.file.shape();
+    if (!last) {
+      // A history with no snapshot yet: only an empty database goes with it.
+      if (shape.pages > 0 || this.rt.fs.fileSize(this.dbPath) > 0) this.rebuild();
+      this.clearMarker();
+      return;
+    }
+    const want = last.dbPages * last.pageSize;
+    const size = this.rt.fs.fileSize(this.dbPath);
+    if (!m && size === want && shape.pageSize === last.pageSize) return;
+    if (m && m.txid === last.txid && shape.pageSize === last.pageSize && size >= want) {
+      const target = { pageSize: last.pageSize, pages: last.dbPages };
+      if (this.file.checksum(target, m.counter) === last.postChecksum) {
+        await this.finishStep(m);
+        this.clearMarker();
+        return;
+      }
+    }
+    if (!m && size === want && this.file.checksum(shape) === last.postChecksum) return;
+    const full = (last.flags & FLAG_FULL_IMAGE) !== 0;
+    if (full || (shape.pages > 0 && this.file.checksum(shape) === last.preChecksum)) {
+      // Before the last snapshot (or any state, for a full image): apply it again.
+      const bytes = readAt(this.journal!.handle, last.offset, last.length);
+      const step = this.file.plan(bytes, last);
+      this.setMarker(step);
+      try {
+        await this.applyAndFinish(bytes, last, last.preChecksum, step);
+        this.clearMarker();
+        return;
+      } catch (e) {
+        if (e instanceof ApplyBusyError) throw e;
+        // fall through: rebuild
+      }
+    }
+    this.rebuild();
+    this.clearMarker();
+  }
+
+  /** Replays the journal into a new file that replaces the database (the last resort). */
+  private rebuild(): void {
+    const { fs } = this.rt;
+    this.file.close();
+    try {
+      const journal = this.journal;
+      if (journal?.last) writeFileAtomic(fs, this.dbPath, (out) => replay(fileSource(journal.handle), out));
+      else writeFileAtomic(fs, this.dbPath, () => {});
+    } finally {
+      this.file = new ReplicaFile(this.sqlite3, fs, this.dbPath, VFS_NAME);
+    }
+    this.onReplaced?.();
+  }
+
+  private async applyAndFinish(
+    bytes: Uint8Array,
+    h: SnapshotHeader,
+    current: bigint,
+    step: PostStep,
+  ): Promise<void> {
+    const until = Date.now() + BUSY_RETRY_MS;
+    for (;;) {
+      try {
+        this.file.apply(bytes, h, current);
+        break;
+      } catch (e) {
+        if (!(e instanceof ApplyBusyError) || Date.now() > until) throw e;
+        await sleep(20);
+      }
+    }
+    await this.finishStep(step);
+  }
+
+  private async finishStep(step: PostStep): Promise<void> {
+    const until = Date.now() + BUSY_RETRY_MS;
+    while (!this.file.finish(step)) {
+      if (Date.now() > until) {
+        throw new ApplyBusyError(
+          `snapshot ${step.txid}: readers kept the replica locked for ${BUSY_RETRY_MS} ms`,
+        );
+      }
+      await sleep(20);
+    }
+  }
+
+  /** Checks the whole database against the journal's position (for tests and `verify`). */
+  checkDatabase(): { ok: boolean; checksum: string; expected: string } {
+    const pos = this.journal?.position ?? { txid: 0n, checksum: 0n };
+    const sum = this.file.checksum();
+    return { ok: sum === pos.checksum, checksum: hex(sum), expected: hex(pos.checksum) };
+  }
+
+  private setMarker(step: PostStep): void {
+    const b = new Uint8Array(MARKER_SIZE);
+    const v = new DataView(b.buffer);
+    b[0] = 1;
+    v.setBigUint64(1, step.txid, true);
+    v.setUint32(9, step.pageSize, true);
+    v.setUint32(13, step.dbPages, true);
+    b.set(step.counter, 17);
+    this.marker.write(b, 0);
+    this.marker.sync();
+  }
+
+  private clearMarker(): void {
+    this.marker.write(new Uint8Array([0]), 0);
+  }
+
+  private readMarker(): PostStep | undefined {
+    const b = readAt(this.marker, 0, MARKER_SIZE);
+    if (b[0] !== 1) return undefined;
+    const v = new DataView(b.buffer);
+    return {
+      txid: v.getBigUint64(1, true),
+      pageSize: v.getUint32(9, true),
+      dbPages: v.getUint32(13, true),
+      counter: b.slice(17, 29),
+    };
+  }
+
+  close(): void {
+    this.file.close();
+    this.journal?.close();
+    this.marker.close();
+    this.release();
+  }
+}
