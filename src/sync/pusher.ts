@@ -221,7 +221,10 @@ export class Pusher implements WriterSync {
           continue;
         }
         if (e instanceof HubError && e.code === 'too_large' && this.lastBatch > 1) {
-          this.maxBatch = Math.max(1, Math.min(e.body.limit ?? this.maxBatch, this.maxBatch) >> 1);
+          // Bodies up to the hub's limit from now on (halve when it does not say).
+          const limit = e.body.limit;
+          this.maxBatch =
+            limit !== undefined && limit < this.maxBatch ? limit : Math.max(1, this.maxBatch >> 1);
           continue;
         }
         if (!isTransient(e)) {
