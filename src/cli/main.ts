@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliExit, describeError, describeStack, writeErr, writeOut } from './common.js';
 import { registerExec } from './exec.js';
+import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
 import { registerRestore } from './restore.js';
@@ -50,10 +51,12 @@ Examples:
   $ mycelite restore app.db --output then.db --txid 2
   $ mycelite verify app.db
   $ mycelite push app.db --hub http://127.0.0.1:8080 --db app --token "$WT"
+  $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
 
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );
   registerExec(program);
+  registerFollow(program);
   registerLog(program);
   registerPush(program);
   registerRestore(program);

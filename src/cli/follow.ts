@@ -1,0 +1,147 @@
+/**
+ * `mycelite follow URL REPLICA_DB --db NAME [--token T] [--once]`: keep a replica of a hub database.
+ * --once catches up to the hub's head and exits; otherwise it follows live until Ctrl-C.
+ */
+import type { Command } from 'commander';
+import { nodeRuntime } from '../node/index.js';
+import { checkDbName, HubError } from '../protocol/index.js';
+import { Follower, type ReplicaStatus } from '../replica/follower.js';
+import { ReplicaStore } from '../replica/replica.js';
+import { HubUnreachableError } from '../sync/hub-client.js';
+import { writeErr, writeOut } from './common.js';
+
+interface FollowCliOptions {
+  db: string;
+  token?: string;
+  once?: boolean;
+}
+
+export function registerFollow(program: Command): void {
+  program
+    .command('follow')
+    .description('keep a read-only replica of a hub database, applying each snapshot as it arrives')
+    .argument('<URL>', 'hub base URL, e.g. http://127.0.0.1:8080')
+    .argument(
+      '<REPLICA_DB>',
+      'the replica database file (created if missing; its journal is REPLICA_DB-mycelite/)',
+    )
+    .requiredOption('--db <NAME>', 'database name on the hub')
+    .option('--token <TOKEN>', 'a reader (or writer) token for NAME (default: $MYCELITE_TOKEN)')
+    .option('--once', "catch up to the hub's head, print the txid reached and exit")
+    .addHelpText(
+      'after',
+      `
+A new replica starts from the hub's full image; an existing one continues from its own position. Each
+snapshot is checked (its checksum, and the database checksum before and after) and applied in one SQLite
+transaction: other processes can read REPLICA_DB with SQLite at any time and see whole snapshots only.
+Without --once it prints one line per applied batch (txid and lag behind the writer's commit),
+reconnects after network drops, and stops cleanly on Ctrl-C. Restarting it resumes where it stopped.
+
+Examples:
+  $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
+  $ MYCELITE_TOKEN="$RT" mycelite follow http://127.0.0.1:8080 replica.db --db app`,
+    )
+    .action(async (url: string, replica: string, options: FollowCliOptions) => {
+      await followCommand(url, replica, options);
+    });
+}
+
+export async function followCommand(url: string, replica: string, options: FollowCliOptions): Promise<void> {
+  const token = options.token ?? process.env['MYCELITE_TOKEN'];
+  if (!token) {
+    throw new Error(
+      `no token: pass --token or set MYCELITE_TOKEN (a reader token: mycelite token --db ${options.db} --role reader)`,
+    );
+  }
+  const bad = checkDbName(options.db);
+  if (bad) throw new Error(bad);
+  const store = await ReplicaStore.open(nodeRuntime, replica);
+  const follower = new Follower(store, { hub: { url, db: options.db, token } });
+  try {
+    if (options.once) {
+      const txid = await follower.catchUp().catch((e: unknown) => {
+        throw explain(e, url, options.db);
+      });
+      writeOut(`caught up: ${replica} is at txid ${txid}\n`);
+      return;
+    }
+    await followLive(follower, url, options.db);
+  } finally {
+    await follower.close();
+    store.close();
+  }
+}
+
+/** Follows until SIGINT/SIGTERM (resolves) or an error waiting cannot fix (rejects). */
+async function followLive(follower: Follower, url: string, db: string): Promise<void> {
+  let batch = 0;
+  let last: { txid: bigint; lagMs: number } | undefined;
+  let flushing = false;
+  follower.events.on('snapshot', (s) => {
+    batch++;
+    last = { txid: s.txid, lagMs: s.lagMs };
+    if (flushing) return;
+    flushing = true;
+    setImmediate(() => {
+      flushing = false;
+      if (!last) return;
+      const more = batch > 1 ? ` (${batch} snapshots)` : '';
+      writeOut(`txid ${last.txid}  lag ${last.lagMs} ms${more}\n`);
+      batch = 0;
+    });
+  });
+  follower.events.on('reset', (r) => {
+    writeErr(
+      `mycelite: the replica's history is not the hub's${r.from ? ` (it was at txid ${r.from.txid})` : ''}: ` +
+        `started again from the hub's image at txid ${r.to.txid}\n`,
+    );
+  });
+  follower.events.on('status', (s) => describeStatus(s, url, db));
+  const stopped = new Promise<void>((resolve, reject) => {
+    const onSignal = (): void => resolve();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    follower.events.on('status', (s) => {
+      if (s.state === 'error') reject(explain(new Error(s.lastError), url, db));
+    });
+  });
+  follower.start();
+  await stopped;
+}
+
+function describeStatus(s: ReplicaStatus, url: string, db: string): void {
+  if (s.state === 'live') writeErr(`mycelite: live at txid ${s.txid}\n`);
+  else if (s.state === 'offline')
+    writeErr(`mycelite: offline (${s.lastError ?? 'no connection'}); retrying\n`);
+  else if (s.state === 'connecting' && s.lastError && /no database|not_found|not found/i.test(s.lastError)) {
+    writeErr(`mycelite: ${url} has no database ${db} yet; waiting for a writer to push it\n`);
+  }
+}
+
+/** An error that says what to do. */
+function explain(e: unknown, url: string, db: string): Error {
+  const code = e instanceof HubError ? e.code : undefined;
+  const text = (e as Error).message ?? String(e);
+  const has = (re: RegExp): boolean => re.test(text);
+  if (code === 'unauthorized' || has(/\bunauthorized\b|\b401\b/i)) {
+    return new Error(
+      `the hub refused the token (${text}): it is expired, malformed or from another hub's key; mint a new one with \`mycelite token --db ${db} --role reader\``,
+    );
+  }
+  if (code === 'forbidden' || has(/\bforbidden\b|\b403\b/i)) {
+    return new Error(
+      `the token is not valid for database ${db} (${text}): mint one for it with \`mycelite token --db ${db} --role reader\``,
+    );
+  }
+  if (code === 'not_found') {
+    return new Error(
+      `${url} has no database ${db}: check --db, or push it first with \`mycelite push DB --hub ${url} --db ${db}\``,
+    );
+  }
+  if (e instanceof HubUnreachableError) {
+    return new Error(
+      `cannot reach the hub at ${url} (${text}): check the URL and that \`mycelite serve\` is running`,
+    );
+  }
+  return e instanceof Error ? e : new Error(text);
+}
