@@ -7,14 +7,18 @@ import { HubUnreachableError } from './hub-client.js';
 
 /** An error that stops pushing for good (two histories, another writer, a refused token...). */
 export class SyncError extends Error {
+  /** The hub's answer behind this error, if any (not a `cause`: the message already says it all). */
+  readonly hubError: HubError | undefined;
   constructor(
     message: string,
     /** The hub's error code when the hub said so, or a local reason. */
     readonly code: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(message);
     this.name = 'SyncError';
+    this.hubError = options?.cause instanceof HubError ? options.cause : undefined;
+    if (options?.cause !== undefined && !(options.cause instanceof HubError)) this.cause = options.cause;
   }
 }
 

@@ -361,11 +361,8 @@ export class Pusher implements WriterSync {
   private settleWaiters(): void {
     for (const w of this.waiters) {
       if (this.hubHead && this.hubHead.txid >= w.target) w.resolve();
-      else if (this.state === 'error' || this.state === 'closed') {
-        w.reject(
-          new Error(`flush: pushing to ${this.at} stopped (${this.state}): ${this.lastError ?? 'closed'}`),
-        );
-      }
+      else if (this.state === 'error') w.reject(this.fatal ?? new Error(`pushing to ${this.at} stopped`));
+      else if (this.state === 'closed') w.reject(new Error(`flush: pushing to ${this.at} was closed`));
     }
   }
 
