@@ -15,7 +15,7 @@ import {
   toHex,
   toJsonPosition,
 } from '../protocol/index.js';
-import { authorize, type Role } from './auth.js';
+import { authorize, type Role, verifyToken } from './auth.js';
 import type { ImageCache } from './image-cache.js';
 import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
 import type { HubMetrics } from './metrics.js';
@@ -83,6 +83,7 @@ export function createApp(ctx: HubContext): Hono {
         }),
       );
     }
+    await refuseDotSegments(ctx, c);
     ctx.active++;
     try {
       await next();
@@ -175,6 +176,26 @@ export function notFound(name: string): HubError {
     error: 'not_found',
     message: `the hub has no database ${JSON.stringify(name)} (nothing was pushed to it yet)`,
   });
+}
+
+/**
+ * URL parsing turns `/v1/db/../x` (or `%2e%2e`) into another path before routing; the raw request line
+ * still shows it. Such a request is refused as `400 bad_name` (after its token is checked), never routed.
+ */
+async function refuseDotSegments(ctx: HubContext, c: Context): Promise<void> {
+  const rawUrl = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? '';
+  if (!rawUrl.startsWith(`${API_PREFIX}/`)) return;
+  const segments = rawUrl.split('?')[0]!.split('/');
+  const dots = segments.some((s) => {
+    const d = s.replace(/%2e/gi, '.');
+    return d === '.' || d === '..';
+  });
+  if (!dots) return;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(c.req.header('authorization') ?? '');
+  if (!m)
+    throw new HubError({ error: 'unauthorized', message: 'no token: send Authorization: Bearer TOKEN' });
+  await verifyToken(ctx.key, m[1]!);
+  throw new HubError({ error: 'bad_name', message: 'a database name may not be "." or ".."' });
 }
 
 /** Reads a small JSON body (≤ 4 KiB). */

@@ -12,6 +12,7 @@ import { decodeFileHeader, JournalReader, loadHash, memorySource } from '../../s
 import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
 import { type EncodedSnapshot, type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
 import { open } from '../../src/node/index.js';
+import { type StreamItem, StreamParser } from '../../src/protocol/index.js';
 
 /** bin/mycelite.js of this checkout (tests run from dist/test/). */
 export const MYCELITE_BIN = fileURLToPath(new URL('../../../bin/mycelite.js', import.meta.url));
@@ -184,4 +185,58 @@ export function concatBytes(parts: Uint8Array[]): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/** Reads a hub read stream item by item (StreamParser), keeping the bytes of everything but beats. */
+export class StreamItems {
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly parser = new StreamParser({ stream: true });
+  private items: StreamItem[] = [];
+  /** The stream's bytes, beats removed: a valid journal. */
+  readonly bytes: Uint8Array[] = [];
+  beats = 0;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.reader = stream.getReader();
+  }
+
+  /** The next item; undefined at the end of the stream. */
+  async next(): Promise<StreamItem | undefined> {
+    while (this.items.length === 0) {
+      const r = await this.reader.read();
+      if (r.done) {
+        this.parser.end();
+        return undefined;
+      }
+      this.items.push(...this.parser.push(r.value));
+    }
+    const item = this.items.shift()!;
+    if (item.kind === 'beat') this.beats++;
+    else this.bytes.push(item.bytes);
+    return item;
+  }
+
+  /** Every remaining item until the stream ends. */
+  async rest(): Promise<StreamItem[]> {
+    const out: StreamItem[] = [];
+    for (let i = await this.next(); i; i = await this.next()) out.push(i);
+    return out;
+  }
+
+  /** Reads until snapshot `txid` arrived (beats skipped); returns the snapshots read. */
+  async until(txid: bigint): Promise<EncodedSnapshot[]> {
+    const out: EncodedSnapshot[] = [];
+    for (;;) {
+      const i = await this.next();
+      if (!i) throw new Error(`the stream ended before snapshot ${txid}`);
+      if (i.kind === 'snapshot') {
+        out.push({ bytes: i.bytes, header: i.header });
+        if (i.header.txid >= txid) return out;
+      }
+    }
+  }
+
+  cancel(): Promise<void> {
+    return this.reader.cancel().catch(() => undefined);
+  }
 }
