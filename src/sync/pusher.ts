@@ -131,9 +131,15 @@ export class Pusher implements WriterSync {
     return this.emitter.on(event, fn);
   }
 
-  /** A snapshot was committed locally: index it and push it. */
+  /** A snapshot was committed locally: index it and push it. Never throws (it runs inside a commit). */
   noteSnapshot(s: IndexedSnapshot): void {
-    this.options.index.add(s);
+    try {
+      this.options.index.add(s);
+    } catch (e) {
+      if (!this.fatal) this.fail(new SyncError(`${this.at}: ${describe(e)}`, 'internal', { cause: e }));
+      this.wakeup?.();
+      return;
+    }
     if (this.wakeOnSnapshot) this.wakeup?.();
   }
 
@@ -199,7 +205,7 @@ export class Pusher implements WriterSync {
   private async run(): Promise<void> {
     let backoff = 0;
     let conflicts = 0;
-    while (!this.stopped) {
+    while (!this.stopped && !this.fatal) {
       try {
         const pushed = await this.step();
         backoff = 0;
