@@ -35,6 +35,8 @@ export interface HubOptions {
   maxConnections?: number;
   /** Storage to use instead of the filesystem storage under dataDir. */
   storage?: HubStorage;
+  /** Bytes of new snapshots a follower may have queued in memory before it reads them from storage instead (default 64 MiB). */
+  followQueueLimit?: number;
   /** Where logs go (default stderr). */
   logDestination?: pino.DestinationStream;
 }
@@ -78,6 +80,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     closing: false,
     pushes: new Set(),
     streams: new Set(),
+    followQueueLimit: options.followQueueLimit,
   };
   const app = createApp(ctx);
   const sockets = new Set<Socket>();
@@ -110,11 +113,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     // Pushes in flight finish (each is durable before it answers); streams end now.
     await Promise.allSettled([...ctx.pushes]);
     for (const s of ctx.streams) s.end();
-    (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+    // Keep-alive connections close as soon as they are idle; whatever still hangs after 2 s is cut.
+    const idle = (): void => (server as unknown as { closeIdleConnections(): void }).closeIdleConnections();
+    idle();
+    const poll = setInterval(idle, 20);
     const timer = setTimeout(() => {
       for (const s of sockets) s.destroy();
     }, 2000);
     await stopped;
+    clearInterval(poll);
     clearTimeout(timer);
     await storage.close();
     await ctx.images.close();
