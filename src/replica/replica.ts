@@ -25,7 +25,7 @@ import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { replay } from '../restore/replay.js';
 import { type FileHandle, readAt, writeFileAtomic } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
-import { ApplyBusyError, type PostStep, ReplicaFile } from './apply.js';
+import { ApplyBusyError, ChecksumMismatchError, type PostStep, ReplicaFile } from './apply.js';
 
 const VFS_NAME = 'mycelite';
 const MARKER_SIZE = 29;
@@ -129,7 +129,16 @@ export class ReplicaStore {
     const info = journal.appendEncoded(bytes, h, true);
     const step = this.file.plan(bytes, h);
     this.setMarker(step);
-    await this.applyAndFinish(bytes, h, before, step);
+    try {
+      await this.applyAndFinish(bytes, h, before, step);
+    } catch (e) {
+      if (e instanceof ChecksumMismatchError) {
+        // Nothing was applied: the journal must not keep a snapshot the database did not take.
+        journal.dropLast(info);
+        this.clearMarker();
+      }
+      throw e;
+    }
     this.clearMarker();
     return info;
   }
