@@ -8,43 +8,16 @@ import { Emitter } from './emitter.js';
 import type { HubClient, Lease } from './hub-client.js';
 import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
 import { fatalFromHub, isTransient, notInHistory, SyncError } from './push-errors.js';
+import {
+  FlushWaiters,
+  type JournalBytes,
+  type SyncEvents,
+  type SyncState,
+  type SyncStatus,
+  type WriterSync,
+} from './writer-sync.js';
 
-export type SyncState = 'connecting' | 'pushing' | 'synced' | 'offline' | 'error' | 'closed';
-
-/** Where pushing stands. */
-export interface SyncStatus {
-  state: SyncState;
-  /** Last txid committed locally. */
-  localTxid: bigint;
-  /** Last txid the hub is known to hold; undefined until the hub has been asked. */
-  hubTxid: bigint | undefined;
-  /** The last error (why the state is 'offline' or 'error'). */
-  lastError?: string;
-  /** The write lease, as last granted or renewed. */
-  lease?: Lease;
-}
-
-export type SyncEvents = {
-  status: SyncStatus;
-  /** The hub's head moved forward by `count` snapshots, to `hubTxid`. */
-  pushed: { hubTxid: bigint; count: number };
-};
-
-/** What a writer's `db.sync` offers. */
-export interface WriterSync {
-  status(): SyncStatus;
-  on<K extends keyof SyncEvents>(event: K, fn: (arg: SyncEvents[K]) => void): () => void;
-  /** Resolves when the hub holds every snapshot committed before the call; rejects on error or timeout. */
-  flush(timeoutMs?: number): Promise<void>;
-  /** Stops pushing and releases the write lease (best effort). */
-  close(): Promise<void>;
-}
-
-/** Bytes of the local journal. */
-export interface JournalBytes {
-  read(offset: number, length: number): Uint8Array;
-  close?(): void;
-}
+export type { JournalBytes, SyncEvents, SyncState, SyncStatus, WriterSync } from './writer-sync.js';
 
 export interface PusherOptions {
   client: HubClient;
@@ -66,12 +39,6 @@ const MAX_BACKOFF_MS = 5_000;
 /** Head mismatches or stale epochs in a row before giving up (something keeps racing us). */
 const MAX_CONFLICTS = 10;
 
-interface Waiter {
-  target: bigint;
-  resolve(): void;
-  reject(e: Error): void;
-}
-
 export class Pusher implements WriterSync {
   private readonly emitter = new Emitter<SyncEvents>();
   private readonly holder = randomHolder();
@@ -90,7 +57,7 @@ export class Pusher implements WriterSync {
   private wakeOnSnapshot = false;
   private loop: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
-  private readonly waiters = new Set<Waiter>();
+  private readonly waiters = new FlushWaiters();
   private readonly at: string;
 
   constructor(private readonly options: PusherOptions) {
@@ -144,36 +111,13 @@ export class Pusher implements WriterSync {
   }
 
   flush(timeoutMs?: number): Promise<void> {
-    const target = this.options.index.lastTxid;
-    return new Promise<void>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const w: Waiter = {
-        target,
-        resolve: () => {
-          clearTimeout(timer);
-          this.waiters.delete(w);
-          resolve();
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          this.waiters.delete(w);
-          reject(e);
-        },
-      };
-      this.waiters.add(w);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          const s = this.status();
-          const why = s.lastError ? `; last error: ${s.lastError}` : '';
-          w.reject(
-            new Error(
-              `flush: after ${timeoutMs} ms the hub holds txid ${s.hubTxid ?? 'unknown'} of ${target} (${this.at}, state ${s.state}${why})`,
-            ),
-          );
-        }, timeoutMs);
-      }
-      this.settleWaiters();
+    const p = this.waiters.add(this.options.index.lastTxid, timeoutMs, (target) => {
+      const s = this.status();
+      const why = s.lastError ? `; last error: ${s.lastError}` : '';
+      return `flush: after ${timeoutMs} ms the hub holds txid ${s.hubTxid ?? 'unknown'} of ${target} (${this.at}, state ${s.state}${why})`;
     });
+    this.settleWaiters();
+    return p;
   }
 
   close(): Promise<void> {
@@ -365,11 +309,11 @@ export class Pusher implements WriterSync {
   }
 
   private settleWaiters(): void {
-    for (const w of this.waiters) {
-      if (this.hubHead && this.hubHead.txid >= w.target) w.resolve();
-      else if (this.state === 'error') w.reject(this.fatal ?? new Error(`pushing to ${this.at} stopped`));
-      else if (this.state === 'closed') w.reject(new Error(`flush: pushing to ${this.at} was closed`));
-    }
+    if (this.hubHead) this.waiters.reached(this.hubHead.txid);
+    if (this.state === 'error')
+      this.waiters.failAll(this.fatal ?? new Error(`pushing to ${this.at} stopped`));
+    else if (this.state === 'closed')
+      this.waiters.failAll(new Error(`flush: pushing to ${this.at} was closed`));
   }
 
   /** Waits `ms`, or less when stopped (or, if `wakeable`, when a snapshot is noted). */
