@@ -399,3 +399,30 @@ describe('hub: write lease', () => {
     }
   });
 });
+
+describe('hub: logs', () => {
+  it('writes JSON lines for requests and never a token', async () => {
+    const lines: string[] = [];
+    const logged = await startTestHub(undefined, {
+      logLevel: 'debug',
+      logDestination: { write: (s: string) => lines.push(s) },
+    });
+    try {
+      const token = await logged.token('app', 'writer');
+      await fetch(`${logged.url}/v1/db/app`, { headers: { authorization: `Bearer ${token}` } });
+      await fetch(`${logged.url}/v1/db/app/snapshots?after=0:0000000000000000&from=${token}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await fetch(`${logged.url}/v1/db/app`, { headers: { authorization: `Bearer ${token}x` } });
+    } finally {
+      await logged.close();
+      fs.rmSync(logged.dir, { recursive: true, force: true });
+    }
+    const text = lines.join('');
+    const records = lines.map((l) => JSON.parse(l) as { msg: string; status?: number });
+    assert.ok(records.some((r) => r.msg === 'request refused' && r.status === 404));
+    assert.ok(records.some((r) => r.msg === 'request refused' && r.status === 401));
+    assert.ok(!text.includes('eyJ'), 'no token (nor any JWT part) in the logs');
+    assert.ok(!/authorization/i.test(text));
+  });
+});

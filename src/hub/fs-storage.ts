@@ -54,13 +54,28 @@ export class FsStorage implements HubStorage {
   private readonly listeners = new Map<string, Set<AppendListener>>();
   private closed = false;
 
-  private constructor(readonly dataDir: string) {}
+  /** Lease records as last read or written (this process is the only writer of the directory). */
+  private readonly leases = new Map<string, StoredLease | undefined>();
 
-  /** Opens (creating) the storage under `dataDir`. */
+  private constructor(
+    readonly dataDir: string,
+    private readonly dirLock: { release(): void },
+  ) {}
+
+  /**
+   * Opens (creating) the storage under `dataDir`. One hub process at a time may use a data directory: it
+   * holds an exclusive lock on `DATA/lock` while open.
+   */
   static async open(dataDir: string): Promise<FsStorage> {
     const root = path.resolve(dataDir);
     await fsp.mkdir(path.join(root, 'dbs'), { recursive: true });
-    return new FsStorage(root);
+    const lockFile = path.join(root, 'lock');
+    fs.closeSync(fs.openSync(lockFile, 'a'));
+    const lock = nodeFs.tryLockExclusive(lockFile);
+    if (!lock) {
+      throw new Error(`another hub process uses the data directory ${root}; stop it or choose another --data`);
+    }
+    return new FsStorage(root, lock);
   }
 
   /** The directory of `db`, after checking its name and that the path stays under the data directory. */
@@ -269,10 +284,16 @@ export class FsStorage implements HubStorage {
 
   async getLease(db: string): Promise<StoredLease | undefined> {
     this.check();
-    return this.readLease(this.dir(db));
+    return this.readLease(db, this.dir(db));
   }
 
-  private async readLease(dir: string): Promise<StoredLease | undefined> {
+  private async readLease(db: string, dir: string): Promise<StoredLease | undefined> {
+    if (!this.leases.has(db)) this.leases.set(db, await this.readLeaseFile(dir));
+    const lease = this.leases.get(db);
+    return lease && { ...lease };
+  }
+
+  private async readLeaseFile(dir: string): Promise<StoredLease | undefined> {
     let text: string;
     try {
       text = await fsp.readFile(path.join(dir, 'lease.json'), 'utf8');
@@ -294,14 +315,16 @@ export class FsStorage implements HubStorage {
     this.check();
     const dir = this.dir(db);
     return this.lock(db).run(async () => {
-      const current = await this.readLease(dir);
+      const current = await this.readLease(db, dir);
       if (!sameLease(current, expected)) return false;
       if (current && next.epoch < current.epoch) {
         throw new Error(`lease epoch may not go back (${current.epoch} → ${next.epoch})`);
       }
       await fsp.mkdir(dir, { recursive: true });
       const text = new TextEncoder().encode(JSON.stringify(next));
+      this.leases.delete(db);
       writeFileAtomic(nodeFs, path.join(dir, 'lease.json'), (f) => f.write(text, 0));
+      this.leases.set(db, { ...next });
       return true;
     });
   }
@@ -329,6 +352,7 @@ export class FsStorage implements HubStorage {
     }
     this.entries.clear();
     this.listeners.clear();
+    this.dirLock.release();
   }
 }
 
