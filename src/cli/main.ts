@@ -50,6 +50,8 @@ Examples:
   $ mycelite log app.db --json
   $ mycelite restore app.db --output then.db --txid 2
   $ mycelite verify app.db
+  $ mycelite serve --data hubdata --port 8080
+  $ WT=$(mycelite token --data hubdata --db app --role writer)
   $ mycelite push app.db --hub http://127.0.0.1:8080 --db app --token "$WT"
   $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
 
