@@ -187,3 +187,58 @@ test('a writer whose lease was taken over after expiry stops with an error (stal
   db.close();
   await proxy.close();
 });
+
+test('an idle writer renews its lease; closing releases it for the next writer', async () => {
+  const h = await hub();
+  const token = await h.token('idle', 'writer');
+  const a = await writer(path.join(tempDir(), 'ia.db'), {
+    hub: { url: h.url, db: 'idle', token, leaseTtlMs: 1_200 },
+  });
+  a.exec('create table t(a)');
+  await a.sync!.flush(10_000);
+  const first = a.sync!.status().lease!;
+  // Three TTLs without a commit: the lease must still be a's (renewed, same epoch).
+  await new Promise((r) => setTimeout(r, 3_600));
+  const other = new HubClient({ url: h.url, db: 'idle', token });
+  await assert.rejects(other.takeLease('intruder', 60_000), /lease/);
+  const renewed = a.sync!.status().lease!;
+  assert.equal(renewed.epoch, first.epoch);
+  assert.ok(renewed.expiresAt > first.expiresAt, 'the expiry moved forward');
+  // close() stops pushing and releases the lease: another writer gets it at once.
+  a.close();
+  await a.sync!.close();
+  assert.equal(a.sync!.status().state, 'closed');
+  const lease = await other.takeLease('next', 60_000);
+  assert.ok(lease.epoch > first.epoch);
+});
+
+test('a hub that lost its tail (head behind the writer): head mismatch, re-read, resume from its head', async () => {
+  const dir = tempDir('mycelite-hubdata-');
+  let h = await hub(dir);
+  const port = h.port;
+  const token = await h.token('tail', 'writer');
+  const file = path.join(tempDir(), 'tail.db');
+  const db = await writer(file, { hub: { url: h.url, db: 'tail', token } });
+  db.exec('create table t(a)');
+  for (let i = 0; i < 9; i++) db.exec(`insert into t values (${i})`);
+  await db.sync!.flush(10_000);
+  const hubJournal = path.join(dir, 'dbs', 'tail', 'journal');
+  const keep = fs.readFileSync(hubJournal);
+  await h.close();
+  hubs.splice(hubs.indexOf(h), 1);
+  // Cut the hub's journal back to its first 5 snapshots (as an old backup would be).
+  const local = fs.readFileSync(journalOf(file));
+  const { JournalReader, memorySource } = await import('../src/format/index.js');
+  const snaps = [...new JournalReader(memorySource(local)).snapshots()];
+  fs.writeFileSync(hubJournal, keep.subarray(0, snaps[5]!.offset));
+  h = await hub(dir, { port });
+  db.exec('insert into t values (100)');
+  await db.sync!.flush(20_000);
+  await assertHubEqualsLocal(h, 'tail', db, file);
+  const metrics = await (await fetch(`${h.url}/metrics`)).text();
+  assert.match(
+    metrics,
+    /mycelite_push_rejected_total\{reason="head_mismatch"\} [1-9]/,
+    'the push was refused once',
+  );
+});
