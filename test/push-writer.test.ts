@@ -242,3 +242,18 @@ test('a hub that lost its tail (head behind the writer): head mismatch, re-read,
     'the push was refused once',
   );
 });
+
+test('bad hub options are refused before anything is touched', async () => {
+  const file = path.join(tempDir(), 'opts.db');
+  await assert.rejects(
+    open(file, { hub: { url: 'ftp://127.0.0.1:1', db: 'a', token: 't' } }),
+    /is not an http\(s\) URL/,
+  );
+  await assert.rejects(
+    open(file, { hub: { url: 'http://127.0.0.1:1', db: '../etc', token: 't' } }),
+    /is not allowed/,
+  );
+  await assert.rejects(open(file, { hub: { url: 'http://127.0.0.1:1', db: 'a', token: '' } }), /no token/);
+  assert.equal(fs.existsSync(file), false);
+  assert.equal(fs.existsSync(`${file}-mycelite`), false);
+});

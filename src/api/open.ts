@@ -11,13 +11,11 @@ import { loadHash, type SnapshotInfo } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import { checkDbName, HubError } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
-import { HubClient, type HubTarget } from '../sync/hub-client.js';
-import { JournalIndex } from '../sync/journal-index.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
-import { Pusher, type WriterSync } from '../sync/pusher.js';
+import type { Pusher, WriterSync } from '../sync/pusher.js';
+import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { journalPaths } from './paths.js';
 
@@ -39,16 +37,6 @@ export interface MyceliteOptions {
   hub?: HubOptions;
 }
 
-/** Which hub database to push to, and how. */
-export interface HubOptions extends HubTarget {
-  /** Largest push body (bytes, default 16 MiB). */
-  maxBatch?: number;
-  /** Write lease time-to-live asked of the hub (ms, default 30 s). */
-  leaseTtlMs?: number;
-  /** How long open() waits for the hub before going on offline (ms, default 5 s). */
-  connectTimeoutMs?: number;
-}
-
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
 export interface MyceliteDatabase extends Database {
   /** Path of the journal file. */
@@ -61,6 +49,8 @@ export interface MyceliteDatabase extends Database {
    */
   readonly sync?: WriterSync;
 }
+
+export type { HubOptions };
 
 /** Errors a user can act on when opening. */
 export class OpenError extends Error {
@@ -86,10 +76,11 @@ export async function openWith(
   if (!fs.exists(parent)) {
     throw new OpenError(`cannot open ${path}: directory ${parent} does not exist (create it first)`);
   }
+  if (options.hub) {
+    const bad = checkHubOptions(options.hub);
+    if (bad) throw new OpenError(`cannot open ${path}: ${bad}`);
+  }
   fs.mkdir(p.dir);
-  const hubNameProblem = options.hub ? checkDbName(options.hub.db) : undefined;
-  if (hubNameProblem)
-    throw new OpenError(`cannot open ${path} with hub ${options.hub!.url}: ${hubNameProblem}`);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {
     throw new OpenError(
@@ -150,7 +141,17 @@ export async function openWith(
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     checkSize(fs, dbPath, journal, path);
-    if (options.hub) pusher = await startPusher(fs, p.journal, journal.end, options.hub, path);
+    if (options.hub) {
+      try {
+        pusher = await startWriterSync(fs, p.journal, journal.end, options.hub);
+      } catch (e) {
+        if (!(e instanceof SyncError)) throw e;
+        const { url, db } = options.hub;
+        throw new OpenError(`cannot open ${path} as the writer of ${db} on ${url}: ${e.message}`, {
+          cause: e,
+        });
+      }
+    }
     const sync = pusher;
     return decorate(db, journal, p.journal, sync, () => {
       void sync?.close();
@@ -247,43 +248,6 @@ function checkSize(fs: FileSystem, dbPath: string, journal: JournalWriter, path:
   } finally {
     f.close();
   }
-}
-
-/** Starts pushing the journal to the hub; throws OpenError when the hub refuses this writer. */
-async function startPusher(
-  fs: FileSystem,
-  journalPath: string,
-  end: number,
-  hub: HubOptions,
-  path: string,
-): Promise<Pusher> {
-  const file = fs.open(journalPath, { readonly: true });
-  let index: JournalIndex;
-  try {
-    index = JournalIndex.scan(fileSource(file), end);
-  } catch (e) {
-    file.close();
-    throw e;
-  }
-  const pusher = new Pusher({
-    client: new HubClient(hub),
-    journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
-    index,
-    maxBatch: hub.maxBatch,
-    leaseTtlMs: hub.leaseTtlMs,
-    startTimeoutMs: hub.connectTimeoutMs,
-  });
-  try {
-    await pusher.start();
-  } catch (e) {
-    if (e instanceof SyncError || e instanceof HubError) {
-      throw new OpenError(`cannot open ${path} as the writer of ${hub.db} on ${hub.url}: ${e.message}`, {
-        cause: e,
-      });
-    }
-    throw e;
-  }
-  return pusher;
 }
 
 function decorate(

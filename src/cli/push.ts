@@ -10,10 +10,10 @@ import type { Command } from 'commander';
 import { journalPaths } from '../api/paths.js';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime, open } from '../node/index.js';
-import { checkDbName } from '../protocol/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
 import { CommittedTail } from '../sync/journal-tail.js';
 import { Pusher, type WriterSync } from '../sync/pusher.js';
+import { checkHubOptions } from '../sync/writer-start.js';
 import { writeErr, writeOut } from './common.js';
 
 interface PushOptions {
@@ -76,11 +76,11 @@ export async function pushCommand(dbPath: string, options: PushOptions): Promise
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
-  const bad = checkDbName(options.db);
+  const target: HubTarget = { url: options.hub, db: options.db, token };
+  const bad = checkHubOptions(target);
   if (bad) throw new Error(bad);
   const timeoutMs = Number(options.timeout) * 1000;
   if (!(timeoutMs > 0)) throw new Error(`--timeout ${options.timeout} is not a number of seconds`);
-  const target: HubTarget = { url: options.hub, db: options.db, token };
   const file = path.resolve(dbPath);
   if (!fs.existsSync(file)) throw new Error(`${dbPath} does not exist`);
   const paths = journalPaths(file);

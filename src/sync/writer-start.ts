@@ -1,0 +1,69 @@
+/**
+ * Starting a writer's sync: check the hub options, index the journal, take the lease. What `open(path,
+ * {hub})` calls once the database is recovered. Runtime-neutral (files through the storage interface).
+ */
+import { fileSource } from '../journal/file-source.js';
+import { checkDbName } from '../protocol/index.js';
+import { type FileSystem, readAt } from '../storage/file-system.js';
+import { HubClient, type HubTarget } from './hub-client.js';
+import { JournalIndex } from './journal-index.js';
+import { Pusher } from './pusher.js';
+
+/** Which hub database to push to, and how. */
+export interface HubOptions extends HubTarget {
+  /** Largest push body (bytes, default 16 MiB). */
+  maxBatch?: number;
+  /** Write lease time-to-live asked of the hub (ms, default 30 s). */
+  leaseTtlMs?: number;
+  /** How long open() waits for the hub before going on offline (ms, default 5 s). */
+  connectTimeoutMs?: number;
+}
+
+/** Why `hub` cannot be used, or undefined when it looks right. */
+export function checkHubOptions(hub: HubOptions): string | undefined {
+  let url: URL | undefined;
+  try {
+    url = new URL(hub.url);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    return `hub URL ${JSON.stringify(hub.url)} is not an http(s) URL (e.g. http://127.0.0.1:8080)`;
+  }
+  const bad = checkDbName(hub.db);
+  if (bad) return `hub ${hub.url}: ${bad}`;
+  if (!hub.token)
+    return `hub ${hub.url}: no token (a writer token: mycelite token --db ${hub.db} --role writer)`;
+  return undefined;
+}
+
+/**
+ * Indexes the journal at `journalPath` (its first `end` bytes: the committed snapshots) and starts
+ * pushing it. Throws SyncError when the hub refuses this writer (lease held, token refused); an
+ * unreachable hub is not an error (the pusher starts offline).
+ */
+export async function startWriterSync(
+  fs: FileSystem,
+  journalPath: string,
+  end: number,
+  hub: HubOptions,
+): Promise<Pusher> {
+  const file = fs.open(journalPath, { readonly: true });
+  let index: JournalIndex;
+  try {
+    index = JournalIndex.scan(fileSource(file), end);
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+  const pusher = new Pusher({
+    client: new HubClient(hub),
+    journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
+    index,
+    maxBatch: hub.maxBatch,
+    leaseTtlMs: hub.leaseTtlMs,
+    startTimeoutMs: hub.connectTimeoutMs,
+  });
+  await pusher.start();
+  return pusher;
+}
