@@ -92,7 +92,12 @@ export function createApp(ctx: HubContext): Hono {
       ctx.active--;
       // Never the query string's secrets or any header: method, path, status, time.
       const status = c.res.status;
-      const line = { method: c.req.method, path: c.req.path, status, ms: Math.round(performance.now() - started) };
+      const line = {
+        method: c.req.method,
+        path: c.req.path,
+        status,
+        ms: Math.round(performance.now() - started),
+      };
       if (status >= 500) ctx.log.error(line, 'request failed');
       else if (status >= 400) ctx.log.info(line, 'request refused');
       else ctx.log.debug(line, 'request');

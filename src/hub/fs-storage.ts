@@ -73,7 +73,9 @@ export class FsStorage implements HubStorage {
     fs.closeSync(fs.openSync(lockFile, 'a'));
     const lock = nodeFs.tryLockExclusive(lockFile);
     if (!lock) {
-      throw new Error(`another hub process uses the data directory ${root}; stop it or choose another --data`);
+      throw new Error(
+        `another hub process uses the data directory ${root}; stop it or choose another --data`,
+      );
     }
     return new FsStorage(root, lock);
   }

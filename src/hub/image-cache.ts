@@ -6,16 +6,25 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader } from '../format/index.js';
-import { fileSource } from '../journal/file-source.js';
-import { writeImageSnapshot } from '../journal/image.js';
-import { NodeFileSystem } from '../node/node-fs.js';
 import { toHex } from '../protocol/index.js';
-import { replay } from '../restore/replay.js';
+import type { ImageJob, ImageResult } from './image-worker.js';
 import { Mutex } from './mutex.js';
 import type { DbState, HubStorage } from './storage.js';
 
-const nodeFs = new NodeFileSystem();
+/** Runs the image build of src/hub/image-worker.ts in a worker thread. */
+function runWorker(job: ImageJob): Promise<SnapshotHeader> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: job });
+    worker.once('message', (r: ImageResult) => {
+      if (r.ok) resolve(r.header);
+      else reject(new Error(`building the image failed: ${r.message}`));
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the image worker exited (${code}) without an answer`)));
+  });
+}
 
 /** An image ready to send: an open file of the encoded snapshot (close it when done). */
 export interface Image {
@@ -82,28 +91,14 @@ export class ImageCache {
       } finally {
         await j.close();
       }
-      // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages.
-      const src = nodeFs.open(journal, { readonly: true });
-      const dbFile = nodeFs.open(replayed, { create: true });
-      const imageFile = nodeFs.open(out, { create: true });
+      // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
+      // thread, so that the hub keeps serving meanwhile.
       try {
-        const { snapshot: last } = replay(fileSource(src), dbFile);
-        if (!last || last.txid !== state.head.txid) {
-          throw new Error(
-            `image of ${db}: replay ended at ${last?.txid ?? 'nothing'}, not the head ${state.head.txid}`,
-          );
-        }
-        imageFile.truncate(0);
-        let at = 0;
-        const header = writeImageSnapshot(dbFile, last, (chunk) => {
-          imageFile.write(chunk, at);
-          at += chunk.length;
-        });
+        const header = await runWorker({ journal, replayed, out, headTxid: state.head.txid });
         return { key, path: out, header };
-      } finally {
-        src.close();
-        dbFile.close();
-        imageFile.close();
+      } catch (e) {
+        await fsp.rm(out, { force: true });
+        throw e;
       }
     } finally {
       await fsp.rm(journal, { force: true });

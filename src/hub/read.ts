@@ -193,7 +193,11 @@ class Follower {
     } catch (e) {
       this.ctx.log.warn({ err: e, db: this.name }, 'read stream failed');
       this.dispose();
-      controller.error(e);
+      try {
+        controller.error(e);
+      } catch {
+        // already cancelled by the reader
+      }
     }
   }
 
@@ -202,8 +206,9 @@ class Follower {
     const m = this.ctx.metrics;
     for (;;) {
       if (this.ended) {
+        const cancelled = this.disposed;
         this.dispose();
-        controller.close();
+        if (!cancelled) controller.close();
         return;
       }
       if (this.header) {
