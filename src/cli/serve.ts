@@ -2,7 +2,6 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { startHub } from '../hub/index.js';
-import { DEFAULT_MAX_BODY } from '../protocol/index.js';
 import { writeErr, writeOut } from './common.js';
 
 interface ServeOptions {
@@ -83,7 +82,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
     dataDir,
     host: options.host,
     port: parseInteger(options.port, '--port', 0, 65535),
-    maxBody: options.maxBody === '64MiB' ? DEFAULT_MAX_BODY : parseSize(options.maxBody),
+    maxBody: parseSize(options.maxBody),
     maxConnections: parseInteger(options.maxConnections, '--max-connections', 1, 1_000_000),
     logLevel: options.logLevel,
   });
