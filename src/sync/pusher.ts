@@ -75,7 +75,7 @@ export class Pusher implements WriterSync {
       if (!isTransient(e)) {
         const err = this.toFatal(e);
         this.fail(err);
-        this.options.journal.close?.();
+        this.closeJournal();
         throw err;
       }
       this.update('offline', describe(e));
@@ -142,8 +142,16 @@ export class Pusher implements WriterSync {
         req.done();
       }
     }
-    this.options.journal.close?.();
+    this.closeJournal();
     this.update('closed', this.lastError);
+  }
+
+  private journalClosed = false;
+
+  private closeJournal(): void {
+    if (this.journalClosed) return;
+    this.journalClosed = true;
+    this.options.journal.close?.();
   }
 
   private async run(): Promise<void> {
