@@ -237,6 +237,42 @@ describe('hub: push bodies', () => {
     assert.equal(stored(), before);
   });
 
+  it('stores nothing from a connection cut mid-body, and takes the same push whole afterwards', async () => {
+    const db = 'cut';
+    const token = await t.token(db, 'writer');
+    const e = (await new HubClient({ url: t.url, db, token }).takeLease('w')).epoch;
+    assert.equal(
+      (await push({ db, token, epoch: e, base: EMPTY_POSITION, bytes: body(h, 0, 3) })).status,
+      200,
+    );
+    const before = stored(db);
+    const bytes = body(h, 3, 5);
+    await new Promise<void>((resolve) => {
+      const req = http.request({
+        host: '127.0.0.1',
+        port: t.port,
+        method: 'POST',
+        path: `/v1/db/${db}/snapshots`,
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-length': bytes.length,
+          [HEADER_JOURNAL]: toHex(h.journalId),
+          [HEADER_BASE]: formatPosition(pos(h, 3)),
+          [HEADER_EPOCH]: e,
+        },
+      });
+      req.on('error', () => resolve());
+      req.on('response', () => resolve());
+      req.write(bytes.subarray(0, bytes.length - 100), () => setTimeout(() => req.destroy(), 50));
+    });
+    // the hub answers other requests meanwhile, and its journal did not move
+    const state = await new HubClient({ url: t.url, db, token }).state();
+    assert.equal(state?.head.txid, 3n);
+    assert.equal(stored(db), before);
+    const whole = await push({ db, token, epoch: e, base: pos(h, 3), bytes });
+    assert.deepEqual([whole.status, whole.json.appended], [200, 2]);
+  });
+
   it('refuses a chunked upload (no Content-Length) with 400', async () => {
     const r = await raw(
       'POST',

@@ -165,6 +165,9 @@ describe('hub: follow', () => {
     assert.match(metrics, /mycelite_replicas_connected 1/);
     await s.cancel();
     assert.deepEqual(concatBytes(s.bytes.slice(1)), concatBytes(h2.snapshots.slice(1).map((x) => x.bytes)));
+    // the hub notices the reader went away
+    while (!/mycelite_replicas_connected 0/.test(await t.hub.metrics()))
+      await new Promise((r) => setTimeout(r, 10));
   });
 
   it('catches a slow follower up from storage without losing or repeating a snapshot', async () => {
