@@ -20,15 +20,15 @@ import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, samePosition, type WirePosition } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
+import { FsLeases } from './fs-leases.js';
 import { Mutex } from './mutex.js';
-import {
-  type AppendListener,
-  type AppendResult,
-  type DbState,
-  type EncodedSnapshot,
-  type HubStorage,
-  type StoredLease,
-  sameLease,
+import type {
+  AppendListener,
+  AppendResult,
+  DbState,
+  EncodedSnapshot,
+  HubStorage,
+  StoredLease,
 } from './storage.js';
 
 const READ_CHUNK = 1 << 20;
@@ -54,8 +54,7 @@ export class FsStorage implements HubStorage {
   private readonly listeners = new Map<string, Set<AppendListener>>();
   private closed = false;
 
-  /** Lease records as last read or written (this process is the only writer of the directory). */
-  private readonly leases = new Map<string, StoredLease | undefined>();
+  private readonly leases = new FsLeases();
 
   private constructor(
     readonly dataDir: string,
@@ -286,49 +285,13 @@ export class FsStorage implements HubStorage {
 
   async getLease(db: string): Promise<StoredLease | undefined> {
     this.check();
-    return this.readLease(db, this.dir(db));
-  }
-
-  private async readLease(db: string, dir: string): Promise<StoredLease | undefined> {
-    if (!this.leases.has(db)) this.leases.set(db, await this.readLeaseFile(dir));
-    const lease = this.leases.get(db);
-    return lease && { ...lease };
-  }
-
-  private async readLeaseFile(dir: string): Promise<StoredLease | undefined> {
-    let text: string;
-    try {
-      text = await fsp.readFile(path.join(dir, 'lease.json'), 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
-    const j = JSON.parse(text) as StoredLease;
-    const lease: StoredLease = {
-      holder: String(j.holder),
-      epoch: Number(j.epoch),
-      expiresAt: Number(j.expiresAt),
-    };
-    if (typeof j.ttlMs === 'number') lease.ttlMs = j.ttlMs;
-    return lease;
+    return this.leases.get(db, this.dir(db));
   }
 
   async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
     const dir = this.dir(db);
-    return this.lock(db).run(async () => {
-      const current = await this.readLease(db, dir);
-      if (!sameLease(current, expected)) return false;
-      if (current && next.epoch < current.epoch) {
-        throw new Error(`lease epoch may not go back (${current.epoch} → ${next.epoch})`);
-      }
-      await fsp.mkdir(dir, { recursive: true });
-      const text = new TextEncoder().encode(JSON.stringify(next));
-      this.leases.delete(db);
-      writeFileAtomic(nodeFs, path.join(dir, 'lease.json'), (f) => f.write(text, 0));
-      this.leases.set(db, { ...next });
-      return true;
-    });
+    return this.lock(db).run(() => this.leases.compareAndSet(db, dir, expected, next));
   }
 
   subscribe(db: string, listener: AppendListener): () => void {
