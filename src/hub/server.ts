@@ -3,6 +3,7 @@
  * `close()` shuts down without losing anything acknowledged: it stops accepting, lets in-flight pushes
  * finish (they are durable before they answer), ends follow streams and closes the storage.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server, Socket } from 'node:net';
 import * as path from 'node:path';
 import { serve } from '@hono/node-server';
@@ -84,6 +85,8 @@ export async function startHub(options: HubOptions): Promise<Hub> {
   };
   const app = createApp(ctx);
   const sockets = new Set<Socket>();
+  /** Sockets with a request in progress (the others are idle, or connected without a request yet). */
+  const busy = new Set<Socket>();
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve(
       {
@@ -99,6 +102,14 @@ export async function startHub(options: HubOptions): Promise<Hub> {
       sockets.add(sock);
       sock.once('close', () => sockets.delete(sock));
     });
+    s.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      busy.add(req.socket);
+      const done = (): void => {
+        busy.delete(req.socket);
+      };
+      res.once('finish', done);
+      res.once('close', done);
+    });
   });
   const address = server.address();
   if (!address || typeof address === 'string') throw new Error('the hub server has no TCP address');
@@ -113,8 +124,10 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     // Pushes in flight finish (each is durable before it answers); streams end now.
     await Promise.allSettled([...ctx.pushes]);
     for (const s of ctx.streams) s.end();
-    // Keep-alive connections close as soon as they are idle; whatever still hangs after 2 s is cut.
-    const idle = (): void => (server as unknown as { closeIdleConnections(): void }).closeIdleConnections();
+    // Connections close as soon as no request is in progress on them; whatever still hangs after 2 s is cut.
+    const idle = (): void => {
+      for (const sock of sockets) if (!busy.has(sock)) sock.destroy();
+    };
     idle();
     const poll = setInterval(idle, 20);
     const timer = setTimeout(() => {
