@@ -1,0 +1,217 @@
+// Following a hub: replicas made with openReplica() and `mycelite follow` reach the writer's file byte
+// for byte, live and after network drops, reset from the hub's image when their history is gone, and
+// continue from their own position after a restart (never from the start of history).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { MYCELITE_BIN, startTestHub, type TestHub } from './helpers/hub.js';
+import { snapshotsAfter } from './helpers/replica.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  cleanupTempDirs();
+});
+
+async function hubAndProxy(dir?: string): Promise<{ hub: TestHub; proxy: TcpProxy }> {
+  const hub = await startTestHub(dir);
+  const proxy = await startTcpProxy(hub.port);
+  cleanups.push(
+    () => proxy.close(),
+    () => hub.close(),
+  );
+  return { hub, proxy };
+}
+
+async function writer(file: string, url: string, token: string): Promise<MyceliteDatabase> {
+  const w = await open(file, { hub: { url, db: 'app', token } });
+  cleanups.push(async () => {
+    if (w.open) w.close();
+    await w.sync?.close();
+  });
+  return w;
+}
+
+async function replica(file: string, url: string, token: string): Promise<ReplicaDatabase> {
+  const r = await openReplica(file, { hub: { url, db: 'app', token }, minBackoffMs: 20, maxBackoffMs: 200 });
+  cleanups.push(() => r.close());
+  return r;
+}
+
+function burst(w: MyceliteDatabase, n: number, size = 200): void {
+  const ins = w.prepare('INSERT INTO t(a, b) VALUES (random(), randomblob(?))');
+  for (let i = 0; i < n; i++) ins.run(size + (i % 7) * 500);
+}
+
+async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> {
+  await w.sync!.flush(20_000);
+  await r.waitFor(w.position().txid, 20_000);
+}
+
+test('replicas follow live, byte for byte, and can be queried while they follow', async () => {
+  const dir = tempDir();
+  const { hub, proxy } = await hubAndProxy();
+  const w = await writer(path.join(dir, 'w.db'), hub.url, await hub.token('app', 'writer'));
+  w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  await w.sync!.flush(10_000);
+  const rt = await hub.token('app', 'reader');
+  const rs = [
+    await replica(path.join(dir, 'r1.db'), proxy.url, rt),
+    await replica(path.join(dir, 'r2.db'), hub.url, rt),
+  ];
+  await Promise.all(rs.map((r) => r.ready()));
+  const seen: bigint[] = [];
+  rs[0]!.on('snapshot', (s) => seen.push(s.txid));
+  for (let round = 0; round < 6; round++) {
+    burst(w, 30);
+    if (round === 2) w.exec('DELETE FROM t WHERE id % 2 = 0; VACUUM');
+    if (round === 3) proxy.cutAll(); // a network drop: the replica reconnects from its position
+    if (round === 4) proxy.cutOnceAfter(3000, 'down'); // cut mid-stream
+    for (const r of rs) await caughtUp(w, r);
+    for (const [i, r] of rs.entries()) {
+      assert.equal(
+        fileHash(path.join(dir, `r${i + 1}.db`)),
+        fileHash(path.join(dir, 'w.db')),
+        `replica ${i + 1} round ${round}`,
+      );
+      assert.equal(
+        r.prepare('SELECT count(*) FROM t').pluck().get(),
+        w.prepare('SELECT count(*) FROM t').pluck().get(),
+      );
+      assert.equal(r.status().state, 'live');
+    }
+  }
+  assert.ok(proxy.cuts() >= 1, 'the proxy cut connections');
+  for (let i = 1; i < seen.length; i++)
+    assert.equal(seen[i], seen[i - 1]! + 1n, 'snapshots arrive in order, once each');
+  // The replica is read-only and has the writer lock: no second writer or replica on its file.
+  assert.throws(() => rs[0]!.exec('INSERT INTO t(a) VALUES (1)'), /readonly|read-only/i);
+  await assert.rejects(open(path.join(dir, 'r1.db')), /already open/);
+  await assert.rejects(
+    openReplica(path.join(dir, 'r1.db'), { hub: { url: hub.url, db: 'app', token: rt } }),
+    /already open/,
+  );
+});
+
+test('a replica whose history the hub no longer has resets from the image and converges', async () => {
+  const dir = tempDir();
+  const hubDir = tempDir('mycelite-hub-');
+  const { hub, proxy } = await hubAndProxy(hubDir);
+  const w1 = await writer(path.join(dir, 'w1.db'), hub.url, await hub.token('app', 'writer'));
+  w1.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  burst(w1, 50);
+  const rt = await hub.token('app', 'reader');
+  const r = await replica(path.join(dir, 'r.db'), proxy.url, rt);
+  await caughtUp(w1, r);
+  const resets: unknown[] = [];
+  r.on('reset', (e) => resets.push(e));
+  w1.close();
+  await w1.sync!.close();
+  // The hub loses its data; a different writer (another history) pushes to the same name.
+  await hub.close();
+  fs.rmSync(path.join(hubDir, 'dbs'), { recursive: true, force: true });
+  const hub2 = await startTestHub(hubDir);
+  cleanups.push(() => hub2.close());
+  proxy.retarget(hub2.port);
+  proxy.cutAll();
+  const w2 = await writer(path.join(dir, 'w2.db'), hub2.url, await hub2.token('app', 'writer'));
+  w2.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  burst(w2, 120, 900);
+  await caughtUp(w2, r);
+  assert.equal(resets.length, 1, 'one reset');
+  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w2.db')));
+  assert.equal(r.prepare('SELECT count(*) FROM t').pluck().get(), 120);
+  burst(w2, 10);
+  await caughtUp(w2, r);
+  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w2.db')));
+});
+
+/** Runs the CLI as a child process (asynchronously: the hub lives in this process). */
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const proc = spawn(process.execPath, [MYCELITE_BIN, ...args], { env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  return new Promise((resolve) => proc.on('close', (status) => resolve({ status, stdout, stderr })));
+}
+
+test('mycelite follow --once catches up, then continues from its own position', async () => {
+  const dir = tempDir();
+  const { hub } = await hubAndProxy();
+  const wPath = path.join(dir, 'w.db');
+  const rPath = path.join(dir, 'r.db');
+  const w = await writer(wPath, hub.url, await hub.token('app', 'writer'));
+  w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  burst(w, 20);
+  await w.sync!.flush(10_000);
+  const rt = await hub.token('app', 'reader');
+  let res = await cli(['follow', hub.url, rPath, '--db', 'app', '--token', rt, '--once']);
+  assert.equal(res.status, 0, res.stderr);
+  assert.match(res.stdout, new RegExp(`txid ${w.position().txid}\\b`));
+  assert.equal(fileHash(rPath), fileHash(wPath));
+  const first = snapshotsAfter(`${rPath}-mycelite/journal`, 0n).snaps[0]!.header.txid;
+
+  burst(w, 20);
+  w.exec('DELETE FROM t WHERE id < 15; VACUUM');
+  await w.sync!.flush(10_000);
+  res = await cli(['follow', hub.url, rPath, '--db', 'app', '--once'], { MYCELITE_TOKEN: rt });
+  assert.equal(res.status, 0, res.stderr);
+  assert.equal(fileHash(rPath), fileHash(wPath));
+  const again = snapshotsAfter(`${rPath}-mycelite/journal`, 0n).snaps;
+  assert.equal(again[0]!.header.txid, first, 'the journal was continued, not bootstrapped again');
+  assert.equal(again.at(-1)!.header.txid, w.position().txid);
+  assert.equal(nativeIntegrity(rPath), 'ok');
+  const verify = await cli(['verify', rPath]);
+  assert.equal(verify.status, 0, verify.stderr);
+
+  // Clear refusals.
+  res = await cli(['follow', hub.url, path.join(dir, 'x.db'), '--db', 'other', '--token', rt, '--once']);
+  assert.equal(res.status, 1);
+  assert.match(res.stderr, /not valid for database other.*mycelite token/);
+  res = await cli([
+    'follow',
+    hub.url,
+    path.join(dir, 'x.db'),
+    '--db',
+    'app',
+    '--token',
+    'nonsense',
+    '--once',
+  ]);
+  assert.equal(res.status, 1);
+  assert.match(res.stderr, /refused the token.*mycelite token/);
+  const none = await hub.token('nothing', 'reader');
+  res = await cli(['follow', hub.url, path.join(dir, 'y.db'), '--db', 'nothing', '--token', none, '--once']);
+  assert.equal(res.status, 1);
+  assert.match(res.stderr, /has no database nothing/);
+  res = await cli([
+    'follow',
+    'http://127.0.0.1:9',
+    path.join(dir, 'z.db'),
+    '--db',
+    'app',
+    '--token',
+    rt,
+    '--once',
+  ]);
+  assert.equal(res.status, 1);
+  assert.match(res.stderr, /cannot reach the hub/);
+  res = await cli(['follow', hub.url, wPath, '--db', 'app', '--token', rt, '--once']);
+  assert.equal(res.status, 1);
+  assert.match(res.stderr, /not a replica|already open/);
+  await sleep(0);
+});
