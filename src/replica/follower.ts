@@ -194,6 +194,8 @@ export class Follower {
     const abort = new AbortController();
     this.abort = abort;
     if (this.closed) return;
+    // An apply that failed half-way (readers kept the database busy, an I/O error) is finished first.
+    if (this.store.dirty) await this.store.recover();
     this.setStatus({ state: this.current.state === 'live' ? 'connecting' : this.current.state });
     const state = await this.client.state(abort.signal);
     if (!state) {

@@ -45,6 +45,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** The files of one replica, opened for applying snapshots. */
 export class ReplicaStore {
   private journal: JournalWriter | undefined;
+  private markerSet = false;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
 
@@ -275,7 +276,13 @@ export class ReplicaStore {
     return { ok: sum === pos.checksum, checksum: hex(sum), expected: hex(pos.checksum) };
   }
 
+  /** True while an apply did not finish (a failed apply): call `recover()` before going on. */
+  get dirty(): boolean {
+    return this.markerSet;
+  }
+
   private setMarker(step: PostStep): void {
+    this.markerSet = true;
     const b = new Uint8Array(MARKER_SIZE);
     const v = new DataView(b.buffer);
     b[0] = 1;
@@ -289,6 +296,7 @@ export class ReplicaStore {
 
   private clearMarker(): void {
     this.marker.write(new Uint8Array([0]), 0);
+    this.markerSet = false;
   }
 
   private readMarker(): PostStep | undefined {
