@@ -4,10 +4,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { encodeFileHeader } from '../src/format/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { parseJournalId } from '../src/protocol/index.js';
 import { MYCELITE_BIN, startTestHub, type TestHub } from './helpers/hub.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
@@ -214,4 +218,98 @@ test('mycelite follow --once catches up, then continues from its own position', 
   assert.equal(res.status, 1);
   assert.match(res.stderr, /not a replica|already open/);
   await sleep(0);
+});
+
+test('a stream that goes silent is given up and reconnected; a refused token stops the replica', async () => {
+  const dir = tempDir();
+  // A hub stand-in that answers the state and then sends a stream header and nothing more.
+  let reads = 0;
+  const journal = '0123456789abcdef0123456789abcdef';
+  const server = http.createServer((req, res) => {
+    if (req.headers.authorization !== 'Bearer good') {
+      res.writeHead(401, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'unauthorized', message: 'the token is malformed' }));
+      return;
+    }
+    if (req.url === '/v1/db/app') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          name: 'app',
+          journal,
+          head: { txid: '5', checksum: '0000000000000001' },
+          lease: null,
+        }),
+      );
+      return;
+    }
+    reads++;
+    res.writeHead(200, { 'content-type': 'application/vnd.mycelite.stream' });
+    res.write(
+      encodeFileHeader({
+        version: 1,
+        journalId: parseJournalId(journal)!,
+        createdAt: Date.now(),
+        baseTxid: 4n,
+        baseChecksum: 2n,
+      }),
+    );
+    // ... and silence.
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => {
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const r = await openReplica(path.join(dir, 'r.db'), {
+    hub: { url, db: 'app', token: 'good' },
+    deadStreamMs: 200,
+    minBackoffMs: 10,
+  });
+  cleanups.push(() => r.close());
+  const states: string[] = [];
+  r.on('status', (s) => states.push(`${s.state}:${s.lastError ?? ''}`));
+  const until = Date.now() + 10_000;
+  while (reads < 3 && Date.now() < until) await sleep(20);
+  assert.ok(reads >= 3, `the replica reconnected after silent streams (${reads} reads)`);
+  assert.ok(
+    states.some((s) => /^offline:.*no byte/.test(s)),
+    states.join(', '),
+  );
+  await r.close();
+  assert.equal(r.status().state, 'closed');
+
+  const bad = await openReplica(path.join(dir, 'r2.db'), { hub: { url, db: 'app', token: 'bad' } });
+  cleanups.push(() => bad.close());
+  await assert.rejects(bad.ready(), /malformed/);
+  assert.equal(bad.status().state, 'error');
+});
+
+test("a read transaction held on the replica's own handle delays an apply, which then completes", async () => {
+  const dir = tempDir();
+  const { hub } = await hubAndProxy();
+  const w = await writer(path.join(dir, 'w.db'), hub.url, await hub.token('app', 'writer'));
+  w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  burst(w, 100);
+  const r = await replica(path.join(dir, 'r.db'), hub.url, await hub.token('app', 'reader'));
+  await caughtUp(w, r);
+  const it = r.prepare('SELECT id FROM t').pluck().iterate() as IterableIterator<number>;
+  const firstId = it.next().value; // a read transaction is now open on the replica
+  const at = r.position()!.txid;
+  burst(w, 5);
+  await w.sync!.flush(10_000);
+  await sleep(600);
+  assert.equal(r.position()!.txid, at, 'nothing is applied while the read lasts');
+  assert.equal(
+    r.prepare('SELECT count(*) FROM t').pluck().get(),
+    100,
+    'the open read still sees its snapshot',
+  );
+  it.return?.();
+  await r.waitFor(w.position().txid, 20_000);
+  await sleep(100);
+  assert.equal(firstId, 1);
+  assert.equal(r.prepare('SELECT count(*) FROM t').pluck().get(), 105);
+  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w.db')));
 });

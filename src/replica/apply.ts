@@ -49,7 +49,7 @@ export class ApplyBusyError extends Error {
 }
 
 /** How long one apply waits for readers to let go of the database (ms). */
-const BUSY_TIMEOUT_MS = 2000;
+const BUSY_TIMEOUT_MS = 250;
 const COUNTER_BYTES = 12;
 
 const isBusy = (e: unknown): boolean => /SQLITE_BUSY|database is locked/.test(String((e as Error)?.message));

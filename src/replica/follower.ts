@@ -146,6 +146,7 @@ export class Follower {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.store.interrupt();
     this.abort?.abort();
     this.wake?.();
     await this.running;

@@ -46,6 +46,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class ReplicaStore {
   private journal: JournalWriter | undefined;
   private markerSet = false;
+  private interrupted = false;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
 
@@ -110,7 +111,17 @@ export class ReplicaStore {
 
   /** The position of the database, or undefined for a new replica (it starts from a full image). */
   get position(): Position | undefined {
-    return this.journal?.last ? this.journal.position : undefined;
+    const last = this.journal?.last;
+    if (!last) return undefined;
+    // While a snapshot is being applied (or its apply failed), the database is still before it.
+    if (this.markerSet)
+      return last.txid > 1n ? { txid: last.txid - 1n, checksum: last.preChecksum } : undefined;
+    return this.journal!.position;
+  }
+
+  /** Makes a waiting apply give up (it is finished at the next open or `recover()`). */
+  interrupt(): void {
+    this.interrupted = true;
   }
 
   /** The id of the history this replica copies. */
@@ -250,7 +261,7 @@ export class ReplicaStore {
         this.file.apply(bytes, h, current);
         break;
       } catch (e) {
-        if (!(e instanceof ApplyBusyError) || Date.now() > until) throw e;
+        if (!(e instanceof ApplyBusyError) || Date.now() > until || this.interrupted) throw e;
         await sleep(20);
       }
     }
@@ -260,7 +271,7 @@ export class ReplicaStore {
   private async finishStep(step: PostStep): Promise<void> {
     const until = Date.now() + BUSY_RETRY_MS;
     while (!this.file.finish(step)) {
-      if (Date.now() > until) {
+      if (Date.now() > until || this.interrupted) {
         throw new ApplyBusyError(
           `snapshot ${step.txid}: readers kept the replica locked for ${BUSY_RETRY_MS} ms`,
         );
