@@ -90,7 +90,7 @@ test('a follower killed at random moments converges to the writer and verifies',
     if (/txid \d+/.test(r.out)) sawOutput++;
     assert.doesNotMatch(
       r.err,
-      /mycelite: (?!live|offline|the replica's history)/,
+      /mycelite: (?!live|offline|new replica|the replica's history)/,
       `follower ${k} failed: ${r.err}`,
     );
   }

@@ -92,8 +92,9 @@ async function followLive(follower: Follower, url: string, db: string): Promise<
   });
   follower.events.on('reset', (r) => {
     writeErr(
-      `mycelite: the replica's history is not the hub's${r.from ? ` (it was at txid ${r.from.txid})` : ''}: ` +
-        `started again from the hub's image at txid ${r.to.txid}\n`,
+      r.from
+        ? `mycelite: the replica's history (at txid ${r.from.txid}) is not the hub's: started again from the hub's image at txid ${r.to.txid}\n`
+        : `mycelite: new replica: started from the hub's image at txid ${r.to.txid}\n`,
     );
   });
   follower.events.on('status', (s) => describeStatus(s, url, db));
