@@ -96,7 +96,7 @@ test('replicas follow live, byte for byte, and can be queried while they follow'
     assert.equal(seen[i], seen[i - 1]! + 1n, 'snapshots arrive in order, once each');
   // The replica is read-only and has the writer lock: no second writer or replica on its file.
   assert.throws(() => rs[0]!.exec('INSERT INTO t(a) VALUES (1)'), /readonly|read-only/i);
-  await assert.rejects(open(path.join(dir, 'r1.db')), /already open/);
+  await assert.rejects(open(path.join(dir, 'r1.db')), /is a replica/);
   await assert.rejects(
     openReplica(path.join(dir, 'r1.db'), { hub: { url: hub.url, db: 'app', token: rt } }),
     /already open/,
@@ -216,7 +216,7 @@ test('mycelite follow --once catches up, then continues from its own position', 
   assert.match(res.stderr, /cannot reach the hub/);
   res = await cli(['follow', hub.url, wPath, '--db', 'app', '--token', rt, '--once']);
   assert.equal(res.status, 1);
-  assert.match(res.stderr, /not a replica|already open/);
+  assert.match(res.stderr, /is a writer's database|already open/);
   await sleep(0);
 });
 

@@ -9,7 +9,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { type MyceliteDatabase, open } from '../src/node/index.js';
+import { type MyceliteDatabase, open, openReplica } from '../src/node/index.js';
 import { MYCELITE_BIN, readJournal, type SpawnedHub, spawnHub } from './helpers/hub.js';
 import { prng } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
@@ -161,5 +161,60 @@ test('a writer and three replica processes stay byte-identical through a hub cra
     await db.sync?.close();
     db.close();
     await hub.kill('SIGKILL');
+  }
+});
+
+test('roles do not mix: a replica refuses a writer database, a writer refuses a replica, bad hub options fail fast', async () => {
+  const dir = tempDir();
+  const { startTestHub } = await import('./helpers/hub.js');
+  const th = await startTestHub(path.join(dir, 'hub'));
+  try {
+    const hub = { url: th.url, db: 'roles' };
+    const writerPath = path.join(dir, 'w.db');
+    const w = await open(writerPath, { hub: { ...hub, token: await th.token('roles', 'writer') } });
+    w.exec('create table t(a); insert into t values (1)');
+    await w.sync!.flush(10_000);
+    await w.sync!.close();
+    w.close();
+    const reader = await th.token('roles', 'reader');
+    await assert.rejects(openReplica(writerPath, { hub: { ...hub, token: reader } }), (e: Error) => {
+      assert.equal(e.name, 'ReplicaOpenError');
+      assert.match(e.message, /is a writer's database/);
+      return true;
+    });
+    const replicaPath = path.join(dir, 'r.db');
+    const r = await openReplica(replicaPath, { hub: { ...hub, token: reader } });
+    await r.ready();
+    await r.close();
+    assert.equal(fileHash(replicaPath), fileHash(writerPath));
+    await assert.rejects(open(replicaPath), /is a replica \(it follows a hub/);
+    assert.equal(fileHash(replicaPath), fileHash(writerPath), 'the refused writer changed nothing');
+    await assert.rejects(
+      openReplica(path.join(dir, 'x.db'), { hub: { url: 'localhost:1', db: 'roles', token: reader } }),
+      /not an http\(s\) URL/,
+    );
+    await assert.rejects(
+      openReplica(path.join(dir, 'x.db'), { hub: { url: th.url, db: 'roles', token: '' } }),
+      /no token \(a reader token/,
+    );
+    assert.equal(fs.existsSync(path.join(dir, 'x.db')), false, 'a refused replica creates no file');
+  } finally {
+    await th.close();
+  }
+});
+
+test('a hub that cannot listen gives its data directory back', async () => {
+  const dir = tempDir();
+  const { startHub } = await import('../src/hub/index.js');
+  const first = await startHub({ dataDir: path.join(dir, 'a'), port: 0, logLevel: 'silent' });
+  try {
+    await assert.rejects(
+      startHub({ dataDir: path.join(dir, 'b'), port: first.port, logLevel: 'silent' }),
+      /EADDRINUSE/,
+    );
+    const again = await startHub({ dataDir: path.join(dir, 'b'), port: 0, logLevel: 'silent' });
+    await again.close();
+  } finally {
+    await first.close();
   }
 });

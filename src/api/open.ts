@@ -80,6 +80,12 @@ export async function openWith(
     const bad = checkHubOptions(options.hub);
     if (bad) throw new OpenError(`cannot open ${path}: ${bad}`);
   }
+  if (fs.exists(p.replica)) {
+    throw new OpenError(
+      `${path} is a replica (it follows a hub; see ${p.replica}): writing to it would fork its history. ` +
+        "Read it with openReplica() or openReadonly(), or write to the writer's database",
+    );
+  }
   fs.mkdir(p.dir);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {

@@ -7,6 +7,7 @@ export function journalPaths(dbPath: string): {
   lock: string;
   spill: string;
   inflight: string;
+  replica: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -15,5 +16,7 @@ export function journalPaths(dbPath: string): {
     lock: `${dir}/lock`,
     spill: `${dir}/spill`,
     inflight: `${dir}/inflight`,
+    /** Present when the database is a replica (written by a hub's history, never by open()). */
+    replica: `${dir}/replica`,
   };
 }

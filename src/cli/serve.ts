@@ -78,13 +78,24 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(options.logLevel)) throw new Error(`--log-level must be one of ${levels.join(', ')}`);
   const dataDir = path.resolve(options.data);
+  const port = parseInteger(options.port, '--port', 0, 65535);
   const hub = await startHub({
     dataDir,
     host: options.host,
-    port: parseInteger(options.port, '--port', 0, 65535),
+    port,
     maxBody: parseSize(options.maxBody),
     maxConnections: parseInteger(options.maxConnections, '--max-connections', 1, 1_000_000),
     logLevel: options.logLevel,
+  }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'EADDRINUSE') {
+      throw new Error(
+        `port ${port} on ${options.host} is in use: stop what uses it, or choose another with --port (0 picks a free one)`,
+      );
+    }
+    if (e.code === 'EADDRNOTAVAIL') {
+      throw new Error(`${options.host} is not an address of this machine: choose another with --host`);
+    }
+    throw e;
   });
   writeOut(`mycelite hub listening on ${hub.url} (data: ${dataDir})\n`);
   await new Promise<void>((resolve) => {

@@ -87,30 +87,38 @@ export async function startHub(options: HubOptions): Promise<Hub> {
   const sockets = new Set<Socket>();
   /** Sockets with a request in progress (the others are idle, or connected without a request yet). */
   const busy = new Set<Socket>();
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve(
-      {
-        fetch: app.fetch,
-        hostname: options.host ?? '127.0.0.1',
-        port: options.port ?? 8080,
-        serverOptions: { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS },
-      },
-      () => resolve(s as unknown as Server),
-    ) as unknown as Server;
-    s.once('error', reject);
-    s.on('connection', (sock: Socket) => {
-      sockets.add(sock);
-      sock.once('close', () => sockets.delete(sock));
-    });
-    s.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      busy.add(req.socket);
-      const done = (): void => {
-        busy.delete(req.socket);
-      };
-      res.once('finish', done);
-      res.once('close', done);
-    });
+  const server = await listen().catch(async (e: unknown) => {
+    // Nothing is served: give the data directory back (its lock) before reporting.
+    await storage.close();
+    await ctx.images.close();
+    throw e;
   });
+  function listen(): Promise<Server> {
+    return new Promise<Server>((resolve, reject) => {
+      const s = serve(
+        {
+          fetch: app.fetch,
+          hostname: options.host ?? '127.0.0.1',
+          port: options.port ?? 8080,
+          serverOptions: { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS },
+        },
+        () => resolve(s as unknown as Server),
+      ) as unknown as Server;
+      s.once('error', reject);
+      s.on('connection', (sock: Socket) => {
+        sockets.add(sock);
+        sock.once('close', () => sockets.delete(sock));
+      });
+      s.on('request', (req: IncomingMessage, res: ServerResponse) => {
+        busy.add(req.socket);
+        const done = (): void => {
+          busy.delete(req.socket);
+        };
+        res.once('finish', done);
+        res.once('close', done);
+      });
+    });
+  }
   const address = server.address();
   if (!address || typeof address === 'string') throw new Error('the hub server has no TCP address');
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;

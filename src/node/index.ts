@@ -29,9 +29,13 @@ import { installMyceliteVfs } from '../vfs/vfs.js';
 export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
 export { JournalFormatError, PositionMismatchError } from '../format/errors.js';
+export { HubError } from '../protocol/errors.js';
+export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
+export { ReplicaOpenError } from '../replica/replica.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
+export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-client.js';
+export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';
 export { Database };
-export { type ReplicaDatabase, type ReplicaOptions, openReplica } from './replica.js';
 
 let counter = 0;
 

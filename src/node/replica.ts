@@ -17,7 +17,8 @@ import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import type { Position } from '../journal/journal-writer.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
-import { ReplicaStore } from '../replica/replica.js';
+import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
+import { checkHubOptions } from '../sync/writer-start.js';
 import { nodeRuntime } from './index.js';
 
 export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
@@ -48,6 +49,10 @@ export interface ReplicaDatabase extends Omit<Database, 'close'> {
  * files are open and any crash is recovered; `ready()` resolves once it has caught up.
  */
 export async function openReplica(file: string, options: ReplicaOptions): Promise<ReplicaDatabase> {
+  const bad = options?.hub
+    ? checkHubOptions(options.hub, 'reader')
+    : 'the hub option ({ url, db, token }) is required';
+  if (bad) throw new ReplicaOpenError(`cannot open replica ${file}: ${bad}`);
   const store = await ReplicaStore.open(nodeRuntime, file);
   const sqlite3 = await loadSqlite();
   const dbPath = path.resolve(file);

@@ -80,6 +80,12 @@ export class ReplicaStore {
         `${path} exists and is not a replica (it has no ${p.journal}): choose a new file for the replica, or move ${path} away`,
       );
     }
+    if (hasJournal && !fs.exists(p.replica)) {
+      throw new ReplicaOpenError(
+        `${path} is a writer's database (its journal was written by open(), not copied from a hub): ` +
+          'following a hub into it could throw its own snapshots away. Choose a new file for the replica',
+      );
+    }
     fs.mkdir(p.dir);
     const lock = fs.tryLockExclusive?.(p.lock);
     if (fs.tryLockExclusive && !lock) {
@@ -93,6 +99,8 @@ export class ReplicaStore {
     try {
       installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
+      if (!hasJournal)
+        writeFileAtomic(fs, p.replica, (f) => f.write(new TextEncoder().encode('replica\n'), 0));
       file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
       marker = fs.open(p.inflight, { create: true });
       if (hasJournal) journal = JournalWriter.open(fs, p.journal);

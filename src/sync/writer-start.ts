@@ -20,7 +20,7 @@ export interface HubOptions extends HubTarget {
 }
 
 /** Why `hub` cannot be used, or undefined when it looks right. */
-export function checkHubOptions(hub: HubOptions): string | undefined {
+export function checkHubOptions(hub: HubOptions, role: 'writer' | 'reader' = 'writer'): string | undefined {
   let url: URL | undefined;
   try {
     url = new URL(hub.url);
@@ -33,7 +33,7 @@ export function checkHubOptions(hub: HubOptions): string | undefined {
   const bad = checkDbName(hub.db);
   if (bad) return `hub ${hub.url}: ${bad}`;
   if (!hub.token)
-    return `hub ${hub.url}: no token (a writer token: mycelite token --db ${hub.db} --role writer)`;
+    return `hub ${hub.url}: no token (a ${role} token: mycelite token --db ${hub.db} --role ${role})`;
   return undefined;
 }
 
