@@ -217,8 +217,11 @@ class Follower {
         return;
       }
       if (this.image) {
-        const buf = new Uint8Array(IMAGE_CHUNK);
-        const { bytesRead } = await this.image.file.read(buf, 0, IMAGE_CHUNK, this.imagePos);
+        // The image snapshot's length is in its header: never allocate more than what is left of it.
+        const want = Math.min(IMAGE_CHUNK, Math.max(0, this.image.header.length - this.imagePos));
+        const buf = new Uint8Array(want);
+        const { bytesRead } =
+          want > 0 ? await this.image.file.read(buf, 0, want, this.imagePos) : { bytesRead: 0 };
         if (bytesRead > 0) {
           this.imagePos += bytesRead;
           this.send(controller, buf.subarray(0, bytesRead));
