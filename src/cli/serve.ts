@@ -23,7 +23,11 @@ export function registerServe(program: Command): void {
     .option('--host <HOST>', 'address to listen on', '127.0.0.1')
     .option('--port <PORT>', 'port to listen on (0: any free port)', '8080')
     .option('--max-body <SIZE>', 'largest push body, e.g. 64MiB or 1048576', '64MiB')
-    .option('--max-connections <N>', 'requests served at once; more get 503', '1000')
+    .option(
+      '--max-connections <N>',
+      'requests and follow streams served at once; more get 503 (/healthz and /metrics always answer)',
+      '5000',
+    )
     .option('--log-level <LEVEL>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .addHelpText(
       'after',

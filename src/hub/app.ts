@@ -75,7 +75,8 @@ export function createApp(ctx: HubContext): Hono {
       );
     }
     const busy = ctx.active + ctx.streams.size;
-    if (busy >= ctx.maxActive) {
+    const monitoring = c.req.path === '/healthz' || c.req.path === '/metrics';
+    if (busy >= ctx.maxActive && !monitoring) {
       return errorResponse(
         new HubError({
           error: 'unavailable',

@@ -32,7 +32,7 @@ export interface HubOptions {
   beatMs?: number;
   /** pino level (default info; `silent` for none). */
   logLevel?: string;
-  /** Largest number of requests served at once; more get 503 (default 1000). */
+  /** Largest number of requests and follow streams served at once; more get 503 (default 5000). */
   maxConnections?: number;
   /** Storage to use instead of the filesystem storage under dataDir. */
   storage?: HubStorage;
@@ -76,7 +76,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     log,
     metrics,
     images: new ImageCache(storage, path.join(dataDir, 'images')),
-    maxActive: options.maxConnections ?? 1000,
+    maxActive: options.maxConnections ?? 5000,
     active: 0,
     closing: false,
     pushes: new Set(),
