@@ -25,6 +25,7 @@ import {
   StreamParser,
   toHex,
 } from '../src/protocol/index.js';
+import { concatBytes } from './helpers/hub.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 let journal: Uint8Array;
@@ -117,12 +118,12 @@ test('a journal parsed as a read stream, cut into random chunks, yields every sn
 });
 
 test('beats between snapshots are skipped in a stream, refused in a push body', () => {
-  const withBeats = concat(
+  const withBeats = concatBytes([
     journal.subarray(0, FILE_HEADER_SIZE),
     BEAT_BYTES,
     snapshots[0]!.bytes,
     BEAT_BYTES,
-  );
+  ]);
   const items = parseAll(new StreamParser({ stream: true }), withBeats, [3, 70, 75]);
   assert.deepEqual(
     items.map((i) => i.kind),
@@ -143,12 +144,12 @@ test('a push body must continue its base: wrong txid or checksum is refused', ()
     /base checksum/,
   );
   const ok = new StreamParser({ stream: false, base: { txid: 0n, checksum: 0n } });
-  assert.equal(ok.push(concat(snapshots[0]!.bytes, second)).length, 2);
+  assert.equal(ok.push(concatBytes([snapshots[0]!.bytes, second])).length, 2);
   assert.equal(ok.position?.txid, 2n);
 });
 
 test('any flipped byte in a snapshot is refused with an offset, never handed out', () => {
-  const body = concat(...snapshots.slice(0, 4).map((s) => s.bytes));
+  const body = concatBytes(snapshots.slice(0, 4).map((s) => s.bytes));
   fc.assert(
     fc.property(fc.nat({ max: body.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, x) => {
       const bad = body.slice();
@@ -184,13 +185,3 @@ test('a truncated body is an error at end(), and an oversized snapshot is refuse
   const small = new StreamParser({ stream: false, base: { txid: 0n, checksum: 0n }, maxSnapshot: 100 });
   assert.throws(() => small.push(snapshots[0]!.bytes.subarray(0, 8)), /over the limit/);
 });
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}

@@ -9,6 +9,7 @@ import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
+import { runCli } from './helpers/cli.js';
 import { MYCELITE_BIN, startTestHub, type TestHub } from './helpers/hub.js';
 import { freePort } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, journalOf, tempDir } from './helpers/util.js';
@@ -38,21 +39,9 @@ interface Run {
   stderr: string;
 }
 
-function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const proc = spawn(process.execPath, [MYCELITE_BIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MYCELITE_TOKEN: '', ...env },
-  });
-  children.push(proc);
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
-  return new Promise((resolve) => proc.on('close', (code) => resolve({ code, stdout, stderr })));
+async function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const r = await runCli(args, { MYCELITE_TOKEN: '', ...env }, (p) => children.push(p));
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** A database written through Mycelite (create table + `rows` inserts), then closed. */

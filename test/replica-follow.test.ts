@@ -2,7 +2,6 @@
 // for byte, live and after network drops, reset from the hub's image when their history is gone, and
 // continue from their own position after a restart (never from the start of history).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,7 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFileHeader } from '../src/format/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
 import { parseJournalId } from '../src/protocol/index.js';
-import { MYCELITE_BIN, startTestHub, type TestHub } from './helpers/hub.js';
+import { type CliRun, runCli } from './helpers/cli.js';
+import { startTestHub, type TestHub } from './helpers/hub.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
@@ -137,20 +137,8 @@ test('a replica whose history the hub no longer has resets from the image and co
 });
 
 /** Runs the CLI as a child process (asynchronously: the hub lives in this process). */
-function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, [MYCELITE_BIN, ...args], { env: { ...process.env, ...env } });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
-  return new Promise((resolve) => proc.on('close', (status) => resolve({ status, stdout, stderr })));
+function cli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return runCli(args, env);
 }
 
 test('mycelite follow --once catches up, then continues from its own position', async () => {

@@ -17,7 +17,7 @@ import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
-import { journalPaths } from './paths.js';
+import { journalPaths, missingDirectory } from './paths.js';
 
 /** What the runtime provides. */
 export interface Runtime {
@@ -72,10 +72,8 @@ export async function openWith(
   const { fs } = rt;
   const dbPath = rt.resolve(path);
   const p = journalPaths(dbPath);
-  const parent = dbPath.slice(0, Math.max(1, dbPath.lastIndexOf('/')));
-  if (!fs.exists(parent)) {
-    throw new OpenError(`cannot open ${path}: directory ${parent} does not exist (create it first)`);
-  }
+  const missing = missingDirectory((f) => fs.exists(f), dbPath);
+  if (missing) throw new OpenError(`cannot open ${path}: ${missing}`);
   if (options.hub) {
     const bad = checkHubOptions(options.hub);
     if (bad) throw new OpenError(`cannot open ${path}: ${bad}`);

@@ -1,5 +1,11 @@
 /** Where Mycelite keeps a database's files (docs/FORMAT.md). */
 
+/** Why the database at `dbPath` cannot be created (its directory is missing), or undefined. */
+export function missingDirectory(exists: (path: string) => boolean, dbPath: string): string | undefined {
+  const parent = dbPath.slice(0, Math.max(1, dbPath.lastIndexOf('/')));
+  return exists(parent) ? undefined : `directory ${parent} does not exist (create it first)`;
+}
+
 /** The journal directory and its files for the database at `dbPath`. */
 export function journalPaths(dbPath: string): {
   dir: string;

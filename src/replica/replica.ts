@@ -10,7 +10,7 @@
  */
 
 import type { Runtime } from '../api/open.js';
-import { journalPaths } from '../api/paths.js';
+import { journalPaths, missingDirectory } from '../api/paths.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
   type FileHeader,
@@ -68,12 +68,8 @@ export class ReplicaStore {
     const { fs } = rt;
     const dbPath = rt.resolve(path);
     const p = journalPaths(dbPath);
-    const parent = dbPath.slice(0, Math.max(1, dbPath.lastIndexOf('/')));
-    if (!fs.exists(parent)) {
-      throw new ReplicaOpenError(
-        `cannot open replica ${path}: directory ${parent} does not exist (create it first)`,
-      );
-    }
+    const missing = missingDirectory((f) => fs.exists(f), dbPath);
+    if (missing) throw new ReplicaOpenError(`cannot open replica ${path}: ${missing}`);
     const hasJournal = fs.fileSize(p.journal) > 0;
     if (!hasJournal && fs.fileSize(dbPath) > 0) {
       throw new ReplicaOpenError(

@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import { nodeRuntime, open } from '../../src/node/index.js';
 import { verifyDatabase } from '../../src/restore/restore.js';
+import { prng } from '../helpers/prng.js';
 
 export const WRITER = fileURLToPath(new URL('./writer.js', import.meta.url));
 
@@ -103,18 +104,6 @@ export interface HarnessStats {
   unackedCommits: number;
   failures: Failure[];
   count: Record<FailureKind, number>;
-}
-
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface ConfigState {

@@ -11,6 +11,7 @@
  */
 import { openSync, writeSync } from 'node:fs';
 import { open } from '../../src/node/index.js';
+import { prng } from '../helpers/prng.js';
 
 const [dbPath, journalMode = 'DELETE', synchronous = 'FULL', seedArg = '1', acksPath] = process.argv.slice(2);
 if (!dbPath || !acksPath) {
@@ -18,17 +19,6 @@ if (!dbPath || !acksPath) {
   process.exit(2);
 }
 
-/** mulberry32: a small seeded PRNG, so a run's sequence of operations can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = prng(Number(seedArg));
 const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
 const blob = (size: number): Uint8Array => {

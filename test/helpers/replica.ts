@@ -13,6 +13,8 @@ import {
   type SnapshotInfo,
 } from '../../src/format/index.js';
 
+export { prng } from './prng.js';
+
 /** A snapshot read from a journal file: its header and its encoded bytes. */
 export interface Encoded {
   header: SnapshotInfo;
@@ -43,16 +45,4 @@ export function reencode(s: Encoded, change: Partial<SnapshotHeader>): Encoded {
   hash.update(header);
   new DataView(out.buffer).setBigUint64(bodyEnd, hash.digest(), true);
   return { header: { ...h, offset: s.header.offset }, bytes: out };
-}
-
-/** A small seeded PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
