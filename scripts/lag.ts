@@ -28,9 +28,10 @@ const opts = new Command('lag')
   .option('--commits <n>', 'commits to measure', (v) => Number(v), 1000)
   .option('--interval <ms>', 'pause between commits (ms)', (v) => Number(v), 5)
   .option('--streams <n>', 'extra raw follow streams on the hub', (v) => Number(v), 100)
+  .option('--json', 'print one JSON object instead of text', false)
   .option('--writer <json>', '(internal) run as the writer child')
   .parse()
-  .opts<{ commits: number; interval: number; streams: number; writer?: string }>();
+  .opts<{ commits: number; interval: number; streams: number; json: boolean; writer?: string }>();
 
 async function runWriter(w: { url: string; token: string; file: string }): Promise<void> {
   const db = await open(w.file, { hub: { url: w.url, db: 'lag', token: w.token } });
@@ -183,14 +184,36 @@ async function main(): Promise<void> {
       if (t1 !== undefined) replicaLags.push(t1 - t0);
       for (const t of received.get(txid) ?? []) streamLags.push(t - t0);
     }
-    console.log(
-      `commits ${committed.size}, one every ${opts.interval} ms; hub, writer and readers in separate processes`,
-    );
-    console.log(`replica (append + fsync + apply in SQLite): ${summary(replicaLags)}`);
-    console.log(`${opts.streams} raw follow streams (receive):  ${summary(streamLags)}`);
-    console.log(
-      `hub RSS: ${rssIdle.toFixed(1)} MiB idle, ${rssConnected.toFixed(1)} MiB with ${opts.streams + 1} followers, ${rssPeak.toFixed(1)} MiB peak during the commits`,
-    );
+    const stats = (lags: number[]): { n: number; p50: number; p99: number; max: number } => {
+      const x = [...lags].sort((a, b) => a - b);
+      return {
+        n: x.length,
+        p50: percentile(x, 50),
+        p99: percentile(x, 99),
+        max: x[x.length - 1] ?? Number.NaN,
+      };
+    };
+    if (opts.json) {
+      console.log(
+        JSON.stringify({
+          commits: committed.size,
+          intervalMs: opts.interval,
+          streams: opts.streams,
+          replicaLagMs: stats(replicaLags),
+          streamLagMs: stats(streamLags),
+          hubRssMiB: { idle: rssIdle, connected: rssConnected, peak: rssPeak },
+        }),
+      );
+    } else {
+      console.log(
+        `commits ${committed.size}, one every ${opts.interval} ms; hub, writer and readers in separate processes`,
+      );
+      console.log(`replica (append + fsync + apply in SQLite): ${summary(replicaLags)}`);
+      console.log(`${opts.streams} raw follow streams (receive):  ${summary(streamLags)}`);
+      console.log(
+        `hub RSS: ${rssIdle.toFixed(1)} MiB idle, ${rssConnected.toFixed(1)} MiB with ${opts.streams + 1} followers, ${rssPeak.toFixed(1)} MiB peak during the commits`,
+      );
+    }
     if (replicaLags.length !== committed.size) {
       console.log(`MISSING: the replica applied ${replicaLags.length} of ${committed.size} commits`);
       process.exitCode = 1;
