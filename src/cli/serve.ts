@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { startHub } from '../hub/index.js';
+import { builtWebDir, isLoopback } from '../hub/web.js';
 import { writeErr, writeOut } from './common.js';
 
 interface ServeOptions {
@@ -11,6 +12,7 @@ interface ServeOptions {
   maxBody: string;
   logLevel: string;
   maxConnections: string;
+  demo?: boolean;
 }
 
 export const DEFAULT_DATA_DIR = 'mycelite-hub';
@@ -29,6 +31,10 @@ export function registerServe(program: Command): void {
       '5000',
     )
     .option('--log-level <LEVEL>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .option(
+      '--demo',
+      'serve the local-first demo web app at / (built by npm run build:web); on loopback it also hands out tokens for databases named demo* at /demo/token',
+    )
     .addHelpText(
       'after',
       `
@@ -42,6 +48,7 @@ finish, follow streams end, nothing acknowledged is lost.
 Examples:
   $ mycelite serve --data hubdata --port 8080
   $ mycelite token --data hubdata --db app --role writer
+  $ mycelite serve --data demo-hub --demo      # then open http://127.0.0.1:8080/
   $ mycelite serve --data /var/lib/mycelite --host 0.0.0.0 --port 443 --max-body 16MiB --log-level warn`,
     )
     .action(async (options: ServeOptions) => {
@@ -83,6 +90,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   if (!levels.includes(options.logLevel)) throw new Error(`--log-level must be one of ${levels.join(', ')}`);
   const dataDir = path.resolve(options.data);
   const port = parseInteger(options.port, '--port', 0, 65535);
+  const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const hub = await startHub({
     dataDir,
     host: options.host,
@@ -90,6 +98,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
     maxBody: parseSize(options.maxBody),
     maxConnections: parseInteger(options.maxConnections, '--max-connections', 1, 1_000_000),
     logLevel: options.logLevel,
+    web,
   }).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'EADDRINUSE') {
       throw new Error(
@@ -102,6 +111,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
     throw e;
   });
   writeOut(`mycelite hub listening on ${hub.url} (data: ${dataDir})\n`);
+  if (web) writeOut(`demo app: ${hub.url}/${web.demoTokens ? '' : ' (no demo tokens: not on loopback)'}\n`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       process.off('SIGINT', onInt);

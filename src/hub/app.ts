@@ -22,6 +22,7 @@ import type { HubMetrics } from './metrics.js';
 import { handlePush } from './push.js';
 import { handleRead } from './read.js';
 import type { HubStorage } from './storage.js';
+import { mountWeb, type WebOptions } from './web.js';
 
 /** Everything the routes share. */
 export interface HubContext {
@@ -42,6 +43,8 @@ export interface HubContext {
   streams: Set<{ end(): void }>;
   /** Bytes a follower may have queued in memory before it is served from disk instead. */
   followQueueLimit?: number;
+  /** The demo web app (mycelite serve --demo). */
+  web?: WebOptions;
 }
 
 export function errorResponse(e: HubError): Response {
@@ -164,6 +167,8 @@ export function createApp(ctx: HubContext): Hono {
   });
 
   app.get(`${db}/snapshots`, (c) => handleRead(ctx, c));
+
+  if (ctx.web) mountWeb(app, ctx.web, ctx.key);
 
   app.notFound(() =>
     errorResponse(

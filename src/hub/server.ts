@@ -16,6 +16,7 @@ import { FsStorage } from './fs-storage.js';
 import { ImageCache } from './image-cache.js';
 import { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
+import type { WebOptions } from './web.js';
 
 export interface HubOptions {
   /** Directory of the hub's data: `dbs/<name>/journal`, `dbs/<name>/lease.json`, `hub.key`. */
@@ -38,6 +39,8 @@ export interface HubOptions {
   storage?: HubStorage;
   /** Bytes of new snapshots a follower may have queued in memory before it reads them from storage instead (default 64 MiB). */
   followQueueLimit?: number;
+  /** Serve the demo web app (see src/hub/web.ts). */
+  web?: WebOptions;
   /** Where logs go (default stderr). */
   logDestination?: pino.DestinationStream;
 }
@@ -82,6 +85,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     pushes: new Set(),
     streams: new Set(),
     followQueueLimit: options.followQueueLimit,
+    web: options.web,
   };
   const app = createApp(ctx);
   const sockets = new Set<Socket>();

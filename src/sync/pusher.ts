@@ -32,6 +32,9 @@ export interface PusherOptions {
   requestTimeoutMs?: number;
   /** How long `start` waits for the hub before going on offline (ms, default 5 s). */
   startTimeoutMs?: number;
+  /** Lease holder id (default: random per Pusher). A browser passes one id per OPFS database, so the
+   * tab that takes over a closed tab's database takes over its lease too. */
+  holder?: string;
 }
 
 const MIN_BACKOFF_MS = 100;
@@ -41,7 +44,7 @@ const MAX_CONFLICTS = 10;
 
 export class Pusher implements WriterSync {
   private readonly emitter = new Emitter<SyncEvents>();
-  private readonly holder = randomHolder();
+  private readonly holder: string;
   private readonly ttl: number;
   private maxBatch: number;
   private state: SyncState = 'connecting';
@@ -62,6 +65,7 @@ export class Pusher implements WriterSync {
 
   constructor(private readonly options: PusherOptions) {
     this.ttl = options.leaseTtlMs ?? 30_000;
+    this.holder = options.holder ?? randomHolder();
     this.maxBatch = options.maxBatch ?? 16 * 1024 * 1024;
     const t = options.client.target;
     this.at = `database ${t.db} on ${t.url}`;

@@ -17,6 +17,8 @@ export interface HubOptions extends HubTarget {
   leaseTtlMs?: number;
   /** How long open() waits for the hub before going on offline (ms, default 5 s). */
   connectTimeoutMs?: number;
+  /** Lease holder id (default random; see PusherOptions.holder). */
+  holder?: string;
 }
 
 /** Why `hub` cannot be used, or undefined when it looks right. */
@@ -63,6 +65,7 @@ export async function startWriterSync(
     maxBatch: hub.maxBatch,
     leaseTtlMs: hub.leaseTtlMs,
     startTimeoutMs: hub.connectTimeoutMs,
+    holder: hub.holder,
   });
   await pusher.start();
   return pusher;

@@ -219,7 +219,9 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   v.$xRandomness = (dflt as unknown as Record<string, unknown>).$xRandomness;
   dflt.dispose();
 
-  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  // Browsers without cross-origin isolation have no SharedArrayBuffer: xSleep does not sleep there.
+  const sleeper =
+    typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
   const vfsMethods = {
     xAccess(_pVfs: number, zName: number, _flags: number, pOut: number): number {
       try {
@@ -309,7 +311,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
     xSleep(_pVfs: number, micros: number): number {
       try {
-        Atomics.wait(sleeper, 0, 0, Math.max(1, micros / 1000));
+        if (sleeper) Atomics.wait(sleeper, 0, 0, Math.max(1, micros / 1000));
       } catch {
         // Atomics.wait is not allowed on a browser's main thread: do not sleep there.
       }

@@ -1,0 +1,57 @@
+/**
+ * Builds the browser side into dist/web/ with esbuild: the `mycelite/browser` module
+ * (mycelite-browser.js), its database worker (mycelite-worker.js, with sqlite3.wasm beside it: sqlite-wasm
+ * fetches it relative to the worker's URL) and the demo app (web/: index.html, app.css, app.js) that
+ * `mycelite serve --demo` serves.
+ *
+ *   node dist/scripts/build-web.js           # after tsc -p .
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+/** The repository root (this file runs from dist/scripts/). */
+const ROOT = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const WEB_OUT = path.join(ROOT, 'dist', 'web');
+
+export async function buildWeb(): Promise<string[]> {
+  fs.mkdirSync(WEB_OUT, { recursive: true });
+  const started = performance.now();
+  await build({
+    entryPoints: {
+      'mycelite-browser': path.join(ROOT, 'src/browser/index.ts'),
+      'mycelite-worker': path.join(ROOT, 'src/browser/worker.ts'),
+      app: path.join(ROOT, 'web/app.ts'),
+    },
+    outdir: WEB_OUT,
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    sourcemap: true,
+    minify: true,
+    // app.js keeps its own copy of the small client; the worker is loaded by URL, not imported.
+    splitting: false,
+    logLevel: 'warning',
+  });
+  const wasm = fileURLToPath(import.meta.resolve('@sqlite.org/sqlite-wasm/sqlite3.wasm'));
+  fs.copyFileSync(wasm, path.join(WEB_OUT, 'sqlite3.wasm'));
+  for (const f of ['index.html', 'app.css']) fs.copyFileSync(path.join(ROOT, 'web', f), path.join(WEB_OUT, f));
+  const files = fs.readdirSync(WEB_OUT).sort();
+  const kb = (f: string): string => `${f} ${Math.round(fs.statSync(path.join(WEB_OUT, f)).size / 1024)} KiB`;
+  console.log(
+    `built ${WEB_OUT} in ${Math.round(performance.now() - started)} ms: ${files
+      .filter((f) => !f.endsWith('.map'))
+      .map(kb)
+      .join(', ')}`,
+  );
+  return files;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  buildWeb().catch((e: unknown) => {
+    console.error(`build-web: ${(e as Error).message}`);
+    process.exit(1);
+  });
+}

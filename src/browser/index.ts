@@ -1,0 +1,273 @@
+/**
+ * Mycelite in the browser (package export `mycelite/browser`): a database in the Origin Private File
+ * System, captured, journaled and synced exactly as in Node, run in a dedicated Worker.
+ *
+ * Tabs: per database and role, exactly one tab — the holder of a Web Lock — runs the worker and so
+ * holds the OPFS files; every other tab sends its queries and statements to that tab's worker over a
+ * BroadcastChannel and hears its change events. When the holder closes, the lock passes to a waiting
+ * tab, which opens the same files (and takes over the hub lease: the lease holder id is kept with the
+ * database).
+ *
+ * @example
+ * ```ts
+ * import { connect } from 'mycelite/browser';
+ * const db = await connect({ name: 'budget', hub: { url: location.origin, db: 'budget', token } });
+ * await db.run('insert into entry(label, cents) values (?, ?)', ['rent', -120000]);
+ * db.on('change', async () => render(await db.query('select * from entry')));
+ * ```
+ */
+import { Emitter } from '../sync/emitter.js';
+import {
+  type BenchResult,
+  type BrowserStatus,
+  channelName,
+  type HubTarget,
+  type Message,
+  type Op,
+  type Role,
+  type Row,
+  type RunResult,
+  type Sha256Result,
+  type TimeTravelResult,
+} from './messages.js';
+
+export type {
+  BenchResult,
+  BrowserStatus,
+  HubTarget,
+  Role,
+  Row,
+  RunResult,
+  Sha256Result,
+  TimeTravelResult,
+} from './messages.js';
+
+/** A value to bind to a `?` parameter. */
+export type Param = string | number | bigint | Uint8Array | null;
+
+export interface ConnectOptions {
+  /** The database's name: its OPFS directory (mycelite/NAME.ROLE) and file. */
+  name: string;
+  /** writer (default): commits locally and pushes to the hub. replica: follows the hub, read-only. */
+  role?: Role;
+  /** The hub to sync with (omit for a local-only writer). */
+  hub?: HubTarget;
+  /** URL of mycelite-worker.js (default: beside this module). */
+  workerUrl?: string | URL;
+  /** How long a request sent to another tab may take (ms, default 10 s). */
+  requestTimeoutMs?: number;
+}
+
+export interface BrowserEvents {
+  [event: string]: unknown;
+  /** The data changed (a local commit, an applied snapshot, or another tab's commit). */
+  change: BrowserStatus;
+  /** The sync status changed. */
+  status: BrowserStatus;
+  /** This tab became (or stopped being) the one that holds the database. */
+  tab: { leader: boolean };
+}
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const tabId = Math.random().toString(36).slice(2);
+let seq = 0;
+
+/** A database held by this tab's worker, or by another tab's (requests go there). */
+export class BrowserDatabase {
+  private readonly events = new Emitter<BrowserEvents>();
+  private readonly pending = new Map<string, Pending>();
+  private readonly channel: BroadcastChannel;
+  private worker: Worker | undefined;
+  private releaseLock: (() => void) | undefined;
+  private last: BrowserStatus | undefined;
+  private closed = false;
+  /** True when this tab holds the database (its worker has the OPFS files). */
+  leader = false;
+
+  private constructor(private readonly options: ConnectOptions & { role: Role }) {
+    this.channel = new BroadcastChannel(channelName(options.name, options.role));
+    this.channel.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, false);
+  }
+
+  /** Opens the database in this tab, or connects to the tab that has it. */
+  static async connect(options: ConnectOptions): Promise<BrowserDatabase> {
+    const db = new BrowserDatabase({ ...options, role: options.role ?? 'writer' });
+    await db.start();
+    return db;
+  }
+
+  private start(): Promise<void> {
+    const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+    if (!locks) throw new Error('this browser has no Web Locks (navigator.locks): use a current browser');
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const done = (e?: Error): void => {
+        if (settled) return;
+        settled = true;
+        if (e) reject(e);
+        else resolve();
+      };
+      const name = channelName(this.options.name, this.options.role);
+      locks
+        .request(name, async () => {
+          if (this.closed) return;
+          try {
+            await this.becomeLeader();
+          } catch (e) {
+            // Failing to take over from a closed tab (after connect resolved) is reported as a status.
+            const takeover = settled;
+            done(e as Error);
+            if (takeover && this.last) {
+              this.events.emit('status', { ...this.last, lastError: (e as Error).message });
+            }
+            return;
+          }
+          done();
+          await new Promise<void>((r) => {
+            this.releaseLock = r;
+          });
+        })
+        .catch((e: unknown) => done(e as Error));
+      // Meanwhile, another tab may hold it: ask it.
+      const ask = async (): Promise<void> => {
+        while (!settled && !this.leader && !this.closed) {
+          try {
+            this.last = (await this.send('status', undefined, 500)) as BrowserStatus;
+            done();
+            return;
+          } catch {
+            // nobody answered (yet)
+          }
+        }
+      };
+      void ask();
+    });
+  }
+
+  private async becomeLeader(): Promise<void> {
+    const url = this.options.workerUrl ?? new URL('./mycelite-worker.js', import.meta.url);
+    const worker = new Worker(url, { type: 'module', name: `mycelite ${this.options.name}` });
+    worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, true);
+    worker.onerror = (e) => {
+      for (const p of this.pending.values()) p.reject(new Error(`the database worker failed: ${e.message}`));
+    };
+    this.worker = worker;
+    this.leader = true;
+    try {
+      const { name, role, hub } = this.options;
+      this.last = (await this.send('open', { name, role, hub })) as BrowserStatus;
+    } catch (e) {
+      this.leader = false;
+      this.worker = undefined;
+      worker.terminate();
+      throw e;
+    }
+    this.events.emit('tab', { leader: true });
+    addEventListener('pagehide', () => {
+      // Best effort: let the worker release the hub lease and close its files before the tab goes.
+      this.worker?.postMessage({ kind: 'req', id: 'pagehide', op: 'close' } satisfies Message);
+    });
+  }
+
+  private receive(m: Message, fromWorker: boolean): void {
+    if (m.kind === 'res') {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      clearTimeout(p.timer);
+      if (m.ok) p.resolve(m.value);
+      else p.reject(new Error(m.error));
+      return;
+    }
+    if (m.kind !== 'event' || (this.leader && !fromWorker)) return;
+    this.last = m.status;
+    this.events.emit(m.event === 'leader' ? 'change' : m.event, m.status);
+  }
+
+  private send(op: Op, args?: unknown, timeoutMs?: number): Promise<unknown> {
+    if (this.closed) return Promise.reject(new Error(`${this.options.name} is closed`));
+    const id = `${tabId}-${seq++}`;
+    return new Promise((resolve, reject) => {
+      const wait = timeoutMs ?? (this.leader ? undefined : (this.options.requestTimeoutMs ?? 10_000));
+      const timer =
+        wait === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.pending.delete(id);
+              reject(new Error(`no tab holding ${this.options.name} answered within ${wait} ms`));
+            }, wait);
+      this.pending.set(id, { resolve, reject, timer });
+      const m: Message = { kind: 'req', id, op, args };
+      if (this.leader) this.worker!.postMessage(m);
+      else this.channel.postMessage(m);
+    });
+  }
+
+  on<K extends keyof BrowserEvents & string>(event: K, fn: (arg: BrowserEvents[K]) => void): () => void {
+    return this.events.on(event, fn);
+  }
+
+  /** The status as last heard (`refreshStatus()` asks). */
+  status(): BrowserStatus {
+    if (!this.last) throw new Error(`${this.options.name} is not open yet`);
+    return this.last;
+  }
+
+  async refreshStatus(): Promise<BrowserStatus> {
+    this.last = (await this.send('status')) as BrowserStatus;
+    return this.last;
+  }
+
+  query(sql: string, params: Param[] = []): Promise<Row[]> {
+    return this.send('query', { sql, params }) as Promise<Row[]>;
+  }
+
+  /** Runs one statement (one transaction unless inside BEGIN ... COMMIT); writer only. */
+  run(sql: string, params: Param[] = []): Promise<RunResult> {
+    return this.send('run', { sql, params }) as Promise<RunResult>;
+  }
+
+  /** Runs a script of statements; writer only. */
+  exec(sql: string): Promise<RunResult> {
+    return this.send('exec', { sql }) as Promise<RunResult>;
+  }
+
+  /** Runs `sql` on the database as it was after snapshot `txid` (time travel, from the local journal). */
+  at(txid: bigint, sql: string, params: Param[] = []): Promise<TimeTravelResult> {
+    return this.send('at', { txid, sql, params }) as Promise<TimeTravelResult>;
+  }
+
+  /** sha256 of the OPFS database file, with the txid it holds. */
+  sha256(): Promise<Sha256Result> {
+    return this.send('sha256') as Promise<Sha256Result>;
+  }
+
+  /** Commits `n` one-row transactions in the worker and measures the rate. */
+  bench(n: number): Promise<BenchResult> {
+    return this.send('bench', { n }, 600_000) as Promise<BenchResult>;
+  }
+
+  /** Closes the database (the leader's worker releases the hub lease and its files) and leaves the tab group. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.leader) await this.send('close').catch(() => {});
+    this.closed = true;
+    this.worker?.terminate();
+    this.worker = undefined;
+    this.leader = false;
+    this.channel.close();
+    this.releaseLock?.();
+    for (const p of this.pending.values()) p.reject(new Error(`${this.options.name} was closed`));
+    this.pending.clear();
+  }
+}
+
+/** Opens the database in this tab or joins the tab that holds it (see BrowserDatabase). */
+export function connect(options: ConnectOptions): Promise<BrowserDatabase> {
+  return BrowserDatabase.connect(options);
+}

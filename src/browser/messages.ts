@@ -1,0 +1,102 @@
+/**
+ * Messages between a page, its database worker and the other tabs of the origin (BroadcastChannel).
+ * Everything is structured-clone data (bigints included).
+ */
+
+/** A writer commits and pushes to the hub; a replica follows the hub, read-only. */
+export type Role = 'writer' | 'replica';
+
+export interface HubTarget {
+  url: string;
+  db: string;
+  token: string;
+}
+
+/** What `open` needs: the database's name (its OPFS directory and file), role and hub. */
+export interface OpenArgs {
+  name: string;
+  role: Role;
+  /** No hub: a local-only database. */
+  hub?: HubTarget;
+}
+
+/** Where a database stands, as the worker sees it. */
+export interface BrowserStatus {
+  name: string;
+  role: Role;
+  /** The writer's sync state (connecting, pushing, synced, offline, error, closed; 'local' without a hub), or the replica's (connecting, catching-up, live, offline, error, closed). */
+  state: string;
+  /** The hub answers (state is neither offline nor error). */
+  online: boolean;
+  /** The database's last txid (0: empty). */
+  txid: bigint;
+  /** The first txid the local journal can restore (time travel's lower end; 0: none). */
+  firstTxid: bigint;
+  /** The hub's head as last seen. */
+  hubTxid: bigint | undefined;
+  /** Writer: commits not yet on the hub. Replica: hub head minus txid. */
+  pending: number;
+  /** Writer: age of the oldest commit not yet on the hub (0 when synced). Replica: commit-to-apply time of the last snapshot. */
+  lagMs: number;
+  lastError?: string;
+}
+
+export type Op = 'open' | 'query' | 'run' | 'exec' | 'status' | 'at' | 'sha256' | 'bench' | 'close';
+
+export interface Request {
+  kind: 'req';
+  id: string;
+  op: Op;
+  args?: unknown;
+}
+
+export interface Response {
+  kind: 'res';
+  id: string;
+  ok: boolean;
+  value?: unknown;
+  error?: string;
+}
+
+/** `change`: the data changed (a commit or an applied snapshot). `status`: only the sync status did. `leader`: a tab took over the database. */
+export interface WorkerEvent {
+  kind: 'event';
+  event: 'change' | 'status' | 'leader';
+  status: BrowserStatus;
+}
+
+export type Message = Request | Response | WorkerEvent;
+
+/** Rows as objects, column name → value. */
+export type Row = Record<string, unknown>;
+
+export interface RunResult {
+  changes: number;
+  lastInsertRowid: bigint | number;
+  /** The database's txid after the statement. */
+  txid: bigint;
+}
+
+export interface TimeTravelResult {
+  rows: Row[];
+  txid: bigint;
+  /** Commit time of that snapshot (ms since the epoch). */
+  timestamp: number;
+}
+
+export interface Sha256Result {
+  sha256: string;
+  txid: bigint;
+  size: number;
+}
+
+export interface BenchResult {
+  commits: number;
+  ms: number;
+  perSecond: number;
+}
+
+/** The BroadcastChannel and Web Lock names of a database (per role: a writer and a replica never share files). */
+export function channelName(name: string, role: Role): string {
+  return `mycelite:${role}:${name}`;
+}

@@ -1,0 +1,97 @@
+/**
+ * The database worker (a dedicated module Worker, where OPFS synchronous access handles exist). It
+ * answers requests from its page (postMessage) and, once open, from the origin's other tabs (a
+ * BroadcastChannel per database and role), and tells both when the data or the sync status changed.
+ * Requests run one at a time, in arrival order.
+ */
+import type { BindValue } from '../engine/sqlite.js';
+import { channelName, type Message, type OpenArgs, type Request, type Response } from './messages.js';
+import { WorkerDatabase } from './worker-db.js';
+
+interface WorkerScope {
+  postMessage(m: Message): void;
+  onmessage: ((e: MessageEvent<Message>) => void) | null;
+}
+const scope = globalThis as unknown as WorkerScope;
+
+let db: WorkerDatabase | undefined;
+let channel: BroadcastChannel | undefined;
+let queue: Promise<void> = Promise.resolve();
+/** Change events are sent at most this often (a benchmark commits thousands per second). */
+const EVENT_EVERY_MS = 30;
+let pendingEvent: 'change' | 'status' | undefined;
+let eventTimer: ReturnType<typeof setTimeout> | undefined;
+
+function emit(event: 'change' | 'status' | 'leader'): void {
+  if (!db) return;
+  const m: Message = { kind: 'event', event, status: db.status() };
+  scope.postMessage(m);
+  channel?.postMessage(m);
+}
+
+function notify(event: 'change' | 'status'): void {
+  if (pendingEvent !== 'change') pendingEvent = event;
+  eventTimer ??= setTimeout(() => {
+    eventTimer = undefined;
+    const e = pendingEvent;
+    pendingEvent = undefined;
+    if (e) emit(e);
+  }, EVENT_EVERY_MS);
+}
+
+async function perform(req: Request): Promise<unknown> {
+  const a = (req.args ?? {}) as { sql?: string; params?: BindValue[]; txid?: bigint; n?: number };
+  if (req.op === 'open') {
+    if (db) throw new Error(`this worker already holds ${db.args.name}`);
+    db = await WorkerDatabase.open(req.args as OpenArgs, notify);
+    channel = new BroadcastChannel(channelName(db.args.name, db.args.role));
+    channel.onmessage = (e: MessageEvent<Message>) => {
+      if (e.data.kind === 'req' && e.data.op !== 'open' && e.data.op !== 'close') {
+        handle(e.data, (m) => channel?.postMessage(m));
+      }
+    };
+    emit('leader');
+    return db.status();
+  }
+  if (!db) throw new Error('the database is not open yet');
+  switch (req.op) {
+    case 'query':
+      return db.query(a.sql!, a.params);
+    case 'run':
+      return db.run(a.sql!, a.params);
+    case 'exec':
+      return db.exec(a.sql!);
+    case 'status':
+      return db.status();
+    case 'at':
+      return db.at(a.txid!, a.sql!, a.params);
+    case 'sha256':
+      return db.sha256();
+    case 'bench':
+      return db.bench(a.n ?? 1000);
+    case 'close': {
+      channel?.close();
+      channel = undefined;
+      const d = db;
+      db = undefined;
+      await d.close();
+      return null;
+    }
+    default:
+      throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+  }
+}
+
+function handle(req: Request, reply: (m: Response) => void): void {
+  queue = queue.then(async () => {
+    try {
+      reply({ kind: 'res', id: req.id, ok: true, value: await perform(req) });
+    } catch (e) {
+      reply({ kind: 'res', id: req.id, ok: false, error: (e as Error)?.message ?? String(e) });
+    }
+  });
+}
+
+scope.onmessage = (e) => {
+  if (e.data.kind === 'req') handle(e.data, (m) => scope.postMessage(m));
+};
