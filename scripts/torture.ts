@@ -5,8 +5,14 @@
  *   npm run torture [-- --iterations N] [--mode DELETE,TRUNCATE,PERSIST] [--sync FULL,NORMAL,OFF]
  *                   [--seed S] [--fresh-every K] [--dir PATH]
  *
+ * With --replication: a hub (`mycelite serve`), a writer pushing to it and replicas (`mycelite follow`),
+ * each SIGKILLed at random moments and restarted (test/helpers/repl-torture.ts):
+ *
+ *   npm run torture -- --replication [--iterations N] [--replicas R] [--seed S] [--fresh-every K] [--dir PATH]
+ *
  * Exits 1 if any iteration broke a promise.
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +24,7 @@ import {
   runHarness,
   SYNCHRONOUS,
 } from '../test/crash/harness.js';
+import { runReplTorture } from '../test/helpers/repl-torture.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,6 +34,8 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     'fresh-every': { type: 'string', default: '25' },
     dir: { type: 'string' },
+    replication: { type: 'boolean', default: false },
+    replicas: { type: 'string', default: '2' },
   },
 });
 
@@ -42,6 +51,46 @@ const dir = values.dir ?? path.join(os.tmpdir(), `mycelite-torture-${process.pid
 if (!Number.isInteger(iterations) || iterations < 1 || !Number.isInteger(seed)) {
   console.error('--iterations and --seed must be integers');
   process.exit(2);
+}
+
+if (values.replication) await replication();
+
+async function replication(): Promise<never> {
+  const started = Date.now();
+  const every = values['fresh-every'] === '25' ? 20 : Number(values['fresh-every']);
+  console.log(`replication torture: ${iterations} iterations, seed ${seed}, dir ${dir}`);
+  const s = await runReplTorture({
+    dir,
+    iterations,
+    seed,
+    replicas: Number(values.replicas),
+    generationEvery: every,
+    onIteration: (i, st, problems) => {
+      for (const p of problems) console.log(`FAIL #${i} ${p}`);
+      if ((i + 1) % 25 === 0 || i + 1 === iterations) {
+        const secs = ((Date.now() - started) / 1000).toFixed(0);
+        console.log(
+          `[${i + 1}/${iterations}] ${secs}s kills hub ${st.kills.hub} writer ${st.kills.writer} replica ${st.kills.replica}, ` +
+            `commits ${st.commits}, divergences ${st.divergences}, lost ${st.lostCommits}, process failures ${st.processFailures}`,
+        );
+      }
+    },
+  });
+  console.log(`
+summary (replication, seed ${seed}, ${((Date.now() - started) / 1000).toFixed(0)} s)
+  iterations                  ${s.iterations}
+  kills                       hub ${s.kills.hub}, writer ${s.kills.writer}, replica ${s.kills.replica}
+  acknowledged commits        ${s.commits} (writer), ${s.pushedTxids} txids acknowledged by the hub
+  killed replicas checked     ${s.replicaStatesChecked} (recovered state == the writer's at that txid)
+  divergences                 ${s.divergences}   (must be 0)
+  lost acknowledged commits   ${s.lostCommits}   (must be 0)
+  process failures            ${s.processFailures}   (must be 0)`);
+  if (s.problems.length > 0) {
+    console.log(`\n${s.problems.length} problems (files kept under ${dir}):\n${s.problems.join('\n')}`);
+    process.exit(1);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
 }
 
 console.log(
