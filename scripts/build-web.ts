@@ -37,7 +37,8 @@ export async function buildWeb(): Promise<string[]> {
   });
   const wasm = fileURLToPath(import.meta.resolve('@sqlite.org/sqlite-wasm/sqlite3.wasm'));
   fs.copyFileSync(wasm, path.join(WEB_OUT, 'sqlite3.wasm'));
-  for (const f of ['index.html', 'app.css']) fs.copyFileSync(path.join(ROOT, 'web', f), path.join(WEB_OUT, f));
+  for (const f of ['index.html', 'app.css'])
+    fs.copyFileSync(path.join(ROOT, 'web', f), path.join(WEB_OUT, f));
   const files = fs.readdirSync(WEB_OUT).sort();
   const kb = (f: string): string => `${f} ${Math.round(fs.statSync(path.join(WEB_OUT, f)).size / 1024)} KiB`;
   console.log(

@@ -4,7 +4,13 @@
  * or replica). A writer that finds another device holding the hub's write lease follows it as a replica.
  * `window.mycelite` exposes the database and a few helpers to tests and the console.
  */
-import { type BrowserDatabase, type BrowserStatus, connect, type Role, type Row } from '../src/browser/index.js';
+import {
+  type BrowserDatabase,
+  type BrowserStatus,
+  connect,
+  type Role,
+  type Row,
+} from '../src/browser/index.js';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -63,7 +69,11 @@ function showStatus(s: BrowserStatus): void {
   const el = $('sync');
   el.dataset.state = s.state;
   el.dataset.online = String(s.online);
-  $('sync-state').textContent = s.online ? (s.state === 'synced' || s.state === 'live' ? 'online' : s.state) : s.state;
+  $('sync-state').textContent = s.online
+    ? s.state === 'synced' || s.state === 'live'
+      ? 'online'
+      : s.state
+    : s.state;
   $('sync-txid').textContent = String(s.txid);
   $('sync-hub').textContent = s.hubTxid === undefined ? '–' : String(s.hubTxid);
   $('sync-lag').textContent =

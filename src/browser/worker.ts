@@ -21,6 +21,7 @@ let queue: Promise<void> = Promise.resolve();
 const EVENT_EVERY_MS = 30;
 let pendingEvent: 'change' | 'status' | undefined;
 let eventTimer: ReturnType<typeof setTimeout> | undefined;
+let lastEmit = 0;
 
 function emit(event: 'change' | 'status' | 'leader'): void {
   if (!db) return;
@@ -29,14 +30,19 @@ function emit(event: 'change' | 'status' | 'leader'): void {
   channel?.postMessage(m);
 }
 
+function flushEvent(): void {
+  eventTimer = undefined;
+  const e = pendingEvent;
+  pendingEvent = undefined;
+  lastEmit = Date.now();
+  if (e) emit(e);
+}
+
+/** Sends the event once the current commit is done: at once, or coalesced when they come faster. */
 function notify(event: 'change' | 'status'): void {
   if (pendingEvent !== 'change') pendingEvent = event;
-  eventTimer ??= setTimeout(() => {
-    eventTimer = undefined;
-    const e = pendingEvent;
-    pendingEvent = undefined;
-    if (e) emit(e);
-  }, EVENT_EVERY_MS);
+  if (eventTimer !== undefined) return;
+  eventTimer = setTimeout(flushEvent, Math.max(0, lastEmit + EVENT_EVERY_MS - Date.now()));
 }
 
 async function perform(req: Request): Promise<unknown> {

@@ -30,7 +30,8 @@ export const launchOptions: LaunchOptions = { executablePath: CHROMIUM, args: AR
 
 /** Why the browser tests cannot run here, or undefined when they can. */
 export function browserMissing(): string | undefined {
-  if (!fs.existsSync(CHROMIUM)) return `no chromium at ${CHROMIUM} (install Debian's chromium, or set $CHROMIUM)`;
+  if (!fs.existsSync(CHROMIUM))
+    return `no chromium at ${CHROMIUM} (install Debian's chromium, or set $CHROMIUM)`;
   if (!fs.existsSync(path.join(WEB_DIR, 'index.html')))
     return `the web app is not built (${WEB_DIR}): run node dist/scripts/build-web.js`;
   return undefined;
@@ -43,7 +44,10 @@ export function launch(): Promise<Browser> {
 /** A persistent context (OPFS survives reloads and reopening) in a fresh temp profile directory. */
 export async function persistentContext(): Promise<{ context: BrowserContext; dir: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-chromium-'));
-  const context = await chromium.launchPersistentContext(dir, launchOptions);
+  const context = await chromium.launchPersistentContext(dir, {
+    ...launchOptions,
+    viewport: { width: 1100, height: 760 },
+  });
   return { context, dir };
 }
 
@@ -53,7 +57,12 @@ export function startDemoHub(): Promise<TestHub> {
 }
 
 /** Opens the demo for database `db` in a new page of `context`; resolves once it is ready. */
-export async function openDemo(context: BrowserContext, hub: TestHub, db: string, role = 'writer'): Promise<Page> {
+export async function openDemo(
+  context: BrowserContext,
+  hub: TestHub,
+  db: string,
+  role = 'writer',
+): Promise<Page> {
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -123,8 +132,9 @@ export function pageStatus(page: Page): Promise<PageStatus> {
 
 export function pageSha256(page: Page): Promise<{ sha256: string; txid: string; size: number }> {
   return page.evaluate(async () => {
-    const m = (window as unknown as { mycelite: { sha256(): Promise<{ sha256: string; txid: bigint; size: number }> } })
-      .mycelite;
+    const m = (
+      window as unknown as { mycelite: { sha256(): Promise<{ sha256: string; txid: bigint; size: number }> } }
+    ).mycelite;
     const h = await m.sha256();
     return { sha256: h.sha256, txid: String(h.txid), size: h.size };
   });
