@@ -1,0 +1,529 @@
+/**
+ * HubStorage on NATS JetStream, so that several hubs without state serve the same databases
+ * (docs/ARCHITECTURE.md, "Scale-out on NATS JetStream"). Each database has its own stream of snapshots
+ * (layout: src/hub/nats-wire.ts); leases are the last message per subject of one lease stream. All are
+ * replicated (R3 on a cluster). The stream is the only truth of a database's history: its state is read
+ * back from it (src/hub/nats-tail.ts), never kept in a second place that could disagree.
+ *
+ * - Single writer across hubs: each part of an append is published with the stream's expected last
+ *   sequence (Nats-Expected-Last-Sequence), so of two hubs appending from the same head exactly one wins;
+ *   the other answers head_mismatch with the winner's head. (Not the per-subject expectation: nats-server
+ *   2.9 lets two racing publishes with the same Nats-Expected-Last-Subject-Sequence both in on a cluster.)
+ * - Idempotence: every part carries Nats-Msg-Id `db/journal/FIRST-LAST/I`; a publish whose answer was
+ *   lost (a node died, a timeout) is sent again and JetStream stores it once.
+ * - All or nothing: an append counts only when all its parts stand in a row; a torn one is skipped.
+ */
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+  type StreamConfig,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { SnapshotHeader } from '../format/index.js';
+import { formatPosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import { Mutex } from './mutex.js';
+import { DbTail } from './nats-tail.js';
+import {
+  HDR_APPEND,
+  HDR_BASE,
+  HDR_JOURNAL,
+  HDR_PART,
+  type NatsNames,
+  natsNames,
+  splitParts,
+} from './nats-wire.js';
+import type {
+  AppendListener,
+  AppendResult,
+  DbState,
+  EncodedSnapshot,
+  HubStorage,
+  StoredLease,
+} from './storage.js';
+import { sameLease } from './storage.js';
+
+export interface NatsStorageOptions {
+  /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
+  servers: string | string[];
+  /** Prefix of the stream, subjects and bucket (default `mycelite`): several deployments per cluster. */
+  prefix?: string;
+  /** Replicas of the stream and the lease bucket (default 3 on a cluster, 1 on a single server). */
+  replicas?: number;
+  /** Largest message (default: the server's max_payload less 8 KiB for headers). */
+  partBytes?: number;
+  /** How long an operation may wait for the cluster (a leader election, a reconnect) (default 20 s). */
+  timeoutMs?: number;
+}
+
+const WRONG_LAST_SEQUENCE = 10071;
+const DUPLICATE_WINDOW_NS = 120 * 1e9;
+
+export class NatsStorage implements HubStorage {
+  private readonly tails = new Map<string, Promise<DbTail>>();
+  private readonly locks = new Map<string, Mutex>();
+  private readonly starting = new Map<DbTail, Promise<boolean>>();
+  private readonly advisories: Subscription[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    readonly names: NatsNames,
+    private readonly replicas: number,
+    private readonly partBytes: number,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Connects, and creates the stream and the lease bucket when they do not exist yet. */
+  static async open(options: NatsStorageOptions): Promise<NatsStorage> {
+    const servers = parseServers(options.servers);
+    const timeoutMs = options.timeoutMs ?? 20_000;
+    const nc = await connect({
+      servers,
+      name: 'mycelite-hub',
+      maxReconnectAttempts: -1,
+      timeout: 5000,
+    }).catch((e: unknown) => {
+      throw new Error(
+        `cannot connect to NATS at ${servers.join(',')}: ${(e as Error).message}; start nats-server with -js, or fix --storage`,
+      );
+    });
+    try {
+      const names = natsNames(options.prefix);
+      const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
+      const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
+      const js = jetstream(nc, { timeout: timeoutMs });
+      await ensureStream(jsm, timeoutMs, {
+        name: names.leaseStream,
+        subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],
+        num_replicas: replicas,
+        max_msgs_per_subject: 1,
+      });
+      const max = nc.info?.max_payload ?? 1 << 20;
+      const partBytes = Math.min(options.partBytes ?? max, max - 8192);
+      if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
+      return new NatsStorage(nc, js, jsm, names, replicas, partBytes, timeoutMs);
+    } catch (e) {
+      await nc.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error('the hub storage is closed');
+  }
+
+  private lock(db: string): Mutex {
+    let m = this.locks.get(db);
+    if (!m) {
+      m = new Mutex();
+      this.locks.set(db, m);
+    }
+    return m;
+  }
+
+  /** The database's view: following its stream once the stream exists. */
+  private tail(db: string): Promise<DbTail> {
+    let t = this.tails.get(db);
+    if (!t) {
+      this.names.stream(db); // checks the name
+      t = (async () => {
+        const tail = new DbTail(db);
+        if (!(await this.startTail(tail))) {
+          // Not created yet: start when it is (a JetStream advisory; no polling).
+          const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${this.names.stream(db)}`, {
+            callback: () => void this.startTail(tail).catch(() => undefined),
+          });
+          this.advisories.push(sub);
+          await this.startTail(tail); // created meanwhile?
+        }
+        return tail;
+      })();
+      t.catch(() => this.tails.delete(db));
+      this.tails.set(db, t);
+    }
+    return t;
+  }
+
+  /** Starts `tail` if its stream exists (once); reads what the stream holds. True when it runs. */
+  private startTail(tail: DbTail): Promise<boolean> {
+    const known = this.starting.get(tail);
+    if (known) return known;
+    const run = (async () => {
+      const info = await this.streamInfo(tail.db);
+      if (!info) return false;
+      await tail.start(this.js, this.names.stream(tail.db));
+      await tail.wait(() => tail.lastSeq >= info.state.last_seq, this.timeoutMs, 'the history');
+      tail.live = true;
+      return true;
+    })();
+    this.starting.set(tail, run);
+    run.then(
+      (ok) => {
+        if (!ok) this.starting.delete(tail);
+      },
+      () => this.starting.delete(tail),
+    );
+    return run;
+  }
+
+  private async streamInfo(db: string): Promise<StreamInfo | undefined> {
+    return retry(this.timeoutMs, 'read a stream', () =>
+      this.jsm.streams.info(this.names.stream(db)).catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      }),
+    );
+  }
+
+  /** Waits until the view holds every message its stream holds now. False when there is no stream. */
+  private async catchUp(tail: DbTail): Promise<boolean> {
+    if (!tail.started) return this.startTail(tail);
+    const info = await this.streamInfo(tail.db);
+    if (!info) return false;
+    const seq = info.state.last_seq;
+    await tail.wait(() => tail.lastSeq >= seq, this.timeoutMs, `sequence ${seq}`);
+    return true;
+  }
+
+  async list(): Promise<string[]> {
+    this.check();
+    const out: string[] = [];
+    for await (const name of this.jsm.streams.names(this.names.allSnapshots)) {
+      const db = this.names.dbOfStream(name);
+      if (db !== undefined) out.push(db);
+    }
+    return out.sort();
+  }
+
+  async state(db: string): Promise<DbState | undefined> {
+    this.check();
+    const tail = await this.tail(db);
+    await this.catchUp(tail);
+    return tail.state();
+  }
+
+  /** Creates the database's stream and its first message (a marker), so that every append expects > 0. */
+  private async create(tail: DbTail): Promise<void> {
+    const db = tail.db;
+    if (!tail.started) {
+      await ensureStream(this.jsm, this.timeoutMs, {
+        name: this.names.stream(db),
+        subjects: [this.names.subject(db)],
+        num_replicas: this.replicas,
+        duplicate_window: DUPLICATE_WINDOW_NS,
+      });
+    }
+    if (tail.lastSeq === 0) {
+      await retry(this.timeoutMs, `create ${db}`, () =>
+        this.js.publish(this.names.subject(db), new Uint8Array(0), { msgID: 'created' }),
+      );
+    }
+    await this.catchUp(tail);
+  }
+
+  async append(
+    db: string,
+    expectedHead: WirePosition,
+    journalId: Uint8Array,
+    snapshots: EncodedSnapshot[],
+  ): Promise<AppendResult> {
+    this.check();
+    this.names.subject(db); // refuses a bad name before anything else
+    return this.lock(db).run(async () => {
+      this.check();
+      if (snapshots.length === 0) throw new Error('append: no snapshots');
+      const first = snapshots[0]!.header;
+      if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {
+        throw new Error(`append: snapshot ${first.txid} does not continue ${expectedHead.txid}`);
+      }
+      const tail = await this.tail(db);
+      if (!tail.started || tail.lastSeq === 0) await this.create(tail);
+      let refused = refusal(tail, expectedHead, journalId);
+      if (refused) {
+        await this.catchUp(tail); // our view may be behind another hub's appends
+        refused = refusal(tail, expectedHead, journalId);
+        if (refused) return { ok: false, reason: refused, state: tail.state()! };
+      }
+      const last = snapshots[snapshots.length - 1]!.header;
+      let won: number | undefined;
+      for (let attempt = 0; won === undefined; attempt++) {
+        won = await this.publish(db, tail, expectedHead, journalId, snapshots);
+        if (won !== undefined) break;
+        // Another message came first: a winning append (refuse), or a torn one (try again after it).
+        await this.catchUp(tail);
+        const state = tail.state();
+        if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
+          return { ok: true, state }; // our own earlier attempt, stored after all
+        }
+        const why = refusal(tail, expectedHead, journalId);
+        if (why) return { ok: false, reason: why, state: state! };
+        if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
+      }
+      await tail.wait(() => tail.lastSeq >= won, this.timeoutMs, `sequence ${won}`);
+      const state = tail.state();
+      if (!state || state.head.txid < last.txid)
+        throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
+      return { ok: true, state };
+    });
+  }
+
+  /**
+   * Publishes the append's parts, each expecting the previous one as the subject's last message. The
+   * stream sequence of the last part, or undefined when another append came first.
+   */
+  private async publish(
+    db: string,
+    tail: DbTail,
+    expectedHead: WirePosition,
+    journalId: Uint8Array,
+    snapshots: EncodedSnapshot[],
+  ): Promise<number | undefined> {
+    const bytes = concat(snapshots.map((s) => s.bytes));
+    const parts = splitParts(bytes, this.partBytes);
+    const journal = toHex(journalId);
+    const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;
+    const subject = this.names.subject(db);
+    const stream = this.names.stream(db);
+    let expected = tail.lastSeq;
+    for (const [i, data] of parts.entries()) {
+      const h = headers();
+      h.set(HDR_APPEND, key);
+      h.set(HDR_PART, `${i + 1}/${parts.length}`);
+      h.set(HDR_JOURNAL, journal);
+      h.set(HDR_BASE, formatPosition(expectedHead));
+      const msgID = `${db}/${journal}/${key}/${i + 1}`;
+      const ack = await retry(this.timeoutMs, `store a snapshot of ${db}`, () =>
+        this.js
+          .publish(subject, data, {
+            msgID,
+            headers: h,
+            expect: { lastSequence: expected, streamName: stream },
+          })
+          .catch((e: unknown) => {
+            if (isWrongSequence(e)) return undefined;
+            throw e;
+          }),
+      );
+      if (!ack) {
+        if (i === 0) return undefined;
+        throw new Error(`append to ${db} was cut by another append after part ${i}; retry`);
+      }
+      expected = ack.seq;
+    }
+    return expected;
+  }
+
+  read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array> {
+    this.check();
+    const range = this.tail(db).then((tail) => {
+      const state = tail.state();
+      if (!state) throw new Error(`read: no database ${db}`);
+      if (after < state.base.txid || upTo > state.head.txid || after > upTo) {
+        throw new Error(`read: ${after}..${upTo} is outside ${state.base.txid}..${state.head.txid} of ${db}`);
+      }
+      return tail;
+    });
+    const stream = this.names.stream(db);
+    const get = (seq: number) =>
+      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+    return {
+      async *[Symbol.asyncIterator]() {
+        const tail = await range;
+        for (let txid = after + 1n; txid <= upTo; ) {
+          // The snapshots txid.. of one append, as byte ranges of its parts.
+          const first = tail.at(txid)!;
+          const ref = first.ref;
+          let end = first.offset + first.header.length;
+          let t = txid + 1n;
+          for (; t <= upTo && tail.at(t)!.ref === ref; t++)
+            end = tail.at(t)!.offset + tail.at(t)!.header.length;
+          let partStart = 0;
+          for (const [i, seq] of ref.seqs.entries()) {
+            const partEnd = partStart + ref.lens[i]!;
+            if (partEnd > first.offset && partStart < end) {
+              const m = await get(seq);
+              if (!m) throw new Error(`read: message ${seq} of ${db} is gone from the stream`);
+              yield m.data.subarray(
+                Math.max(0, first.offset - partStart),
+                Math.min(m.data.length, end - partStart),
+              );
+            }
+            partStart = partEnd;
+          }
+          txid = t;
+        }
+      },
+    };
+  }
+
+  async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
+    this.check();
+    return (await this.tail(db)).at(txid)?.header;
+  }
+
+  async getLease(db: string): Promise<StoredLease | undefined> {
+    this.check();
+    return (await this.leaseMessage(db)).lease;
+  }
+
+  private async leaseMessage(db: string): Promise<{ lease?: StoredLease; seq: number }> {
+    const m = await retry(this.timeoutMs, 'read a lease', () =>
+      this.jsm.streams
+        .getMessage(this.names.leaseStream, { last_by_subj: this.names.leaseSubject(db) })
+        .catch((e: unknown) => {
+          if (isNotFound(e)) return null;
+          throw e;
+        }),
+    );
+    if (!m || m.data.length === 0) return { seq: m?.seq ?? 0 };
+    return { lease: m.json<StoredLease>(), seq: m.seq };
+  }
+
+  /**
+   * Compare and set over the whole lease stream: read its last sequence S, then the lease (written at
+   * or before S, else read again), then publish expecting S. Any lease change after S refuses the
+   * publish; then the comparison is made again. A retry after a lost answer may find its own write and
+   * report false: the caller reads again (src/hub/lease.ts does).
+   */
+  async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
+    this.check();
+    const subject = this.names.leaseSubject(db);
+    for (let i = 0; i < 100; i++) {
+      const info = await retry(this.timeoutMs, 'read the lease stream', () =>
+        this.jsm.streams.info(this.names.leaseStream),
+      );
+      const last = info.state.last_seq;
+      if (last === 0) {
+        await this.js.publish(`${this.names.leaseSubject('x').slice(0, -1)}_`, '', { msgID: 'created' });
+        continue;
+      }
+      const current = await this.leaseMessage(db);
+      if (current.seq > last) continue;
+      if (!sameLease(current.lease, expected)) return false;
+      if (current.lease && next.epoch < current.lease.epoch) {
+        throw new Error(`lease epoch ${next.epoch} of ${db} would go back from ${current.lease.epoch}`);
+      }
+      const ack = await retry(this.timeoutMs, 'write a lease', () =>
+        this.js
+          .publish(subject, JSON.stringify(next), {
+            expect: { lastSequence: last, streamName: this.names.leaseStream },
+          })
+          .catch((e: unknown) => {
+            if (isWrongSequence(e)) return undefined;
+            throw e;
+          }),
+      );
+      if (ack) return true;
+    }
+    throw new Error(`the leases change too fast to set the lease of ${db}; retry`);
+  }
+
+  subscribe(db: string, listener: AppendListener): () => void {
+    let stopped = false;
+    let tail: DbTail | undefined;
+    this.tail(db).then(
+      (t) => {
+        tail = t;
+        if (!stopped) t.listeners.add(listener);
+      },
+      () => undefined, // the next state() or read() reports the failure
+    );
+    return () => {
+      stopped = true;
+      tail?.listeners.delete(listener);
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await Promise.all([...this.locks.values()].map((m) => m.idle()));
+    this.closed = true;
+    for (const sub of this.advisories) sub.unsubscribe();
+    for (const t of this.tails.values()) await t.then((tail) => tail.stop()).catch(() => undefined);
+    this.tails.clear();
+    await this.nc.close();
+  }
+}
+
+/** Why an append from `expectedHead` in `journalId` cannot continue the view, if it cannot. */
+function refusal(
+  tail: DbTail,
+  expectedHead: WirePosition,
+  journalId: Uint8Array,
+): 'head_mismatch' | 'other_history' | undefined {
+  if (!tail.journalId) return undefined; // a new database starts at expectedHead
+  if (toHex(tail.journalId) !== toHex(journalId)) return 'other_history';
+  return samePosition(tail.head, expectedHead) ? undefined : 'head_mismatch';
+}
+
+function isNotFound(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown };
+  return err?.code === 10059 || err?.code === 10037 || /not found/i.test(String(err?.message ?? ''));
+}
+
+/** Creates a stream unless it exists (another hub may create it at the same time: that is fine). */
+async function ensureStream(
+  jsm: JetStreamManager,
+  ms: number,
+  config: Partial<StreamConfig> & { name: string },
+) {
+  await retry(ms, `create the stream ${config.name}`, async () => {
+    const exists = await jsm.streams.info(config.name).catch((e: unknown) => {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    });
+    if (!exists) await jsm.streams.add(config);
+  });
+}
+
+function isWrongSequence(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown; api_error?: { err_code?: number } };
+  return (
+    err?.code === WRONG_LAST_SEQUENCE ||
+    err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
+    /wrong last sequence/i.test(String(err?.message ?? ''))
+  );
+}
+
+/** Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`. */
+async function retry<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() + wait > deadline) {
+        throw new Error(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
+export function parseServers(servers: string | string[]): string[] {
+  const list = (Array.isArray(servers) ? servers : servers.split(','))
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (list.length === 0) throw new Error('give at least one NATS server, e.g. nats://127.0.0.1:4222');
+  for (const s of list) {
+    if (!/^(nats|tls):\/\/[^/\s]+$/.test(s) && !/^[^/\s:]+:\d+$/.test(s))
+      throw new Error(`cannot read the NATS server ${JSON.stringify(s)}: use nats://host:port`);
+  }
+  return list;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}

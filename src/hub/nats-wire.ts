@@ -1,0 +1,75 @@
+/**
+ * How NatsStorage lays out a hub's data in JetStream (docs/ARCHITECTURE.md, "Scale-out on NATS
+ * JetStream"): names of the stream, subjects and KV bucket, and the headers of an append's messages.
+ *
+ * One append (the snapshots of one push, concatenated exactly as in a journal) is one or more messages on
+ * the database's subject, each at most a part size: `Mycelite-Append: FIRST-LAST`, `Mycelite-Part: I/N`,
+ * `Mycelite-Journal: ID`, `Mycelite-Base: TXID:CHECKSUM` (the position the append continues). An append
+ * counts only once all its N parts stand one after the other on the subject; a torn one is skipped.
+ */
+import { checkDbName } from '../protocol/index.js';
+
+export const HDR_APPEND = 'Mycelite-Append';
+export const HDR_PART = 'Mycelite-Part';
+export const HDR_JOURNAL = 'Mycelite-Journal';
+export const HDR_BASE = 'Mycelite-Base';
+
+/** Names of one hub deployment's JetStream objects, from a prefix (default `mycelite`). */
+export interface NatsNames {
+  /** The stream of one database's snapshots, and its subject. */
+  stream(db: string): string;
+  subject(db: string): string;
+  /** The database of a stream name, or undefined when it is not one of ours. */
+  dbOfStream(stream: string): string | undefined;
+  /** Subject of every snapshot subject (`PREFIX.snap.>`). */
+  allSnapshots: string;
+  /** The stream of every database's lease (the last message per subject is the lease). */
+  leaseStream: string;
+  leaseSubject(db: string): string;
+}
+
+/**
+ * A database name as one subject token or stream name: names are letters, digits, '.', '_' and '-';
+ * '.' separates subject tokens and may not be in a stream name, so it becomes '=' (never in a name: the
+ * mapping is one to one).
+ */
+function token(db: string): string {
+  const bad = checkDbName(db);
+  if (bad) throw new Error(bad);
+  return db.replaceAll('.', '=');
+}
+
+export function natsNames(prefix = 'mycelite'): NatsNames {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix))
+    throw new Error(`the NATS prefix ${JSON.stringify(prefix)} must be 1-32 letters, digits, '_' or '-'`);
+  const streamHead = `${prefix.toUpperCase()}_DB_`;
+  return {
+    stream: (db) => streamHead + token(db),
+    subject: (db) => `${prefix}.snap.${token(db)}`,
+    dbOfStream: (stream) => {
+      if (!stream.startsWith(streamHead)) return undefined;
+      const db = stream.slice(streamHead.length).replaceAll('=', '.');
+      return checkDbName(db) === undefined ? db : undefined;
+    },
+    allSnapshots: `${prefix}.snap.>`,
+    leaseStream: `${prefix.toUpperCase()}_LEASES`,
+    leaseSubject: (db) => `${prefix}.lease.${token(db)}`,
+  };
+}
+
+/** Splits `bytes` into parts of at most `size` bytes (at least one part). */
+export function splitParts(bytes: Uint8Array, size: number): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length || parts.length === 0; at += size)
+    parts.push(bytes.subarray(at, Math.min(bytes.length, at + size)));
+  return parts;
+}
+
+/** Parses `I/N` (1 ≤ I ≤ N); undefined when malformed. */
+export function parsePart(text: string | undefined): { i: number; n: number } | undefined {
+  const m = /^(\d{1,9})\/(\d{1,9})$/.exec(text ?? '');
+  if (!m) return undefined;
+  const i = Number(m[1]);
+  const n = Number(m[2]);
+  return i >= 1 && i <= n ? { i, n } : undefined;
+}

@@ -1,0 +1,146 @@
+/**
+ * A real 3-node NATS JetStream cluster on loopback for tests and scripts: `nats-server` child processes
+ * (Debian's package; `.ci/run` installs it) with -js, a cluster port and routes to the others, a temp
+ * store dir per node and unique server names. `startNatsCluster()` waits until JetStream answers (a meta
+ * leader is elected and every node has joined); `kill(i)` SIGKILLs a node and `restart(i)` starts it
+ * again on the same ports and store.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+
+export const NATS_SERVER = process.env.NATS_SERVER ?? 'nats-server';
+
+interface Node {
+  name: string;
+  port: number;
+  clusterPort: number;
+  storeDir: string;
+  proc?: ChildProcess;
+  log: string;
+}
+
+export interface NatsCluster {
+  /** `nats://127.0.0.1:P1,nats://127.0.0.1:P2,...` (for --storage). */
+  readonly url: string;
+  readonly servers: string[];
+  /** SIGKILLs node `i` (0-2) and waits for it to exit. */
+  kill(i: number): Promise<void>;
+  /** Starts node `i` again (same ports, same store) and waits until JetStream answers again. */
+  restart(i: number): Promise<void>;
+  /** Everything node `i` logged. */
+  log(i: number): string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Is nats-server on this machine? (tests skip with a reason when it is not). */
+export function haveNatsServer(): boolean {
+  return spawnSync(NATS_SERVER, ['--version']).status === 0;
+}
+
+export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-'));
+  const nodes: Node[] = [];
+  for (let i = 0; i < size; i++) {
+    nodes.push({
+      name: `n${i + 1}`,
+      port: await freePort(),
+      clusterPort: await freePort(),
+      storeDir: path.join(root, `n${i + 1}`),
+      log: '',
+    });
+  }
+  const routes = nodes.map((n) => `nats://127.0.0.1:${n.clusterPort}`).join(',');
+  const servers = nodes.map((n) => `nats://127.0.0.1:${n.port}`);
+
+  const launch = (n: Node): void => {
+    fs.mkdirSync(n.storeDir, { recursive: true });
+    const args = ['-js', '-sd', n.storeDir, '-a', '127.0.0.1', '-p', String(n.port), '-n', n.name];
+    if (size > 1) {
+      args.push('--cluster_name', 'mycelite', '--cluster', `nats://127.0.0.1:${n.clusterPort}`);
+      args.push('--routes', routes);
+    }
+    const proc = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      n.log += d;
+    });
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      n.log += d;
+    });
+    proc.on('error', (e) => {
+      n.log += `spawn failed: ${e.message}\n`;
+    });
+    n.proc = proc;
+  };
+
+  /** Waits until JetStream answers with every node in the meta group (or 30 s passed). */
+  const ready = async (): Promise<void> => {
+    const deadline = Date.now() + 30_000;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const nc = await connect({ servers, timeout: 1000, reconnect: false });
+        try {
+          const jsm = await jetstreamManager(nc, { timeout: 2000 });
+          await jsm.getAccountInfo();
+          return;
+        } finally {
+          await nc.close();
+        }
+      } catch (e) {
+        last = e;
+        await sleep(100);
+      }
+    }
+    throw new Error(
+      `the NATS cluster did not become ready in 30 s (${(last as Error)?.message}); logs:\n${nodes.map((n) => n.log.slice(-2000)).join('\n')}`,
+    );
+  };
+
+  for (const n of nodes) launch(n);
+  await ready();
+
+  const exitOf = (p: ChildProcess): Promise<void> =>
+    p.exitCode !== null || p.signalCode !== null
+      ? Promise.resolve()
+      : new Promise((resolve) => p.once('exit', () => resolve()));
+
+  return {
+    url: servers.join(','),
+    servers,
+    async kill(i) {
+      const p = nodes[i]!.proc!;
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      await exitOf(p);
+    },
+    async restart(i) {
+      launch(nodes[i]!);
+      await ready();
+    },
+    log: (i) => nodes[i]!.log,
+    async stop() {
+      for (const n of nodes) {
+        const p = n.proc;
+        if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+        if (p) await exitOf(p);
+      }
+      fs.rmSync(root, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,214 @@
+/**
+ * NatsStorage on a real 3-node JetStream cluster (R3): the HubStorage conformance suite, then what only a
+ * shared backend has: two storages (two hubs) racing to append, an append through one heard live by the
+ * other's subscriber, snapshots bigger than a NATS message, and a torn append left by a dying hub.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, headers } from '@nats-io/transport-node';
+import { NatsStorage } from '../src/hub/nats-storage.js';
+import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_PART, natsNames } from '../src/hub/nats-wire.js';
+import type { EncodedSnapshot } from '../src/hub/storage.js';
+import { EMPTY_POSITION, toHex, type WirePosition } from '../src/protocol/index.js';
+import { concatBytes, type History, makeHistory, sampleStatements } from './helpers/hub.js';
+import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { storageConformance } from './helpers/storage-conformance.js';
+
+const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
+let cluster: Promise<NatsCluster> | undefined;
+const getCluster = (): Promise<NatsCluster> => {
+  cluster ??= startNatsCluster(3);
+  return cluster;
+};
+let fixtureCount = 0;
+
+after(async () => {
+  if (cluster) await (await cluster).stop();
+});
+
+/** Removes everything a prefix made on the cluster. */
+async function dropPrefix(servers: string[], prefix: string): Promise<void> {
+  const names = natsNames(prefix);
+  const nc = await connect({ servers });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const streams: string[] = [names.leaseStream];
+    for await (const s of jsm.streams.names(names.allSnapshots)) streams.push(s);
+    for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Publishes the first of two parts of an append, as a hub that dies mid-append leaves it. */
+async function publishTorn(servers: string[], prefix: string, db: string, bytes: Uint8Array): Promise<void> {
+  const nc = await connect({ servers });
+  try {
+    const h = headers();
+    h.set(HDR_APPEND, '5-6');
+    h.set(HDR_PART, '1/2');
+    h.set(HDR_JOURNAL, '00'.repeat(16));
+    h.set(HDR_BASE, '4:0000000000000000');
+    await jetstream(nc).publish(natsNames(prefix).subject(db), bytes, { headers: h });
+  } finally {
+    await nc.close();
+  }
+}
+
+if (!skip) {
+  storageConformance('NATS JetStream (3 nodes, R3)', async () => {
+    const c = await getCluster();
+    const prefix = `conf${++fixtureCount}`;
+    return {
+      open: () => NatsStorage.open({ servers: c.servers, prefix }),
+      tearTail: (db, bytes) => publishTorn(c.servers, prefix, db, bytes),
+      cleanup: () => dropPrefix(c.servers, prefix),
+    };
+  });
+}
+
+const SERIES =
+  'with recursive n(i) as (select 1 union all select i + 1 from n where i < 1000) insert into t(v) select randomblob(3000) from n';
+
+const after0 = (s: EncodedSnapshot): WirePosition => ({
+  txid: s.header.txid,
+  checksum: s.header.postChecksum,
+});
+
+async function readAll(st: NatsStorage, db: string, from: bigint, upTo: bigint): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of st.read(db, from, upTo)) parts.push(chunk);
+  return concatBytes(parts);
+}
+
+describe('NatsStorage across hubs', { skip }, () => {
+  let c: NatsCluster;
+  let dir: string;
+  let h: History;
+  let big: History;
+  const open: NatsStorage[] = [];
+  const storage = async (prefix: string, partBytes?: number): Promise<NatsStorage> => {
+    const st = await NatsStorage.open({ servers: c.servers, prefix, partBytes });
+    open.push(st);
+    return st;
+  };
+
+  before(async () => {
+    c = await getCluster();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-st-'));
+    h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(12, 3000));
+    // Two transactions of ~3 MB each: snapshots bigger than NATS's 1 MB message limit.
+    big = await makeHistory(path.join(dir, 'big.db'), [
+      'create table t(id integer primary key, v blob)',
+      SERIES,
+      SERIES,
+    ]);
+  });
+  after(async () => {
+    for (const st of open) await st.close().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('two hubs appending from the same head: exactly one wins, the other learns the head', async () => {
+    const a = await storage('race');
+    const b = await storage('race');
+    await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2));
+    const head = after0(h.snapshots[1]!);
+    assert.deepEqual((await b.state('app'))?.head, head, 'hub B sees hub A’s append');
+    for (let round = 0; round < 5; round++) {
+      const from = 2 + round * 2;
+      const at = round === 0 ? head : after0(h.snapshots[from - 1]!);
+      const results = await Promise.all([
+        a.append('app', at, h.journalId, h.snapshots.slice(from, from + 1)),
+        b.append('app', at, h.journalId, h.snapshots.slice(from, from + 2)),
+      ]);
+      assert.equal(results.filter((r) => r.ok).length, 1, `round ${round}: one winner`);
+      const loser = results.find((r) => !r.ok)!;
+      assert.equal(!loser.ok && loser.reason, 'head_mismatch');
+      const winnerHead = results.find((r) => r.ok)!.state.head;
+      assert.deepEqual(loser.state.head, winnerHead, 'the loser answers with the winner’s head');
+      // bring both to the next even txid
+      if (winnerHead.txid === BigInt(from + 1)) {
+        const r = await a.append('app', winnerHead, h.journalId, h.snapshots.slice(from + 1, from + 2));
+        assert.ok(r.ok);
+      }
+    }
+    const whole = concatBytes(h.snapshots.map((s) => s.bytes));
+    assert.deepEqual(await readAll(a, 'app', 0n, 12n), whole);
+    assert.deepEqual(await readAll(b, 'app', 0n, 12n), whole);
+  });
+
+  it('a subscriber on hub B hears of appends made through hub A, in order', async () => {
+    const a = await storage('live');
+    const b = await storage('live');
+    const seen: bigint[] = [];
+    b.subscribe('app', (snaps) => {
+      for (const s of snaps) seen.push(s.header.txid);
+    });
+    await b.state('app'); // B's view is running
+    await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 3));
+    await a.append('app', after0(h.snapshots[2]!), h.journalId, h.snapshots.slice(3, 7));
+    const deadline = Date.now() + 10_000;
+    while (seen.length < 7 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(seen, [1n, 2n, 3n, 4n, 5n, 6n, 7n]);
+  });
+
+  it('stores snapshots bigger than a NATS message in parts, and reads them back exactly', async () => {
+    assert.ok(big.snapshots[1]!.bytes.length > 2 << 20, 'a multi-MB snapshot');
+    const a = await storage('big');
+    const r = await a.append('big', EMPTY_POSITION, big.journalId, big.snapshots);
+    assert.ok(r.ok);
+    const b = await storage('big');
+    const whole = concatBytes(big.snapshots.map((s) => s.bytes));
+    assert.deepEqual(await readAll(b, 'big', 0n, 3n), whole);
+    assert.deepEqual(await readAll(b, 'big', 1n, 2n), big.snapshots[1]!.bytes);
+    assert.deepEqual(await b.snapshotAt('big', 3n), big.snapshots[2]!.header);
+    // Small parts too: several snapshots of one append split across many messages.
+    const s = await storage('small-parts', 1500);
+    await s.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 6));
+    await s.append('app', after0(h.snapshots[5]!), h.journalId, h.snapshots.slice(6));
+    const t = await storage('small-parts');
+    for (const [from, upTo] of [
+      [0, 12],
+      [2, 9],
+      [5, 6],
+      [6, 12],
+      [11, 12],
+    ] as const) {
+      assert.deepEqual(
+        await readAll(t, 'app', BigInt(from), BigInt(upTo)),
+        concatBytes(h.snapshots.slice(from, upTo).map((x) => x.bytes)),
+        `read ${from}..${upTo}`,
+      );
+    }
+  });
+
+  it('skips an append torn by a dying hub, and the next append continues after it', async () => {
+    const a = await storage('torn');
+    await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 3));
+    // A hub stored the first of two parts of 4..5 and died.
+    const two = concatBytes(h.snapshots.slice(3, 5).map((s) => s.bytes));
+    const nc = await connect({ servers: c.servers });
+    const hd = headers();
+    hd.set(HDR_APPEND, '4-5');
+    hd.set(HDR_PART, '1/2');
+    hd.set(HDR_JOURNAL, toHex(h.journalId));
+    hd.set(HDR_BASE, `3:${h.snapshots[2]!.header.postChecksum.toString(16).padStart(16, '0')}`);
+    await jetstream(nc).publish(natsNames('torn').subject('app'), two.subarray(0, 100), { headers: hd });
+    await nc.close();
+    const b = await storage('torn');
+    assert.equal((await b.state('app'))!.head.txid, 3n, 'the torn append does not count');
+    // Hub A's view is behind the torn message; its append still lands (after it), once.
+    const r = await a.append('app', after0(h.snapshots[2]!), h.journalId, h.snapshots.slice(3, 5));
+    assert.ok(r.ok);
+    assert.equal((await b.state('app'))!.head.txid, 5n);
+    assert.deepEqual(
+      await readAll(b, 'app', 0n, 5n),
+      concatBytes(h.snapshots.slice(0, 5).map((s) => s.bytes)),
+    );
+  });
+});
