@@ -176,13 +176,24 @@ export class Capture {
   }
 
   private end(): void {
-    if (this.inflightSet) this.setInflight(0);
+    // The state is reset first: a failed write below must not leave the next transaction diffing against
+    // this one's kept pages (that wrote snapshots whose checksums did not match).
     this.nonce = 0;
-    this.old.clear();
     this.prePageSize = 0;
     this.prePages = 0;
     this.last = undefined;
     this.phaseOne = false;
+    try {
+      this.old.clear();
+    } finally {
+      if (this.inflightSet) {
+        try {
+          this.setInflight(0);
+        } catch {
+          // The marker is a hint: left set, the next open checks the database against the journal.
+        }
+      }
+    }
   }
 
   private setInflight(v: 0 | 1): void {
