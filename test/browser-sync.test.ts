@@ -76,6 +76,14 @@ describe('browser: writer and replica on one hub', { skip: missing, timeout: 120
     await screenshot(reader, 'browser-replica');
   });
 
+  it('a second device that asks to write follows the writer instead (the hub lease is held)', async () => {
+    const page = await openDemo(deviceB, hub, DB, 'writer');
+    assert.equal((await pageStatus(page)).role, 'replica');
+    assert.match((await page.textContent('#notice')) ?? '', /Another device is the writer/);
+    await waitForLabel(page, 'live 14');
+    await page.close();
+  });
+
   it('offline: the writer commits locally, the replica catches up once it is back', async () => {
     await deviceA.setOffline(true);
     for (let i = 0; i < 3; i++) await addEntry(writer, `offline ${i}`, -(500 + i));
