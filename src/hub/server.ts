@@ -43,6 +43,10 @@ export interface HubOptions {
   web?: WebOptions;
   /** Where logs go (default stderr). */
   logDestination?: pino.DestinationStream;
+  /** Time to receive a whole request, headers and body, before the connection is cut (ms; default 120 s). */
+  requestTimeoutMs?: number;
+  /** Time to receive a request's headers before the connection is cut (ms; default 20 s). */
+  headersTimeoutMs?: number;
 }
 
 export interface Hub {
@@ -104,7 +108,12 @@ export async function startHub(options: HubOptions): Promise<Hub> {
           fetch: app.fetch,
           hostname: options.host ?? '127.0.0.1',
           port: options.port ?? 8080,
-          serverOptions: { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS },
+          serverOptions: {
+            requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+            headersTimeout: options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
+            // How often the timeouts above are checked (Node's default, 30 s, would let them run over).
+            connectionsCheckingInterval: Math.min(1000, options.headersTimeoutMs ?? 1000),
+          },
         },
         () => resolve(s as unknown as Server),
       ) as unknown as Server;
