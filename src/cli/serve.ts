@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { startHub } from '../hub/index.js';
+import { openNatsStorage } from '../hub/nats-storage.js';
 import { builtWebDir, isLoopback } from '../hub/web.js';
 import { writeErr, writeOut } from './common.js';
 
@@ -13,6 +14,7 @@ interface ServeOptions {
   logLevel: string;
   maxConnections: string;
   demo?: boolean;
+  storage?: string;
 }
 
 export const DEFAULT_DATA_DIR = 'mycelite-hub';
@@ -32,6 +34,10 @@ export function registerServe(program: Command): void {
     )
     .option('--log-level <LEVEL>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .option(
+      '--storage <URL>',
+      'keep journals and leases in NATS JetStream instead of --data (nats://host:port[,host:port...]): several hubs on one cluster serve the same databases (--data then holds only hub.key)',
+    )
+    .option(
       '--demo',
       'serve the local-first demo web app at / (built by npm run build:web); on loopback it also hands out tokens for databases named demo* at /demo/token',
     )
@@ -49,7 +55,8 @@ Examples:
   $ mycelite serve --data hubdata --port 8080
   $ mycelite token --data hubdata --db app --role writer
   $ mycelite serve --data demo-hub --demo      # then open http://127.0.0.1:8080/
-  $ mycelite serve --data /var/lib/mycelite --host 0.0.0.0 --port 443 --max-body 16MiB --log-level warn`,
+  $ mycelite serve --data /var/lib/mycelite --host 0.0.0.0 --port 443 --max-body 16MiB --log-level warn
+  $ mycelite serve --data hubkey --port 8081 --storage nats://10.0.0.1:4222,nats://10.0.0.2:4222`,
     )
     .action(async (options: ServeOptions) => {
       await serveCommand(options);
@@ -91,8 +98,10 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const dataDir = path.resolve(options.data);
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
+  const storage = options.storage ? await openNatsStorage(options.storage) : undefined;
   const hub = await startHub({
     dataDir,
+    storage,
     host: options.host,
     port,
     maxBody: parseSize(options.maxBody),
@@ -110,7 +119,8 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
     }
     throw e;
   });
-  writeOut(`mycelite hub listening on ${hub.url} (data: ${dataDir})\n`);
+  const where = options.storage ? `, storage: ${options.storage}` : '';
+  writeOut(`mycelite hub listening on ${hub.url} (data: ${dataDir}${where})\n`);
   if (web) writeOut(`demo app: ${hub.url}/${web.demoTokens ? '' : ' (no demo tokens: not on loopback)'}\n`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -9,5 +9,6 @@ export {
   verifyToken,
 } from './auth.js';
 export { FsStorage } from './fs-storage.js';
+export { NatsStorage, type NatsStorageOptions, openNatsStorage } from './nats-storage.js';
 export { type Hub, type HubOptions, startHub } from './server.js';
 export type { AppendResult, DbState, EncodedSnapshot, HubStorage, StoredLease } from './storage.js';

@@ -527,3 +527,12 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** Opens the storage of `mycelite serve --storage nats://host:port[,host:port...]`. */
+export function openNatsStorage(url: string): Promise<NatsStorage> {
+  if (!/^(nats|tls):\/\//.test(url.trim()))
+    throw new Error(
+      `--storage ${JSON.stringify(url)} is not a NATS URL: use nats://host:port[,host:port...]`,
+    );
+  return NatsStorage.open({ servers: url });
+}

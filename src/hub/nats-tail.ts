@@ -7,7 +7,7 @@
  * `wait()` lets callers wait until the view holds a given stream sequence, which makes state() exact
  * across hubs (src/hub/nats-storage.ts).
  */
-import type { ConsumerMessages, JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { decodeSnapshotHeader, type SnapshotHeader } from '../format/index.js';
 import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
@@ -62,20 +62,42 @@ export class DbTail {
 
   constructor(readonly db: string) {}
 
-  /** Starts reading the database's stream from its first message. */
+  /**
+   * Starts reading the database's stream from its first message. The ordered consumer survives node
+   * losses (heartbeats every second reveal a dead one; it is made again after the last message read);
+   * should it end anyway, it is started again from there.
+   */
   async start(js: JetStreamClient, stream: string): Promise<void> {
-    const consumer = await js.consumers.get(stream);
-    if (this.stopped) return;
+    const open = async (): Promise<ConsumerMessages> => {
+      const from = this.lastSeq + 1;
+      const consumer = await js.consumers.get(
+        stream,
+        from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {},
+      );
+      return consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
+    };
+    this.messages = await open();
+    if (this.stopped) {
+      void this.messages.close();
+      return;
+    }
     this.started = true;
-    this.messages = await consumer.consume({ max_messages: 256 });
     void (async () => {
-      try {
-        for await (const m of this.messages!) this.take(m);
-      } catch (e) {
-        this.failed = e as Error;
-      } finally {
-        this.wakeAll();
+      while (!this.stopped) {
+        try {
+          for await (const m of this.messages!) this.take(m);
+        } catch {
+          // below: made again
+        }
+        if (this.stopped) break;
+        await new Promise((r) => setTimeout(r, 200));
+        try {
+          this.messages = await open();
+        } catch {
+          // the cluster is down: try again
+        }
       }
+      this.wakeAll();
     })();
   }
 

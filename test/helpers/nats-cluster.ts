@@ -113,6 +113,27 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     );
   };
 
+  /** Waits until every stream has a leader and all its replicas are current (a restarted node caught up). */
+  const current = async (): Promise<void> => {
+    const nc = await connect({ servers });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        let behind = 0;
+        for await (const s of jsm.streams.list()) {
+          const c = s.cluster;
+          if (!c?.leader || (c.replicas ?? []).some((r) => !r.current || r.offline)) behind++;
+          if ((c?.replicas?.length ?? 0) + 1 < Math.min(size, s.config.num_replicas)) behind++;
+        }
+        if (behind === 0) return;
+        await sleep(200);
+      }
+    } finally {
+      await nc.close();
+    }
+  };
+
   for (const n of nodes) launch(n);
   await ready();
 
@@ -132,6 +153,7 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     async restart(i) {
       launch(nodes[i]!);
       await ready();
+      await current();
     },
     log: (i) => nodes[i]!.log,
     async stop() {

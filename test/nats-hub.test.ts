@@ -1,0 +1,144 @@
+/**
+ * Stateless hubs on a real 3-node NATS JetStream cluster: two `mycelite serve --storage nats://...`
+ * processes; the real writer pushes through hub A while real replicas follow through hub B, live and byte
+ * for byte; the write lease holds across hubs; a NATS node SIGKILLed mid-stream loses nothing; a hub
+ * SIGKILLed leaves its replica to go on through the other hub from its own position.
+ */
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { HubError } from '../src/protocol/index.js';
+import { HubClient } from '../src/sync/hub-client.js';
+import { type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
+
+const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
+
+describe('two hubs on one NATS cluster', { skip }, () => {
+  let cluster: NatsCluster;
+  let dir: string;
+  let a: SpawnedHub;
+  let b: SpawnedHub;
+  const cleanups: (() => Promise<void> | void)[] = [];
+
+  before(async () => {
+    cluster = await startNatsCluster(3);
+    dir = tempDir();
+    const keyDir = tempDir('mycelite-hub-'); // both hubs: the same key (hub.key), nothing else here
+    a = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+    b = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+  });
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+    await a?.kill();
+    await b?.kill();
+    await cluster?.stop();
+    cleanupTempDirs();
+  });
+
+  async function writer(file: string, hub: SpawnedHub, db = 'app'): Promise<MyceliteDatabase> {
+    const w = await open(file, { hub: { url: hub.url, db, token: await hub.token(db, 'writer') } });
+    cleanups.push(async () => {
+      if (w.open) w.close();
+      await w.sync?.close();
+    });
+    return w;
+  }
+
+  async function replica(file: string, hub: SpawnedHub, db = 'app'): Promise<ReplicaDatabase> {
+    const token = await hub.token(db, 'reader');
+    const r = await openReplica(file, {
+      hub: { url: hub.url, db, token },
+      minBackoffMs: 20,
+      maxBackoffMs: 300,
+    });
+    cleanups.push(() => r.close());
+    return r;
+  }
+
+  function burst(w: MyceliteDatabase, n: number): void {
+    const ins = w.prepare('INSERT INTO t(a, b) VALUES (random(), randomblob(?))');
+    for (let i = 0; i < n; i++) ins.run(200 + (i % 5) * 700);
+  }
+
+  async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase, ms = 30_000): Promise<void> {
+    await w.sync!.flush(ms);
+    await r.waitFor(w.position().txid, ms);
+  }
+
+  it('a writer pushing through hub A reaches replicas following hub B, live and byte for byte', async () => {
+    const w = await writer(path.join(dir, 'w.db'), a);
+    w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+    await w.sync!.flush(20_000);
+    const rb = await replica(path.join(dir, 'rb.db'), b);
+    const ra = await replica(path.join(dir, 'ra.db'), a);
+    await Promise.all([rb.ready(), ra.ready()]);
+    const seen: bigint[] = [];
+    rb.on('snapshot', (s) => seen.push(s.txid));
+    for (let round = 0; round < 4; round++) {
+      burst(w, 25);
+      await caughtUp(w, rb);
+      await caughtUp(w, ra);
+      assert.equal(fileHash(path.join(dir, 'rb.db')), fileHash(path.join(dir, 'w.db')), `round ${round}`);
+      assert.equal(fileHash(path.join(dir, 'ra.db')), fileHash(path.join(dir, 'w.db')));
+    }
+    assert.ok(seen.length >= 100, 'hub B streamed the snapshots pushed through hub A one by one');
+    for (let i = 1; i < seen.length; i++) assert.equal(seen[i], seen[i - 1]! + 1n, 'in order, once each');
+
+    // The write lease is one across hubs: hub B refuses a second writer while writer 1 holds it via A.
+    const client = new HubClient({ url: b.url, db: 'app', token: await b.token('app', 'writer') });
+    await assert.rejects(client.takeLease('someone-else'), (e: unknown) => {
+      assert.ok(e instanceof HubError);
+      assert.equal(e.code, 'lease_held');
+      return true;
+    });
+    // ...and the writer goes on through A.
+    burst(w, 5);
+    await caughtUp(w, rb);
+    assert.equal(fileHash(path.join(dir, 'rb.db')), fileHash(path.join(dir, 'w.db')));
+  });
+
+  it('a NATS node SIGKILLed mid-stream: nothing is lost, sync goes on', async () => {
+    const w = await writer(path.join(dir, 'w2.db'), a, 'nodes');
+    w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+    const r = await replica(path.join(dir, 'r2.db'), b, 'nodes');
+    burst(w, 20);
+    await caughtUp(w, r);
+    for (let round = 0; round < 2; round++) {
+      const node = round; // first n1, then n2
+      burst(w, 10);
+      await cluster.kill(node);
+      burst(w, 30); // pushed while the cluster elects new leaders
+      await caughtUp(w, r, 60_000);
+      assert.equal(fileHash(path.join(dir, 'r2.db')), fileHash(path.join(dir, 'w2.db')), `node ${node} down`);
+      await cluster.restart(node);
+    }
+    burst(w, 10);
+    await caughtUp(w, r);
+    assert.equal(fileHash(path.join(dir, 'r2.db')), fileHash(path.join(dir, 'w2.db')));
+  });
+
+  it('a hub SIGKILLed: its replica goes on through the other hub from its own position', async () => {
+    const w = await writer(path.join(dir, 'w3.db'), b, 'failover');
+    w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+    burst(w, 30);
+    const file = path.join(dir, 'r3.db');
+    const onA = await replica(file, a, 'failover');
+    await caughtUp(w, onA);
+    const at = onA.position()!.txid;
+    await a.kill('SIGKILL');
+    burst(w, 30); // committed while the replica's hub is gone
+    await onA.close();
+    const onB = await replica(file, b, 'failover');
+    const resets: unknown[] = [];
+    const first: bigint[] = [];
+    onB.on('reset', (e) => resets.push(e));
+    onB.on('snapshot', (s) => first.push(s.txid));
+    await caughtUp(w, onB);
+    assert.equal(resets.length, 0, 'no new image: it continued its own history');
+    assert.equal(first[0], at + 1n, 'the first snapshot through hub B follows its own position');
+    assert.equal(fileHash(file), fileHash(path.join(dir, 'w3.db')));
+  });
+});
