@@ -184,3 +184,76 @@ test('every labelled file operation of the writer, failed with EIO, ENOSPC or a 
   assert.deepEqual(failures, []);
   assert.ok(fired >= counts.length, 'every label was failed at least once');
 });
+
+test('a replicated writer: after a fault at a journal or database operation, reopened with the hub, the hub and a replica converge', async (t) => {
+  await loadHash();
+  const { startTestHub, readJournal } = await import('./helpers/hub.js');
+  const { fileHash } = await import('./helpers/util.js');
+  const { openReplica } = await import('../src/node/index.js');
+  const hub = await startTestHub();
+  try {
+    const plans: FaultPlan[] = [
+      { label: 'journal.write', nth: 6, kind: 'short' },
+      { label: 'journal.sync', nth: 3, kind: 'EIO' },
+      { label: 'db.write', nth: 5, kind: 'ENOSPC' },
+      { label: 'db.sync', nth: 2, kind: 'EIO' },
+      { label: 'inflight.write', nth: 4, kind: 'EIO' },
+      { label: 'spill.write', nth: 2, kind: 'short' },
+    ];
+    let fired = 0;
+    for (const [i, plan] of plans.entries()) {
+      const name = `db${i}`;
+      const hubOpt = { url: hub.url, db: name, token: await hub.token(name, 'writer') };
+      const file = path.join(tempDir(), 'w.db');
+      faulty.fired.length = 0;
+      faulty.arm(plan);
+      let acked = 0;
+      try {
+        const db = await openWith(runtime(), file, { memoryBudget: BUDGET, hub: hubOpt });
+        try {
+          workload(db, (n) => {
+            acked = n;
+          });
+        } catch {
+          // the fault
+        } finally {
+          faulty.disarm();
+          await db.sync?.close();
+          if (db.open) db.close();
+        }
+      } catch {
+        faulty.disarm();
+      }
+      if (faulty.fired.length > 0) fired++;
+      const again = await open(file, { hub: hubOpt });
+      try {
+        again.exec(
+          'create table if not exists acks(n integer primary key); create table if not exists t(k, v)',
+        );
+        const max = Number(again.prepare('select coalesce(max(n), 0) from acks').pluck().get());
+        assert.ok(max >= acked, `${plan.label}: acknowledged ${acked}, has ${max}`);
+        commits(again, 2, () => {});
+        await again.sync!.flush(20_000);
+        const replica = path.join(path.dirname(file), 'r.db');
+        const r = await openReplica(replica, { hub: { ...hubOpt, token: await hub.token(name, 'reader') } });
+        await r.waitFor(again.position().txid, 20_000);
+        await r.close();
+        assert.equal(fileHash(replica), fileHash(file), `${plan.label}: the replica equals the writer`);
+        const mine = await readJournal(`${file}-mycelite/journal`);
+        const hubs = await readJournal(path.join(hub.dir, 'dbs', name, 'journal'));
+        assert.deepEqual(
+          hubs.snapshots.map((s) => s.bytes),
+          mine.snapshots.map((s) => s.bytes),
+          `${plan.label}: the hub holds the writer's snapshots`,
+        );
+      } finally {
+        await again.sync?.close();
+        again.close();
+      }
+    }
+    t.diagnostic(`${fired} of ${plans.length} faults fired`);
+    assert.equal(fired, plans.length);
+  } finally {
+    await hub.close();
+  }
+});
