@@ -13,7 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadHash } from '../src/format/index.js';
-import { makeCorpus, runFuzz } from '../test/helpers/fuzz.js';
+import { makeCorpus } from '../test/helpers/fuzz.js';
+import { runFuzz } from '../test/helpers/fuzz-run.js';
 import { cleanupTempDirs } from '../test/helpers/util.js';
 
 const { values } = parseArgs({

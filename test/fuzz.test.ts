@@ -9,17 +9,15 @@ import { after, before, test } from 'node:test';
 import { loadHash } from '../src/format/index.js';
 import {
   type Corpus,
-  checkHttp,
   checkJournal,
   checkStream,
   checkToken,
   FIXTURES,
-  type HttpCase,
   loadFixture,
   makeCorpus,
-  runFuzz,
-  startHttpRig,
 } from './helpers/fuzz.js';
+import { checkHttp, type HttpCase, startHttpRig } from './helpers/fuzz-http.js';
+import { runFuzz } from './helpers/fuzz-run.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 let corpus: Corpus;
