@@ -73,7 +73,7 @@ export class ImageCache {
     const stem = path.join(this.dir, `${db}.${process.pid}.${this.counter++}`);
     const journal = `${stem}.journal`;
     const replayed = `${stem}.db`;
-    const out = path.join(this.dir, `${db}.${key}.image`);
+    const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
     try {
       // 1. The stored history as a journal file (streamed from storage in bounded chunks).
       const j = await fsp.open(journal, 'w');
