@@ -257,3 +257,43 @@ test('a replicated writer: after a fault at a journal or database operation, reo
     await hub.close();
   }
 });
+
+test('fault labels: the role of a file comes from its path, the method names the operation', async () => {
+  const { roleOf, InjectedFault } = await import('../src/storage/faulty-fs.js');
+  const cases: [string, string][] = [
+    ['/d/a.db', 'db'],
+    ['/d/a.db-journal', 'rollback'],
+    ['/d/a.db-mycelite', 'dir'],
+    ['/d/a.db-mycelite/journal', 'journal'],
+    ['/d/a.db-mycelite/journal.reset', 'journal-reset'],
+    ['/d/a.db-mycelite/spill', 'spill'],
+    ['/d/a.db-mycelite/inflight', 'inflight'],
+    ['/d/a.db-mycelite/lock', 'lock'],
+    ['/d/a.db-mycelite/replica', 'replica'],
+    ['/d/a.db.tmp-k3j2h1', 'tmp'],
+    ['/tmp/mycelite-123-1700000000000-4', 'temp'],
+  ];
+  for (const [p, role] of cases) assert.equal(roleOf(p), role, p);
+  const f = new FaultyFileSystem(new NodeFileSystem());
+  const dir = tempDir();
+  f.arm({ label: 'db.write', nth: 2, kind: 'short' });
+  const h = f.open(path.join(dir, 'x.db'), { create: true });
+  h.write(new Uint8Array([1, 2, 3, 4]), 0);
+  assert.throws(
+    () => h.write(new Uint8Array([5, 6, 7, 8]), 4),
+    (e: Error) => {
+      assert.ok(e instanceof InjectedFault);
+      assert.equal((e as InstanceType<typeof InjectedFault>).code, 'ENOSPC');
+      return true;
+    },
+  );
+  h.write(new Uint8Array([9]), 8); // one fault only
+  assert.deepEqual(
+    [...fs.readFileSync(path.join(dir, 'x.db'))],
+    [1, 2, 3, 4, 5, 6, 0, 0, 9],
+    'half of the short write landed',
+  );
+  h.close();
+  assert.deepEqual(f.fired, [{ label: 'db.write', nth: 2, kind: 'short' }]);
+  assert.equal(f.calls.get('db.write'), 3);
+});
