@@ -35,6 +35,9 @@ interface Pending {
   data: Uint8Array[];
 }
 
+/** A wait that sees no message for this long makes the consumer again (ms). */
+const STALL_MS = 3000;
+
 interface Waiter {
   done: () => boolean;
   resolve: () => void;
@@ -123,13 +126,21 @@ export class DbTail {
     if (done()) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
+      // A consumer that stopped delivering (its node died and the client did not notice) is made again.
+      let seen = this.lastSeq;
+      const watchdog = setInterval(() => {
+        if (this.lastSeq === seen) this.kick();
+        seen = this.lastSeq;
+      }, STALL_MS);
       const timer = setTimeout(() => {
+        clearInterval(watchdog);
         this.waiters = this.waiters.filter((w) => w !== waiter);
         reject(new Error(`NATS did not deliver ${what} of ${this.db} within ${ms} ms; is the cluster up?`));
       }, ms);
       const waiter: Waiter = {
         done: () => done() || this.failed !== undefined,
         resolve: () => {
+          clearInterval(watchdog);
           clearTimeout(timer);
           if (this.failed && !done()) reject(this.failed);
           else resolve();
@@ -137,6 +148,11 @@ export class DbTail {
       };
       this.waiters.push(waiter);
     });
+  }
+
+  /** Ends the current consumer; the read loop makes a new one from the last sequence read. */
+  private kick(): void {
+    if (this.started && !this.stopped) void this.messages?.close();
   }
 
   private wakeAll(): void {
@@ -147,6 +163,7 @@ export class DbTail {
   }
 
   private take(m: JsMsg): void {
+    if (m.seq <= this.lastSeq) return; // a late one from a consumer made again
     this.lastSeq = m.seq;
     try {
       this.part(m);
