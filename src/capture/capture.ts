@@ -10,6 +10,8 @@
  * means the transaction did not commit, and the snapshot is cut off again. See docs/ARCHITECTURE.md.
  */
 import {
+  BodyCompressor,
+  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   pageTerm,
   SnapshotBodyWriter,
@@ -225,7 +227,8 @@ export class Capture {
     }
     const full = this.prePages === 0 || pageSize !== this.prePageSize;
     const appender = this.journal.begin();
-    const body = new SnapshotBodyWriter(pageSize, appender.sink);
+    const packer = new BodyCompressor(appender.sink);
+    const body = new SnapshotBodyWriter(pageSize, packer.sink);
     let checksum = full ? 0n : this.journal.position.checksum;
     const read = (pgno: number): Uint8Array => readAt(db, (pgno - 1) * pageSize, pageSize);
     try {
@@ -258,11 +261,12 @@ export class Capture {
         appender.cancel();
         return undefined;
       }
+      const compressed = packer.finish();
       return appender.finish(
         {
           pageSize,
           dbPages,
-          flags: full ? FLAG_FULL_IMAGE : 0,
+          flags: (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
           postChecksum: checksum,
           commitTag: this.nonce,
         },

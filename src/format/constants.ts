@@ -18,8 +18,10 @@ export const PATCH_HEADER_SIZE = 6;
 export const RUN_HEADER_SIZE = 4;
 /** Snapshot flag: the body holds every page of the database in full. */
 export const FLAG_FULL_IMAGE = 1;
+/** Snapshot flag: the stored body is one raw DEFLATE stream of the patches. */
+export const FLAG_COMPRESSED = 2;
 /** Every snapshot flag this version knows. */
-export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE;
+export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED;
 /** Smallest and largest SQLite page sizes. */
 export const MIN_PAGE_SIZE = 512;
 export const MAX_PAGE_SIZE = 65536;

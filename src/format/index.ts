@@ -8,3 +8,4 @@ export * from './hash.js';
 export * from './journal-reader.js';
 export * from './snapshot-body.js';
 export * from './snapshot-header.js';
+export * from './compress.js';

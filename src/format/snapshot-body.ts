@@ -3,8 +3,10 @@
  * hands out finished chunks, and a parser that walks patches in bounded memory.
  */
 import type { ByteSource } from './byte-source.js';
-import { ChunkReader } from './byte-source.js';
+import { ChunkReader, memorySource } from './byte-source.js';
+import { inflateBody } from './compress.js';
 import {
+  FLAG_COMPRESSED,
   PATCH_HEADER_SIZE,
   RUN_HEADER_SIZE,
   SNAPSHOT_HEADER_SIZE,
@@ -126,10 +128,25 @@ export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array) => vo
  * Does not check the trailer checksum (see `checkSnapshotChecksum`).
  */
 export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, visit?: RunVisitor): void {
+  const bodyStart = offset + SNAPSHOT_HEADER_SIZE;
   const bodyEnd = offset + h.length - SNAPSHOT_TRAILER_SIZE;
-  const r = new ChunkReader(src, offset + SNAPSHOT_HEADER_SIZE, bodyEnd);
+  const compressed = (h.flags & FLAG_COMPRESSED) !== 0;
+  let r: ChunkReader;
+  if (compressed) {
+    let body: Uint8Array;
+    try {
+      body = inflateBody(src.read(bodyStart, bodyEnd - bodyStart));
+    } catch (e) {
+      throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, bodyStart, h.txid);
+    }
+    r = new ChunkReader(memorySource(body), 0, body.length);
+  } else {
+    r = new ChunkReader(src, bodyStart, bodyEnd);
+  }
+  // Positions in a compressed body are inside the inflated bytes: name the body's start instead.
   const fail = (what: string): never => {
-    throw new JournalFormatError(`bad snapshot body: ${what}`, r.pos, h.txid);
+    const where = compressed ? `${what} (in the inflated body)` : what;
+    throw new JournalFormatError(`bad snapshot body: ${where}`, compressed ? bodyStart : r.pos, h.txid);
   };
   let lastPgno = 0;
   for (let p = 0; p < h.patchCount; p++) {

@@ -1,0 +1,87 @@
+/**
+ * Compressed snapshot bodies (docs/FORMAT.md, "Compressed body"): raw DEFLATE via fflate (pure JS,
+ * synchronous, runs in browsers). A writer buffers a body up to BODY_COMPRESS_LIMIT and stores it
+ * compressed when that is smaller; larger bodies stream through uncompressed.
+ */
+import { deflateSync, inflateSync } from 'fflate';
+
+/** Largest body the writer compresses (and so the most a reader inflates into memory). */
+export const BODY_COMPRESS_LIMIT = 16 * 1024 * 1024;
+
+/** Compresses a whole body; undefined when compression does not make it smaller. */
+export function compressBody(body: Uint8Array): Uint8Array | undefined {
+  if (body.length < 64) return undefined;
+  const packed = deflateSync(body, { level: 1 });
+  return packed.length < body.length ? packed : undefined;
+}
+
+/** Inflates a stored body. Throws a plain Error naming the problem when it is not a DEFLATE stream. */
+export function inflateBody(stored: Uint8Array): Uint8Array {
+  try {
+    return inflateSync(stored);
+  } catch (e) {
+    throw new Error(`compressed body does not inflate (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Sits between a body writer and the journal: collects chunks while the body is small, then on
+ * `finish()` writes either the compressed body or the chunks as they were. Past `limit` bytes it gives up
+ * and passes everything through uncompressed, so memory stays bounded for huge transactions.
+ */
+export class BodyCompressor {
+  private chunks: Uint8Array[] = [];
+  private held = 0;
+  private passing = false;
+
+  constructor(
+    private readonly out: (chunk: Uint8Array) => void,
+    private readonly limit = BODY_COMPRESS_LIMIT,
+  ) {}
+
+  /** Takes a chunk from the body writer (which never reuses a chunk it handed out). */
+  readonly sink = (chunk: Uint8Array): void => {
+    if (this.passing) {
+      this.out(chunk);
+      return;
+    }
+    this.chunks.push(chunk);
+    this.held += chunk.length;
+    if (this.held > this.limit) {
+      this.passing = true;
+      this.release();
+    }
+  };
+
+  /** Writes what is held. Returns true when the body was stored compressed (set FLAG_COMPRESSED). */
+  finish(): boolean {
+    if (this.passing || this.held === 0) return false;
+    const body = concat(this.chunks, this.held);
+    const packed = compressBody(body);
+    if (!packed) {
+      this.release();
+      return false;
+    }
+    this.chunks = [];
+    this.held = 0;
+    this.out(packed);
+    return true;
+  }
+
+  private release(): void {
+    for (const c of this.chunks) this.out(c);
+    this.chunks = [];
+    this.held = 0;
+  }
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const all = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
+}
