@@ -1,9 +1,35 @@
 /**
  * Compressed snapshot bodies (docs/FORMAT.md, "Compressed body"): raw DEFLATE via fflate (pure JS,
- * synchronous, runs in browsers). A writer buffers a body up to BODY_COMPRESS_LIMIT and stores it
- * compressed when that is smaller; larger bodies stream through uncompressed.
+ * synchronous, runs in browsers), or Node's native zlib when the runtime has it (same stream format,
+ * 2–3x faster). A writer buffers a body up to BODY_COMPRESS_LIMIT and stores it compressed when that is
+ * smaller; larger bodies stream through uncompressed.
  */
 import { deflateSync, inflateSync } from 'fflate';
+
+interface RawDeflate {
+  deflateRawSync(b: Uint8Array, o: { level: number }): Uint8Array;
+  inflateRawSync(b: Uint8Array): Uint8Array;
+}
+
+/** Node's zlib, reached without a static `node:` import so this module still runs in browsers. */
+const native: RawDeflate | undefined = (() => {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+  try {
+    return proc?.getBuiltinModule?.('node:zlib') as RawDeflate | undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+function deflate(body: Uint8Array): Uint8Array {
+  return native ? native.deflateRawSync(body, { level: 1 }) : deflateSync(body, { level: 1 });
+}
+
+function inflate(stored: Uint8Array): Uint8Array {
+  if (!native) return inflateSync(stored);
+  const b = native.inflateRawSync(stored);
+  return new Uint8Array(b.buffer, b.byteOffset, b.length);
+}
 
 /** Largest body the writer compresses (and so the most a reader inflates into memory). */
 export const BODY_COMPRESS_LIMIT = 16 * 1024 * 1024;
@@ -11,14 +37,14 @@ export const BODY_COMPRESS_LIMIT = 16 * 1024 * 1024;
 /** Compresses a whole body; undefined when compression does not make it smaller. */
 export function compressBody(body: Uint8Array): Uint8Array | undefined {
   if (body.length < 64) return undefined;
-  const packed = deflateSync(body, { level: 1 });
+  const packed = deflate(body);
   return packed.length < body.length ? packed : undefined;
 }
 
 /** Inflates a stored body. Throws a plain Error naming the problem when it is not a DEFLATE stream. */
 export function inflateBody(stored: Uint8Array): Uint8Array {
   try {
-    return inflateSync(stored);
+    return inflate(stored);
   } catch (e) {
     throw new Error(`compressed body does not inflate (${(e as Error).message})`);
   }

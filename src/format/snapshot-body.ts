@@ -119,8 +119,12 @@ export class SnapshotBodyWriter {
   }
 }
 
-/** Called for each run (or whole page: offset 0, pageSize bytes) of a snapshot, in file order. */
-export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array) => void;
+/**
+ * Called for each run (or whole page: offset 0, pageSize bytes) of a snapshot, in file order. `at` is
+ * where the run's bytes start: a byte offset in the source, or, for a compressed body, in the inflated
+ * body.
+ */
+export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array, at: number) => void;
 
 /**
  * Walks the patches of the snapshot at `offset` in `src`, validating the structure rules of
@@ -159,8 +163,9 @@ export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, 
     lastPgno = pgno;
     if (runCount === 0) {
       if (r.remaining < h.pageSize) fail(`page ${pgno} is cut short`);
+      const at = r.pos;
       const page = r.take(h.pageSize);
-      visit?.(pgno, 0, page);
+      visit?.(pgno, 0, page, at);
       continue;
     }
     let lastEnd = 0;
@@ -173,8 +178,9 @@ export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, 
       if (start + len > h.pageSize) fail(`page ${pgno} run at ${start} of ${len} bytes passes the page end`);
       if (r.remaining < len) fail(`page ${pgno} run at ${start} is cut short`);
       lastEnd = start + len;
+      const at = r.pos;
       const bytes = r.take(len);
-      visit?.(pgno, start, bytes);
+      visit?.(pgno, start, bytes, at);
     }
   }
   if (r.remaining !== 0) fail(`${r.remaining} bytes after the last patch`);

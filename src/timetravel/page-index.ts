@@ -1,0 +1,162 @@
+/**
+ * The page index of a time-travel view: for each page of the database as of a target snapshot, where in
+ * the journal its bytes are. Built in one pass over the snapshots up to the target (patch structure only:
+ * nothing is written); a page is then materialized on demand by applying its runs, oldest first, from the
+ * newest whole-page write (or the page's creation) on.
+ */
+import {
+  type ByteSource,
+  FLAG_COMPRESSED,
+  inflateBody,
+  JournalFormatError,
+  JournalReader,
+  memorySource,
+  SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
+  type SnapshotInfo,
+  walkPatches,
+} from '../format/index.js';
+
+/** Bytes of inflated bodies a view keeps (a page's runs may come from many snapshots). */
+const INFLATED_BUDGET = 256 << 20;
+
+const FRAME = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE;
+
+/** When to look: a txid, or a moment (the last snapshot at or before it). */
+export type ViewTarget = bigint | Date;
+
+/** A target outside what the journal holds; the message names the restorable range. */
+export class ViewRangeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ViewRangeError';
+  }
+}
+
+/** Runs of one page: [snapshot index, position, page offset, length] per run, oldest first. */
+type Runs = number[];
+
+/** Where each page of the database as of one snapshot comes from. */
+export class PageIndex {
+  private readonly pages = new Map<number, Runs>();
+  private readonly snapshots: SnapshotInfo[] = [];
+  private readonly inflated = new Map<number, Uint8Array>();
+  private inflatedBytes = 0;
+  /** The snapshot the view shows. */
+  readonly target: SnapshotInfo;
+
+  constructor(
+    private readonly journal: ByteSource,
+    at: ViewTarget,
+  ) {
+    const all = [...new JournalReader(journal).snapshots()];
+    const index = findTarget(all, at);
+    this.target = all[index]!;
+    let pageSize = 0;
+    let dbPages = 0;
+    for (let i = 0; i <= index; i++) {
+      const s = all[i]!;
+      this.snapshots.push(s);
+      if (s.pageSize !== pageSize) this.pages.clear();
+      else if (s.dbPages < dbPages)
+        for (const p of this.pages.keys()) if (p > s.dbPages) this.pages.delete(p);
+      pageSize = s.pageSize;
+      dbPages = s.dbPages;
+      const visit = (pgno: number, offset: number, bytes: Uint8Array, pos: number): void => {
+        const whole = offset === 0 && bytes.length === pageSize;
+        let runs = this.pages.get(pgno);
+        if (!runs || whole) {
+          runs = [];
+          this.pages.set(pgno, runs);
+        }
+        runs.push(i, pos, offset, bytes.length);
+      };
+      if ((s.flags & FLAG_COMPRESSED) === 0) {
+        walkPatches(journal, s.offset, s, visit);
+      } else {
+        // Walk the inflated body in memory (positions are then offsets in it) and keep it for reads.
+        const body = this.body(i, s);
+        const plain = { ...s, flags: s.flags & ~FLAG_COMPRESSED, length: body.length + FRAME };
+        walkPatches(memorySource(body), -SNAPSHOT_HEADER_SIZE, plain, visit);
+      }
+    }
+  }
+
+  get pageSize(): number {
+    return this.target.pageSize;
+  }
+
+  get dbPages(): number {
+    return this.target.dbPages;
+  }
+
+  /** Builds page `pgno` (1-based) as of the target into `out` (pageSize bytes). */
+  readPage(pgno: number, out: Uint8Array): void {
+    out.fill(0);
+    const runs = this.pages.get(pgno);
+    if (!runs) return;
+    for (let k = 0; k < runs.length; k += 4) {
+      const s = this.snapshots[runs[k]!]!;
+      const pos = runs[k + 1]!;
+      const len = runs[k + 3]!;
+      const bytes =
+        (s.flags & FLAG_COMPRESSED) !== 0
+          ? this.body(runs[k]!, s).subarray(pos, pos + len)
+          : this.journal.read(pos, len);
+      out.set(bytes, runs[k + 2]!);
+    }
+  }
+
+  /** The inflated body of snapshot `i`, from a small cache. */
+  private body(i: number, s: SnapshotInfo): Uint8Array {
+    let b = this.inflated.get(i);
+    if (b) {
+      this.inflated.delete(i);
+      this.inflated.set(i, b);
+      return b;
+    }
+    const start = s.offset + SNAPSHOT_HEADER_SIZE;
+    try {
+      b = inflateBody(this.journal.read(start, s.length - FRAME));
+    } catch (e) {
+      throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, start, s.txid);
+    }
+    while (this.inflatedBytes + b.length > INFLATED_BUDGET && this.inflated.size > 0) {
+      const [oldest, old] = this.inflated.entries().next().value!;
+      this.inflated.delete(oldest);
+      this.inflatedBytes -= old.length;
+    }
+    this.inflated.set(i, b);
+    this.inflatedBytes += b.length;
+    return b;
+  }
+}
+
+function point(s: SnapshotInfo): string {
+  return `txid ${s.txid} (${new Date(s.timestamp).toISOString()})`;
+}
+
+/** Index in `all` of the snapshot `at` names; throws ViewRangeError naming the range otherwise. */
+function findTarget(all: SnapshotInfo[], at: ViewTarget): number {
+  if (all.length === 0) throw new ViewRangeError('the journal holds no snapshots: nothing to view');
+  const first = all[0]!;
+  const last = all[all.length - 1]!;
+  const range = `the restorable range is ${point(first)} .. ${point(last)}`;
+  if (typeof at === 'bigint') {
+    if (at < first.txid || at > last.txid) throw new ViewRangeError(`no snapshot with txid ${at}: ${range}`);
+    return Number(at - first.txid);
+  }
+  const ms = at.getTime();
+  if (Number.isNaN(ms)) throw new ViewRangeError(`not a valid time: ${range}`);
+  if (ms < first.timestamp || ms > last.timestamp) {
+    throw new ViewRangeError(`${at.toISOString()} is outside the journal: ${range}`);
+  }
+  let lo = 0;
+  let hi = all.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (all[mid]!.timestamp <= ms) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
