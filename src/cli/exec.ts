@@ -3,13 +3,16 @@
  * becomes a snapshot) and print the rows of the last statement.
  */
 import type { Command } from 'commander';
+import type { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
-import { open } from '../node/index.js';
+import { open, openAt } from '../node/index.js';
+import type { ViewTarget } from '../timetravel/view.js';
 import { jsonInteger, requireParentDirectory, toHex, writeOut } from './common.js';
 
 interface ExecOptions {
   json?: boolean;
+  at?: string;
 }
 
 export function registerExec(program: Command): void {
@@ -19,6 +22,7 @@ export function registerExec(program: Command): void {
     .argument('<DB>', 'database file (created, with its journal, if missing)')
     .argument('<SQL>', 'one or more SQL statements separated by ";"')
     .option('--json', 'print one JSON object per row and line instead of a tab-separated table')
+    .option('--at <WHEN>', 'read-only: query the database as of a txid (digits) or an ISO-8601 time')
     .addHelpText(
       'after',
       `
@@ -27,9 +31,13 @@ Only the last statement's rows are printed. The table has a header row and tab-s
 is printed as an empty field. With --json, integers outside JavaScript's safe range are printed as
 strings, blobs (in both formats) as lowercase hex.
 
+With --at, nothing is written: the SQL runs on a read-only view of the database as it was after the
+snapshot with that txid, or after the last snapshot at or before that time, read from the journal.
+
 Examples:
   $ mycelite exec app.db "create table t(a); insert into t values (random())"
-  $ mycelite exec app.db "select rowid, a from t" --json`,
+  $ mycelite exec app.db "select rowid, a from t" --json
+  $ mycelite exec app.db --at 2026-11-27T09:00:00Z "select count(*) from t"`,
     )
     .action(async (db: string, sql: string, options: ExecOptions) => {
       await execCommand(db, sql, options);
@@ -38,7 +46,8 @@ Examples:
 
 export async function execCommand(dbPath: string, sql: string, options: ExecOptions): Promise<void> {
   requireParentDirectory(dbPath);
-  const db = await open(dbPath);
+  const db: Database =
+    options.at === undefined ? await open(dbPath) : await openAt(dbPath, parseAt(options.at));
   try {
     const { before, last } = splitLastStatement(db.sqlite3, sql);
     if (before.trim() !== '') db.exec(before);
@@ -71,6 +80,16 @@ export async function execCommand(dbPath: string, sql: string, options: ExecOpti
   } finally {
     db.close();
   }
+}
+
+/** Reads --at: digits are a txid, anything else an ISO-8601 time. */
+export function parseAt(text: string): ViewTarget {
+  if (/^\d+$/.test(text.trim())) return BigInt(text.trim());
+  const ms = Date.parse(text);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text.trim()) || Number.isNaN(ms)) {
+    throw new Error(`--at ${text}: give a txid (digits) or an ISO-8601 time such as 2026-11-27T09:00:00Z`);
+  }
+  return new Date(ms);
 }
 
 /** Buffers output lines and writes them in large chunks. */

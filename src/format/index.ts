@@ -1,5 +1,6 @@
-/** Journal format v1 (docs/FORMAT.md): encoding, decoding, validation and checksums. Imports nothing. */
+/** Journal format v1 (docs/FORMAT.md): encoding, decoding, validation and checksums. Imports only xxhash-wasm and fflate. */
 export * from './byte-source.js';
+export * from './compress.js';
 export * from './constants.js';
 export * from './diff.js';
 export * from './errors.js';
@@ -8,4 +9,3 @@ export * from './hash.js';
 export * from './journal-reader.js';
 export * from './snapshot-body.js';
 export * from './snapshot-header.js';
-export * from './compress.js';

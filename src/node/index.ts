@@ -34,9 +34,9 @@ export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from
 export { ReplicaOpenError } from '../replica/replica.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
 export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-client.js';
-export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';
 export { openAt } from './open-at.js';
+export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';
 export { Database };
 
 let counter = 0;
