@@ -14,6 +14,7 @@
  * - All or nothing: an append counts only when all its parts stand in a row; a torn one is skipped.
  */
 import {
+  DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
   jetstream,
@@ -25,7 +26,7 @@ import { connect, headers, type NatsConnection, type Subscription } from '@nats-
 import type { SnapshotHeader } from '../format/index.js';
 import { formatPosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import { Mutex } from './mutex.js';
-import { DbTail } from './nats-tail.js';
+import { DbTail, type TailSource } from './nats-tail.js';
 import {
   HDR_APPEND,
   HDR_BASE,
@@ -59,6 +60,8 @@ export interface NatsStorageOptions {
 }
 
 const WRONG_LAST_SEQUENCE = 10071;
+/** Timeout of a view's own requests (make a consumer, read a message): short, since it is retried. */
+const VIEW_TIMEOUT_MS = 5000;
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
 
 export class NatsStorage implements HubStorage {
@@ -76,7 +79,46 @@ export class NatsStorage implements HubStorage {
     private readonly replicas: number,
     private readonly partBytes: number,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.viewJs = jetstream(nc, { timeout: VIEW_TIMEOUT_MS });
+    this.viewJsm = jetstreamManager(nc, { timeout: VIEW_TIMEOUT_MS, checkAPI: false });
+    void this.onReconnect();
+  }
+
+  private readonly viewJs: JetStreamClient;
+  private readonly viewJsm: Promise<JetStreamManager>;
+
+  /**
+   * After a reconnect (the hub's NATS node died), every view makes its consumer again: the client only
+   * checks the old one, and when that one lived on the dead node the check fails forever.
+   */
+  private async onReconnect(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type !== 'reconnect') continue;
+      for (const t of this.tails.values())
+        void t.then(
+          (tail) => tail.renew(),
+          () => undefined,
+        );
+    }
+  }
+
+  /** How the view of `db` reads its stream: consumers and direct reads with short timeouts. */
+  private source(db: string): TailSource {
+    const stream = this.names.stream(db);
+    return {
+      open: async (from) => {
+        const consumer = await this.viewJs.consumers.get(
+          stream,
+          from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {},
+        );
+        const messages = await consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
+        return { messages, remove: () => void consumer.delete().catch(() => undefined) };
+      },
+      get: async (seq) => (await this.viewJsm).streams.getMessage(stream, { seq }),
+      lastSeq: async () => (await (await this.viewJsm).streams.info(stream)).state.last_seq,
+    };
+  }
 
   /** Connects, and creates the stream and the lease bucket when they do not exist yet. */
   static async open(options: NatsStorageOptions): Promise<NatsStorage> {
@@ -156,8 +198,8 @@ export class NatsStorage implements HubStorage {
     const run = (async () => {
       const info = await this.streamInfo(tail.db);
       if (!info) return false;
-      await tail.start(this.js, this.names.stream(tail.db));
-      await tail.wait(() => tail.lastSeq >= info.state.last_seq, this.timeoutMs, 'the history');
+      tail.start(this.source(tail.db));
+      await tail.waitSeq(info.state.last_seq, this.timeoutMs, 'the history');
       tail.live = true;
       return true;
     })();
@@ -186,7 +228,7 @@ export class NatsStorage implements HubStorage {
     const info = await this.streamInfo(tail.db);
     if (!info) return false;
     const seq = info.state.last_seq;
-    await tail.wait(() => tail.lastSeq >= seq, this.timeoutMs, `sequence ${seq}`);
+    await tail.waitSeq(seq, this.timeoutMs, `sequence ${seq}`);
     return true;
   }
 
@@ -264,7 +306,7 @@ export class NatsStorage implements HubStorage {
         if (why) return { ok: false, reason: why, state: state! };
         if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
       }
-      await tail.wait(() => tail.lastSeq >= won, this.timeoutMs, `sequence ${won}`);
+      await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
       const state = tail.state();
       if (!state || state.head.txid < last.txid)
         throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);

@@ -4,10 +4,11 @@
  * appends from their parts (src/hub/nats-wire.ts), keeps an index (txid → header and where its bytes
  * are: stream sequences of the parts and an offset), the head, and tells subscribers about new snapshots.
  *
- * `wait()` lets callers wait until the view holds a given stream sequence, which makes state() exact
+ * `waitSeq()` lets callers wait until the view holds a given stream sequence, which makes state() exact
  * across hubs (src/hub/nats-storage.ts).
  */
-import { type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import type { ConsumerMessages } from '@nats-io/jetstream';
+import type { MsgHdrs } from '@nats-io/transport-node';
 import { decodeSnapshotHeader, type SnapshotHeader } from '../format/index.js';
 import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
@@ -35,11 +36,30 @@ interface Pending {
   data: Uint8Array[];
 }
 
-/** A wait that sees no message for this long makes the consumer again (ms). */
-const STALL_MS = 3000;
+/** A wait that sees no new message for this long reads the missing ones itself and renews the consumer (ms). */
+const STALL_MS = 2000;
+/** A view with subscribers and no message for this long checks the stream's last sequence (ms). */
+const FOLLOW_MS = 4000;
+
+/** How a view reaches its stream (src/hub/nats-storage.ts gives it, with its own timeouts). */
+export interface TailSource {
+  /** A new ordered consumer from stream sequence `from` on. */
+  open(from: number): Promise<{ messages: ConsumerMessages; remove: () => void }>;
+  /** One message read directly from the stream (the stream leader), null when it is gone. */
+  get(seq: number): Promise<{ seq: number; header?: MsgHdrs; data: Uint8Array } | null>;
+  /** The stream's last sequence now. */
+  lastSeq(): Promise<number>;
+}
+
+/** What take() needs of a message: consumer messages and direct reads both have it. */
+interface RawMsg {
+  seq: number;
+  headers?: MsgHdrs;
+  data: Uint8Array;
+}
 
 interface Waiter {
-  done: () => boolean;
+  seq: number;
   resolve: () => void;
 }
 
@@ -57,56 +77,127 @@ export class DbTail {
   /** Set once the history that existed at start was read: from then on, subscribers hear of appends. */
   live = false;
   failed: Error | undefined;
+  /** Consumers made again (a stall, missed heartbeats, a reconnect): for tests and logs. */
+  renewals = 0;
   readonly listeners = new Set<AppendListener>();
   private pending: Pending | undefined;
   private waiters: Waiter[] = [];
-  private messages: ConsumerMessages | undefined;
+  private current: { messages: ConsumerMessages; remove: () => void } | undefined;
+  private source: TailSource | undefined;
+  private filling: Promise<void> | undefined;
+  private follower: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
 
   constructor(readonly db: string) {}
 
   /**
-   * Starts reading the database's stream from its first message. The ordered consumer survives node
-   * losses (heartbeats every second reveal a dead one; it is made again after the last message read);
-   * should it end anyway, it is started again from there.
+   * Starts reading the database's stream from its first message, and keeps reading it whatever the
+   * cluster does. The ordered consumer is R1: it lives on one node, and when that node dies the client
+   * does not make it again by itself (its check of the consumer times out and is retried forever, and
+   * after a reconnect it does not even watch heartbeats). So the view makes a new consumer from the last
+   * sequence it read when the consumer reports missed heartbeats, after a reconnect (renew()), and when
+   * a wait or a subscriber sees nothing new while the stream has more (then it also reads the missing
+   * messages directly from the stream, so that no wait depends on a consumer being healthy).
    */
-  async start(js: JetStreamClient, stream: string): Promise<void> {
-    const open = async (): Promise<ConsumerMessages> => {
-      const from = this.lastSeq + 1;
-      const consumer = await js.consumers.get(
-        stream,
-        from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {},
-      );
-      return consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
-    };
-    this.messages = await open();
-    if (this.stopped) {
-      void this.messages.close();
-      return;
-    }
+  start(source: TailSource): void {
+    if (this.started || this.stopped) return;
+    this.source = source;
     this.started = true;
-    void (async () => {
-      while (!this.stopped) {
-        try {
-          for await (const m of this.messages!) this.take(m);
-        } catch {
-          // below: made again
-        }
-        if (this.stopped) break;
-        await new Promise((r) => setTimeout(r, 200));
-        try {
-          this.messages = await open();
-        } catch {
-          // the cluster is down: try again
-        }
+    void this.run(source);
+    let seen = -1;
+    this.follower = setInterval(() => {
+      if (this.listeners.size === 0 || this.lastSeq !== seen) {
+        seen = this.lastSeq;
+        return;
       }
-      this.wakeAll();
-    })();
+      void this.source!.lastSeq().then(
+        (last) => {
+          if (last > this.lastSeq) this.recover(last);
+        },
+        () => undefined, // the cluster is busy: the next tick asks again
+      );
+    }, FOLLOW_MS);
+    this.follower.unref?.();
+  }
+
+  private async run(source: TailSource): Promise<void> {
+    for (let failures = 0; !this.stopped; ) {
+      let c: { messages: ConsumerMessages; remove: () => void };
+      try {
+        c = await source.open(this.lastSeq + 1);
+      } catch {
+        failures++;
+        await sleep(Math.min(100 * 2 ** failures, 2000)); // a leader election: try again
+        continue;
+      }
+      failures = 0;
+      if (this.stopped) {
+        void c.messages.close();
+        c.remove();
+        break;
+      }
+      this.current = c;
+      void this.watch(c);
+      try {
+        for await (const m of c.messages) this.take(m);
+      } catch {
+        // below: made again
+      }
+      c.remove();
+      if (this.current === c) this.current = undefined;
+      if (!this.stopped) await sleep(100);
+    }
+    this.wakeAll();
+  }
+
+  /** Makes the consumer again when the client reports missed heartbeats (its node may be dead). */
+  private async watch(c: { messages: ConsumerMessages }): Promise<void> {
+    try {
+      for await (const s of c.messages.status()) {
+        if (s.type === 'heartbeats_missed' && this.current === c) this.renew();
+      }
+    } catch {
+      // the consumer ended
+    }
+  }
+
+  /** Ends the current consumer; the read loop makes a new one from the last sequence read. */
+  renew(): void {
+    const c = this.current;
+    if (!c || this.stopped) return;
+    this.current = undefined;
+    this.renewals++;
+    void c.messages.close();
+  }
+
+  /** Renews the consumer and reads messages up to `upTo` directly (one reader at a time). */
+  private recover(upTo: number): void {
+    this.renew();
+    if (this.filling || !this.source) return;
+    const source = this.source;
+    this.filling = (async () => {
+      while (!this.stopped && this.lastSeq < upTo) {
+        const seq = this.lastSeq + 1;
+        const m = await source.get(seq);
+        if (this.lastSeq >= seq) continue; // the consumer was faster
+        this.take(m ? { seq, headers: m.header, data: m.data } : { seq, data: new Uint8Array(0) });
+      }
+    })()
+      .catch(() => undefined) // the cluster is busy: the next stall tries again
+      .finally(() => {
+        this.filling = undefined;
+      });
   }
 
   stop(): void {
     this.stopped = true;
-    void this.messages?.close();
+    clearInterval(this.follower);
+    const c = this.current;
+    this.current = undefined;
+    if (c) {
+      void c.messages.close();
+      c.remove();
+    }
     this.failed ??= new Error(`the view of ${this.db} is closed`);
     this.wakeAll();
   }
@@ -121,28 +212,34 @@ export class DbTail {
     return this.snaps[Number(txid - this.base.txid - 1n)];
   }
 
-  /** Resolves once `done()` holds (checked after every message), rejects after `ms`. */
-  wait(done: () => boolean, ms: number, what: string): Promise<void> {
-    if (done()) return Promise.resolve();
+  /**
+   * Resolves once the view holds stream sequence `seq`, rejects after `ms`. A wait that sees no new
+   * message for STALL_MS renews the consumer and reads the missing messages directly.
+   */
+  waitSeq(seq: number, ms: number, what: string): Promise<void> {
+    if (this.lastSeq >= seq) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
-      // A consumer that stopped delivering (its node died and the client did not notice) is made again.
       let seen = this.lastSeq;
       const watchdog = setInterval(() => {
-        if (this.lastSeq === seen) this.kick();
+        if (this.lastSeq === seen) this.recover(seq);
         seen = this.lastSeq;
       }, STALL_MS);
       const timer = setTimeout(() => {
         clearInterval(watchdog);
         this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`NATS did not deliver ${what} of ${this.db} within ${ms} ms; is the cluster up?`));
+        reject(
+          new Error(
+            `NATS did not deliver ${what} of ${this.db} within ${ms} ms (the view holds ${this.lastSeq}); is the cluster up?`,
+          ),
+        );
       }, ms);
       const waiter: Waiter = {
-        done: () => done() || this.failed !== undefined,
+        seq,
         resolve: () => {
           clearInterval(watchdog);
           clearTimeout(timer);
-          if (this.failed && !done()) reject(this.failed);
+          if (this.lastSeq < seq) reject(this.failed ?? new Error(`the view of ${this.db} stopped`));
           else resolve();
         },
       };
@@ -150,19 +247,14 @@ export class DbTail {
     });
   }
 
-  /** Ends the current consumer; the read loop makes a new one from the last sequence read. */
-  private kick(): void {
-    if (this.started && !this.stopped) void this.messages?.close();
-  }
-
   private wakeAll(): void {
-    const ready = this.waiters.filter((w) => w.done());
+    const ready = this.waiters.filter((w) => this.lastSeq >= w.seq || this.failed || this.stopped);
     if (ready.length === 0) return;
     this.waiters = this.waiters.filter((w) => !ready.includes(w));
     for (const w of ready) w.resolve();
   }
 
-  private take(m: JsMsg): void {
+  private take(m: RawMsg): void {
     if (m.seq <= this.lastSeq) return; // a late one from a consumer made again
     this.lastSeq = m.seq;
     try {
@@ -172,7 +264,7 @@ export class DbTail {
     }
   }
 
-  private part(m: JsMsg): void {
+  private part(m: RawMsg): void {
     const h = m.headers;
     const key = h?.get(HDR_APPEND) ?? '';
     const part = parsePart(h?.get(HDR_PART));
@@ -248,4 +340,8 @@ export class DbTail {
       }
     }
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
