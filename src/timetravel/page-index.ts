@@ -7,6 +7,7 @@
 import {
   type ByteSource,
   FLAG_COMPRESSED,
+  FLAG_FULL_IMAGE,
   inflateBody,
   JournalFormatError,
   JournalReader,
@@ -51,6 +52,12 @@ export class PageIndex {
   ) {
     const all = [...new JournalReader(journal).snapshots()];
     const index = findTarget(all, at);
+    const first = all[0]!;
+    if (first.preChecksum !== 0n && (first.flags & FLAG_FULL_IMAGE) === 0) {
+      throw new ViewRangeError(
+        `the journal starts at txid ${first.txid} from a database it does not hold (no full image): restore a file instead`,
+      );
+    }
     this.target = all[index]!;
     let pageSize = 0;
     let dbPages = 0;
