@@ -211,4 +211,46 @@ describe('NatsStorage across hubs', { skip }, () => {
       concatBytes(h.snapshots.slice(0, 5).map((s) => s.bytes)),
     );
   });
+
+  // Last: it kills a node (and starts it again) under the shared cluster.
+  it('a subscriber whose consumer’s node is SIGKILLed goes on hearing appends, without any wait', async () => {
+    const a = await storage('nodeloss');
+    const b = await storage('nodeloss');
+    const seen: bigint[] = [];
+    await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2));
+    const nc = await connect({ servers: c.servers });
+    const stream = natsNames('nodeloss').stream('app');
+    /** Consumer name → the node it lives on (an ordered consumer is R1: one node). */
+    const consumers = async (): Promise<Map<string, string>> => {
+      const jsm = await jetstreamManager(nc);
+      const out = new Map<string, string>();
+      for await (const ci of jsm.consumers.list(stream)) out.set(ci.name, ci.cluster?.leader ?? '');
+      return out;
+    };
+    let host: string;
+    try {
+      const ofA = await consumers();
+      b.subscribe('app', (snaps) => {
+        for (const s of snaps) seen.push(s.header.txid);
+      });
+      assert.equal((await b.state('app'))!.head.txid, 2n); // B's view runs; from here on only subscribed
+      const ofB = [...(await consumers())].filter(([name]) => !ofA.has(name));
+      assert.equal(ofB.length, 1, 'B’s view has one consumer');
+      host = ofB[0]![1];
+      assert.match(host, /^n\d$/);
+    } finally {
+      await nc.close();
+    }
+    const node = Number(host!.slice(1)) - 1;
+    await c.kill(node);
+    try {
+      await a.append('app', after0(h.snapshots[1]!), h.journalId, h.snapshots.slice(2, 5));
+      await a.append('app', after0(h.snapshots[4]!), h.journalId, h.snapshots.slice(5, 8));
+      const deadline = Date.now() + 40_000;
+      while (seen.length < 6 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(seen, [3n, 4n, 5n, 6n, 7n, 8n], `B heard every append once, in order (${host} down)`);
+    } finally {
+      await c.restart(node);
+    }
+  });
 });
