@@ -257,7 +257,8 @@ describe('errors (exit 1)', () => {
     fs.writeFileSync(journal, bytes);
     const r = expect(1, dir, 'verify', 'app.db');
     assert.match(r.stderr, /^mycelite: verify failed: .*at byte \d+/);
-    const offset = Number(/at byte (\d+)/.exec(r.stderr)![1]);
+    // The error's own position is the last "at byte N" (a message may name another offset before it).
+    const offset = Number([...r.stderr.matchAll(/at byte (\d+)/g)].at(-1)![1]);
     assert.ok(offset <= middle, `offset ${offset} is at or before the damaged byte ${middle}`);
     const j = JSON.parse(expect(1, dir, 'verify', 'app.db', '--json').stdout);
     assert.equal(j.ok, false);
