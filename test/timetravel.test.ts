@@ -213,3 +213,28 @@ test('mycelite exec --at TXID|ISO-8601 queries the past; a bad --at exits 1 nami
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /give a txid \(digits\) or an ISO-8601 time/);
 });
+
+test('a view opens while the writer has the database open, and does not move when the writer commits', async () => {
+  const file = path.join(tempDir(), 'w.db');
+  const db = await open(file);
+  db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v TEXT)');
+  for (let i = 0; i < 5; i++) db.prepare('INSERT INTO t(k, v) VALUES (?, ?)').run(`k${i}`, `v${i}`.repeat(100));
+  const at = db.position().txid - 2n;
+  const view = await openAt(file, at);
+  try {
+    const before = answers(view);
+    db.exec('DELETE FROM t; VACUUM');
+    for (let i = 0; i < 3; i++) db.prepare('INSERT INTO t(k, v) VALUES (?, ?)').run('k', 'new');
+    assert.deepEqual(answers(view), before, 'the view moved when the writer committed');
+    const ref = await openReadonly(await replayTo(file, { txid: at }));
+    try {
+      assert.deepEqual(answers(view), answers(ref));
+    } finally {
+      ref.close();
+    }
+    assert.deepEqual(db.prepare('SELECT count(*) FROM t').raw(true).get(), [3]);
+  } finally {
+    view.close();
+    db.close();
+  }
+});

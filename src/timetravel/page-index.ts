@@ -52,18 +52,21 @@ export class PageIndex {
   ) {
     const all = [...new JournalReader(journal).snapshots()];
     const index = findTarget(all, at);
-    const first = all[0]!;
+    this.target = all[index]!;
+    // A full image holds every page: nothing before the last one at or before the target matters.
+    let start = index;
+    while (start > 0 && (all[start]!.flags & FLAG_FULL_IMAGE) === 0) start--;
+    const first = all[start]!;
     if (first.preChecksum !== 0n && (first.flags & FLAG_FULL_IMAGE) === 0) {
       throw new ViewRangeError(
         `the journal starts at txid ${first.txid} from a database it does not hold (no full image): restore a file instead`,
       );
     }
-    this.target = all[index]!;
     let pageSize = 0;
     let dbPages = 0;
-    for (let i = 0; i <= index; i++) {
+    for (let i = 0; i <= index; i++) this.snapshots.push(all[i]!);
+    for (let i = start; i <= index; i++) {
       const s = all[i]!;
-      this.snapshots.push(s);
       if (s.pageSize !== pageSize) this.pages.clear();
       else if (s.dbPages < dbPages)
         for (const p of this.pages.keys()) if (p > s.dbPages) this.pages.delete(p);
