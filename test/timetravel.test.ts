@@ -218,7 +218,8 @@ test('a view opens while the writer has the database open, and does not move whe
   const file = path.join(tempDir(), 'w.db');
   const db = await open(file);
   db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v TEXT)');
-  for (let i = 0; i < 5; i++) db.prepare('INSERT INTO t(k, v) VALUES (?, ?)').run(`k${i}`, `v${i}`.repeat(100));
+  for (let i = 0; i < 5; i++)
+    db.prepare('INSERT INTO t(k, v) VALUES (?, ?)').run(`k${i}`, `v${i}`.repeat(100));
   const at = db.position().txid - 2n;
   const view = await openAt(file, at);
   try {
