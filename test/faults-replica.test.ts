@@ -2,6 +2,7 @@
 // crash at that point leaves them, then the replica is reopened (recovery) and must be at a committed state
 // of the writer that equals its own position. Found by the replication torture (npm run torture).
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { JournalWriter } from '../src/journal/journal-writer.js';
@@ -12,14 +13,19 @@ import { cleanupTempDirs, fileHash, replayBytes, sha256, tempDir } from './helpe
 
 after(() => cleanupTempDirs());
 
-test('a crash between the journal append and the inflight marker: reopening applies the snapshot (was: position claimed, database one behind)', async () => {
-  const dir = tempDir();
+/** The replica's private crash-window steps, reached for exactly (as a crash would leave them). */
+interface Internals {
+  setMarker(step: unknown): void;
+  file: { plan(bytes: Uint8Array, h: unknown): unknown };
+}
+
+/** A writer with three snapshots and a replica holding the first two; returns the third. */
+async function setup(dir: string) {
   const wPath = path.join(dir, 'w.db');
   const rPath = path.join(dir, 'r.db');
   const w = await open(wPath);
   w.exec('create table t(a, b); insert into t values (1, randomblob(3000))');
   w.exec('insert into t values (2, randomblob(100))');
-  // The replica takes every snapshot but the last.
   const journal = `${wPath}-mycelite/journal`;
   const store = await ReplicaStore.open(nodeRuntime, rPath);
   const { file, snaps } = snapshotsAfter(journal, 0n);
@@ -29,12 +35,37 @@ test('a crash between the journal append and the inflight marker: reopening appl
   }
   w.exec('update t set b = randomblob(200) where a = 1');
   const last = snapshotsAfter(journal, w.position().txid - 1n).snaps[0]!;
+  return { w, wPath, rPath, store, last };
+}
+
+test('a crash after the inflight marker, inside the journal append: the replica reopens at the snapshot before, and takes it again', async () => {
+  const { w, wPath, rPath, store, last } = await setup(tempDir());
+  const internals = store as unknown as Internals;
+  internals.setMarker(internals.file.plan(last.bytes, last.header));
   store.close();
-  // The crash: the snapshot reached the replica's journal (fsynced), the marker and the database did not.
+  // Half the snapshot reached the journal: a torn tail.
+  fs.appendFileSync(`${rPath}-mycelite/journal`, last.bytes.subarray(0, last.bytes.length >> 1));
+  const again = await ReplicaStore.open(nodeRuntime, rPath);
+  try {
+    assert.equal(again.position!.txid, last.header.txid - 1n);
+    assert.ok(again.checkDatabase().ok, 'the database is at the position the replica claims');
+    assert.equal(fileHash(rPath), sha256(await replayBytes(wPath, { txid: last.header.txid - 1n })));
+    await again.append(last.bytes, last.header);
+    assert.equal(fileHash(rPath), fileHash(wPath));
+  } finally {
+    again.close();
+    w.close();
+  }
+});
+
+test('a crash after the journal append, before the apply: reopening applies the snapshot', async () => {
+  const { w, wPath, rPath, store, last } = await setup(tempDir());
+  const internals = store as unknown as Internals;
+  internals.setMarker(internals.file.plan(last.bytes, last.header));
+  store.close();
   const j = JournalWriter.open(nodeRuntime.fs, `${rPath}-mycelite/journal`);
   j.appendEncoded(last.bytes, last.header, true);
   j.close();
-
   const again = await ReplicaStore.open(nodeRuntime, rPath);
   try {
     const at = again.position!;

@@ -46,6 +46,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class ReplicaStore {
   private journal: JournalWriter | undefined;
   private markerSet = false;
+  private markerTxid = 0n;
   private interrupted = false;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
@@ -118,7 +119,7 @@ export class ReplicaStore {
     const last = this.journal?.last;
     if (!last) return undefined;
     // While a snapshot is being applied (or its apply failed), the database is still before it.
-    if (this.markerSet)
+    if (this.markerSet && this.markerTxid === last.txid)
       return last.txid > 1n ? { txid: last.txid - 1n, checksum: last.preChecksum } : undefined;
     return this.journal!.position;
   }
@@ -142,9 +143,13 @@ export class ReplicaStore {
     const journal = this.journal;
     if (!journal) throw new Error('the replica has no history yet: it starts from a full image');
     const before = journal.position.checksum;
-    const info = journal.appendEncoded(bytes, h, true);
     const step = this.file.plan(bytes, h);
+    // The marker goes first: while it is clear, the database holds everything the journal holds, so a
+    // clean open needs no checksum of the whole file.
     this.setMarker(step);
+    // If the append fails (its fsync, say), the marker stays: the snapshot may be in the journal file
+    // all the same, and the next open must then check the database against it.
+    const info = journal.appendEncoded(bytes, h, true);
     try {
       await this.applyAndFinish(bytes, h, before, step);
     } catch (e) {
@@ -210,8 +215,15 @@ export class ReplicaStore {
     }
     const want = last.dbPages * last.pageSize;
     const size = this.rt.fs.fileSize(this.dbPath);
-    // No marker does not mean applied: a crash between the journal append and setting the marker leaves
-    // the last snapshot in the journal only (same size). The checksum below decides.
+    const sameShape = size === want && shape.pageSize === last.pageSize;
+    // The marker is set before a snapshot is appended and cleared once it is applied: no marker, and the
+    // database has the last snapshot's shape, means it was applied (no need to checksum the whole file).
+    if (!m && sameShape) return;
+    if (m && m.txid === last.txid + 1n) {
+      // A crash before the snapshot was (wholly) in the journal: its apply never started.
+      this.clearMarker();
+      if (sameShape) return;
+    }
     if (m && m.txid === last.txid && shape.pageSize === last.pageSize && size >= want) {
       const target = { pageSize: last.pageSize, pages: last.dbPages };
       if (this.file.checksum(target, m.counter) === last.postChecksum) {
@@ -299,6 +311,7 @@ export class ReplicaStore {
 
   private setMarker(step: PostStep): void {
     this.markerSet = true;
+    this.markerTxid = step.txid;
     const b = new Uint8Array(MARKER_SIZE);
     const v = new DataView(b.buffer);
     b[0] = 1;
