@@ -60,8 +60,12 @@ export interface NatsStorageOptions {
 }
 
 const WRONG_LAST_SEQUENCE = 10071;
-/** Timeout of a view's own requests (make a consumer, read a message): short, since it is retried. */
-const VIEW_TIMEOUT_MS = 5000;
+/**
+ * Timeout of one request (ms). Every request is retried until `timeoutMs`, so one that went to a node
+ * that just died (a publish to a dead stream leader gets no answer) must give up early enough to be
+ * sent again to the new leader; publishes carry a Nats-Msg-Id, so a second try is stored once.
+ */
+const ATTEMPT_MS = 5000;
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
 
 export class NatsStorage implements HubStorage {
@@ -80,13 +84,8 @@ export class NatsStorage implements HubStorage {
     private readonly partBytes: number,
     private readonly timeoutMs: number,
   ) {
-    this.viewJs = jetstream(nc, { timeout: VIEW_TIMEOUT_MS });
-    this.viewJsm = jetstreamManager(nc, { timeout: VIEW_TIMEOUT_MS, checkAPI: false });
     void this.onReconnect();
   }
-
-  private readonly viewJs: JetStreamClient;
-  private readonly viewJsm: Promise<JetStreamManager>;
 
   /**
    * After a reconnect (the hub's NATS node died), every view makes its consumer again: the client only
@@ -108,15 +107,15 @@ export class NatsStorage implements HubStorage {
     const stream = this.names.stream(db);
     return {
       open: async (from) => {
-        const consumer = await this.viewJs.consumers.get(
+        const consumer = await this.js.consumers.get(
           stream,
           from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {},
         );
         const messages = await consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
         return { messages, remove: () => void consumer.delete().catch(() => undefined) };
       },
-      get: async (seq) => (await this.viewJsm).streams.getMessage(stream, { seq }),
-      lastSeq: async () => (await (await this.viewJsm).streams.info(stream)).state.last_seq,
+      get: (seq) => this.jsm.streams.getMessage(stream, { seq }),
+      lastSeq: async () => (await this.jsm.streams.info(stream)).state.last_seq,
     };
   }
 
@@ -137,8 +136,9 @@ export class NatsStorage implements HubStorage {
     try {
       const names = natsNames(options.prefix);
       const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
-      const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
-      const js = jetstream(nc, { timeout: timeoutMs });
+      const attempt = Math.min(ATTEMPT_MS, timeoutMs);
+      const jsm = await retry(timeoutMs, 'reach JetStream', () => jetstreamManager(nc, { timeout: attempt }));
+      const js = jetstream(nc, { timeout: attempt });
       await ensureStream(jsm, timeoutMs, {
         name: names.leaseStream,
         subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],
@@ -234,12 +234,14 @@ export class NatsStorage implements HubStorage {
 
   async list(): Promise<string[]> {
     this.check();
-    const out: string[] = [];
-    for await (const name of this.jsm.streams.names(this.names.allSnapshots)) {
-      const db = this.names.dbOfStream(name);
-      if (db !== undefined) out.push(db);
-    }
-    return out.sort();
+    return retry(this.timeoutMs, 'list the streams', async () => {
+      const out: string[] = [];
+      for await (const name of this.jsm.streams.names(this.names.allSnapshots)) {
+        const db = this.names.dbOfStream(name);
+        if (db !== undefined) out.push(db);
+      }
+      return out.sort();
+    });
   }
 
   async state(db: string): Promise<DbState | undefined> {
@@ -441,7 +443,9 @@ export class NatsStorage implements HubStorage {
       );
       const last = info.state.last_seq;
       if (last === 0) {
-        await this.js.publish(`${this.names.leaseSubject('x').slice(0, -1)}_`, '', { msgID: 'created' });
+        await retry(this.timeoutMs, 'create the lease stream', () =>
+          this.js.publish(`${this.names.leaseSubject('x').slice(0, -1)}_`, '', { msgID: 'created' }),
+        );
         continue;
       }
       const current = await this.leaseMessage(db);
