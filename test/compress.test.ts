@@ -113,6 +113,32 @@ test('a compressed body that does not inflate, or inflates to bad patches, is a 
   assert.throws(() => walkPatches(memorySource(garbage), 0, decodeOk(garbage)), JournalFormatError);
 });
 
+test('a tiny compressed body that inflates past what its header allows is refused before inflating it all', async () => {
+  await loadHash();
+  // 64 MiB of zeros deflates to ~64 KiB; the header claims one 512-byte page (at most ~2.5 KiB of body).
+  const bomb = compressBody(new Uint8Array(64 * 1024 * 1024))!;
+  assert.ok(bomb.length < 1024 * 1024);
+  const header = encodeSnapshotHeader({
+    length: SNAPSHOT_HEADER_SIZE + bomb.length + 8,
+    txid: 1n,
+    timestamp: 0,
+    pageSize: 512,
+    dbPages: 1,
+    patchCount: 1,
+    flags: FLAG_COMPRESSED,
+    preChecksum: 0n,
+    postChecksum: 0n,
+    commitTag: 0,
+  });
+  const snap = Buffer.concat([header, bomb, new Uint8Array(8)]);
+  assert.throws(
+    () => walkPatches(memorySource(snap), 0, decodeOk(snap)),
+    (e) => e instanceof JournalFormatError && /inflates past \d+ bytes/.test(e.message),
+  );
+  assert.throws(() => inflateBody(bomb, 4096), /inflates past 4096 bytes/);
+  assert.equal(inflateBody(bomb, 64 * 1024 * 1024).length, 64 * 1024 * 1024);
+});
+
 import { decodeSnapshotHeader, type SnapshotHeader } from '../src/format/index.js';
 
 function decodeOk(bytes: Uint8Array): SnapshotHeader {
@@ -140,7 +166,7 @@ test('journals without compressed bodies (older writers), or mixing both, replay
         continue;
       }
       plain++;
-      const body = inflateBody(stored);
+      const body = inflateBody(stored, 1 << 30);
       const header = encodeSnapshotHeader({
         ...s,
         flags: s.flags & ~FLAG_COMPRESSED,

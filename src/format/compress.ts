@@ -4,11 +4,11 @@
  * 2–3x faster). A writer buffers a body up to BODY_COMPRESS_LIMIT and stores it compressed when that is
  * smaller; larger bodies stream through uncompressed.
  */
-import { deflateSync, inflateSync } from 'fflate';
+import { deflateSync, Inflate } from 'fflate';
 
 interface RawDeflate {
   deflateRawSync(b: Uint8Array, o: { level: number }): Uint8Array;
-  inflateRawSync(b: Uint8Array): Uint8Array;
+  inflateRawSync(b: Uint8Array, o: { maxOutputLength: number }): Uint8Array;
 }
 
 /** Node's zlib, reached without a static `node:` import so this module still runs in browsers. */
@@ -25,10 +25,35 @@ function deflate(body: Uint8Array): Uint8Array {
   return native ? native.deflateRawSync(body, { level: 1 }) : deflateSync(body, { level: 1 });
 }
 
-function inflate(stored: Uint8Array): Uint8Array {
-  if (!native) return inflateSync(stored);
-  const b = native.inflateRawSync(stored);
-  return new Uint8Array(b.buffer, b.byteOffset, b.length);
+/** Inflates at most `max` bytes: a stream that would produce more throws before allocating them. */
+function inflate(stored: Uint8Array, max: number): Uint8Array {
+  const limit = Math.max(1, Math.min(max, 2 ** 31 - 1));
+  if (native) {
+    let b: Uint8Array;
+    try {
+      b = native.inflateRawSync(stored, { maxOutputLength: limit });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(max);
+      throw e;
+    }
+    return new Uint8Array(b.buffer, b.byteOffset, b.length);
+  }
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  let done = false;
+  const inf = new Inflate((chunk, final) => {
+    length += chunk.length;
+    if (length > limit) throw tooLarge(max);
+    chunks.push(chunk);
+    if (final) done = true;
+  });
+  inf.push(stored, true);
+  if (!done) throw new Error('unexpected EOF');
+  return concat(chunks, length);
+}
+
+function tooLarge(max: number): Error {
+  return new Error(`it inflates past ${max} bytes, the most its header allows`);
 }
 
 /** Largest body the writer compresses (and so the most a reader inflates into memory). */
@@ -41,10 +66,14 @@ export function compressBody(body: Uint8Array): Uint8Array | undefined {
   return packed.length < body.length ? packed : undefined;
 }
 
-/** Inflates a stored body. Throws a plain Error naming the problem when it is not a DEFLATE stream. */
-export function inflateBody(stored: Uint8Array): Uint8Array {
+/**
+ * Inflates a stored body to at most `max` bytes (see `maxBodyLength`), so a tiny stored body cannot
+ * inflate to gigabytes. Throws a plain Error naming the problem when it is not a DEFLATE stream or is
+ * larger than `max`.
+ */
+export function inflateBody(stored: Uint8Array, max: number): Uint8Array {
   try {
-    return inflate(stored);
+    return inflate(stored, max);
   } catch (e) {
     throw new Error(`compressed body does not inflate (${(e as Error).message})`);
   }

@@ -124,6 +124,14 @@ export class SnapshotBodyWriter {
  * where the run's bytes start: a byte offset in the source, or, for a compressed body, in the inflated
  * body.
  */
+/**
+ * The most bytes a valid body with `h`'s patchCount and pageSize can hold (every patch a page of 1-byte
+ * runs at worst): the bound for inflating a compressed body.
+ */
+export function maxBodyLength(h: { patchCount: number; pageSize: number }): number {
+  return h.patchCount * (PATCH_HEADER_SIZE + h.pageSize * (1 + RUN_HEADER_SIZE));
+}
+
 export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array, at: number) => void;
 
 /**
@@ -139,7 +147,7 @@ export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, 
   if (compressed) {
     let body: Uint8Array;
     try {
-      body = inflateBody(src.read(bodyStart, bodyEnd - bodyStart));
+      body = inflateBody(src.read(bodyStart, bodyEnd - bodyStart), maxBodyLength(h));
     } catch (e) {
       throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, bodyStart, h.txid);
     }

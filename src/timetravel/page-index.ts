@@ -11,6 +11,7 @@ import {
   inflateBody,
   JournalFormatError,
   JournalReader,
+  maxBodyLength,
   memorySource,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
@@ -127,7 +128,7 @@ export class PageIndex {
     }
     const start = s.offset + SNAPSHOT_HEADER_SIZE;
     try {
-      b = inflateBody(this.journal.read(start, s.length - FRAME));
+      b = inflateBody(this.journal.read(start, s.length - FRAME), maxBodyLength(s));
     } catch (e) {
       throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, start, s.txid);
     }
