@@ -78,3 +78,29 @@ test('a crash after the journal append, before the apply: reopening applies the 
     w.close();
   }
 });
+
+test('a crash inside reset() before the new journal is renamed in: a marker of the other history with our txid does not cut the database', async () => {
+  const { w, rPath, store } = await setup(tempDir());
+  const at = store.position!;
+  const before = fileHash(rPath);
+  const size = fs.statSync(rPath).size;
+  const page1 = fs.readFileSync(rPath).subarray(0, 100);
+  const counter = new Uint8Array(12);
+  counter.set(page1.subarray(24, 28), 0);
+  counter.set(page1.subarray(92, 100), 4);
+  // The new history's image has our txid and change counter, but a smaller database: its marker is set,
+  // the old journal is still in place (the crash came before the rename).
+  const internals = store as unknown as Internals;
+  internals.setMarker({ txid: at.txid, pageSize: 4096, dbPages: 1, counter });
+  store.close();
+  const again = await ReplicaStore.open(nodeRuntime, rPath);
+  try {
+    assert.equal(again.position!.txid, at.txid);
+    assert.equal(fs.statSync(rPath).size, size, 'the database keeps its size');
+    assert.equal(fileHash(rPath), before);
+    assert.ok(again.checkDatabase().ok, 'the database is at the position the replica claims');
+  } finally {
+    again.close();
+    w.close();
+  }
+});

@@ -224,10 +224,13 @@ export class ReplicaStore {
       this.clearMarker();
       if (sameShape) return;
     }
-    if (m && m.txid === last.txid && shape.pageSize === last.pageSize && size >= want) {
+    // The marker must be the last snapshot's: a reset that crashed before its rename leaves a marker of
+    // another history, maybe with the same txid, whose size must not be applied to this database.
+    const ours = m && m.txid === last.txid && m.pageSize === last.pageSize && m.dbPages === last.dbPages;
+    if (ours && shape.pageSize === last.pageSize && size >= want) {
       const target = { pageSize: last.pageSize, pages: last.dbPages };
       if (this.file.checksum(target, m.counter) === last.postChecksum) {
-        await this.finishStep(m);
+        await this.finishStep(m!);
         this.clearMarker();
         return;
       }
