@@ -135,6 +135,13 @@ test('a tiny compressed body that inflates past what its header allows is refuse
     () => walkPatches(memorySource(snap), 0, decodeOk(snap)),
     (e) => e instanceof JournalFormatError && /inflates past \d+ bytes/.test(e.message),
   );
+  // A header claiming many pages still bounds inflation by what writers compress (16 MiB).
+  const many = Buffer.from(snap);
+  many.set(encodeSnapshotHeader({ ...decodeOk(snap), dbPages: 100_000, patchCount: 100_000 }), 0);
+  assert.throws(
+    () => walkPatches(memorySource(many), 0, decodeOk(many)),
+    (e) => e instanceof JournalFormatError && /inflates past 16777216 bytes/.test(e.message),
+  );
   assert.throws(() => inflateBody(bomb, 4096), /inflates past 4096 bytes/);
   assert.equal(inflateBody(bomb, 64 * 1024 * 1024).length, 64 * 1024 * 1024);
 });

@@ -4,7 +4,7 @@
  */
 import type { ByteSource } from './byte-source.js';
 import { ChunkReader, memorySource } from './byte-source.js';
-import { inflateBody } from './compress.js';
+import { BODY_COMPRESS_LIMIT, inflateBody } from './compress.js';
 import {
   FLAG_COMPRESSED,
   PATCH_HEADER_SIZE,
@@ -125,11 +125,15 @@ export class SnapshotBodyWriter {
  * body.
  */
 /**
- * The most bytes a valid body with `h`'s patchCount and pageSize can hold (every patch a page of 1-byte
- * runs at worst): the bound for inflating a compressed body.
+ * The bound for inflating a compressed body: the most bytes a valid body with `h`'s patchCount and
+ * pageSize can hold (every patch a page of 1-byte runs at worst), and never more than
+ * BODY_COMPRESS_LIMIT (writers store larger bodies uncompressed, docs/FORMAT.md).
  */
 export function maxBodyLength(h: { patchCount: number; pageSize: number }): number {
-  return h.patchCount * (PATCH_HEADER_SIZE + h.pageSize * (1 + RUN_HEADER_SIZE));
+  return Math.min(
+    BODY_COMPRESS_LIMIT,
+    h.patchCount * (PATCH_HEADER_SIZE + h.pageSize * (1 + RUN_HEADER_SIZE)),
+  );
 }
 
 export type RunVisitor = (pgno: number, offset: number, bytes: Uint8Array, at: number) => void;
