@@ -223,7 +223,10 @@ export class JournalWriter {
     if (last.offset + last.length !== this.tail.end) throw new Error('dropLast: not the last snapshot');
     this.file.truncate(last.offset);
     this.file.sync();
-    this.last = undefined;
+    // The snapshot before it, when this writer knows it (it appended the dropped one).
+    const before = this.lastBefore;
+    this.last = before && before.offset + before.length === last.offset ? before : undefined;
+    this.lastBefore = undefined;
     this.tail = this.confirmed = {
       end: last.offset,
       txid: last.txid - 1n,

@@ -56,7 +56,13 @@ export async function openReplica(file: string, options: ReplicaOptions): Promis
   const store = await ReplicaStore.open(nodeRuntime, file);
   const sqlite3 = await loadSqlite();
   const dbPath = path.resolve(file);
-  let reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
+  let reader: Database;
+  try {
+    reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
+  } catch (e) {
+    store.close(); // gives the replica's lock back
+    throw e;
+  }
   store.onReplaced = () => {
     // A rebuild renamed a new file over the database: read the new one.
     reader.close();
