@@ -5,7 +5,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { it } from 'node:test';
+import { loadHash } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
+import type { EncodedSnapshot } from '../src/hub/storage.js';
+import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { makeHistory, sampleStatements } from './helpers/hub.js';
 import { storageConformance } from './helpers/storage-conformance.js';
 
 storageConformance('filesystem', async () => {
@@ -25,6 +29,45 @@ it('FsStorage: one process at a time per data directory', async () => {
     await first.close();
     const again = await FsStorage.open(dir);
     await again.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('FsStorage: a failed append stays invisible to a read that reopens the journal meanwhile', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-failed-append-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(3));
+    const s = await FsStorage.open(path.join(dir, 'data'));
+    try {
+      const [s1, s2] = h.snapshots as [EncodedSnapshot, EncodedSnapshot];
+      await s.append('x', EMPTY_POSITION, h.journalId, [s1]);
+      const head = (await s.state('x'))!.head;
+      // s2 is written whole, then s1 (which does not continue s2) fails the append: nothing may stay.
+      let reading = true;
+      const reads: Promise<unknown>[] = [];
+      const poll = (): void => {
+        if (!reading) return;
+        reads.push(s.snapshotAt('x', 1n).catch(() => undefined));
+        setImmediate(poll);
+      };
+      poll();
+      try {
+        await assert.rejects(s.append('x', head, h.journalId, [s2, s1]));
+      } finally {
+        reading = false;
+      }
+      await Promise.all(reads);
+      assert.deepEqual(
+        (await s.state('x'))!.head,
+        head,
+        'the hub head is still the one before the failed append',
+      );
+      assert.equal(await s.snapshotAt('x', 2n), undefined);
+    } finally {
+      await s.close();
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -197,11 +197,12 @@ export class FsStorage implements HubStorage {
         }
         await e.reader.datasync();
       } catch (err) {
-        // Nothing of a failed append may stay: cut the file back and reopen it next time.
+        // Nothing of a failed append may stay: cut the file back and reopen it next time. Cut it before
+        // forgetting the entry, so that a read (which opens the journal unlocked) cannot reopen it meanwhile.
+        await fsp.truncate(path.join(dir, 'journal'), start).catch(() => undefined);
         this.entries.delete(db);
         e.writer.close();
         await e.reader.close();
-        await fsp.truncate(path.join(dir, 'journal'), start).catch(() => undefined);
         throw err;
       }
       e.offsets.push(...added);
