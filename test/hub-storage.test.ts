@@ -7,8 +7,9 @@ import * as path from 'node:path';
 import { it } from 'node:test';
 import { loadHash } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
+import { checkEpoch } from '../src/hub/lease.js';
 import type { EncodedSnapshot } from '../src/hub/storage.js';
-import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type HubError } from '../src/protocol/index.js';
 import { makeHistory, sampleStatements } from './helpers/hub.js';
 import { storageConformance } from './helpers/storage-conformance.js';
 
@@ -65,6 +66,32 @@ it('FsStorage: a failed append stays invisible to a read that reopens the journa
         'the hub head is still the one before the failed append',
       );
       assert.equal(await s.snapshotAt('x', 2n), undefined);
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('FsStorage: an append checks its lease in the same order as lease changes (a takeover queued first fences it)', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-fence-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(3));
+    const s = await FsStorage.open(path.join(dir, 'data'));
+    try {
+      const [s1, s2] = h.snapshots as [EncodedSnapshot, EncodedSnapshot];
+      const l1 = { holder: 'w1', epoch: 1, expiresAt: Date.now() - 1 };
+      assert.equal(await s.casLease('x', undefined, l1), true);
+      await s.append('x', EMPTY_POSITION, h.journalId, [s1]);
+      const head = (await s.state('x'))!.head;
+      // w2 takes the expired lease while w1's push (epoch 1) is about to append.
+      const takeover = s.casLease('x', l1, { holder: 'w2', epoch: 2, expiresAt: Date.now() + 30_000 });
+      const push = s.append('x', head, h.journalId, [s2], () => checkEpoch(s, 'x', 1));
+      assert.equal(await takeover, true);
+      await assert.rejects(push, (e: HubError) => e.code === 'stale_epoch');
+      assert.deepEqual((await s.state('x'))!.head, head, 'the fenced push stored nothing');
     } finally {
       await s.close();
     }

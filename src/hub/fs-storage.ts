@@ -166,11 +166,13 @@ export class FsStorage implements HubStorage {
     expectedHead: WirePosition,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
+    precondition?: () => Promise<void>,
   ): Promise<AppendResult> {
     this.check();
     const dir = this.dir(db);
     return this.lock(db).run(async () => {
       this.check();
+      await precondition?.();
       if (snapshots.length === 0) throw new Error('append: no snapshots');
       const first = snapshots[0]!.header;
       if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {

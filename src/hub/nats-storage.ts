@@ -275,11 +275,13 @@ export class NatsStorage implements HubStorage {
     expectedHead: WirePosition,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
+    precondition?: () => Promise<void>,
   ): Promise<AppendResult> {
     this.check();
     this.names.subject(db); // refuses a bad name before anything else
     return this.lock(db).run(async () => {
       this.check();
+      await precondition?.();
       if (snapshots.length === 0) throw new Error('append: no snapshots');
       const first = snapshots[0]!.header;
       if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {
@@ -436,6 +438,16 @@ export class NatsStorage implements HubStorage {
    */
   async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
+    // In this process, lease changes and appends of a database take turns (an append's lease check
+    // then sees every change made here before it); across hubs the stream's sequence check decides.
+    return this.lock(db).run(() => this.casLeaseNow(db, expected, next));
+  }
+
+  private async casLeaseNow(
+    db: string,
+    expected: StoredLease | undefined,
+    next: StoredLease,
+  ): Promise<boolean> {
     const subject = this.names.leaseSubject(db);
     for (let i = 0; i < 100; i++) {
       const info = await retry(this.timeoutMs, 'read the lease stream', () =>

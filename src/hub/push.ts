@@ -102,9 +102,11 @@ async function append(
   rest: EncodedSnapshot[],
   skipped: number,
 ): Promise<Response> {
-  // 6. append (durable before the answer), still holding the lease
-  await checkEpoch(ctx.storage, name, epoch);
-  const result = await ctx.storage.append(name, head, journalId, rest);
+  // 6. append (durable before the answer), still holding the lease: checked in the storage's order of
+  // lease changes, so a lease taken over while this body was uploading fences it
+  const result = await ctx.storage.append(name, head, journalId, rest, () =>
+    checkEpoch(ctx.storage, name, epoch),
+  );
   if (!result.ok) {
     throw result.reason === 'other_history'
       ? otherHistory(result.state)

@@ -53,12 +53,15 @@ export interface HubStorage {
    * Appends `snapshots` (consecutive, validated, the first continuing `expectedHead`) atomically and
    * durably, but only if the database's head is still `expectedHead`. A database that does not exist is
    * created with `journalId` and base `expectedHead`. All or nothing: on any failure nothing is appended.
+   * `precondition` (the pusher's lease check) runs in the same per-database order as `casLease`, just
+   * before appending; if it throws, nothing is appended and its error is thrown.
    */
   append(
     db: string,
     expectedHead: WirePosition,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
+    precondition?: () => Promise<void>,
   ): Promise<AppendResult>;
   /**
    * The bytes of the stored snapshots with `after < txid ≤ upTo`, in order, in chunks of bounded size

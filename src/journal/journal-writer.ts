@@ -79,7 +79,7 @@ export class JournalWriter {
    * off a torn tail, and returns a writer positioned after the last valid snapshot.
    */
   static open(fs: FileSystem, path: string): JournalWriter {
-    if (!fs.exists(path) || fs.open(path, { readonly: true }).size() === 0) {
+    if (fs.fileSize(path) === 0) {
       JournalWriter.create(fs, path);
     }
     const file = fs.open(path);
