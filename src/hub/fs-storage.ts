@@ -30,6 +30,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
+import { checkAppend } from './storage.js';
 
 const READ_CHUNK = 1 << 20;
 const nodeFs = new NodeFileSystem();
@@ -173,11 +174,7 @@ export class FsStorage implements HubStorage {
     return this.lock(db).run(async () => {
       this.check();
       await precondition?.();
-      if (snapshots.length === 0) throw new Error('append: no snapshots');
-      const first = snapshots[0]!.header;
-      if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {
-        throw new Error(`append: snapshot ${first.txid} does not continue ${expectedHead.txid}`);
-      }
+      checkAppend(expectedHead, snapshots);
       let e = await this.entry(db);
       if (!e) {
         await this.create(dir, journalId, expectedHead, snapshots);

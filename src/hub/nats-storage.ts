@@ -44,7 +44,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { sameLease } from './storage.js';
+import { checkAppend, sameLease } from './storage.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -282,11 +282,7 @@ export class NatsStorage implements HubStorage {
     return this.lock(db).run(async () => {
       this.check();
       await precondition?.();
-      if (snapshots.length === 0) throw new Error('append: no snapshots');
-      const first = snapshots[0]!.header;
-      if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {
-        throw new Error(`append: snapshot ${first.txid} does not continue ${expectedHead.txid}`);
-      }
+      checkAppend(expectedHead, snapshots);
       const tail = await this.tail(db);
       if (!tail.started || tail.lastSeq === 0) await this.create(tail);
       let refused = refusal(tail, expectedHead, journalId);

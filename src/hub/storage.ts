@@ -90,3 +90,12 @@ export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined
   if (a === undefined || b === undefined) return a === b;
   return a.epoch === b.epoch && a.holder === b.holder && a.expiresAt === b.expiresAt;
 }
+
+/** What every backend's `append` requires of its caller: snapshots that continue `expectedHead`. */
+export function checkAppend(expectedHead: WirePosition, snapshots: EncodedSnapshot[]): void {
+  if (snapshots.length === 0) throw new Error('append: no snapshots');
+  const first = snapshots[0]!.header;
+  if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {
+    throw new Error(`append: snapshot ${first.txid} does not continue ${expectedHead.txid}`);
+  }
+}
