@@ -23,6 +23,7 @@ import {
   screenshot,
   startDemoHub,
   waitForLabel,
+  waitPushed,
 } from './helpers/browser.js';
 import type { TestHub } from './helpers/hub.js';
 
@@ -100,8 +101,7 @@ describe('browser: writer and replica on one hub', { skip: missing, timeout: 120
     await deviceB.setOffline(false);
     await waitForLabel(reader, 'offline 2', 30_000);
     assert.deepEqual(await labels(reader), await labels(writer));
-    await writer.waitForFunction(() => document.getElementById('sync')?.dataset.state === 'synced');
-    const s = await pageStatus(writer);
+    const s = await waitPushed(writer);
     assert.equal(s.hubTxid, s.txid);
   });
 

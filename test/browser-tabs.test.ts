@@ -20,6 +20,7 @@ import {
   screenshot,
   startDemoHub,
   waitForLabel,
+  waitPushed,
   waitReady,
 } from './helpers/browser.js';
 import type { TestHub } from './helpers/hub.js';
@@ -71,10 +72,8 @@ describe('browser: tabs, time travel, persistence', { skip: missing, timeout: 12
     await addEntry(tab2, 'after hand-over', -77);
     await waitForLabel(tab2, 'after hand-over');
     // It also took over the hub lease: its push is accepted.
-    await tab2.waitForFunction(() => document.getElementById('sync')?.dataset.state === 'synced', null, {
-      timeout: 15_000,
-    });
-    const s = await pageStatus(tab2);
+    const s = await waitPushed(tab2, after.txid);
+    assert.ok(BigInt(s.txid) > BigInt(after.txid), 'the commit after the hand-over happened');
     assert.equal(s.hubTxid, s.txid);
     await screenshot(tab2, 'browser-tab-after-handover');
     await tab2.close();
@@ -124,12 +123,7 @@ describe('browser: tabs, time travel, persistence', { skip: missing, timeout: 12
     assert.equal(sha2.txid, sha.txid);
     // And it is still the writer: a new commit reaches the hub.
     await addEntry(again, 'after restart', -1);
-    // The indicator may still say 'synced' from before this commit: wait for the hub to hold it.
-    let st = await pageStatus(again);
-    for (const deadline = Date.now() + 15_000; Date.now() < deadline; st = await pageStatus(again)) {
-      if (BigInt(st.txid) > BigInt(sha.txid) && st.hubTxid === st.txid) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const st = await waitPushed(again, sha.txid);
     assert.ok(BigInt(st.txid) > BigInt(sha.txid), 'the commit after the restart happened');
     assert.equal(st.hubTxid, st.txid);
   });

@@ -148,3 +148,16 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   console.log(`# screenshot: ${file}`);
   return file;
 }
+
+/**
+ * Waits until the hub holds every commit of the page's writer (txid past `after`, when given). Waiting for
+ * the indicator to say 'synced' is not enough: it may still say so from before the last commit.
+ */
+export async function waitPushed(page: Page, after?: string, timeoutMs = 15_000): Promise<PageStatus> {
+  let st = await pageStatus(page);
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; st = await pageStatus(page)) {
+    if ((after === undefined || BigInt(st.txid) > BigInt(after)) && st.hubTxid === st.txid) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return st;
+}
