@@ -144,7 +144,7 @@ describe('snapshot header', () => {
       /page size 3000/,
     );
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, length: 71 }))), /length 71/);
-    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 6 }))), /flags 0x6/);
+    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 10 }))), /flags 0xa/);
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, patchCount: 2 }))), /2 patches/);
   });
 });

@@ -8,6 +8,7 @@ import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-head
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { loadHash, type SnapshotInfo } from '../format/index.js';
+import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
@@ -220,13 +221,20 @@ function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter
     try {
       const size = f.size();
       const sum = size >= 100 ? databaseChecksum(f, readPageSize(f)) : 0n;
-      const want = last ? last.dbPages * last.pageSize : 0;
-      if (size === want && sum === (last?.postChecksum ?? 0n)) return;
+      const want = last ? last.dbPages * last.pageSize : size;
+      if (size === want && sum === journal.position.checksum) return;
     } finally {
       f.close();
     }
   }
-  writeFileAtomic(fs, dbPath, (out) => replay(fileSource(journal.handle), out));
+  // The journal may start after a compacted history (docs/FORMAT.md, "History"): replay both.
+  const paths = journalPaths(dbPath);
+  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
+  try {
+    writeFileAtomic(fs, dbPath, (out) => replay(history.source, out));
+  } finally {
+    history.close();
+  }
 }
 
 /** The database's size must be the last snapshot's (a cheap check for changes made without Mycelite). */

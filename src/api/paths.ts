@@ -14,6 +14,8 @@ export function journalPaths(dbPath: string): {
   spill: string;
   inflight: string;
   replica: string;
+  history: string;
+  scratch: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -24,5 +26,9 @@ export function journalPaths(dbPath: string): {
     inflight: `${dir}/inflight`,
     /** Present when the database is a replica (written by a hub's history, never by open()). */
     replica: `${dir}/replica`,
+    /** Compacted history: the points before the journal's first snapshot that retention keeps. */
+    history: `${dir}/history`,
+    /** Scratch database of a compaction in progress (deleted when it ends). */
+    scratch: `${dir}/compact-scratch`,
   };
 }

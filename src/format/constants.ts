@@ -20,8 +20,13 @@ export const RUN_HEADER_SIZE = 4;
 export const FLAG_FULL_IMAGE = 1;
 /** Snapshot flag: the stored body is one raw DEFLATE stream of the patches. */
 export const FLAG_COMPRESSED = 2;
+/**
+ * Snapshot flag: the snapshot stands for several transactions, those after the previous snapshot up to its
+ * txid (compacted history only: never in a live journal or on the wire).
+ */
+export const FLAG_MERGED = 4;
 /** Every snapshot flag this version knows. */
-export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED;
+export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED | FLAG_MERGED;
 /** Smallest and largest SQLite page sizes. */
 export const MIN_PAGE_SIZE = 512;
 export const MAX_PAGE_SIZE = 65536;

@@ -3,7 +3,7 @@
  * checksums). Finds a torn tail and tells it apart from corruption (docs/FORMAT.md, "Validation").
  */
 import type { ByteSource } from './byte-source.js';
-import { FILE_HEADER_SIZE, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE } from './constants.js';
+import { FILE_HEADER_SIZE, FLAG_MERGED, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE } from './constants.js';
 import { JournalFormatError } from './errors.js';
 import { decodeFileHeader, type FileHeader } from './file-header.js';
 import { createXxh64 } from './hash.js';
@@ -19,6 +19,11 @@ export interface SnapshotInfo extends SnapshotHeader {
 export interface ReadOptions {
   /** Check every snapshot's trailer checksum and body structure, not just the last one's. */
   verify?: boolean;
+  /**
+   * Accept merged snapshots (flags bit 2), whose txid jumps past the previous one + 1: a compacted history
+   * file, or a history read together with its journal. Live journals never hold them.
+   */
+  merged?: boolean;
 }
 
 /**
@@ -67,7 +72,10 @@ export class JournalReader {
         this.tornBytes = size - offset;
         return;
       }
-      if (h.txid !== expect) throw bad(`snapshot has txid ${h.txid}`);
+      if ((h.flags & FLAG_MERGED) !== 0) {
+        if (!this.options.merged) throw bad('merged snapshot (flags bit 2) in a live journal');
+        if (h.txid <= expect) throw bad(`merged snapshot has txid ${h.txid}: it must stand for 2 or more`);
+      } else if (h.txid !== expect) throw bad(`snapshot has txid ${h.txid}`);
       if (h.timestamp < time) throw bad('snapshot timestamp goes backwards');
       if (h.preChecksum !== checksum) {
         throw bad(

@@ -25,6 +25,8 @@ export interface ImageFields {
   /** The database checksum of the pages (the caller knows it: replay verified it). */
   postChecksum: bigint;
   commitTag: number;
+  /** Flags besides FLAG_FULL_IMAGE (FLAG_MERGED in a compacted history). */
+  flags?: number;
 }
 
 /** Length in bytes of a full image of `dbPages` pages of `pageSize`. */
@@ -52,7 +54,7 @@ export function writeImageSnapshot(
     pageSize,
     dbPages,
     patchCount: dbPages,
-    flags: FLAG_FULL_IMAGE,
+    flags: FLAG_FULL_IMAGE | (fields.flags ?? 0),
     preChecksum: fields.preChecksum,
     postChecksum: fields.postChecksum,
     commitTag: fields.commitTag,

@@ -10,6 +10,7 @@ import {
   decodeSnapshotHeader,
   FILE_HEADER_SIZE,
   type FileHeader,
+  FLAG_MERGED,
   JournalFormatError,
   memorySource,
   SNAPSHOT_HEADER_SIZE,
@@ -131,6 +132,12 @@ export class StreamParser {
     } catch (e) {
       throw new JournalFormatError((e as Error).message, at, h.txid);
     }
+    if ((h.flags & FLAG_MERGED) !== 0)
+      throw new JournalFormatError(
+        'merged snapshot (compacted history) is not sent between peers',
+        at,
+        h.txid,
+      );
     if (h.txid !== expect)
       throw new JournalFormatError(`snapshot has txid ${h.txid}, expected ${expect}`, at, expect);
     if (this.position && h.preChecksum !== this.position.checksum) {

@@ -1,20 +1,23 @@
 /**
  * Replay and restore: apply a journal's snapshots, in order, to build the database as of any snapshot.
  */
+
 import {
   type ByteSource,
+  checkSnapshotChecksum,
   hex,
+  JournalFormatError,
   JournalReader,
   PositionMismatchError,
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
+import { checkpointBefore, findPoint, type Target } from '../history/points.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import type { FileHandle } from '../storage/file-system.js';
 import { PageFile } from './page-file.js';
 
-/** Which snapshot to stop at: a txid, or the last one at or before a time (ms since the epoch). */
-export type Target = { txid: bigint } | { at: number } | 'latest';
+export { type Target, TargetNotFoundError } from '../history/points.js';
 
 /** What a replay produced. */
 export interface ReplayResult {
@@ -24,48 +27,28 @@ export interface ReplayResult {
   applied: number;
 }
 
-/** A target no snapshot matches, with the nearest points that exist. */
-export class TargetNotFoundError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TargetNotFoundError';
-  }
-}
-
 /**
  * Applies the snapshots of `journal` up to `target` to the empty file `out`, verifying every snapshot's
  * checksum first and the database checksum at the end. Throws (having applied nothing past the problem)
  * on corruption or a missing target.
  */
 export function replay(journal: ByteSource, out: FileHandle, target: Target = 'latest'): ReplayResult {
-  const reader = new JournalReader(journal, { verify: true });
+  const all = [...new JournalReader(journal, { merged: true }).snapshots()];
+  const index = findPoint(all, target);
   const pages = new PageFile(out);
   out.truncate(0);
-  let last: SnapshotInfo | undefined;
-  let applied = 0;
-  let first: SnapshotInfo | undefined;
-  for (const s of reader.snapshots()) {
-    first ??= s;
-    if (typeof target === 'object' && 'txid' in target && s.txid > target.txid) break;
-    if (typeof target === 'object' && 'at' in target && s.timestamp > target.at) break;
+  // Start at the last full image (checkpoint) at or before the target: nothing before it matters.
+  const first = index < 0 ? 0 : checkpointBefore(all, index);
+  for (let i = first; i <= index; i++) {
+    const s = all[i]!;
+    if (!checkSnapshotChecksum(journal, s.offset, s)) {
+      throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
+    }
     pages.resize(s.pageSize, s.dbPages);
     walkPatches(journal, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
-    last = s;
-    applied++;
   }
   pages.flush();
-  if (typeof target === 'object' && 'txid' in target && last?.txid !== target.txid) {
-    let final = first?.txid;
-    for (const s of new JournalReader(journal).snapshots()) final = s.txid;
-    const range = first ? `${first.txid}..${final}` : 'none';
-    throw new TargetNotFoundError(`no snapshot with txid ${target.txid} (the journal holds txids ${range})`);
-  }
-  if (typeof target === 'object' && 'at' in target && !last) {
-    const when = first ? new Date(first.timestamp).toISOString() : 'none';
-    throw new TargetNotFoundError(
-      `no snapshot at or before ${new Date(target.at).toISOString()} (the earliest is ${when})`,
-    );
-  }
+  const last = index < 0 ? undefined : all[index];
   if (last) {
     const sum = databaseChecksum(out, last.pageSize);
     if (sum !== last.postChecksum) {
@@ -74,5 +57,5 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
       );
     }
   }
-  return { snapshot: last, applied };
+  return { snapshot: last, applied: index < 0 ? 0 : index - first + 1 };
 }

@@ -4,8 +4,16 @@
  */
 
 import { journalPaths } from '../api/paths.js';
-import { hex, JournalFormatError, JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
-import { fileSource } from '../journal/file-source.js';
+import {
+  FLAG_FULL_IMAGE,
+  FLAG_MERGED,
+  hex,
+  JournalFormatError,
+  JournalReader,
+  loadHash,
+  type SnapshotInfo,
+} from '../format/index.js';
+import { type HistorySource, openHistory } from '../history/source.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { replay, type Target } from './replay.js';
 
@@ -30,15 +38,15 @@ export async function restoreDatabase(
   if (fs.exists(output) && !options.force) {
     throw new Error(`${output} exists: choose another --output or pass --force to replace it`);
   }
-  const journal = openJournal(fs, dbPath);
+  const history = openDatabaseHistory(fs, dbPath);
   try {
     let restored: SnapshotInfo | undefined;
     writeFileAtomic(fs, output, (out) => {
-      restored = replay(fileSource(journal), out, options.target ?? 'latest').snapshot;
+      restored = replay(history.source, out, options.target ?? 'latest').snapshot;
     });
     return restored;
   } finally {
-    journal.close();
+    history.close();
   }
 }
 
@@ -66,21 +74,22 @@ export async function verifyDatabase(
   tempPath: string,
 ): Promise<VerifyResult> {
   await loadHash();
-  const journal = openJournal(fs, dbPath);
   const out = fs.open(tempPath, { create: true });
+  let history: HistorySource | undefined;
   try {
     let snapshots = 0;
     let lastTxid = 0n;
     let tornBytes = 0;
     try {
-      const reader = new JournalReader(fileSource(journal), { verify: true });
+      history = openDatabaseHistory(fs, dbPath);
+      const reader = new JournalReader(history.source, { verify: true, merged: true });
       lastTxid = reader.header.baseTxid;
       for (const s of reader.snapshots()) {
         snapshots++;
         lastTxid = s.txid;
       }
       tornBytes = reader.tornBytes;
-      replay(fileSource(journal), out);
+      replay(history.source, out);
     } catch (e) {
       if (!(e instanceof JournalFormatError)) throw e;
       return {
@@ -105,7 +114,7 @@ export async function verifyDatabase(
   } finally {
     out.close();
     fs.delete(tempPath);
-    journal.close();
+    history?.close();
   }
 }
 
@@ -120,15 +129,28 @@ export interface LogEntry {
   dbPages: number;
   pageSize: number;
   checksum: string;
+  /** The snapshot stands for several transactions (retention merged them): their txids run from here. */
+  mergedFrom?: bigint;
+  /** The snapshot is a full image (a checkpoint restores start from). */
+  checkpoint: boolean;
+  /** Where the snapshot is kept: the compacted history or the live journal. */
+  in: 'history' | 'journal';
 }
 
 /** Lists the snapshots of the database's journal. */
 export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerator<LogEntry> {
   await loadHash();
-  const journal = openJournal(fs, dbPath);
+  const history = openDatabaseHistory(fs, dbPath);
   try {
-    for (const s of new JournalReader(fileSource(journal)).snapshots()) {
+    const reader = new JournalReader(history.source, { merged: true });
+    let prev = reader.header.baseTxid;
+    for (const s of reader.snapshots()) {
+      const mergedFrom = (s.flags & FLAG_MERGED) !== 0 ? prev + 1n : undefined;
+      prev = s.txid;
       yield {
+        mergedFrom,
+        checkpoint: (s.flags & FLAG_FULL_IMAGE) !== 0,
+        in: s.offset < history.journalStart ? 'history' : 'journal',
         txid: s.txid,
         timestamp: s.timestamp,
         pages: s.patchCount,
@@ -139,16 +161,21 @@ export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerat
       };
     }
   } finally {
-    journal.close();
+    history.close();
   }
 }
 
-function openJournal(fs: FileSystem, dbPath: string) {
-  const p = journalPaths(dbPath).journal;
-  if (!fs.exists(p)) {
-    throw new Error(`${dbPath} has no Mycelite journal (${p} not found): open it through Mycelite first`);
-  }
-  return fs.open(p, { readonly: true });
+/** The database's history (compacted history file + live journal) as one source. */
+export function openDatabaseHistory(fs: FileSystem, dbPath: string): HistorySource {
+  const paths = journalPaths(dbPath);
+  return openHistory(
+    fs,
+    paths,
+    () =>
+      new Error(
+        `${dbPath} has no Mycelite journal (${paths.journal} not found): open it through Mycelite first`,
+      ),
+  );
 }
 
 function firstDifference(a: FileHandle, b: FileHandle): string | undefined {

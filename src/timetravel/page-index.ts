@@ -4,6 +4,7 @@
  * nothing is written); a page is then materialized on demand by applying its runs, oldest first, from the
  * newest whole-page write (or the page's creation) on.
  */
+
 import {
   type ByteSource,
   FLAG_COMPRESSED,
@@ -18,6 +19,7 @@ import {
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
+import { checkpointBefore, describePoint, findPoint, TargetNotFoundError } from '../history/points.js';
 
 /** Bytes of inflated bodies a view keeps (a page's runs may come from many snapshots). */
 const INFLATED_BUDGET = 256 << 20;
@@ -51,12 +53,11 @@ export class PageIndex {
     private readonly journal: ByteSource,
     at: ViewTarget,
   ) {
-    const all = [...new JournalReader(journal).snapshots()];
+    const all = [...new JournalReader(journal, { merged: true }).snapshots()];
     const index = findTarget(all, at);
     this.target = all[index]!;
     // A full image holds every page: nothing before the last one at or before the target matters.
-    let start = index;
-    while (start > 0 && (all[start]!.flags & FLAG_FULL_IMAGE) === 0) start--;
+    const start = checkpointBefore(all, index);
     const first = all[start]!;
     if (first.preChecksum !== 0n && (first.flags & FLAG_FULL_IMAGE) === 0) {
       throw new ViewRangeError(
@@ -143,31 +144,19 @@ export class PageIndex {
   }
 }
 
-function point(s: SnapshotInfo): string {
-  return `txid ${s.txid} (${new Date(s.timestamp).toISOString()})`;
-}
-
-/** Index in `all` of the snapshot `at` names; throws ViewRangeError naming the range otherwise. */
+/** Index in `all` of the snapshot `at` names; throws ViewRangeError naming the nearest points otherwise. */
 function findTarget(all: SnapshotInfo[], at: ViewTarget): number {
   if (all.length === 0) throw new ViewRangeError('the journal holds no snapshots: nothing to view');
-  const first = all[0]!;
   const last = all[all.length - 1]!;
-  const range = `the restorable range is ${point(first)} .. ${point(last)}`;
-  if (typeof at === 'bigint') {
-    if (at < first.txid || at > last.txid) throw new ViewRangeError(`no snapshot with txid ${at}: ${range}`);
-    return Number(at - first.txid);
+  if (at instanceof Date && at.getTime() > last.timestamp) {
+    throw new ViewRangeError(
+      `${at.toISOString()} is after the last snapshot: the restorable range is ${describePoint(all[0]!)} .. ${describePoint(last)}`,
+    );
   }
-  const ms = at.getTime();
-  if (Number.isNaN(ms)) throw new ViewRangeError(`not a valid time: ${range}`);
-  if (ms < first.timestamp || ms > last.timestamp) {
-    throw new ViewRangeError(`${at.toISOString()} is outside the journal: ${range}`);
+  try {
+    return findPoint(all, typeof at === 'bigint' ? { txid: at } : { at: at.getTime() });
+  } catch (e) {
+    if (e instanceof TargetNotFoundError) throw new ViewRangeError(e.message);
+    throw e;
   }
-  let lo = 0;
-  let hi = all.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (all[mid]!.timestamp <= ms) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
 }

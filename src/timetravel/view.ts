@@ -8,7 +8,7 @@ import { journalPaths } from '../api/paths.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { loadHash } from '../format/index.js';
-import { fileSource } from '../journal/file-source.js';
+import { openHistory } from '../history/source.js';
 import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { PageIndex, ViewRangeError, type ViewTarget } from './page-index.js';
@@ -86,14 +86,15 @@ export async function openView(runtime: Runtime, file: string, at: ViewTarget): 
   await loadHash();
   const sqlite3 = await loadSqlite();
   const dbPath = runtime.resolve(file);
-  const journalPath = journalPaths(dbPath).journal;
-  if (!runtime.fs.exists(journalPath)) {
-    throw new ViewRangeError(`${dbPath} has no Mycelite journal (${journalPath}): nothing to view`);
-  }
-  const journal = runtime.fs.open(journalPath, { readonly: true });
+  const paths = journalPaths(dbPath);
+  const journal = openHistory(
+    runtime.fs,
+    paths,
+    () => new ViewRangeError(`${dbPath} has no Mycelite journal (${paths.journal}): nothing to view`),
+  );
   let index: PageIndex;
   try {
-    index = new PageIndex(fileSource(journal), at);
+    index = new PageIndex(journal.source, at);
   } catch (e) {
     journal.close();
     throw e;
