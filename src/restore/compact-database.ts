@@ -6,9 +6,10 @@
  * "History"). Runtime-neutral.
  */
 import { journalPaths } from '../api/paths.js';
-import { loadHash } from '../format/index.js';
-import { buildHistory, type CompactResult, installHistory } from '../history/compact.js';
+import { JournalReader, loadHash } from '../format/index.js';
+import { buildHistory, type CompactResult, installHistory, rebaseJournalFile } from '../history/compact.js';
 import type { RetentionPolicy } from '../history/policy.js';
+import { fileSource } from '../journal/file-source.js';
 import type { FileSystem } from '../storage/file-system.js';
 
 export interface CompactDatabaseOptions {
@@ -62,7 +63,13 @@ export async function compactDatabase(
         },
         () => new Error(`${paths.journal} is missing`),
       );
-      if (!result.end) return { ...result, journalRewritten: false };
+      if (!result.end) {
+        // Nothing new to move, but an earlier compaction may have been interrupted after it put its
+        // history in place (a crash, an I/O error): finish it.
+        const rewritten = alone && !options.dryRun && finishInstall(fs, paths);
+        const bytesAfter = rewritten ? fs.fileSize(paths.history) + fs.fileSize(paths.journal) : 0;
+        return { ...result, bytesAfter, journalRewritten: rewritten };
+      }
       if (alone) {
         const bytesAfter = installHistory(fs, paths, result.end);
         return { ...result, bytesAfter, journalRewritten: true };
@@ -80,4 +87,40 @@ export async function compactDatabase(
   } finally {
     compactLock?.release();
   }
+}
+
+/**
+ * Finishes a compaction that stopped between its two renames: the history is in place but the journal
+ * still starts before the history's end (readers allow that overlap), and the journal's temporary copy
+ * may be left. Rewrites the journal to start after the history; deletes the stale copy. Only with the
+ * writer lock held. Returns true when the journal was rewritten.
+ */
+function finishInstall(fs: FileSystem, paths: ReturnType<typeof journalPaths>): boolean {
+  const stale = `${paths.journal}.tmp`;
+  if (!fs.exists(paths.history)) {
+    fs.delete(stale);
+    return false;
+  }
+  const h = fs.open(paths.history, { readonly: true });
+  let end: { txid: bigint; checksum: bigint };
+  try {
+    const r = new JournalReader(fileSource(h), { merged: true });
+    end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
+    for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
+  } finally {
+    h.close();
+  }
+  const j = fs.open(paths.journal, { readonly: true });
+  let base: bigint;
+  try {
+    base = new JournalReader(fileSource(j)).header.baseTxid;
+  } finally {
+    j.close();
+  }
+  if (base >= end.txid) {
+    fs.delete(stale);
+    return false;
+  }
+  rebaseJournalFile(fs, paths.journal, end);
+  return true;
 }
