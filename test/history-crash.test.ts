@@ -6,6 +6,7 @@
 // second rename, failed fsyncs, ENOSPC while writing the history) use FaultyFileSystem instead: the old
 // files stay intact and restorable. MYCELITE_HIST_KILLS sets the number of kills (torture: e.g. 500).
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -31,6 +32,8 @@ import { prng } from './helpers/prng.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 const SEED = Number(process.env.MYCELITE_HIST_SEED ?? Date.now() % 2 ** 31);
+const KILLS = Number(process.env.MYCELITE_HIST_KILLS ?? 30);
+const CHILD = new URL('./helpers/compact-child.js', import.meta.url).pathname;
 const POLICY_TEXT = '2h:all,1d:1h,forever:1d';
 const POLICY = parseRetention(POLICY_TEXT);
 const STEP = 10 * 60_000; // the fake clock advances 10 minutes per commit
@@ -138,6 +141,119 @@ async function checkFinish(dir: string, what: string, rand: () => number): Promi
   await checkState(db, `${what}, then compacted again`, 3, rand);
   fs.rmSync(fin, { recursive: true, force: true });
 }
+
+interface Killed {
+  lines: string[];
+  /** Milliseconds from the child's `start` line to its exit. */
+  ran: number;
+  killed: boolean;
+  stderr: string;
+}
+
+/** Runs the compaction child on `db`; `kill(lines, child)` decides when to SIGKILL it. */
+function runChild(
+  db: string,
+  upTo: bigint | undefined,
+  killAfter: (line: string) => number | 'wait' | { tmp: number },
+): Promise<Killed> {
+  return new Promise((resolve, reject) => {
+    const args = [CHILD, db, POLICY_TEXT, String(now), ...(upTo === undefined ? [] : [String(upTo)])];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let stderr = '';
+    let killed = false;
+    let buf = '';
+    let started = 0;
+    const kill = (): void => {
+      if (child.exitCode === null && !killed) {
+        killed = child.kill('SIGKILL');
+      }
+    };
+    const tmp = `${journalPaths(db).journal}.tmp`;
+    const pollTmp = (deadline: number, delay: number): void => {
+      if (child.exitCode !== null) return;
+      if (fs.existsSync(tmp)) setTimeout(kill, delay);
+      else if (Date.now() < deadline) setImmediate(() => pollTmp(deadline, delay));
+    };
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        if (line === 'start') started = Date.now();
+        const action = killAfter(line);
+        if (typeof action === 'number') setTimeout(kill, action);
+        else if (action !== 'wait') pollTmp(Date.now() + 10_000, action.tmp);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (!killed && code !== 0) reject(new Error(`compaction child failed (${code ?? signal}): ${stderr}`));
+      else resolve({ lines, killed, stderr, ran: Date.now() - started });
+    });
+  });
+}
+
+describe('compaction killed at random moments (SIGKILL)', () => {
+  test(`${KILLS} kills leave a history that joins, verifies and restores every retained point`, {
+    timeout: 600_000,
+  }, async () => {
+    const rand = prng(SEED);
+    const work = path.join(pristine, '..', `${path.basename(pristine)}-work`);
+    const db = path.join(work, 'a.db');
+    // How long one whole compaction takes here: kills are spread over it.
+    copyState(pristine, work);
+    const sizes = ['a.db', 'a.db-mycelite/journal'].map((f) => fs.statSync(path.join(work, f)).size);
+    const full = await runChild(db, undefined, () => 'wait');
+    const took = full.ran;
+    assert.ok(
+      full.lines.some((l) => l.startsWith('done')),
+      `a whole compaction did not finish: ${full.lines}`,
+    );
+    assert.deepEqual(await loggedTxids(db), [...expected.keys()]);
+    await checkState(db, 'one whole compaction', expected.size, rand);
+
+    const stats = { killed: 0, inBuild: 0, inInstall: 0, finished: 0, rewrite: 0 };
+    copyState(pristine, work);
+    try {
+      for (let k = 0; k < KILLS; k++) {
+        const rewrite = k % 3 === 2;
+        // Start fresh now and then (and always for a rewrite kill); otherwise continue from the last kill.
+        if (rewrite || rand() < 0.3) copyState(pristine, work);
+        const mid = allTxids[Math.floor(rand() * (allTxids.length - 1))]!;
+        const upTo = rewrite ? allTxids[1 + Math.floor(rand() * 20)]! : rand() < 0.5 ? undefined : mid;
+        const delay = Math.floor(rand() * Math.max(300, took));
+        const r = await runChild(db, upTo, (line) => {
+          if (rewrite) return line.startsWith('built') ? { tmp: delay % 4 } : 'wait';
+          return line === 'start' ? delay : 'wait';
+        });
+        const what = `kill ${k} (seed ${SEED}, ${rewrite ? 'in the journal rewrite' : `${delay} ms`}, upTo ${upTo ?? 'default'}, lines ${r.lines.join('|')})`;
+        if (r.killed) stats.killed++;
+        if (!r.lines.some((l) => l.startsWith('built'))) stats.inBuild++;
+        else if (!r.lines.some((l) => l.startsWith('done'))) stats.inInstall++;
+        else stats.finished++;
+        if (rewrite && r.killed && fs.existsSync(`${journalPaths(db).journal}.tmp`)) stats.rewrite++;
+        try {
+          await checkState(db, what, 6, rand);
+          await checkFinish(work, what, rand);
+        } catch (e) {
+          keep = true;
+          throw e;
+        }
+      }
+    } finally {
+      console.log(
+        `history crash (seed ${SEED}): ${JSON.stringify(stats)}, one compaction ${took} ms, db/journal bytes ${sizes}`,
+      );
+    }
+    assert.ok(stats.killed >= KILLS / 2, `only ${stats.killed} of ${KILLS} children were killed`);
+    assert.ok(stats.inBuild > 0 && stats.inInstall > 0, `kills missed a phase: ${JSON.stringify(stats)}`);
+  });
+});
 
 describe('compaction I/O faults in the exact windows (FaultyFileSystem)', () => {
   const faulty = new FaultyFileSystem(nodeFs, historyRole);
