@@ -12,7 +12,6 @@ import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
-import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { replay } from '../restore/replay.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';

@@ -284,8 +284,9 @@ export class JournalWriter {
     out.close();
     fs.rename(tmp, path);
     fs.syncDir(path);
+    const next = fs.open(path);
     this.file.close();
-    this.file = fs.open(path);
+    this.file = next;
     const delta = cut - FILE_HEADER_SIZE;
     const move = (s: SnapshotInfo | undefined): SnapshotInfo | undefined =>
       s && s.offset >= cut ? { ...s, offset: s.offset - delta } : undefined;
