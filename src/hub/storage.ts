@@ -82,8 +82,26 @@ export interface HubStorage {
    * other hubs), until the returned function is called.
    */
   subscribe(db: string, listener: AppendListener): () => void;
+  /**
+   * Optional, for a storage that keeps each database as files: the paths of its live journal and its
+   * compacted history (src/history/source.ts joins them; the history file may not exist), for building
+   * images by reading them directly. Readers must open the journal before the history: a compaction
+   * replaces the history before the journal.
+   */
+  historyFiles?(db: string): Promise<{ journal: string; history: string } | undefined>;
   /** Finishes in-flight appends and releases files. */
   close(): Promise<void>;
+}
+
+/**
+ * Thrown by `read` when `after` is before the database's base: a compaction moved that range into the
+ * compacted history, which is not served as snapshots (the reader resets from a full image).
+ */
+export class BeforeBaseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BeforeBaseError';
+  }
 }
 
 export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined): boolean {
