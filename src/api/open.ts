@@ -8,16 +8,18 @@ import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-head
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { loadHash, type SnapshotInfo } from '../format/index.js';
+import type { CompactResult } from '../history/compact.js';
+import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
-import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { replay } from '../restore/replay.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
-import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
+import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../sync/writer-start.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
+import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
 import { journalPaths, missingDirectory } from './paths.js';
 
 /** What the runtime provides. */
@@ -36,6 +38,12 @@ export interface MyceliteOptions {
   onSnapshot?: (snapshot: SnapshotInfo) => void;
   /** Push every committed snapshot to a hub, in the background (docs/ARCHITECTURE.md, "Writer sync"). */
   hub?: HubOptions;
+  /**
+   * Retention and automatic compaction of the history (docs/ARCHITECTURE.md, "History"); `false` turns
+   * automatic compaction off. Default: compact once the journal passes 64 MiB, keeping every transaction
+   * of the last 24 h, one point per hour for 30 days, one per day after that.
+   */
+  history?: HistoryOptions | false;
 }
 
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
@@ -49,6 +57,11 @@ export interface MyceliteDatabase extends Database {
    * `close()` of the database stops pushing at once; `await db.sync.flush()` first to push everything.
    */
   readonly sync?: WriterSync;
+  /**
+   * Compacts the history now (between transactions): keeps the points the retention policy names, moves
+   * older snapshots from the journal into the history file, writes checkpoints. See `mycelite compact`.
+   */
+  compact(options?: CompactCallOptions): CompactResult;
 }
 
 export type { HubOptions };
@@ -131,6 +144,20 @@ export async function openWith(
       inflight.sync();
     }
 
+    if (options.history !== false) parseHistoryOptions(options.history, path);
+    const writer = journal;
+    const compactor: WriterCompactor = new WriterCompactor(
+      {
+        fs,
+        dbPath,
+        paths: p,
+        journal: writer,
+        hubTxid: () => (options.hub ? (pusher?.status().hubTxid ?? null) : undefined),
+        rebased: () => pusher?.rebase(reopenJournal(fs, p.journal, writer.end)),
+        busy: () => db?.inTransaction === true,
+      },
+      options.history,
+    );
     const capture = new Capture(journal, {
       fs,
       spillPath: p.spill,
@@ -138,6 +165,7 @@ export async function openWith(
       onSnapshot: (snapshot) => {
         pusher?.noteSnapshot(snapshot);
         options.onSnapshot?.(snapshot);
+        compactor.noteCommit();
       },
       inflight,
     });
@@ -158,7 +186,7 @@ export async function openWith(
       }
     }
     const sync = pusher;
-    return decorate(db, journal, p.journal, sync, () => {
+    return decorate(db, journal, p.journal, sync, compactor, () => {
       void sync?.close();
       vfs.forget(dbPath);
       journal?.close();
@@ -172,6 +200,15 @@ export async function openWith(
     writerLock?.release();
     if (e instanceof OpenError) throw e;
     throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Checks the history options up front, so a bad policy fails open() rather than a later commit. */
+function parseHistoryOptions(o: HistoryOptions | undefined, path: string): void {
+  try {
+    if (o?.retain !== undefined) parseRetention(o.retain);
+  } catch (e) {
+    throw new OpenError(`cannot open ${path}: history.retain: ${(e as Error).message}`);
   }
 }
 
@@ -267,6 +304,7 @@ function decorate(
   journal: JournalWriter,
   journalPath: string,
   sync: WriterSync | undefined,
+  compactor: WriterCompactor,
   cleanup: () => void,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
@@ -275,6 +313,7 @@ function decorate(
     journalPath: { value: journalPath, enumerable: true },
     sync: { value: sync, enumerable: true },
     position: { value: () => journal.position },
+    compact: { value: (o?: CompactCallOptions) => compactor.compact(o ?? {}) },
     close: {
       value: () => {
         engineClose();

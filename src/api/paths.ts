@@ -16,6 +16,7 @@ export function journalPaths(dbPath: string): {
   replica: string;
   history: string;
   scratch: string;
+  compactLock: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -30,5 +31,7 @@ export function journalPaths(dbPath: string): {
     history: `${dir}/history`,
     /** Scratch database of a compaction in progress (deleted when it ends). */
     scratch: `${dir}/compact-scratch`,
+    /** Held (exclusive file lock) by the one compaction of this database running. */
+    compactLock: `${dir}/compact-lock`,
   };
 }

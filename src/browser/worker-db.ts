@@ -10,7 +10,7 @@ import { Database } from '../engine/database.js';
 import type { BindValue } from '../engine/sqlite.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import { decodeFileHeader, FILE_HEADER_SIZE } from '../format/index.js';
-import { fileSource } from '../journal/file-source.js';
+import { openHistory } from '../history/source.js';
 import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
@@ -174,11 +174,13 @@ export class WorkerDatabase {
     if (this.travel?.txid !== txid) {
       this.travel?.db.close();
       this.travel = undefined;
-      const journal = this.rt.fs.open(journalPaths(this.dbPath).journal, { readonly: true });
+      const paths = journalPaths(this.dbPath);
+      // The compacted history and the journal (docs/FORMAT.md, "History"); replay starts at a checkpoint.
+      const journal = openHistory(this.rt.fs, paths, () => new Error(`${paths.journal} is missing`));
       const out = this.rt.fs.open(TRAVEL_PATH, { create: true });
       let timestamp: number;
       try {
-        timestamp = replay(fileSource(journal), out, { txid }).snapshot!.timestamp;
+        timestamp = replay(journal.source, out, { txid }).snapshot!.timestamp;
       } finally {
         journal.close();
         out.close();

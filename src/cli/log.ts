@@ -11,15 +11,21 @@ interface LogOptions {
 export function registerLog(program: Command): void {
   program
     .command('log')
-    .description("list the snapshots in a database's journal, one line per committed transaction")
+    .description(
+      "list a database's restorable points: its journal's snapshots, one per transaction, and its compacted history",
+    )
     .argument('<DB>', 'database file whose journal (DB-mycelite/journal) to read')
     .option('--json', 'print one JSON object per snapshot and line')
     .addHelpText(
       'after',
       `
-Each line shows the txid, when it was committed (ISO-8601, UTC), the pages it wrote, the bytes it takes in
-the journal and the database size in pages after it. With --json each line is an object with txid,
-timestamp, pages, bytes, dbPages, pageSize and checksum (the database checksum after the snapshot).
+Each line is a restorable point (mycelite restore --txid, exec --at): the txid, when it was committed
+(ISO-8601, UTC), the pages it wrote, the bytes it takes and the database size in pages after it. After a
+compaction (mycelite compact) older points come from the compacted history: "(merged: txids A..B)" marks
+a point that stands for several transactions (those before B in it are no longer restorable on their
+own) and "checkpoint" a full image restores start from. With --json each line is an object with txid,
+timestamp, pages, bytes, dbPages, pageSize, checksum (the database checksum after the snapshot),
+mergedFrom (null unless merged), checkpoint and in ("history" or "journal").
 The journal is only read; the database may be open for writing meanwhile.
 
 Examples:
@@ -48,11 +54,16 @@ export async function logCommand(dbPath: string, options: LogOptions): Promise<v
           dbPages: e.dbPages,
           pageSize: e.pageSize,
           checksum: e.checksum,
+          mergedFrom: e.mergedFrom === undefined ? null : jsonInteger(e.mergedFrom),
+          checkpoint: e.checkpoint,
+          in: e.in,
         })}\n`;
       } else {
         text +=
           `txid ${e.txid}  ${isoTime(e.timestamp)}  ${plural(e.pages, 'page')} written  ` +
-          `${plural(e.bytes, 'byte')}  database ${plural(e.dbPages, 'page')}\n`;
+          `${plural(e.bytes, 'byte')}  database ${plural(e.dbPages, 'page')}` +
+          `${e.mergedFrom !== undefined ? `  (merged: txids ${e.mergedFrom}..${e.txid})` : ''}` +
+          `${e.checkpoint && e.in === 'history' ? '  checkpoint' : ''}\n`;
       }
       if (text.length > 1 << 16) flush();
     }

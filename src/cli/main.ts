@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliExit, describeError, describeStack, writeErr, writeOut } from './common.js';
+import { registerCompact } from './compact.js';
 import { registerExec } from './exec.js';
 import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
@@ -57,6 +58,7 @@ Examples:
 
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );
+  registerCompact(program);
   registerExec(program);
   registerFollow(program);
   registerLog(program);

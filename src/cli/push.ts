@@ -122,7 +122,7 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
 
 /** Pushes every committed snapshot as it appears, until SIGINT/SIGTERM or an error. */
 async function watch(file: string, journalPath: string, target: HubTarget, json: boolean): Promise<void> {
-  const tail = await openTail(file, journalPath);
+  let tail = await openTail(file, journalPath);
   const pusher = tailPusher(tail, target);
   await pusher.start();
   const where = `${target.db} on ${target.url}`;
@@ -151,6 +151,12 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
       for (;;) {
         const r = tail.poll();
         for (const s of r.snapshots) pusher.noteSnapshot(s);
+        if (r.snapshots.length === 0 && !r.busy && tail.rebased()) {
+          // The writer compacted: its journal now starts later. Follow the new file; the hub must already
+          // hold what moved into the history (otherwise the pusher stops with an error saying so).
+          void reopen();
+          return;
+        }
         if (!r.busy) return;
         if (r.snapshots.length > 0) continue;
         timer = setTimeout(check, BUSY_RETRY_MS);
@@ -161,9 +167,31 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
       finish();
     }
   };
-  const watcher = fs.watch(journalPath, () => {
+  let reopening = false;
+  const reopen = async (): Promise<void> => {
+    if (reopening) return;
+    reopening = true;
+    try {
+      const next = await openTail(file, journalPath);
+      pusher.rebase({
+        journal: { read: (offset, length) => next.source.read(offset, length), close: () => next.close() },
+        index: next.index,
+      });
+      tail = next;
+      watcher.close();
+      watcher = fs.watch(journalPath, onChange);
+      check();
+    } catch (e) {
+      failure = e;
+      finish();
+    } finally {
+      reopening = false;
+    }
+  };
+  const onChange = (): void => {
     timer ??= setTimeout(check, 0);
-  });
+  };
+  let watcher = fs.watch(journalPath, onChange);
   const safety = setInterval(check, SAFETY_CHECK_MS);
   const onSignal = (): void => finish();
   process.once('SIGINT', onSignal);

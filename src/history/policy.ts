@@ -73,8 +73,12 @@ export function describeRetention(policy: RetentionPolicy): string {
     return `${ms}ms`;
   };
   return policy
-    .map((t) => `${t.every === 0 ? 'every point' : `one per ${span(t.every)}`} up to ${span(t.age)} old`)
-    .join(', then ');
+    .map(
+      (t) =>
+        `${t.every === 0 ? 'every point' : `one point per ${span(t.every)}`} ${t.age === Number.POSITIVE_INFINITY ? 'for ever' : `up to ${span(t.age)} old`}`,
+    )
+    .join(', then ')
+    .concat(policy[policy.length - 1]?.age === Number.POSITIVE_INFINITY ? '' : '; older points are dropped');
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   createXxh64,
   encodeFileHeader,
   encodeSnapshotHeader,
+  FILE_HEADER_SIZE,
   FORMAT_VERSION,
   JournalReader,
   SNAPSHOT_HEADER_SIZE,
@@ -60,14 +61,18 @@ export class JournalWriter {
   readonly tornBytes: number;
   /** The last snapshot in the file (tentative or not), if any. */
   last: SnapshotInfo | undefined;
+  /** The txid before the file's first snapshot (its header's base; moves up when rebased). */
+  baseTxid: bigint;
 
   private constructor(
-    private readonly file: FileHandle,
+    private file: FileHandle,
     readonly journalId: Uint8Array,
     tail: Tail,
     tornBytes: number,
     last: SnapshotInfo | undefined,
+    baseTxid: bigint,
   ) {
+    this.baseTxid = baseTxid;
     this.last = last;
     this.tail = tail;
     this.confirmed = tail;
@@ -97,7 +102,14 @@ export class JournalWriter {
         file.truncate(reader.end);
         file.sync();
       }
-      return new JournalWriter(file, reader.header.journalId, tail, reader.tornBytes, last);
+      return new JournalWriter(
+        file,
+        reader.header.journalId,
+        tail,
+        reader.tornBytes,
+        last,
+        reader.header.baseTxid,
+      );
     } catch (e) {
       file.close();
       throw new Error(`open journal ${path}: ${(e as Error).message}`, { cause: e });
@@ -233,6 +245,57 @@ export class JournalWriter {
       checksum: last.preChecksum,
       timestamp: 0,
     };
+  }
+
+  /**
+   * Rewrites the journal to start after `baseTxid` (a compaction moved the snapshots up to it into the
+   * history file): a new file with this journal's id, that base and the snapshots after it, fsynced,
+   * renamed over `path` (the directory fsynced), then written to from here on. Not while a snapshot is
+   * tentative. Returns how many bytes the snapshots after `base` moved towards the start.
+   */
+  rebase(fs: FileSystem, path: string, baseTxid: bigint): number {
+    if (this.pending) throw new Error('rebase: a tentative snapshot is neither confirmed nor abandoned');
+    const src = fileSource(this.file);
+    const reader = new JournalReader({ size: () => this.tail.end, read: (o, n) => src.read(o, n) });
+    let cut = reader.header.baseTxid === baseTxid ? FILE_HEADER_SIZE : -1;
+    let base: Position = { txid: baseTxid, checksum: reader.header.baseChecksum };
+    for (const s of reader.snapshots()) {
+      if (s.txid !== baseTxid) continue;
+      cut = s.offset + s.length;
+      base = { txid: s.txid, checksum: s.postChecksum };
+    }
+    if (cut < 0) throw new Error(`rebase: ${path} does not hold txid ${baseTxid}`);
+    const tmp = `${path}.tmp`;
+    const out = fs.open(tmp, { create: true });
+    try {
+      out.truncate(0);
+      out.write(encodeFileHeader({ ...reader.header, baseTxid: base.txid, baseChecksum: base.checksum }), 0);
+      for (let at = cut; at < this.tail.end; ) {
+        const n = Math.min(4 << 20, this.tail.end - at);
+        out.write(src.read(at, n), FILE_HEADER_SIZE + at - cut);
+        at += n;
+      }
+      out.sync();
+    } catch (e) {
+      out.close();
+      fs.delete(tmp);
+      throw e;
+    }
+    out.close();
+    fs.rename(tmp, path);
+    fs.syncDir(path);
+    const next = fs.open(path);
+    this.file.close();
+    this.file = next;
+    const delta = cut - FILE_HEADER_SIZE;
+    const move = (s: SnapshotInfo | undefined): SnapshotInfo | undefined =>
+      s && s.offset >= cut ? { ...s, offset: s.offset - delta } : undefined;
+    this.last = move(this.last);
+    this.lastBefore = move(this.lastBefore);
+    this.tail = { ...this.tail, end: this.tail.end - delta };
+    this.confirmed = this.tail;
+    this.baseTxid = base.txid;
+    return delta;
   }
 
   /** The journal file (for readers in the same process). */

@@ -35,7 +35,7 @@ export class CommittedTail {
   constructor(
     private readonly fs: FileSystem,
     private readonly dbPath: string,
-    journalPath: string,
+    private readonly journalPath: string,
   ) {
     this.journal = fs.open(journalPath, { readonly: true });
     try {
@@ -87,6 +87,23 @@ export class CommittedTail {
     }
     if (state === 'committed') return { snapshots: found, busy: false };
     return { snapshots: found.slice(0, -1), busy: state === 'changed' };
+  }
+
+  /**
+   * True when the file now at the journal's path starts after another base than the one this tail reads:
+   * the writer's compaction rewrote the journal (docs/ARCHITECTURE.md, "History"); open a new tail.
+   */
+  rebased(): boolean {
+    try {
+      const f = this.fs.open(this.journalPath, { readonly: true });
+      try {
+        return decodeFileHeader(readAt(f, 0, FILE_HEADER_SIZE)).baseTxid !== this.index.base.txid;
+      } finally {
+        f.close();
+      }
+    } catch {
+      return false;
+    }
   }
 
   close(): void {

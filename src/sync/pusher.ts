@@ -114,6 +114,17 @@ export class Pusher implements WriterSync {
     if (this.wakeOnSnapshot) this.wakeup?.();
   }
 
+  /**
+   * The local journal was rewritten to start later (a compaction moved its older snapshots into the
+   * history file): push from the new file and index from now on. The hub holds everything moved.
+   */
+  rebase(to: { journal: JournalBytes; index: JournalIndex }): void {
+    const old = this.options.journal;
+    this.options.journal = to.journal;
+    this.options.index = to.index;
+    old.close?.();
+  }
+
   flush(timeoutMs?: number): Promise<void> {
     const p = this.waiters.add(this.options.index.lastTxid, timeoutMs, (target) => {
       const s = this.status();

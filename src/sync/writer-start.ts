@@ -7,7 +7,7 @@ import { checkDbName } from '../protocol/index.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
 import { JournalIndex } from './journal-index.js';
-import { Pusher } from './pusher.js';
+import { type JournalBytes, Pusher } from './pusher.js';
 
 /** Which hub database to push to, and how. */
 export interface HubOptions extends HubTarget {
@@ -39,6 +39,25 @@ export function checkHubOptions(hub: HubOptions, role: 'writer' | 'reader' = 'wr
   return undefined;
 }
 
+/** Opens the journal at `journalPath` for pushing and indexes its first `end` bytes. */
+export function reopenJournal(
+  fs: FileSystem,
+  journalPath: string,
+  end: number,
+): { journal: JournalBytes; index: JournalIndex } {
+  const file = fs.open(journalPath, { readonly: true });
+  try {
+    const index = JournalIndex.scan(fileSource(file), end);
+    return {
+      journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
+      index,
+    };
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
 /**
  * Indexes the journal at `journalPath` (its first `end` bytes: the committed snapshots) and starts
  * pushing it. Throws SyncError when the hub refuses this writer (lease held, token refused); an
@@ -50,17 +69,10 @@ export async function startWriterSync(
   end: number,
   hub: HubOptions,
 ): Promise<Pusher> {
-  const file = fs.open(journalPath, { readonly: true });
-  let index: JournalIndex;
-  try {
-    index = JournalIndex.scan(fileSource(file), end);
-  } catch (e) {
-    file.close();
-    throw e;
-  }
+  const { journal, index } = reopenJournal(fs, journalPath, end);
   const pusher = new Pusher({
     client: new HubClient(hub),
-    journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
+    journal,
     index,
     maxBatch: hub.maxBatch,
     leaseTtlMs: hub.leaseTtlMs,

@@ -14,6 +14,7 @@ import {
   JournalReader,
   maxBodyLength,
   memorySource,
+  PATCH_HEADER_SIZE,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotInfo,
@@ -46,6 +47,12 @@ export class PageIndex {
   private readonly snapshots: SnapshotInfo[] = [];
   private readonly inflated = new Map<number, Uint8Array>();
   private inflatedBytes = 0;
+  /**
+   * An uncompressed full image the index starts from (a checkpoint): its pages are found by arithmetic,
+   * not by reading it, so opening a view costs the snapshots after it only. Pages past `limit` (the
+   * smallest size since) no longer come from it.
+   */
+  private image: { at: number; limit: number } | undefined;
   /** The snapshot the view shows. */
   readonly target: SnapshotInfo;
 
@@ -74,16 +81,21 @@ export class PageIndex {
         for (const p of this.pages.keys()) if (p > s.dbPages) this.pages.delete(p);
       pageSize = s.pageSize;
       dbPages = s.dbPages;
+      if (this.image && s.dbPages < this.image.limit) this.image.limit = s.dbPages;
       const visit = (pgno: number, offset: number, bytes: Uint8Array, pos: number): void => {
         const whole = offset === 0 && bytes.length === pageSize;
         let runs = this.pages.get(pgno);
         if (!runs || whole) {
           runs = [];
           this.pages.set(pgno, runs);
+          // A page of the starting image that this snapshot patches: the image's page comes first.
+          if (!whole && this.image && pgno <= this.image.limit) runs.push(-1, 0, 0, pageSize);
         }
         runs.push(i, pos, offset, bytes.length);
       };
-      if ((s.flags & FLAG_COMPRESSED) === 0) {
+      if (i === start && isPlainImage(s)) {
+        this.image = { at: s.offset + SNAPSHOT_HEADER_SIZE, limit: s.dbPages };
+      } else if ((s.flags & FLAG_COMPRESSED) === 0) {
         walkPatches(journal, s.offset, s, visit);
       } else {
         // Walk the inflated body in memory (positions are then offsets in it) and keep it for reads.
@@ -106,8 +118,15 @@ export class PageIndex {
   readPage(pgno: number, out: Uint8Array): void {
     out.fill(0);
     const runs = this.pages.get(pgno);
-    if (!runs) return;
+    if (!runs) {
+      if (this.image && pgno <= this.image.limit) this.imagePage(pgno, out);
+      return;
+    }
     for (let k = 0; k < runs.length; k += 4) {
+      if (runs[k] === -1) {
+        this.imagePage(pgno, out);
+        continue;
+      }
       const s = this.snapshots[runs[k]!]!;
       const pos = runs[k + 1]!;
       const len = runs[k + 3]!;
@@ -117,6 +136,18 @@ export class PageIndex {
           : this.journal.read(pos, len);
       out.set(bytes, runs[k + 2]!);
     }
+  }
+
+  /** Page `pgno` of the starting image (its patch header checked) into `out`. */
+  private imagePage(pgno: number, out: Uint8Array): void {
+    const size = this.pageSize;
+    const at = this.image!.at + (pgno - 1) * (PATCH_HEADER_SIZE + size);
+    const bytes = this.journal.read(at, PATCH_HEADER_SIZE + size);
+    const v = new DataView(bytes.buffer, bytes.byteOffset, PATCH_HEADER_SIZE);
+    if (v.getUint32(0, true) !== pgno || v.getUint16(4, true) !== 0) {
+      throw new JournalFormatError(`bad full image: page ${pgno} is not where it belongs`, at);
+    }
+    out.set(bytes.subarray(PATCH_HEADER_SIZE), 0);
   }
 
   /** The inflated body of snapshot `i`, from a small cache. */
@@ -145,6 +176,16 @@ export class PageIndex {
 }
 
 /** Index in `all` of the snapshot `at` names; throws ViewRangeError naming the nearest points otherwise. */
+/** An uncompressed full image whose pages all lie at fixed places (every patch a whole page, in order). */
+function isPlainImage(s: SnapshotInfo): boolean {
+  return (
+    (s.flags & FLAG_FULL_IMAGE) !== 0 &&
+    (s.flags & FLAG_COMPRESSED) === 0 &&
+    s.patchCount === s.dbPages &&
+    s.length === FRAME + s.dbPages * (PATCH_HEADER_SIZE + s.pageSize)
+  );
+}
+
 function findTarget(all: SnapshotInfo[], at: ViewTarget): number {
   if (all.length === 0) throw new ViewRangeError('the journal holds no snapshots: nothing to view');
   const last = all[all.length - 1]!;

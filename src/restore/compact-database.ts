@@ -1,0 +1,83 @@
+/**
+ * `mycelite compact`: compaction of a database's history from outside its writer. With the database
+ * closed it does everything (new history, journal rewritten to start after it). While a writer has the
+ * database open it writes the new history only — reading just the snapshots the writer no longer
+ * changes — and the writer starts its journal after it at its next compaction (docs/ARCHITECTURE.md,
+ * "History"). Runtime-neutral.
+ */
+import { journalPaths } from '../api/paths.js';
+import { loadHash } from '../format/index.js';
+import { buildHistory, type CompactResult, installHistory } from '../history/compact.js';
+import type { RetentionPolicy } from '../history/policy.js';
+import type { FileSystem } from '../storage/file-system.js';
+
+export interface CompactDatabaseOptions {
+  policy: RetentionPolicy;
+  checkpointRatio?: number;
+  dryRun?: boolean;
+  /** The time retention ages count from (ms; default now). */
+  now?: number;
+}
+
+export interface CompactDatabaseResult extends CompactResult {
+  /** False when a writer had the database open: its journal was left for it to trim. */
+  journalRewritten: boolean;
+}
+
+export async function compactDatabase(
+  fs: FileSystem,
+  dbPath: string,
+  options: CompactDatabaseOptions,
+): Promise<CompactDatabaseResult> {
+  await loadHash();
+  const paths = journalPaths(dbPath);
+  if (!fs.exists(paths.journal)) {
+    throw new Error(
+      `${dbPath} has no Mycelite journal (${paths.journal} not found): open it through Mycelite first`,
+    );
+  }
+  if (fs.exists(paths.replica)) {
+    throw new Error(
+      `${dbPath} is a replica: its history is the hub's copy, compacted by the hub (mycelite serve --retain)`,
+    );
+  }
+  const compactLock = fs.tryLockExclusive?.(paths.compactLock);
+  if (fs.tryLockExclusive && !compactLock) {
+    throw new Error(
+      `another compaction of ${dbPath} is running (${paths.compactLock} is locked); try again later`,
+    );
+  }
+  try {
+    const writerLock = fs.tryLockExclusive?.(paths.lock);
+    try {
+      const alone = writerLock !== undefined || !fs.tryLockExclusive;
+      const result = buildHistory(
+        fs,
+        paths,
+        {
+          policy: options.policy,
+          checkpointRatio: options.checkpointRatio,
+          dryRun: options.dryRun,
+          now: options.now,
+        },
+        () => new Error(`${paths.journal} is missing`),
+      );
+      if (!result.end) return { ...result, journalRewritten: false };
+      if (alone) {
+        const bytesAfter = installHistory(fs, paths, result.end);
+        return { ...result, bytesAfter, journalRewritten: true };
+      }
+      fs.rename(`${paths.history}.tmp`, paths.history);
+      fs.syncDir(paths.history);
+      return {
+        ...result,
+        bytesAfter: fs.fileSize(paths.history) + fs.fileSize(paths.journal),
+        journalRewritten: false,
+      };
+    } finally {
+      writerLock?.release();
+    }
+  } finally {
+    compactLock?.release();
+  }
+}
