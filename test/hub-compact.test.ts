@@ -16,7 +16,7 @@ import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
-import { concatBytes, makeHistory, startTestHub, type TestHub } from './helpers/hub.js';
+import { concatBytes, makeHistory, spawnHub, startTestHub, type TestHub } from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, sha256, tempDir } from './helpers/util.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -244,4 +244,37 @@ test('FsStorage.compact: a read begun before the swap ends with the old bytes; a
     journal.map((x) => x.txid),
     Array.from({ length: 12 }, (_, i) => BigInt(30 + i)),
   );
+});
+
+test('mycelite serve --compact-above/--compact-every/--retain compacts a pushed database; --no-compact keeps the journal whole', async () => {
+  const dir = tempDir();
+  const args = ['--compact-above', '1KiB', '--compact-every', '1s', '--retain', '1h:all,forever:1d'];
+  const hubs = [
+    await spawnHub(path.join(dir, 'on'), 0, args),
+    await spawnHub(path.join(dir, 'off'), 0, [...args, '--no-compact']),
+  ];
+  cleanups.push(() => Promise.all(hubs.map((h) => h.kill('SIGTERM'))).then(() => undefined));
+  for (const [i, hub] of hubs.entries()) {
+    const w = await open(path.join(dir, `w${i}.db`), {
+      hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') },
+    });
+    try {
+      w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+      for (let round = 0; round < 4; round++) {
+        burst(w, 20);
+        await w.sync!.flush(20_000);
+        await sleep(300);
+      }
+    } finally {
+      w.close();
+      await w.sync!.close();
+    }
+  }
+  const [on, off] = hubs.map((h) => hubFiles(h.dir));
+  const deadline = Date.now() + 10_000;
+  while (!fs.existsSync(on!.history) && Date.now() < deadline) await sleep(50);
+  assert.ok(fs.existsSync(on!.history), 'the hub compacted');
+  assert.ok(journalBase(on!.journal) > 0n, 'its journal starts after the history');
+  assert.equal(fs.existsSync(off!.history), false, '--no-compact: no history');
+  assert.equal(journalBase(off!.journal), 0n, '--no-compact: the journal starts at the beginning');
 });
