@@ -36,7 +36,7 @@ async function writer(file: string, hub: TestHub): Promise<MyceliteDatabase> {
   return w;
 }
 
-async function replica(file: string, hub: TestHub): Promise<ReplicaDatabase> {
+async function replica(file: string, hub: Pick<TestHub, 'url' | 'token'>): Promise<ReplicaDatabase> {
   const token = await hub.token('app', 'reader');
   const r = await openReplica(file, {
     hub: { url: hub.url, db: 'app', token },
@@ -97,7 +97,8 @@ test('a hub compacts while a writer pushes and replicas follow: they stay byte-e
     retain: '2s:all,forever:1h', // points older than 2 s merge into one per hour
     onCompaction: (_db: string, o: CompactOutcome | Error) => outcomes.push(o),
   };
-  let hub = await startTestHub(hubDir, { compaction });
+  // followQueueLimit 1: followers read every snapshot from storage, racing with the swaps.
+  let hub = await startTestHub(hubDir, { compaction, followQueueLimit: 1 });
   const port = hub.port;
   let hubOpen = true;
   cleanups.push(() => (hubOpen ? hub.close() : undefined));
@@ -277,4 +278,55 @@ test('mycelite serve --compact-above/--compact-every/--retain compacts a pushed 
   assert.ok(journalBase(on!.journal) > 0n, 'its journal starts after the history');
   assert.equal(fs.existsSync(off!.history), false, '--no-compact: no history');
   assert.equal(journalBase(off!.journal), 0n, '--no-compact: the journal starts at the beginning');
+});
+
+test('a mycelite serve process killed (SIGKILL) again and again while it compacts comes back with history and journal that join and hold every push', async (t) => {
+  const dir = tempDir();
+  const hubDir = path.join(dir, 'hub');
+  const args = [
+    '--compact-above',
+    '1KiB',
+    '--compact-every',
+    '1s',
+    '--retain',
+    '1s:all,forever:1h',
+    '--log-level',
+    'info',
+  ];
+  let hub = await spawnHub(hubDir, 0, args);
+  const port = hub.port;
+  cleanups.push(() => hub.kill());
+  const wPath = path.join(dir, 'w.db');
+  const w = await open(wPath, { hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') } });
+  cleanups.push(async () => {
+    if (w.open) w.close();
+    await w.sync?.close();
+  });
+  w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  let compacted = 0;
+  for (let cycle = 0; cycle < 5; cycle++) {
+    for (let i = 0; i < 4; i++) {
+      burst(w, 10);
+      await w.sync!.flush(20_000);
+      await sleep(150 + ((cycle * 97 + i * 61) % 300));
+    }
+    burst(w, 5);
+    await hub.kill('SIGKILL');
+    compacted += (hub.stderr().match(/"msg":"compacted"/g) ?? []).length;
+    assert.doesNotMatch(hub.stderr(), /compaction failed/);
+    hub = await spawnHub(hubDir, port, args);
+    await w.sync!.flush(20_000);
+    assert.equal(await replayHub(hubDir, dir), fileHash(wPath), `cycle ${cycle}: the hub holds the writer`);
+  }
+  const r = await replica(path.join(dir, 'r.db'), hub);
+  await caughtUp(w, r);
+  assert.equal(
+    fileHash(path.join(dir, 'r.db')),
+    fileHash(wPath),
+    'a new replica bootstraps after the crashes',
+  );
+  assert.ok(compacted >= 3, `compactions ran between the kills (${compacted})`);
+  t.diagnostic(
+    `${compacted} compactions logged over 5 SIGKILL cycles; hub journal base ${journalBase(hubFiles(hubDir).journal)}`,
+  );
 });
