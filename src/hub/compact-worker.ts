@@ -19,7 +19,11 @@ export interface CompactJob {
   checkpointRatio?: number;
 }
 
-export type CompactOutcome = CompactResult & { end?: { txid: bigint; checksum: bigint } };
+export type CompactOutcome = CompactResult & {
+  end?: { txid: bigint; checksum: bigint };
+  /** Time appends to the database waited for the swap (ms; set by the storage, not the worker). */
+  swapMs?: number;
+};
 
 export function compactJob(job: CompactJob): CompactOutcome {
   return buildHistory(

@@ -439,6 +439,7 @@ export class FsStorage implements HubStorage {
       if (end) {
         await this.lock(db).run(async () => {
           this.check();
+          const swapStart = performance.now();
           const cur = this.entries.get(db);
           if (cur) {
             this.entries.delete(db);
@@ -447,6 +448,7 @@ export class FsStorage implements HubStorage {
           }
           outcome.bytesAfter = installHistory(nodeFs, paths, end);
           await this.entry(db); // the rebased journal, indexed afresh
+          outcome.swapMs = performance.now() - swapStart;
         });
       }
       c.onCompaction?.(db, outcome, Date.now() - started);

@@ -200,6 +200,7 @@ function logged(c: HubCompaction | false | undefined, log: pino.Logger): HubComp
             checkpoints: outcome.checkpoints,
             bytesBefore: outcome.bytesBefore,
             bytesAfter: outcome.bytesAfter,
+            swapMs: outcome.swapMs,
           },
           outcome.unchanged ? 'compaction: nothing to change' : 'compacted',
         );
