@@ -83,6 +83,8 @@ export class FsStorage implements HubStorage {
   private readonly leases = new FsLeases();
   private readonly compaction: ReturnType<typeof compactionSettings> | undefined;
   private readonly compactions = new Map<string, CompactState>();
+  /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
+  private readonly generations = new Map<string, number>();
   private readonly stopping = new AbortController();
 
   private constructor(
@@ -155,6 +157,7 @@ export class FsStorage implements HubStorage {
     if (cached) return cached;
     const file = path.join(this.dir(db), 'journal');
     if (!fs.existsSync(file)) return undefined;
+    const generation = this.generations.get(db) ?? 0;
     const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
     const offsets: number[] = [];
     let headTimestamp = 0;
@@ -177,10 +180,11 @@ export class FsStorage implements HubStorage {
       scan.close();
     }
     const again = this.entries.get(db); // another caller opened it meanwhile
-    if (again) {
+    const stale = (this.generations.get(db) ?? 0) !== generation; // the file was replaced meanwhile
+    if (again || stale) {
       writer.close();
       await handle.close();
-      return again;
+      return again ?? this.entry(db);
     }
     const e: Entry = {
       writer,
@@ -246,7 +250,7 @@ export class FsStorage implements HubStorage {
         // Nothing of a failed append may stay: cut the file back and reopen it next time. Cut it before
         // forgetting the entry, so that a read (which opens the journal unlocked) cannot reopen it meanwhile.
         await fsp.truncate(path.join(dir, 'journal'), start).catch(() => undefined);
-        this.entries.delete(db);
+        this.forget(db);
         e.writer.close();
         this.retire(e);
         throw err;
@@ -293,6 +297,12 @@ export class FsStorage implements HubStorage {
         // a listener's failure is its own
       }
     }
+  }
+
+  /** Drops the entry of `db` (its journal file is being replaced or cut): opens begun before are stale. */
+  private forget(db: string): void {
+    this.entries.delete(db);
+    this.generations.set(db, (this.generations.get(db) ?? 0) + 1);
   }
 
   /** The entry of `db` with one more reader on it (release it), never a retired one. */
@@ -441,8 +451,8 @@ export class FsStorage implements HubStorage {
           this.check();
           const swapStart = performance.now();
           const cur = this.entries.get(db);
+          this.forget(db);
           if (cur) {
-            this.entries.delete(db);
             cur.writer.close();
             this.retire(cur);
           }
