@@ -84,7 +84,9 @@ size, at most once per --compact-every, the hub moves its older snapshots into D
 keeping the points --retain names. The default, ${DEFAULT_RETENTION}, keeps
 ${describeRetention(parseRetention(DEFAULT_RETENTION))}.
 It runs beside pushes and reads; a replica whose position was compacted away starts again from a full
-image of the head. Not done with --storage (NATS streams keep every snapshot).
+image of the head. With --storage (NATS) the hub keeps no history: it stores a checkpoint (the full
+image of the head - 1) in the stream and purges the messages before it (--retain and --checkpoint-ratio
+do not apply).
 
 Examples:
   $ mycelite serve --data hubdata --port 8080
@@ -157,7 +159,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const compaction = options.compact ? compactionOptions(options) : false;
-  const storage = options.storage ? await openNatsStorage(options.storage) : undefined;
+  const storage = options.storage ? await openNatsStorage(options.storage, { compaction }) : undefined;
   const hub = await startHub({
     dataDir,
     storage,

@@ -65,45 +65,9 @@ export class ImageCache {
   private async build(db: string, state: DbState, key: string): Promise<Cached> {
     await fsp.mkdir(this.dir, { recursive: true });
     const stem = path.join(this.dir, `${db}.${process.pid}.${this.counter++}`);
-    const journal = `${stem}.journal`;
-    const replayed = `${stem}.db`;
     const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
-    try {
-      const files = await this.storage.historyFiles?.(db);
-      if (!files) {
-        // 1. The stored history as a journal file (streamed from storage in bounded chunks).
-        const j = await fsp.open(journal, 'w');
-        try {
-          const header = encodeFileHeader({
-            version: FORMAT_VERSION,
-            journalId: state.journalId,
-            createdAt: Date.now(),
-            baseTxid: state.base.txid,
-            baseChecksum: state.base.checksum,
-          });
-          await j.write(header);
-          for await (const chunk of this.storage.read(db, state.base.txid, state.head.txid))
-            await j.write(chunk);
-        } finally {
-          await j.close();
-        }
-      }
-      // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
-      // thread, so that the hub keeps serving meanwhile.
-      const job: ImageJob = files
-        ? { journal: files.journal, history: files.history, replayed, out, headTxid: state.head.txid }
-        : { journal, replayed, out, headTxid: state.head.txid };
-      try {
-        const header = await runWorker(job);
-        return { key, path: out, header };
-      } catch (e) {
-        await fsp.rm(out, { force: true });
-        throw e;
-      }
-    } finally {
-      await fsp.rm(journal, { force: true });
-      await fsp.rm(replayed, { force: true });
-    }
+    const header = await buildImageFile(this.storage, db, state, state.head.txid, stem, out);
+    return { key, path: out, header };
   }
 
   /** Waits for builds in progress and removes the cached images. */
@@ -111,5 +75,62 @@ export class ImageCache {
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     for (const c of this.cached.values()) await fsp.rm(c.path, { force: true });
     this.cached.clear();
+  }
+}
+
+let stems = 0;
+
+/**
+ * Builds the full image of `db` at txid `upTo` (≤ `state.head`) into the file `out`, using `stem` for
+ * temporary files: from the storage's files (history joined with the journal) when it has them, else
+ * from its checkpoint at the base (if any) and the snapshots after it, copied into a temporary journal.
+ * The replay and the encoding run in a worker thread.
+ */
+export async function buildImageFile(
+  storage: HubStorage,
+  db: string,
+  state: Pick<DbState, 'journalId' | 'base'>,
+  upTo: bigint,
+  stem: string,
+  out: string,
+): Promise<SnapshotHeader> {
+  const journal = `${stem}.${stems}.journal`;
+  const replayed = `${stem}.${stems++}.db`;
+  try {
+    const files = await storage.historyFiles?.(db);
+    if (!files) {
+      // 1. The stored history as a journal file (streamed from storage in bounded chunks), after the
+      // checkpoint that stands for everything before the base.
+      const checkpoint = state.base.txid > 0n ? await storage.checkpoint?.(db, state.base.txid) : undefined;
+      const j = await fsp.open(journal, 'w');
+      try {
+        const header = encodeFileHeader({
+          version: FORMAT_VERSION,
+          journalId: state.journalId,
+          createdAt: Date.now(),
+          baseTxid: checkpoint ? state.base.txid - 1n : state.base.txid,
+          baseChecksum: checkpoint ? checkpoint.header.preChecksum : state.base.checksum,
+        });
+        await j.write(header);
+        if (checkpoint) for await (const chunk of checkpoint.chunks) await j.write(chunk);
+        for await (const chunk of storage.read(db, state.base.txid, upTo)) await j.write(chunk);
+      } finally {
+        await j.close();
+      }
+    }
+    // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
+    // thread, so that the hub keeps serving meanwhile.
+    const job: ImageJob = files
+      ? { journal: files.journal, history: files.history, replayed, out, headTxid: upTo }
+      : { journal, replayed, out, headTxid: upTo };
+    try {
+      return await runWorker(job);
+    } catch (e) {
+      await fsp.rm(out, { force: true });
+      throw e;
+    }
+  } finally {
+    await fsp.rm(journal, { force: true });
+    await fsp.rm(replayed, { force: true });
   }
 }

@@ -40,7 +40,7 @@ export interface HubOptions {
   storage?: HubStorage;
   /**
    * Automatic compaction of the filesystem storage's journals (src/hub/compaction.ts; default: on with
-   * its defaults); false: never. Not used with `storage`.
+   * its defaults); false: never. Not used with `storage` (give it to that storage; the hub logs it).
    */
   compaction?: HubCompaction | false;
   /** Bytes of new snapshots a follower may have queued in memory before it reads them from storage instead (default 64 MiB). */
@@ -81,6 +81,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
   );
   const storage =
     options.storage ?? (await FsStorage.open(dataDir, { compaction: logged(options.compaction, log) }));
+  options.storage?.watchCompactions?.(logCompaction(log));
   const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
   const ctx: HubContext = {
     storage,
@@ -182,28 +183,38 @@ export async function startHub(options: HubOptions): Promise<Hub> {
   };
 }
 
+/** Logs a compaction (or its failure). */
+function logCompaction(log: pino.Logger): NonNullable<HubCompaction['onCompaction']> {
+  return (db, outcome, ms) => {
+    if (outcome instanceof Error) {
+      log.error({ db, err: outcome, ms }, 'compaction failed');
+      return;
+    }
+    log.info(
+      {
+        db,
+        ms,
+        upTo: outcome.upTo?.toString(),
+        pointsBefore: outcome.pointsBefore,
+        pointsAfter: outcome.pointsAfter,
+        checkpoints: outcome.checkpoints,
+        bytesBefore: outcome.bytesBefore,
+        bytesAfter: outcome.bytesAfter,
+        swapMs: outcome.swapMs,
+      },
+      outcome.unchanged ? 'compaction: nothing to change' : 'compacted',
+    );
+  };
+}
+
 /** The compaction settings with each compaction (or its failure) logged. */
 function logged(c: HubCompaction | false | undefined, log: pino.Logger): HubCompaction | false {
   if (c === false) return false;
+  const write = logCompaction(log);
   return {
     ...c,
     onCompaction(db, outcome, ms) {
-      if (outcome instanceof Error) log.error({ db, err: outcome, ms }, 'compaction failed');
-      else
-        log.info(
-          {
-            db,
-            ms,
-            upTo: outcome.upTo?.toString(),
-            pointsBefore: outcome.pointsBefore,
-            pointsAfter: outcome.pointsAfter,
-            checkpoints: outcome.checkpoints,
-            bytesBefore: outcome.bytesBefore,
-            bytesAfter: outcome.bytesAfter,
-            swapMs: outcome.swapMs,
-          },
-          outcome.unchanged ? 'compaction: nothing to change' : 'compacted',
-        );
+      write(db, outcome, ms);
       c?.onCompaction?.(db, outcome, ms);
     },
   };

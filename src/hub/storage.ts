@@ -5,6 +5,7 @@
  */
 import type { SnapshotHeader } from '../format/index.js';
 import type { WirePosition } from '../protocol/index.js';
+import type { CompactOutcome } from './compact-worker.js';
 
 /** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
 export interface EncodedSnapshot {
@@ -89,6 +90,16 @@ export interface HubStorage {
    * replaces the history before the journal.
    */
   historyFiles?(db: string): Promise<{ journal: string; history: string } | undefined>;
+  /**
+   * Optional, for a storage that drops what comes before its base (NATS after a compaction): the full
+   * image of snapshot `txid` (the base) it keeps instead, or undefined when it holds none for that txid.
+   */
+  checkpoint?(
+    db: string,
+    txid: bigint,
+  ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined>;
+  /** Optional: calls `listener` after each automatic compaction of a database (or its failure), e.g. to log it. */
+  watchCompactions?(listener: (db: string, outcome: CompactOutcome | Error, ms: number) => void): void;
   /** Finishes in-flight appends and releases files. */
   close(): Promise<void>;
 }
