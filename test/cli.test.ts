@@ -396,3 +396,65 @@ describe('statement splitting (unit)', () => {
     assert.equal(formatReal(-1.5), '-1.5');
   });
 });
+
+describe('compact', () => {
+  test('--help, --dry-run changes nothing, compaction keeps what the policy names, dropped points are clear errors', () => {
+    const dir = tempDir();
+    expect(0, dir, 'exec', 'app.db', 'create table t(a); insert into t values (1)');
+    for (let i = 2; i <= 6; i++) expect(0, dir, 'exec', 'app.db', `insert into t values (${i})`);
+    const help = expect(0, dir, 'compact', '--help').stdout;
+    assert.match(help, /--retain <POLICY>/);
+    assert.match(help, /24h:all,30d:1h,forever:1d/);
+    assert.match(help, /--dry-run/);
+    const journal = path.join(dir, 'app.db-mycelite', 'journal');
+    const before = fs.readFileSync(journal);
+    const later = new Date(Date.now() + 3 * 86_400_000).toISOString();
+    const dry = JSON.parse(
+      expect(
+        0,
+        dir,
+        'compact',
+        'app.db',
+        '--retain',
+        '1h:all,forever:1d',
+        '--now',
+        later,
+        '--dry-run',
+        '--json',
+      ).stdout,
+    );
+    assert.equal(dry.dryRun, true);
+    assert.equal(dry.pointsBefore, 7);
+    assert.ok(dry.pointsDropped > 0);
+    assert.ok(fs.readFileSync(journal).equals(before), 'a dry run leaves the journal alone');
+    assert.equal(fs.existsSync(path.join(dir, 'app.db-mycelite', 'history')), false);
+    const out = expect(0, dir, 'compact', 'app.db', '--retain', '1h:all,forever:1d', '--now', later).stdout;
+    assert.match(out, /^compacted: 7 restorable points → \d+ /);
+    const log = expect(0, dir, 'log', 'app.db', '--json')
+      .stdout.trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.equal(log[0].in, 'history');
+    assert.equal(log[0].checkpoint, true);
+    assert.equal(log[log.length - 1].txid, 7);
+    const dropped = expect(1, dir, 'restore', 'app.db', '--txid', '1', '--output', 'old.db');
+    assert.match(dropped.stderr, /txid 1 is before the oldest restorable point, txid \d+/);
+    expect(0, dir, 'restore', 'app.db', '--txid', String(log[0].txid), '--output', 'kept.db');
+    // txid 1 created the table; txid N holds rows 1..N-1.
+    const rows = String(log[0].txid - 1);
+    assert.equal(expect(0, dir, 'exec', 'kept.db', 'select count(*) from t').stdout.split('\n')[1], rows);
+    assert.equal(
+      expect(0, dir, 'exec', 'app.db', '--at', String(log[0].txid), 'select count(*) from t').stdout.split(
+        '\n',
+      )[1],
+      rows,
+    );
+    expect(0, dir, 'verify', 'app.db');
+    expect(0, dir, 'exec', 'app.db', 'insert into t values (7)');
+    expect(0, dir, 'verify', 'app.db');
+    const bad = expect(2, dir, 'compact', 'app.db', '--retain', '30d:1h,24h:all');
+    assert.match(bad.stderr, /ages must grow/);
+    const none = expect(1, dir, 'compact', 'missing.db');
+    assert.match(none.stderr, /has no Mycelite journal/);
+  });
+});

@@ -1,6 +1,8 @@
 /** `mycelite serve`: run a hub (docs/PROTOCOL.md) that stores and relays the journals of many databases. */
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { DEFAULT_RETENTION, describeRetention, parseDuration, parseRetention } from '../history/policy.js';
+import type { HubCompaction } from '../hub/compaction.js';
 import { startHub } from '../hub/index.js';
 import { openNatsStorage } from '../hub/nats-storage.js';
 import { builtWebDir, isLoopback } from '../hub/web.js';
@@ -15,6 +17,11 @@ interface ServeOptions {
   maxConnections: string;
   demo?: boolean;
   storage?: string;
+  retain: string;
+  compact: boolean;
+  compactAbove: string;
+  compactEvery: string;
+  checkpointRatio: string;
 }
 
 export const DEFAULT_DATA_DIR = 'mycelite-hub';
@@ -38,6 +45,27 @@ export function registerServe(program: Command): void {
       'keep journals and leases in NATS JetStream instead of --data (nats://host:port[,host:port...]): several hubs on one cluster serve the same databases (--data then holds only hub.key)',
     )
     .option(
+      '--retain <POLICY>',
+      'which points in time compaction keeps: AGE:EVERY tiers, youngest first',
+      DEFAULT_RETENTION,
+    )
+    .option(
+      '--compact-above <SIZE>',
+      'compact a database once its journal is larger than SIZE and than the database',
+      '64MiB',
+    )
+    .option(
+      '--compact-every <DURATION>',
+      'compact each database at most once per DURATION (e.g. 90s, 10m, 1h)',
+      '10m',
+    )
+    .option(
+      '--checkpoint-ratio <R>',
+      'a checkpoint (full image) in the history whenever the snapshots since the last one pass R × the database size',
+      '0.5',
+    )
+    .option('--no-compact', 'never compact: keep every snapshot in the journals')
+    .option(
       '--demo',
       'serve the local-first demo web app at / (built by npm run build:web); on loopback it also hands out tokens for databases named demo* at /demo/token',
     )
@@ -51,11 +79,21 @@ address, so --host 0.0.0.0 serves the network with the same protection; put TLS 
 tokens cross an untrusted network. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: pushes in flight
 finish, follow streams end, nothing acknowledged is lost.
 
+Compaction: once a database's journal (DATA/dbs/NAME/journal) passes --compact-above and the database's
+size, at most once per --compact-every, the hub moves its older snapshots into DATA/dbs/NAME/history,
+keeping the points --retain names. The default, ${DEFAULT_RETENTION}, keeps
+${describeRetention(parseRetention(DEFAULT_RETENTION))}.
+It runs beside pushes and reads; a replica whose position was compacted away starts again from a full
+image of the head. With --storage (NATS) the hub keeps no history: it stores a checkpoint (the full
+image of the head - 1) in the stream and purges the messages before it (--retain and --checkpoint-ratio
+do not apply).
+
 Examples:
   $ mycelite serve --data hubdata --port 8080
   $ mycelite token --data hubdata --db app --role writer
   $ mycelite serve --data demo-hub --demo      # then open http://127.0.0.1:8080/
   $ mycelite serve --data /var/lib/mycelite --host 0.0.0.0 --port 443 --max-body 16MiB --log-level warn
+  $ mycelite serve --data hubdata --retain 7d:all,90d:1d --compact-above 256MiB --compact-every 1h
   $ mycelite serve --data hubkey --port 8081 --storage nats://10.0.0.1:4222,nats://10.0.0.2:4222`,
     )
     .action(async (options: ServeOptions) => {
@@ -92,13 +130,36 @@ function parseInteger(text: string, what: string, min: number, max: number): num
   return n;
 }
 
+function compactionOptions(options: ServeOptions): HubCompaction {
+  const retain = options.retain;
+  try {
+    parseRetention(retain);
+  } catch (e) {
+    throw new Error(`--retain: ${(e as Error).message}`);
+  }
+  let everyMs: number;
+  try {
+    everyMs = parseDuration(options.compactEvery);
+  } catch (e) {
+    throw new Error(`--compact-every: ${(e as Error).message}`);
+  }
+  const checkpointRatio = Number(options.checkpointRatio);
+  if (!Number.isFinite(checkpointRatio) || checkpointRatio <= 0) {
+    throw new Error(
+      `--checkpoint-ratio must be a positive number (e.g. 0.5), not ${JSON.stringify(options.checkpointRatio)}`,
+    );
+  }
+  return { retain, everyMs, checkpointRatio, minBytes: parseSize(options.compactAbove) };
+}
+
 export async function serveCommand(options: ServeOptions): Promise<void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(options.logLevel)) throw new Error(`--log-level must be one of ${levels.join(', ')}`);
   const dataDir = path.resolve(options.data);
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
-  const storage = options.storage ? await openNatsStorage(options.storage) : undefined;
+  const compaction = options.compact ? compactionOptions(options) : false;
+  const storage = options.storage ? await openNatsStorage(options.storage, { compaction }) : undefined;
   const hub = await startHub({
     dataDir,
     storage,
@@ -108,6 +169,7 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
     maxConnections: parseInteger(options.maxConnections, '--max-connections', 1, 1_000_000),
     logLevel: options.logLevel,
     web,
+    compaction,
   }).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'EADDRINUSE') {
       throw new Error(

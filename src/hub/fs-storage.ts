@@ -3,6 +3,11 @@
  * and `DATA/dbs/<name>/lease.json`. Writes to one database are serialized; an append is durable (fsync)
  * before it resolves. After a database is first opened, an in-memory index (txid → offset) serves reads
  * from any position without rescanning.
+ *
+ * Compaction (src/hub/compaction.ts): once a journal grows past its threshold, its older snapshots move
+ * into `DATA/dbs/<name>/history`; the journal then starts after them (its base moves up) and reads
+ * from before the base fail with BeforeBaseError (readers reset from a full image). The swap happens in
+ * the database's append order; reads in flight keep the old journal file open and finish from it.
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -15,11 +20,14 @@ import {
   SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
 } from '../format/index.js';
+import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, samePosition, type WirePosition } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
+import type { CompactJob, CompactOutcome } from './compact-worker.js';
+import { compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { FsLeases } from './fs-leases.js';
 import { Mutex } from './mutex.js';
 import type {
@@ -30,7 +38,8 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { checkAppend } from './storage.js';
+import { BeforeBaseError, checkAppend } from './storage.js';
+import { runJob } from './worker.js';
 
 const READ_CHUNK = 1 << 20;
 const nodeFs = new NodeFileSystem();
@@ -47,6 +56,22 @@ interface Entry {
   head: WirePosition;
   end: number;
   headTimestamp: number;
+  /** Size of the database at the head (bytes), for the compaction threshold. */
+  dbBytes: number;
+  /** Reads in progress on `reader`; a retired entry (replaced by a compaction) closes it after the last. */
+  users: number;
+  retired: boolean;
+}
+
+export interface FsStorageOptions {
+  /** Automatic compaction (default: on, with the defaults of src/hub/compaction.ts); false: never. */
+  compaction?: HubCompaction | false;
+}
+
+/** A database's compaction: when it last started, the one running. */
+interface CompactState {
+  last: number;
+  running?: Promise<CompactOutcome | undefined>;
 }
 
 export class FsStorage implements HubStorage {
@@ -56,17 +81,25 @@ export class FsStorage implements HubStorage {
   private closed = false;
 
   private readonly leases = new FsLeases();
+  private readonly compaction: ReturnType<typeof compactionSettings> | undefined;
+  private readonly compactions = new Map<string, CompactState>();
+  /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
+  private readonly generations = new Map<string, number>();
+  private readonly stopping = new AbortController();
 
   private constructor(
     readonly dataDir: string,
     private readonly dirLock: { release(): void },
-  ) {}
+    options: FsStorageOptions,
+  ) {
+    this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+  }
 
   /**
    * Opens (creating) the storage under `dataDir`. One hub process at a time may use a data directory: it
    * holds an exclusive lock on `DATA/lock` while open.
    */
-  static async open(dataDir: string): Promise<FsStorage> {
+  static async open(dataDir: string, options: FsStorageOptions = {}): Promise<FsStorage> {
     const root = path.resolve(dataDir);
     await fsp.mkdir(path.join(root, 'dbs'), { recursive: true });
     const lockFile = path.join(root, 'lock');
@@ -77,7 +110,12 @@ export class FsStorage implements HubStorage {
         `another hub process uses the data directory ${root}; stop it or choose another --data`,
       );
     }
-    return new FsStorage(root, lock);
+    try {
+      return new FsStorage(root, lock, options);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
   }
 
   /** The directory of `db`, after checking its name and that the path stays under the data directory. */
@@ -119,34 +157,47 @@ export class FsStorage implements HubStorage {
     if (cached) return cached;
     const file = path.join(this.dir(db), 'journal');
     if (!fs.existsSync(file)) return undefined;
+    const generation = this.generations.get(db) ?? 0;
     const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
     const offsets: number[] = [];
     let headTimestamp = 0;
+    let dbBytes = 0;
     const scan = nodeFs.open(file, { readonly: true });
     let reader: JournalReader;
+    let handle: fsp.FileHandle;
     try {
       reader = new JournalReader(fileSource(scan));
       for (const s of reader.snapshots()) {
         offsets.push(s.offset);
         headTimestamp = s.timestamp;
+        dbBytes = s.dbPages * s.pageSize;
       }
+      handle = await fsp.open(file, 'r');
+    } catch (e) {
+      writer.close();
+      throw e;
     } finally {
       scan.close();
     }
     const again = this.entries.get(db); // another caller opened it meanwhile
-    if (again) {
+    const stale = (this.generations.get(db) ?? 0) !== generation; // the file was replaced meanwhile
+    if (again || stale) {
       writer.close();
-      return again;
+      await handle.close();
+      return again ?? this.entry(db);
     }
     const e: Entry = {
       writer,
-      reader: await fsp.open(file, 'r'),
+      reader: handle,
       journalId: reader.header.journalId,
       base: { txid: reader.header.baseTxid, checksum: reader.header.baseChecksum },
       offsets,
       head: writer.position,
       end: writer.end,
       headTimestamp,
+      dbBytes,
+      users: 0,
+      retired: false,
     };
     this.entries.set(db, e);
     return e;
@@ -199,17 +250,20 @@ export class FsStorage implements HubStorage {
         // Nothing of a failed append may stay: cut the file back and reopen it next time. Cut it before
         // forgetting the entry, so that a read (which opens the journal unlocked) cannot reopen it meanwhile.
         await fsp.truncate(path.join(dir, 'journal'), start).catch(() => undefined);
-        this.entries.delete(db);
+        this.forget(db);
         e.writer.close();
-        await e.reader.close();
+        this.retire(e);
         throw err;
       }
+      const last = snapshots[snapshots.length - 1]!.header;
       e.offsets.push(...added);
       e.head = e.writer.position;
       e.end = e.writer.end;
-      e.headTimestamp = Math.max(e.headTimestamp, snapshots[snapshots.length - 1]!.header.timestamp);
+      e.headTimestamp = Math.max(e.headTimestamp, last.timestamp);
+      e.dbBytes = last.dbPages * last.pageSize;
       const state = this.stateOf(e);
       this.publish(db, snapshots, state);
+      this.maybeCompact(db, e);
       return { ok: true, state };
     });
   }
@@ -245,28 +299,66 @@ export class FsStorage implements HubStorage {
     }
   }
 
+  /** Drops the entry of `db` (its journal file is being replaced or cut): opens begun before are stale. */
+  private forget(db: string): void {
+    this.entries.delete(db);
+    this.generations.set(db, (this.generations.get(db) ?? 0) + 1);
+  }
+
+  /** The entry of `db` with one more reader on it (release it), never a retired one. */
+  private async acquire(db: string): Promise<Entry | undefined> {
+    for (;;) {
+      const e = await this.entry(db);
+      if (!e) return undefined;
+      if (e.retired) continue; // replaced meanwhile: the map holds its successor (or nothing)
+      e.users++;
+      return e;
+    }
+  }
+
+  private release(e: Entry): void {
+    e.users--;
+    if (e.retired && e.users === 0) void e.reader.close().catch(() => undefined);
+  }
+
+  /** Stops using `e` (the caller removed it from the map): its read handle closes after the last read. */
+  private retire(e: Entry): void {
+    e.retired = true;
+    if (e.users === 0) void e.reader.close().catch(() => undefined);
+  }
+
   read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array> {
     this.check();
-    const range = this.entry(db).then((e) => {
-      if (!e) throw new Error(`read: no database ${db}`);
-      const head = e.head.txid;
-      if (after < e.base.txid || upTo > head || after > upTo) {
-        throw new Error(`read: ${after}..${upTo} is outside ${e.base.txid}..${head} of ${db}`);
-      }
-      const at = (txid: bigint): number =>
-        txid > head ? e.end : e.offsets[Number(txid - e.base.txid - 1n)]!;
-      return { e, start: at(after + 1n), end: at(upTo + 1n) };
-    });
+    const self = this;
     return {
       async *[Symbol.asyncIterator]() {
-        const { e, start, end } = await range;
-        for (let p = start; p < end; ) {
-          const n = Math.min(READ_CHUNK, end - p);
-          const buf = new Uint8Array(n);
-          const { bytesRead } = await e.reader.read(buf, 0, n, p);
-          if (bytesRead !== n) throw new Error(`read: journal of ${db} is shorter than its index`);
-          p += n;
-          yield buf;
+        const e = await self.acquire(db);
+        if (!e) throw new Error(`read: no database ${db}`);
+        try {
+          const head = e.head.txid;
+          if (after < e.base.txid) {
+            throw new BeforeBaseError(
+              `read: ${db} holds snapshots after ${e.base.txid} only (the rest is compacted), not after ${after}`,
+            );
+          }
+          if (upTo > head || after > upTo) {
+            throw new Error(`read: ${after}..${upTo} is outside ${e.base.txid}..${head} of ${db}`);
+          }
+          // The range is fixed now, on this entry's file: a compaction meanwhile does not change it.
+          const at = (txid: bigint): number =>
+            txid > head ? e.end : e.offsets[Number(txid - e.base.txid - 1n)]!;
+          const start = at(after + 1n);
+          const end = at(upTo + 1n);
+          for (let p = start; p < end; ) {
+            const n = Math.min(READ_CHUNK, end - p);
+            const buf = new Uint8Array(n);
+            const { bytesRead } = await e.reader.read(buf, 0, n, p);
+            if (bytesRead !== n) throw new Error(`read: journal of ${db} is shorter than its index`);
+            p += n;
+            yield buf;
+          }
+        } finally {
+          self.release(e);
         }
       },
     };
@@ -274,13 +366,107 @@ export class FsStorage implements HubStorage {
 
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
     this.check();
-    const e = await this.entry(db);
-    if (!e || txid <= e.base.txid || txid > e.head.txid) return undefined;
-    const buf = new Uint8Array(SNAPSHOT_HEADER_SIZE);
-    await e.reader.read(buf, 0, SNAPSHOT_HEADER_SIZE, e.offsets[Number(txid - e.base.txid - 1n)]!);
-    const h = decodeSnapshotHeader(buf);
-    if (h === undefined || typeof h === 'string') throw new Error(`snapshot ${txid} of ${db} is damaged`);
-    return h;
+    const e = await this.acquire(db);
+    if (!e) return undefined;
+    try {
+      if (txid <= e.base.txid || txid > e.head.txid) return undefined;
+      const buf = new Uint8Array(SNAPSHOT_HEADER_SIZE);
+      await e.reader.read(buf, 0, SNAPSHOT_HEADER_SIZE, e.offsets[Number(txid - e.base.txid - 1n)]!);
+      const h = decodeSnapshotHeader(buf);
+      if (h === undefined || typeof h === 'string') throw new Error(`snapshot ${txid} of ${db} is damaged`);
+      return h;
+    } finally {
+      this.release(e);
+    }
+  }
+
+  async historyFiles(db: string): Promise<{ journal: string; history: string } | undefined> {
+    this.check();
+    const p = this.paths(db);
+    return fs.existsSync(p.journal) ? { journal: p.journal, history: p.history } : undefined;
+  }
+
+  private paths(db: string): CompactJob['paths'] {
+    const dir = this.dir(db);
+    return {
+      journal: path.join(dir, 'journal'),
+      history: path.join(dir, 'history'),
+      scratch: path.join(dir, 'compact.scratch'),
+    };
+  }
+
+  /** Starts a compaction of `db` in the background when its journal is due (called in its append order). */
+  private maybeCompact(db: string, e: Entry): void {
+    const c = this.compaction;
+    if (!c) return;
+    const st = this.compactions.get(db);
+    if (st?.running) return;
+    if (e.head.txid - e.base.txid < 2n) return; // the journal keeps its last snapshot
+    if (!compactionDue(c, e.end, e.dbBytes, Date.now() - (st?.last ?? Number.NEGATIVE_INFINITY))) return;
+    this.compact(db).catch(() => undefined); // told to onCompaction
+  }
+
+  /**
+   * Compacts `db` now (unless one is running: then waits for it): moves every snapshot of its journal
+   * but the last into the compacted history under the retention policy. Resolves with what it did, or
+   * undefined when there was nothing to move. The heavy part runs in a worker thread while appends go on;
+   * only the swap (renaming the history in place, rewriting the journal's short tail) waits for them.
+   */
+  compact(db: string): Promise<CompactOutcome | undefined> {
+    this.check();
+    let st = this.compactions.get(db);
+    if (st?.running) return st.running;
+    if (!st) {
+      st = { last: 0 };
+      this.compactions.set(db, st);
+    }
+    const state = st;
+    state.last = Date.now();
+    const run = this.runCompaction(db).finally(() => {
+      state.running = undefined;
+    });
+    state.running = run;
+    return run;
+  }
+
+  private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
+    const c = this.compaction ?? compactionSettings({});
+    const started = Date.now();
+    try {
+      const e = await this.lock(db).run(() => this.entry(db));
+      if (!e || e.head.txid - e.base.txid < 2n) return undefined;
+      const paths = this.paths(db);
+      const job: CompactJob = {
+        paths,
+        policy: c.retain,
+        now: Date.now(),
+        upTo: e.head.txid - 1n,
+        checkpointRatio: c.checkpointRatio,
+      };
+      const url = new URL('./compact-worker.js', import.meta.url);
+      const outcome = await runJob<CompactOutcome>(url, job, 'compaction', this.stopping.signal);
+      const end = outcome.end;
+      if (end) {
+        await this.lock(db).run(async () => {
+          this.check();
+          const swapStart = performance.now();
+          const cur = this.entries.get(db);
+          this.forget(db);
+          if (cur) {
+            cur.writer.close();
+            this.retire(cur);
+          }
+          outcome.bytesAfter = installHistory(nodeFs, paths, end);
+          await this.entry(db); // the rebased journal, indexed afresh
+          outcome.swapMs = performance.now() - swapStart;
+        });
+      }
+      c.onCompaction?.(db, outcome, Date.now() - started);
+      return outcome;
+    } catch (err) {
+      c.onCompaction?.(db, err as Error, Date.now() - started);
+      throw err;
+    }
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {
@@ -309,11 +495,13 @@ export class FsStorage implements HubStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.stopping.abort(); // a compaction in its worker is abandoned (it wrote only temporary files)
+    await Promise.all([...this.compactions.values()].map((c) => c.running?.catch(() => undefined)));
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
     for (const e of this.entries.values()) {
       e.writer.close();
-      await e.reader.close();
+      this.retire(e);
     }
     this.entries.clear();
     this.listeners.clear();

@@ -1,29 +1,23 @@
 /**
- * Full images of databases' heads for `from=image` reads, built by replaying the stored journal into a
- * temporary database file and encoding all its pages (src/journal/image.ts). The last image of each
+ * Full images of databases' heads for `from=image` reads, built by replaying the stored history into a
+ * temporary database file and encoding all its pages (src/journal/image.ts). A storage that keeps files
+ * (src/hub/fs-storage.ts) hands over its journal and compacted history, read joined from the last
+ * checkpoint; another (NATS) is copied into a temporary journal first. The last image of each
  * database is kept on disk (`DATA/images/`), keyed by journal id and head txid, so that replicas that
  * bootstrap at the same head share one build.
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader } from '../format/index.js';
 import { toHex } from '../protocol/index.js';
-import type { ImageJob, ImageResult } from './image-worker.js';
+import type { ImageJob } from './image-worker.js';
 import { Mutex } from './mutex.js';
 import type { DbState, HubStorage } from './storage.js';
+import { runJob } from './worker.js';
 
 /** Runs the image build of src/hub/image-worker.ts in a worker thread. */
 function runWorker(job: ImageJob): Promise<SnapshotHeader> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: job });
-    worker.once('message', (r: ImageResult) => {
-      if (r.ok) resolve(r.header);
-      else reject(new Error(`building the image failed: ${r.message}`));
-    });
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the image worker exited (${code}) without an answer`)));
-  });
+  return runJob(new URL('./image-worker.js', import.meta.url), job, 'building the image');
 }
 
 /** An image ready to send: an open file of the encoded snapshot (close it when done). */
@@ -71,39 +65,9 @@ export class ImageCache {
   private async build(db: string, state: DbState, key: string): Promise<Cached> {
     await fsp.mkdir(this.dir, { recursive: true });
     const stem = path.join(this.dir, `${db}.${process.pid}.${this.counter++}`);
-    const journal = `${stem}.journal`;
-    const replayed = `${stem}.db`;
     const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
-    try {
-      // 1. The stored history as a journal file (streamed from storage in bounded chunks).
-      const j = await fsp.open(journal, 'w');
-      try {
-        const header = encodeFileHeader({
-          version: FORMAT_VERSION,
-          journalId: state.journalId,
-          createdAt: Date.now(),
-          baseTxid: state.base.txid,
-          baseChecksum: state.base.checksum,
-        });
-        await j.write(header);
-        for await (const chunk of this.storage.read(db, state.base.txid, state.head.txid))
-          await j.write(chunk);
-      } finally {
-        await j.close();
-      }
-      // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
-      // thread, so that the hub keeps serving meanwhile.
-      try {
-        const header = await runWorker({ journal, replayed, out, headTxid: state.head.txid });
-        return { key, path: out, header };
-      } catch (e) {
-        await fsp.rm(out, { force: true });
-        throw e;
-      }
-    } finally {
-      await fsp.rm(journal, { force: true });
-      await fsp.rm(replayed, { force: true });
-    }
+    const header = await buildImageFile(this.storage, db, state, state.head.txid, stem, out);
+    return { key, path: out, header };
   }
 
   /** Waits for builds in progress and removes the cached images. */
@@ -111,5 +75,62 @@ export class ImageCache {
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     for (const c of this.cached.values()) await fsp.rm(c.path, { force: true });
     this.cached.clear();
+  }
+}
+
+let stems = 0;
+
+/**
+ * Builds the full image of `db` at txid `upTo` (≤ `state.head`) into the file `out`, using `stem` for
+ * temporary files: from the storage's files (history joined with the journal) when it has them, else
+ * from its checkpoint at the base (if any) and the snapshots after it, copied into a temporary journal.
+ * The replay and the encoding run in a worker thread.
+ */
+export async function buildImageFile(
+  storage: HubStorage,
+  db: string,
+  state: Pick<DbState, 'journalId' | 'base'>,
+  upTo: bigint,
+  stem: string,
+  out: string,
+): Promise<SnapshotHeader> {
+  const journal = `${stem}.${stems}.journal`;
+  const replayed = `${stem}.${stems++}.db`;
+  try {
+    const files = await storage.historyFiles?.(db);
+    if (!files) {
+      // 1. The stored history as a journal file (streamed from storage in bounded chunks), after the
+      // checkpoint that stands for everything before the base.
+      const checkpoint = state.base.txid > 0n ? await storage.checkpoint?.(db, state.base.txid) : undefined;
+      const j = await fsp.open(journal, 'w');
+      try {
+        const header = encodeFileHeader({
+          version: FORMAT_VERSION,
+          journalId: state.journalId,
+          createdAt: Date.now(),
+          baseTxid: checkpoint ? state.base.txid - 1n : state.base.txid,
+          baseChecksum: checkpoint ? checkpoint.header.preChecksum : state.base.checksum,
+        });
+        await j.write(header);
+        if (checkpoint) for await (const chunk of checkpoint.chunks) await j.write(chunk);
+        for await (const chunk of storage.read(db, state.base.txid, upTo)) await j.write(chunk);
+      } finally {
+        await j.close();
+      }
+    }
+    // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
+    // thread, so that the hub keeps serving meanwhile.
+    const job: ImageJob = files
+      ? { journal: files.journal, history: files.history, replayed, out, headTxid: upTo }
+      : { journal, replayed, out, headTxid: upTo };
+    try {
+      return await runWorker(job);
+    } catch (e) {
+      await fsp.rm(out, { force: true });
+      throw e;
+    }
+  } finally {
+    await fsp.rm(journal, { force: true });
+    await fsp.rm(replayed, { force: true });
   }
 }

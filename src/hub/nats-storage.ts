@@ -12,7 +12,15 @@
  * - Idempotence: every part carries Nats-Msg-Id `db/journal/FIRST-LAST/I`; a publish whose answer was
  *   lost (a node died, a timeout) is sent again and JetStream stores it once.
  * - All or nothing: an append counts only when all its parts stand in a row; a torn one is skipped.
+ * - Compaction (retention): once the snapshots after a database's base pass a threshold, a hub stores a
+ *   checkpoint (the full image of the head − 1, as parts marked Mycelite-Checkpoint) and purges the
+ *   messages before the append that follows it. Views move their base up to the checkpoint; reads from
+ *   before it fail with BeforeBaseError (readers reset from a full image), and images start at it.
  */
+
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import {
   DeliverPolicy,
   type JetStreamClient,
@@ -25,11 +33,15 @@ import {
 import { connect, headers, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { SnapshotHeader } from '../format/index.js';
 import { formatPosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import type { CompactOutcome } from './compact-worker.js';
+import { compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import {
   HDR_APPEND,
   HDR_BASE,
+  HDR_CHECKPOINT,
   HDR_JOURNAL,
   HDR_PART,
   type NatsNames,
@@ -44,7 +56,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { checkAppend, sameLease } from './storage.js';
+import { BeforeBaseError, checkAppend, sameLease } from './storage.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -57,6 +69,11 @@ export interface NatsStorageOptions {
   partBytes?: number;
   /** How long an operation may wait for the cluster (a leader election, a reconnect) (default 20 s). */
   timeoutMs?: number;
+  /**
+   * Automatic compaction (default: on, src/hub/compaction.ts; `retain` and `checkpointRatio` do not
+   * apply: a stream keeps one checkpoint and what follows it); false: never.
+   */
+  compaction?: HubCompaction | false;
 }
 
 const WRONG_LAST_SEQUENCE = 10071;
@@ -73,6 +90,11 @@ export class NatsStorage implements HubStorage {
   private readonly locks = new Map<string, Mutex>();
   private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly advisories: Subscription[] = [];
+  private readonly compactions = new Map<
+    string,
+    { last: number; running?: Promise<CompactOutcome | undefined> }
+  >();
+  private compaction: ReturnType<typeof compactionSettings> | undefined;
   private closed = false;
 
   private constructor(
@@ -148,7 +170,9 @@ export class NatsStorage implements HubStorage {
       const max = nc.info?.max_payload ?? 1 << 20;
       const partBytes = Math.min(options.partBytes ?? max, max - 8192);
       if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
-      return new NatsStorage(nc, js, jsm, names, replicas, partBytes, timeoutMs);
+      const s = new NatsStorage(nc, js, jsm, names, replicas, partBytes, timeoutMs);
+      s.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+      return s;
     } catch (e) {
       await nc.close().catch(() => undefined);
       throw e;
@@ -310,6 +334,7 @@ export class NatsStorage implements HubStorage {
       const state = tail.state();
       if (!state || state.head.txid < last.txid)
         throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
+      this.maybeCompact(db, tail);
       return { ok: true, state };
     });
   }
@@ -365,7 +390,12 @@ export class NatsStorage implements HubStorage {
     const range = this.tail(db).then((tail) => {
       const state = tail.state();
       if (!state) throw new Error(`read: no database ${db}`);
-      if (after < state.base.txid || upTo > state.head.txid || after > upTo) {
+      if (after < state.base.txid) {
+        throw new BeforeBaseError(
+          `read: ${db} holds snapshots after ${state.base.txid} only (the rest is compacted), not after ${after}`,
+        );
+      }
+      if (upTo > state.head.txid || after > upTo) {
         throw new Error(`read: ${after}..${upTo} is outside ${state.base.txid}..${state.head.txid} of ${db}`);
       }
       return tail;
@@ -389,7 +419,10 @@ export class NatsStorage implements HubStorage {
             const partEnd = partStart + ref.lens[i]!;
             if (partEnd > first.offset && partStart < end) {
               const m = await get(seq);
-              if (!m) throw new Error(`read: message ${seq} of ${db} is gone from the stream`);
+              if (!m)
+                throw new BeforeBaseError(
+                  `read: message ${seq} of ${db} is gone from the stream (compacted)`,
+                );
               yield m.data.subarray(
                 Math.max(0, first.offset - partStart),
                 Math.min(m.data.length, end - partStart),
@@ -406,6 +439,177 @@ export class NatsStorage implements HubStorage {
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
     this.check();
     return (await this.tail(db)).at(txid)?.header;
+  }
+
+  async checkpoint(
+    db: string,
+    txid: bigint,
+  ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined> {
+    this.check();
+    const cp = (await this.tail(db)).checkpoint;
+    if (!cp || cp.header.txid !== txid) return undefined;
+    const stream = this.names.stream(db);
+    const get = (seq: number) =>
+      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+    return {
+      header: cp.header,
+      chunks: (async function* () {
+        for (const seq of cp.ref.seqs) {
+          const m = await get(seq);
+          if (!m) throw new BeforeBaseError(`the checkpoint of ${db} at ${txid} is gone (compacted again)`);
+          yield m.data;
+        }
+      })(),
+    };
+  }
+
+  /** Calls `listener` after each compaction (or its failure) besides the settings' onCompaction. */
+  watchCompactions(listener: NonNullable<HubCompaction['onCompaction']>): void {
+    const c = this.compaction;
+    if (!c) return;
+    const before = c.onCompaction;
+    c.onCompaction = (db, outcome, ms) => {
+      listener(db, outcome, ms);
+      before?.(db, outcome, ms);
+    };
+  }
+
+  /** Starts a compaction of `db` in the background when the snapshots after its base are due. */
+  private maybeCompact(db: string, tail: DbTail): void {
+    const c = this.compaction;
+    if (!c || tail.head.txid - tail.base.txid < 2n) return;
+    const st = this.compactions.get(db);
+    if (st?.running) return;
+    const last = tail.snaps[tail.snaps.length - 1]!.header;
+    const dbBytes = last.dbPages * last.pageSize;
+    if (!compactionDue(c, tail.bytes, dbBytes, Date.now() - (st?.last ?? Number.NEGATIVE_INFINITY))) return;
+    this.compact(db).catch(() => undefined); // told to onCompaction
+  }
+
+  /**
+   * Compacts `db` now (unless this hub runs one already: then waits for it): builds the full image of
+   * the head − 1 (in a worker thread), stores it as a checkpoint after the stream's last message, then
+   * purges the messages before the append that follows it. Resolves with what it did, or undefined when
+   * there was nothing to do (or another hub did it first).
+   */
+  compact(db: string): Promise<CompactOutcome | undefined> {
+    this.check();
+    let st = this.compactions.get(db);
+    if (st?.running) return st.running;
+    if (!st) {
+      st = { last: 0 };
+      this.compactions.set(db, st);
+    }
+    const state = st;
+    state.last = Date.now();
+    const run = this.runCompaction(db).finally(() => {
+      state.running = undefined;
+    });
+    state.running = run;
+    return run;
+  }
+
+  private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
+    const c = this.compaction ?? compactionSettings({});
+    const started = Date.now();
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-checkpoint-'));
+    try {
+      const tail = await this.tail(db);
+      if (!(await this.catchUp(tail))) return undefined;
+      const state = tail.state();
+      if (!state || state.head.txid - state.base.txid < 2n) return undefined;
+      const upTo = state.head.txid - 1n;
+      const bytesBefore = tail.bytes + (tail.checkpoint?.header.length ?? 0);
+      const pointsBefore = tail.snaps.length;
+      const out = path.join(dir, 'image');
+      const header = await buildImageFile(this, db, state, upTo, path.join(dir, 'build'), out);
+      const image = new Uint8Array(await fsp.readFile(out));
+      const swapStart = performance.now();
+      const stored = await this.lock(db).run(() =>
+        this.storeCheckpoint(tail, state.journalId, header, image),
+      );
+      if (!stored) return undefined;
+      // Everything before the append holding upTo + 1 is now stood for by the checkpoint.
+      const next = tail.at(upTo + 1n);
+      if (next) {
+        const seq = next.ref.seqs[0]!;
+        await retry(this.timeoutMs, `purge ${db}`, () =>
+          this.jsm.streams.purge(this.names.stream(db), { seq }),
+        );
+      }
+      const outcome: CompactOutcome = {
+        pointsBefore,
+        pointsAfter: tail.snaps.length,
+        pointsDropped: pointsBefore - tail.snaps.length,
+        first: upTo,
+        upTo,
+        bytesBefore,
+        bytesAfter: tail.bytes + image.length,
+        checkpoints: 1,
+        unchanged: false,
+        end: { txid: upTo, checksum: header.postChecksum },
+        swapMs: performance.now() - swapStart,
+      };
+      c.onCompaction?.(db, outcome, Date.now() - started);
+      return outcome;
+    } catch (err) {
+      c.onCompaction?.(db, err as Error, Date.now() - started);
+      throw err;
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Publishes `image` as a checkpoint after the stream's last message, its parts in a row (each
+   * expecting the one before, as appends do); true once this hub's view holds it as its base.
+   */
+  private async storeCheckpoint(
+    tail: DbTail,
+    journalId: Uint8Array,
+    header: SnapshotHeader,
+    image: Uint8Array,
+  ): Promise<boolean> {
+    const db = tail.db;
+    const parts = splitParts(image, this.partBytes);
+    const journal = toHex(journalId);
+    const subject = this.names.subject(db);
+    const stream = this.names.stream(db);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await this.catchUp(tail);
+      if (tail.base.txid >= header.txid) return tail.base.txid === header.txid; // another hub did it
+      let expected = tail.lastSeq;
+      let cut = false;
+      for (const [i, data] of parts.entries()) {
+        const h = headers();
+        h.set(HDR_APPEND, `cp-${header.txid}`);
+        h.set(HDR_PART, `${i + 1}/${parts.length}`);
+        h.set(HDR_JOURNAL, journal);
+        h.set(HDR_BASE, formatPosition({ txid: header.txid - 1n, checksum: header.preChecksum }));
+        h.set(HDR_CHECKPOINT, String(header.txid));
+        const ack = await retry(this.timeoutMs, `store the checkpoint of ${db}`, () =>
+          this.js
+            .publish(subject, data, {
+              msgID: `${db}/${journal}/cp-${header.txid}-${attempt}/${i + 1}`,
+              headers: h,
+              expect: { lastSequence: expected, streamName: stream },
+            })
+            .catch((e: unknown) => {
+              if (isWrongSequence(e)) return undefined;
+              throw e;
+            }),
+        );
+        if (!ack) {
+          cut = true; // another hub appended meanwhile: start again after it
+          break;
+        }
+        expected = ack.seq;
+      }
+      if (cut) continue;
+      await tail.waitSeq(expected, this.timeoutMs, `sequence ${expected}`);
+      return tail.base.txid === header.txid;
+    }
+    return false;
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {
@@ -495,6 +699,7 @@ export class NatsStorage implements HubStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await Promise.all([...this.compactions.values()].map((c) => c.running?.catch(() => undefined)));
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
     for (const sub of this.advisories) sub.unsubscribe();
@@ -583,10 +788,13 @@ function concat(parts: Uint8Array[]): Uint8Array {
 }
 
 /** Opens the storage of `mycelite serve --storage nats://host:port[,host:port...]`. */
-export function openNatsStorage(url: string): Promise<NatsStorage> {
+export function openNatsStorage(
+  url: string,
+  options: Omit<NatsStorageOptions, 'servers'> = {},
+): Promise<NatsStorage> {
   if (!/^(nats|tls):\/\//.test(url.trim()))
     throw new Error(
       `--storage ${JSON.stringify(url)} is not a NATS URL: use nats://host:port[,host:port...]`,
     );
-  return NatsStorage.open({ servers: url });
+  return NatsStorage.open({ ...options, servers: url });
 }

@@ -9,9 +9,9 @@
  */
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
-import { decodeSnapshotHeader, type SnapshotHeader } from '../format/index.js';
+import { decodeSnapshotHeader, FLAG_FULL_IMAGE, type SnapshotHeader } from '../format/index.js';
 import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
-import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
+import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
 import type { AppendListener, DbState, EncodedSnapshot } from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
@@ -29,6 +29,8 @@ export interface IndexedSnapshot {
 
 interface Pending {
   key: string;
+  /** A checkpoint (a full image standing for everything up to its txid), not an append. */
+  checkpoint: boolean;
   n: number;
   journal: string;
   base: string;
@@ -56,6 +58,8 @@ interface RawMsg {
   seq: number;
   headers?: MsgHdrs;
   data: Uint8Array;
+  /** The message is gone from the stream (purged by a compaction). */
+  gone?: boolean;
 }
 
 interface Waiter {
@@ -70,6 +74,10 @@ export class DbTail {
   headTimestamp = 0;
   /** snaps[i] is snapshot base.txid + 1 + i. */
   readonly snaps: IndexedSnapshot[] = [];
+  /** Bytes of the snapshots in `snaps`. */
+  bytes = 0;
+  /** The full image of the base, when a compaction stored one (the messages before it may be purged). */
+  checkpoint: { header: SnapshotHeader; ref: AppendRef } | undefined;
   /** The stream sequence of the last message read (complete, torn or not an append). */
   lastSeq = 0;
   /** Set once the consumer runs (the stream exists). */
@@ -180,7 +188,9 @@ export class DbTail {
         const seq = this.lastSeq + 1;
         const m = await source.get(seq);
         if (this.lastSeq >= seq) continue; // the consumer was faster
-        this.take(m ? { seq, headers: m.header, data: m.data } : { seq, data: new Uint8Array(0) });
+        this.take(
+          m ? { seq, headers: m.header, data: m.data } : { seq, data: new Uint8Array(0), gone: true },
+        );
       }
     })()
       .catch(() => undefined) // the cluster is busy: the next stall tries again
@@ -247,6 +257,17 @@ export class DbTail {
     });
   }
 
+  private forgetIndex(): void {
+    this.journalId = undefined;
+    this.base = { txid: 0n, checksum: 0n };
+    this.head = { txid: 0n, checksum: 0n };
+    this.headTimestamp = 0;
+    this.snaps.length = 0;
+    this.bytes = 0;
+    this.checkpoint = undefined;
+    this.pending = undefined;
+  }
+
   private wakeAll(): void {
     const ready = this.waiters.filter((w) => this.lastSeq >= w.seq || this.failed || this.stopped);
     if (ready.length === 0) return;
@@ -256,6 +277,9 @@ export class DbTail {
 
   private take(m: RawMsg): void {
     if (m.seq <= this.lastSeq) return; // a late one from a consumer made again
+    // Messages were purged before this view read them (a compaction): what follows continues a
+    // checkpoint this view never saw, so it reads it as a history starting there.
+    if (m.gone || m.seq > this.lastSeq + 1) this.forgetIndex();
     this.lastSeq = m.seq;
     try {
       this.part(m);
@@ -275,6 +299,7 @@ export class DbTail {
     if (part.i === 1) {
       this.pending = {
         key,
+        checkpoint: h?.has(HDR_CHECKPOINT) ?? false,
         n: part.n,
         journal: h?.get(HDR_JOURNAL) ?? '',
         base: h?.get(HDR_BASE) ?? '',
@@ -296,6 +321,10 @@ export class DbTail {
 
   /** A whole append: index its snapshots if it continues the head (else it lost a race: skip it). */
   private complete(p: Pending): void {
+    if (p.checkpoint) {
+      this.completeCheckpoint(p);
+      return;
+    }
     const journalId = parseJournalId(p.journal);
     const base = parsePosition(p.base);
     if (!journalId || !base) return;
@@ -328,6 +357,7 @@ export class DbTail {
     }
     const ref: AppendRef = { seqs: p.seqs, lens: p.data.map((d) => d.length) };
     for (const [i, s] of snapshots.entries()) this.snaps.push({ header: s.header, ref, offset: offsets[i]! });
+    this.bytes += bytes.length;
     this.head = prev;
     this.headTimestamp = Math.max(this.headTimestamp, snapshots[snapshots.length - 1]!.header.timestamp);
     if (!this.live) return;
@@ -339,6 +369,33 @@ export class DbTail {
         // a listener's failure is its own
       }
     }
+  }
+
+  /**
+   * A whole checkpoint: the full image of a snapshot this view holds (or of its base). The base moves up
+   * to it and the snapshots before leave the index; a stale or foreign one is skipped.
+   */
+  private completeCheckpoint(p: Pending): void {
+    if (!this.journalId || p.journal !== toHex(this.journalId)) return;
+    const bytes = new Uint8Array(p.data.reduce((n, d) => n + d.length, 0));
+    let at = 0;
+    for (const d of p.data) {
+      bytes.set(d, at);
+      at += d.length;
+    }
+    const h = decodeSnapshotHeader(bytes);
+    if (!h || typeof h === 'string' || h.length !== bytes.length || (h.flags & FLAG_FULL_IMAGE) === 0) return;
+    if (h.txid < this.base.txid || h.txid >= this.head.txid) return; // old, or would leave nothing after it
+    if (h.txid === this.base.txid) {
+      if (h.postChecksum !== this.base.checksum) return;
+    } else {
+      const s = this.at(h.txid);
+      if (!s || s.header.postChecksum !== h.postChecksum) return;
+      const dropped = this.snaps.splice(0, Number(h.txid - this.base.txid));
+      this.bytes -= dropped.reduce((n, d) => n + d.header.length, 0);
+      this.base = { txid: h.txid, checksum: h.postChecksum };
+    }
+    this.checkpoint = { header: h, ref: { seqs: p.seqs, lens: p.data.map((d) => d.length) } };
   }
 }
 

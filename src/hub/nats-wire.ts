@@ -13,6 +13,12 @@ export const HDR_APPEND = 'Mycelite-Append';
 export const HDR_PART = 'Mycelite-Part';
 export const HDR_JOURNAL = 'Mycelite-Journal';
 export const HDR_BASE = 'Mycelite-Base';
+/**
+ * On the parts of a checkpoint (compaction, src/hub/nats-storage.ts): `TXID`, and the data is one full
+ * image snapshot of that txid. Once a view has read it, its base is TXID (the messages before may be
+ * purged); Mycelite-Base is then the position before the image.
+ */
+export const HDR_CHECKPOINT = 'Mycelite-Checkpoint';
 
 /** Names of one hub deployment's JetStream objects, from a prefix (default `mycelite`). */
 export interface NatsNames {

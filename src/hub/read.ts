@@ -23,7 +23,7 @@ import {
 } from '../protocol/index.js';
 import { authorizeName, badRequest, type HubContext, notFound } from './app.js';
 import type { Image } from './image-cache.js';
-import type { DbState } from './storage.js';
+import { BeforeBaseError, type DbState } from './storage.js';
 
 const DEFAULT_QUEUE_LIMIT = 64 << 20;
 const IMAGE_CHUNK = 1 << 20;
@@ -52,16 +52,21 @@ export async function handleRead(ctx: HubContext, c: Context): Promise<Response>
   }
   const f = new Follower(ctx, name, follow);
   try {
-    const state = await ctx.storage.state(name);
-    if (!state) throw notFound(name);
-    if (after) {
-      await checkPosition(ctx, name, state, after, journal);
-      f.begin(state, after, after.txid);
-    } else {
+    for (let attempt = 1; ; attempt++) {
+      const state = await ctx.storage.state(name);
+      if (!state) throw notFound(name);
+      if (after) {
+        await checkPosition(ctx, name, state, after, journal);
+        f.begin(state, after, after.txid);
+        break;
+      }
       const head = await ctx.storage.snapshotAt(name, state.head.txid);
+      // A compaction may have moved that head into the history meanwhile: the state is stale, read again.
+      if (!head && attempt < 3) continue;
       if (!head) throw new Error(`the head snapshot ${state.head.txid} of ${name} is missing`);
       const image = await ctx.images.get(name, state);
       f.begin(state, { txid: state.head.txid - 1n, checksum: head.preChecksum }, state.head.txid, image);
+      break;
     }
   } catch (e) {
     f.dispose();
@@ -191,7 +196,10 @@ class Follower {
     try {
       await this.step(controller);
     } catch (e) {
-      this.ctx.log.warn({ err: e, db: this.name }, 'read stream failed');
+      if (e instanceof BeforeBaseError) {
+        // A compaction moved the range this reader still needed: it reconnects and is told to reset.
+        this.ctx.log.info({ db: this.name, sent: this.sent.toString() }, 'read stream cut by a compaction');
+      } else this.ctx.log.warn({ err: e, db: this.name }, 'read stream failed');
       this.dispose();
       try {
         controller.error(e);

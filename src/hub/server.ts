@@ -12,6 +12,7 @@ import { loadHash } from '../format/index.js';
 import { DEFAULT_MAX_BODY } from '../protocol/index.js';
 import { createApp, type HubContext } from './app.js';
 import { loadOrCreateKey } from './auth.js';
+import type { HubCompaction } from './compaction.js';
 import { FsStorage } from './fs-storage.js';
 import { ImageCache } from './image-cache.js';
 import { HubMetrics } from './metrics.js';
@@ -37,6 +38,11 @@ export interface HubOptions {
   maxConnections?: number;
   /** Storage to use instead of the filesystem storage under dataDir. */
   storage?: HubStorage;
+  /**
+   * Automatic compaction of the filesystem storage's journals (src/hub/compaction.ts; default: on with
+   * its defaults); false: never. Not used with `storage` (give it to that storage; the hub logs it).
+   */
+  compaction?: HubCompaction | false;
   /** Bytes of new snapshots a follower may have queued in memory before it reads them from storage instead (default 64 MiB). */
   followQueueLimit?: number;
   /** Serve the demo web app (see src/hub/web.ts). */
@@ -73,7 +79,9 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     { level: options.logLevel ?? 'info', base: { pid: process.pid }, redact: ['req.headers.authorization'] },
     options.logDestination ?? pino.destination(2),
   );
-  const storage = options.storage ?? (await FsStorage.open(dataDir));
+  const storage =
+    options.storage ?? (await FsStorage.open(dataDir, { compaction: logged(options.compaction, log) }));
+  options.storage?.watchCompactions?.(logCompaction(log));
   const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
   const ctx: HubContext = {
     storage,
@@ -171,6 +179,43 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     close: () => {
       closing ??= close();
       return closing;
+    },
+  };
+}
+
+/** Logs a compaction (or its failure). */
+function logCompaction(log: pino.Logger): NonNullable<HubCompaction['onCompaction']> {
+  return (db, outcome, ms) => {
+    if (outcome instanceof Error) {
+      log.error({ db, err: outcome, ms }, 'compaction failed');
+      return;
+    }
+    log.info(
+      {
+        db,
+        ms,
+        upTo: outcome.upTo?.toString(),
+        pointsBefore: outcome.pointsBefore,
+        pointsAfter: outcome.pointsAfter,
+        checkpoints: outcome.checkpoints,
+        bytesBefore: outcome.bytesBefore,
+        bytesAfter: outcome.bytesAfter,
+        swapMs: outcome.swapMs,
+      },
+      outcome.unchanged ? 'compaction: nothing to change' : 'compacted',
+    );
+  };
+}
+
+/** The compaction settings with each compaction (or its failure) logged. */
+function logged(c: HubCompaction | false | undefined, log: pino.Logger): HubCompaction | false {
+  if (c === false) return false;
+  const write = logCompaction(log);
+  return {
+    ...c,
+    onCompaction(db, outcome, ms) {
+      write(db, outcome, ms);
+      c?.onCompaction?.(db, outcome, ms);
     },
   };
 }

@@ -5,6 +5,7 @@
  */
 import type { SnapshotHeader } from '../format/index.js';
 import type { WirePosition } from '../protocol/index.js';
+import type { CompactOutcome } from './compact-worker.js';
 
 /** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
 export interface EncodedSnapshot {
@@ -82,8 +83,36 @@ export interface HubStorage {
    * other hubs), until the returned function is called.
    */
   subscribe(db: string, listener: AppendListener): () => void;
+  /**
+   * Optional, for a storage that keeps each database as files: the paths of its live journal and its
+   * compacted history (src/history/source.ts joins them; the history file may not exist), for building
+   * images by reading them directly. Readers must open the journal before the history: a compaction
+   * replaces the history before the journal.
+   */
+  historyFiles?(db: string): Promise<{ journal: string; history: string } | undefined>;
+  /**
+   * Optional, for a storage that drops what comes before its base (NATS after a compaction): the full
+   * image of snapshot `txid` (the base) it keeps instead, or undefined when it holds none for that txid.
+   */
+  checkpoint?(
+    db: string,
+    txid: bigint,
+  ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined>;
+  /** Optional: calls `listener` after each automatic compaction of a database (or its failure), e.g. to log it. */
+  watchCompactions?(listener: (db: string, outcome: CompactOutcome | Error, ms: number) => void): void;
   /** Finishes in-flight appends and releases files. */
   close(): Promise<void>;
+}
+
+/**
+ * Thrown by `read` when `after` is before the database's base: a compaction moved that range into the
+ * compacted history, which is not served as snapshots (the reader resets from a full image).
+ */
+export class BeforeBaseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BeforeBaseError';
+  }
 }
 
 export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined): boolean {

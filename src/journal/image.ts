@@ -7,6 +7,7 @@ import {
   createXxh64,
   encodeSnapshotHeader,
   FLAG_FULL_IMAGE,
+  FLAG_MERGED,
   PATCH_HEADER_SIZE,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
@@ -54,7 +55,8 @@ export function writeImageSnapshot(
     pageSize,
     dbPages,
     patchCount: dbPages,
-    flags: FLAG_FULL_IMAGE | (fields.flags ?? 0),
+    // Only the merged flag carries over: the body written here is never compressed.
+    flags: FLAG_FULL_IMAGE | ((fields.flags ?? 0) & FLAG_MERGED),
     preChecksum: fields.preChecksum,
     postChecksum: fields.postChecksum,
     commitTag: fields.commitTag,

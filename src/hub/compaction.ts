@@ -1,0 +1,48 @@
+/**
+ * Compaction at the hub (docs/ARCHITECTURE.md, "Compaction at the hub"): when a database's live journal
+ * grows past a threshold, at most once per interval, its older snapshots move into the compacted
+ * `history` file under a retention policy (src/history/). This file holds the settings and when to run;
+ * src/hub/fs-storage.ts runs it (heavy phase in src/hub/compact-worker.ts, swap in its append order).
+ */
+import { DEFAULT_RETENTION, parseRetention } from '../history/policy.js';
+import type { CompactOutcome } from './compact-worker.js';
+
+export interface HubCompaction {
+  /** Retention policy text (default DEFAULT_RETENTION, src/history/policy.ts). */
+  retain?: string;
+  /** Compact once the journal is larger than this and than the database (bytes; default 64 MiB). */
+  minBytes?: number;
+  /** At most one compaction of a database per this many ms (default 10 minutes). */
+  everyMs?: number;
+  /** A checkpoint (full image) whenever the bytes since the last one pass this × the database size. */
+  checkpointRatio?: number;
+  /** Told after each compaction, or its failure (e.g. to log it). */
+  onCompaction?: (db: string, outcome: CompactOutcome | Error, ms: number) => void;
+}
+
+export const DEFAULT_COMPACT_BYTES = 64 << 20;
+export const DEFAULT_COMPACT_EVERY_MS = 10 * 60_000;
+
+/** The settings with defaults filled in; throws on a bad retention policy. */
+export function compactionSettings(
+  c: HubCompaction,
+): Required<Omit<HubCompaction, 'onCompaction' | 'checkpointRatio'>> & HubCompaction {
+  const retain = c.retain ?? DEFAULT_RETENTION;
+  parseRetention(retain);
+  return {
+    ...c,
+    retain,
+    minBytes: c.minBytes ?? DEFAULT_COMPACT_BYTES,
+    everyMs: c.everyMs ?? DEFAULT_COMPACT_EVERY_MS,
+  };
+}
+
+/** True when a journal of `journalBytes` over a database of `dbBytes` is due, `sinceLast` ms after the last run. */
+export function compactionDue(
+  settings: { minBytes: number; everyMs: number },
+  journalBytes: number,
+  dbBytes: number,
+  sinceLast: number,
+): boolean {
+  return journalBytes > Math.max(settings.minBytes, dbBytes) && sinceLast >= settings.everyMs;
+}
