@@ -5,10 +5,15 @@
 import {
   type ByteSource,
   checkSnapshotChecksum,
+  FLAG_COMPRESSED,
+  FLAG_FULL_IMAGE,
   hex,
   JournalFormatError,
   JournalReader,
+  PATCH_HEADER_SIZE,
   PositionMismatchError,
+  SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
@@ -45,7 +50,9 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
       throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
     }
     pages.resize(s.pageSize, s.dbPages);
-    walkPatches(journal, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
+    // The checkpoint replay starts from (nothing cached yet): its pages go to the file as they lie.
+    if (i === first && isPlainImage(s)) writeImage(journal, s, out);
+    else walkPatches(journal, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
   }
   pages.flush();
   const last = index < 0 ? undefined : all[index];
@@ -58,4 +65,42 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
     }
   }
   return { snapshot: last, applied: index < 0 ? 0 : index - first + 1 };
+}
+
+const FRAME = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE;
+
+/** An uncompressed full image: every page in order, each a patch header and the page (docs/FORMAT.md). */
+function isPlainImage(s: SnapshotInfo): boolean {
+  return (
+    (s.flags & FLAG_FULL_IMAGE) !== 0 &&
+    (s.flags & FLAG_COMPRESSED) === 0 &&
+    s.patchCount === s.dbPages &&
+    s.length === FRAME + s.dbPages * (PATCH_HEADER_SIZE + s.pageSize)
+  );
+}
+
+/** Copies the pages of a plain image to `out` in runs of up to 1 MiB, checking each patch header. */
+function writeImage(journal: ByteSource, s: SnapshotInfo, out: FileHandle): void {
+  const size = s.pageSize;
+  const per = Math.max(1, Math.floor((1 << 20) / size));
+  const buf = new Uint8Array(per * size);
+  const body = s.offset + SNAPSHOT_HEADER_SIZE;
+  for (let first = 1; first <= s.dbPages; first += per) {
+    const n = Math.min(per, s.dbPages - first + 1);
+    const at = body + (first - 1) * (PATCH_HEADER_SIZE + size);
+    const bytes = journal.read(at, n * (PATCH_HEADER_SIZE + size));
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let k = 0; k < n; k++) {
+      const h = k * (PATCH_HEADER_SIZE + size);
+      if (view.getUint32(h, true) !== first + k || view.getUint16(h + 4, true) !== 0) {
+        throw new JournalFormatError(
+          `bad full image: page ${first + k} is not where it belongs`,
+          at + h,
+          s.txid,
+        );
+      }
+      buf.set(bytes.subarray(h + PATCH_HEADER_SIZE, h + PATCH_HEADER_SIZE + size), k * size);
+    }
+    out.write(buf.subarray(0, n * size), (first - 1) * size);
+  }
 }
