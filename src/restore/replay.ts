@@ -5,6 +5,7 @@
 import {
   type ByteSource,
   checkSnapshotChecksum,
+  createXxh64,
   FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   hex,
@@ -18,7 +19,6 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { checkpointBefore, findPoint, type Target } from '../history/points.js';
-import { databaseChecksum } from '../journal/db-checksum.js';
 import type { FileHandle } from '../storage/file-system.js';
 import { PageFile } from './page-file.js';
 
@@ -46,18 +46,19 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
   const first = index < 0 ? 0 : checkpointBefore(all, index);
   for (let i = first; i <= index; i++) {
     const s = all[i]!;
-    if (!checkSnapshotChecksum(journal, s.offset, s)) {
-      throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
-    }
     pages.resize(s.pageSize, s.dbPages);
+    // Each body is read once: hashed as it is applied, and its checksum compared at the end. A bad
+    // snapshot stops the replay; the caller's temporary file is thrown away.
+    const src = hashingSource(journal, s);
     // The checkpoint replay starts from (nothing cached yet): its pages go to the file as they lie.
-    if (i === first && isPlainImage(s)) writeImage(journal, s, out);
-    else walkPatches(journal, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
+    if (i === first && isPlainImage(s)) writeImage(src, s, pages);
+    else walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
+    if (!src.matches()) throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
   }
   pages.flush();
   const last = index < 0 ? undefined : all[index];
   if (last) {
-    const sum = databaseChecksum(out, last.pageSize);
+    const sum = pages.checksum();
     if (sum !== last.postChecksum) {
       throw new PositionMismatchError(
         `replayed database checksum ${hex(sum)} is not snapshot ${last.txid}'s ${hex(last.postChecksum)}`,
@@ -65,6 +66,35 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
     }
   }
   return { snapshot: last, applied: index < 0 ? 0 : index - first + 1 };
+}
+
+/**
+ * The journal, hashing the body of snapshot `s` as it is read front to back (re-reads of bytes already
+ * hashed are allowed, skipping ahead is not); `matches()` then says whether body ‖ header hash to the
+ * snapshot's trailer.
+ */
+function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { matches(): boolean } {
+  const hash = createXxh64();
+  const bodyEnd = s.offset + s.length - SNAPSHOT_TRAILER_SIZE;
+  let hashed = s.offset + SNAPSHOT_HEADER_SIZE;
+  return {
+    size: () => journal.size(),
+    read(offset, length) {
+      const bytes = journal.read(offset, length);
+      const end = Math.min(offset + length, bodyEnd);
+      if (end > hashed && offset <= hashed) {
+        hash.update(bytes.subarray(hashed - offset, end - offset));
+        hashed = end;
+      }
+      return bytes;
+    },
+    matches() {
+      if (hashed !== bodyEnd) return checkSnapshotChecksum(journal, s.offset, s);
+      hash.update(journal.read(s.offset, SNAPSHOT_HEADER_SIZE));
+      const t = journal.read(bodyEnd, SNAPSHOT_TRAILER_SIZE);
+      return new DataView(t.buffer, t.byteOffset, 8).getBigUint64(0, true) === hash.digest();
+    },
+  };
 }
 
 const FRAME = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE;
@@ -79,8 +109,8 @@ function isPlainImage(s: SnapshotInfo): boolean {
   );
 }
 
-/** Copies the pages of a plain image to `out` in runs of up to 1 MiB, checking each patch header. */
-function writeImage(journal: ByteSource, s: SnapshotInfo, out: FileHandle): void {
+/** Copies the pages of a plain image to the file in runs of up to 1 MiB, checking each patch header. */
+function writeImage(journal: ByteSource, s: SnapshotInfo, out: PageFile): void {
   const size = s.pageSize;
   const per = Math.max(1, Math.floor((1 << 20) / size));
   const buf = new Uint8Array(per * size);
@@ -101,6 +131,6 @@ function writeImage(journal: ByteSource, s: SnapshotInfo, out: FileHandle): void
       }
       buf.set(bytes.subarray(h + PATCH_HEADER_SIZE, h + PATCH_HEADER_SIZE + size), k * size);
     }
-    out.write(buf.subarray(0, n * size), (first - 1) * size);
+    out.writePages(first, buf.subarray(0, n * size));
   }
 }
