@@ -110,13 +110,19 @@ export async function compactCommand(dbPath: string, options: CompactOptions): P
         historyUpTo: r.upTo === undefined ? null : jsonInteger(r.upTo),
         checkpoints: r.checkpoints,
         bytesBefore: r.bytesBefore,
-        bytesAfter: options.dryRun || r.unchanged ? null : r.bytesAfter,
+        bytesAfter: options.dryRun || (r.unchanged && !r.journalRewritten) ? null : r.bytesAfter,
         journalRewritten: r.journalRewritten,
       })}\n`,
     );
     return;
   }
   if (r.unchanged) {
+    if (r.journalRewritten) {
+      writeOut(
+        `finished an interrupted compaction: the journal now starts after the history (${mib(r.bytesBefore)} → ${mib(r.bytesAfter)})\n`,
+      );
+      return;
+    }
     writeOut(`nothing to compact: ${r.pointsBefore} restorable points, all kept by the policy\n`);
     return;
   }
