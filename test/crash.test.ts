@@ -4,7 +4,7 @@
 // must find the database intact. `npm run torture` runs the same harness for many more iterations.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -22,13 +22,14 @@ after(() => {
 });
 
 /** Runs the harness and asserts that no promise was broken. */
-async function crashes(name: string, modes: string[], iterations: number): Promise<void> {
+async function crashes(name: string, modes: string[], iterations: number, compactAt?: number): Promise<void> {
   const stats = await runHarness({
     dir: join(TMP, name),
     configs: configs(modes),
     iterations,
     seed: SEED,
     freshEvery: 6,
+    compactAt,
   });
   if (stats.failures.length > 0) keep = true;
   assert.equal(
@@ -54,6 +55,18 @@ describe('crash consistency under SIGKILL', () => {
   // Mycelite's inflight marker makes open() rebuild it from the journal.
   test('journal_mode=MEMORY × synchronous FULL/NORMAL/OFF', { timeout: 60_000 }, async () => {
     await crashes('MEMORY', ['MEMORY'], 9);
+  });
+
+  // The writer compacts its own history (docs/ARCHITECTURE.md, "History") every ~100 KB of journal, so
+  // kills land inside compactions and journal rewrites too: every acknowledged commit must survive.
+  test('with automatic compaction in the writer (DELETE × FULL/NORMAL/OFF)', {
+    timeout: 90_000,
+  }, async () => {
+    await crashes('compacting', ['DELETE'], 15, 100_000);
+    const histories = readdirSync(join(TMP, 'compacting'), { recursive: true }).filter((f) =>
+      String(f).endsWith('-mycelite/history'),
+    );
+    assert.ok(histories.length > 0, 'the writers compacted');
   });
 });
 

@@ -34,7 +34,9 @@ const blob = (size: number): Uint8Array => {
 /** Mostly small rows, some bigger than a page (overflow chains). */
 const rowSize = (): number => (rand() < 0.8 ? int(0, 600) : int(1000, 20_000));
 
-const db = await open(dbPath);
+// The harness may ask for frequent automatic compaction (kills then land inside compactions too).
+const compactAt = Number(process.env['MYCELITE_TEST_COMPACT_AT'] ?? 0);
+const db = await open(dbPath, compactAt > 0 ? { history: { compactAt, retain: '1s:all,forever:1s' } } : {});
 db.pragma(`journal_mode=${journalMode}`);
 db.pragma(`synchronous=${synchronous}`);
 db.exec(`
