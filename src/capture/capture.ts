@@ -106,12 +106,25 @@ export class Capture {
     this.unsynced = this.last !== undefined;
   }
 
-  /** SQLite fsyncs the database file: make the tentative snapshot durable first. */
-  beforeDatabaseSync(): void {
-    if (this.unsynced) {
-      this.journal.handle.sync();
+  /**
+   * SQLite fsyncs the database file: the tentative snapshot must be durable by the time that returns
+   * (SQLite's commit point comes after it). Where the runtime can, the journal's fsync runs beside the
+   * database's: the returned function waits for it (call it after the database's fsync, even if that
+   * failed). Otherwise the journal is fsynced here, first.
+   */
+  beforeDatabaseSync(): (() => void) | undefined {
+    if (!this.unsynced) return undefined;
+    const h = this.journal.handle;
+    if (!h.syncBegin) {
+      h.sync();
       this.unsynced = false;
+      return undefined;
     }
+    const wait = h.syncBegin();
+    return () => {
+      wait();
+      this.unsynced = false;
+    };
   }
 
   /** SQLITE_FCNTL_COMMIT_PHASETWO: the transaction committed. */
