@@ -243,7 +243,12 @@ export class Capture {
     const packer = new BodyCompressor(appender.sink);
     const body = new SnapshotBodyWriter(pageSize, packer.sink);
     let checksum = full ? 0n : this.journal.position.checksum;
-    const read = (pgno: number): Uint8Array => readAt(db, (pgno - 1) * pageSize, pageSize);
+    // One buffer for every page read back: the body writer copies what it keeps.
+    const page = new Uint8Array(pageSize);
+    const read = (pgno: number): Uint8Array => {
+      db.read(page, (pgno - 1) * pageSize);
+      return page;
+    };
     try {
       if (full) {
         for (let pgno = 1; pgno <= dbPages; pgno++) {
@@ -257,7 +262,7 @@ export class Capture {
           const old = this.old.has(index)
             ? this.old.get(index, pageSize)
             : index < this.prePages
-              ? read(pgno)
+              ? readAt(db, index * pageSize, pageSize)
               : undefined;
           if (pgno > dbPages) {
             if (old) checksum ^= pageTerm(old, pgno);
