@@ -8,8 +8,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { FLAG_COMPRESSED, memorySource, type SnapshotHeader, walkPatches } from '../src/format/index.js';
 import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
+import { StreamParser } from '../src/protocol/index.js';
 import { ChecksumMismatchError } from '../src/replica/apply.js';
 import { ReplicaStore } from '../src/replica/replica.js';
 import { type Encoded, prng, reencode, snapshotsAfter } from './helpers/replica.js';
@@ -259,3 +261,40 @@ async function positionOf(rPath: string) {
   s.close();
   return p;
 }
+
+test('the stream parser hands out each compressed body inflated (keepInflated), walking to the same runs', async () => {
+  const { w, journal, store } = await setup(tempDir());
+  store.close();
+  try {
+    const ins = w.prepare('INSERT INTO t(a, b) VALUES (?, ?)');
+    w.transaction(() => {
+      for (let i = 0; i < 200; i++) ins.run(i, 'abcdef'.repeat(1 + (i % 40)));
+    })();
+    const bytes = new Uint8Array(fs.readFileSync(journal));
+    const plain = new StreamParser({ stream: true }).push(bytes);
+    const kept = new StreamParser({ stream: true, keepInflated: true }).push(bytes);
+    assert.equal(kept.length, plain.length);
+    let compressed = 0;
+    const runs = (b: Uint8Array, h: SnapshotHeader): string[] => {
+      const out: string[] = [];
+      walkPatches(memorySource(b), 0, h, (p, o, r) => out.push(`${p}:${o}:${sha256(r)}`));
+      return out;
+    };
+    for (const [i, item] of kept.entries()) {
+      const other = plain[i]!;
+      if (item.kind !== 'snapshot' || other.kind !== 'snapshot') continue;
+      assert.deepEqual(item.bytes, other.bytes);
+      if ((item.header.flags & FLAG_COMPRESSED) === 0) {
+        assert.equal(item.raw, undefined);
+        continue;
+      }
+      compressed++;
+      assert.ok(item.raw);
+      assert.equal(item.raw.header.flags & FLAG_COMPRESSED, 0);
+      assert.deepEqual(runs(item.raw.bytes, item.raw.header), runs(item.bytes, item.header));
+    }
+    assert.ok(compressed > 0, 'the journal has compressed snapshots');
+  } finally {
+    w.close();
+  }
+});

@@ -26,6 +26,7 @@ import {
   samePage,
   walkPatches,
 } from '../format/index.js';
+import { type UnpackedSnapshot, unpackSnapshot } from '../protocol/stream.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
@@ -41,27 +42,21 @@ export interface PostStep {
 export interface EncodedSnapshot {
   bytes: Uint8Array;
   header: SnapshotHeader;
+  /** The same snapshot with its body inflated, when the stream parser kept it. */
+  raw?: UnpackedSnapshot;
 }
 
 /**
- * The snapshot with its body inflated, once, for walking it several times (plan and apply): same
- * header but for the compressed flag and the length; its trailer is not a checksum any more, so only
- * for walking, never for storing.
+ * The snapshot with its body inflated, once, for walking it several times (plan and apply): the
+ * parser's `raw` when it kept it, else inflated here. Only for walking, never for storing.
  */
 export function unpack(s: EncodedSnapshot): EncodedSnapshot {
-  const h = s.header;
-  if ((h.flags & FLAG_COMPRESSED) === 0) return s;
-  const stored = s.bytes.subarray(SNAPSHOT_HEADER_SIZE, h.length - SNAPSHOT_TRAILER_SIZE);
-  let body: Uint8Array;
+  if (s.raw) return s.raw;
   try {
-    body = inflateBody(stored, maxBodyLength(h));
+    return unpackSnapshot(s.bytes, s.header);
   } catch (e) {
-    throw new ChecksumMismatchError(`snapshot ${h.txid}: bad body (${(e as Error).message})`);
+    throw new ChecksumMismatchError(`snapshot ${s.header.txid}: bad body (${(e as Error).message})`);
   }
-  const length = SNAPSHOT_HEADER_SIZE + body.length + SNAPSHOT_TRAILER_SIZE;
-  const bytes = new Uint8Array(length);
-  bytes.set(body, SNAPSHOT_HEADER_SIZE);
-  return { bytes, header: { ...h, flags: h.flags & ~FLAG_COMPRESSED, length } };
 }
 
 /** The snapshot does not lead to the database it names: nothing was applied (the follower resets). */

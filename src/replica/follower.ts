@@ -221,7 +221,7 @@ export class Follower {
     );
     this.setStatus({ state: 'catching-up', lastError: undefined });
     this.checkCaughtUp();
-    const parser = new StreamParser({ stream: true });
+    const parser = new StreamParser({ stream: true, keepInflated: true });
     const reader = body.getReader();
     const deadMs = this.options.deadStreamMs ?? DEAD_STREAM_MS;
     let dead = false;
@@ -290,7 +290,7 @@ export class Follower {
           }
           const cost = batchCost({ bytes: item.bytes, header: h });
           if (batch.length > 0 && batchBytes + cost > BATCH_BYTES) await applyBatch();
-          batch.push({ bytes: item.bytes, header: h });
+          batch.push({ bytes: item.bytes, header: h, raw: item.raw });
           batchBytes += cost;
         }
       }

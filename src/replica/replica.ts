@@ -177,11 +177,16 @@ export class ReplicaStore {
   }
 
   /** Appends a validated snapshot that continues the journal and applies it to the database. */
-  async append(bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+  append(bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+    return this.appendOne({ bytes, header: h });
+  }
+
+  private async appendOne(s: EncodedSnapshot): Promise<SnapshotInfo> {
+    const { bytes, header: h } = s;
     const journal = this.journal;
     if (!journal) throw new Error('the replica has no history yet: it starts from a full image');
     const before = journal.position.checksum;
-    const raw = unpack({ bytes, header: h });
+    const raw = unpack(s);
     const step = this.file.plan(raw.bytes, raw.header);
     // The marker goes first: while it is clear, the database holds everything the journal holds, so a
     // clean open needs no checksum of the whole file.
@@ -212,7 +217,7 @@ export class ReplicaStore {
     if (items.length === 0) return [];
     if (items.length === 1 || items.some((s) => (s.header.flags & FLAG_FULL_IMAGE) !== 0)) {
       const out: SnapshotInfo[] = [];
-      for (const s of items) out.push(await this.append(s.bytes, s.header));
+      for (const s of items) out.push(await this.appendOne(s));
       return out;
     }
     const journal = this.journal;
