@@ -13,15 +13,10 @@
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import {
-  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   hex,
-  inflateBody,
-  maxBodyLength,
   memorySource,
   pageTerm,
-  SNAPSHOT_HEADER_SIZE,
-  SNAPSHOT_TRAILER_SIZE,
   type SnapshotHeader,
   samePage,
   walkPatches,
