@@ -25,10 +25,14 @@ const { values } = parseArgs({
     dir: { type: 'string' },
     quick: { type: 'boolean', default: false },
     'writer-rss': { type: 'string' },
+    /** Comma-separated parts to run (lag, apply, restore, rss); default all. */
+    only: { type: 'string' },
   },
 });
 const quick = values.quick!;
 const MiB = 2 ** 20;
+const parts = values.only ? new Set(values.only.split(',')) : undefined;
+const want = (part: string): boolean => !parts || parts.has(part);
 
 function lag(commits: number, streams: number): unknown {
   const r = spawnSync(
@@ -164,22 +168,27 @@ async function main(): Promise<void> {
   };
   const out: Record<string, unknown> = {};
   try {
-    out['lag, 1 replica'] = lag(quick ? 100 : 1000, 0);
-    const streams = quick ? 10 : 100;
-    out[`lag, 1 replica + ${streams} streams`] = lag(quick ? 50 : 1000, streams);
-    if (!quick) out['lag, 1 replica + 1000 streams'] = lag(300, 1000);
-    out['apply'] = await apply(sub('apply'), quick ? 2 : 64);
-    out['restore vs copy'] = await restore(sub('restore'), quick ? 8 : 256);
+    if (want('lag')) {
+      out['lag, 1 replica'] = lag(quick ? 100 : 1000, 0);
+      const streams = quick ? 10 : 100;
+      out[`lag, 1 replica + ${streams} streams`] = lag(quick ? 50 : 1000, streams);
+      if (!quick) out['lag, 1 replica + 1000 streams'] = lag(300, 1000);
+    }
+    if (want('apply')) out['apply'] = await apply(sub('apply'), quick ? 2 : 64);
+    if (want('restore')) out['restore vs copy'] = await restore(sub('restore'), quick ? 8 : 256);
     const mb = quick ? 32 : 1024;
-    const r = spawnSync(
-      process.execPath,
-      [fileURLToPath(import.meta.url), '--dir', sub('rss'), '--writer-rss', String(mb)],
-      {
-        encoding: 'utf8',
-      },
-    );
-    out['writer RSS, one large transaction'] =
-      r.status === 0 ? JSON.parse(r.stdout) : { error: r.stderr.slice(-500) };
+    const r = !want('rss')
+      ? undefined
+      : spawnSync(
+          process.execPath,
+          [fileURLToPath(import.meta.url), '--dir', sub('rss'), '--writer-rss', String(mb)],
+          {
+            encoding: 'utf8',
+          },
+        );
+    if (r)
+      out['writer RSS, one large transaction'] =
+        r.status === 0 ? JSON.parse(r.stdout) : { error: r.stderr.slice(-500) };
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

@@ -106,12 +106,25 @@ export class Capture {
     this.unsynced = this.last !== undefined;
   }
 
-  /** SQLite fsyncs the database file: make the tentative snapshot durable first. */
-  beforeDatabaseSync(): void {
-    if (this.unsynced) {
-      this.journal.handle.sync();
+  /**
+   * SQLite fsyncs the database file: the tentative snapshot must be durable by the time that returns
+   * (SQLite's commit point comes after it). Where the runtime can, the journal's fsync runs beside the
+   * database's: the returned function waits for it (call it after the database's fsync, even if that
+   * failed). Otherwise the journal is fsynced here, first.
+   */
+  beforeDatabaseSync(): (() => void) | undefined {
+    if (!this.unsynced) return undefined;
+    const h = this.journal.handle;
+    if (!h.syncBegin) {
+      h.sync();
       this.unsynced = false;
+      return undefined;
     }
+    const wait = h.syncBegin();
+    return () => {
+      wait();
+      this.unsynced = false;
+    };
   }
 
   /** SQLITE_FCNTL_COMMIT_PHASETWO: the transaction committed. */
@@ -230,7 +243,12 @@ export class Capture {
     const packer = new BodyCompressor(appender.sink);
     const body = new SnapshotBodyWriter(pageSize, packer.sink);
     let checksum = full ? 0n : this.journal.position.checksum;
-    const read = (pgno: number): Uint8Array => readAt(db, (pgno - 1) * pageSize, pageSize);
+    // One buffer for every page read back: the body writer copies what it keeps.
+    const page = new Uint8Array(pageSize);
+    const read = (pgno: number): Uint8Array => {
+      db.read(page, (pgno - 1) * pageSize);
+      return page;
+    };
     try {
       if (full) {
         for (let pgno = 1; pgno <= dbPages; pgno++) {
@@ -244,7 +262,7 @@ export class Capture {
           const old = this.old.has(index)
             ? this.old.get(index, pageSize)
             : index < this.prePages
-              ? read(pgno)
+              ? readAt(db, index * pageSize, pageSize)
               : undefined;
           if (pgno > dbPages) {
             if (old) checksum ^= pageTerm(old, pgno);

@@ -298,6 +298,25 @@ export class JournalWriter {
     return delta;
   }
 
+  /**
+   * Cuts off `first` and every snapshot after it (a replica's batch that its database refused).
+   * `before` is the snapshot before `first`, when the caller knows it (it becomes `last`).
+   */
+  dropFrom(first: SnapshotInfo, before: SnapshotInfo | undefined): void {
+    if (this.pending) throw new Error('a tentative snapshot is neither confirmed nor abandoned');
+    if (first.offset >= this.tail.end) throw new Error('dropFrom: not a snapshot of this journal');
+    this.file.truncate(first.offset);
+    this.file.sync();
+    this.last = before && before.offset + before.length === first.offset ? before : undefined;
+    this.lastBefore = undefined;
+    this.tail = this.confirmed = {
+      end: first.offset,
+      txid: first.txid - 1n,
+      checksum: first.preChecksum,
+      timestamp: before?.timestamp ?? 0,
+    };
+  }
+
   /** The journal file (for readers in the same process). */
   get handle(): FileHandle {
     return this.file;

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type { FileHandle, FileSystem, LockLevel, OpenOptions } from '../storage/file-system.js';
 import { tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
+import { beginSync, syncThreadAvailable } from './sync-thread.js';
 
 function wrap<T>(what: string, p: string, fn: () => T): T {
   try {
@@ -63,6 +64,10 @@ class NodeFile implements FileHandle {
   sync(): void {
     wrap('fsync', this.path, () => fs.fdatasyncSync(this.fd));
   }
+
+  syncBegin?: () => () => void = syncThreadAvailable()
+    ? () => beginSync(this.fd, this.path, () => this.sync())
+    : undefined;
 
   size(): number {
     return wrap('stat', this.path, () => fs.fstatSync(this.fd).size);

@@ -10,10 +10,14 @@ import {
   decodeSnapshotHeader,
   FILE_HEADER_SIZE,
   type FileHeader,
+  FLAG_COMPRESSED,
   FLAG_MERGED,
+  inflateBody,
   JournalFormatError,
+  maxBodyLength,
   memorySource,
   SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
   type SnapshotHeader,
   walkPatches,
 } from '../format/index.js';
@@ -25,7 +29,13 @@ const SNAP_MAGIC = 0x50414e53; // 'SNAP' little-endian
 /** One complete item of a stream. */
 export type StreamItem =
   | { kind: 'header'; header: FileHeader; bytes: Uint8Array }
-  | { kind: 'snapshot'; header: SnapshotHeader; bytes: Uint8Array }
+  | {
+      kind: 'snapshot';
+      header: SnapshotHeader;
+      bytes: Uint8Array;
+      /** With `keepInflated`, a compressed snapshot's body as checked, inflated (see `unpackSnapshot`). */
+      raw?: UnpackedSnapshot;
+    }
   | { kind: 'beat' };
 
 export interface StreamParserOptions {
@@ -35,6 +45,28 @@ export interface StreamParserOptions {
   base?: WirePosition;
   /** Largest snapshot accepted (bytes); larger is an error. Default: unlimited. */
   maxSnapshot?: number;
+  /** Hand out the inflated body of each compressed snapshot (`raw`), so a replica inflates it once. */
+  keepInflated?: boolean;
+}
+
+/** A snapshot with its body uncompressed: for walking its patches, never for storing. */
+export interface UnpackedSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+}
+
+/**
+ * The snapshot with its body inflated, for walking it several times: same header but for the compressed
+ * flag and the length; its trailer is not a checksum any more. Throws what inflating throws.
+ */
+export function unpackSnapshot(bytes: Uint8Array, h: SnapshotHeader): UnpackedSnapshot {
+  if ((h.flags & FLAG_COMPRESSED) === 0) return { bytes, header: h };
+  const stored = bytes.subarray(SNAPSHOT_HEADER_SIZE, h.length - SNAPSHOT_TRAILER_SIZE);
+  const body = inflateBody(stored, maxBodyLength(h));
+  const length = SNAPSHOT_HEADER_SIZE + body.length + SNAPSHOT_TRAILER_SIZE;
+  const out = new Uint8Array(length);
+  out.set(body, SNAPSHOT_HEADER_SIZE);
+  return { bytes: out, header: { ...h, flags: h.flags & ~FLAG_COMPRESSED, length } };
 }
 
 /** Parses a push body or a read stream chunk by chunk. Throws JournalFormatError at the first problem. */
@@ -118,17 +150,30 @@ export class StreamParser {
     if (decoded === undefined) throw new JournalFormatError('damaged snapshot header', at);
     if (typeof decoded === 'string') throw new JournalFormatError(decoded, at);
     const bytes = this.take(decoded.length);
-    this.check(decoded, bytes, at);
-    return { kind: 'snapshot', header: decoded, bytes };
+    const raw = this.check(decoded, bytes, at);
+    return raw
+      ? { kind: 'snapshot', header: decoded, bytes, raw }
+      : { kind: 'snapshot', header: decoded, bytes };
   }
 
-  private check(h: SnapshotHeader, bytes: Uint8Array, at: number): void {
+  /** Checks a snapshot; with `keepInflated`, returns its inflated form when it is compressed. */
+  private check(h: SnapshotHeader, bytes: Uint8Array, at: number): UnpackedSnapshot | undefined {
     const expect = this.position ? this.position.txid + 1n : h.txid;
     const src = memorySource(bytes);
     if (!checkSnapshotChecksum(src, 0, h))
       throw new JournalFormatError('snapshot checksum mismatch', at, h.txid);
+    let raw: UnpackedSnapshot | undefined;
     try {
-      walkPatches(src, 0, h);
+      if (this.options.keepInflated && (h.flags & FLAG_COMPRESSED) !== 0) {
+        try {
+          raw = unpackSnapshot(bytes, h);
+        } catch (e) {
+          throw new Error(`bad snapshot body: compressed body does not inflate (${(e as Error).message})`);
+        }
+        walkPatches(memorySource(raw.bytes), 0, raw.header);
+      } else {
+        walkPatches(src, 0, h);
+      }
     } catch (e) {
       throw new JournalFormatError((e as Error).message, at, h.txid);
     }
@@ -147,6 +192,7 @@ export class StreamParser {
       throw new JournalFormatError('snapshot timestamp goes backwards', at, h.txid);
     this.lastTime = h.timestamp;
     this.position = { txid: h.txid, checksum: h.postChecksum };
+    return raw;
   }
 
   private peek(n: number): Uint8Array {

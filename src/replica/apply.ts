@@ -21,6 +21,7 @@ import {
   samePage,
   walkPatches,
 } from '../format/index.js';
+import { type UnpackedSnapshot, unpackSnapshot } from '../protocol/stream.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
@@ -30,6 +31,27 @@ export interface PostStep {
   dbPages: number;
   /** Page 1 bytes 24–27 and 92–99, as the writer has them. */
   counter: Uint8Array;
+}
+
+/** A validated snapshot as received: its encoded bytes and its header. */
+export interface EncodedSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+  /** The same snapshot with its body inflated, when the stream parser kept it. */
+  raw?: UnpackedSnapshot;
+}
+
+/**
+ * The snapshot with its body inflated, once, for walking it several times (plan and apply): the
+ * parser's `raw` when it kept it, else inflated here. Only for walking, never for storing.
+ */
+export function unpack(s: EncodedSnapshot): EncodedSnapshot {
+  if (s.raw) return s.raw;
+  try {
+    return unpackSnapshot(s.bytes, s.header);
+  } catch (e) {
+    throw new ChecksumMismatchError(`snapshot ${s.header.txid}: bad body (${(e as Error).message})`);
+  }
 }
 
 /** The snapshot does not lead to the database it names: nothing was applied (the follower resets). */
@@ -123,28 +145,39 @@ export class ReplicaFile {
 
   /** What the post step of `snapshot` must make true (computed before anything is written). */
   plan(bytes: Uint8Array, h: SnapshotHeader): PostStep {
-    let page1: Uint8Array | undefined;
-    const full = (h.flags & FLAG_FULL_IMAGE) !== 0;
-    if (!full) {
+    return this.planBatch([{ bytes, header: h }]);
+  }
+
+  /**
+   * What the post step after a batch of snapshots must make true: page 1 as the file has it (zeros
+   * before a full image), with each snapshot's runs on page 1 laid on in order.
+   */
+  planBatch(items: readonly EncodedSnapshot[]): PostStep {
+    const first = items[0]!.header;
+    const last = items[items.length - 1]!.header;
+    let page1: Uint8Array;
+    if ((first.flags & FLAG_FULL_IMAGE) === 0) {
       const f = this.fs.open(this.path, { readonly: true });
       try {
-        page1 = readAt(f, 0, h.pageSize);
+        page1 = readAt(f, 0, first.pageSize);
       } finally {
         f.close();
       }
     } else {
-      page1 = new Uint8Array(h.pageSize);
+      page1 = new Uint8Array(first.pageSize);
     }
     const stop = new Error('past page 1');
-    try {
-      walkPatches(memorySource(bytes), 0, h, (pgno, offset, run) => {
-        if (pgno > 1) throw stop;
-        page1!.set(run, offset);
-      });
-    } catch (e) {
-      if (e !== stop) throw e;
+    for (const { bytes, header } of items) {
+      try {
+        walkPatches(memorySource(bytes), 0, header, (pgno, offset, run) => {
+          if (pgno > 1) throw stop;
+          page1.set(run, offset);
+        });
+      } catch (e) {
+        if (e !== stop) throw e;
+      }
     }
-    return { txid: h.txid, pageSize: h.pageSize, dbPages: h.dbPages, counter: getCounter(page1) };
+    return { txid: last.txid, pageSize: last.pageSize, dbPages: last.dbPages, counter: getCounter(page1) };
   }
 
   /**
@@ -171,29 +204,114 @@ export class ReplicaFile {
     } else if (shape.pages === 0) {
       this.db.pragma(`page_size = ${h.pageSize}`);
     }
+    this.transaction(`snapshot ${h.txid}`, h.postChecksum, () =>
+      this.write(bytes, h, full ? 0n : current, full),
+    );
+  }
+
+  /**
+   * Applies consecutive validated snapshots, none a full image, in one SQLite transaction: the newest
+   * version of each page wins, pages past the last snapshot's size are dropped. The database must move
+   * from `current` (the first one's preChecksum) to the last one's postChecksum, else nothing is
+   * applied (ChecksumMismatchError). Call `finish` with `planBatch`'s step afterwards.
+   */
+  applyBatch(items: readonly EncodedSnapshot[], current: bigint): void {
+    const first = items[0]!.header;
+    const last = items[items.length - 1]!.header;
+    const what = `snapshots ${first.txid}..${last.txid}`;
+    if (first.preChecksum !== current) {
+      throw new ChecksumMismatchError(
+        `${what} start from checksum ${hex(first.preChecksum)} but the replica is at ${hex(current)}`,
+      );
+    }
+    const shape = this.shape();
+    for (const { header: h } of items) {
+      if ((h.flags & FLAG_FULL_IMAGE) !== 0) throw new Error(`${what}: a batch cannot hold a full image`);
+      if (h.pageSize !== shape.pageSize || shape.pages === 0) {
+        throw new ChecksumMismatchError(
+          `snapshot ${h.txid} has page size ${h.pageSize} but the replica's is ${shape.pageSize}`,
+        );
+      }
+    }
+    this.transaction(what, last.postChecksum, () => this.writeBatch(items, current));
+  }
+
+  /** Runs `write` in one IMMEDIATE transaction; commits only when it returns `expect`. */
+  private transaction(what: string, expect: bigint, write: () => bigint): void {
     const db = this.db;
     try {
       db.exec('BEGIN IMMEDIATE');
     } catch (e) {
-      if (isBusy(e))
-        throw new ApplyBusyError(`snapshot ${h.txid}: the replica database is busy`, { cause: e });
+      if (isBusy(e)) throw new ApplyBusyError(`${what}: the replica database is busy`, { cause: e });
       throw e;
     }
     try {
-      const sum = this.write(bytes, h, full ? 0n : current, full);
-      if (sum !== h.postChecksum) {
+      const sum = write();
+      if (sum !== expect) {
         throw new ChecksumMismatchError(
-          `snapshot ${h.txid} would give checksum ${hex(sum)}, not its postChecksum ${hex(h.postChecksum)}: ` +
+          `${what} would give checksum ${hex(sum)}, not the postChecksum ${hex(expect)}: ` +
             'the replica database differs from the history it follows',
         );
       }
       db.exec('COMMIT');
     } catch (e) {
       if (db.inTransaction) db.exec('ROLLBACK');
-      if (isBusy(e))
-        throw new ApplyBusyError(`snapshot ${h.txid}: readers kept the replica busy`, { cause: e });
+      if (isBusy(e)) throw new ApplyBusyError(`${what}: readers kept the replica busy`, { cause: e });
       throw e;
     }
+  }
+
+  /**
+   * Writes the merged pages of a batch; returns the database checksum they lead to. Each page named by
+   * a snapshot starts from its newest version so far (in memory), else from the file — or zeros when a
+   * snapshot before cut the database below it. Pages no snapshot names between the smallest size of
+   * the batch and its final size are zeros.
+   */
+  private writeBatch(items: readonly EncodedSnapshot[], start: bigint): bigint {
+    const db = this.db;
+    const pageSize = items[0]!.header.pageSize;
+    const oldPages = Number(db.pragma('page_count', { simple: true }));
+    const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+    const put = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const oldPage = (pgno: number): Uint8Array | undefined =>
+      pgno <= oldPages ? (read.get(pgno) as Uint8Array) : undefined;
+    const pages = new Map<number, Uint8Array>();
+    /** Pages at or below this still hold the file's content where no snapshot named them. */
+    let floor = oldPages;
+    for (const { bytes, header: h } of items) {
+      walkPatches(memorySource(bytes), 0, h, (pgno, offset, run) => {
+        let page = pages.get(pgno);
+        if (!page) {
+          const whole = offset === 0 && run.length === pageSize;
+          page = (!whole && pgno <= floor ? oldPage(pgno) : undefined) ?? new Uint8Array(pageSize);
+          pages.set(pgno, page);
+        }
+        page.set(run, offset);
+      });
+      if (h.dbPages < floor) floor = h.dbPages;
+      for (const pgno of pages.keys()) if (pgno > h.dbPages) pages.delete(pgno);
+    }
+    const final = items[items.length - 1]!.header.dbPages;
+    const zero = new Uint8Array(pageSize);
+    let sum = start;
+    for (const pgno of [...pages.keys()].sort((a, b) => a - b)) {
+      const page = pages.get(pgno)!;
+      const old = oldPage(pgno);
+      if (old) sum ^= pageTerm(old, pgno);
+      sum ^= pageTerm(page, pgno);
+      if (!old || !samePage(old, page)) put.run(pgno, page);
+    }
+    for (let pgno = floor + 1; pgno <= Math.max(oldPages, final); pgno++) {
+      if (pages.has(pgno)) continue;
+      const old = oldPage(pgno);
+      if (old) sum ^= pageTerm(old, pgno);
+      if (pgno > final) continue;
+      sum ^= this.zeroTerm(pageSize, pgno);
+      if (old && !samePage(old, zero)) put.run(pgno, zero);
+    }
+    // The file must reach the new size: SQLite extends it to the highest page written.
+    if (final > oldPages && !pages.has(final)) put.run(final, zero);
+    return sum;
   }
 
   /** Writes the pages; returns the database checksum they lead to. */

@@ -8,8 +8,8 @@ import type { Position } from '../journal/journal-writer.js';
 import { DEAD_STREAM_MS, HubError, StreamParser, samePosition } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
-import { ChecksumMismatchError } from './apply.js';
-import type { ReplicaStore } from './replica.js';
+import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
+import { BATCH_BYTES, batchCost, type ReplicaStore } from './replica.js';
 
 export type ReplicaState = 'connecting' | 'catching-up' | 'live' | 'offline' | 'error' | 'closed';
 
@@ -46,6 +46,12 @@ export interface FollowOptions {
   /** Wait before asking again for a database the hub does not have yet (ms; default 1000). */
   notFoundRetryMs?: number;
 }
+
+const yes = (): boolean => true;
+const defer: (f: () => void) => void =
+  (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0));
+/** Resolves after the I/O already due has been handled (a macrotask). */
+const soon = (): Promise<void> => new Promise((r) => defer(r));
 
 /** Errors that waiting will not fix: the follower stops. */
 const FATAL = new Set(['unauthorized', 'forbidden', 'bad_name', 'bad_request']);
@@ -215,7 +221,7 @@ export class Follower {
     );
     this.setStatus({ state: 'catching-up', lastError: undefined });
     this.checkCaughtUp();
-    const parser = new StreamParser({ stream: true });
+    const parser = new StreamParser({ stream: true, keepInflated: true });
     const reader = body.getReader();
     const deadMs = this.options.deadStreamMs ?? DEAD_STREAM_MS;
     let dead = false;
@@ -229,16 +235,38 @@ export class Follower {
     };
     let header: FileHeader | undefined;
     let first = image;
+    // Snapshots received and not applied yet: applied together when no more data is waiting, or when
+    // they reach the memory bound (catching up, or a burst, costs one apply per batch).
+    let batch: EncodedSnapshot[] = [];
+    let batchBytes = 0;
+    const applyBatch = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const items = batch;
+      batch = [];
+      batchBytes = 0;
+      const infos = await this.store.appendBatch(items);
+      onData?.();
+      this.applied(infos);
+    };
+    const read = (): Promise<ReadableStreamReadResult<Uint8Array>> =>
+      reader.read().catch((e) => {
+        throw dead ? new DeadStreamError(deadMs) : e;
+      });
     try {
       arm();
       for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (e) {
-          if (dead) throw new DeadStreamError(deadMs);
-          throw e;
+        const next = read();
+        // Behind the hub's head (catching up), more is on its way: the batch waits for it. Otherwise
+        // data already received comes first, and if none came by the next turn, the batch is applied.
+        const behind =
+          batch.length > 0 && batch[batch.length - 1]!.header.txid < (this.current.hubTxid ?? 0n);
+        if (batch.length > 0 && !behind) {
+          // Handled below, or dropped when the apply fails (the stream is released then).
+          next.catch(() => {});
+          const waiting = await Promise.race([next.then(yes, yes), soon().then(() => false)]);
+          if (!waiting) await applyBatch();
         }
+        const chunk = await next;
         if (chunk.done) break;
         arm();
         for (const item of parser.push(chunk.value)) {
@@ -250,31 +278,42 @@ export class Follower {
           }
           if (this.closed) return;
           const h = item.header;
-          let applied: SnapshotInfo;
           if (first) {
             const from = this.store.position;
-            applied = await this.store.reset(header!, item.bytes, h);
+            const applied = await this.store.reset(header!, item.bytes, h);
             first = false;
             this.wantReset = false;
             this.events.emit('reset', { from, to: { txid: h.txid, checksum: h.postChecksum } });
-          } else {
-            applied = await this.store.append(item.bytes, h);
+            onData?.();
+            this.applied([applied]);
+            continue;
           }
-          onData?.();
-          this.noteHub(h.txid);
-          const now = Date.now();
-          this.current = { ...this.current, txid: h.txid, lastSnapshotAt: new Date(now) };
-          this.events.emit('snapshot', { ...applied, lagMs: Math.max(0, now - h.timestamp) });
-          this.checkCaughtUp();
+          const cost = batchCost({ bytes: item.bytes, header: h });
+          if (batch.length > 0 && batchBytes + cost > BATCH_BYTES) await applyBatch();
+          batch.push({ bytes: item.bytes, header: h, raw: item.raw });
+          batchBytes += cost;
         }
       }
       parser.end();
+      if (this.closed) return;
+      await applyBatch();
       if (image && first) throw new JournalFormatError('the hub sent no image', 0);
     } finally {
       clearTimeout(timer);
       reader.releaseLock();
       if (!dead) abort.abort();
     }
+  }
+
+  /** Reports applied snapshots: status, and one `snapshot` event each. */
+  private applied(infos: readonly SnapshotInfo[]): void {
+    const now = Date.now();
+    for (const s of infos) {
+      this.noteHub(s.txid);
+      this.current = { ...this.current, txid: s.txid, lastSnapshotAt: new Date(now) };
+      this.events.emit('snapshot', { ...s, lagMs: Math.max(0, now - s.timestamp) });
+    }
+    this.checkCaughtUp();
   }
 
   /** The stream must continue our own history from our exact position. */

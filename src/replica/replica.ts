@@ -3,32 +3,66 @@
  * history (same place and format as a writer's), the writer lock (one writer or replica per file), and
  * the inflight marker that says which snapshot was being applied. Runtime-neutral.
  *
- * Per snapshot: append to the journal (fsync), set the marker (with what the post step must make true;
- * fsync), apply in one SQLite transaction, run the post step, clear the marker. At open, a set marker is
- * resolved by checksums: the database is at the snapshot (finish the post step), before it (redo it), or
- * neither (rebuild it from the journal).
+ * Per snapshot, or per batch of snapshots waiting together: set the marker (with what the post step must
+ * make true, and for a batch its first txid and where it starts in the journal; fsync), append to the
+ * journal (one fsync), apply in one SQLite transaction, run the post step, clear the marker. At open, a
+ * set marker is resolved by checksums: the database is at the (last) snapshot (finish the post step),
+ * before the first (redo them), or neither (rebuild it from the journal).
  */
 
 import type { Runtime } from '../api/open.js';
 import { journalPaths, missingDirectory } from '../api/paths.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
+  checkSnapshotChecksum,
+  decodeSnapshotHeader,
   type FileHeader,
   FLAG_FULL_IMAGE,
   hex,
+  JournalReader,
   loadHash,
+  SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
   type SnapshotInfo,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
-import { ApplyBusyError, ChecksumMismatchError, type PostStep, ReplicaFile } from './apply.js';
+import {
+  ApplyBusyError,
+  ChecksumMismatchError,
+  type EncodedSnapshot,
+  type PostStep,
+  ReplicaFile,
+  unpack,
+} from './apply.js';
 
 const VFS_NAME = 'mycelite';
-const MARKER_SIZE = 29;
+/** Marker: 1 (one snapshot) or 2 (a batch), the post step (28 bytes), then for a batch 24 more bytes. */
+const MARKER_SIZE = 53;
+const MARKER_ONE = 1;
+const MARKER_BATCH = 2;
+/** Most memory the pages of one batch may take (bytes), see `batchCost`. */
+export const BATCH_BYTES = 32 << 20;
+
+/**
+ * What applying `s` in a batch holds in memory at most: its bytes, its inflated body and a whole page
+ * per patch (both at most about a page per patch).
+ */
+export function batchCost(s: EncodedSnapshot): number {
+  return s.bytes.length + 2 * s.header.patchCount * s.header.pageSize;
+}
+
+/** A set inflight marker: the post step of the last snapshot, and where the marked apply started. */
+interface Marker extends PostStep {
+  /** The first snapshot of the apply (= txid for one snapshot). */
+  first: bigint;
+  /** For a batch: where its first snapshot starts in the journal, and its preChecksum. */
+  offset?: number;
+  pre?: bigint;
+}
 /** How long an apply keeps retrying while readers hold the database (ms). */
 const BUSY_RETRY_MS = 60_000;
 
@@ -47,6 +81,8 @@ export class ReplicaStore {
   private journal: JournalWriter | undefined;
   private markerSet = false;
   private markerTxid = 0n;
+  private markerFirst = 0n;
+  private markerPre = 0n;
   private interrupted = false;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
@@ -100,7 +136,7 @@ export class ReplicaStore {
         writeFileAtomic(fs, p.replica, (f) => f.write(new TextEncoder().encode('replica\n'), 0));
       file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
       marker = fs.open(p.inflight, { create: true });
-      if (hasJournal) journal = JournalWriter.open(fs, p.journal);
+      if (hasJournal) journal = openJournal(fs, p.journal, readMarker(marker));
       const store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release(), journal);
       await store.recover();
       return store;
@@ -118,9 +154,11 @@ export class ReplicaStore {
   get position(): Position | undefined {
     const last = this.journal?.last;
     if (!last) return undefined;
-    // While a snapshot is being applied (or its apply failed), the database is still before it.
-    if (this.markerSet && this.markerTxid === last.txid)
-      return last.txid > 1n ? { txid: last.txid - 1n, checksum: last.preChecksum } : undefined;
+    // While snapshots are being applied (or their apply failed), the database is still before them.
+    if (this.markerSet && this.markerFirst <= last.txid && this.markerTxid >= last.txid) {
+      const checksum = this.markerFirst === last.txid ? last.preChecksum : this.markerPre;
+      return this.markerFirst > 1n ? { txid: this.markerFirst - 1n, checksum } : undefined;
+    }
     return this.journal!.position;
   }
 
@@ -139,11 +177,17 @@ export class ReplicaStore {
   }
 
   /** Appends a validated snapshot that continues the journal and applies it to the database. */
-  async append(bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+  append(bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+    return this.appendOne({ bytes, header: h });
+  }
+
+  private async appendOne(s: EncodedSnapshot): Promise<SnapshotInfo> {
+    const { bytes, header: h } = s;
     const journal = this.journal;
     if (!journal) throw new Error('the replica has no history yet: it starts from a full image');
     const before = journal.position.checksum;
-    const step = this.file.plan(bytes, h);
+    const raw = unpack(s);
+    const step = this.file.plan(raw.bytes, raw.header);
     // The marker goes first: while it is clear, the database holds everything the journal holds, so a
     // clean open needs no checksum of the whole file.
     this.setMarker(step);
@@ -151,7 +195,7 @@ export class ReplicaStore {
     // all the same, and the next open must then check the database against it.
     const info = journal.appendEncoded(bytes, h, true);
     try {
-      await this.applyAndFinish(bytes, h, before, step);
+      await this.applyAndFinish(() => this.file.apply(raw.bytes, raw.header, before), step);
     } catch (e) {
       if (e instanceof ChecksumMismatchError) {
         // Nothing was applied: the journal must not keep a snapshot the database did not take.
@@ -162,6 +206,41 @@ export class ReplicaStore {
     }
     this.clearMarker();
     return info;
+  }
+
+  /**
+   * Appends consecutive validated snapshots that continue the journal and applies them to the database
+   * in one SQLite transaction (one marker, one journal fsync, one commit for all). A full image, or a
+   * single snapshot, goes through `append`. The caller bounds the batch (`BATCH_BYTES`).
+   */
+  async appendBatch(items: readonly EncodedSnapshot[]): Promise<SnapshotInfo[]> {
+    if (items.length === 0) return [];
+    if (items.length === 1 || items.some((s) => (s.header.flags & FLAG_FULL_IMAGE) !== 0)) {
+      const out: SnapshotInfo[] = [];
+      for (const s of items) out.push(await this.appendOne(s));
+      return out;
+    }
+    const journal = this.journal;
+    if (!journal) throw new Error('the replica has no history yet: it starts from a full image');
+    const before = journal.position.checksum;
+    const lastBefore = journal.last;
+    const raw = items.map(unpack);
+    const step = this.file.planBatch(raw);
+    this.setMarker(step, { first: items[0]!.header.txid, offset: journal.end, pre: before });
+    // The journal is fsynced once, after the last snapshot: a crash (even a power loss) in between
+    // leaves at worst a damaged tail past the marker's offset, which the next open cuts (openJournal).
+    const infos = items.map((s, i) => journal.appendEncoded(s.bytes, s.header, i === items.length - 1));
+    try {
+      await this.applyAndFinish(() => this.file.applyBatch(raw, before), step);
+    } catch (e) {
+      if (e instanceof ChecksumMismatchError) {
+        journal.dropFrom(infos[0]!, lastBefore);
+        this.clearMarker();
+      }
+      throw e;
+    }
+    this.clearMarker();
+    return infos;
   }
 
   /**
@@ -194,7 +273,7 @@ export class ReplicaStore {
     fs.rename(tmp, p.journal);
     fs.syncDir(p.journal);
     this.journal = JournalWriter.open(fs, p.journal);
-    await this.applyAndFinish(bytes, h, 0n, step);
+    await this.applyAndFinish(() => this.file.apply(bytes, h, 0n), step);
     this.clearMarker();
     return info;
   }
@@ -219,10 +298,11 @@ export class ReplicaStore {
     // The marker is set before a snapshot is appended and cleared once it is applied: no marker, and the
     // database has the last snapshot's shape, means it was applied (no need to checksum the whole file).
     if (!m && sameShape) return;
-    if (m && m.txid === last.txid + 1n) {
-      // A crash before the snapshot was (wholly) in the journal: its apply never started.
+    if (m && m.first > last.txid) {
+      // A crash before the snapshots were (wholly) in the journal: their apply never started. (After a
+      // batch, openJournal may have cut damage past its start: the checksum makes sure it was that.)
       this.clearMarker();
-      if (sameShape) return;
+      if (sameShape && (m.offset === undefined || this.file.checksum(shape) === last.postChecksum)) return;
     }
     // The marker must be the last snapshot's: a reset that crashed before its rename leaves a marker of
     // another history, maybe with the same txid, whose size must not be applied to this database.
@@ -236,6 +316,29 @@ export class ReplicaStore {
       }
     }
     if (!m && size === want && this.file.checksum(shape) === last.postChecksum) return;
+    // A batch whose snapshots (or some of them) reached the journal: the database before its first one
+    // takes them again, together.
+    if (m && m.first < last.txid && m.txid >= last.txid && shape.pages > 0) {
+      let batch: EncodedSnapshot[] | undefined;
+      try {
+        batch = this.readJournalFrom(m.first)?.map(unpack);
+      } catch {
+        // a body that does not inflate: rebuild below
+      }
+      if (batch && this.file.checksum(shape) === batch[0]!.header.preChecksum) {
+        const step = this.file.planBatch(batch);
+        const pre = batch[0]!.header.preChecksum;
+        this.setMarker(step, { first: m.first, offset: (batch[0]!.header as SnapshotInfo).offset, pre });
+        try {
+          await this.applyAndFinish(() => this.file.applyBatch(batch, pre), step);
+          this.clearMarker();
+          return;
+        } catch (e) {
+          if (e instanceof ApplyBusyError) throw e;
+          // fall through: rebuild
+        }
+      }
+    }
     const full = (last.flags & FLAG_FULL_IMAGE) !== 0;
     if (full || (shape.pages > 0 && this.file.checksum(shape) === last.preChecksum)) {
       // Before the last snapshot (or any state, for a full image): apply it again.
@@ -243,7 +346,7 @@ export class ReplicaStore {
       const step = this.file.plan(bytes, last);
       this.setMarker(step);
       try {
-        await this.applyAndFinish(bytes, last, last.preChecksum, step);
+        await this.applyAndFinish(() => this.file.apply(bytes, last, last.preChecksum), step);
         this.clearMarker();
         return;
       } catch (e) {
@@ -253,6 +356,18 @@ export class ReplicaStore {
     }
     this.rebuild();
     this.clearMarker();
+  }
+
+  /** The journal's snapshots from `txid` on, none a full image (else undefined), read into memory. */
+  private readJournalFrom(txid: bigint): EncodedSnapshot[] | undefined {
+    const handle = this.journal!.handle;
+    const out: EncodedSnapshot[] = [];
+    for (const s of new JournalReader(fileSource(handle)).snapshots()) {
+      if (s.txid < txid) continue;
+      if ((s.flags & FLAG_FULL_IMAGE) !== 0) return undefined;
+      out.push({ bytes: readAt(handle, s.offset, s.length), header: s });
+    }
+    return out.length > 0 && out[0]!.header.txid === txid ? out : undefined;
   }
 
   /** Replays the journal into a new file that replaces the database (the last resort). */
@@ -269,16 +384,11 @@ export class ReplicaStore {
     this.onReplaced?.();
   }
 
-  private async applyAndFinish(
-    bytes: Uint8Array,
-    h: SnapshotHeader,
-    current: bigint,
-    step: PostStep,
-  ): Promise<void> {
+  private async applyAndFinish(apply: () => void, step: PostStep): Promise<void> {
     const until = Date.now() + BUSY_RETRY_MS;
     for (;;) {
       try {
-        this.file.apply(bytes, h, current);
+        apply();
         break;
       } catch (e) {
         if (!(e instanceof ApplyBusyError) || Date.now() > until || this.interrupted) throw e;
@@ -312,16 +422,24 @@ export class ReplicaStore {
     return this.markerSet;
   }
 
-  private setMarker(step: PostStep): void {
+  /** Sets the marker for the apply of `step`'s snapshot, or of the batch from `batch.first` to it. */
+  private setMarker(step: PostStep, batch?: { first: bigint; offset: number; pre: bigint }): void {
     this.markerSet = true;
     this.markerTxid = step.txid;
-    const b = new Uint8Array(MARKER_SIZE);
+    this.markerFirst = batch?.first ?? step.txid;
+    this.markerPre = batch?.pre ?? 0n;
+    const b = new Uint8Array(batch ? MARKER_SIZE : 29);
     const v = new DataView(b.buffer);
-    b[0] = 1;
+    b[0] = batch ? MARKER_BATCH : MARKER_ONE;
     v.setBigUint64(1, step.txid, true);
     v.setUint32(9, step.pageSize, true);
     v.setUint32(13, step.dbPages, true);
     b.set(step.counter, 17);
+    if (batch) {
+      v.setBigUint64(29, batch.first, true);
+      v.setBigUint64(37, BigInt(batch.offset), true);
+      v.setBigUint64(45, batch.pre, true);
+    }
     this.marker.write(b, 0);
     this.marker.sync();
   }
@@ -331,16 +449,8 @@ export class ReplicaStore {
     this.markerSet = false;
   }
 
-  private readMarker(): PostStep | undefined {
-    const b = readAt(this.marker, 0, MARKER_SIZE);
-    if (b[0] !== 1) return undefined;
-    const v = new DataView(b.buffer);
-    return {
-      txid: v.getBigUint64(1, true),
-      pageSize: v.getUint32(9, true),
-      dbPages: v.getUint32(13, true),
-      counter: b.slice(17, 29),
-    };
+  private readMarker(): Marker | undefined {
+    return readMarker(this.marker);
   }
 
   close(): void {
@@ -349,4 +459,56 @@ export class ReplicaStore {
     this.marker.close();
     this.release();
   }
+}
+
+function readMarker(file: FileHandle): Marker | undefined {
+  const b = readAt(file, 0, MARKER_SIZE);
+  if (b[0] !== MARKER_ONE && b[0] !== MARKER_BATCH) return undefined;
+  const v = new DataView(b.buffer);
+  const txid = v.getBigUint64(1, true);
+  const m: Marker = {
+    txid,
+    pageSize: v.getUint32(9, true),
+    dbPages: v.getUint32(13, true),
+    counter: b.slice(17, 29),
+    first: txid,
+  };
+  if (b[0] === MARKER_BATCH) {
+    m.first = v.getBigUint64(29, true);
+    m.offset = Number(v.getBigUint64(37, true));
+    m.pre = v.getBigUint64(45, true);
+  }
+  return m;
+}
+
+/**
+ * Opens the replica's journal. A batch's snapshots are fsynced together, so a power loss while they
+ * were written can leave any of them damaged, not only the last; nothing of the batch was applied then
+ * (the apply starts after the fsync), so unless every snapshot past the batch's start is whole (header
+ * and trailer checksums), the journal is cut back to that start.
+ */
+function openJournal(fs: FileSystem, path: string, m: Marker | undefined): JournalWriter {
+  if (m?.offset !== undefined && fs.fileSize(path) > m.offset) {
+    const f = fs.open(path);
+    try {
+      const src = fileSource(f);
+      const size = src.size();
+      let at = m.offset;
+      while (at < size) {
+        const h =
+          size - at >= SNAPSHOT_HEADER_SIZE
+            ? decodeSnapshotHeader(src.read(at, SNAPSHOT_HEADER_SIZE))
+            : undefined;
+        if (!h || typeof h === 'string' || at + h.length > size || !checkSnapshotChecksum(src, at, h)) break;
+        at += h.length;
+      }
+      if (at < size) {
+        f.truncate(m.offset);
+        f.sync();
+      }
+    } finally {
+      f.close();
+    }
+  }
+  return JournalWriter.open(fs, path);
 }

@@ -16,6 +16,12 @@ export interface FileHandle {
   truncate(size: number): void;
   /** Flushes the file's data to durable storage. */
   sync(): void;
+  /**
+   * Starts flushing the file's data to durable storage while the caller goes on (another thread); the
+   * returned function waits until it is done and throws its error. Absent: the runtime has no such
+   * thread, call `sync()`. At most one flush in flight per process: wait before starting another.
+   */
+  syncBegin?(): () => void;
   size(): number;
   close(): void;
   /**

@@ -141,8 +141,13 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xSync(pFile: number, _flags: number): number {
       try {
         const f = file(pFile);
-        f.capture?.beforeDatabaseSync();
-        f.handle.sync();
+        // Our journal's fsync (capture) may run beside the database's; both are done before this returns.
+        const journalSynced = f.capture?.beforeDatabaseSync();
+        try {
+          f.handle.sync();
+        } finally {
+          journalSynced?.();
+        }
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_FSYNC);
