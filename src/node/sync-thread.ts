@@ -51,9 +51,9 @@ function start(): Int32Array | undefined {
 
 /** Waits for the request in flight (if any) and returns its errno (0: none or success). */
 function settle(st: Int32Array): number {
-  const until = Date.now() + WAIT_MS;
+  const until = performance.now() + WAIT_MS; // monotonic: applications (and tests) may replace Date.now
   while (Atomics.load(st, 0) === REQUEST) {
-    if (Date.now() > until) throw new Error(`fsync on the sync thread took over ${WAIT_MS} ms`);
+    if (performance.now() > until) throw new Error(`fsync on the sync thread took over ${WAIT_MS} ms`);
     Atomics.wait(st, 0, REQUEST, 1000);
   }
   const err = Atomics.load(st, 0) === DONE ? st[2]! : 0;

@@ -107,6 +107,8 @@ export interface HarnessStats {
   acks: number;
   /** Commits found that the writer had not acknowledged yet (killed between commit and ack). */
   unackedCommits: number;
+  /** Iterations whose writer had compacted its history (a history file beside the journal) when killed. */
+  compacted: number;
   failures: Failure[];
   count: Record<FailureKind, number>;
 }
@@ -140,6 +142,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessStats>
     earlyKills: 0,
     acks: 0,
     unackedCommits: 0,
+    compacted: 0,
     failures: [],
     count: { writer: 0, recovery: 0, divergence: 0, 'lost-ack': 0, acks: 0, txid: 0, integrity: 0 },
   };
@@ -190,6 +193,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessStats>
     // 2. Keep the files as the crash left them, for a reproduction.
     const pre = path.join(options.dir, 'pre-recovery');
     copyCrashState(s.db, pre);
+    if (fs.existsSync(`${s.db}-mycelite/history`)) stats.compacted++;
 
     // 3. Recover and check.
     const lastAck = readLastAck(s.acks);
