@@ -1,8 +1,10 @@
 /**
  * What the CLI commands share: how errors are reported, how paths are checked, how values are printed.
  */
+
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { InvalidArgumentError } from 'commander';
 import { JournalFormatError } from '../format/index.js';
 
 /** Ends a command with an exit code; its message (if any) was already printed. */
@@ -119,3 +121,14 @@ function isCalendarDate(v: string): boolean {
   const date = new Date(Date.UTC(y, m - 1, d));
   return date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
 }
+
+/** Wraps a value parser so that its error becomes commander's "invalid argument" (exit 2, with usage). */
+export const asUsage =
+  <T>(parse: (v: string) => T) =>
+  (value: string): T => {
+    try {
+      return parse(value);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };

@@ -1,5 +1,5 @@
 /** `mycelite compact DB [--retain POLICY] [--dry-run]`: keep only the history a retention policy names. */
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import {
   DEFAULT_RETENTION,
   describeRetention,
@@ -8,7 +8,7 @@ import {
 } from '../history/policy.js';
 import { nodeRuntime } from '../node/index.js';
 import { compactDatabase } from '../restore/compact-database.js';
-import { jsonInteger, parseIsoTime, writeOut } from './common.js';
+import { asUsage, jsonInteger, parseIsoTime, writeOut } from './common.js';
 
 interface CompactOptions {
   retain: RetentionPolicy;
@@ -17,16 +17,6 @@ interface CompactOptions {
   json?: boolean;
   now?: number;
 }
-
-const asUsage =
-  <T>(parse: (v: string) => T) =>
-  (value: string): T => {
-    try {
-      return parse(value);
-    } catch (e) {
-      throw new InvalidArgumentError((e as Error).message);
-    }
-  };
 
 function parseRatio(value: string): number {
   const n = Number(value);

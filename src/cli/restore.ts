@@ -1,11 +1,11 @@
 /** `mycelite restore DB --output FILE [--txid N | --at ISO-8601] [--force]`: rebuild a database from its journal. */
 import * as path from 'node:path';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { journalPaths } from '../api/paths.js';
 import { nodeRuntime } from '../node/index.js';
 import type { Target } from '../restore/replay.js';
 import { restoreDatabase } from '../restore/restore.js';
-import { isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
+import { asUsage, isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
 
 interface RestoreOptions {
   output: string;
@@ -13,16 +13,6 @@ interface RestoreOptions {
   at?: number;
   force?: boolean;
 }
-
-const asUsage =
-  <T>(parse: (v: string) => T) =>
-  (value: string): T => {
-    try {
-      return parse(value);
-    } catch (e) {
-      throw new InvalidArgumentError((e as Error).message);
-    }
-  };
 
 export function registerRestore(program: Command): void {
   program

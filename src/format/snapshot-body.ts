@@ -7,6 +7,7 @@ import { ChunkReader, memorySource } from './byte-source.js';
 import { BODY_COMPRESS_LIMIT, inflateBody } from './compress.js';
 import {
   FLAG_COMPRESSED,
+  FLAG_FULL_IMAGE,
   PATCH_HEADER_SIZE,
   RUN_HEADER_SIZE,
   SNAPSHOT_HEADER_SIZE,
@@ -196,4 +197,18 @@ export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, 
     }
   }
   if (r.remaining !== 0) fail(`${r.remaining} bytes after the last patch`);
+}
+
+/**
+ * True for an uncompressed full image whose pages lie at fixed places: every patch a whole page, pages
+ * 1..dbPages in order, so page p's bytes start at offset + 64 + (p - 1) × (6 + pageSize) + 6 (readers
+ * still check each patch header they use).
+ */
+export function isPlainImage(h: SnapshotHeader): boolean {
+  return (
+    (h.flags & FLAG_FULL_IMAGE) !== 0 &&
+    (h.flags & FLAG_COMPRESSED) === 0 &&
+    h.patchCount === h.dbPages &&
+    h.length === SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE + h.dbPages * (PATCH_HEADER_SIZE + h.pageSize)
+  );
 }

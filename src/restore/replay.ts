@@ -6,9 +6,8 @@ import {
   type ByteSource,
   checkSnapshotChecksum,
   createXxh64,
-  FLAG_COMPRESSED,
-  FLAG_FULL_IMAGE,
   hex,
+  isPlainImage,
   JournalFormatError,
   JournalReader,
   PATCH_HEADER_SIZE,
@@ -95,18 +94,6 @@ function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { mat
       return new DataView(t.buffer, t.byteOffset, 8).getBigUint64(0, true) === hash.digest();
     },
   };
-}
-
-const FRAME = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE;
-
-/** An uncompressed full image: every page in order, each a patch header and the page (docs/FORMAT.md). */
-function isPlainImage(s: SnapshotInfo): boolean {
-  return (
-    (s.flags & FLAG_FULL_IMAGE) !== 0 &&
-    (s.flags & FLAG_COMPRESSED) === 0 &&
-    s.patchCount === s.dbPages &&
-    s.length === FRAME + s.dbPages * (PATCH_HEADER_SIZE + s.pageSize)
-  );
 }
 
 /** Copies the pages of a plain image to the file in runs of up to 1 MiB, checking each patch header. */

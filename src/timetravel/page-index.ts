@@ -10,6 +10,7 @@ import {
   FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   inflateBody,
+  isPlainImage,
   JournalFormatError,
   JournalReader,
   maxBodyLength,
@@ -176,15 +177,6 @@ export class PageIndex {
 }
 
 /** Index in `all` of the snapshot `at` names; throws ViewRangeError naming the nearest points otherwise. */
-/** An uncompressed full image whose pages all lie at fixed places (every patch a whole page, in order). */
-function isPlainImage(s: SnapshotInfo): boolean {
-  return (
-    (s.flags & FLAG_FULL_IMAGE) !== 0 &&
-    (s.flags & FLAG_COMPRESSED) === 0 &&
-    s.patchCount === s.dbPages &&
-    s.length === FRAME + s.dbPages * (PATCH_HEADER_SIZE + s.pageSize)
-  );
-}
 
 function findTarget(all: SnapshotInfo[], at: ViewTarget): number {
   if (all.length === 0) throw new ViewRangeError('the journal holds no snapshots: nothing to view');
