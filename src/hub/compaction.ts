@@ -46,3 +46,41 @@ export function compactionDue(
 ): boolean {
   return journalBytes > Math.max(settings.minBytes, dbBytes) && sinceLast >= settings.everyMs;
 }
+
+/** The compactions of a storage: at most one running per database, and when each last started. */
+export class CompactionRuns {
+  private readonly runs = new Map<string, { last: number; running?: Promise<CompactOutcome | undefined> }>();
+
+  /** True while a compaction of `db` runs. */
+  running(db: string): boolean {
+    return this.runs.get(db)?.running !== undefined;
+  }
+
+  /** Milliseconds since the last compaction of `db` started (Infinity when none has). */
+  sinceLast(db: string): number {
+    const st = this.runs.get(db);
+    return st ? Date.now() - st.last : Number.POSITIVE_INFINITY;
+  }
+
+  /** Starts `run` for `db`, unless a compaction of it is running: then resolves with that one. */
+  start(db: string, run: () => Promise<CompactOutcome | undefined>): Promise<CompactOutcome | undefined> {
+    let st = this.runs.get(db);
+    if (st?.running) return st.running;
+    if (!st) {
+      st = { last: 0 };
+      this.runs.set(db, st);
+    }
+    const state = st;
+    state.last = Date.now();
+    const p = run().finally(() => {
+      state.running = undefined;
+    });
+    state.running = p;
+    return p;
+  }
+
+  /** Waits for every running compaction to end (their errors are not this caller's). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.runs.values()].map((c) => c.running?.catch(() => undefined)));
+  }
+}

@@ -27,7 +27,7 @@ import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, samePosition, type WirePosition } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
-import { compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { FsLeases } from './fs-leases.js';
 import { Mutex } from './mutex.js';
 import type {
@@ -68,12 +68,6 @@ export interface FsStorageOptions {
   compaction?: HubCompaction | false;
 }
 
-/** A database's compaction: when it last started, the one running. */
-interface CompactState {
-  last: number;
-  running?: Promise<CompactOutcome | undefined>;
-}
-
 export class FsStorage implements HubStorage {
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new Map<string, Mutex>();
@@ -82,7 +76,7 @@ export class FsStorage implements HubStorage {
 
   private readonly leases = new FsLeases();
   private readonly compaction: ReturnType<typeof compactionSettings> | undefined;
-  private readonly compactions = new Map<string, CompactState>();
+  private readonly compactions = new CompactionRuns();
   /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
   private readonly generations = new Map<string, number>();
   private readonly stopping = new AbortController();
@@ -399,10 +393,9 @@ export class FsStorage implements HubStorage {
   private maybeCompact(db: string, e: Entry): void {
     const c = this.compaction;
     if (!c) return;
-    const st = this.compactions.get(db);
-    if (st?.running) return;
+    if (this.compactions.running(db)) return;
     if (e.head.txid - e.base.txid < 2n) return; // the journal keeps its last snapshot
-    if (!compactionDue(c, e.end, e.dbBytes, Date.now() - (st?.last ?? Number.NEGATIVE_INFINITY))) return;
+    if (!compactionDue(c, e.end, e.dbBytes, this.compactions.sinceLast(db))) return;
     this.compact(db).catch(() => undefined); // told to onCompaction
   }
 
@@ -414,19 +407,7 @@ export class FsStorage implements HubStorage {
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
-    let st = this.compactions.get(db);
-    if (st?.running) return st.running;
-    if (!st) {
-      st = { last: 0 };
-      this.compactions.set(db, st);
-    }
-    const state = st;
-    state.last = Date.now();
-    const run = this.runCompaction(db).finally(() => {
-      state.running = undefined;
-    });
-    state.running = run;
-    return run;
+    return this.compactions.start(db, () => this.runCompaction(db));
   }
 
   private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
@@ -496,7 +477,7 @@ export class FsStorage implements HubStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.stopping.abort(); // a compaction in its worker is abandoned (it wrote only temporary files)
-    await Promise.all([...this.compactions.values()].map((c) => c.running?.catch(() => undefined)));
+    await this.compactions.settle();
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
     for (const e of this.entries.values()) {

@@ -34,7 +34,7 @@ import { connect, headers, type NatsConnection, type Subscription } from '@nats-
 import type { SnapshotHeader } from '../format/index.js';
 import { formatPosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
-import { compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
 import { DbTail, type TailSource } from './nats-tail.js';
@@ -90,10 +90,7 @@ export class NatsStorage implements HubStorage {
   private readonly locks = new Map<string, Mutex>();
   private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly advisories: Subscription[] = [];
-  private readonly compactions = new Map<
-    string,
-    { last: number; running?: Promise<CompactOutcome | undefined> }
-  >();
+  private readonly compactions = new CompactionRuns();
   private compaction: ReturnType<typeof compactionSettings> | undefined;
   private closed = false;
 
@@ -478,11 +475,10 @@ export class NatsStorage implements HubStorage {
   private maybeCompact(db: string, tail: DbTail): void {
     const c = this.compaction;
     if (!c || tail.head.txid - tail.base.txid < 2n) return;
-    const st = this.compactions.get(db);
-    if (st?.running) return;
+    if (this.compactions.running(db)) return;
     const last = tail.snaps[tail.snaps.length - 1]!.header;
     const dbBytes = last.dbPages * last.pageSize;
-    if (!compactionDue(c, tail.bytes, dbBytes, Date.now() - (st?.last ?? Number.NEGATIVE_INFINITY))) return;
+    if (!compactionDue(c, tail.bytes, dbBytes, this.compactions.sinceLast(db))) return;
     this.compact(db).catch(() => undefined); // told to onCompaction
   }
 
@@ -494,19 +490,7 @@ export class NatsStorage implements HubStorage {
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
-    let st = this.compactions.get(db);
-    if (st?.running) return st.running;
-    if (!st) {
-      st = { last: 0 };
-      this.compactions.set(db, st);
-    }
-    const state = st;
-    state.last = Date.now();
-    const run = this.runCompaction(db).finally(() => {
-      state.running = undefined;
-    });
-    state.running = run;
-    return run;
+    return this.compactions.start(db, () => this.runCompaction(db));
   }
 
   private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
@@ -699,7 +683,7 @@ export class NatsStorage implements HubStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await Promise.all([...this.compactions.values()].map((c) => c.running?.catch(() => undefined)));
+    await this.compactions.settle();
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
     for (const sub of this.advisories) sub.unsubscribe();
