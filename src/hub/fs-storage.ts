@@ -24,7 +24,7 @@ import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { checkDbName, samePosition, type WirePosition } from '../protocol/index.js';
+import { checkDbName, type WirePosition } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
@@ -38,7 +38,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { BeforeBaseError, checkAppend } from './storage.js';
+import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
 import { runJob } from './worker.js';
 
 const READ_CHUNK = 1 << 20;
@@ -227,11 +227,8 @@ export class FsStorage implements HubStorage {
         this.publish(db, snapshots, this.stateOf(e));
         return { ok: true, state: this.stateOf(e) };
       }
-      if (!sameId(e.journalId, journalId))
-        return { ok: false, reason: 'other_history', state: this.stateOf(e) };
-      if (!samePosition(e.head, expectedHead)) {
-        return { ok: false, reason: 'head_mismatch', state: this.stateOf(e) };
-      }
+      const refused = appendRefusal(e, expectedHead, journalId);
+      if (refused) return { ok: false, reason: refused, state: this.stateOf(e) };
       const start = e.writer.end;
       const added: number[] = [];
       try {
@@ -488,8 +485,4 @@ export class FsStorage implements HubStorage {
     this.listeners.clear();
     this.dirLock.release();
   }
-}
-
-function sameId(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

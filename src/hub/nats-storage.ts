@@ -27,27 +27,19 @@ import {
   type JetStreamManager,
   jetstream,
   jetstreamManager,
-  type StreamConfig,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { connect, headers, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { SnapshotHeader } from '../format/index.js';
-import { formatPosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
+import { ensureStream, isNotFound, parseServers, publishParts, retry } from './nats-js.js';
+import { NatsLeases } from './nats-leases.js';
 import { DbTail, type TailSource } from './nats-tail.js';
-import {
-  HDR_APPEND,
-  HDR_BASE,
-  HDR_CHECKPOINT,
-  HDR_JOURNAL,
-  HDR_PART,
-  type NatsNames,
-  natsNames,
-  splitParts,
-} from './nats-wire.js';
+import { joinParts, type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type {
   AppendListener,
   AppendResult,
@@ -56,7 +48,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { BeforeBaseError, checkAppend, sameLease } from './storage.js';
+import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -76,7 +68,6 @@ export interface NatsStorageOptions {
   compaction?: HubCompaction | false;
 }
 
-const WRONG_LAST_SEQUENCE = 10071;
 /**
  * Timeout of one request (ms). Every request is retried until `timeoutMs`, so one that went to a node
  * that just died (a publish to a dead stream leader gets no answer) must give up early enough to be
@@ -91,6 +82,7 @@ export class NatsStorage implements HubStorage {
   private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly advisories: Subscription[] = [];
   private readonly compactions = new CompactionRuns();
+  private readonly leases: NatsLeases;
   private compaction: ReturnType<typeof compactionSettings> | undefined;
   private closed = false;
 
@@ -103,6 +95,7 @@ export class NatsStorage implements HubStorage {
     private readonly partBytes: number,
     private readonly timeoutMs: number,
   ) {
+    this.leases = new NatsLeases(js, jsm, names, timeoutMs);
     void this.onReconnect();
   }
 
@@ -306,10 +299,10 @@ export class NatsStorage implements HubStorage {
       checkAppend(expectedHead, snapshots);
       const tail = await this.tail(db);
       if (!tail.started || tail.lastSeq === 0) await this.create(tail);
-      let refused = refusal(tail, expectedHead, journalId);
+      let refused = appendRefusal(tail, expectedHead, journalId);
       if (refused) {
         await this.catchUp(tail); // our view may be behind another hub's appends
-        refused = refusal(tail, expectedHead, journalId);
+        refused = appendRefusal(tail, expectedHead, journalId);
         if (refused) return { ok: false, reason: refused, state: tail.state()! };
       }
       const last = snapshots[snapshots.length - 1]!.header;
@@ -323,7 +316,7 @@ export class NatsStorage implements HubStorage {
         if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
           return { ok: true, state }; // our own earlier attempt, stored after all
         }
-        const why = refusal(tail, expectedHead, journalId);
+        const why = appendRefusal(tail, expectedHead, journalId);
         if (why) return { ok: false, reason: why, state: state! };
         if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
       }
@@ -347,39 +340,28 @@ export class NatsStorage implements HubStorage {
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
   ): Promise<number | undefined> {
-    const bytes = concat(snapshots.map((s) => s.bytes));
+    const bytes = joinParts(snapshots.map((s) => s.bytes));
     const parts = splitParts(bytes, this.partBytes);
     const journal = toHex(journalId);
     const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;
-    const subject = this.names.subject(db);
-    const stream = this.names.stream(db);
-    let expected = tail.lastSeq;
-    for (const [i, data] of parts.entries()) {
-      const h = headers();
-      h.set(HDR_APPEND, key);
-      h.set(HDR_PART, `${i + 1}/${parts.length}`);
-      h.set(HDR_JOURNAL, journal);
-      h.set(HDR_BASE, formatPosition(expectedHead));
-      const msgID = `${db}/${journal}/${key}/${i + 1}`;
-      const ack = await retry(this.timeoutMs, `store a snapshot of ${db}`, () =>
-        this.js
-          .publish(subject, data, {
-            msgID,
-            headers: h,
-            expect: { lastSequence: expected, streamName: stream },
-          })
-          .catch((e: unknown) => {
-            if (isWrongSequence(e)) return undefined;
-            throw e;
-          }),
-      );
-      if (!ack) {
-        if (i === 0) return undefined;
-        throw new Error(`append to ${db} was cut by another append after part ${i}; retry`);
-      }
-      expected = ack.seq;
-    }
-    return expected;
+    const r = await publishParts(
+      this.js,
+      this.timeoutMs,
+      `store a snapshot of ${db}`,
+      {
+        subject: this.names.subject(db),
+        stream: this.names.stream(db),
+        key,
+        journal,
+        base: expectedHead,
+        msgPrefix: `${db}/${journal}/${key}`,
+      },
+      parts,
+      tail.lastSeq,
+    );
+    if ('seq' in r) return r.seq;
+    if (r.cutAfter === 0) return undefined;
+    throw new Error(`append to ${db} was cut by another append after part ${r.cutAfter}; retry`);
   }
 
   read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array> {
@@ -397,40 +379,19 @@ export class NatsStorage implements HubStorage {
       }
       return tail;
     });
-    const stream = this.names.stream(db);
-    const get = (seq: number) =>
-      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+    const get = this.getter(db);
     return {
       async *[Symbol.asyncIterator]() {
-        const tail = await range;
-        for (let txid = after + 1n; txid <= upTo; ) {
-          // The snapshots txid.. of one append, as byte ranges of its parts.
-          const first = tail.at(txid)!;
-          const ref = first.ref;
-          let end = first.offset + first.header.length;
-          let t = txid + 1n;
-          for (; t <= upTo && tail.at(t)!.ref === ref; t++)
-            end = tail.at(t)!.offset + tail.at(t)!.header.length;
-          let partStart = 0;
-          for (const [i, seq] of ref.seqs.entries()) {
-            const partEnd = partStart + ref.lens[i]!;
-            if (partEnd > first.offset && partStart < end) {
-              const m = await get(seq);
-              if (!m)
-                throw new BeforeBaseError(
-                  `read: message ${seq} of ${db} is gone from the stream (compacted)`,
-                );
-              yield m.data.subarray(
-                Math.max(0, first.offset - partStart),
-                Math.min(m.data.length, end - partStart),
-              );
-            }
-            partStart = partEnd;
-          }
-          txid = t;
-        }
+        yield* (await range).readRange(after, upTo, get);
       },
     };
+  }
+
+  /** Reads one message of `db`'s stream directly (retrying failures); null when it is gone. */
+  private getter(db: string): TailSource['get'] {
+    const stream = this.names.stream(db);
+    return (seq) =>
+      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
   }
 
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
@@ -445,9 +406,7 @@ export class NatsStorage implements HubStorage {
     this.check();
     const cp = (await this.tail(db)).checkpoint;
     if (!cp || cp.header.txid !== txid) return undefined;
-    const stream = this.names.stream(db);
-    const get = (seq: number) =>
-      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+    const get = this.getter(db);
     return {
       header: cp.header,
       chunks: (async function* () {
@@ -557,40 +516,29 @@ export class NatsStorage implements HubStorage {
     const db = tail.db;
     const parts = splitParts(image, this.partBytes);
     const journal = toHex(journalId);
-    const subject = this.names.subject(db);
-    const stream = this.names.stream(db);
+    const record = {
+      subject: this.names.subject(db),
+      stream: this.names.stream(db),
+      key: `cp-${header.txid}`,
+      journal,
+      base: { txid: header.txid - 1n, checksum: header.preChecksum },
+      checkpoint: header.txid,
+    };
     for (let attempt = 0; attempt < 5; attempt++) {
       await this.catchUp(tail);
       if (tail.base.txid >= header.txid) return tail.base.txid === header.txid; // another hub did it
-      let expected = tail.lastSeq;
-      let cut = false;
-      for (const [i, data] of parts.entries()) {
-        const h = headers();
-        h.set(HDR_APPEND, `cp-${header.txid}`);
-        h.set(HDR_PART, `${i + 1}/${parts.length}`);
-        h.set(HDR_JOURNAL, journal);
-        h.set(HDR_BASE, formatPosition({ txid: header.txid - 1n, checksum: header.preChecksum }));
-        h.set(HDR_CHECKPOINT, String(header.txid));
-        const ack = await retry(this.timeoutMs, `store the checkpoint of ${db}`, () =>
-          this.js
-            .publish(subject, data, {
-              msgID: `${db}/${journal}/cp-${header.txid}-${attempt}/${i + 1}`,
-              headers: h,
-              expect: { lastSequence: expected, streamName: stream },
-            })
-            .catch((e: unknown) => {
-              if (isWrongSequence(e)) return undefined;
-              throw e;
-            }),
-        );
-        if (!ack) {
-          cut = true; // another hub appended meanwhile: start again after it
-          break;
-        }
-        expected = ack.seq;
-      }
-      if (cut) continue;
-      await tail.waitSeq(expected, this.timeoutMs, `sequence ${expected}`);
+      const what = `store the checkpoint of ${db}`;
+      const msgPrefix = `${db}/${journal}/cp-${header.txid}-${attempt}`;
+      const r = await publishParts(
+        this.js,
+        this.timeoutMs,
+        what,
+        { ...record, msgPrefix },
+        parts,
+        tail.lastSeq,
+      );
+      if (!('seq' in r)) continue; // another hub appended meanwhile: start again after it
+      await tail.waitSeq(r.seq, this.timeoutMs, `sequence ${r.seq}`);
       return tail.base.txid === header.txid;
     }
     return false;
@@ -598,71 +546,14 @@ export class NatsStorage implements HubStorage {
 
   async getLease(db: string): Promise<StoredLease | undefined> {
     this.check();
-    return (await this.leaseMessage(db)).lease;
+    return this.leases.get(db);
   }
 
-  private async leaseMessage(db: string): Promise<{ lease?: StoredLease; seq: number }> {
-    const m = await retry(this.timeoutMs, 'read a lease', () =>
-      this.jsm.streams
-        .getMessage(this.names.leaseStream, { last_by_subj: this.names.leaseSubject(db) })
-        .catch((e: unknown) => {
-          if (isNotFound(e)) return null;
-          throw e;
-        }),
-    );
-    if (!m || m.data.length === 0) return { seq: m?.seq ?? 0 };
-    return { lease: m.json<StoredLease>(), seq: m.seq };
-  }
-
-  /**
-   * Compare and set over the whole lease stream: read its last sequence S, then the lease (written at
-   * or before S, else read again), then publish expecting S. Any lease change after S refuses the
-   * publish; then the comparison is made again. A retry after a lost answer may find its own write and
-   * report false: the caller reads again (src/hub/lease.ts does).
-   */
   async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
     // In this process, lease changes and appends of a database take turns (an append's lease check
     // then sees every change made here before it); across hubs the stream's sequence check decides.
-    return this.lock(db).run(() => this.casLeaseNow(db, expected, next));
-  }
-
-  private async casLeaseNow(
-    db: string,
-    expected: StoredLease | undefined,
-    next: StoredLease,
-  ): Promise<boolean> {
-    const subject = this.names.leaseSubject(db);
-    for (let i = 0; i < 100; i++) {
-      const info = await retry(this.timeoutMs, 'read the lease stream', () =>
-        this.jsm.streams.info(this.names.leaseStream),
-      );
-      const last = info.state.last_seq;
-      if (last === 0) {
-        await retry(this.timeoutMs, 'create the lease stream', () =>
-          this.js.publish(`${this.names.leaseSubject('x').slice(0, -1)}_`, '', { msgID: 'created' }),
-        );
-        continue;
-      }
-      const current = await this.leaseMessage(db);
-      if (current.seq > last) continue;
-      if (!sameLease(current.lease, expected)) return false;
-      if (current.lease && next.epoch < current.lease.epoch) {
-        throw new Error(`lease epoch ${next.epoch} of ${db} would go back from ${current.lease.epoch}`);
-      }
-      const ack = await retry(this.timeoutMs, 'write a lease', () =>
-        this.js
-          .publish(subject, JSON.stringify(next), {
-            expect: { lastSequence: last, streamName: this.names.leaseStream },
-          })
-          .catch((e: unknown) => {
-            if (isWrongSequence(e)) return undefined;
-            throw e;
-          }),
-      );
-      if (ack) return true;
-    }
-    throw new Error(`the leases change too fast to set the lease of ${db}; retry`);
+    return this.lock(db).run(() => this.leases.cas(db, expected, next));
   }
 
   subscribe(db: string, listener: AppendListener): () => void {
@@ -691,84 +582,6 @@ export class NatsStorage implements HubStorage {
     this.tails.clear();
     await this.nc.close();
   }
-}
-
-/** Why an append from `expectedHead` in `journalId` cannot continue the view, if it cannot. */
-function refusal(
-  tail: DbTail,
-  expectedHead: WirePosition,
-  journalId: Uint8Array,
-): 'head_mismatch' | 'other_history' | undefined {
-  if (!tail.journalId) return undefined; // a new database starts at expectedHead
-  if (toHex(tail.journalId) !== toHex(journalId)) return 'other_history';
-  return samePosition(tail.head, expectedHead) ? undefined : 'head_mismatch';
-}
-
-function isNotFound(e: unknown): boolean {
-  const err = e as { code?: unknown; message?: unknown };
-  return err?.code === 10059 || err?.code === 10037 || /not found/i.test(String(err?.message ?? ''));
-}
-
-/** Creates a stream unless it exists (another hub may create it at the same time: that is fine). */
-async function ensureStream(
-  jsm: JetStreamManager,
-  ms: number,
-  config: Partial<StreamConfig> & { name: string },
-) {
-  await retry(ms, `create the stream ${config.name}`, async () => {
-    const exists = await jsm.streams.info(config.name).catch((e: unknown) => {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    });
-    if (!exists) await jsm.streams.add(config);
-  });
-}
-
-function isWrongSequence(e: unknown): boolean {
-  const err = e as { code?: unknown; message?: unknown; api_error?: { err_code?: number } };
-  return (
-    err?.code === WRONG_LAST_SEQUENCE ||
-    err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
-    /wrong last sequence/i.test(String(err?.message ?? ''))
-  );
-}
-
-/** Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`. */
-async function retry<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
-    try {
-      return await fn();
-    } catch (e) {
-      if (Date.now() + wait > deadline) {
-        throw new Error(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
-      }
-      await new Promise((r) => setTimeout(r, wait));
-    }
-  }
-}
-
-export function parseServers(servers: string | string[]): string[] {
-  const list = (Array.isArray(servers) ? servers : servers.split(','))
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
-  if (list.length === 0) throw new Error('give at least one NATS server, e.g. nats://127.0.0.1:4222');
-  for (const s of list) {
-    if (!/^(nats|tls):\/\/[^/\s]+$/.test(s) && !/^[^/\s:]+:\d+$/.test(s))
-      throw new Error(`cannot read the NATS server ${JSON.stringify(s)}: use nats://host:port`);
-  }
-  return list;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Opens the storage of `mycelite serve --storage nats://host:port[,host:port...]`. */

@@ -12,7 +12,7 @@ import type { MsgHdrs } from '@nats-io/transport-node';
 import { decodeSnapshotHeader, FLAG_FULL_IMAGE, type SnapshotHeader } from '../format/index.js';
 import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
-import type { AppendListener, DbState, EncodedSnapshot } from './storage.js';
+import { type AppendListener, BeforeBaseError, type DbState, type EncodedSnapshot } from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
 export interface AppendRef {
@@ -220,6 +220,38 @@ export class DbTail {
   at(txid: bigint): IndexedSnapshot | undefined {
     if (txid <= this.base.txid || txid > this.head.txid) return undefined;
     return this.snaps[Number(txid - this.base.txid - 1n)];
+  }
+
+  /**
+   * The bytes of the snapshots after..upTo (which the view must hold), as slices of their appends'
+   * messages read with `get`; BeforeBaseError when a message is gone (compacted meanwhile).
+   */
+  async *readRange(after: bigint, upTo: bigint, get: TailSource['get']): AsyncGenerator<Uint8Array> {
+    for (let txid = after + 1n; txid <= upTo; ) {
+      // The snapshots txid.. of one append, as byte ranges of its parts.
+      const first = this.at(txid)!;
+      const ref = first.ref;
+      let end = first.offset + first.header.length;
+      let t = txid + 1n;
+      for (; t <= upTo && this.at(t)!.ref === ref; t++) end = this.at(t)!.offset + this.at(t)!.header.length;
+      let partStart = 0;
+      for (const [i, seq] of ref.seqs.entries()) {
+        const partEnd = partStart + ref.lens[i]!;
+        if (partEnd > first.offset && partStart < end) {
+          const m = await get(seq);
+          if (!m)
+            throw new BeforeBaseError(
+              `read: message ${seq} of ${this.db} is gone from the stream (compacted)`,
+            );
+          yield m.data.subarray(
+            Math.max(0, first.offset - partStart),
+            Math.min(m.data.length, end - partStart),
+          );
+        }
+        partStart = partEnd;
+      }
+      txid = t;
+    }
   }
 
   /**

@@ -4,7 +4,7 @@
  * implements the same interface and passes the same conformance suite (test/helpers/storage-conformance.ts).
  */
 import type { SnapshotHeader } from '../format/index.js';
-import type { WirePosition } from '../protocol/index.js';
+import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 
 /** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
@@ -121,6 +121,20 @@ export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined
 }
 
 /** What every backend's `append` requires of its caller: snapshots that continue `expectedHead`. */
+/**
+ * Why an append from `expectedHead` in history `journalId` cannot continue what a storage holds of the
+ * database (`held`; no journal id yet: a new database, which starts at expectedHead), if it cannot.
+ */
+export function appendRefusal(
+  held: { journalId?: Uint8Array; head: WirePosition } | undefined,
+  expectedHead: WirePosition,
+  journalId: Uint8Array,
+): 'head_mismatch' | 'other_history' | undefined {
+  if (!held?.journalId) return undefined;
+  if (toHex(held.journalId) !== toHex(journalId)) return 'other_history';
+  return samePosition(held.head, expectedHead) ? undefined : 'head_mismatch';
+}
+
 export function checkAppend(expectedHead: WirePosition, snapshots: EncodedSnapshot[]): void {
   if (snapshots.length === 0) throw new Error('append: no snapshots');
   const first = snapshots[0]!.header;

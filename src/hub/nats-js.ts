@@ -1,0 +1,154 @@
+/**
+ * The JetStream calls NATS storage makes, with the retries and error tests they need: a leader election
+ * or a reconnect is retried; a publish that expected another last sequence is "someone came first".
+ */
+import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@nats-io/jetstream';
+import { headers, type MsgHdrs } from '@nats-io/transport-node';
+import { formatPosition, type WirePosition } from '../protocol/index.js';
+import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART } from './nats-wire.js';
+
+/** JetStream's error code for a publish whose expected last sequence is not the stream's. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+export function isNotFound(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown };
+  return err?.code === 10059 || err?.code === 10037 || /not found/i.test(String(err?.message ?? ''));
+}
+
+function isWrongSequence(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown; api_error?: { err_code?: number } };
+  return (
+    err?.code === WRONG_LAST_SEQUENCE ||
+    err?.api_error?.err_code === WRONG_LAST_SEQUENCE ||
+    /wrong last sequence/i.test(String(err?.message ?? ''))
+  );
+}
+
+/** Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`. */
+export async function retry<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() + wait > deadline) {
+        throw new Error(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
+/** Creates a stream unless it exists (another hub may create it at the same time: that is fine). */
+export async function ensureStream(
+  jsm: JetStreamManager,
+  ms: number,
+  config: Partial<StreamConfig> & { name: string },
+): Promise<void> {
+  await retry(ms, `create the stream ${config.name}`, async () => {
+    const exists = await jsm.streams.info(config.name).catch((e: unknown) => {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    });
+    if (!exists) await jsm.streams.add(config);
+  });
+}
+
+/** Where a conditional publish goes and what it expects. */
+export interface ExpectingPublish {
+  subject: string;
+  data: Uint8Array | string;
+  /** The stream, and the last sequence it must have for the message to be stored. */
+  stream: string;
+  lastSequence: number;
+  msgID?: string;
+  headers?: MsgHdrs;
+}
+
+/**
+ * Publishes `p` only if its stream's last sequence is `p.lastSequence` (retrying failures for up to `ms`):
+ * the ack, or undefined when another publish came first.
+ */
+export function publishExpecting(
+  js: JetStreamClient,
+  ms: number,
+  what: string,
+  p: ExpectingPublish,
+): Promise<PubAck | undefined> {
+  return retry(ms, what, () =>
+    js
+      .publish(p.subject, p.data, {
+        msgID: p.msgID,
+        headers: p.headers,
+        expect: { lastSequence: p.lastSequence, streamName: p.stream },
+      })
+      .catch((e: unknown) => {
+        if (isWrongSequence(e)) return undefined;
+        throw e;
+      }),
+  );
+}
+
+/** The servers of `--storage nats://h:p[,h:p…]`, checked. */
+export function parseServers(servers: string | string[]): string[] {
+  const list = (Array.isArray(servers) ? servers : servers.split(','))
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (list.length === 0) throw new Error('give at least one NATS server, e.g. nats://127.0.0.1:4222');
+  for (const s of list) {
+    if (!/^(nats|tls):\/\/[^/\s]+$/.test(s) && !/^[^/\s:]+:\d+$/.test(s))
+      throw new Error(`cannot read the NATS server ${JSON.stringify(s)}: use nats://host:port`);
+  }
+  return list;
+}
+
+/** A record (an append, or a checkpoint) stored as parts, one message each, in a row. */
+export interface PartsRecord {
+  subject: string;
+  stream: string;
+  /** Mycelite-Append: names the record; with the journal, makes each part's message id. */
+  key: string;
+  /** The journal id, in hex. */
+  journal: string;
+  /** The position the record continues. */
+  base: WirePosition;
+  /** Set for a checkpoint: the txid it stands at. */
+  checkpoint?: bigint;
+  /** Prefix of the parts' message ids (JetStream drops a repeated id: a retried publish stores once). */
+  msgPrefix: string;
+}
+
+/**
+ * Publishes `parts` in a row, the first expecting `lastSequence` as the stream's last sequence and each
+ * next one the part before it. The last part's sequence, or how many parts were stored before another
+ * publish came first.
+ */
+export async function publishParts(
+  js: JetStreamClient,
+  ms: number,
+  what: string,
+  record: PartsRecord,
+  parts: Uint8Array[],
+  lastSequence: number,
+): Promise<{ seq: number } | { cutAfter: number }> {
+  let expected = lastSequence;
+  for (const [i, data] of parts.entries()) {
+    const h = headers();
+    h.set(HDR_APPEND, record.key);
+    h.set(HDR_PART, `${i + 1}/${parts.length}`);
+    h.set(HDR_JOURNAL, record.journal);
+    h.set(HDR_BASE, formatPosition(record.base));
+    if (record.checkpoint !== undefined) h.set(HDR_CHECKPOINT, String(record.checkpoint));
+    const ack = await publishExpecting(js, ms, what, {
+      subject: record.subject,
+      data,
+      stream: record.stream,
+      lastSequence: expected,
+      msgID: `${record.msgPrefix}/${i + 1}`,
+      headers: h,
+    });
+    if (!ack) return { cutAfter: i };
+    expected = ack.seq;
+  }
+  return { seq: expected };
+}
