@@ -6,10 +6,9 @@
  * only snapshots the hub already holds leave the live journal. Runtime-neutral.
  */
 
-import { JournalReader } from '../format/index.js';
 import { buildHistory, type CompactResult } from '../history/compact.js';
 import { DEFAULT_RETENTION, parseRetention, type RetentionPolicy } from '../history/policy.js';
-import { fileSource } from '../journal/file-source.js';
+import { historyEnd } from '../history/source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import type { FileSystem } from '../storage/file-system.js';
 import type { journalPaths } from './paths.js';
@@ -38,23 +37,6 @@ export interface CompactCallOptions {
 }
 
 const DEFAULT_COMPACT_AT = 64 << 20;
-
-/** Where the history file ends (txid and checksum), or undefined without one. */
-function historyEnd(
-  fs: FileSystem,
-  paths: { history: string },
-): { txid: bigint; checksum: bigint } | undefined {
-  if (!fs.exists(paths.history)) return undefined;
-  const f = fs.open(paths.history, { readonly: true });
-  try {
-    const r = new JournalReader(fileSource(f), { merged: true });
-    let end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
-    for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
-    return end;
-  } finally {
-    f.close();
-  }
-}
 
 export interface WriterCompactorParts {
   fs: FileSystem;
@@ -161,7 +143,7 @@ export class WriterCompactor {
     }
     // The history may reach past the journal's start (this compaction's, or one `mycelite compact` ran
     // while this writer had the journal): start the journal after it.
-    const end = result.end ?? historyEnd(fs, paths);
+    const end = result.end ?? historyEnd(fs, paths.history);
     const base = end && end.txid < upTo ? end.txid : upTo;
     if (end && base > journal.baseTxid) {
       journal.rebase(fs, paths.journal, base);

@@ -17,7 +17,6 @@ import {
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
-import { databaseChecksum } from '../journal/db-checksum.js';
 import { PageFile } from '../restore/page-file.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { HistoryWriter } from './history-writer.js';
@@ -144,7 +143,7 @@ export function buildHistory(
         prev = s;
         start = i + 1;
       }
-      const sum = databaseChecksum(state.flushed(), prev!.pageSize);
+      const sum = state.checksum();
       if (sum !== prev!.postChecksum) {
         throw new PositionMismatchError(
           `compaction rebuilt txid ${prev!.txid} with checksum ${hex(sum)}, not ${hex(prev!.postChecksum)}: nothing was changed`,
@@ -256,6 +255,12 @@ class Merger {
       walkPatches(this.source, s.offset, s, (pgno, offset, bytes) => this.pages.patch(pgno, offset, bytes));
       this.pageSize = s.pageSize;
     }
+  }
+
+  /** The database checksum of the scratch database (kept as its pages are written). */
+  checksum(): bigint {
+    this.pages.flush();
+    return this.pages.checksum();
   }
 
   /** The scratch file with every page written. */

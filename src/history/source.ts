@@ -109,3 +109,17 @@ export function openHistory(fs: FileSystem, paths: HistoryPaths, missing: () => 
 function sameId(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
+
+/** Where the history file at `path` ends (its last snapshot, or its base when it holds none); undefined without one. */
+export function historyEnd(fs: FileSystem, path: string): { txid: bigint; checksum: bigint } | undefined {
+  if (!fs.exists(path)) return undefined;
+  const f = fs.open(path, { readonly: true });
+  try {
+    const r = new JournalReader(fileSource(f), { merged: true });
+    let end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
+    for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
+    return end;
+  } finally {
+    f.close();
+  }
+}

@@ -9,6 +9,7 @@ import { journalPaths } from '../api/paths.js';
 import { JournalReader, loadHash } from '../format/index.js';
 import { buildHistory, type CompactResult, installHistory, rebaseJournalFile } from '../history/compact.js';
 import type { RetentionPolicy } from '../history/policy.js';
+import { historyEnd } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import type { FileSystem } from '../storage/file-system.js';
 
@@ -101,15 +102,7 @@ function finishInstall(fs: FileSystem, paths: ReturnType<typeof journalPaths>): 
     fs.delete(stale);
     return false;
   }
-  const h = fs.open(paths.history, { readonly: true });
-  let end: { txid: bigint; checksum: bigint };
-  try {
-    const r = new JournalReader(fileSource(h), { merged: true });
-    end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
-    for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
-  } finally {
-    h.close();
-  }
+  const end = historyEnd(fs, paths.history)!;
   const j = fs.open(paths.journal, { readonly: true });
   let base: bigint;
   try {
