@@ -4,7 +4,7 @@
  * JSON line: wall time of the timed part, database and journal bytes, and for Mycelite whether a replay
  * of the journal equals the database.
  *
- *   node dist/scripts/bench-run.js --config native|engine|mycelite --workload a|b|c|r --dir DIR [--scale F]
+ *   node dist/scripts/bench-run.js --config native|engine|mycelite|mycelite-sqlite --workload a|b|c|r --dir DIR [--scale F]
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { prng } from '../test/helpers/prng.js';
 
-export type Config = 'native' | 'engine' | 'mycelite';
+/** mycelite: journal durability (the default); mycelite-sqlite: durability 'sqlite' (SQLite's rollback journal). */
+export type Config = 'native' | 'engine' | 'mycelite' | 'mycelite-sqlite';
 export type Workload = 'a' | 'b' | 'c' | 'r';
 
 export interface RunResult {
@@ -55,9 +56,9 @@ async function openDb(config: Config, file: string): Promise<Db> {
     const Native = (await import('better-sqlite3')).default;
     return new Native(file) as unknown as Db;
   }
-  if (config === 'mycelite') {
+  if (config === 'mycelite' || config === 'mycelite-sqlite') {
     const { open } = await import('../src/node/index.js');
-    return (await open(file)) as unknown as Db;
+    return (await open(file, { durability: config === 'mycelite' ? 'journal' : 'sqlite' })) as unknown as Db;
   }
   // Our engine over the Mycelite VFS, capture off: the same SQLite build and file I/O, no journal.
   const { loadSqlite } = await import('../src/engine/sqlite.js');
@@ -152,7 +153,7 @@ export async function benchRun(
     ms,
     dbBytes: fs.statSync(file).size,
     journalBytes,
-    replayEqual: config === 'mycelite' ? await replayEqual(file) : null,
+    replayEqual: config.startsWith('mycelite') ? await replayEqual(file) : null,
   };
 }
 

@@ -16,7 +16,7 @@ import { Command } from 'commander';
 import type { Config, RunResult, Workload } from './bench-run.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const CONFIGS: Config[] = ['native', 'engine', 'mycelite'];
+const CONFIGS: Config[] = ['native', 'engine', 'mycelite', 'mycelite-sqlite'];
 const WORKLOADS: Workload[] = ['a', 'b', 'c', 'r'];
 
 const opts = new Command('bench')
@@ -49,7 +49,7 @@ function node(script: string, args: string[]): string {
 function workloadTable(base: string): Record<string, Record<Config, RunResult[]>> {
   const results: Record<string, Record<Config, RunResult[]>> = {};
   for (const w of WORKLOADS) {
-    results[w] = { native: [], engine: [], mycelite: [] };
+    results[w] = { native: [], engine: [], mycelite: [], 'mycelite-sqlite': [] };
     for (let r = 0; r < runs; r++) {
       for (const c of r % 2 === 0 ? CONFIGS : [...CONFIGS].reverse()) {
         const dir = fs.mkdtempSync(path.join(base, `${w}-${c}-`));
@@ -79,17 +79,18 @@ function printWorkloads(results: Record<string, Record<Config, RunResult[]>>): R
     `\nWorkloads (../shared/bench/WORKLOADS.md), median of ${runs}${opts.quick ? ', quick sizes' : ''}:`,
   );
   console.log(
-    'workload | native ms | engine ms (×native) | mycelite ms (×native) | capture overhead | journal/db | replay == db',
+    'workload | native ms | engine ms (×native) | mycelite ms (×native) | capture overhead | durability sqlite ms (×native) | journal/db | replay == db',
   );
-  console.log('---|---:|---:|---:|---:|---:|---');
+  console.log('---|---:|---:|---:|---:|---:|---:|---');
   for (const [w, byConfig] of Object.entries(results)) {
     const ms = (c: Config): number => median(byConfig[c].map((r) => r.ms));
     const n = ms('native');
     const e = ms('engine');
     const m = ms('mycelite');
+    const q = ms('mycelite-sqlite');
     const my = byConfig.mycelite;
     const ratio = median(my.map((r) => r.journalBytes / r.dbBytes));
-    const replay = my.every((r) => r.replayEqual === true);
+    const replay = [...my, ...byConfig['mycelite-sqlite']].every((r) => r.replayEqual === true);
     rows[w] = {
       nativeMs: n,
       engineMs: e,
@@ -97,11 +98,13 @@ function printWorkloads(results: Record<string, Record<Config, RunResult[]>>): R
       vsNative: m / n,
       engineVsNative: e / n,
       captureOverhead: m / e - 1,
+      sqliteDurabilityMs: q,
+      sqliteDurabilityVsNative: q / n,
       journalOverDb: ratio,
       replay,
     };
     console.log(
-      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`} | ${replay ? 'yes' : 'NO'}`,
+      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${q.toFixed(0)} (${(q / n).toFixed(2)}×) | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`} | ${replay ? 'yes' : 'NO'}`,
     );
   }
   return rows;

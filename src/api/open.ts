@@ -4,6 +4,7 @@
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
 import { Capture } from '../capture/capture.js';
+import { readSyncedMarker, writeSyncedMarker } from '../capture/synced-marker.js';
 import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-header.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
@@ -13,7 +14,7 @@ import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import { replay } from '../restore/replay.js';
+import { redo, replay } from '../restore/replay.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
@@ -44,6 +45,16 @@ export interface MyceliteOptions {
    * of the last 24 h, one point per hour for 30 days, one per day after that.
    */
   history?: HistoryOptions | false;
+  /**
+   * What makes a commit durable (docs/ARCHITECTURE.md, "Journal durability"):
+   * - 'journal' (default): our journal. SQLite's writes to the database are held until the commit's
+   *   snapshot is fsynced to the journal (the commit's one fsync), then written to the file; SQLite's
+   *   rollback journal never reaches `DB-journal`. After a crash the file may lag the journal (or, after a
+   *   power loss, be torn) until open() redoes the snapshots since the last checkpoint.
+   * - 'sqlite': SQLite's rollback journal, as without Mycelite, plus our journal's fsync (five fsyncs
+   *   per commit in DELETE/FULL). The file alone is always a consistent database, whatever crashed.
+   */
+  durability?: 'journal' | 'sqlite';
 }
 
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
@@ -88,6 +99,10 @@ export async function openWith(
   const p = journalPaths(dbPath);
   const missing = missingDirectory((f) => fs.exists(f), dbPath);
   if (missing) throw new OpenError(`cannot open ${path}: ${missing}`);
+  const durability = options.durability ?? 'journal';
+  if (durability !== 'journal' && durability !== 'sqlite') {
+    throw new OpenError(`cannot open ${path}: durability must be 'journal' or 'sqlite', not ${String(durability)}`);
+  }
   if (options.hub) {
     const bad = checkHubOptions(options.hub);
     if (bad) throw new OpenError(`cannot open ${path}: ${bad}`);
@@ -108,6 +123,7 @@ export async function openWith(
   let journal: JournalWriter | undefined;
   let db: Database | undefined;
   let inflight: FileHandle | undefined;
+  let synced: FileHandle | undefined;
   let pusher: Pusher | undefined;
   try {
     journal = JournalWriter.open(fs, p.journal);
@@ -143,6 +159,15 @@ export async function openWith(
       inflight.write(new Uint8Array([0]), 0);
       inflight.sync();
     }
+    // Journal durability left the file at the marker's point or later: bring it to the journal's head.
+    fs.delete(p.rollback);
+    const marker = readSyncedMarker(fs, p.synced);
+    if (marker !== undefined) redoFromMarker(fs, dbPath, journal, marker);
+    if (durability === 'journal') {
+      synced = openSyncedMarker(fs, dbPath, p.synced, journal.position, marker === undefined);
+    } else if (marker !== undefined) {
+      fs.delete(p.synced, true);
+    }
 
     if (options.history !== false) parseHistoryOptions(options.history, path);
     const writer = journal;
@@ -168,6 +193,7 @@ export async function openWith(
         compactor.noteCommit();
       },
       inflight,
+      holdWrites: synced ? { synced, rollbackPath: p.rollback } : undefined,
     });
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
@@ -191,12 +217,14 @@ export async function openWith(
       vfs.forget(dbPath);
       journal?.close();
       inflight?.close();
+      synced?.close();
       writerLock?.release();
     });
   } catch (e) {
     db?.close();
     journal?.close();
     inflight?.close();
+    synced?.close();
     writerLock?.release();
     if (e instanceof OpenError) throw e;
     throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
@@ -271,6 +299,70 @@ function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter
     writeFileAtomic(fs, dbPath, (out) => replay(history.source, out));
   } finally {
     history.close();
+  }
+}
+
+/**
+ * Redo after journal durability: the file holds the marker's state or a later one (possibly torn between
+ * later ones, after a power loss). Apply the snapshots after the marker again; if that cannot be done or
+ * does not give the journal's last state, rebuild the file from the journal.
+ */
+function redoFromMarker(
+  fs: FileSystem,
+  dbPath: string,
+  journal: JournalWriter,
+  marker: ReturnType<typeof readSyncedMarker>,
+): void {
+  const head = journal.position;
+  if (marker !== 'bad' && marker !== undefined && marker.txid === head.txid && marker.checksum === head.checksum) {
+    return;
+  }
+  if (marker !== 'bad' && marker !== undefined && fs.exists(dbPath)) {
+    const paths = journalPaths(dbPath);
+    const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
+    const f = fs.open(dbPath);
+    try {
+      redo(history.source, f, marker);
+      f.sync();
+    } catch {
+      // Not a point of the history any more (compacted away) or unreadable: rebuild below.
+    } finally {
+      f.close();
+      history.close();
+    }
+  }
+  rebuildIfDiffers(fs, dbPath, journal);
+}
+
+/**
+ * Journal durability's marker, open for the writer and set to the journal's head (recovery above made the
+ * file equal it). The file is fsynced first, and the marker made durable (its creation too), before any
+ * write can lag behind it.
+ */
+function openSyncedMarker(
+  fs: FileSystem,
+  dbPath: string,
+  path: string,
+  head: Position,
+  create: boolean,
+): FileHandle {
+  const f = fs.open(path, { create: true });
+  try {
+    if (fs.exists(dbPath)) {
+      const d = fs.open(dbPath);
+      try {
+        d.sync();
+      } finally {
+        d.close();
+      }
+    }
+    writeSyncedMarker(f, head);
+    f.sync();
+    if (create) fs.syncDir(path);
+    return f;
+  } catch (e) {
+    f.close();
+    throw e;
   }
 }
 

@@ -13,6 +13,8 @@ export function journalPaths(dbPath: string): {
   lock: string;
   spill: string;
   inflight: string;
+  synced: string;
+  rollback: string;
   replica: string;
   history: string;
   scratch: string;
@@ -25,6 +27,10 @@ export function journalPaths(dbPath: string): {
     lock: `${dir}/lock`,
     spill: `${dir}/spill`,
     inflight: `${dir}/inflight`,
+    /** Journal durability: the journal position the database file is durable at (synced-marker.ts). */
+    synced: `${dir}/synced`,
+    /** Journal durability: SQLite's rollback journal, moved out of the way (never hot, never fsynced). */
+    rollback: `${dir}/rollback`,
     /** Present when the database is a replica (written by a hub's history, never by open()). */
     replica: `${dir}/replica`,
     /** Compacted history: the points before the journal's first snapshot that retention keeps. */

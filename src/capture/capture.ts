@@ -8,6 +8,11 @@
  * fsyncs the database (so never under synchronous=OFF), which is before SQLite's own commit point (the
  * rollback journal's deletion). SQLITE_FCNTL_COMMIT_PHASETWO confirms the snapshot; an unlock without it
  * means the transaction did not commit, and the snapshot is cut off again. See docs/ARCHITECTURE.md.
+ *
+ * With journal durability (`holdWrites`) SQLite's writes to the database are held in a PageOverlay
+ * instead: the file keeps the old content, the snapshot is diffed against it, our journal's fsync is the
+ * commit's only one, and the writes reach the file after the commit (docs/ARCHITECTURE.md, "Journal
+ * durability").
  */
 import {
   BodyCompressor,
@@ -21,7 +26,9 @@ import {
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { OldPages } from './old-pages.js';
+import { PageOverlay } from './overlay.js';
 import { readDbPages, readPageSize } from './sqlite-header.js';
+import { writeSyncedMarker } from './synced-marker.js';
 
 /** Options of a Capture. */
 export interface CaptureOptions {
@@ -37,6 +44,33 @@ export interface CaptureOptions {
    * rolled back, so that open() knows a crash may have left the file differing from the journal.
    */
   inflight?: FileHandle;
+  /**
+   * Journal durability: hold SQLite's writes to the database until the commit's snapshot is in the
+   * journal; `synced` is the marker file the position the database file is durable at is written to.
+   */
+  holdWrites?: HoldOptions;
+}
+
+/** Options of journal durability. */
+export interface HoldOptions {
+  synced: FileHandle;
+  /**
+   * Where SQLite's rollback journal goes instead of `DB-journal`: it is never fsynced and never hot (the
+   * database file holds no uncommitted writes), only SQLite's ROLLBACK and cache spill read it.
+   */
+  rollbackPath: string;
+  /** fsync the database and move the marker once this many bytes were written back (default 64 MiB). */
+  checkpointBytes?: number;
+  /** … or this many commits were written back (default 1000). */
+  checkpointCommits?: number;
+}
+
+/** Raised for every access to the database after its file could not be brought up to date. */
+export class DatabaseBehindError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DatabaseBehindError';
+  }
 }
 
 /** Capture state of one database file. */
@@ -52,6 +86,14 @@ export class Capture {
   private last: SnapshotInfo | undefined;
   /** SQLITE_FCNTL_SYNC came for the current transaction. */
   private phaseOne = false;
+  /** Journal durability: the transaction's writes, and the file as SQLite sees it. */
+  private overlay: PageOverlay | undefined;
+  private view: FileHandle | undefined;
+  /** Bytes and commits written back since the database file was last fsynced. */
+  private sinceBytes = 0;
+  private sinceCommits = 0;
+  /** Set when a write-back failed: the file lags the journal until it is opened again. */
+  private behind: Error | undefined;
 
   constructor(
     readonly journal: JournalWriter,
@@ -60,19 +102,57 @@ export class Capture {
     this.old = new OldPages(options.fs, options.spillPath, options.memoryBudget ?? 32 << 20);
   }
 
-  /** The VFS opened the main database file. */
-  attach(db: FileHandle): void {
-    this.db = db;
+  /** With journal durability: the path SQLite's rollback journal is kept at instead of its own. */
+  get rollbackPath(): string | undefined {
+    return this.options.holdWrites?.rollbackPath;
   }
 
-  /** The VFS closed the main database file. */
+  /**
+   * The VFS opened the main database file: returns the handle SQLite's calls go to (with journal
+   * durability, one that holds writes until the commit).
+   */
+  attach(db: FileHandle): FileHandle {
+    this.db = db;
+    if (!this.options.holdWrites) return db;
+    this.overlay = new PageOverlay(db, this.options.fs, this.options.spillPath, this.options.memoryBudget ?? 32 << 20);
+    this.view = this.holdingHandle(db, this.overlay);
+    return this.view;
+  }
+
+  /** The VFS closed the main database file (with journal durability, it is made durable first). */
   detach(): void {
-    this.db = undefined;
+    try {
+      if (this.overlay && !this.behind) {
+        this.overlay.clear();
+        this.checkpoint();
+      }
+    } finally {
+      this.overlay?.clear();
+      this.overlay = undefined;
+      this.view = undefined;
+      this.db = undefined;
+    }
+  }
+
+  /**
+   * Journal durability: makes the database file durable and records the journal position it is at in
+   * the synced marker (so a crash redoes only what follows). Between transactions only.
+   */
+  checkpoint(): void {
+    const hold = this.options.holdWrites;
+    if (!hold || !this.db || this.behind || this.journal.pending) return;
+    if (this.sinceCommits === 0 && this.sinceBytes === 0) return;
+    // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
+    this.journal.handle.sync();
+    this.db.sync();
+    writeSyncedMarker(hold.synced, this.journal.position);
+    this.sinceBytes = 0;
+    this.sinceCommits = 0;
   }
 
   /** Before SQLite writes `length` bytes at `offset` of the database. */
   beforeWrite(offset: number, length: number): void {
-    if (!this.db) return;
+    if (!this.db || this.overlay) return;
     this.begin();
     if (!this.inflightSet) this.setInflight(1);
     const unit = this.prePageSize;
@@ -83,7 +163,7 @@ export class Capture {
 
   /** Before SQLite truncates the database to `size` bytes. */
   beforeTruncate(size: number): void {
-    if (!this.db) return;
+    if (!this.db || this.overlay) return;
     this.begin();
     const unit = this.prePageSize;
     for (let i = Math.ceil(size / unit); i < this.prePages; i++) this.keep(i);
@@ -100,7 +180,7 @@ export class Capture {
   onCommitPhaseOne(): void {
     if (!this.db) return;
     if (this.journal.pending) this.journal.abandon(false);
-    if (this.old.size === 0 && this.prePageSize === 0) return;
+    if (this.prePageSize === 0) return;
     this.phaseOne = true;
     this.last = this.writeSnapshot();
     this.unsynced = this.last !== undefined;
@@ -115,7 +195,7 @@ export class Capture {
   beforeDatabaseSync(): (() => void) | undefined {
     if (!this.unsynced) return undefined;
     const h = this.journal.handle;
-    if (!h.syncBegin) {
+    if (!h.syncBegin || this.overlay) {
       h.sync();
       this.unsynced = false;
       return undefined;
@@ -130,15 +210,74 @@ export class Capture {
   /** SQLITE_FCNTL_COMMIT_PHASETWO: the transaction committed. */
   onCommitPhaseTwo(): void {
     if (!this.db) return;
-    if (!this.phaseOne && this.old.size > 0) {
+    if (!this.phaseOne && this.prePageSize !== 0) {
       // A commit without SQLITE_FCNTL_SYNC: not expected from SQLite's pager, but never lose it.
       this.last = this.writeSnapshot();
+      if (this.overlay && this.last) this.journal.handle.sync();
     }
-    if (this.journal.pending) {
-      this.journal.confirm();
-      if (this.last) this.options.onSnapshot?.(this.last);
-    }
+    const last = this.journal.pending ? this.last : undefined;
+    if (this.journal.pending) this.journal.confirm();
+    let failed: Error | undefined;
+    if (this.overlay) failed = this.writeBack();
+    if (last) this.options.onSnapshot?.(last);
     this.end();
+    if (failed) throw failed;
+  }
+
+  /** Journal durability, after the commit: copies the held writes to the database file. */
+  private writeBack(): Error | undefined {
+    try {
+      this.sinceBytes += this.overlay!.writeBack();
+      this.sinceCommits++;
+      this.overlay!.clear();
+      const hold = this.options.holdWrites!;
+      if (this.sinceBytes >= (hold.checkpointBytes ?? 64 << 20) || this.sinceCommits >= (hold.checkpointCommits ?? 1000)) {
+        this.checkpoint();
+      }
+      return undefined;
+    } catch (e) {
+      this.behind = new DatabaseBehindError(
+        `the commit of snapshot ${this.journal.position.txid} is in the journal, but writing it to ${this.db?.path} failed ` +
+          `(${(e as Error).message}): the database file lags its journal; close it and open it again (open() brings it up to date)`,
+        { cause: e },
+      );
+      return this.behind;
+    }
+  }
+
+  /** A FileHandle for SQLite: reads and writes through the overlay, sync is our journal's (see xSync). */
+  private holdingHandle(db: FileHandle, overlay: PageOverlay): FileHandle {
+    const check = (): void => {
+      if (this.behind) throw this.behind;
+    };
+    const unit = (): number => {
+      this.begin();
+      return this.prePageSize;
+    };
+    return {
+      path: db.path,
+      read: (buf, offset) => {
+        check();
+        return overlay.read(buf, offset);
+      },
+      write: (buf, offset) => {
+        check();
+        overlay.write(buf, offset, unit());
+      },
+      truncate: (size) => {
+        check();
+        overlay.truncate(size, unit());
+      },
+      sync: check,
+      size: () => {
+        check();
+        return overlay.size();
+      },
+      close: () => db.close(),
+      lock: db.lock ? (level) => db.lock!(level) : undefined,
+      unlock: db.unlock ? (level) => db.unlock!(level) : undefined,
+      checkReserved: db.checkReserved ? () => db.checkReserved!() : undefined,
+    };
   }
 
   /**
@@ -154,7 +293,9 @@ export class Capture {
       this.unsynced = false;
     }
     if (this.prePageSize === 0) return;
-    this.restoreKept();
+    // Held writes never reached the file: dropping them is the rollback.
+    if (this.overlay) this.overlay.clear();
+    else this.restoreKept();
     this.end();
   }
 
@@ -200,6 +341,7 @@ export class Capture {
     this.phaseOne = false;
     try {
       this.old.clear();
+      this.overlay?.clear();
     } finally {
       if (this.inflightSet) {
         try {
@@ -229,7 +371,9 @@ export class Capture {
 
   /** Diffs the kept pages against the file and appends a tentative snapshot; undefined if nothing changed. */
   private writeSnapshot(): SnapshotInfo | undefined {
-    const db = this.db!;
+    const file = this.db!;
+    // The database as SQLite sees it now (with journal durability the file itself is the old content).
+    const db = this.view ?? file;
     const size = db.size();
     const pageSize = size > 0 ? readPageSize(db) : this.prePageSize;
     const dbPages = size > 0 ? readDbPages(db, pageSize) : 0;
@@ -262,7 +406,7 @@ export class Capture {
           const old = this.old.has(index)
             ? this.old.get(index, pageSize)
             : index < this.prePages
-              ? readAt(db, index * pageSize, pageSize)
+              ? readAt(file, index * pageSize, pageSize)
               : undefined;
           if (pgno > dbPages) {
             if (old) checksum ^= pageTerm(old, pgno);
@@ -302,10 +446,15 @@ export class Capture {
    * page cut off by a shrink (SQLite truncates the file only after its commit point).
    */
   private touched(dbPages: number): number[] {
-    const kept = this.old.indexes();
-    if (dbPages === this.prePages) return kept;
+    const o = this.overlay;
+    const kept = o ? o.pageIndexes(this.prePageSize) : this.old.indexes();
+    // Pages a truncate cut off read as zeros even where the file grew back over them.
+    const cut = o ? Math.min(Math.floor(o.cutFrom / this.prePageSize), this.prePages) : this.prePages;
+    const from = Math.min(dbPages, this.prePages, cut);
+    const to = Math.max(dbPages, this.prePages);
+    if (from === to) return kept;
     const set = new Set(kept);
-    for (let i = Math.min(dbPages, this.prePages); i < Math.max(dbPages, this.prePages); i++) set.add(i);
+    for (let i = from; i < to; i++) set.add(i);
     return [...set].sort((a, b) => a - b);
   }
 }

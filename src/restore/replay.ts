@@ -68,6 +68,37 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
 }
 
 /**
+ * Redo: applies the snapshots after `from` (a txid and its database checksum) to `out`, a database file
+ * that holds that state or a later one of the same history, possibly torn between later ones. Each page
+ * a snapshot changes is patched again; bytes no snapshot after `from` changed are the same in every
+ * state since. The caller checks the result's checksum. Throws when `from` is not a point of `journal`.
+ */
+export function redo(
+  journal: ByteSource,
+  out: FileHandle,
+  from: { txid: bigint; checksum: bigint },
+): ReplayResult {
+  const all = [...new JournalReader(journal, { merged: true }).snapshots()];
+  const at = from.txid === 0n ? -1 : all.findIndex((s) => s.txid === from.txid);
+  if (at < 0 && from.txid !== 0n) {
+    throw new PositionMismatchError(`txid ${from.txid} is not a point of the journal`);
+  }
+  if (at >= 0 && all[at]!.postChecksum !== from.checksum) {
+    throw new PositionMismatchError(`txid ${from.txid}'s checksum is not ${hex(from.checksum)}`);
+  }
+  const pages = new PageFile(out);
+  for (let i = at + 1; i < all.length; i++) {
+    const s = all[i]!;
+    pages.resize(s.pageSize, s.dbPages);
+    const src = hashingSource(journal, s);
+    walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
+    if (!src.matches()) throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
+  }
+  pages.flush();
+  return { snapshot: all[all.length - 1], applied: all.length - at - 1 };
+}
+
+/**
  * The journal, hashing the body of snapshot `s` as it is read front to back (re-reads of bytes already
  * hashed are allowed, skipping ahead is not); `matches()` then says whether body ‖ header hash to the
  * snapshot's trailer.

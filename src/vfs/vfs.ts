@@ -27,6 +27,8 @@ interface OpenFile {
   /** The capture of the database whose rollback journal this is. */
   journalOf: Capture | undefined;
   deleteOnClose: boolean;
+  /** A rollback journal kept elsewhere by journal durability: never fsynced. */
+  noSync: boolean;
 }
 
 /** A registered Mycelite VFS. */
@@ -51,6 +53,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const captured = new Map<string, Capture>();
   const journals = new Map<string, Capture>();
   let lastError: Error | undefined;
+  /** Where the rollback journal at `path` really is, when journal durability moved it. */
+  const rollbackFor = (path: string): string | undefined => journals.get(path)?.rollbackPath;
 
   const keep = (e: unknown, rc: number): number => {
     lastError = e instanceof Error ? e : new Error(String(e));
@@ -141,6 +145,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xSync(pFile: number, _flags: number): number {
       try {
         const f = file(pFile);
+        if (f.noSync) return 0;
         // Our journal's fsync (capture) may run beside the database's; both are done before this returns.
         const journalSynced = f.capture?.beforeDatabaseSync();
         try {
@@ -232,7 +237,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const p = wasm.cstrToJs(zName) as string;
         // As unix SQLite: an empty regular file counts as missing (so an empty journal is not hot).
-        wasm.poke32(pOut, fs.fileSize(p) > 0 ? 1 : 0);
+        wasm.poke32(pOut, fs.fileSize(rollbackFor(p) ?? p) > 0 ? 1 : 0);
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_ACCESS);
@@ -248,7 +253,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
     xDelete(_pVfs: number, zName: number, syncDir: number): number {
       try {
-        fs.delete(wasm.cstrToJs(zName) as string, syncDir !== 0);
+        const p = wasm.cstrToJs(zName) as string;
+        const moved = rollbackFor(p);
+        if (moved) fs.delete(moved, false);
+        else fs.delete(p, syncDir !== 0);
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_DELETE);
@@ -285,11 +293,14 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
             );
           }
         }
-        const handle = fs.open(path, {
+        const moved = flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? rollbackFor(path) : undefined;
+        const opened = fs.open(moved ?? path, {
           create: (flags & capi.SQLITE_OPEN_CREATE) !== 0,
           readonly,
           sqliteLocks: mainDb,
         });
+        // With journal durability SQLite's calls on the database go through the capture's handle.
+        const handle = capture ? capture.attach(opened) : opened;
         const deleteOnClose = (flags & capi.SQLITE_OPEN_DELETEONCLOSE) !== 0;
         const f: OpenFile = {
           handle,
@@ -299,11 +310,9 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           capture,
           journalOf: flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? journals.get(path) : undefined,
           deleteOnClose,
+          noSync: moved !== undefined,
         };
-        if (capture) {
-          capture.attach(handle);
-          captured.set(path, capture);
-        }
+        if (capture) captured.set(path, capture);
         files.set(pFile, f);
         const sq3File = new capi.sqlite3_file(pFile);
         (sq3File as unknown as { $pMethods: number }).$pMethods = ioStruct.pointer as number;

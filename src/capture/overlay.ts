@@ -1,0 +1,218 @@
+/**
+ * A transaction's writes to the database file, held off the file until the transaction's snapshot is
+ * durable in the journal (`durability: 'journal'`, docs/ARCHITECTURE.md "Journal durability"). Reads of
+ * the file see the writes; the file itself keeps the content it had when the transaction began, which
+ * is the old content the snapshot is diffed against. After the commit the writes are copied to the file
+ * (`writeBack`); after a rollback they are dropped.
+ *
+ * Writes are kept in chunks of a fixed size (the database's page size), in memory up to a budget and in
+ * a spill file past it, so a transaction of any size runs in bounded memory.
+ */
+import type { FileHandle, FileSystem } from '../storage/file-system.js';
+
+/** A chunk's bytes, or its offset in the spill file. */
+type Chunk = Uint8Array | number;
+
+/** The pending writes of one transaction to one file. */
+export class PageOverlay {
+  private readonly chunks = new Map<number, Chunk>();
+  private unit = 0;
+  private memory = 0;
+  private spill: FileHandle | undefined;
+  private spillEnd = 0;
+  /** Size of the file as SQLite sees it; -1 while nothing is held. */
+  private logical = -1;
+  /** The file's bytes at or past this offset are not seen (a truncate cut them off). */
+  private floor = 0;
+
+  constructor(
+    private readonly file: FileHandle,
+    private readonly fs: FileSystem,
+    private readonly spillPath: string,
+    private readonly budget: number,
+  ) {}
+
+  /** True when the overlay holds writes or a truncate. */
+  get active(): boolean {
+    return this.logical >= 0;
+  }
+
+  /** Bytes held (in memory and spilled). */
+  get bytes(): number {
+    return this.chunks.size * this.unit;
+  }
+
+  size(): number {
+    return this.logical >= 0 ? this.logical : this.file.size();
+  }
+
+  /** Starts holding: `unit` is the chunk size (a power of two: the database's page size). */
+  private start(unit: number): void {
+    if (this.logical >= 0) return;
+    this.unit = unit;
+    this.logical = this.file.size();
+    this.floor = this.logical;
+  }
+
+  /** Reads into `buf` from `offset` as the file would read with the writes applied; returns bytes read. */
+  read(buf: Uint8Array, offset: number): number {
+    if (this.logical < 0) return this.file.read(buf, offset);
+    const end = Math.min(offset + buf.length, this.logical);
+    if (end <= offset) {
+      buf.fill(0);
+      return 0;
+    }
+    const u = this.unit;
+    let at = offset;
+    while (at < end) {
+      const index = Math.floor(at / u);
+      const within = at - index * u;
+      const n = Math.min(u - within, end - at);
+      const dest = buf.subarray(at - offset, at - offset + n);
+      const c = this.chunks.get(index);
+      if (c === undefined) this.readFile(dest, at);
+      else if (typeof c === 'number') this.spill!.read(dest, c + within);
+      else dest.set(c.subarray(within, within + n));
+      at += n;
+    }
+    if (end - offset < buf.length) buf.fill(0, end - offset);
+    return end - offset;
+  }
+
+  /** Writes `bytes` at `offset`; `unit` is the chunk size to use if this is the first write held. */
+  write(bytes: Uint8Array, offset: number, unit: number): void {
+    this.start(unit);
+    const u = this.unit;
+    let at = offset;
+    const end = offset + bytes.length;
+    while (at < end) {
+      const index = Math.floor(at / u);
+      const within = at - index * u;
+      const n = Math.min(u - within, end - at);
+      const src = bytes.subarray(at - offset, at - offset + n);
+      const c = this.chunks.get(index);
+      if (typeof c === 'number') this.spill!.write(src, c + within);
+      else if (c) c.set(src, within);
+      else {
+        const chunk = new Uint8Array(u);
+        if (n < u) this.read(chunk, index * u);
+        chunk.set(src, within);
+        this.put(index, chunk);
+      }
+      at += n;
+    }
+    if (end > this.logical) this.logical = end;
+  }
+
+  /** Sets the file's size as SQLite sees it. */
+  truncate(size: number, unit: number): void {
+    this.start(unit);
+    if (size < this.floor) this.floor = size;
+    if (size < this.logical) {
+      const u = this.unit;
+      for (const index of [...this.chunks.keys()]) {
+        if (index * u >= size) this.chunks.delete(index);
+        else if ((index + 1) * u > size) {
+          // The cut-off tail of a chunk reads as zeros if the file grows again.
+          const zeros = new Uint8Array((index + 1) * u - size);
+          this.writeChunkBytes(index, zeros, size - index * u);
+        }
+      }
+    }
+    this.logical = size;
+  }
+
+  /** Indexes of the pages of `pageSize` bytes the held writes touch, ascending. */
+  pageIndexes(pageSize: number): number[] {
+    const u = this.unit;
+    const out = new Set<number>();
+    for (const index of this.chunks.keys()) {
+      const first = Math.floor((index * u) / pageSize);
+      const last = Math.floor(((index + 1) * u - 1) / pageSize);
+      for (let p = first; p <= last; p++) out.add(p);
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
+  /** Offset from which the file's own bytes are not seen (the smallest size truncated to). */
+  get cutFrom(): number {
+    return this.logical >= 0 ? this.floor : this.file.size();
+  }
+
+  /** Copies the held writes to the file, in runs, and sets its size. Returns the bytes written. */
+  writeBack(): number {
+    if (this.logical < 0) return 0;
+    const u = this.unit;
+    if (this.floor < this.file.size()) this.file.truncate(this.floor);
+    const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
+    const per = Math.max(1, Math.floor((1 << 20) / u));
+    let run: Uint8Array | undefined;
+    let written = 0;
+    let i = 0;
+    while (i < indexes.length) {
+      let j = i + 1;
+      while (j < indexes.length && indexes[j] === indexes[j - 1]! + 1 && j - i < per) j++;
+      const first = indexes[i]!;
+      const c = this.chunks.get(first)!;
+      if (j === i + 1 && typeof c !== 'number') {
+        this.file.write(c, first * u);
+      } else {
+        run ??= new Uint8Array(per * u);
+        for (let k = i; k < j; k++) {
+          const ck = this.chunks.get(indexes[k]!)!;
+          const dest = run.subarray((k - i) * u, (k - i + 1) * u);
+          if (typeof ck === 'number') this.spill!.read(dest, ck);
+          else dest.set(ck);
+        }
+        this.file.write(run.subarray(0, (j - i) * u), first * u);
+      }
+      written += (j - i) * u;
+      i = j;
+    }
+    if (this.file.size() !== this.logical) this.file.truncate(this.logical);
+    return written;
+  }
+
+  /** Drops everything held and deletes the spill file. */
+  clear(): void {
+    this.chunks.clear();
+    this.memory = 0;
+    this.logical = -1;
+    this.floor = 0;
+    this.spillEnd = 0;
+    if (this.spill) {
+      const s = this.spill;
+      this.spill = undefined;
+      s.close();
+      this.fs.delete(this.spillPath);
+    }
+  }
+
+  private readFile(dest: Uint8Array, at: number): void {
+    if (at >= this.floor) {
+      dest.fill(0);
+      return;
+    }
+    const visible = Math.min(dest.length, this.floor - at);
+    const got = this.file.read(dest.subarray(0, visible), at);
+    if (got < dest.length) dest.fill(0, got);
+  }
+
+  private writeChunkBytes(index: number, src: Uint8Array, within: number): void {
+    const c = this.chunks.get(index)!;
+    if (typeof c === 'number') this.spill!.write(src, c + within);
+    else c.set(src, within);
+  }
+
+  private put(index: number, chunk: Uint8Array): void {
+    if (this.memory + chunk.length <= this.budget) {
+      this.chunks.set(index, chunk);
+      this.memory += chunk.length;
+      return;
+    }
+    this.spill ??= this.fs.open(this.spillPath, { create: true });
+    this.spill.write(chunk, this.spillEnd);
+    this.chunks.set(index, this.spillEnd);
+    this.spillEnd += chunk.length;
+  }
+}
