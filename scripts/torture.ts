@@ -3,7 +3,7 @@
  * the database agree and that no acknowledged commit is lost (test/crash/harness.ts).
  *
  *   npm run torture [-- --iterations N] [--mode DELETE,TRUNCATE,PERSIST] [--sync FULL,NORMAL,OFF]
- *                   [--seed S] [--fresh-every K] [--dir PATH]
+ *                   [--durability journal,sqlite] [--seed S] [--fresh-every K] [--dir PATH]
  *
  * With --replication: a hub (`mycelite serve`), a writer pushing to it and replicas (`mycelite follow`),
  * each SIGKILLed at random moments and restarted (test/helpers/repl-torture.ts):
@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import {
   configName,
   configs,
+  DURABILITIES,
   formatFailures,
   JOURNAL_MODES,
   runHarness,
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     iterations: { type: 'string', default: '1000' },
     mode: { type: 'string', default: JOURNAL_MODES.join(',') },
     sync: { type: 'string', default: SYNCHRONOUS.join(',') },
+    durability: { type: 'string', default: DURABILITIES.join(',') },
     seed: { type: 'string' },
     'fresh-every': { type: 'string', default: '25' },
     dir: { type: 'string' },
@@ -46,7 +48,11 @@ const list = (s: string) =>
     .filter(Boolean);
 const iterations = Number(values.iterations);
 const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
-const chosen = configs(list(values.mode), list(values.sync));
+const chosen = configs(
+  list(values.mode),
+  list(values.sync),
+  list(values.durability).map((d) => d.toLowerCase()),
+);
 const dir = values.dir ?? path.join(os.tmpdir(), `mycelite-torture-${process.pid}`);
 if (!Number.isInteger(iterations) || iterations < 1 || !Number.isInteger(seed)) {
   console.error('--iterations and --seed must be integers');

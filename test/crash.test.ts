@@ -50,17 +50,23 @@ async function crashes(
 }
 
 describe('crash consistency under SIGKILL', () => {
+  // Each test alternates durability 'journal' (held writes, redo at open) and 'sqlite' (SQLite's
+  // rollback journal) across the three synchronous settings.
   for (const mode of JOURNAL_MODES) {
-    test(`journal_mode=${mode} × synchronous FULL/NORMAL/OFF`, { timeout: 60_000 }, async () => {
-      await crashes(mode, [mode], 13);
+    test(`journal_mode=${mode} × synchronous FULL/NORMAL/OFF × durability journal/sqlite`, {
+      timeout: 90_000,
+    }, async () => {
+      await crashes(mode, [mode], 18);
     });
   }
 
   // SQLite keeps a MEMORY-mode rollback journal in memory only: a crash after the transaction wrote
   // to the database file (a cache spill, or the commit itself) leaves a database SQLite cannot roll back.
   // Mycelite's inflight marker makes open() rebuild it from the journal.
-  test('journal_mode=MEMORY × synchronous FULL/NORMAL/OFF', { timeout: 60_000 }, async () => {
-    await crashes('MEMORY', ['MEMORY'], 9);
+  test('journal_mode=MEMORY × synchronous FULL/NORMAL/OFF × durability journal/sqlite', {
+    timeout: 60_000,
+  }, async () => {
+    await crashes('MEMORY', ['MEMORY'], 12);
   });
 
   // The writer compacts its own history (docs/ARCHITECTURE.md, "History") every ~100 KB of journal, so

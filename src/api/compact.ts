@@ -49,6 +49,11 @@ export interface WriterCompactorParts {
   rebased: () => void;
   /** True while a transaction is open on the writer's connection. */
   busy: () => boolean;
+  /**
+   * Journal durability: makes the database file durable at the head and moves the synced marker there,
+   * so that no snapshot redo may need leaves the live journal.
+   */
+  checkpoint?: () => void;
 }
 
 /** Compacts a writer's history on request and, when configured, after commits. */
@@ -122,6 +127,7 @@ export class WriterCompactor {
     // Keep the journal's last snapshot in it (crash recovery may cut it), and, with a hub, every
     // snapshot the hub does not hold yet (they are pushed from the live journal).
     let upTo = journal.position.txid - 1n;
+    if (!options.dryRun) this.parts.checkpoint?.();
     if (hub === null) upTo = 0n;
     else if (hub !== undefined && hub < upTo) upTo = hub;
     const result = buildHistory(

@@ -4,8 +4,8 @@
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
 import { Capture } from '../capture/capture.js';
-import { readSyncedMarker, writeSyncedMarker } from '../capture/synced-marker.js';
 import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-header.js';
+import { readSyncedMarker, writeSyncedMarker } from '../capture/synced-marker.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { loadHash, type SnapshotInfo } from '../format/index.js';
@@ -101,7 +101,9 @@ export async function openWith(
   if (missing) throw new OpenError(`cannot open ${path}: ${missing}`);
   const durability = options.durability ?? 'journal';
   if (durability !== 'journal' && durability !== 'sqlite') {
-    throw new OpenError(`cannot open ${path}: durability must be 'journal' or 'sqlite', not ${String(durability)}`);
+    throw new OpenError(
+      `cannot open ${path}: durability must be 'journal' or 'sqlite', not ${String(durability)}`,
+    );
   }
   if (options.hub) {
     const bad = checkHubOptions(options.hub);
@@ -128,7 +130,10 @@ export async function openWith(
   try {
     journal = JournalWriter.open(fs, p.journal);
     const dbSize = fs.fileSize(dbPath);
-    if (dbSize === 0 && journal.position.txid > 0n) {
+    // Journal durability may have left the file behind (even empty): redo below brings it up to date.
+    const marker = readSyncedMarker(fs, p.synced);
+    const behind = marker === 'bad' || (marker !== undefined && marker.txid < journal.position.txid);
+    if (dbSize === 0 && journal.position.txid > 0n && !behind) {
       throw new OpenError(
         `${path} is missing or empty but its journal holds ${journal.position.txid} snapshots: ` +
           `restore it with \`mycelite restore ${path} --output ${path}\` or move ${p.dir} away`,
@@ -161,7 +166,6 @@ export async function openWith(
     }
     // Journal durability left the file at the marker's point or later: bring it to the journal's head.
     fs.delete(p.rollback);
-    const marker = readSyncedMarker(fs, p.synced);
     if (marker !== undefined) redoFromMarker(fs, dbPath, journal, marker);
     if (durability === 'journal') {
       synced = openSyncedMarker(fs, dbPath, p.synced, journal.position, marker === undefined);
@@ -180,6 +184,7 @@ export async function openWith(
         hubTxid: () => (options.hub ? (pusher?.status().hubTxid ?? null) : undefined),
         rebased: () => pusher?.rebase(reopenJournal(fs, p.journal, writer.end)),
         busy: () => db?.inTransaction === true,
+        checkpoint: () => capture.checkpoint(),
       },
       options.history,
     );
@@ -314,7 +319,12 @@ function redoFromMarker(
   marker: ReturnType<typeof readSyncedMarker>,
 ): void {
   const head = journal.position;
-  if (marker !== 'bad' && marker !== undefined && marker.txid === head.txid && marker.checksum === head.checksum) {
+  if (
+    marker !== 'bad' &&
+    marker !== undefined &&
+    marker.txid === head.txid &&
+    marker.checksum === head.checksum
+  ) {
     return;
   }
   if (marker !== 'bad' && marker !== undefined && fs.exists(dbPath)) {

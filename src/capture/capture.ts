@@ -114,7 +114,12 @@ export class Capture {
   attach(db: FileHandle): FileHandle {
     this.db = db;
     if (!this.options.holdWrites) return db;
-    this.overlay = new PageOverlay(db, this.options.fs, this.options.spillPath, this.options.memoryBudget ?? 32 << 20);
+    this.overlay = new PageOverlay(
+      db,
+      this.options.fs,
+      this.options.spillPath,
+      this.options.memoryBudget ?? 32 << 20,
+    );
     this.view = this.holdingHandle(db, this.overlay);
     return this.view;
   }
@@ -231,7 +236,10 @@ export class Capture {
       this.sinceCommits++;
       this.overlay!.clear();
       const hold = this.options.holdWrites!;
-      if (this.sinceBytes >= (hold.checkpointBytes ?? 64 << 20) || this.sinceCommits >= (hold.checkpointCommits ?? 1000)) {
+      if (
+        this.sinceBytes >= (hold.checkpointBytes ?? 64 << 20) ||
+        this.sinceCommits >= (hold.checkpointCommits ?? 1000)
+      ) {
         this.checkpoint();
       }
       return undefined;

@@ -28,24 +28,29 @@ import { prng } from '../helpers/prng.js';
 
 export const WRITER = fileURLToPath(new URL('./writer.js', import.meta.url));
 
-/** A journal_mode and synchronous setting for the writer. */
+/** A journal_mode, synchronous setting and open()'s durability for the writer. */
 export interface CrashConfig {
   journalMode: string;
   synchronous: string;
+  durability: string;
 }
 
 export const JOURNAL_MODES = ['DELETE', 'TRUNCATE', 'PERSIST'] as const;
 export const SYNCHRONOUS = ['FULL', 'NORMAL', 'OFF'] as const;
+export const DURABILITIES = ['journal', 'sqlite'] as const;
 
-/** Every combination of `modes` × `syncs`. */
+/** Every combination of `modes` × `syncs` × `durabilities`. */
 export function configs(
   modes: readonly string[] = JOURNAL_MODES,
   syncs: readonly string[] = SYNCHRONOUS,
+  durabilities: readonly string[] = DURABILITIES,
 ): CrashConfig[] {
-  return modes.flatMap((journalMode) => syncs.map((synchronous) => ({ journalMode, synchronous })));
+  return durabilities.flatMap((durability) =>
+    modes.flatMap((journalMode) => syncs.map((synchronous) => ({ journalMode, synchronous, durability }))),
+  );
 }
 
-export const configName = (c: CrashConfig): string => `${c.journalMode}/${c.synchronous}`;
+export const configName = (c: CrashConfig): string => `${c.durability}:${c.journalMode}/${c.synchronous}`;
 
 /** Options of runHarness. */
 export interface HarnessOptions {
@@ -154,7 +159,7 @@ export async function runHarness(options: HarnessOptions): Promise<HarnessStats>
       const generation = (s?.generation ?? -1) + 1;
       // A generation that failed stays on disk for inspection; a good one is deleted.
       if (s && !s.fresh) fs.rmSync(s.dir, { recursive: true, force: true });
-      const dir = path.join(options.dir, `${c.journalMode}-${c.synchronous}-${generation}`);
+      const dir = path.join(options.dir, `${c.durability}-${c.journalMode}-${c.synchronous}-${generation}`);
       fs.rmSync(dir, { recursive: true, force: true });
       fs.mkdirSync(dir, { recursive: true });
       s = {
@@ -316,7 +321,11 @@ async function runWriter(
 ): Promise<WriterRun> {
   const child = spawn(process.execPath, [WRITER, s.db, c.journalMode, c.synchronous, String(seed), s.acks], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: compactAt ? { ...process.env, MYCELITE_TEST_COMPACT_AT: String(compactAt) } : process.env,
+    env: {
+      ...process.env,
+      MYCELITE_TEST_DURABILITY: c.durability,
+      ...(compactAt ? { MYCELITE_TEST_COMPACT_AT: String(compactAt) } : {}),
+    },
   });
   let stderr = '';
   let stdout = '';

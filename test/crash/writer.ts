@@ -1,6 +1,7 @@
 /**
  * Crash-test writer: a child process that opens a database through Mycelite and commits transactions
- * until it is killed (test/crash/harness.ts sends SIGKILL at a random moment).
+ * until it is killed (test/crash/harness.ts sends SIGKILL at a random moment). open()'s durability comes
+ * from MYCELITE_TEST_DURABILITY ('journal', the default, or 'sqlite').
  *
  *   node dist/test/crash/writer.js <db> <journal_mode> <synchronous> <seed> <acks-file>
  *
@@ -36,7 +37,11 @@ const rowSize = (): number => (rand() < 0.8 ? int(0, 600) : int(1000, 20_000));
 
 // The harness may ask for frequent automatic compaction (kills then land inside compactions too).
 const compactAt = Number(process.env['MYCELITE_TEST_COMPACT_AT'] ?? 0);
-const db = await open(dbPath, compactAt > 0 ? { history: { compactAt, retain: '1s:all,forever:1s' } } : {});
+const durability = process.env['MYCELITE_TEST_DURABILITY'] === 'sqlite' ? 'sqlite' : 'journal';
+const db = await open(dbPath, {
+  durability,
+  ...(compactAt > 0 ? { history: { compactAt, retain: '1s:all,forever:1s' } } : {}),
+});
 db.pragma(`journal_mode=${journalMode}`);
 db.pragma(`synchronous=${synchronous}`);
 db.exec(`
