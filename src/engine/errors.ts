@@ -23,6 +23,16 @@ export class SqliteError extends Error {
   }
 }
 
+let ioDetail: (() => string | undefined) | undefined;
+
+/**
+ * Registers where the cause of an SQLITE_IOERR comes from (the VFS keeps the error behind the code it
+ * returned): its message is added to the SqliteError's, taken once.
+ */
+export function setIoErrorDetail(take: () => string | undefined): void {
+  ioDetail = take;
+}
+
 /** Returns the name of a (possibly extended) result code, e.g. `SQLITE_CONSTRAINT_UNIQUE`. */
 export function resultCodeName(sqlite3: Sqlite3, rc: number): string {
   return sqlite3.capi.sqlite3_js_rc_str(rc) ?? `SQLITE_UNKNOWN_${rc}`;
@@ -44,6 +54,8 @@ export function sqliteError(sqlite3: Sqlite3, db: number, rc: number, context: s
   } else {
     message = capi.sqlite3_errstr(rc);
   }
+  const detail = (rc & 0xff) === 10 ? ioDetail?.() : undefined;
+  if (detail) message = `${message}: ${detail}`;
   return new SqliteError(`${context}: ${message}`, resultCodeName(sqlite3, errcode), errcode);
 }
 

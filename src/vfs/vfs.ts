@@ -7,6 +7,7 @@
  */
 
 import type { Capture } from '../capture/capture.js';
+import { setIoErrorDetail } from '../engine/errors.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { FileHandle, FileSystem, LockLevel } from '../storage/file-system.js';
 import { LocalLocks } from './local-locks.js';
@@ -333,6 +334,11 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
   };
 
+  setIoErrorDetail(() => {
+    const e = lastError;
+    lastError = undefined;
+    return e?.message;
+  });
   sqlite3.vfs.installVfs({
     io: { struct: ioStruct, methods: io as never },
     vfs: { struct: vfsStruct, methods: vfsMethods as never },
