@@ -25,6 +25,7 @@ import {
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
 import { PageOverlay } from './overlay.js';
 import { readDbPages, readPageSize } from './sqlite-header.js';
@@ -55,8 +56,9 @@ export interface CaptureOptions {
 export interface HoldOptions {
   synced: FileHandle;
   /**
-   * Where SQLite's rollback journal goes instead of `DB-journal`: it is never fsynced and never hot (the
-   * database file holds no uncommitted writes), only SQLite's ROLLBACK and cache spill read it.
+   * Where SQLite's rollback journal goes past the memory budget, instead of `DB-journal`: it is never
+   * fsynced and never hot (the database file holds no uncommitted writes); only SQLite's ROLLBACK,
+   * savepoints and cache spill read it (moved-rollback.ts).
    */
   rollbackPath: string;
   /** fsync the database and move the marker once this many bytes were written back (default 64 MiB). */
@@ -100,12 +102,13 @@ export class Capture {
     private readonly options: CaptureOptions,
   ) {
     this.old = new OldPages(options.fs, options.spillPath, options.memoryBudget ?? 32 << 20);
+    const hold = options.holdWrites;
+    this.rollback =
+      hold && new MovedRollback(options.fs, hold.rollbackPath, options.memoryBudget ?? 32 << 20);
   }
 
-  /** With journal durability: the path SQLite's rollback journal is kept at instead of its own. */
-  get rollbackPath(): string | undefined {
-    return this.options.holdWrites?.rollbackPath;
-  }
+  /** With journal durability: where SQLite's rollback journal is kept instead of at its own path. */
+  readonly rollback: MovedRollback | undefined;
 
   /**
    * The VFS opened the main database file: returns the handle SQLite's calls go to (with journal

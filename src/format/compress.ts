@@ -28,7 +28,7 @@ const native: RawDeflate | undefined = (() => {
  */
 function deflate(body: Uint8Array): Uint8Array {
   return native
-    ? native.deflateRawSync(body, { level: 1, windowBits: 12 } as { level: number })
+    ? native.deflateRawSync(body, { level: 1, windowBits: 12, memLevel: 9 } as { level: number })
     : deflateSync(body, { level: 1 });
 }
 

@@ -7,6 +7,7 @@
  */
 
 import type { Capture } from '../capture/capture.js';
+import type { MovedRollback } from '../capture/moved-rollback.js';
 import { setIoErrorDetail } from '../engine/errors.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { FileHandle, FileSystem, LockLevel } from '../storage/file-system.js';
@@ -54,8 +55,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const captured = new Map<string, Capture>();
   const journals = new Map<string, Capture>();
   let lastError: Error | undefined;
-  /** Where the rollback journal at `path` really is, when journal durability moved it. */
-  const rollbackFor = (path: string): string | undefined => journals.get(path)?.rollbackPath;
+  /** The rollback journal at `path`, when journal durability moved it (in memory, then a file). */
+  const rollbackFor = (path: string): MovedRollback | undefined => journals.get(path)?.rollback;
 
   const keep = (e: unknown, rc: number): number => {
     lastError = e instanceof Error ? e : new Error(String(e));
@@ -238,7 +239,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const p = wasm.cstrToJs(zName) as string;
         // As unix SQLite: an empty regular file counts as missing (so an empty journal is not hot).
-        wasm.poke32(pOut, fs.fileSize(rollbackFor(p) ?? p) > 0 ? 1 : 0);
+        const moved = rollbackFor(p);
+        wasm.poke32(pOut, (moved ? moved.size() : fs.fileSize(p)) > 0 ? 1 : 0);
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_ACCESS);
@@ -256,7 +258,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const p = wasm.cstrToJs(zName) as string;
         const moved = rollbackFor(p);
-        if (moved) fs.delete(moved, false);
+        if (moved) moved.clear();
         else fs.delete(p, syncDir !== 0);
         return 0;
       } catch (e) {
@@ -295,11 +297,13 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           }
         }
         const moved = flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? rollbackFor(path) : undefined;
-        const opened = fs.open(moved ?? path, {
-          create: (flags & capi.SQLITE_OPEN_CREATE) !== 0,
-          readonly,
-          sqliteLocks: mainDb,
-        });
+        const opened = moved
+          ? moved.handle()
+          : fs.open(path, {
+              create: (flags & capi.SQLITE_OPEN_CREATE) !== 0,
+              readonly,
+              sqliteLocks: mainDb,
+            });
         // With journal durability SQLite's calls on the database go through the capture's handle.
         const handle = capture ? capture.attach(opened) : opened;
         const deleteOnClose = (flags & capi.SQLITE_OPEN_DELETEONCLOSE) !== 0;
