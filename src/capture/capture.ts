@@ -96,6 +96,8 @@ export class Capture {
   private sinceCommits = 0;
   /** Set when a write-back failed: the file lags the journal until it is opened again. */
   private behind: Error | undefined;
+  /** The first chunk of every snapshot body (see SnapshotBodyWriter). */
+  private scratch: Uint8Array | undefined;
 
   constructor(
     readonly journal: JournalWriter,
@@ -396,13 +398,22 @@ export class Capture {
     const full = this.prePages === 0 || pageSize !== this.prePageSize;
     const appender = this.journal.begin();
     const packer = new BodyCompressor(appender.sink);
-    const body = new SnapshotBodyWriter(pageSize, packer.sink);
+    // Every chunk is consumed (compressed, or written to the journal) before this returns: reuse the first.
+    this.scratch ??= new Uint8Array(256 * 1024);
+    const body = new SnapshotBodyWriter(pageSize, packer.sink, this.scratch);
     let checksum = full ? 0n : this.journal.position.checksum;
-    // One buffer for every page read back: the body writer copies what it keeps.
+    // One buffer for every page read back, one for old pages read from the file: the body writer copies
+    // what it keeps.
     const page = new Uint8Array(pageSize);
     const read = (pgno: number): Uint8Array => {
       db.read(page, (pgno - 1) * pageSize);
       return page;
+    };
+    const oldPage = new Uint8Array(pageSize);
+    const readOld = (index: number): Uint8Array => {
+      oldPage.fill(0);
+      file.read(oldPage, index * pageSize);
+      return oldPage;
     };
     try {
       if (full) {
@@ -417,7 +428,7 @@ export class Capture {
           const old = this.old.has(index)
             ? this.old.get(index, pageSize)
             : index < this.prePages
-              ? readAt(file, index * pageSize, pageSize)
+              ? readOld(index)
               : undefined;
           if (pgno > dbPages) {
             if (old) checksum ^= pageTerm(old, pgno);

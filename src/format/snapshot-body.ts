@@ -19,6 +19,17 @@ import type { SnapshotHeader } from './snapshot-header.js';
 
 const CHUNK_SIZE = 256 * 1024;
 
+/** diffPage's run buffer per page size, shared (diffs run one at a time). */
+const runBuffers = new Map<number, Int32Array>();
+function runsFor(pageSize: number): Int32Array {
+  let r = runBuffers.get(pageSize);
+  if (!r) {
+    r = new Int32Array(pageSize / 2);
+    runBuffers.set(pageSize, r);
+  }
+  return r;
+}
+
 /**
  * Builds a snapshot body. Pages must be added in ascending pgno. Each filled chunk is passed to `sink`,
  * which may keep it (the writer never reuses a chunk it handed out).
@@ -34,13 +45,19 @@ export class SnapshotBodyWriter {
   /** Patches written so far. */
   patchCount = 0;
 
+  /**
+   * `scratch`, when given, is used as the first chunk: the caller may reuse it once everything handed to
+   * `sink` has been consumed (a synchronous sink, after `finish`).
+   */
   constructor(
     readonly pageSize: number,
     private readonly sink: (chunk: Uint8Array) => void,
+    scratch?: Uint8Array,
   ) {
-    this.chunk = new Uint8Array(Math.max(CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE));
-    this.view = new DataView(this.chunk.buffer);
-    this.runs = new Int32Array(pageSize / 2);
+    const size = Math.max(CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE);
+    this.chunk = scratch && scratch.length >= size ? scratch : new Uint8Array(size);
+    this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.length);
+    this.runs = runsFor(pageSize);
   }
 
   /**
@@ -79,9 +96,9 @@ export class SnapshotBodyWriter {
     this.put(page);
   }
 
-  /** Hands the last partial chunk to the sink. Call once, after the last page. */
+  /** Hands the last partial chunk to the sink. Call once, after the last page (the writer is done). */
   finish(): void {
-    if (this.used > 0) this.sink(this.chunk.slice(0, this.used));
+    if (this.used > 0) this.sink(this.chunk.subarray(0, this.used));
     this.used = 0;
   }
 
