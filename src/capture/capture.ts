@@ -411,6 +411,8 @@ export class Capture {
     };
     const oldPage = new Uint8Array(pageSize);
     const readOld = (index: number): Uint8Array => {
+      const copy = this.overlay?.oldPage(index, pageSize);
+      if (copy) return copy;
       oldPage.fill(0);
       file.read(oldPage, index * pageSize);
       return oldPage;

@@ -14,12 +14,20 @@ import type { FileHandle, FileSystem } from '../storage/file-system.js';
 type Chunk = Uint8Array | number;
 
 const POOL_BYTES = 8 << 20;
+/** Chunks kept after their write-back, whose bytes are the file's (the next transaction's old pages). */
+const CLEAN_BYTES = 8 << 20;
 
 /** The pending writes of one transaction to one file. */
 export class PageOverlay {
   private readonly chunks = new Map<number, Chunk>();
   /** Chunks of finished transactions, reused. */
   private pool: Uint8Array[] = [];
+  /**
+   * Copies of chunks equal to the file's bytes (written back by earlier transactions), oldest first, and
+   * of those this transaction overwrote: their old content, so the snapshot need not read it back.
+   */
+  private readonly clean = new Map<number, Uint8Array>();
+  private readonly olds = new Map<number, Uint8Array>();
   private unit = 0;
   private memory = 0;
   private spill: FileHandle | undefined;
@@ -53,6 +61,7 @@ export class PageOverlay {
   /** Starts holding: `unit` is the chunk size (a power of two: the database's page size). */
   private start(unit: number): void {
     if (this.logical >= 0) return;
+    if (unit !== this.unit) this.clean.clear();
     this.unit = unit;
     this.logical = this.file.size();
     this.floor = this.logical;
@@ -74,8 +83,11 @@ export class PageOverlay {
       const n = Math.min(u - within, end - at);
       const dest = buf.subarray(at - offset, at - offset + n);
       const c = this.chunks.get(index);
-      if (c === undefined) this.readFile(dest, at);
-      else if (typeof c === 'number') this.spill!.read(dest, c + within);
+      if (c === undefined) {
+        const copy = this.olds.get(index) ?? this.clean.get(index);
+        if (copy && (index + 1) * u <= this.floor) dest.set(copy.subarray(within, within + n));
+        else this.readFile(dest, at);
+      } else if (typeof c === 'number') this.spill!.read(dest, c + within);
       else dest.set(c.subarray(within, within + n));
       at += n;
     }
@@ -98,6 +110,11 @@ export class PageOverlay {
       if (typeof c === 'number') this.spill!.write(src, c + within);
       else if (c) c.set(src, within);
       else {
+        const copy = this.clean.get(index);
+        if (copy) {
+          this.clean.delete(index);
+          this.olds.set(index, copy);
+        }
         const chunk = this.take(u);
         if (n < u) this.read(chunk, index * u);
         chunk.set(src, within);
@@ -138,6 +155,11 @@ export class PageOverlay {
     return [...out].sort((a, b) => a - b);
   }
 
+  /** The file's content of chunk `index` before this transaction, when a copy is at hand (else read the file). */
+  oldPage(index: number, pageSize: number): Uint8Array | undefined {
+    return pageSize === this.unit ? this.olds.get(index) : undefined;
+  }
+
   /** Offset from which the file's own bytes are not seen (the smallest size truncated to). */
   get cutFrom(): number {
     return this.logical >= 0 ? this.floor : this.file.size();
@@ -174,16 +196,41 @@ export class PageOverlay {
       i = j;
     }
     if (this.file.size() !== this.logical) this.file.truncate(this.logical);
+    this.keepClean();
     return written;
+  }
+
+  /** After the write-back: the chunks written in memory become the file's clean copies. */
+  private keepClean(): void {
+    const u = this.unit;
+    for (const i of this.clean.keys()) if ((i + 1) * u > this.floor) this.clean.delete(i);
+    for (const c of this.olds.values()) this.recycle(c);
+    this.olds.clear();
+    for (const [i, c] of this.chunks) {
+      if (typeof c === 'number' || (i + 1) * u > this.logical) continue;
+      this.clean.delete(i);
+      this.clean.set(i, c);
+      this.chunks.delete(i);
+    }
+    for (const [i, c] of this.clean) {
+      if (this.clean.size * u <= CLEAN_BYTES) break;
+      this.clean.delete(i);
+      this.recycle(c);
+    }
+  }
+
+  private recycle(c: Uint8Array): void {
+    if (c.length === this.unit && this.pool.length * this.unit < POOL_BYTES) this.pool.push(c);
   }
 
   /** Drops everything held and deletes the spill file. */
   clear(): void {
     // In-memory chunks are kept for the next transaction (up to 8 MiB of them): less garbage per commit.
-    for (const c of this.chunks.values()) {
-      if (typeof c !== 'number' && this.pool.length * this.unit < POOL_BYTES) this.pool.push(c);
-    }
+    for (const c of this.chunks.values()) if (typeof c !== 'number') this.recycle(c);
     this.chunks.clear();
+    // Not written back (a rollback): the old copies are still the file's bytes.
+    for (const [i, c] of this.olds) this.clean.set(i, c);
+    this.olds.clear();
     this.memory = 0;
     this.logical = -1;
     this.floor = 0;
