@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { readSyncedMarker, writeSyncedMarker } from '../src/capture/synced-marker.js';
 import { loadHash } from '../src/format/index.js';
-import { type MyceliteDatabase, nodeRuntime, open } from '../src/node/index.js';
+import { type MyceliteDatabase, nodeRuntime, open, openReadonly } from '../src/node/index.js';
 import { verifyDatabase } from '../src/restore/restore.js';
 import { assertReplay, cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
 
@@ -177,6 +177,50 @@ describe('journal durability', () => {
   });
 });
 
+describe('journal durability: edges', () => {
+  test('a transaction writing to this database and an ATTACHed one is refused, and nothing of it stays', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'a.db');
+    const db = await open(file);
+    try {
+      db.exec('CREATE TABLE t(v)');
+      db.exec(`ATTACH '${path.join(dir, 'other.db')}' AS other`);
+      db.exec('CREATE TABLE other.u(v)');
+      const before = db.position();
+      db.exec('BEGIN');
+      db.exec('INSERT INTO t VALUES (1)');
+      db.exec('INSERT INTO other.u VALUES (1)');
+      assert.throws(() => db.exec('COMMIT'), /ATTACHed one cannot commit with durability 'journal'/);
+      if (db.inTransaction) db.exec('ROLLBACK');
+      assert.deepEqual(db.position(), before);
+      assert.equal(db.prepare('SELECT count(*) FROM t').pluck().get(), 0);
+      assert.equal(db.prepare('SELECT count(*) FROM other.u').pluck().get(), 0);
+      // One database per transaction commits.
+      db.exec('INSERT INTO t VALUES (2)');
+      db.exec('INSERT INTO other.u VALUES (2)');
+      assert.equal(db.position().txid, before.txid + 1n);
+    } finally {
+      db.close();
+    }
+    await assertReplay(file, 'after the refused transaction');
+  });
+
+  test('an existing database is bootstrapped and the marker names the image', async () => {
+    await loadHash();
+    const dir = tempDir();
+    const file = path.join(dir, 'plain.db');
+    const Native = (await import('better-sqlite3')).default;
+    const n = new Native(file);
+    n.exec('CREATE TABLE t(v); INSERT INTO t VALUES (1), (2)');
+    n.close();
+    const db = await open(file);
+    const head = db.position();
+    db.close();
+    assert.equal(head.txid, 1n);
+    assert.deepEqual(readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`), head);
+  });
+});
+
 describe('redo at open', () => {
   /** A database at `old` (a copy of its file at txid `at`) and its later state; returns both hashes. */
   async function lagging(): Promise<{
@@ -293,7 +337,15 @@ describe('redo at open', () => {
       marker && marker !== 'bad' && marker.txid < 301n,
       `the marker is behind: ${String(marker && marker !== 'bad' ? marker.txid : marker)}`,
     );
+    // A reader must not trust the file before a writer brought it up to date.
+    await assert.rejects(openReadonly(file), /did not close it .* open it for writing once/);
+    const inode = fs.statSync(file).ino;
     const db = await open(file, { durability: 'sqlite' });
+    assert.equal(
+      fs.statSync(file).ino,
+      inode,
+      'redone in place (not rebuilt), although the journal had a torn tail of zeros',
+    );
     assert.equal(db.prepare('SELECT count(*) FROM t').pluck().get(), 300);
     assert.equal(db.position().txid, 301n);
     db.exec('INSERT INTO t(v) VALUES (1)');

@@ -8,7 +8,7 @@ import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-head
 import { readSyncedMarker, writeSyncedMarker } from '../capture/synced-marker.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import { loadHash, type SnapshotInfo } from '../format/index.js';
+import { JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
 import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
@@ -86,6 +86,8 @@ export class OpenError extends Error {
 }
 
 const VFS_NAME = 'mycelite';
+/** Zeros kept written past the end of the journal (JournalWriter.preallocate). */
+const JOURNAL_AHEAD = 1 << 20;
 
 /** Opens (creating if missing) the database at `path` through Mycelite. */
 export async function openWith(
@@ -157,22 +159,25 @@ export async function openWith(
     // Mycelite was writing when it crashed (inflight), or the journal lost its tail, or SQLite rolled
     // back (which leaves freelist pages it never journaled as they were): the file may differ from
     // the journal's last state. The journal holds every committed transaction, so it wins.
-    if (flag[0] === 1 || journal.tornBytes > 0 || (hot && journal.position.txid > 0n)) {
+    // Journal durability's marker: redo what the file lacks (that ends with the same check as below).
+    // A crash there always leaves a torn tail (the zeros written ahead): redo, not a rebuild, handles it.
+    fs.delete(p.rollback);
+    if (marker !== undefined) redoFromMarker(fs, dbPath, journal, marker);
+    else if (flag[0] === 1 || journal.tornBytes > 0 || (hot && journal.position.txid > 0n)) {
       rebuildIfDiffers(fs, dbPath, journal);
     }
     if (flag[0] === 1) {
       inflight.write(new Uint8Array([0]), 0);
       inflight.sync();
     }
-    // Journal durability left the file at the marker's point or later: bring it to the journal's head.
-    fs.delete(p.rollback);
-    if (marker !== undefined) redoFromMarker(fs, dbPath, journal, marker);
     if (durability === 'journal') {
       synced = openSyncedMarker(fs, dbPath, p.synced, journal.position, marker === undefined);
     } else if (marker !== undefined) {
       fs.delete(p.synced, true);
     }
 
+    // Appends overwrite zeros written ahead: their fdatasync does not change the file's size.
+    journal.preallocate(JOURNAL_AHEAD);
     if (options.history !== false) parseHistoryOptions(options.history, path);
     const writer = journal;
     const compactor: WriterCompactor = new WriterCompactor(
@@ -304,6 +309,35 @@ function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter
     writeFileAtomic(fs, dbPath, (out) => replay(history.source, out));
   } finally {
     history.close();
+  }
+}
+
+/**
+ * Why the database file at `dbPath` may lag its journal for a reader, or undefined: a writer with
+ * journal durability ended without closing (its synced marker is behind the journal's head and no writer
+ * holds the database). Open it for writing once (open() redoes what is missing).
+ */
+export async function lagsJournal(rt: Runtime, dbPath: string): Promise<string | undefined> {
+  const { fs } = rt;
+  const p = journalPaths(dbPath);
+  if (!fs.exists(p.synced)) return undefined;
+  await loadHash();
+  const lock = fs.tryLockExclusive?.(p.lock);
+  if (fs.tryLockExclusive && !lock) return undefined; // a live writer: the file has every commit SQLite shows
+  try {
+    const marker = readSyncedMarker(fs, p.synced);
+    if (marker === undefined) return undefined;
+    const history = openHistory(fs, p, () => new Error(`${p.journal} is missing`));
+    let head = 0n;
+    try {
+      for (const snap of new JournalReader(history.source, { merged: true }).snapshots()) head = snap.txid;
+    } finally {
+      history.close();
+    }
+    if (marker !== 'bad' && marker.txid >= head) return undefined;
+    return `its last writer did not close it (a crash), so the file may lag its journal: open it for writing once with open() (or run \`mycelite verify\`), which brings it up to date`;
+  } finally {
+    lock?.release();
   }
 }
 

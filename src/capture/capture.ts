@@ -187,8 +187,16 @@ export class Capture {
   }
 
   /** SQLITE_FCNTL_SYNC: every page of the commit is written. Appends the tentative snapshot. */
-  onCommitPhaseOne(): void {
+  onCommitPhaseOne(superJournal = false): void {
     if (!this.db) return;
+    if (superJournal && this.overlay) {
+      // Its commit point is SQLite's deletion of the super-journal, after ours: a crash in between would
+      // redo this database's part while SQLite rolls the other databases' parts back.
+      throw new Error(
+        "a transaction that writes to this database and an ATTACHed one cannot commit with durability 'journal' " +
+          "(both must commit or neither): write them in separate transactions, or open with durability 'sqlite'",
+      );
+    }
     if (this.journal.pending) this.journal.abandon(false);
     if (this.prePageSize === 0) return;
     this.phaseOne = true;
@@ -333,6 +341,11 @@ export class Capture {
     this.journal.handle.sync();
     this.journal.confirm();
     this.end();
+    // The file is the image: let the synced marker say so (or every open would redo it).
+    if (this.overlay && s) {
+      this.sinceCommits++;
+      this.checkpoint();
+    }
     return s;
   }
 

@@ -132,8 +132,14 @@ export class PageOverlay {
     if (size < this.logical) {
       const u = this.unit;
       for (const index of [...this.chunks.keys()]) {
-        if (index * u >= size) this.chunks.delete(index);
-        else if ((index + 1) * u > size) {
+        if (index * u >= size) {
+          const c = this.chunks.get(index)!;
+          this.chunks.delete(index);
+          if (typeof c !== 'number') {
+            this.memory -= c.length;
+            this.recycle(c);
+          }
+        } else if ((index + 1) * u > size) {
           // The cut-off tail of a chunk reads as zeros if the file grows again.
           const zeros = new Uint8Array((index + 1) * u - size);
           this.writeChunkBytes(index, zeros, size - index * u);
@@ -169,7 +175,10 @@ export class PageOverlay {
   writeBack(): number {
     if (this.logical < 0) return 0;
     const u = this.unit;
-    if (this.floor < this.file.size()) this.file.truncate(this.floor);
+    // The file is written before it is cut, so that a crash anywhere in here leaves each byte with its
+    // old or its new value (what redo at open needs): first zeros where a truncate cut the file and it
+    // grew back without writes, then the chunks, then the size.
+    this.zeroCutRange();
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
     const per = Math.max(1, Math.floor((1 << 20) / u));
     let run: Uint8Array | undefined;
@@ -198,6 +207,22 @@ export class PageOverlay {
     if (this.file.size() !== this.logical) this.file.truncate(this.logical);
     this.keepClean();
     return written;
+  }
+
+  /** Writes zeros over the file's bytes in [floor, min(size, logical)) that no held chunk covers. */
+  private zeroCutRange(): void {
+    const u = this.unit;
+    const end = Math.min(this.file.size(), this.logical);
+    let zeros: Uint8Array | undefined;
+    for (let at = this.floor; at < end; ) {
+      const index = Math.floor(at / u);
+      const next = Math.min((index + 1) * u, end);
+      if (!this.chunks.has(index)) {
+        zeros ??= new Uint8Array(u);
+        this.file.write(zeros.subarray(0, next - at), at);
+      }
+      at = next;
+    }
   }
 
   /** After the write-back: the chunks written in memory become the file's clean copies. */

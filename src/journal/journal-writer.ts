@@ -53,6 +53,9 @@ export interface SnapshotAppender {
 }
 
 /** The one writer of a journal file. */
+/** Zeros for preallocating. */
+const ZEROS = new Uint8Array(1 << 20);
+
 export class JournalWriter {
   private tail: Tail;
   private lastBefore: SnapshotInfo | undefined;
@@ -63,6 +66,10 @@ export class JournalWriter {
   last: SnapshotInfo | undefined;
   /** The txid before the file's first snapshot (its header's base; moves up when rebased). */
   baseTxid: bigint;
+  /** Bytes of zeros to keep written past the end (see `preallocate`); 0: none. */
+  private ahead = 0;
+  /** The file's size while preallocating (the end plus the zeros written past it). */
+  private allocated = 0;
 
   private constructor(
     private file: FileHandle,
@@ -143,6 +150,7 @@ export class JournalWriter {
       );
     }
     const start = this.tail.end;
+    this.reserve(start + bytes.length);
     this.file.write(bytes, start);
     if (durable) this.file.sync();
     this.tail = {
@@ -172,6 +180,38 @@ export class JournalWriter {
     return this.tail.end !== this.confirmed.end;
   }
 
+  /**
+   * Keeps up to `bytes` of zeros (a quarter of the journal, at least 64 KiB) written past the end of the
+   * file, so that an append overwrites blocks
+   * the file already has: its fdatasync then flushes data only, not a new file size (measured on ext4:
+   * 0.2 ms against 0.5–0.9 ms per append + fdatasync). The zeros are a torn tail to every reader (no
+   * snapshot header starts in them, docs/FORMAT.md "Validation"); `close()` cuts them, and so does the
+   * next open after a crash.
+   */
+  preallocate(bytes: number): void {
+    this.ahead = bytes;
+    this.allocated = this.tail.end;
+  }
+
+  /** Makes sure the file's blocks reach `end` (zeros past the last snapshot), when preallocating. */
+  private reserve(end: number): void {
+    if (this.ahead === 0 || end <= this.allocated) return;
+    // A quarter of the journal, 64 KiB at least and `ahead` at most: small journals stay small.
+    const to = end + Math.min(this.ahead, Math.max(64 << 10, end >> 2));
+    for (let at = this.allocated; at < to; ) {
+      const n = Math.min(ZEROS.length, to - at);
+      this.file.write(ZEROS.subarray(0, n), at);
+      at += n;
+    }
+    this.allocated = to;
+  }
+
+  /** The file was cut at `end`: the zeros past it are gone. */
+  private cutAt(end: number): void {
+    this.file.truncate(end);
+    if (this.ahead > 0) this.allocated = end;
+  }
+
   /** Starts a snapshot after the last one. */
   begin(): SnapshotAppender {
     if (this.pending) throw new Error('a tentative snapshot is neither confirmed nor abandoned');
@@ -181,6 +221,7 @@ export class JournalWriter {
     return {
       sink: (chunk) => {
         hash.update(chunk);
+        this.reserve(pos + chunk.length + SNAPSHOT_TRAILER_SIZE);
         this.file.write(chunk, pos);
         pos += chunk.length;
       },
@@ -197,6 +238,7 @@ export class JournalWriter {
         hash.update(header);
         const trailer = new Uint8Array(SNAPSHOT_TRAILER_SIZE);
         new DataView(trailer.buffer).setBigUint64(0, hash.digest(), true);
+        this.reserve(pos + SNAPSHOT_TRAILER_SIZE);
         this.file.write(trailer, pos);
         this.file.write(header, start);
         if (durable) this.file.sync();
@@ -211,7 +253,7 @@ export class JournalWriter {
         return this.last;
       },
       cancel: () => {
-        if (pos > start + SNAPSHOT_HEADER_SIZE) this.file.truncate(start);
+        if (pos > start + SNAPSHOT_HEADER_SIZE) this.cutAt(start);
       },
     };
   }
@@ -224,7 +266,7 @@ export class JournalWriter {
   /** Cuts off the tentative snapshot: its transaction did not commit. */
   abandon(durable: boolean): void {
     if (!this.pending) return;
-    this.file.truncate(this.confirmed.end);
+    this.cutAt(this.confirmed.end);
     if (durable) this.file.sync();
     this.tail = this.confirmed;
     this.last = this.lastBefore;
@@ -233,7 +275,7 @@ export class JournalWriter {
   /** Cuts off the last snapshot, confirmed or not (crash recovery: its transaction was rolled back). */
   dropLast(last: SnapshotInfo): void {
     if (last.offset + last.length !== this.tail.end) throw new Error('dropLast: not the last snapshot');
-    this.file.truncate(last.offset);
+    this.cutAt(last.offset);
     this.file.sync();
     // The snapshot before it, when this writer knows it (it appended the dropped one).
     const before = this.lastBefore;
@@ -295,6 +337,7 @@ export class JournalWriter {
     this.tail = { ...this.tail, end: this.tail.end - delta };
     this.confirmed = this.tail;
     this.baseTxid = base.txid;
+    if (this.ahead > 0) this.allocated = this.tail.end;
     return delta;
   }
 
@@ -305,7 +348,7 @@ export class JournalWriter {
   dropFrom(first: SnapshotInfo, before: SnapshotInfo | undefined): void {
     if (this.pending) throw new Error('a tentative snapshot is neither confirmed nor abandoned');
     if (first.offset >= this.tail.end) throw new Error('dropFrom: not a snapshot of this journal');
-    this.file.truncate(first.offset);
+    this.cutAt(first.offset);
     this.file.sync();
     this.last = before && before.offset + before.length === first.offset ? before : undefined;
     this.lastBefore = undefined;
@@ -322,7 +365,14 @@ export class JournalWriter {
     return this.file;
   }
 
+  /** Closes the file, first cutting the zeros written ahead (if that fails, the next open cuts them). */
   close(): void {
-    this.file.close();
+    try {
+      if (this.ahead > 0 && this.allocated > this.tail.end) this.file.truncate(this.tail.end);
+    } catch {
+      // a torn tail of zeros: harmless
+    } finally {
+      this.file.close();
+    }
   }
 }

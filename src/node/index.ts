@@ -19,6 +19,9 @@ import { NodeFileSystem } from './node-fs.js';
 
 export type { HubOptions, MyceliteDatabase, MyceliteOptions } from '../api/open.js';
 export { OpenError } from '../api/open.js';
+
+import { lagsJournal, OpenError } from '../api/open.js';
+
 export { SyncError } from '../sync/push-errors.js';
 export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
 
@@ -53,6 +56,8 @@ export const nodeRuntime: Runtime = {
  * real files and takes SQLite's locks: for reading a restored file, or reading while a writer writes.
  */
 export async function openReadonly(file: string): Promise<Database> {
+  const behind = await lagsJournal(nodeRuntime, path.resolve(file));
+  if (behind) throw new OpenError(`cannot open ${file} read-only: ${behind}`);
   const sqlite3 = await loadSqlite();
   installMyceliteVfs(sqlite3, 'mycelite', { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
   return Database.open(sqlite3, path.resolve(file), { readonly: true, vfs: 'mycelite' });

@@ -103,7 +103,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const f = file(pFile);
         if (op === capi.SQLITE_FCNTL_SYNC) {
-          f.capture?.onCommitPhaseOne();
+          // pArg names the super-journal of a transaction that writes several databases (ATTACH).
+          f.capture?.onCommitPhaseOne(pArg !== 0);
           return 0;
         }
         if (op === capi.SQLITE_FCNTL_COMMIT_PHASETWO) {

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
+import { JournalReader, memorySource } from '../../src/format/index.js';
 import { nodeRuntime } from '../../src/node/index.js';
 import type { Target } from '../../src/restore/replay.js';
 import { restoreDatabase } from '../../src/restore/restore.js';
@@ -82,4 +83,11 @@ export function journalOf(dbPath: string): string {
 export async function assertReplay(dbPath: string, what: string): Promise<void> {
   const r = await replayMatches(dbPath);
   assert.ok(r.ok, `${what}: replay ${r.replay} != database ${r.db}`);
+}
+
+/** The end of the last whole snapshot of the journal at `file` (a live writer keeps zeros past it). */
+export function journalEnd(file: string): number {
+  const r = new JournalReader(memorySource(new Uint8Array(fs.readFileSync(file))), { merged: true });
+  for (const _ of r.snapshots());
+  return r.end;
 }
