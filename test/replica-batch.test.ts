@@ -15,7 +15,15 @@ import { StreamParser } from '../src/protocol/index.js';
 import { ChecksumMismatchError } from '../src/replica/apply.js';
 import { ReplicaStore } from '../src/replica/replica.js';
 import { type Encoded, prng, reencode, snapshotsAfter } from './helpers/replica.js';
-import { cleanupTempDirs, fileHash, nativeIntegrity, replayBytes, sha256, tempDir } from './helpers/util.js';
+import {
+  cleanupTempDirs,
+  fileHash,
+  journalEnd,
+  nativeIntegrity,
+  replayBytes,
+  sha256,
+  tempDir,
+} from './helpers/util.js';
 
 after(() => cleanupTempDirs());
 
@@ -270,7 +278,8 @@ test('the stream parser hands out each compressed body inflated (keepInflated), 
     w.transaction(() => {
       for (let i = 0; i < 200; i++) ins.run(i, 'abcdef'.repeat(1 + (i % 40)));
     })();
-    const bytes = new Uint8Array(fs.readFileSync(journal));
+    // Up to the last snapshot: the live writer keeps zeros written ahead past it.
+    const bytes = new Uint8Array(fs.readFileSync(journal)).subarray(0, journalEnd(journal));
     const plain = new StreamParser({ stream: true }).push(bytes);
     const kept = new StreamParser({ stream: true, keepInflated: true }).push(bytes);
     assert.equal(kept.length, plain.length);
