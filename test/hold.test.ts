@@ -221,6 +221,16 @@ describe('journal durability: edges', () => {
   });
 });
 
+/** Sets `file`'s synced marker to `at` (as a checkpoint at `at` would have). */
+function setMarker(file: string, at: { txid: bigint; checksum: bigint }): void {
+  const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
+  try {
+    writeSyncedMarker(m, at);
+  } finally {
+    m.close();
+  }
+}
+
 describe('redo at open', () => {
   /** A database at `old` (a copy of its file at txid `at`) and its later state; returns both hashes. */
   async function lagging(): Promise<{
@@ -254,9 +264,7 @@ describe('redo at open', () => {
   test('a file left at the marker is brought to the head', async () => {
     const { file, old, at, want } = await lagging();
     fs.writeFileSync(file, old);
-    const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
-    writeSyncedMarker(m, at);
-    m.close();
+    setMarker(file, at);
     const db = await open(file);
     assert.equal(db.prepare('SELECT count(*) FROM t').pluck().get(), 200);
     db.close();
@@ -272,9 +280,7 @@ describe('redo at open', () => {
       old.copy(mixed, off, off, off + 4096);
     old.copy(mixed, 4096 * 4 + 1000, 4096 * 4 + 1000, 4096 * 4 + 3000);
     fs.writeFileSync(file, mixed);
-    const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
-    writeSyncedMarker(m, at);
-    m.close();
+    setMarker(file, at);
     (await open(file)).close();
     assert.equal(fileHash(file), want);
   });
@@ -295,9 +301,7 @@ describe('redo at open', () => {
     const head = db.position();
     db.close();
     fs.writeFileSync(file, old);
-    const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
-    writeSyncedMarker(m, at);
-    m.close();
+    setMarker(file, at);
     const again = await open(file);
     assert.deepEqual(again.position(), head);
     again.close();

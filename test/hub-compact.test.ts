@@ -12,11 +12,19 @@ import { openHistory } from '../src/history/source.js';
 import type { CompactOutcome } from '../src/hub/compact-worker.js';
 import { FsStorage } from '../src/hub/index.js';
 import { BeforeBaseError, type EncodedSnapshot } from '../src/hub/storage.js';
-import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
-import { concatBytes, makeHistory, spawnHub, startTestHub, type TestHub } from './helpers/hub.js';
+import {
+  caughtUp,
+  concatBytes,
+  followReplica,
+  makeHistory,
+  spawnHub,
+  startTestHub,
+  type TestHub,
+} from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, sha256, tempDir } from './helpers/util.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -36,15 +44,8 @@ async function writer(file: string, hub: TestHub): Promise<MyceliteDatabase> {
   return w;
 }
 
-async function replica(file: string, hub: Pick<TestHub, 'url' | 'token'>): Promise<ReplicaDatabase> {
-  const token = await hub.token('app', 'reader');
-  const r = await openReplica(file, {
-    hub: { url: hub.url, db: 'app', token },
-    minBackoffMs: 20,
-    maxBackoffMs: 200,
-  });
-  cleanups.push(() => r.close());
-  return r;
+function replica(file: string, hub: Pick<TestHub, 'url' | 'token'>): Promise<ReplicaDatabase> {
+  return followReplica(file, hub, cleanups);
 }
 
 /** Inserts, then rewrites rows: the journal outgrows the database. */
@@ -55,11 +56,6 @@ function burst(w: MyceliteDatabase, n: number): void {
     ins.run(200 + (i % 7) * 300);
     if (i % 3 === 0) upd.run(i % 5);
   }
-}
-
-async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> {
-  await w.sync!.flush(20_000);
-  await r.waitFor(w.position().txid, 20_000);
 }
 
 /** The hub's database files. */

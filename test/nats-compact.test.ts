@@ -18,11 +18,19 @@ import { ImageCache } from '../src/hub/image-cache.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { natsNames } from '../src/hub/nats-wire.js';
 import { BeforeBaseError, type EncodedSnapshot } from '../src/hub/storage.js';
-import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION, type WirePosition } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
-import { concatBytes, type History, makeHistory, type SpawnedHub, spawnHub } from './helpers/hub.js';
+import {
+  concatBytes,
+  followReplica,
+  type History,
+  makeHistory,
+  type SpawnedHub,
+  spawnHub,
+  caughtUp as waitCaughtUp,
+} from './helpers/hub.js';
 import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
@@ -182,16 +190,8 @@ describe('compaction on NATS', { skip }, () => {
       );
     });
 
-    async function replica(file: string, hub: SpawnedHub): Promise<ReplicaDatabase> {
-      const token = await hub.token('app', 'reader');
-      const r = await openReplica(file, {
-        hub: { url: hub.url, db: 'app', token },
-        minBackoffMs: 20,
-        maxBackoffMs: 300,
-      });
-      cleanups.push(() => r.close());
-      return r;
-    }
+    const replica = (file: string, hub: SpawnedHub): Promise<ReplicaDatabase> =>
+      followReplica(file, hub, cleanups, { maxBackoffMs: 300 });
 
     function burst(w: MyceliteDatabase, n: number): void {
       const ins = w.prepare('INSERT INTO t(a, b) VALUES (random(), randomblob(?))');
@@ -202,10 +202,7 @@ describe('compaction on NATS', { skip }, () => {
       }
     }
 
-    async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> {
-      await w.sync!.flush(30_000);
-      await r.waitFor(w.position().txid, 30_000);
-    }
+    const caughtUp = (w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> => waitCaughtUp(w, r, 30_000);
 
     it('replicas stay byte-equal while the hubs compact; a lagging one resets, a new one bootstraps', async (t) => {
       const wPath = path.join(dir, 'w.db');

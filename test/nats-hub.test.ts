@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
-import { type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { followReplica, type SpawnedHub, spawnHub, caughtUp as waitCaughtUp } from './helpers/hub.js';
 import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
@@ -47,26 +47,16 @@ describe('two hubs on one NATS cluster', { skip }, () => {
     return w;
   }
 
-  async function replica(file: string, hub: SpawnedHub, db = 'app'): Promise<ReplicaDatabase> {
-    const token = await hub.token(db, 'reader');
-    const r = await openReplica(file, {
-      hub: { url: hub.url, db, token },
-      minBackoffMs: 20,
-      maxBackoffMs: 300,
-    });
-    cleanups.push(() => r.close());
-    return r;
-  }
+  const replica = (file: string, hub: SpawnedHub, db = 'app'): Promise<ReplicaDatabase> =>
+    followReplica(file, hub, cleanups, { db, maxBackoffMs: 300 });
 
   function burst(w: MyceliteDatabase, n: number): void {
     const ins = w.prepare('INSERT INTO t(a, b) VALUES (random(), randomblob(?))');
     for (let i = 0; i < n; i++) ins.run(200 + (i % 5) * 700);
   }
 
-  async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase, ms = 30_000): Promise<void> {
-    await w.sync!.flush(ms);
-    await r.waitFor(w.position().txid, ms);
-  }
+  const caughtUp = (w: MyceliteDatabase, r: ReplicaDatabase, ms = 30_000): Promise<void> =>
+    waitCaughtUp(w, r, ms);
 
   it('a writer pushing through hub A reaches replicas following hub B, live and byte for byte', async () => {
     const w = await writer(path.join(dir, 'w.db'), a);

@@ -12,7 +12,7 @@ import { encodeFileHeader } from '../src/format/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
 import { parseJournalId } from '../src/protocol/index.js';
 import { type CliRun, runCli } from './helpers/cli.js';
-import { startTestHub, type TestHub } from './helpers/hub.js';
+import { caughtUp, startTestHub, type TestHub } from './helpers/hub.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
@@ -51,11 +51,6 @@ async function replica(file: string, url: string, token: string): Promise<Replic
 function burst(w: MyceliteDatabase, n: number, size = 200): void {
   const ins = w.prepare('INSERT INTO t(a, b) VALUES (random(), randomblob(?))');
   for (let i = 0; i < n; i++) ins.run(size + (i % 7) * 500);
-}
-
-async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> {
-  await w.sync!.flush(20_000);
-  await r.waitFor(w.position().txid, 20_000);
 }
 
 test('replicas follow live, byte for byte, and can be queried while they follow', async () => {

@@ -15,6 +15,7 @@
  * durability").
  */
 import {
+  BODY_CHUNK_SIZE,
   BodyCompressor,
   FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
@@ -412,7 +413,7 @@ export class Capture {
     const appender = this.journal.begin();
     const packer = new BodyCompressor(appender.sink);
     // Every chunk is consumed (compressed, or written to the journal) before this returns: reuse the first.
-    this.scratch ??= new Uint8Array(256 * 1024);
+    this.scratch ??= new Uint8Array(BODY_CHUNK_SIZE);
     const body = new SnapshotBodyWriter(pageSize, packer.sink, this.scratch);
     let checksum = full ? 0n : this.journal.position.checksum;
     // One buffer for every page read back, one for old pages read from the file: the body writer copies

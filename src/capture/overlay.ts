@@ -44,16 +44,6 @@ export class PageOverlay {
     private readonly budget: number,
   ) {}
 
-  /** True when the overlay holds writes or a truncate. */
-  get active(): boolean {
-    return this.logical >= 0;
-  }
-
-  /** Bytes held (in memory and spilled). */
-  get bytes(): number {
-    return this.chunks.size * this.unit;
-  }
-
   size(): number {
     return this.logical >= 0 ? this.logical : this.file.size();
   }
@@ -178,11 +168,13 @@ export class PageOverlay {
     // The file is written before it is cut, so that a crash anywhere in here leaves each byte with its
     // old or its new value (what redo at open needs): first zeros where a truncate cut the file and it
     // grew back without writes, then the chunks, then the size.
-    this.zeroCutRange();
+    const size = this.file.size();
+    this.zeroCutRange(size);
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
     const per = Math.max(1, Math.floor((1 << 20) / u));
     let run: Uint8Array | undefined;
     let written = 0;
+    let end = size; // the file's size as the writes below leave it
     let i = 0;
     while (i < indexes.length) {
       let j = i + 1;
@@ -202,17 +194,18 @@ export class PageOverlay {
         this.file.write(run.subarray(0, (j - i) * u), first * u);
       }
       written += (j - i) * u;
+      end = Math.max(end, (first + j - i) * u);
       i = j;
     }
-    if (this.file.size() !== this.logical) this.file.truncate(this.logical);
+    if (end !== this.logical) this.file.truncate(this.logical);
     this.keepClean();
     return written;
   }
 
   /** Writes zeros over the file's bytes in [floor, min(size, logical)) that no held chunk covers. */
-  private zeroCutRange(): void {
+  private zeroCutRange(fileSize: number): void {
     const u = this.unit;
-    const end = Math.min(this.file.size(), this.logical);
+    const end = Math.min(fileSize, this.logical);
     let zeros: Uint8Array | undefined;
     for (let at = this.floor; at < end; ) {
       const index = Math.floor(at / u);

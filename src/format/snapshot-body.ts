@@ -17,7 +17,8 @@ import { diffPage, zeroPage } from './diff.js';
 import { JournalFormatError } from './errors.js';
 import type { SnapshotHeader } from './snapshot-header.js';
 
-const CHUNK_SIZE = 256 * 1024;
+/** Size of the chunks a SnapshotBodyWriter hands out (and of the scratch chunk it can be given). */
+export const BODY_CHUNK_SIZE = 256 * 1024;
 
 /** diffPage's run buffer per page size, shared (diffs run one at a time). */
 const runBuffers = new Map<number, Int32Array>();
@@ -54,7 +55,7 @@ export class SnapshotBodyWriter {
     private readonly sink: (chunk: Uint8Array) => void,
     scratch?: Uint8Array,
   ) {
-    const size = Math.max(CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE);
+    const size = Math.max(BODY_CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE);
     this.chunk = scratch && scratch.length >= size ? scratch : new Uint8Array(size);
     this.view = new DataView(this.chunk.buffer, this.chunk.byteOffset, this.chunk.length);
     this.runs = runsFor(pageSize);

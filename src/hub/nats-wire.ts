@@ -71,7 +71,6 @@ export function splitParts(bytes: Uint8Array, size: number): Uint8Array[] {
   return parts;
 }
 
-/** Parses `I/N` (1 ≤ I ≤ N); undefined when malformed. */
 /** The bytes of `parts` one after the other (the inverse of splitParts). */
 export function joinParts(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0]!;
@@ -84,6 +83,7 @@ export function joinParts(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** Parses `I/N` (1 ≤ I ≤ N); undefined when malformed. */
 export function parsePart(text: string | undefined): { i: number; n: number } | undefined {
   const m = /^(\d{1,9})\/(\d{1,9})$/.exec(text ?? '');
   if (!m) return undefined;

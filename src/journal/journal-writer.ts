@@ -221,7 +221,7 @@ export class JournalWriter {
     return {
       sink: (chunk) => {
         hash.update(chunk);
-        this.reserve(pos + chunk.length + SNAPSHOT_TRAILER_SIZE);
+        this.reserve(pos + chunk.length);
         this.file.write(chunk, pos);
         pos += chunk.length;
       },

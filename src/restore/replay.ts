@@ -43,18 +43,8 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
   out.truncate(0);
   // Start at the last full image (checkpoint) at or before the target: nothing before it matters.
   const first = index < 0 ? 0 : checkpointBefore(all, index);
-  for (let i = first; i <= index; i++) {
-    const s = all[i]!;
-    pages.resize(s.pageSize, s.dbPages);
-    // Each body is read once: hashed as it is applied, and its checksum compared at the end. A bad
-    // snapshot stops the replay; the caller's temporary file is thrown away.
-    const src = hashingSource(journal, s);
-    // The checkpoint replay starts from (nothing cached yet): its pages go to the file as they lie.
-    if (i === first && isPlainImage(s)) writeImage(src, s, pages);
-    else walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
-    if (!src.matches()) throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
-  }
-  pages.flush();
+  // The checkpoint replay starts from (nothing cached yet): its pages go to the file as they lie.
+  applySnapshots(journal, all.slice(first, index + 1), pages, true);
   const last = index < 0 ? undefined : all[index];
   if (last) {
     const sum = pages.checksum();
@@ -86,16 +76,29 @@ export function redo(
   if (at >= 0 && all[at]!.postChecksum !== from.checksum) {
     throw new PositionMismatchError(`txid ${from.txid}'s checksum is not ${hex(from.checksum)}`);
   }
-  const pages = new PageFile(out);
-  for (let i = at + 1; i < all.length; i++) {
-    const s = all[i]!;
+  applySnapshots(journal, all.slice(at + 1), new PageFile(out), false);
+  return { snapshot: all[all.length - 1], applied: all.length - at - 1 };
+}
+
+/**
+ * Applies `snaps` in order to `pages` and flushes it. Each body is read once: hashed as it is applied,
+ * and its checksum compared at the end; a bad snapshot stops it (the caller throws the file away or
+ * rebuilds). With `imageFirst`, a plain image first in line is copied in runs (see writeImage).
+ */
+function applySnapshots(
+  journal: ByteSource,
+  snaps: SnapshotInfo[],
+  pages: PageFile,
+  imageFirst: boolean,
+): void {
+  for (const [i, s] of snaps.entries()) {
     pages.resize(s.pageSize, s.dbPages);
     const src = hashingSource(journal, s);
-    walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
+    if (i === 0 && imageFirst && isPlainImage(s)) writeImage(src, s, pages);
+    else walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
     if (!src.matches()) throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
   }
   pages.flush();
-  return { snapshot: all[all.length - 1], applied: all.length - at - 1 };
 }
 
 /**

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { decodeFileHeader, JournalReader, loadHash, memorySource } from '../../src/format/index.js';
 import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
 import { type EncodedSnapshot, type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
-import { open } from '../../src/node/index.js';
+import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../../src/node/index.js';
 import { type StreamItem, StreamParser } from '../../src/protocol/index.js';
 
 /** bin/mycelite.js of this checkout (tests run from dist/test/). */
@@ -239,4 +239,30 @@ export class StreamItems {
   cancel(): Promise<void> {
     return this.reader.cancel().catch(() => undefined);
   }
+}
+
+/**
+ * A replica of `db` (default 'app') that follows `hub` and reconnects fast (backoff 20 ms up to
+ * `maxBackoffMs`); its close goes on `cleanups`.
+ */
+export async function followReplica(
+  file: string,
+  hub: { url: string; token(db: string, role: Role): Promise<string> },
+  cleanups: (() => unknown)[],
+  options: { db?: string; maxBackoffMs?: number } = {},
+): Promise<ReplicaDatabase> {
+  const db = options.db ?? 'app';
+  const r = await openReplica(file, {
+    hub: { url: hub.url, db, token: await hub.token(db, 'reader') },
+    minBackoffMs: 20,
+    maxBackoffMs: options.maxBackoffMs ?? 200,
+  });
+  cleanups.push(() => r.close());
+  return r;
+}
+
+/** Resolves once the hub holds every commit of `w` and replica `r` has applied them. */
+export async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase, ms = 20_000): Promise<void> {
+  await w.sync!.flush(ms);
+  await r.waitFor(w.position().txid, ms);
 }
