@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
 import { NodeFileSystem } from './node-fs.js';
 
-export type { HubOptions, MyceliteDatabase, MyceliteOptions } from '../api/open.js';
+export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
 
 import { lagsJournal, OpenError } from '../api/open.js';

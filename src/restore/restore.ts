@@ -7,6 +7,7 @@ import { journalPaths } from '../api/paths.js';
 import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
+  FLAG_OUTSIDE,
   hex,
   JournalFormatError,
   JournalReader,
@@ -135,6 +136,8 @@ export interface LogEntry {
   checkpoint: boolean;
   /** Where the snapshot is kept: the compacted history or the live journal. */
   in: 'history' | 'journal';
+  /** The change was made outside Mycelite (another program wrote the file) and recorded when noticed. */
+  outside: boolean;
 }
 
 /** Lists the snapshots of the database's journal. */
@@ -151,6 +154,7 @@ export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerat
         mergedFrom,
         checkpoint: (s.flags & FLAG_FULL_IMAGE) !== 0,
         in: s.offset < history.journalStart ? 'history' : 'journal',
+        outside: (s.flags & FLAG_OUTSIDE) !== 0,
         txid: s.txid,
         timestamp: s.timestamp,
         pages: s.patchCount,
