@@ -17,10 +17,12 @@ import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../sync/writer-start.js';
+import type { ViewTarget } from '../timetravel/page-index.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
 import { journalPaths, missingDirectory } from './paths.js';
 import {
+  historyPages,
   type OpenWarning,
   RecoveryError,
   recordOutsideChange,
@@ -86,6 +88,20 @@ export interface MyceliteDatabase extends Database {
    * older snapshots from the journal into the history file, writes checkpoints. See `mycelite compact`.
    */
   compact(options?: CompactCallOptions): CompactResult;
+  /**
+   * Takes the database back to an earlier point of its history (a txid, or the last snapshot at or
+   * before a time) as one new snapshot: the history stays linear, nothing after the point is lost from it,
+   * and replicas follow. Between transactions only; throws ViewRangeError for a point retention dropped.
+   */
+  revert(at: ViewTarget): RevertResult;
+}
+
+/** What a revert did. */
+export interface RevertResult {
+  /** The point the database went back to. */
+  target: { txid: bigint; timestamp: number };
+  /** The new snapshot that holds the revert (undefined: the database already was at that state). */
+  snapshot: SnapshotInfo | undefined;
 }
 
 export type { HubOptions, OpenWarning };
@@ -226,7 +242,27 @@ export async function openWith(
       }
     }
     const sync = pusher;
-    return decorate(db, journal, p.journal, sync, compactor, warnings, () => {
+    const conn = db;
+    const revert = (at: ViewTarget): RevertResult => {
+      if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
+      const { pages, snapshot: target } = historyPages(fs, p, at);
+      try {
+        // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.
+        conn.exec('BEGIN EXCLUSIVE');
+        let snapshot: SnapshotInfo | undefined;
+        try {
+          snapshot = capture.revert(pages);
+        } finally {
+          conn.exec('COMMIT');
+        }
+        // Its cached pages are of the state before: let SQLite read the file again.
+        conn.exec('PRAGMA shrink_memory');
+        return { target: { txid: target.txid, timestamp: target.timestamp }, snapshot };
+      } finally {
+        pages.close?.();
+      }
+    };
+    return decorate(db, journal, p.journal, sync, compactor, warnings, revert, () => {
       void sync?.close();
       vfs.forget(dbPath);
       journal?.close();
@@ -305,6 +341,7 @@ function decorate(
   sync: WriterSync | undefined,
   compactor: WriterCompactor,
   warnings: OpenWarning[],
+  revert: (at: ViewTarget) => RevertResult,
   cleanup: () => void,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
@@ -315,6 +352,7 @@ function decorate(
     sync: { value: sync, enumerable: true },
     position: { value: () => journal.position },
     compact: { value: (o?: CompactCallOptions) => compactor.compact(o ?? {}) },
+    revert: { value: revert },
     close: {
       value: () => {
         engineClose();

@@ -9,7 +9,7 @@
  * journal, as SQLite's own rollback would.
  */
 
-import { appendOutsideChange, type OldState } from '../capture/outside.js';
+import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { readDbPages, readPageSize } from '../capture/sqlite-header.js';
 import {
   fingerprintOf,
@@ -32,9 +32,9 @@ import { databaseChecksum } from '../journal/db-checksum.js';
 import { hasDamage, type JournalScan, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { redo, replay } from '../restore/replay.js';
-import { ShadowFile } from '../restore/shadow-file.js';
 import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
-import { PageIndex } from '../timetravel/page-index.js';
+import { ShadowFile } from '../storage/shadow-file.js';
+import { PageIndex, type ViewTarget } from '../timetravel/page-index.js';
 import type { journalPaths } from './paths.js';
 
 /** Something open() did to keep the user's data that the user must hear about. */
@@ -466,29 +466,42 @@ function keepDatabase(
 }
 
 /** The journal's state at `head`, page by page; undefined when its pages cannot be read (a full image then). */
-export function oldState(ctx: Pick<RecoveryContext, 'fs' | 'paths'>, head: Position): OldState | undefined {
-  if (head.txid === 0n || head.checksum === 0n)
-    return { pageSize: 0, dbPages: 0, readPage: (_p, out) => out.fill(0) };
-  const { fs, paths } = ctx;
-  let history: ReturnType<typeof openHistory> | undefined;
+export function oldState(ctx: Pick<RecoveryContext, 'fs' | 'paths'>, head: Position): Pages | undefined {
+  if (head.txid === 0n || head.checksum === 0n) return NO_PAGES;
   try {
-    history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-    const index = new PageIndex(history.source, head.txid);
-    const h = history;
-    if (index.target.postChecksum !== head.checksum) {
-      h.close();
-      return undefined;
-    }
-    // The index reads the history lazily: the files stay open until the caller closes it.
-    return {
-      pageSize: index.pageSize,
-      dbPages: index.dbPages,
-      readPage: (pgno, out) => index.readPage(pgno, out),
-      close: () => h.close(),
-    };
-  } catch {
-    history?.close();
+    const state = historyPages(ctx.fs, ctx.paths, head.txid);
+    if (state.snapshot.postChecksum === head.checksum) return state.pages;
+    state.pages.close?.();
     return undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The database as of the point `at` names, page by page, read from the history (a time-travel page
+ * index: nothing is written). Close `pages` when done. Throws ViewRangeError for a point not kept.
+ */
+export function historyPages(
+  fs: FileSystem,
+  paths: Pick<ReturnType<typeof journalPaths>, 'journal' | 'history'>,
+  at: ViewTarget,
+): { pages: Pages; snapshot: SnapshotInfo } {
+  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
+  try {
+    const index = new PageIndex(history.source, at);
+    return {
+      snapshot: index.target,
+      pages: {
+        pageSize: index.pageSize,
+        dbPages: index.dbPages,
+        readPage: (pgno, out) => index.readPage(pgno, out),
+        close: () => history.close(),
+      },
+    };
+  } catch (e) {
+    history.close();
+    throw e;
   }
 }
 

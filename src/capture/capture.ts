@@ -26,8 +26,10 @@ import {
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { ShadowFile } from '../storage/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
+import { appendChange, filePages, type Pages } from './outside.js';
 import { PageOverlay } from './overlay.js';
 import { readDbPages, readPageSize } from './sqlite-header.js';
 import { fingerprintOf, writeSyncedMarker } from './synced-marker.js';
@@ -413,6 +415,51 @@ export class Capture {
       if (!samePage(old, current)) db.write(old, index * unit);
     }
     if (db.size() > this.prePages * unit) db.truncate(this.prePages * unit);
+  }
+
+  /**
+   * Takes the database back to the state `to` (an earlier point, read from the history) as one new
+   * snapshot: the pages that differ are appended to the journal and fsynced (the commit point), then
+   * written to the file, which is fsynced and the marker moved. The caller holds SQLite's EXCLUSIVE lock
+   * (an empty `BEGIN EXCLUSIVE`) and drops SQLite's page cache after. A failure after the commit point
+   * leaves the file behind the journal: every later access fails until the database is opened again.
+   */
+  revert(to: Pages): SnapshotInfo | undefined {
+    const db = this.db;
+    if (!db || this.prePageSize !== 0 || this.journal.pending) {
+      throw new Error('revert: not between transactions');
+    }
+    if (this.behind) throw this.behind;
+    const shadow = new ShadowFile(db, this.options.fs, this.options.spillPath);
+    let snap: SnapshotInfo | undefined;
+    try {
+      snap = appendChange(this.journal, filePages(db), to, 0, (pgno, page) =>
+        shadow.write(page, (pgno - 1) * to.pageSize),
+      );
+      if (!snap) return undefined;
+      shadow.truncate(to.dbPages * to.pageSize);
+    } catch (e) {
+      shadow.discard();
+      throw e;
+    }
+    try {
+      shadow.commit();
+      db.sync();
+      this.overlay?.forgetClean();
+      this.resetCounter();
+      this.sinceCommits++;
+      this.checkpoint();
+    } catch (e) {
+      shadow.discard();
+      this.behind = new DatabaseBehindError(
+        `the revert (snapshot ${snap.txid}) is in the journal, but writing it to ${db.path} failed (${(e as Error).message}): ` +
+          'the database file lags its journal; close it and open it again (open() brings it up to date)',
+        { cause: e },
+      );
+      throw this.behind;
+    }
+    this.options.onSnapshot?.(snap);
+    return snap;
   }
 
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */

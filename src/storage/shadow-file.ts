@@ -4,7 +4,7 @@
  * file is touched, so a redo that would not give the journal's state leaves the file as it was found.
  * Held bytes live in memory up to a budget and in a spill file past it.
  */
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from './file-system.js';
 
 const BLOCK = 4096;
 
