@@ -3,6 +3,7 @@
 // the `mycelite` command and real files; the database must keep every row, the damaged journal must be
 // set aside (never deleted), and the user must hear about it in one line.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -221,5 +222,87 @@ describe('a change another program makes is recorded, not lost and not poisoning
     assert.ok((await replayMatches(file)).ok);
     const v = await verifyDatabase(nodeRuntime.fs, file, path.join(dir, 'v.tmp'));
     assert.ok(v.ok, v.problem);
+  });
+});
+
+describe('verify after a crash: recovery pending is not damage (issue 15, case 6)', () => {
+  /**
+   * A writer SIGKILLed after 40 commits and before any checkpoint, its file left as the marker saw it:
+   * what a kill between each commit's journal fsync and its write-back leaves (the page cache keeps
+   * write-backs a SIGKILL interrupts only rarely, so the test puts the file back itself).
+   */
+  async function killedWriter(): Promise<string> {
+    const file = path.join(tempDir(), 'k.db');
+    const first = await open(file);
+    first.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)');
+    first.close();
+    const atMarker = fs.readFileSync(file);
+    const src = new URL('../src/node/index.js', import.meta.url).href;
+    const script = `
+      const { open } = await import(${JSON.stringify(src)});
+      const db = await open(${JSON.stringify(file)});
+      for (let i = 0; i < 40; i++) db.prepare('INSERT INTO t(v) VALUES (randomblob(300))').run();
+      process.stdout.write('done\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        if (out.includes('done\n')) resolve();
+      });
+      child.on('exit', () => reject(new Error('the writer exited before it committed')));
+    });
+    const exited = new Promise((r) => child.on('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    fs.writeFileSync(file, atMarker);
+    return file;
+  }
+
+  test('a file that lags a whole journal: exit 0, "recovery pending", and what the next open redoes', async () => {
+    const file = await killedWriter();
+    // The crash left the file behind (else this test proves nothing).
+    assert.equal((await replayMatches(file)).ok, false);
+    const before = fileHash(file);
+    const v = await runCli(['verify', file]);
+    assert.equal(v.status, 0, v.stdout + v.stderr);
+    assert.match(
+      v.stdout,
+      /^ok: 41 snapshots, last txid 41 .*recovery pending: the database file lags its journal since txid \d+ .*redoes txids \d+\.\.41\n$/,
+    );
+    const j = await runCli(['verify', file, '--json']);
+    assert.equal(j.status, 0);
+    assert.match((JSON.parse(j.stdout) as { pending: string }).pending, /^recovery pending/);
+    assert.equal(fileHash(file), before, 'verify wrote nothing');
+    // The next open does what verify said.
+    const r = await runCli(['exec', file, 'select count(*) from t']);
+    assert.equal(r.stdout, 'count(*)\n40\n');
+    assert.equal(r.stderr, '');
+    const again = await runCli(['verify', file]);
+    assert.match(again.stdout, /^ok: 41 snapshots, last txid 41\n$/);
+  });
+
+  test('real damage while recovery is pending is still damage: exit 1, with the offset and txid', async () => {
+    const file = await killedWriter();
+    const journal = journalOf(file);
+    const log = await runCli(['log', file, '--json']);
+    const sizes = log.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { bytes: number }).bytes);
+    const offset = 64 + sizes.slice(0, 19).reduce((a, b) => a + b, 0);
+    const fd = fs.openSync(journal, 'r+');
+    fs.writeSync(fd, Buffer.from([0xff, 0xfe]), 0, 2, offset + 80);
+    fs.closeSync(fd);
+    const v = await runCli(['verify', file, '--json']);
+    assert.equal(v.status, 1);
+    const out = JSON.parse(v.stdout) as { ok: boolean; offset: number; txid: number };
+    assert.equal(out.ok, false);
+    assert.equal(out.offset, offset);
+    assert.equal(out.txid, 20);
   });
 });

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { readSyncedMarker, writeSyncedMarker } from '../src/capture/synced-marker.js';
+import { readSyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { loadHash } from '../src/format/index.js';
 import { type MyceliteDatabase, nodeRuntime, open, openReadonly } from '../src/node/index.js';
 import { verifyDatabase } from '../src/restore/restore.js';

@@ -4,8 +4,6 @@
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
 import { Capture } from '../capture/capture.js';
-import { isWalDatabase } from '../capture/sqlite-header.js';
-import { readSyncedMarker } from '../capture/synced-marker.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
@@ -13,6 +11,8 @@ import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import { isWalDatabase } from '../journal/sqlite-header.js';
+import { readSyncedMarker } from '../journal/synced-marker.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';

@@ -10,14 +10,6 @@
  */
 
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
-import { readDbPages, readPageSize } from '../capture/sqlite-header.js';
-import {
-  fingerprintOf,
-  readSyncedMarker,
-  type SyncedMarker,
-  sameFingerprint,
-  writeSyncedMarker,
-} from '../capture/synced-marker.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import {
@@ -31,7 +23,15 @@ import { historyEnd, openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { hasDamage, type JournalScan, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import { redo, replay } from '../restore/replay.js';
+import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import {
+  fingerprintOf,
+  readSyncedMarker,
+  type SyncedMarker,
+  sameFingerprint,
+  writeSyncedMarker,
+} from '../journal/synced-marker.js';
+import { redo, redoPoint, replay } from '../restore/replay.js';
 import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
 import { PageIndex, type ViewTarget } from '../timetravel/page-index.js';
@@ -362,7 +362,7 @@ function redoAside(ctx: RecoveryContext, db: FileHandle, marker: Position, head:
   const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
   const shadow = new ShadowFile(db, fs, paths.spill);
   try {
-    const from = redoStart(history.source, marker);
+    const from = redoPoint(history.source, marker);
     if (!from) return false;
     redo(history.source, shadow, from);
     if (!fileIs(shadow, head)) return false;
@@ -375,21 +375,6 @@ function redoAside(ctx: RecoveryContext, db: FileHandle, marker: Position, head:
     shadow.discard();
     history.close();
   }
-}
-
-/**
- * Where a redo for `marker` starts: the marker itself, or the latest point before it when compaction
- * merged it away (redoing more is safe); undefined when the history has the marker's txid with another
- * checksum (another history).
- */
-function redoStart(source: ByteSource, marker: Position): Position | undefined {
-  let from: Position = { txid: 0n, checksum: 0n };
-  for (const s of new JournalReader(source, { merged: true }).snapshots()) {
-    if (s.txid > marker.txid) break;
-    if (s.txid === marker.txid && s.postChecksum !== marker.checksum) return undefined;
-    from = { txid: s.txid, checksum: s.postChecksum };
-  }
-  return from;
 }
 
 /** Replays the journal into a temporary file and renames it over the database. */

@@ -25,14 +25,14 @@ import {
   samePage,
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
+import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { fingerprintOf, writeSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
 import { appendChange, filePages, type Pages } from './outside.js';
 import { PageOverlay } from './overlay.js';
-import { readDbPages, readPageSize } from './sqlite-header.js';
-import { fingerprintOf, writeSyncedMarker } from './synced-marker.js';
 
 /** Options of a Capture. */
 export interface CaptureOptions {
