@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { nodeRuntime, type OpenWarning, open, verifyDatabase } from '../src/node/index.js';
 import { runCli } from './helpers/cli.js';
 import { cleanupTempDirs, fileHash, journalEnd, journalOf, replayMatches, tempDir } from './helpers/util.js';
@@ -304,5 +305,51 @@ describe('verify after a crash: recovery pending is not damage (issue 15, case 6
     assert.equal(out.ok, false);
     assert.equal(out.offset, offset);
     assert.equal(out.txid, 20);
+  });
+});
+
+describe('damage in the middle of the history is reported, not built upon silently (issue 15, case 5)', () => {
+  test('one flipped body byte in snapshot 25 of 50: exec warns in one line, every time, and the rows stay', async () => {
+    const file = path.join(tempDir(), 'h.db');
+    const db = await open(file);
+    db.exec('create table t(x)');
+    for (let i = 0; i < 49; i++) db.prepare('insert into t values (randomblob(200))').run();
+    await db.historyCheck;
+    db.close();
+    const marker = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+    assert.ok(
+      marker && marker !== 'bad' && marker.checkedTxid === 50n,
+      'a clean history is checked once, then remembered',
+    );
+    const log = await runCli(['log', file, '--json']);
+    const sizes = log.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { bytes: number }).bytes);
+    const at = 64 + sizes.slice(0, 24).reduce((a, b) => a + b, 0) + 64 + 10;
+    const journal = journalOf(file);
+    const fd = fs.openSync(journal, 'r+');
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0x01;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+    // The marker remembers snapshots up to 50 as checked: a damage found later is found by a full check.
+    const fresh = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`) as SyncedMarker;
+    const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
+    writeSyncedMarker(m, { ...fresh, fingerprint: fresh.fingerprint!, checkedTxid: 0n });
+    m.close();
+    for (const sql of ['select count(*) from t', 'insert into t values (1); select count(*) from t']) {
+      const r = await runCli(['exec', file, sql]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^count\(\*\)\n(49|50)\n$/);
+      assert.match(
+        r.stderr,
+        /^mycelite: warning: .*snapshot 25 of its history is damaged .*the database itself is fine/,
+      );
+      assert.equal(r.stderr.trim().split('\n').length, 1);
+    }
+    const v = await runCli(['verify', file]);
+    assert.equal(v.status, 1);
   });
 });

@@ -20,6 +20,7 @@ import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from
 import type { ViewTarget } from '../timetravel/page-index.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
+import { checkHistory, type HistoryCheck } from './history-check.js';
 import { journalPaths, missingDirectory } from './paths.js';
 import {
   historyPages,
@@ -76,6 +77,11 @@ export interface MyceliteDatabase extends Database {
   readonly journalPath: string;
   /** What open() (and the connection since) did to keep the data that the user must hear about. */
   readonly warnings: readonly OpenWarning[];
+  /**
+   * The background check of the history's snapshot bodies that open() starts (only those not checked by
+   * an earlier open): resolves when it ends; damage is also a `history_damaged` warning.
+   */
+  readonly historyCheck: Promise<HistoryCheck>;
   /** The journal's position: last txid and the database checksum after it. */
   position(): Position;
   /**
@@ -104,7 +110,7 @@ export interface RevertResult {
   snapshot: SnapshotInfo | undefined;
 }
 
-export type { HubOptions, OpenWarning };
+export type { HistoryCheck, HubOptions, OpenWarning };
 
 /** Errors a user can act on when opening. */
 export class OpenError extends Error {
@@ -181,6 +187,8 @@ export async function openWith(
     });
     journal = recovered.journal;
     const checkedTxid = recovered.checkedTxid;
+    // Once the background check passed, every snapshot is known good: checked, or appended by this writer.
+    let historyGood = false;
     synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, { checkedTxid, holdsWrites });
     inflight = fs.open(p.inflight, { create: true });
 
@@ -213,7 +221,7 @@ export async function openWith(
       onSnapshot: noteSnapshot,
       inflight,
       holdWrites: holdsWrites ? { rollbackPath: p.rollback } : undefined,
-      synced: { file: synced, checkedTxid: () => checkedTxid },
+      synced: { file: synced, checkedTxid: () => (historyGood ? writer.position.txid : checkedTxid) },
       onOutsideChange: () => {
         const snap = recordOutsideChange(fs, p, writer, dbPath);
         if (!snap) return;
@@ -262,7 +270,25 @@ export async function openWith(
         pages.close?.();
       }
     };
-    return decorate(db, journal, p.journal, sync, compactor, warnings, revert, () => {
+    // Snapshot bodies not known good yet are checked in the background; damage is a warning at once.
+    let closing = false;
+    const historyCheck = checkHistory(fs, p, checkedTxid, () => closing).then((r) => {
+      if (r.ok) historyGood = true;
+      if (r.damage) {
+        warn({
+          code: 'history_damaged',
+          message:
+            `${path}: snapshot ${r.damage.txid} of its history is damaged (${r.damage.message}): points from txid ` +
+            `${r.damage.txid} on cannot be restored from this copy (a hub's copy may be whole); the database ` +
+            'itself is fine and goes on. `mycelite verify` shows the details',
+          txid: r.damage.txid,
+        });
+      }
+      return r;
+    });
+    const extras = { warnings, revert, historyCheck };
+    return decorate(db, journal, p.journal, sync, compactor, extras, () => {
+      closing = true;
       void sync?.close();
       vfs.forget(dbPath);
       journal?.close();
@@ -340,19 +366,19 @@ function decorate(
   journalPath: string,
   sync: WriterSync | undefined,
   compactor: WriterCompactor,
-  warnings: OpenWarning[],
-  revert: (at: ViewTarget) => RevertResult,
+  extras: Pick<MyceliteDatabase, 'warnings' | 'revert' | 'historyCheck'>,
   cleanup: () => void,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
   let closed = false;
   return Object.defineProperties(db, {
     journalPath: { value: journalPath, enumerable: true },
-    warnings: { value: warnings, enumerable: true },
+    warnings: { value: extras.warnings, enumerable: true },
+    historyCheck: { value: extras.historyCheck },
     sync: { value: sync, enumerable: true },
     position: { value: () => journal.position },
     compact: { value: (o?: CompactCallOptions) => compactor.compact(o ?? {}) },
-    revert: { value: revert },
+    revert: { value: extras.revert },
     close: {
       value: () => {
         engineClose();

@@ -18,6 +18,7 @@ import {
   FILE_HEADER_SIZE,
   JournalReader,
   type SnapshotInfo,
+  xxh64,
 } from '../format/index.js';
 import { historyEnd, openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
@@ -44,8 +45,10 @@ export interface OpenWarning {
    * - `journal_damaged`: the journal lost or damaged committed snapshots; it was copied aside and the
    *   database, kept as it is, recorded as a new snapshot.
    * - `outside_change`: the database was written by another program; the change is now a snapshot.
+   * - `history_damaged`: the background check found a damaged snapshot in the history (the database is
+   *   fine; the points from it on cannot be restored from this copy).
    */
-  code: 'journal_missing' | 'journal_damaged' | 'outside_change';
+  code: 'journal_missing' | 'journal_damaged' | 'outside_change' | 'history_damaged';
   /** One line saying what happened and what was kept where. */
   message: string;
   /** Where the damaged journal was copied to. */
@@ -90,7 +93,10 @@ export function recoverWriter(ctx: RecoveryContext): Recovered {
   const rolledBack = step("roll back SQLite's interrupted transaction", () => rollBackHotJournal(ctx, scan));
   scan = rolledBack ?? scan;
   const marker = step('read the synced marker', () => readSyncedMarker(ctx.fs, ctx.paths.synced));
-  if (!scan.header) return step('start a new journal', () => startJournal(ctx, scan, marker));
+  if (!scan.header) {
+    step('check the journal is not of another version', () => refuseOtherVersion(ctx, scan));
+    return step('start a new journal', () => startJournal(ctx, scan, marker));
+  }
   // A transaction was cut short: the file may differ from the head where the marker cannot tell (SQLite's
   // rollback leaves pages it took from the freelist as the transaction wrote them).
   const interrupted = inflight || rolledBack !== undefined;
@@ -231,6 +237,24 @@ function rollBackHotJournal(ctx: RecoveryContext, scan: JournalScan): JournalSca
     r.close();
   }
   return out;
+}
+
+/**
+ * A journal whose header is whole (its checksum matches) but of another format version was written by
+ * another Mycelite: not damage. Refuse, leaving everything as it is.
+ */
+function refuseOtherVersion(ctx: RecoveryContext, scan: JournalScan): void {
+  if (scan.headerProblem?.offset !== 8 || scan.size < FILE_HEADER_SIZE) return;
+  const f = ctx.fs.open(ctx.paths.journal, { readonly: true });
+  try {
+    const h = readAt(f, 0, FILE_HEADER_SIZE);
+    const stored = new DataView(h.buffer, h.byteOffset, FILE_HEADER_SIZE).getBigUint64(56, true);
+    if (stored === xxh64(h.subarray(0, 56))) {
+      throw new RecoveryError(`cannot open ${ctx.name}: its ${scan.headerProblem.message}`);
+    }
+  } finally {
+    f.close();
+  }
 }
 
 /**
