@@ -333,7 +333,7 @@ interface Fixture {
 }
 
 /** The messages of an error and its causes, joined. */
-function causes(e: unknown): string {
+function _causes(e: unknown): string {
   const parts: string[] = [];
   for (let c = e as Error | undefined; c; c = c.cause as Error | undefined) parts.push(c.message);
   return parts.join(' <- ');

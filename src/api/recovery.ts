@@ -12,14 +12,7 @@
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
-import {
-  type ByteSource,
-  decodeFileHeader,
-  FILE_HEADER_SIZE,
-  JournalReader,
-  type SnapshotInfo,
-  xxh64,
-} from '../format/index.js';
+import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
 import { historyEnd, openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { hasDamage, type JournalScan, scanJournal } from '../journal/journal-scan.js';
