@@ -156,6 +156,19 @@ export class ReplicaFile {
     return db;
   }
 
+  /**
+   * Lets SQLite roll back what a failed commit left (a hot journal: the commit did not happen), so that
+   * the file can be checked as it is. A read does it, as when the connection is opened.
+   */
+  settle(): void {
+    try {
+      this.db.pragma('schema_version');
+    } catch (e) {
+      if (isBusy(e)) throw new ApplyBusyError('the replica database is busy', { cause: e });
+      throw e;
+    }
+  }
+
   /** Page size and size in pages of the file as it is (0, 0 when empty). */
   shape(): { pageSize: number; pages: number } {
     const size = this.fs.fileSize(this.path);

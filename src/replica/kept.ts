@@ -70,7 +70,10 @@ export interface History {
   last: SnapshotInfo | undefined;
 }
 
-/** Reads the journal at `path`; undefined when it is missing or its header is damaged. */
+/**
+ * Reads the journal at `path` (undefined when it is missing or empty). Throws what reading throws: an
+ * I/O error, or a JournalFormatError for a damaged header or snapshot.
+ */
 export function historyOf(fs: FileSystem, path: string): History | undefined {
   if (fs.fileSize(path) === 0) return undefined;
   const f = fs.open(path, { readonly: true });
@@ -80,8 +83,6 @@ export function historyOf(fs: FileSystem, path: string): History | undefined {
     for (const s of reader.snapshots()) last = s;
     const { journalId, baseTxid, baseChecksum } = reader.header;
     return { journalId, base: { txid: baseTxid, checksum: baseChecksum }, last };
-  } catch {
-    return undefined;
   } finally {
     f.close();
   }

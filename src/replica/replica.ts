@@ -24,6 +24,7 @@ import {
   type FileHeader,
   FLAG_FULL_IMAGE,
   hex,
+  JournalFormatError,
   JournalReader,
   loadHash,
   SNAPSHOT_HEADER_SIZE,
@@ -364,7 +365,7 @@ export class ReplicaStore {
     const tmp = resetPath(this.journalPath);
     if (!fs.exists(tmp)) return;
     const m = this.readMarker();
-    const image = m?.kept !== undefined ? historyOf(fs, tmp)?.last : undefined;
+    const image = m?.kept !== undefined ? newImage(fs, tmp) : undefined;
     const kept = m?.kept ? sibling(this.dbPath, m.kept) : undefined;
     if (m?.kept !== undefined && image && (!fs.exists(this.journalPath) || this.holds(image, m.counter))) {
       this.finishedReset = this.swapIn(kept);
@@ -381,10 +382,19 @@ export class ReplicaStore {
     return this.file.checksum({ pageSize: s.pageSize, pages: s.dbPages }, counter) === s.postChecksum;
   }
 
-  /** Forgets a reset whose image was not applied: the new journal, and a copy made for it, go. */
+  /**
+   * Forgets a reset whose image was not applied: the new journal, and a copy of the database made for
+   * it, go. (Were the old journal already moved aside — only if the new journal became unreadable since
+   * — it comes back, and recovery rebuilds the database from it.)
+   */
   private undoReset(kept: string | undefined): void {
     const { fs } = this.rt;
-    if (kept && !fs.exists(journalPaths(kept).journal)) {
+    const k = kept ? journalPaths(kept) : undefined;
+    if (k && fs.exists(k.journal) && !fs.exists(this.journalPath)) {
+      fs.rename(k.journal, this.journalPath);
+      fs.syncDir(this.journalPath);
+    }
+    if (kept && k && !fs.exists(k.journal)) {
       fs.delete(`${kept}.partial`);
       fs.delete(kept, true);
     }
@@ -432,6 +442,7 @@ export class ReplicaStore {
    * journal (done by opening), then resolve the inflight marker or a size that disagrees.
    */
   async recover(): Promise<void> {
+    this.file.settle();
     this.resolveReset();
     const p = journalPaths(this.dbPath);
     if (!this.journal && this.rt.fs.fileSize(p.journal) > 0)
@@ -656,6 +667,16 @@ function readMarker(file: FileHandle): Marker | undefined {
     m.kept = new TextDecoder().decode(b.subarray(31, 31 + n));
   }
   return m;
+}
+
+/** The image a reset's new journal holds, or undefined when the file is not a whole one. */
+function newImage(fs: FileSystem, path: string): SnapshotInfo | undefined {
+  try {
+    return historyOf(fs, path)?.last;
+  } catch (e) {
+    if (e instanceof JournalFormatError) return undefined;
+    throw e;
+  }
 }
 
 function positionOf(h: History): Position {
