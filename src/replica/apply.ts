@@ -162,6 +162,8 @@ export class ReplicaFile {
    */
   settle(): void {
     try {
+      // A page size change that failed to reconnect left the connection closed: open it again.
+      if (!this.db.open) this.db = this.connect();
       this.db.pragma('schema_version');
     } catch (e) {
       if (isBusy(e)) throw new ApplyBusyError('the replica database is busy', { cause: e });
