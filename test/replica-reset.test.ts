@@ -198,7 +198,7 @@ test('an image whose page lies (valid trailer) after a reset changes nothing; th
   assert.equal(nativeIntegrity(rPath), 'ok');
 });
 
-test('a hub whose database is another history is refused, with one line naming the reset option; reset: true adopts it and keeps the old files aside', async () => {
+test('a hub whose database is another history is refused, with one line naming the reset option; reset: true adopts it and keeps the old files aside', async (t) => {
   const dir = tempDir();
   const hubDir = tempDir('mycelite-hub-');
   const h1 = await hub(hubDir);
@@ -246,6 +246,7 @@ test('a hub whose database is another history is refused, with one line naming t
   let res = await runCli(['follow', h2.url, cliPath, '--db', 'app', '--token', rt, '--once']);
   assert.equal(res.status, 1, res.stderr);
   assert.equal(res.stderr.trim().split('\n').length, 1, res.stderr);
+  t.diagnostic(res.stderr.trim());
   assert.match(res.stderr, /^mycelite: .*another history.*mycelite follow .*--reset/);
   assert.deepEqual(filesOf(cliPath), cliBefore);
 
@@ -273,6 +274,7 @@ test('a hub whose database is another history is refused, with one line naming t
   assert.equal((await runCli(['verify', kept])).status, 0, 'the kept copy is a whole replica');
   res = await runCli(['follow', h2.url, cliPath, '--db', 'app', '--token', rt, '--once', '--reset']);
   assert.equal(res.status, 0, res.stderr);
+  t.diagnostic(res.stderr.trim());
   assert.equal(fileHash(cliPath), fileHash(path.join(dir, 'w2.db')));
   const cliKept = keptBeside(cliPath)[0]!;
   assert.match(res.stderr, new RegExp(`another history.*${cliKept.replace(/[.]/g, '\\.')}`));

@@ -159,7 +159,6 @@ function explain(e: unknown, { url, db, replica }: Where): Error {
         `replica's ${toHex(e.replica.journalId).slice(0, 8)}… at txid ${e.replica.txid}); nothing was changed. ` +
         `To follow the new history, run \`mycelite follow ${url} ${replica} --db ${db} --reset\` ` +
         '(it keeps the current database and journal aside)',
-      { cause: e },
     );
   }
   const code = e instanceof HubError ? e.code : undefined;
