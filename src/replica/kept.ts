@@ -20,21 +20,18 @@ export function resetPath(journal: string): string {
   return `${journal}.reset`;
 }
 
-/** `name` in the directory of `dbPath`. */
-export function sibling(dbPath: string, name: string): string {
-  return dbPath.slice(0, dbPath.lastIndexOf('/') + 1) + name;
-}
-
 /**
- * A free name beside `dbPath` to keep the history `journalId` (at `txid`) under: neither a file nor a
- * journal directory of that name exists.
+ * A free suffix to keep the history `journalId` (at `txid`) of the replica at `dbPath` under:
+ * `.replaced-<8 hex of the id>-<txid>` (then `.2`, `.3`, …), such that neither `dbPath + suffix` nor its
+ * journal directory exists. (A suffix, not a path: a replica copied or moved elsewhere keeps its own.)
  */
-export function keptName(fs: FileSystem, dbPath: string, journalId: Uint8Array, txid: bigint): string {
-  const stem = `${dbPath.slice(dbPath.lastIndexOf('/') + 1)}.replaced-${toHex(journalId).slice(0, 8)}-${txid}`;
+export function keptSuffix(fs: FileSystem, dbPath: string, journalId: Uint8Array, txid: bigint): string {
+  const stem = `.replaced-${toHex(journalId).slice(0, 8)}-${txid}`;
   for (let i = 1; ; i++) {
-    const name = i === 1 ? stem : `${stem}.${i}`;
-    const path = sibling(dbPath, name);
-    if (!fs.exists(path) && !fs.exists(`${path}.partial`) && !fs.exists(journalPaths(path).dir)) return name;
+    const suffix = i === 1 ? stem : `${stem}.${i}`;
+    const path = dbPath + suffix;
+    if (!fs.exists(path) && !fs.exists(`${path}.partial`) && !fs.exists(journalPaths(path).dir))
+      return suffix;
   }
 }
 

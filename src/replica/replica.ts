@@ -46,28 +46,19 @@ import {
   ReplicaFile,
   unpack,
 } from './apply.js';
-import {
-  copyFile,
-  type History,
-  historyOf,
-  keptName,
-  REPLICA_TAG,
-  resetPath,
-  sameId,
-  sibling,
-} from './kept.js';
+import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, sameId } from './kept.js';
 
 const VFS_NAME = 'mycelite';
 /**
  * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
- * more bytes, for a reset the length (2 bytes) and name of where the old history is kept.
+ * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept.
  */
 const MARKER_SIZE = 53;
 const MARKER_ONE = 1;
 const MARKER_BATCH = 2;
 const MARKER_RESET = 3;
-/** Longest name of a kept history in a reset's marker (bytes). */
-const MAX_KEPT_NAME = 1024;
+/** Longest suffix of a kept history in a reset's marker (bytes). */
+const MAX_KEPT_SUFFIX = 256;
 /** Most memory the pages of one batch may take (bytes), see `batchCost`. */
 export const BATCH_BYTES = 32 << 20;
 
@@ -86,7 +77,7 @@ interface Marker extends PostStep {
   /** For a batch: where its first snapshot starts in the journal, and its preChecksum. */
   offset?: number;
   pre?: bigint;
-  /** For a reset: the file name (beside the database) the old history goes to; '' for none. */
+  /** For a reset: the suffix of the database's path the old history goes to; '' for none. */
   kept?: string;
 }
 
@@ -329,10 +320,10 @@ export class ReplicaStore {
       fresh.close();
     }
     const old = this.journal?.last ? this.journal : undefined;
-    const name = old ? keptName(fs, this.dbPath, old.journalId, old.position.txid) : '';
-    const kept = name ? sibling(this.dbPath, name) : undefined;
+    const suffix = old ? keptSuffix(fs, this.dbPath, old.journalId, old.position.txid) : '';
+    const kept = suffix ? this.dbPath + suffix : undefined;
     const step = this.file.plan(bytes, h);
-    this.setMarker(step, undefined, name);
+    this.setMarker(step, undefined, suffix);
     try {
       if (kept && old && !sameId(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
       await this.applyRetrying(() => this.file.apply(bytes, h, 0n));
@@ -366,7 +357,7 @@ export class ReplicaStore {
     if (!fs.exists(tmp)) return;
     const m = this.readMarker();
     const image = m?.kept !== undefined ? newImage(fs, tmp) : undefined;
-    const kept = m?.kept ? sibling(this.dbPath, m.kept) : undefined;
+    const kept = m?.kept ? this.dbPath + m.kept : undefined;
     if (m?.kept !== undefined && image && (!fs.exists(this.journalPath) || this.holds(image, m.counter))) {
       this.finishedReset = this.swapIn(kept);
       return;
@@ -593,7 +584,7 @@ export class ReplicaStore {
 
   /**
    * Sets the marker for the apply of `step`'s snapshot, or of the batch from `batch.first` to it, or,
-   * with `kept` (a file name beside the database, '' for none), of a reset.
+   * with `kept` (the suffix of the database's path its old history goes to, '' for none), of a reset.
    */
   private setMarker(
     step: PostStep,
@@ -601,7 +592,7 @@ export class ReplicaStore {
     kept?: string,
   ): void {
     const name = new TextEncoder().encode(kept ?? '');
-    if (name.length > MAX_KEPT_NAME) throw new Error(`the replica's file name is too long: ${kept}`);
+    if (name.length > MAX_KEPT_SUFFIX) throw new Error(`suffix too long: ${kept}`);
     this.markerSet = true;
     this.markerReset = kept !== undefined;
     this.markerTxid = step.txid;
@@ -646,7 +637,7 @@ export class ReplicaStore {
 }
 
 function readMarker(file: FileHandle): Marker | undefined {
-  const b = readAt(file, 0, 31 + MAX_KEPT_NAME);
+  const b = readAt(file, 0, 31 + MAX_KEPT_SUFFIX);
   if (b[0] !== MARKER_ONE && b[0] !== MARKER_BATCH && b[0] !== MARKER_RESET) return undefined;
   const v = new DataView(b.buffer);
   const txid = v.getBigUint64(1, true);
@@ -663,7 +654,7 @@ function readMarker(file: FileHandle): Marker | undefined {
     m.pre = v.getBigUint64(45, true);
   }
   if (b[0] === MARKER_RESET) {
-    const n = Math.min(v.getUint16(29, true), MAX_KEPT_NAME);
+    const n = Math.min(v.getUint16(29, true), MAX_KEPT_SUFFIX);
     m.kept = new TextDecoder().decode(b.subarray(31, 31 + n));
   }
   return m;
