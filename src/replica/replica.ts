@@ -21,8 +21,10 @@ import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
   checkSnapshotChecksum,
   decodeSnapshotHeader,
+  encodeFileHeader,
   type FileHeader,
   FLAG_FULL_IMAGE,
+  FORMAT_VERSION,
   hex,
   JournalFormatError,
   JournalReader,
@@ -307,11 +309,22 @@ export class ReplicaStore {
     if (this.markerSet) await this.recover();
     const { fs } = this.rt;
     const tmp = resetPath(this.journalPath);
-    JournalWriter.create(fs, tmp, {
+    // Written in place (not through a temp file of its own: a crash would leave one no recovery knows);
+    // the marker below is what says it is whole.
+    const header = encodeFileHeader({
+      version: FORMAT_VERSION,
       journalId: stream.journalId,
+      createdAt: Date.now(),
       baseTxid: stream.baseTxid,
       baseChecksum: stream.baseChecksum,
     });
+    const out = fs.open(tmp, { create: true });
+    try {
+      out.truncate(0);
+      out.write(header, 0);
+    } finally {
+      out.close();
+    }
     const fresh = JournalWriter.open(fs, tmp);
     let snapshot: SnapshotInfo;
     try {
@@ -319,6 +332,7 @@ export class ReplicaStore {
     } finally {
       fresh.close();
     }
+    fs.syncDir(tmp);
     const old = this.journal?.last ? this.journal : undefined;
     const suffix = old ? keptSuffix(fs, this.dbPath, old.journalId, old.position.txid) : '';
     const kept = suffix ? this.dbPath + suffix : undefined;
@@ -330,6 +344,7 @@ export class ReplicaStore {
     } catch (e) {
       if (!(e instanceof ChecksumMismatchError)) throw e; // the marker stays: recover() settles it
       this.undoReset(kept);
+      await this.recover(); // a page size change before the mismatch is undone too
       throw new ImageMismatchError(`${e.message}: nothing was changed`, { cause: e });
     }
     const reset = this.swapIn(kept);
