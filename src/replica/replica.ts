@@ -444,8 +444,9 @@ export class ReplicaStore {
   }
 
   /**
-   * Makes the database agree with the journal after a crash or a failed apply: roll back SQLite's hot
-   * journal (done by opening), then resolve the inflight marker or a size that disagrees.
+   * Makes the database agree with the journal after a crash or a failed apply: let SQLite roll back a
+   * hot journal, settle a reset that did not finish, then resolve the inflight marker or a size that
+   * disagrees.
    */
   async recover(): Promise<void> {
     this.file.settle();
