@@ -23,6 +23,8 @@ export interface HistoryCheck {
   checkedTxid: bigint;
   /** The first damaged snapshot, when one was found. */
   damage?: { txid: bigint; offset: number; message: string };
+  /** Why the check could not read the history (an I/O error: not damage; the next open checks again). */
+  error?: string;
   /** The connection was closed before the check ended. */
   stopped?: boolean;
 }
@@ -44,7 +46,7 @@ export async function checkHistory(
   try {
     history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
   } catch (e) {
-    return { ok: false, checkedTxid: fromTxid, damage: damageOf(e, fromTxid + 1n) };
+    return failed(e, fromTxid);
   }
   let checked = fromTxid;
   try {
@@ -67,15 +69,17 @@ export async function checkHistory(
       if (stopped()) return { ok: false, checkedTxid: checked, stopped: true };
     }
   } catch (e) {
-    return { ok: false, checkedTxid: checked, damage: damageOf(e, checked + 1n) };
+    return failed(e, checked);
   } finally {
     history.close();
   }
 }
 
-function damageOf(e: unknown, txid: bigint): HistoryCheck['damage'] {
+/** The result for an error: damage when the journal's format says so, else a read that failed. */
+function failed(e: unknown, checked: bigint): HistoryCheck {
   if (e instanceof JournalFormatError) {
-    return { txid: e.txid ?? txid, offset: e.offset, message: e.message };
+    const damage = { txid: e.txid ?? checked + 1n, offset: e.offset, message: e.message };
+    return { ok: false, checkedTxid: checked, damage };
   }
-  return { txid, offset: -1, message: (e as Error).message };
+  return { ok: false, checkedTxid: checked, error: (e as Error).message };
 }
