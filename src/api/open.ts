@@ -22,6 +22,8 @@ import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
 import { checkHistory, type HistoryCheck } from './history-check.js';
 import { journalPaths, missingDirectory } from './paths.js';
+import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
+import type { PendingQueue } from '../shared/pending.js';
 import {
   historyPages,
   type OpenWarning,
@@ -63,6 +65,12 @@ export interface MyceliteOptions {
    *   per commit in DELETE/FULL). The file alone is always a consistent database, whatever crashed.
    */
   durability?: 'journal' | 'sqlite';
+  /**
+   * A database that many devices write (docs/ARCHITECTURE.md, "Shared databases"): every transaction
+   * commits locally at once and is also kept as a logical change until the hub's history holds it; with
+   * `hub`, the device syncs by itself (others' changes come in, its own are applied on top and pushed).
+   */
+  shared?: boolean | SharedOptions;
   /**
    * Called for each thing Mycelite did to keep your data that you must hear about: a damaged or missing
    * journal set aside, a change another program made to the database recorded as a snapshot (see
@@ -170,11 +178,19 @@ export async function openWith(
   let inflight: FileHandle | undefined;
   let synced: FileHandle | undefined;
   let pusher: Pusher | undefined;
+  let queue: PendingQueue | undefined;
+  let device: ReturnType<typeof startDevice> | undefined;
   try {
     if (fs.fileSize(dbPath) > 0) refuseWal(fs, dbPath, path);
     const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
     fs.delete(p.rollback);
     const holdsWrites = durability === 'journal';
+    // A device of a shared database stays one: every writer of it records its changes.
+    const shared =
+      options.shared === true || (options.shared === undefined && fs.exists(p.shared))
+        ? {}
+        : options.shared || undefined;
+    if (shared) beforeRecovery(fs, p);
     const recovered = recoverWriter({
       fs,
       sqlite3,
@@ -191,6 +207,7 @@ export async function openWith(
     let historyGood = false;
     synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, { checkedTxid, holdsWrites });
     inflight = fs.open(p.inflight, { create: true });
+    if (shared) queue = openDeviceState(fs, p, dbPath, journal, { checkedTxid, holdsWrites });
 
     // Appends overwrite zeros written ahead: their fdatasync does not change the file's size.
     journal.preallocate(JOURNAL_AHEAD);
@@ -202,7 +219,8 @@ export async function openWith(
         dbPath,
         paths: p,
         journal: writer,
-        hubTxid: () => (options.hub ? (pusher?.status().hubTxid ?? null) : undefined),
+        hubTxid: () =>
+          queue ? queue.base.txid : options.hub ? (pusher?.status().hubTxid ?? null) : undefined,
         rebased: () => pusher?.rebase(reopenJournal(fs, p.journal, writer.end)),
         busy: () => db?.inTransaction === true,
         checkpoint: () => capture.checkpoint(),
@@ -210,6 +228,7 @@ export async function openWith(
       options.history,
     );
     const noteSnapshot = (snapshot: SnapshotInfo): void => {
+      device?.device.noteSnapshot(snapshot);
       pusher?.noteSnapshot(snapshot);
       options.onSnapshot?.(snapshot);
       compactor.noteCommit();
@@ -238,7 +257,19 @@ export async function openWith(
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     capture.resetCounter();
-    if (options.hub) {
+    if (shared && queue) {
+      device = startDevice({
+        fs,
+        paths: p,
+        dbPath,
+        db,
+        capture,
+        journal,
+        queue,
+        options: shared,
+        hub: options.hub,
+      });
+    } else if (options.hub) {
       try {
         pusher = await startWriterSync(fs, p.journal, journal.end, options.hub);
       } catch (e) {
@@ -249,22 +280,17 @@ export async function openWith(
         });
       }
     }
-    const sync = pusher;
+    const sync: WriterSync | undefined = pusher ?? device?.sync;
     const conn = db;
     const revert = (at: ViewTarget): RevertResult => {
       if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
+      if (device) throw new Error('revert: not on a shared database yet (its other devices would not see it)');
       const { pages, snapshot: target } = historyPages(fs, p, at);
       try {
         // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.
-        conn.exec('BEGIN EXCLUSIVE');
-        let snapshot: SnapshotInfo | undefined;
-        try {
-          snapshot = capture.revert(pages);
-        } finally {
-          conn.exec('COMMIT');
-        }
-        // Its cached pages are of the state before: let SQLite read the file again.
-        conn.exec('PRAGMA shrink_memory');
+        const snapshot = capture.exclusively(() => capture.revert(pages));
+        // Its cached pages and schema are of the state before: let SQLite read the file again.
+        conn.resetCache();
         return { target: { txid: target.txid, timestamp: target.timestamp }, snapshot };
       } finally {
         pages.close?.();
@@ -289,7 +315,8 @@ export async function openWith(
     const extras = { warnings, revert, historyCheck };
     return decorate(db, journal, p.journal, sync, compactor, extras, () => {
       closing = true;
-      void sync?.close();
+      const dev = device;
+      void (dev ? dev.close() : sync?.close());
       vfs.forget(dbPath);
       journal?.close();
       inflight?.close();

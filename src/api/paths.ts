@@ -19,6 +19,8 @@ export function journalPaths(dbPath: string): {
   history: string;
   scratch: string;
   compactLock: string;
+  shared: string;
+  rebase: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -39,5 +41,9 @@ export function journalPaths(dbPath: string): {
     scratch: `${dir}/compact-scratch`,
     /** Held (exclusive file lock) by the one compaction of this database running. */
     compactLock: `${dir}/compact-lock`,
+    /** A shared database's device state: its id, base and pending changes (src/shared/pending.ts). */
+    shared: `${dir}/shared`,
+    /** A shared device's rebase in progress: what its journal and state become (src/shared/suffix.ts). */
+    rebase: `${dir}/rebase`,
   };
 }

@@ -31,7 +31,7 @@ import { type FileHandle, type FileSystem, readAt } from '../storage/file-system
 import { ShadowFile } from '../storage/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
-import { appendChange, filePages, type Pages } from './outside.js';
+import { appendChange, type ChangeOptions, filePages, type Pages } from './outside.js';
 import { PageOverlay } from './overlay.js';
 
 /** Options of a Capture. */
@@ -82,6 +82,14 @@ export interface SyncedOptions {
   checkpointBytes?: number;
   /** … or this many commits were made (default 1000). */
   checkpointCommits?: number;
+}
+
+/** Another connection (or an open transaction) holds a lock on the database: try again later. */
+export class LockBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LockBusyError';
+  }
 }
 
 /** Raised for every access to the database after its file could not be brought up to date. */
@@ -424,7 +432,7 @@ export class Capture {
    * (an empty `BEGIN EXCLUSIVE`) and drops SQLite's page cache after. A failure after the commit point
    * leaves the file behind the journal: every later access fails until the database is opened again.
    */
-  revert(to: Pages): SnapshotInfo | undefined {
+  revert(to: Pages, options: Pick<ChangeOptions, 'pages' | 'expect'> = {}): SnapshotInfo | undefined {
     const db = this.db;
     if (!db || this.prePageSize !== 0 || this.journal.pending) {
       throw new Error('revert: not between transactions');
@@ -433,9 +441,10 @@ export class Capture {
     const shadow = new ShadowFile(db, this.options.fs, this.options.spillPath);
     let snap: SnapshotInfo | undefined;
     try {
-      snap = appendChange(this.journal, filePages(db), to, 0, (pgno, page) =>
-        shadow.write(page, (pgno - 1) * to.pageSize),
-      );
+      snap = appendChange(this.journal, filePages(db), to, {
+        ...options,
+        changed: (pgno, page) => shadow.write(page, (pgno - 1) * to.pageSize),
+      });
       if (!snap) return undefined;
       shadow.truncate(to.dbPages * to.pageSize);
     } catch (e) {
@@ -460,6 +469,47 @@ export class Capture {
     }
     this.options.onSnapshot?.(snap);
     return snap;
+  }
+
+  /**
+   * Runs `write` holding SQLite's EXCLUSIVE lock on the database file, taken here on the file directly
+   * (not through a transaction, which would have SQLite write page 1 of an empty database at its
+   * commit): other connections wait while the file changes under them. Between transactions only.
+   * Throws LockBusyError when another connection holds a lock.
+   */
+  exclusively<T>(write: () => T): T {
+    const f = this.db;
+    if (!f) throw new Error('the database file is not open');
+    if (this.lockLevel !== 0 || this.prePageSize !== 0) {
+      throw new LockBusyError('SQLite is in a transaction: try again between transactions');
+    }
+    if (!f.lock || !f.unlock) return write(); // locks only within this process: SQLite holds none now
+    if (!f.lock(1) || !f.lock(2) || !f.lock(4)) {
+      f.unlock(0);
+      throw new LockBusyError(`another connection holds a lock on ${f.path}: try again`);
+    }
+    try {
+      return write();
+    } finally {
+      f.unlock(0);
+    }
+  }
+
+  /** The database file itself (writes to it bypass SQLite: see afterRawWrite). */
+  get file(): FileHandle | undefined {
+    return this.db;
+  }
+
+  /**
+   * The caller wrote the database file directly (a shared database taking the hub's snapshots), after the
+   * journal holds what it wrote, under SQLite's EXCLUSIVE lock: forget copies of the old pages, take the
+   * new change counter as ours, and make the file durable with the marker at the journal's head.
+   */
+  afterRawWrite(): void {
+    this.overlay?.forgetClean();
+    this.resetCounter();
+    this.sinceCommits++;
+    this.checkpoint();
   }
 
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */

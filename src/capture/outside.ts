@@ -45,18 +45,32 @@ export function filePages(db: FileHandle): Pages {
   return { pageSize, dbPages, readPage: (pgno, out) => void db.read(out, (pgno - 1) * pageSize) };
 }
 
+/** Options of appendChange. */
+export interface ChangeOptions {
+  /** Snapshot flags to add (FLAG_OUTSIDE). */
+  flags?: number;
+  /** Sees every page written, in order. */
+  changed?: (pgno: number, page: Uint8Array) => void;
+  /**
+   * The only pages that may differ (ascending; pages between the two sizes are added): the snapshot then
+   * costs these pages, not the database. Default: every page.
+   */
+  pages?: readonly number[];
+  /** The database checksum the new state must have: else nothing is appended and this throws. */
+  expect?: bigint;
+}
+
 /**
  * Appends to `journal` (and fsyncs) one snapshot taking the state `from` (the journal's last state, or
  * undefined when its pages cannot be read) to the state `to`: the pages that differ, or a full image when
- * `from` is unknown, empty or of another page size. `changed` sees every page written, in order. Returns
- * the snapshot, or undefined when the two states are equal.
+ * `from` is unknown, empty or of another page size. Returns the snapshot, or undefined when the two
+ * states are equal.
  */
 export function appendChange(
   journal: JournalWriter,
   from: Pages | undefined,
   to: Pages,
-  flags: number,
-  changed?: (pgno: number, page: Uint8Array) => void,
+  options: ChangeOptions = {},
 ): SnapshotInfo | undefined {
   const pageSize = to.pageSize || from?.pageSize || 4096;
   const dbPages = to.dbPages;
@@ -69,8 +83,7 @@ export function appendChange(
   const neu = new Uint8Array(pageSize);
   const was = new Uint8Array(pageSize);
   try {
-    const last = Math.max(dbPages, old?.dbPages ?? 0);
-    for (let pgno = 1; pgno <= last; pgno++) {
+    for (const pgno of candidates(full, dbPages, old?.dbPages ?? 0, options.pages)) {
       const existed = old !== undefined && pgno <= old.dbPages;
       if (existed) old.readPage(pgno, was);
       if (pgno > dbPages) {
@@ -81,13 +94,18 @@ export function appendChange(
       if (full) {
         body.addFullPage(pgno, neu);
         checksum ^= pageTerm(neu, pgno);
-        changed?.(pgno, neu);
+        options.changed?.(pgno, neu);
       } else if (body.addDiff(pgno, existed ? was : undefined, neu) || !existed) {
         checksum ^= (existed ? pageTerm(was, pgno) : 0n) ^ pageTerm(neu, pgno);
-        changed?.(pgno, neu);
+        options.changed?.(pgno, neu);
       }
     }
     body.finish();
+    if (options.expect !== undefined && checksum !== options.expect) {
+      throw new Error(
+        `the new state's checksum ${checksum.toString(16)} is not the expected ${options.expect.toString(16)}`,
+      );
+    }
     if (!full && body.patchCount === 0 && dbPages === old.dbPages) {
       appender.cancel();
       return undefined;
@@ -97,7 +115,7 @@ export function appendChange(
       {
         pageSize,
         dbPages,
-        flags: flags | (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
+        flags: (options.flags ?? 0) | (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
         postChecksum: checksum,
         commitTag: 0,
       },
@@ -112,6 +130,23 @@ export function appendChange(
   }
 }
 
+/** The page numbers to compare, ascending: all, or `pages` plus those between the two sizes. */
+function* candidates(full: boolean, dbPages: number, oldPages: number, pages?: readonly number[]): Generator<number> {
+  const last = Math.max(dbPages, oldPages);
+  if (full || pages === undefined) {
+    for (let pgno = 1; pgno <= last; pgno++) yield pgno;
+    return;
+  }
+  const low = Math.min(dbPages, oldPages);
+  let prev = 0;
+  for (const pgno of pages) {
+    if (pgno > low) break;
+    if (pgno > prev) yield pgno;
+    prev = pgno;
+  }
+  for (let pgno = Math.max(low, prev) + 1; pgno <= last; pgno++) yield pgno;
+}
+
 /**
  * Records the content of `db` as a change made outside Mycelite after the journal's last state `old`
  * (see appendChange). The file is only read.
@@ -121,5 +156,5 @@ export function appendOutsideChange(
   db: FileHandle,
   old: Pages | undefined,
 ): SnapshotInfo | undefined {
-  return appendChange(journal, old, filePages(db), FLAG_OUTSIDE);
+  return appendChange(journal, old, filePages(db), { flags: FLAG_OUTSIDE });
 }

@@ -13,6 +13,7 @@ import { registerPush } from './push.js';
 import { registerRestore } from './restore.js';
 import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
+import { registerSync } from './sync.js';
 import { registerToken } from './token.js';
 import { registerVerify } from './verify.js';
 
@@ -67,6 +68,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerRestore(program);
   registerRevert(program);
   registerServe(program);
+  registerSync(program);
   registerToken(program);
   registerVerify(program);
   for (const cmd of program.commands) {

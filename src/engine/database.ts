@@ -46,6 +46,8 @@ export interface ConnectionState {
   handle: number;
   iterators: number;
   safeIntegers: boolean;
+  /** Called after every statement and exec() (see Database.setAfterStatement). */
+  afterStatement?: () => void;
 }
 
 interface Controller {
@@ -62,6 +64,8 @@ const SQLITE_OPEN_READWRITE = 0x2;
 const SQLITE_OPEN_CREATE = 0x4;
 const SQLITE_OPEN_EXRESCODE = 0x02000000;
 const SQLITE_PREPARE_PERSISTENT = 0x1;
+/** sqlite3_file_control op: drop the connection's page cache (SQLite 3.42+). */
+const SQLITE_FCNTL_RESET_CACHE = 42;
 
 /** Whether the C string at `p` holds only whitespace, semicolons and SQL comments. */
 function isTrivia(heap: Uint8Array, p: number): boolean {
@@ -153,10 +157,39 @@ export class Database {
     if (this.state.iterators !== 0) throw new TypeError('This database connection is busy executing a query');
     const x = this.b.x;
     const text = this.b.allocString(sql);
-    const rc = x.sqlite3_exec(h, text, 0, 0, 0);
-    x.sqlite3_free(text);
-    if (rc !== 0) throw sqliteError(this.sqlite3, h, rc, describeSql('exec', sql));
-    return this;
+    try {
+      const rc = x.sqlite3_exec(h, text, 0, 0, 0);
+      x.sqlite3_free(text);
+      if (rc !== 0) throw sqliteError(this.sqlite3, h, rc, describeSql('exec', sql));
+      return this;
+    } finally {
+      this.state.afterStatement?.();
+    }
+  }
+
+  /**
+   * Forgets every page and the schema this connection keeps in memory, so that the next statement reads
+   * the file again: for after the file was written by other means than this connection while it held
+   * SQLite's lock (SQLITE_FCNTL_RESET_CACHE, then `PRAGMA writable_schema=RESET`, which reloads the
+   * schema). Between transactions only.
+   */
+  resetCache(): void {
+    const h = this.affirmOpen();
+    const x = this.b.x;
+    const main = this.b.allocString('main');
+    const rc = x.sqlite3_file_control(h, main, SQLITE_FCNTL_RESET_CACHE, 0);
+    x.sqlite3_free(main);
+    if (rc !== 0) throw sqliteError(this.sqlite3, h, rc, 'reset the page cache');
+    this.exec('PRAGMA writable_schema = RESET');
+  }
+
+  /**
+   * @internal Calls `fn` after every statement this connection runs (run, get, all, the end of an
+   * iteration, exec): where a shared database records each committed transaction's change. `fn` may
+   * throw; its error is the statement's.
+   */
+  setAfterStatement(fn: (() => void) | undefined): void {
+    this.state.afterStatement = fn;
   }
 
   /** Prepares a single SQL statement. Throws RangeError if `sql` holds none or more than one. */

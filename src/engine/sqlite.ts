@@ -42,6 +42,7 @@ export function loadSqlite(): Promise<Sqlite3> {
  */
 export interface WasmExports {
   sqlite3_open_v2(filename: number, ppDb: number, flags: number, vfs: number): number;
+  sqlite3_file_control(db: number, dbName: number, op: number, arg: number): number;
   sqlite3_close_v2(db: number): number;
   sqlite3_exec(db: number, sql: number, callback: number, arg: number, errmsg: number): number;
   sqlite3_prepare_v3(

@@ -113,30 +113,38 @@ export class Statement {
     const p = this.enter(params, false);
     const x = this.x;
     const db = this.state.handle;
-    const before = x.sqlite3_total_changes(db);
-    const rc = x.sqlite3_step(p);
-    if (rc !== ROW && rc !== DONE) throw this.fail(rc, 'step');
-    x.sqlite3_reset(p);
-    const changes = x.sqlite3_total_changes(db) === before ? 0 : x.sqlite3_changes(db);
-    const id = x.sqlite3_last_insert_rowid(db);
-    return { changes, lastInsertRowid: this.safe ? id : Number(id) };
+    try {
+      const before = x.sqlite3_total_changes(db);
+      const rc = x.sqlite3_step(p);
+      if (rc !== ROW && rc !== DONE) throw this.fail(rc, 'step');
+      x.sqlite3_reset(p);
+      const changes = x.sqlite3_total_changes(db) === before ? 0 : x.sqlite3_changes(db);
+      const id = x.sqlite3_last_insert_rowid(db);
+      return { changes, lastInsertRowid: this.safe ? id : Number(id) };
+    } finally {
+      this.state.afterStatement?.();
+    }
   }
 
   /** Returns the first result row, or `undefined` if there is none. */
   get<R = unknown>(...params: BindArg[]): R | undefined {
     const p = this.enter(params, true);
     const x = this.x;
-    const rc = x.sqlite3_step(p);
-    if (rc === ROW) {
-      try {
-        return this.row(p) as R;
-      } finally {
-        x.sqlite3_reset(p);
+    try {
+      const rc = x.sqlite3_step(p);
+      if (rc === ROW) {
+        try {
+          return this.row(p) as R;
+        } finally {
+          x.sqlite3_reset(p);
+        }
       }
+      if (rc !== DONE) throw this.fail(rc, 'step');
+      x.sqlite3_reset(p);
+      return undefined;
+    } finally {
+      this.state.afterStatement?.();
     }
-    if (rc !== DONE) throw this.fail(rc, 'step');
-    x.sqlite3_reset(p);
-    return undefined;
   }
 
   /** Returns all result rows. */
@@ -144,16 +152,20 @@ export class Statement {
     const p = this.enter(params, true);
     const x = this.x;
     const rows: R[] = [];
-    let rc = x.sqlite3_step(p);
     try {
-      for (; rc === ROW; rc = x.sqlite3_step(p)) rows.push(this.row(p) as R);
-    } catch (e) {
+      let rc = x.sqlite3_step(p);
+      try {
+        for (; rc === ROW; rc = x.sqlite3_step(p)) rows.push(this.row(p) as R);
+      } catch (e) {
+        x.sqlite3_reset(p);
+        throw e;
+      }
+      if (rc !== DONE) throw this.fail(rc, 'step');
       x.sqlite3_reset(p);
-      throw e;
+      return rows;
+    } finally {
+      this.state.afterStatement?.();
     }
-    if (rc !== DONE) throw this.fail(rc, 'step');
-    x.sqlite3_reset(p);
-    return rows;
   }
 
   /**
@@ -181,6 +193,7 @@ export class Statement {
       x.sqlite3_reset(p);
       this.locked = false;
       this.state.iterators--;
+      this.state.afterStatement?.();
     }
   }
 

@@ -74,7 +74,7 @@ export class JournalWriter {
 
   private constructor(
     private file: FileHandle,
-    readonly journalId: Uint8Array,
+    public journalId: Uint8Array,
     tail: Tail,
     tornBytes: number,
     last: SnapshotInfo | undefined,
@@ -361,6 +361,29 @@ export class JournalWriter {
     };
   }
 
+  /**
+   * Replaces everything after byte `offset` (a snapshot boundary) with `bytes` (whole snapshots that
+   * continue the snapshot ending there), fsyncs, and goes on after them. Not while a snapshot is
+   * tentative. The caller makes the change crash-safe (src/shared/suffix.ts keeps an intent first).
+   */
+  replaceSuffix(fs: FileSystem, offset: number, bytes: Uint8Array): void {
+    if (this.pending) throw new Error('replaceSuffix: a tentative snapshot is neither confirmed nor abandoned');
+    writeSuffix(this.file, offset, bytes);
+    const scan = scanJournal(fs, this.file.path);
+    const problem = scan.headerProblem ?? scan.damage;
+    if (problem || scan.end !== offset + bytes.length) {
+      throw new Error(`replaceSuffix: ${this.file.path} does not read back whole after the rewrite`, {
+        cause: problem,
+      });
+    }
+    this.tail = this.confirmed = { end: scan.end, ...scan.head, timestamp: scan.last?.timestamp ?? 0 };
+    this.last = scan.last;
+    this.lastBefore = scan.lastBefore;
+    this.journalId = scan.header!.journalId;
+    this.baseTxid = scan.header!.baseTxid;
+    if (this.ahead > 0) this.allocated = this.file.size();
+  }
+
   /** The journal file (for readers in the same process). */
   get handle(): FileHandle {
     return this.file;
@@ -376,4 +399,15 @@ export class JournalWriter {
       this.file.close();
     }
   }
+}
+
+/** Cuts `file` at `offset`, writes `bytes` there and fsyncs (a suffix rewrite, see replaceSuffix). */
+export function writeSuffix(file: FileHandle, offset: number, bytes: Uint8Array): void {
+  file.truncate(offset);
+  for (let at = 0; at < bytes.length; ) {
+    const n = Math.min(4 << 20, bytes.length - at);
+    file.write(bytes.subarray(at, at + n), offset + at);
+    at += n;
+  }
+  file.sync();
 }

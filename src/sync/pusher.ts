@@ -98,6 +98,11 @@ export class Pusher implements WriterSync {
     return s;
   }
 
+  pending(): number {
+    const hub = this.hubHead?.txid ?? this.options.index.base.txid;
+    return Number(this.options.index.lastTxid - hub);
+  }
+
   on<K extends keyof SyncEvents>(event: K, fn: (arg: SyncEvents[K]) => void): () => void {
     return this.emitter.on(event, fn);
   }

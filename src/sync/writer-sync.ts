@@ -14,13 +14,48 @@ export interface SyncStatus {
   lastError?: string;
   /** The write lease, as last granted or renewed. */
   lease?: Lease;
+  /** Shared databases: local changes not in the hub's history yet. */
+  pending?: number;
 }
 
 export type SyncEvents = {
   status: SyncStatus;
   /** The hub's head moved forward by `count` snapshots, to `hubTxid`. */
   pushed: { hubTxid: bigint; count: number };
+  /** Shared databases: other devices' snapshots were taken in (the database changed under the app). */
+  received: { hubTxid: bigint; count: number };
+  /** Shared databases: a local change met another device's when applied again (and what was chosen). */
+  conflict: ConflictEvent;
+  /** Shared databases: a local change was rejected as a whole (nothing of it stays). */
+  rejected: { seq: bigint; reason: string };
 };
+
+/** What a conflict is about (shared databases, src/shared/apply.ts). */
+export type ConflictKind = 'data' | 'notfound' | 'conflict' | 'constraint' | 'foreign_key';
+
+/** A conflict met while a local change is applied again on the hub's newer state. */
+export interface Conflict {
+  kind: ConflictKind;
+  table: string;
+  op: 'insert' | 'update' | 'delete';
+  /** The row's primary key values. */
+  key: unknown[];
+  /** The local change's old and new values (undefined where the operation has none, or unchanged). */
+  old?: unknown[];
+  new?: unknown[];
+  /** The row as it is in the database now, for 'data' and 'conflict'. */
+  current?: unknown[];
+}
+
+/** 'local': the local change wins; 'hub': the row stays as it is (the local change is dropped); 'reject': the whole local transaction is rejected. */
+export type ConflictChoice = 'local' | 'hub' | 'reject';
+
+/** A conflict and its outcome, for the local change `seq` (the device's sequence number). */
+export interface ConflictEvent {
+  seq: bigint;
+  conflict: Conflict;
+  choice: ConflictChoice;
+}
 
 /** What a writer's `db.sync` offers. */
 export interface WriterSync {
@@ -30,6 +65,8 @@ export interface WriterSync {
   flush(timeoutMs?: number): Promise<void>;
   /** Stops pushing and releases the write lease (best effort). */
   close(): Promise<void>;
+  /** Local transactions not in the hub's history yet. */
+  pending(): number;
 }
 
 /** Bytes of the local journal. */

@@ -1,0 +1,360 @@
+/**
+ * The network side of a shared database's device (docs/ARCHITECTURE.md, "Shared databases"): follows the
+ * hub live while nothing is pending, and when local changes are pending takes the write lease, brings the
+ * hub's new snapshots in (a rebase, src/shared/device.ts), pushes the local ones and releases the lease
+ * at once. Offline it waits with backoff while local commits go on. Runtime-neutral.
+ */
+import { HubError, StreamParser, toHex, type WirePosition } from '../protocol/index.js';
+import { Emitter } from '../sync/emitter.js';
+import type { HubClient, Lease } from '../sync/hub-client.js';
+import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
+import type { Conflict, ConflictChoice, SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/writer-sync.js';
+import { type Device, DeviceBusyError, type IncomingSnapshot, type RebaseReport } from './device.js';
+
+export interface DeviceSyncOptions {
+  client: HubClient;
+  device: Device<Conflict, ConflictChoice>;
+  /** Lease holder id (default random). */
+  holder?: string;
+  /** Lease time-to-live asked of the hub (ms, default 30 s). */
+  leaseTtlMs?: number;
+  /** Largest push body (bytes, default 16 MiB). */
+  maxBatch?: number;
+  /** Backoff bounds while offline or while another device holds the lease (ms). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+export class DeviceSync implements WriterSync {
+  private readonly emitter = new Emitter<SyncEvents>();
+  private state: SyncState = 'connecting';
+  private lastError: string | undefined;
+  private stopped = false;
+  private wake: AbortController = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly holder: string;
+  private readonly at: string;
+  private waiters = new Set<{ seq: bigint; resolve(): void; reject(e: Error): void }>();
+  private fatal: SyncError | undefined;
+
+  constructor(private readonly o: DeviceSyncOptions) {
+    this.holder = o.holder ?? `device-${o.device.queue.device}`;
+    const t = o.client.target;
+    this.at = `database ${t.db} on ${t.url}`;
+    o.device.onRecorded = () => {
+      this.emitStatus();
+      this.wake.abort();
+    };
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  status(): SyncStatus {
+    const s: SyncStatus = {
+      state: this.state,
+      localTxid: this.o.device.localTxid,
+      pending: this.o.device.queue.records.length,
+      hubTxid: this.o.device.queue.base.txid,
+    };
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    return s;
+  }
+
+  /** Local changes not in the hub's history yet (each one local transaction). */
+  pending(): number {
+    return this.o.device.queue.records.length;
+  }
+
+  on<K extends keyof SyncEvents>(event: K, fn: (arg: SyncEvents[K]) => void): () => void {
+    return this.emitter.on(event, fn);
+  }
+
+  /**
+   * Resolves once every local change committed before the call is in the hub's history or was reported
+   * rejected; rejects with the error that stopped syncing, or after `timeoutMs`.
+   */
+  flush(timeoutMs?: number): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    const records = this.o.device.queue.records;
+    if (records.length === 0) return Promise.resolve();
+    const seq = records[records.length - 1]!.seq;
+    this.wake.abort();
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const w = {
+        seq,
+        resolve: () => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          resolve();
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          reject(e);
+        },
+      };
+      this.waiters.add(w);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(
+          () => w.reject(new Error(`${this.at}: local changes still pending after ${timeoutMs} ms (${this.lastError ?? this.state})`)),
+          timeoutMs,
+        );
+      }
+    });
+  }
+
+  /**
+   * Resolves the next time the device holds the hub's head with nothing pending (it caught up and
+   * follows); rejects with the error that stopped syncing.
+   */
+  whenIdle(): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    this.wake.abort();
+    return new Promise((resolve, reject) => this.idle.add({ resolve, reject }));
+  }
+
+  private idle = new Set<{ resolve(): void; reject(e: Error): void }>();
+
+  /** Stops syncing (a lease held is released by the round in progress). */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.wake.abort();
+    await this.loop?.catch(() => undefined);
+    this.update('closed');
+    for (const w of this.waiters) w.reject(new Error(`${this.at}: the database was closed before its changes synced`));
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.o.minBackoffMs ?? 100;
+    const max = this.o.maxBackoffMs ?? 5_000;
+    while (!this.stopped) {
+      this.wake = new AbortController();
+      try {
+        const next = await this.round();
+        backoff = this.o.minBackoffMs ?? 100;
+        this.settle();
+        if (this.stopped) break;
+        if (next === 'follow') await this.follow();
+        else if (next === 'wait') {
+          this.update('synced');
+          for (const w of this.idle) w.resolve();
+          this.idle.clear();
+          await sleep(5_000, this.wake.signal);
+        }
+      } catch (e) {
+        if (this.stopped) break;
+        if (e instanceof DeviceBusyError) {
+          await sleep(20, this.wake.signal);
+          continue;
+        }
+        if (e instanceof HubError && e.code === 'lease_held') {
+          // Another device is syncing: let it finish.
+          await sleep(Math.min(backoff, 500) * (0.5 + Math.random()), this.wake.signal);
+          backoff = Math.min(backoff * 2, max);
+          continue;
+        }
+        if (!isTransient(e)) {
+          this.fatal = e instanceof SyncError ? e : e instanceof HubError ? fatalFromHub(e, this.o.client.target) : new SyncError(`${this.at}: ${(e as Error).message}`, 'internal', { cause: e });
+          this.update('error', this.fatal.message);
+          for (const w of this.waiters) w.reject(this.fatal);
+          for (const w of this.idle) w.reject(this.fatal);
+          return;
+        }
+        this.update('offline', (e as Error).message);
+        await sleep(backoff, this.wake.signal);
+        backoff = Math.min(backoff * 2, max);
+      }
+    }
+  }
+
+  /**
+   * One round: bring the hub's history in and push what is pending. Then: 'follow' the hub live,
+   * 'wait' for a local change (the hub has no such database yet), or go 'again'.
+   */
+  private async round(): Promise<'follow' | 'wait' | 'again'> {
+    const { client, device } = this.o;
+    const q = device.queue;
+    const hub = await client.state();
+    if (q.records.length === 0) {
+      if (!hub) return 'wait';
+      if (toHex(hub.journalId) !== toHex(device.journalId)) {
+        await this.adopt(hub.journalId);
+        return 'again';
+      }
+      if (hub.head.txid > q.base.txid) await this.catchUp();
+      return 'follow';
+    }
+    this.update('pushing');
+    const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+    try {
+      const now = await client.state();
+      if (!now) {
+        await this.pushSuffix(lease, undefined);
+      } else if (toHex(now.journalId) !== toHex(device.journalId)) {
+        await this.adopt(now.journalId);
+        await this.pushSuffix(lease, now.head);
+      } else {
+        const local = device.localPoint(now.head);
+        if (local === 'ahead') {
+          await this.catchUp();
+        } else if (local === 'in') {
+          device.pushed(now.head); // an earlier push whose answer was lost
+        } else {
+          throw new SyncError(
+            `${this.at} has at txid ${now.head.txid} a state this device does not know, behind its own: the hub's copy was replaced by an older one; restore the hub or start this device afresh`,
+            'other_history',
+          );
+        }
+        await this.pushSuffix(lease, (await client.state())!.head);
+      }
+    } finally {
+      await client.releaseLease(lease.epoch).catch(() => undefined);
+    }
+    return q.records.length === 0 ? 'follow' : 'again';
+  }
+
+  /** Reads the hub's snapshots after the base (up to its head now) and takes them in. */
+  private async catchUp(): Promise<void> {
+    const { client, device } = this.o;
+    const base = device.queue.base;
+    const incoming = await this.readAll({ after: base, journalId: device.journalId });
+    this.takeIn(incoming);
+  }
+
+  /** The hub holds another history: take its image and everything after it; pending changes go on top. */
+  private async adopt(journalId: Uint8Array): Promise<void> {
+    if (!this.o.device.canAdopt()) {
+      throw new SyncError(
+        `${this.at} holds another history than this device's database, whose content from before it was shared cannot be merged: open an empty file to join it, or push this database under a new name`,
+        'other_history',
+      );
+    }
+    const incoming = await this.readAll({});
+    this.takeIn(incoming, { journalId });
+  }
+
+  private takeIn(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
+    if (incoming.length === 0) return;
+    const report = this.o.device.takeIn(incoming, other);
+    this.report(report);
+    const base = this.o.device.queue.base;
+    this.emitter.emit('received', { hubTxid: base.txid, count: report.incoming });
+  }
+
+  private report(r: RebaseReport<Conflict, ConflictChoice>): void {
+    for (const c of r.conflicts) this.emitter.emit('conflict', { seq: c.seq, conflict: c.conflict, choice: c.choice });
+    for (const x of r.rejected) this.emitter.emit('rejected', x);
+  }
+
+  /** Pushes the local snapshots after the hub's `head` (a point of the local history). */
+  private async pushSuffix(lease: Lease, head: WirePosition | undefined): Promise<void> {
+    const { client, device } = this.o;
+    for (;;) {
+      const batch = device.pushBatch(head, this.o.maxBatch ?? 16 << 20);
+      if (!batch) {
+        if (head) device.pushed(head);
+        return;
+      }
+      const r = await client.push(batch.bytes, { journalId: device.journalId, base: batch.base, epoch: lease.epoch });
+      device.pushed(r.head);
+      this.emitter.emit('pushed', { hubTxid: r.head.txid, count: r.appended });
+      head = r.head;
+      this.settle();
+    }
+  }
+
+  /** Follows the hub live until a local change wants pushing (or the stream ends). */
+  private async follow(): Promise<void> {
+    const { client, device } = this.o;
+    if (device.queue.records.length > 0 || this.stopped) return;
+    this.update('synced');
+    for (const w of this.idle) w.resolve();
+    this.idle.clear();
+    const signal = this.wake.signal;
+    let stream: ReadableStream<Uint8Array>;
+    try {
+      stream = await client.read({ after: device.queue.base, journalId: device.journalId, follow: true, signal });
+    } catch (e) {
+      if (signal.aborted) return;
+      throw e;
+    }
+    const parser = new StreamParser({ stream: true });
+    const reader = stream.getReader();
+    let batch: IncomingSnapshot[] = [];
+    try {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (signal.aborted) return;
+          throw e;
+        }
+        if (chunk.done) return;
+        for (const item of parser.push(chunk.value)) {
+          if (item.kind === 'snapshot') batch.push({ bytes: item.bytes.slice(), header: item.header });
+        }
+        if (batch.length > 0) {
+          if (device.queue.records.length > 0) return; // a local change: a round takes these in
+          try {
+            this.takeIn(batch);
+            batch = [];
+          } catch (e) {
+            if (!(e instanceof DeviceBusyError)) throw e;
+            await sleep(20);
+          }
+        }
+      }
+    } finally {
+      await reader.cancel().catch(() => undefined);
+    }
+  }
+
+  /** Reads a stream to its end (no follow): the snapshots it holds. */
+  private async readAll(o: { after?: WirePosition; journalId?: Uint8Array }): Promise<IncomingSnapshot[]> {
+    const stream = await this.o.client.read({ ...o, follow: false });
+    const parser = new StreamParser({ stream: true });
+    const out: IncomingSnapshot[] = [];
+    const reader = stream.getReader();
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      for (const item of parser.push(chunk.value)) {
+        if (item.kind === 'snapshot') out.push({ bytes: item.bytes.slice(), header: item.header });
+      }
+    }
+    parser.end();
+    return out;
+  }
+
+  /** Resolves flush() calls whose changes are all synced (or rejected). */
+  private settle(): void {
+    const records = this.o.device.queue.records;
+    const first = records[0]?.seq;
+    for (const w of this.waiters) if (first === undefined || first > w.seq) w.resolve();
+    this.update(records.length === 0 ? 'synced' : this.state);
+  }
+
+  private update(state: SyncState, error?: string): void {
+    this.state = state;
+    this.lastError = error;
+    this.emitStatus();
+  }
+
+  private emitStatus(): void {
+    this.emitter.emit('status', this.status());
+  }
+}
+

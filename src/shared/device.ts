@@ -1,0 +1,461 @@
+/**
+ * One device of a shared database (docs/ARCHITECTURE.md, "Shared databases"): local commits go on as
+ * with any writer, and each becomes a pending record with its logical change; taking the hub's history
+ * in happens here, synchronously, between the application's transactions:
+ *
+ * - **catch up** (nothing pending): the hub's snapshots are appended to the journal as they are and
+ *   written to the file;
+ * - **rebase** (changes pending, the hub moved on): the file is put at the hub's new head (one local
+ *   snapshot does it, so a crash redoes it), every pending change is applied again on top, each in its own
+ *   transaction and with the conflict rules, and the journal's tail after the base is rewritten to the
+ *   hub's snapshots followed by the re-applied ones, renumbered to follow the hub's head.
+ *
+ * The application never sees the state in between: all of it runs in one synchronous call, between its
+ * transactions. The file is written under SQLite's EXCLUSIVE lock (other processes' readers see each
+ * step whole; during a rebase one of them may see the hub's state before the pending changes are back
+ * on it). SQLite's page cache and schema are dropped after each raw write. The network side is
+ * src/shared/device-sync.ts. Runtime-neutral.
+ */
+import { type Capture, LockBusyError } from '../capture/capture.js';
+import { filePages } from '../capture/outside.js';
+import type { Database } from '../engine/database.js';
+import {
+  encodeFileHeader,
+  FORMAT_VERSION,
+  JournalReader,
+  memorySource,
+  type SnapshotHeader,
+  type SnapshotInfo,
+  walkPatches,
+} from '../format/index.js';
+import { fileSource } from '../journal/file-source.js';
+import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import { PageFile } from '../restore/page-file.js';
+import { redo } from '../restore/replay.js';
+import { type FileSystem, readAt } from '../storage/file-system.js';
+import { ShadowFile } from '../storage/shadow-file.js';
+import { historyPages } from '../api/recovery.js';
+import { openHistory } from '../history/source.js';
+import type { journalPaths } from '../api/paths.js';
+import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
+import { renumber, writeIntent } from './suffix.js';
+
+/** A snapshot received from the hub: its bytes as stored and its header. */
+export interface IncomingSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+}
+
+/** Records each local transaction's logical change (src/shared/changes.ts). */
+export interface ChangeSource {
+  take(): LocalChange;
+  discard(): void;
+  readonly empty: boolean;
+  close(): void;
+}
+
+/** Re-applies a local change with the conflict rules (src/shared/apply.ts). */
+export type ApplyChange<C, O> = (db: Database, change: LocalChange, handler?: (c: C) => O | undefined) => {
+  applied: boolean;
+  conflicts: { conflict: C; choice: O }[];
+  rejected?: string;
+};
+
+/** What happened to pending changes in a rebase. */
+export interface RebaseReport<C = unknown, O = unknown> {
+  /** Hub snapshots taken in. */
+  incoming: number;
+  /** Pending changes applied again (possibly with conflicts). */
+  applied: number;
+  /** Conflicts met, per pending change (its sequence number). */
+  conflicts: { seq: bigint; conflict: C; choice: O }[];
+  /** Pending changes rejected as a whole, with why. */
+  rejected: { seq: bigint; reason: string }[];
+}
+
+/** The paths of a device's files. */
+export type DevicePaths = ReturnType<typeof journalPaths> & { shared: string; rebase: string };
+
+export interface DeviceParts<C, O> {
+  fs: FileSystem;
+  paths: DevicePaths;
+  dbPath: string;
+  db: Database;
+  capture: Capture;
+  journal: JournalWriter;
+  queue: PendingQueue;
+  changes: ChangeSource;
+  apply: ApplyChange<C, O>;
+  /** The application's conflict handler (undefined: the default rules). */
+  handler?: (c: C) => O | undefined;
+}
+
+/** The database is in a transaction (or rebasing): try again between transactions. */
+export class DeviceBusyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DeviceBusyError';
+  }
+}
+
+export class Device<C = unknown, O = unknown> {
+  /** Local snapshots committed since the last pending record. */
+  private unrecorded: SnapshotInfo[] = [];
+  /** While taking the hub's snapshots in: commits are not the application's. */
+  private taking = false;
+  private taken: SnapshotInfo[] = [];
+  /** Called after a local change was recorded (the sync side wakes up). */
+  onRecorded: (() => void) | undefined;
+  private broken: Error | undefined;
+
+  constructor(private readonly p: DeviceParts<C, O>) {}
+
+  get queue(): PendingQueue {
+    return this.p.queue;
+  }
+
+  /** A snapshot was committed (the capture's onSnapshot). */
+  noteSnapshot(s: SnapshotInfo): void {
+    if (this.taking) this.taken.push(s);
+    else this.unrecorded.push(s);
+  }
+
+  /**
+   * After each statement (the engine's hook): once a transaction has committed and none is open, its
+   * logical change becomes a pending record, fsynced before the statement returns to the application.
+   */
+  afterStatement(): void {
+    // Statements of our own (the recorder reading the schema) come back here: let them through.
+    if (this.taking || this.recording || this.p.db.inTransaction) return;
+    this.recording = true;
+    try {
+      this.record();
+    } finally {
+      this.recording = false;
+    }
+  }
+
+  private recording = false;
+
+  private record(): void {
+    if (this.unrecorded.length === 0) {
+      if (!this.p.changes.empty) this.p.changes.discard(); // rolled back
+      return;
+    }
+    if (this.broken) throw this.broken;
+    const first = this.unrecorded[0]!;
+    const last = this.unrecorded[this.unrecorded.length - 1]!;
+    this.unrecorded = [];
+    try {
+      this.p.queue.append({
+        firstTxid: first.txid,
+        lastTxid: last.txid,
+        postChecksum: last.postChecksum,
+        change: this.p.changes.take(),
+      });
+    } catch (e) {
+      // The commit is in the journal but its change is not recorded: it would never sync. The next open
+      // takes it back out (recovery pairs snapshots with records); until then nothing more is written.
+      this.broken = new Error(
+        `recording the change of snapshot ${last.txid} failed (${(e as Error).message}): close the database and open it again`,
+        { cause: e },
+      );
+      throw this.broken;
+    }
+    this.onRecorded?.();
+  }
+
+  /** Byte offset where the journal's snapshots after the base start, and those snapshots. */
+  suffix(): { start: number; snapshots: SnapshotInfo[] } {
+    const base = this.p.queue.base;
+    const f = this.p.journal.handle;
+    const src = fileSource(f);
+    const end = this.p.journal.end;
+    const bounded = { size: () => Math.min(end, src.size()), read: src.read };
+    const reader = new JournalReader(bounded);
+    let start = -1;
+    if (reader.header.baseTxid === base.txid && reader.header.baseChecksum === base.checksum) start = reader.end;
+    const after: SnapshotInfo[] = [];
+    for (const s of reader.snapshots()) {
+      if (start >= 0) after.push(s);
+      else if (s.txid === base.txid) {
+        if (s.postChecksum !== base.checksum) break;
+        start = s.offset + s.length;
+      }
+    }
+    if (start < 0) {
+      throw new Error(
+        `the journal does not hold the device's base (txid ${base.txid}): its device state does not belong to it`,
+      );
+    }
+    return { start, snapshots: after };
+  }
+
+  /**
+   * Takes the hub's snapshots after the base in: appended as they are when nothing is pending, else a
+   * rebase. `other` is set when they are another history (a device that never synced, or a hub that
+   * started over): the first one is then a full image and the whole journal is replaced.
+   */
+  takeIn(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): RebaseReport<C, O> {
+    const { db } = this.p;
+    if (db.inTransaction) throw new DeviceBusyError('a transaction is open');
+    this.afterStatement();
+    this.taking = true;
+    const report: RebaseReport<C, O> = { incoming: incoming.length, applied: 0, conflicts: [], rejected: [] };
+    if (incoming.length === 0 && !other) return report;
+    const { snapshots } = this.suffix();
+    const { capture } = this.p;
+    try {
+      if (snapshots.length === 0 && !other) {
+        capture.exclusively(() => this.append(incoming));
+        db.resetCache();
+        const last = incoming[incoming.length - 1]!.header;
+        this.p.queue.rewrite({ txid: last.txid, checksum: last.postChecksum }, []);
+        return report;
+      }
+      capture.exclusively(() => this.resetTo(incoming, snapshots, other !== undefined));
+      db.resetCache();
+      this.reapply(report);
+      this.rewriteTail(incoming, other);
+      return report;
+    } catch (e) {
+      if (e instanceof LockBusyError) throw new DeviceBusyError(e.message);
+      throw e;
+    } finally {
+      this.taking = false;
+      this.taken = [];
+    }
+  }
+
+  /** The last local txid. */
+  get localTxid(): bigint {
+    return this.p.journal.position.txid;
+  }
+
+  /** The journal id of the local history. */
+  get journalId(): Uint8Array {
+    return this.p.journal.journalId;
+  }
+
+  /**
+   * Where the hub's `head` stands for this device: 'in' when it is the base or one of the local snapshots
+   * after it (pushed earlier), 'ahead' when the hub has snapshots after the base the device lacks,
+   * 'unknown' when the hub is behind the base or elsewhere (its copy was replaced).
+   */
+  localPoint(head: Position): 'in' | 'ahead' | 'unknown' {
+    const base = this.p.queue.base;
+    if (head.txid === base.txid) return head.checksum === base.checksum ? 'in' : 'unknown';
+    if (head.txid < base.txid) return 'unknown';
+    const mine = this.suffix().snapshots.find((s) => s.txid === head.txid);
+    return mine && mine.postChecksum === head.checksum ? 'in' : 'ahead';
+  }
+
+  /**
+   * The next push: the local snapshots after `from` (the base, a local snapshot, or undefined for the
+   * whole journal when the hub has no such database yet), at most `max` bytes but at least one; undefined
+   * when there is nothing after it.
+   */
+  pushBatch(from: Position | undefined, max: number): { bytes: Uint8Array; base: Position } | undefined {
+    const { journal } = this.p;
+    let after: SnapshotInfo[];
+    let base: Position;
+    if (from === undefined) {
+      const src = fileSource(journal.handle);
+      const end = journal.end;
+      const reader = new JournalReader({ size: () => Math.min(end, src.size()), read: src.read });
+      base = { txid: reader.header.baseTxid, checksum: reader.header.baseChecksum };
+      after = [...reader.snapshots()];
+    } else {
+      const { snapshots } = this.suffix();
+      const i = from.txid === this.p.queue.base.txid ? 0 : snapshots.findIndex((s) => s.txid === from.txid) + 1;
+      if (i === 0 && from.txid !== this.p.queue.base.txid) {
+        throw new Error(`txid ${from.txid} is not a point of the local history after the base`);
+      }
+      after = snapshots.slice(i);
+      base = from;
+    }
+    if (after.length === 0) return undefined;
+    const first = after[0]!;
+    let n = 1;
+    while (n < after.length && after[n]!.offset + after[n]!.length - first.offset <= max) n++;
+    const last = after[n - 1]!;
+    return { bytes: readAt(journal.handle, first.offset, last.offset + last.length - first.offset), base };
+  }
+
+  /**
+   * True when this device can join another history: everything its database holds came from changes it
+   * recorded (its base is the empty database), so they can all be applied on top of the hub's.
+   */
+  canAdopt(): boolean {
+    return this.p.queue.base.checksum === 0n;
+  }
+
+  /** The hub holds the local snapshots up to `head` (a point after the base): they are no longer pending. */
+  pushed(head: Position): void {
+    const q = this.p.queue;
+    q.rewrite(
+      head,
+      q.records.filter((r) => r.lastTxid > head.txid),
+    );
+  }
+
+  /** Appends the hub's snapshots to the journal as they are, then writes them to the file. */
+  private append(incoming: IncomingSnapshot[]): void {
+    const { journal, capture, fs, paths } = this.p;
+    const from = journal.position;
+    for (const s of incoming) journal.appendEncoded(s.bytes, s.header, false);
+    journal.handle.sync();
+    const file = capture.file!;
+    const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
+    try {
+      redo(history.source, file, from);
+    } finally {
+      history.close();
+    }
+    file.sync();
+    capture.afterRawWrite();
+  }
+
+  /**
+   * Puts the file at the hub's new head as one local snapshot: the pages the local snapshots changed
+   * go back to the base's, then the hub's snapshots are applied (all aside), and the difference is
+   * appended (fsynced: a crash redoes it) and written. Its checksum must be the hub's.
+   */
+  private resetTo(incoming: IncomingSnapshot[], local: SnapshotInfo[], other: boolean): void {
+    const { fs, paths, capture, journal, queue } = this.p;
+    const file = capture.file!;
+    const target = incoming[incoming.length - 1]!.header;
+    const shadow = new ShadowFile(file, fs, `${paths.spill}-rebase`);
+    const touched = new Set<number>();
+    try {
+      const src = fileSource(journal.handle);
+      for (const s of local) walkPatches(src, s.offset, s, (pgno) => touched.add(pgno));
+      const base = queue.base;
+      if (other || base.checksum === 0n) {
+        shadow.truncate(0);
+      } else {
+        const { pages, snapshot } = historyPages(fs, paths, base.txid);
+        try {
+          if (snapshot.postChecksum !== base.checksum) throw new Error(`the journal's txid ${base.txid} is not the base`);
+          shadow.truncate(Math.min(shadow.size(), pages.dbPages * pages.pageSize));
+          const page = new Uint8Array(pages.pageSize);
+          for (const pgno of touched) {
+            if (pgno > pages.dbPages) continue;
+            pages.readPage(pgno, page);
+            shadow.write(page, (pgno - 1) * pages.pageSize);
+          }
+          if (shadow.size() < pages.dbPages * pages.pageSize) {
+            // Pages past the local end that the base had: written whole below by no one, so copy them.
+            for (let pgno = Math.floor(shadow.size() / pages.pageSize) + 1; pgno <= pages.dbPages; pgno++) {
+              pages.readPage(pgno, page);
+              shadow.write(page, (pgno - 1) * pages.pageSize);
+              touched.add(pgno);
+            }
+          }
+        } finally {
+          pages.close?.();
+        }
+      }
+      const out = new PageFile(shadow);
+      for (const s of incoming) {
+        out.resize(s.header.pageSize, s.header.dbPages);
+        walkPatches(memorySource(s.bytes), 0, s.header, (pgno, offset, run) => {
+          touched.add(pgno);
+          out.patch(pgno, offset, run);
+        });
+      }
+      out.flush();
+      const pages = other ? undefined : [...touched].sort((a, b) => a - b);
+      this.taking = true;
+      capture.revert(filePages(shadow), { pages, expect: target.postChecksum });
+      this.taken = [];
+    } finally {
+      shadow.discard();
+    }
+  }
+
+  /** Applies every pending change again, each in its own transaction; the rejected ones are dropped. */
+  private reapply(report: RebaseReport<C, O>): void {
+    const { db, changes, apply, handler } = this.p;
+    changes.discard();
+    this.taking = true;
+    const kept: { rec: PendingRecord; snaps: SnapshotInfo[] }[] = [];
+    for (const rec of this.p.queue.records) {
+      this.taken = [];
+      const outcome = apply(db, rec.change, handler);
+      changes.discard();
+      for (const c of outcome.conflicts) report.conflicts.push({ seq: rec.seq, ...c });
+      if (!outcome.applied) {
+        report.rejected.push({ seq: rec.seq, reason: outcome.rejected ?? 'rejected' });
+        continue;
+      }
+      report.applied++;
+      if (this.taken.length > 0) kept.push({ rec, snaps: this.taken });
+    }
+    this.kept = kept;
+  }
+
+  private kept: { rec: PendingRecord; snaps: SnapshotInfo[] }[] = [];
+
+  /**
+   * Rewrites the journal after the base (or all of it, for another history) to the hub's snapshots and
+   * the re-applied ones renumbered after them, and the device state to match: an intent first, so a crash
+   * finishes it (the file is durable at the final state before the intent is written).
+   */
+  private rewriteTail(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
+    const { fs, paths, capture, journal, queue } = this.p;
+    capture.checkpoint();
+    const first = incoming[0]!.header;
+    const target = incoming[incoming.length - 1]!.header;
+    const parts: Uint8Array[] = [];
+    let cut: number;
+    if (other) {
+      cut = 0;
+      parts.push(
+        encodeFileHeader({
+          version: FORMAT_VERSION,
+          journalId: other.journalId,
+          createdAt: Date.now(),
+          baseTxid: first.txid - 1n,
+          baseChecksum: first.preChecksum,
+        }),
+      );
+    } else {
+      cut = this.suffix().start;
+    }
+    for (const s of incoming) parts.push(s.bytes);
+    let txid = target.txid;
+    let pre = target.postChecksum;
+    let time = target.timestamp;
+    const records: PendingRecord[] = [];
+    for (const { rec, snaps } of this.kept) {
+      const firstTxid = txid + 1n;
+      for (const s of snaps) {
+        txid++;
+        time = Math.max(time, s.timestamp);
+        const bytes = readAt(journal.handle, s.offset, s.length);
+        parts.push(renumber(bytes, { ...s, timestamp: time }, txid, pre));
+        pre = s.postChecksum;
+      }
+      records.push({ ...rec, firstTxid, lastTxid: txid, postChecksum: pre });
+    }
+    const tail = concat(parts);
+    const state = queue.encode({ txid: target.txid, checksum: target.postChecksum }, records);
+    writeIntent(fs, paths.rebase, { cut, tail, state });
+    journal.replaceSuffix(fs, cut, tail);
+    queue.rewrite({ txid: target.txid, checksum: target.postChecksum }, records);
+    fs.delete(paths.rebase, true);
+    capture.afterRawWrite();
+    this.kept = [];
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+  let at = 0;
+  for (const b of parts) {
+    out.set(b, at);
+    at += b.length;
+  }
+  return out;
+}

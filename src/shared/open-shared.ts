@@ -1,0 +1,104 @@
+/**
+ * What `open(path, { shared })` adds to a writer (src/api/open.ts): the device's recovery around the
+ * writer's, its state, the recording of each transaction's change, and the sync with the hub.
+ */
+import type { Capture } from '../capture/capture.js';
+import type { Database } from '../engine/database.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import type { FileSystem } from '../storage/file-system.js';
+import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import type { Conflict, ConflictChoice } from '../sync/writer-sync.js';
+import { applyLocalChange } from './apply.js';
+import { ChangeRecorder } from './changes.js';
+import { Device, type DevicePaths } from './device.js';
+import { DeviceSync } from './device-sync.js';
+import { PendingQueue } from './pending.js';
+import { finishInterruptedRewrite, pairPending } from './recover.js';
+
+/** Options of a shared database (`open(path, { shared })`). */
+export interface SharedOptions {
+  /**
+   * Decides a conflict met while a local change is applied again on the hub's newer state; return
+   * undefined for the default rule (docs/ARCHITECTURE.md, "Shared databases").
+   */
+  onConflict?: (conflict: Conflict) => ConflictChoice | undefined;
+}
+
+/** Before the writer's recovery: a rebase a crash interrupted is finished. */
+export function beforeRecovery(fs: FileSystem, paths: DevicePaths): void {
+  finishInterruptedRewrite(fs, paths);
+}
+
+/**
+ * After the writer's recovery: the device state (created with the journal's head as its base when
+ * new), its pending changes paired with the journal's tail.
+ */
+export function openDeviceState(
+  fs: FileSystem,
+  paths: DevicePaths,
+  dbPath: string,
+  journal: JournalWriter,
+  marker: { checkedTxid: bigint; holdsWrites: boolean },
+): PendingQueue {
+  const queue = PendingQueue.open(fs, paths.shared, journal.position);
+  try {
+    pairPending(fs, paths, dbPath, journal, queue, marker);
+    return queue;
+  } catch (e) {
+    queue.close();
+    throw e;
+  }
+}
+
+/** Once SQLite is open: the device, recording every committed transaction, and its sync if a hub is set. */
+export function startDevice(o: {
+  fs: FileSystem;
+  paths: DevicePaths;
+  dbPath: string;
+  db: Database;
+  capture: Capture;
+  journal: JournalWriter;
+  queue: PendingQueue;
+  options: SharedOptions;
+  hub?: HubTarget & { holder?: string; leaseTtlMs?: number; maxBatch?: number };
+}): { device: Device<Conflict, ConflictChoice>; sync: DeviceSync | undefined; close(): Promise<void> } {
+  const { db, queue, journal } = o;
+  // A database that had content before it was shared (bootstrapped): that content is the device's own
+  // base, not a change to merge.
+  if (queue.records.length === 0 && journal.position.txid > queue.base.txid) queue.rewrite(journal.position, []);
+  const changes = new ChangeRecorder(db);
+  const device = new Device<Conflict, ConflictChoice>({
+    fs: o.fs,
+    paths: o.paths,
+    dbPath: o.dbPath,
+    db,
+    capture: o.capture,
+    journal,
+    queue,
+    changes,
+    apply: applyLocalChange,
+    handler: o.options.onConflict,
+  });
+  db.setAfterStatement(() => device.afterStatement());
+  let sync: DeviceSync | undefined;
+  if (o.hub) {
+    sync = new DeviceSync({
+      client: new HubClient(o.hub),
+      device,
+      holder: o.hub.holder,
+      leaseTtlMs: o.hub.leaseTtlMs,
+      maxBatch: o.hub.maxBatch,
+    });
+    sync.start();
+  }
+  return {
+    device,
+    sync,
+    close: async () => {
+      await sync?.close();
+      db.setAfterStatement(undefined);
+      changes.close();
+      queue.close();
+    },
+  };
+}
