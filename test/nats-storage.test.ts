@@ -130,7 +130,7 @@ describe('NatsStorage across hubs', { skip }, () => {
       const loser = results.find((r) => !r.ok)!;
       assert.equal(!loser.ok && loser.reason, 'head_mismatch');
       const winnerHead = results.find((r) => r.ok)!.state.head;
-      assert.deepEqual(loser.state.head, winnerHead, 'the loser answers with the winner’s head');
+      assert.deepEqual(loser.state?.head, winnerHead, 'the loser answers with the winner’s head');
       // bring both to the next even txid
       if (winnerHead.txid === BigInt(from + 1)) {
         const r = await a.append('app', winnerHead, h.journalId, h.snapshots.slice(from + 1, from + 2));
