@@ -102,7 +102,11 @@ export class FsStorage implements HubStorage {
   ) {
     this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
     if (options.onDamage) this.damageListeners.push(options.onDamage);
-    this.heads = new Heads((db) => this.dir(db), this, (db, r) => this.reportDamage(db, r));
+    this.heads = new Heads(
+      (db) => this.dir(db),
+      this,
+      (db, r) => this.reportDamage(db, r),
+    );
   }
 
   private reportDamage(db: string, report: DamageReport): void {
@@ -312,7 +316,13 @@ export class FsStorage implements HubStorage {
       return await this.heads.stage(db, e && this.stateOf(e), journalId, base, snapshots);
     } catch (err) {
       if (err instanceof DoesNotApplyError) {
-        return { ok: false, reason: 'does_not_apply', txid: err.txid, message: err.message, state: e && this.stateOf(e) };
+        return {
+          ok: false,
+          reason: 'does_not_apply',
+          txid: err.txid,
+          message: err.message,
+          state: e && this.stateOf(e),
+        };
       }
       if (err instanceof StoredCopyDamagedError && e) {
         const cut = await this.cutAt(db, e, err);
@@ -336,7 +346,9 @@ export class FsStorage implements HubStorage {
       try {
         reader = new JournalReader(src);
       } catch (e) {
-        throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, { cause: e });
+        throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, {
+          cause: e,
+        });
       }
       let cur: { offset: number; length: number } | undefined;
       try {

@@ -19,8 +19,8 @@ import {
   PositionMismatchError,
   type SnapshotInfo,
 } from '../format/index.js';
-import { openHistory } from '../history/source.js';
 import { checkpointBefore } from '../history/points.js';
+import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { toHex, type WirePosition } from '../protocol/index.js';
@@ -28,8 +28,8 @@ import { HeadFile, type HeadPosition, type Staged } from './head-file.js';
 import { DoesNotApplyError } from './page-check.js';
 import type { DbState, EncodedSnapshot, HubStorage } from './storage.js';
 
-export { DoesNotApplyError } from './page-check.js';
 export type { Staged } from './head-file.js';
+export { DoesNotApplyError } from './page-check.js';
 
 /** What a storage tells about damage it found (the hub logs it loudly). */
 export interface DamageReport {
@@ -231,7 +231,11 @@ export class Heads {
       }
       for (const s of src.reader.snapshots()) hf.applyStored(src.source, s);
       if (hf.pos!.txid !== head.txid || hf.pos!.checksum !== head.checksum) {
-        throw new JournalFormatError(`the stored snapshots end at ${hf.pos!.txid}`, src.reader.end, head.txid);
+        throw new JournalFormatError(
+          `the stored snapshots end at ${hf.pos!.txid}`,
+          src.reader.end,
+          head.txid,
+        );
       }
       hf.settle();
     } catch (e) {
@@ -270,7 +274,8 @@ export class Heads {
       }
       const start = checkpointBefore(all, all.length - 1);
       const first = all[start]!;
-      const fromEmpty = start === 0 && src.reader.header.baseTxid === 0n && src.reader.header.baseChecksum === 0n;
+      const fromEmpty =
+        start === 0 && src.reader.header.baseTxid === 0n && src.reader.header.baseChecksum === 0n;
       if ((first.flags & FLAG_FULL_IMAGE) === 0 && !fromEmpty) {
         throw damaged(
           db,
@@ -361,9 +366,7 @@ export class Heads {
 /** Errors that mean a check failed (a snapshot or the head file is wrong), not that something broke. */
 function isCheckFailure(e: unknown): boolean {
   return (
-    e instanceof DoesNotApplyError ||
-    e instanceof JournalFormatError ||
-    e instanceof PositionMismatchError
+    e instanceof DoesNotApplyError || e instanceof JournalFormatError || e instanceof PositionMismatchError
   );
 }
 

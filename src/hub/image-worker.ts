@@ -57,7 +57,9 @@ export function encodePages(job: PagesJob): SnapshotHeader {
       at += chunk.length;
     });
     if (sum !== job.fields.postChecksum) {
-      throw new Error(`${PAGES_MISMATCH} checksum ${hex(job.fields.postChecksum)} of txid ${job.fields.txid} but ${hex(sum)}`);
+      throw new Error(
+        `${PAGES_MISMATCH} checksum ${hex(job.fields.postChecksum)} of txid ${job.fields.txid} but ${hex(sum)}`,
+      );
     }
     imageFile.sync();
     return header;
