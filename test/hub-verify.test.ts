@@ -16,8 +16,10 @@ import {
   followReplica,
   makeHistory,
   readJournal,
+  type SpawnedHub,
   StreamItems,
   sampleStatements,
+  spawnHub,
   startTestHub,
   type TestHub,
   tamper,
@@ -25,7 +27,9 @@ import {
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
 const closers: (() => Promise<void> | void)[] = [];
+const children: SpawnedHub[] = [];
 after(async () => {
+  for (const c of children) await c.kill();
   for (const c of closers.reverse()) await c();
   cleanupTempDirs();
 });
@@ -273,4 +277,73 @@ test('a hub copy that cannot be cut back (its file header is damaged) is answere
   assert.match(body.message, /copy of database a is damaged .*not served until it is repaired/);
   assert.equal((await get('b')).status, 200);
   assert.ok(fs.readFileSync(journal).equals(bytes), 'the damaged copy is left as it is');
+});
+
+test('a mycelite serve SIGKILLed while pushes land (between journal append and head-file update) recovers its head file', async () => {
+  const data = tempDir('mycelite-hubdata-');
+  const dir = tempDir();
+  const hist = await makeHistory(path.join(dir, 'w.db'), sampleStatements(90, 2000));
+  const s = hist.snapshots;
+  const pos = (n: number) =>
+    n === 0 ? EMPTY_POSITION : { txid: BigInt(n), checksum: s[n - 1]!.header.postChecksum };
+  let hub = await spawnHub(data);
+  children.push(hub);
+  let epoch = 0;
+  for (let round = 0; round < 6; round++) {
+    const w = new HubClient({ url: hub.url, db: 'app', token: await hub.token('app', 'writer') });
+    epoch = (await w.takeLease('w', 600_000)).epoch;
+    const from = Number((await w.state())?.head.txid ?? 0n);
+    // Pushes of one snapshot each, back to back, until the kill cuts one.
+    const acked = { n: from };
+    const load = (async () => {
+      for (let n = from; n < s.length; n++) {
+        try {
+          await w.push(s[n]!.bytes, { journalId: hist.journalId, base: pos(n), epoch });
+          acked.n = n + 1;
+        } catch {
+          return;
+        }
+      }
+    })();
+    const stopAt = from + 5 + Math.floor(Math.random() * 10);
+    while (acked.n < stopAt) await new Promise((r) => setTimeout(r, 1));
+    await hub.kill('SIGKILL');
+    await load;
+    hub = await spawnHub(data, hub.port);
+    children.push(hub);
+    const again = new HubClient({ url: hub.url, db: 'app', token: await hub.token('app', 'writer') });
+    const head = Number((await again.state())!.head.txid);
+    assert.ok(head >= acked.n, `round ${round}: every acknowledged push is there`);
+    // The head file was brought to the head: a snapshot that does not apply is still refused...
+    const refused = await again
+      .push(tamper(s[head]!).bytes, { journalId: hist.journalId, base: pos(head), epoch })
+      .then(
+        () => undefined,
+        (e: unknown) => e as HubError,
+      );
+    assert.equal(refused?.code, 'does_not_apply', `round ${round}`);
+  }
+  // ...and the good ones go in; a new replica's image, built from the head file, is the writer's database.
+  const w = new HubClient({ url: hub.url, db: 'app', token: await hub.token('app', 'writer') });
+  const head = Number((await w.state())!.head.txid);
+  await w.push(concatBytes(s.slice(head).map((x) => x.bytes)), {
+    journalId: hist.journalId,
+    base: pos(head),
+    epoch,
+  });
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const r = await followReplica(path.join(dir, 'r.db'), hub, cleanups);
+    await r.waitFor(BigInt(s.length), 20_000);
+  } finally {
+    for (const c of cleanups) await c();
+  }
+  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(hist.dbPath));
+  await hub.kill('SIGTERM');
+  assert.equal(await hub.exited, 0);
+  assert.equal(
+    fileHash(path.join(data, 'dbs', 'app', 'head.db')),
+    fileHash(hist.dbPath),
+    'the head file is the database',
+  );
 });
