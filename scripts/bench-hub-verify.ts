@@ -7,26 +7,31 @@
  * the head: built by replaying the stored journal (the way before head files) and from a copy of the
  * head file. Prints the figures and the largest RSS seen.
  *
- *   node dist/scripts/bench-hub-verify.js [--rows 20000] [--txns 20000]
+ * Snapshots are read from the writer's journal one at a time, so the RSS is the hub's work.
+ *
+ *   node dist/scripts/bench-hub-verify.js [--rows 20000] [--load-txns 1] [--txns 20000]
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { loadHash } from '../src/format/index.js';
+import { JournalReader, loadHash, type SnapshotInfo } from '../src/format/index.js';
 import { HeadFile } from '../src/hub/head-file.js';
 import { buildImageFile, ImageCache } from '../src/hub/image-cache.js';
 import { FsStorage } from '../src/hub/index.js';
+import type { EncodedSnapshot } from '../src/hub/storage.js';
+import { fileSource } from '../src/journal/file-source.js';
 import { open } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
-import { readJournal } from '../test/helpers/hub.js';
 import { percentile } from './measure.js';
 
 const opts = new Command('bench-hub-verify')
   .option('--rows <n>', 'rows of 1 KiB in the database', (v) => Number(v), 20_000)
+  .option('--load-txns <n>', 'transactions the rows are inserted in', (v) => Number(v), 1)
   .option('--txns <n>', 'transactions after the load, one row updated each', (v) => Number(v), 20_000)
   .parse()
-  .opts<{ rows: number; txns: number }>();
+  .opts<{ rows: number; loadTxns: number; txns: number }>();
 
 let rss = 0;
 const sample = setInterval(() => {
@@ -39,35 +44,46 @@ try {
   const dbPath = path.join(dir, 'w.db');
   const w = await open(dbPath, { history: false });
   w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)');
-  w.prepare(
+  const load = w.prepare(
     'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) INSERT INTO t(b) SELECT randomblob(1024) FROM n',
-  ).run(opts.rows);
+  );
+  for (let i = 0; i < opts.loadTxns; i++) load.run(Math.ceil(opts.rows / opts.loadTxns));
   const upd = w.prepare('UPDATE t SET b = randomblob(1024) WHERE id = abs(random()) % ? + 1');
   for (let i = 0; i < opts.txns; i++) upd.run(opts.rows);
   w.close();
-  const h = await readJournal(`${dbPath}-mycelite/journal`);
+  const jf = new NodeFileSystem().open(`${dbPath}-mycelite/journal`, { readonly: true });
+  const src = fileSource(jf);
+  const reader = new JournalReader(src);
+  const infos = [...reader.snapshots()];
+  const journalId = reader.header.journalId;
+  const encoded = (s: SnapshotInfo): EncodedSnapshot => {
+    const { offset, ...header } = s;
+    return { bytes: src.read(offset, s.length), header };
+  };
   const dbBytes = fs.statSync(dbPath).size;
   console.log(
-    `database ${(dbBytes / 2 ** 20).toFixed(1)} MiB, ${h.snapshots.length} snapshots, journal ${(fs.statSync(`${dbPath}-mycelite/journal`).size / 2 ** 20).toFixed(1)} MiB`,
+    `database ${(dbBytes / 2 ** 20).toFixed(1)} MiB, ${infos.length} snapshots, journal ${(src.size() / 2 ** 20).toFixed(1)} MiB`,
   );
 
   // 1. Appends, one snapshot each.
   const st = await FsStorage.open(path.join(dir, 'data'), { compaction: false });
   const appends: number[] = [];
   let head = EMPTY_POSITION;
-  for (const s of h.snapshots) {
+  for (const info of infos) {
+    const s = encoded(info);
     const t = performance.now();
-    const r = await st.append('app', head, h.journalId, [s]);
+    const r = await st.append('app', head, journalId, [s]);
     appends.push(performance.now() - t);
     if (!r.ok) throw new Error(`append ${s.header.txid} refused: ${r.reason}`);
     head = r.state.head;
   }
   // 2. The check alone, and the head file's write, on a head file of its own.
   const hf = HeadFile.open(path.join(dir, 'head'));
-  hf.reset(h.journalId, EMPTY_POSITION);
+  hf.reset(journalId, EMPTY_POSITION);
   const checks: number[] = [];
   const writes: number[] = [];
-  for (const s of h.snapshots) {
+  for (const info of infos) {
+    const s = encoded(info);
     const t0 = performance.now();
     const staged = hf.stage([s]);
     const t1 = performance.now();
@@ -76,16 +92,19 @@ try {
     checks.push(t1 - t0);
   }
   hf.close();
-  // Without the first two (the table, the load), sorted.
-  const tail = (xs: number[]): number[] => xs.slice(2).sort((a, b) => a - b);
+  // Without the table and the load, sorted.
+  const loaded = 1 + opts.loadTxns;
+  const tail = (xs: number[]): number[] => xs.slice(loaded).sort((a, b) => a - b);
+  const sum = (xs: number[]): number => xs.slice(1, loaded).reduce((a, b) => a + b, 0);
   console.log(
     `append (check, fsync, head file) p50 ${ms(percentile(tail(appends), 50))} p99 ${ms(percentile(tail(appends), 99))}`,
   );
   console.log(
     `  of which the check p50 ${ms(percentile(tail(checks), 50))} p99 ${ms(percentile(tail(checks), 99))}, the head file write p50 ${ms(percentile(tail(writes), 50))} p99 ${ms(percentile(tail(writes), 99))}`,
   );
+  const loadBytes = infos.slice(1, loaded).reduce((n, x) => n + x.length, 0);
   console.log(
-    `  the load (txid 2, ${(h.snapshots[1]!.bytes.length / 2 ** 20).toFixed(1)} MiB): append ${ms(appends[1]!)}, check ${ms(checks[1]!)}, write ${ms(writes[1]!)}`,
+    `  the load (${opts.loadTxns} snapshots, ${(loadBytes / 2 ** 20).toFixed(1)} MiB): appends ${ms(sum(appends))}, checks ${ms(sum(checks))}, writes ${ms(sum(writes))}`,
   );
 
   // 3. The image of the head: replaying the stored journal, then from the head file.
@@ -113,6 +132,7 @@ try {
   );
   await images.close();
   await st.close();
+  jf.close();
   console.log(`largest RSS ${(rss / 2 ** 20).toFixed(0)} MiB`);
 } finally {
   clearInterval(sample);

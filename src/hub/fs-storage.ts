@@ -185,8 +185,8 @@ export class FsStorage implements HubStorage {
     if (cached) return cached;
     const file = path.join(this.dir(db), 'journal');
     if (!fs.existsSync(file)) return undefined;
+    this.checkJournal(db, file); // may cut a damaged journal back (a new generation)
     const generation = this.generations.get(db) ?? 0;
-    this.checkJournal(db, file);
     const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
     const offsets: number[] = [];
     let headTimestamp = 0;
@@ -325,6 +325,7 @@ export class FsStorage implements HubStorage {
         };
       }
       if (err instanceof StoredCopyDamagedError && e) {
+        // The writer reads the head again (a state of its history) and pushes from there.
         const cut = await this.cutAt(db, e, err);
         return { ok: false, reason: 'head_mismatch', state: this.stateOf(cut) };
       }
