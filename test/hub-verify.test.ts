@@ -243,6 +243,43 @@ test('a hub copy damaged on disk is found at first use, cut back and kept aside,
   }
 });
 
+test('a damaged head file never reaches a replica: the image is checked as it is encoded, and rebuilt', async () => {
+  const data = tempDir('mycelite-hubdata-');
+  const dir = tempDir();
+  const lines: string[] = [];
+  let h = await startTestHub(data, {
+    logLevel: 'warn',
+    logDestination: { write: (l: string) => lines.push(l) },
+  });
+  const hist = await makeHistory(path.join(dir, 'w.db'), sampleStatements(12, 900));
+  const w = new HubClient({ url: h.url, db: 'app', token: await h.token('app', 'writer') });
+  const { epoch } = await w.takeLease('w');
+  await w.push(concatBytes(hist.snapshots.map((s) => s.bytes)), {
+    journalId: hist.journalId,
+    base: EMPTY_POSITION,
+    epoch,
+  });
+  await h.close();
+  const pages = path.join(data, 'dbs', 'app', 'head.db');
+  const b = fs.readFileSync(pages);
+  b[b.length - 10]! ^= 0x01; // its record still says it holds txid 12
+  fs.writeFileSync(pages, b);
+  h = await startTestHub(data, { logLevel: 'warn', logDestination: { write: (l: string) => lines.push(l) } });
+  closers.push(() => h.close());
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const r = await followReplica(path.join(dir, 'r.db'), h, cleanups);
+    await r.waitFor(12n, 20_000);
+  } finally {
+    for (const c of cleanups) await c();
+  }
+  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(hist.dbPath));
+  assert.ok(
+    lines.some((l) => /head file of app did not hold txid 12/.test(l)),
+    'the rebuilt head file is logged',
+  );
+});
+
 test('a hub copy that cannot be cut back (its file header is damaged) is answered 503 with a clear message, others are served', async () => {
   const data = tempDir('mycelite-hubdata-');
   const dir = tempDir();

@@ -149,6 +149,7 @@ export class Heads {
             repaired: true,
           });
           await this.rebuild(db, hf, state);
+          this.confirmed.set(db, `${hf.pos!.txid}:${hf.pos!.checksum}`);
           return hf.stage(snapshots);
         }
         this.confirmed.set(db, at);

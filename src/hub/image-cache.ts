@@ -84,7 +84,8 @@ export class ImageCache {
     try {
       for (let check = false; ; check = true) {
         const head = await this.storage.copyHead!(db, pages, check);
-        if (!head) throw new Error(`the hub has no database ${db}`);
+        if (!head)
+          throw new Error(`no image of ${db}: its head txid ${state.head.txid} is not a stored snapshot`);
         const key = `${toHex(state.journalId)}-${head.txid}`;
         const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
         try {

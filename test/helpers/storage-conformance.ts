@@ -11,7 +11,7 @@ import { xxh64 } from '../../src/format/index.js';
 import type { EncodedSnapshot, HubStorage, StoredLease } from '../../src/hub/index.js';
 import { EMPTY_POSITION, type WirePosition } from '../../src/protocol/index.js';
 import { concatBytes, damage, type History, makeHistory, sampleStatements, tamper } from './hub.js';
-import { sha256 } from './util.js';
+import { replayTo, sha256 } from './util.js';
 
 /** One backing store: open it (again, on the same data), break it like a crash would, clean it up. */
 export interface StorageFixture {
@@ -335,6 +335,40 @@ export function storageConformance(name: string, make: () => Promise<StorageFixt
       assert.ok((await st.append('app', after0(s[5]!), h.journalId, s.slice(6))).ok);
       const copy = path.join(dir, `head-copy-${fixtures.length}-end`);
       await st.copyHead!('app', copy);
+      assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)));
+      await st.close();
+    });
+
+    it('never refuses a good append, nor copies wrong pages, because its head file was damaged', async () => {
+      const f = await fresh();
+      const s = h.snapshots;
+      let st = await f.open();
+      await st.append('app', EMPTY_POSITION, h.journalId, s.slice(0, 4));
+      await st.close();
+      const pages = path.join(f.headDir('app'), 'head.db');
+      const flip = (at: number): void => {
+        const b = fs.readFileSync(pages);
+        b[at]! ^= 0x40;
+        fs.writeFileSync(pages, b);
+      };
+      flip(100); // page 1, which every commit changes (its change counter is nearby)
+      st = await f.open();
+      const r = await st.append('app', after0(s[3]!), h.journalId, s.slice(4, 6));
+      assert.ok(r.ok, 'checked against rebuilt pages, not refused');
+      await st.close();
+      flip(fs.statSync(pages).size - 1); // the last page, which the next append does not touch
+      st = await f.open();
+      const copy = path.join(dir, `head-copy-${fixtures.length}-checked`);
+      assert.deepEqual(await st.copyHead!('app', copy, true), s[5]!.header);
+      const at6 = await replayTo(h.dbPath, { txid: 6n });
+      assert.equal(
+        sha256(fs.readFileSync(copy)),
+        sha256(fs.readFileSync(at6)),
+        'checked: the pages of txid 6',
+      );
+      const rest = await st.append('app', after0(s[5]!), h.journalId, s.slice(6));
+      assert.ok(rest.ok);
+      await st.copyHead!('app', copy, true);
       assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)));
       await st.close();
     });
