@@ -5,12 +5,13 @@
  * per append, each fsynced: append latency with the check (the storage as it is), and the check alone
  * (`HeadFile.stage` and `HeadFile.write` on a head file of its own, the same work). Then the full image of
  * the head: built by replaying the stored journal (the way before head files) and from a copy of the
- * head file. Prints the figures and the largest RSS seen.
+ * head file. Prints the figures and the largest RSS of each phase (the writer's is SQLite's, in wasm).
  *
  * Snapshots are read from the writer's journal one at a time, so the RSS is the hub's work.
  *
  *   node dist/scripts/bench-hub-verify.js [--rows 20000] [--load-txns 1] [--txns 20000]
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -34,10 +35,23 @@ const opts = new Command('bench-hub-verify')
   .opts<{ rows: number; loadTxns: number; txns: number }>();
 
 let rss = 0;
-const sample = setInterval(() => {
+const sampleRss = (): void => {
   rss = Math.max(rss, process.memoryUsage().rss);
-}, 50);
+};
+const sample = setInterval(sampleRss, 50);
 const ms = (t: number): string => `${t.toFixed(3)} ms`;
+const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+/** sha256 of a file, streamed. */
+function fileHash(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    fs.createReadStream(file)
+      .on('data', (d) => h.update(d))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
+}
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bench-verify-'));
 try {
   await loadHash();
@@ -65,6 +79,9 @@ try {
     `database ${(dbBytes / 2 ** 20).toFixed(1)} MiB, ${infos.length} snapshots, journal ${(src.size() / 2 ** 20).toFixed(1)} MiB`,
   );
 
+  sampleRss();
+  const writerRss = rss;
+  rss = 0;
   // 1. Appends, one snapshot each.
   const st = await FsStorage.open(path.join(dir, 'data'), { compaction: false });
   const appends: number[] = [];
@@ -107,6 +124,9 @@ try {
     `  the load (${opts.loadTxns} snapshots, ${(loadBytes / 2 ** 20).toFixed(1)} MiB): appends ${ms(sum(appends))}, checks ${ms(sum(checks))}, writes ${ms(sum(writes))}`,
   );
 
+  sampleRss();
+  const appendRss = rss;
+  rss = 0;
   // 3. The image of the head: replaying the stored journal, then from the head file.
   const state = (await st.state('app'))!;
   const t2 = performance.now();
@@ -124,16 +144,20 @@ try {
   const image = await images.get('app', state);
   const headMs = performance.now() - t3;
   await image.file.close();
-  const same = fs
-    .readFileSync(path.join(dir, 'replayed.image'))
-    .equals(fs.readFileSync(path.join(dir, 'images', fs.readdirSync(path.join(dir, 'images'))[0]!)));
+  sampleRss();
+  const imageRss = rss;
+  const same =
+    (await fileHash(path.join(dir, 'replayed.image'))) ===
+    (await fileHash(path.join(dir, 'images', fs.readdirSync(path.join(dir, 'images'))[0]!)));
   console.log(
     `image of txid ${state.head.txid}: replaying the journal ${ms(replayMs)}, from the head file ${ms(headMs)} (same bytes: ${same})`,
+  );
+  console.log(
+    `largest RSS: writing the database ${mib(writerRss)}, appends ${mib(appendRss)}, images ${mib(imageRss)}`,
   );
   await images.close();
   await st.close();
   jf.close();
-  console.log(`largest RSS ${(rss / 2 ** 20).toFixed(0)} MiB`);
 } finally {
   clearInterval(sample);
   fs.rmSync(dir, { recursive: true, force: true });

@@ -77,7 +77,8 @@ export class HeadFile {
     const r = readRecord(this.record);
     if (r) {
       this.pos = r.pos;
-      this.exact = r.exact;
+      // Exact pages have exactly the size of their position (a file cut or lost behind the record is not).
+      this.exact = r.exact && this.pages.size() === r.pos.pageSize * r.pos.dbPages;
     }
   }
 

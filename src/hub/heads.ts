@@ -72,6 +72,7 @@ interface Source {
   close(): Promise<void>;
 }
 
+/** The head files of one storage's databases, each in the directory `dirOf(db)`. */
 export class Heads {
   private readonly files = new Map<string, HeadFile>();
   /** Per database, the position whose whole-file checksum was last confirmed (`txid:checksum`). */

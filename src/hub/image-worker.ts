@@ -34,6 +34,11 @@ export function encodePages(job: PagesJob): SnapshotHeader {
   const imageFile = nodeFs.open(job.out, { create: true });
   try {
     const ps = job.fields.pageSize;
+    if (pages.size() !== ps * job.fields.dbPages) {
+      throw new Error(
+        `${PAGES_MISMATCH} txid ${job.fields.txid}: they are ${pages.size()} bytes, not ${job.fields.dbPages} pages of ${ps}`,
+      );
+    }
     let sum = 0n;
     // writeImageSnapshot reads whole pages, page-aligned: hash each as it goes by.
     const hashing: FileHandle = {
