@@ -139,6 +139,9 @@ try {
     path.join(dir, 'replayed.image'),
   );
   const replayMs = performance.now() - t2;
+  sampleRss();
+  const replayRss = rss;
+  rss = 0;
   const images = new ImageCache(st, path.join(dir, 'images'));
   const t3 = performance.now();
   const image = await images.get('app', state);
@@ -153,7 +156,7 @@ try {
     `image of txid ${state.head.txid}: replaying the journal ${ms(replayMs)}, from the head file ${ms(headMs)} (same bytes: ${same})`,
   );
   console.log(
-    `largest RSS: writing the database ${mib(writerRss)}, appends ${mib(appendRss)}, images ${mib(imageRss)}`,
+    `largest RSS: writing the database ${mib(writerRss)}, appends ${mib(appendRss)}, image by replay ${mib(replayRss)}, image from the head file ${mib(imageRss)}`,
   );
   await images.close();
   await st.close();
