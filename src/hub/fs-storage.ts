@@ -20,25 +20,22 @@ import * as path from 'node:path';
 import {
   decodeSnapshotHeader,
   encodeFileHeader,
-  FILE_HEADER_SIZE,
   FORMAT_VERSION,
-  JournalFormatError,
   JournalReader,
   SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
-  walkPatches,
 } from '../format/index.js';
 import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, type WirePosition } from '../protocol/index.js';
-import { hashingSource } from '../restore/replay.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { FsLeases } from './fs-leases.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
+import { findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
 import type {
   AppendListener,
@@ -334,46 +331,12 @@ export class FsStorage implements HubStorage {
   }
 
   /**
-   * Checks every snapshot of the journal `file` of `db` (trailer checksum, structure, chain); when one is
-   * damaged, keeps the file aside and cuts the journal before that snapshot. Throws
-   * StoredCopyDamagedError when the journal cannot be cut back (its file header is damaged).
+   * Checks the journal `file` of `db` whole (src/hub/journal-check.ts); when a snapshot is damaged, keeps
+   * the file aside and cuts the journal before it. Throws StoredCopyDamagedError when it cannot be cut.
    */
   private checkJournal(db: string, file: string): void {
-    const f = nodeFs.open(file, { readonly: true });
-    let bad: { offset: number; txid: bigint; message: string } | undefined;
-    try {
-      const src = fileSource(f);
-      let reader: JournalReader;
-      try {
-        reader = new JournalReader(src);
-      } catch (e) {
-        throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, {
-          cause: e,
-        });
-      }
-      let cur: { offset: number; length: number } | undefined;
-      try {
-        for (const s of reader.snapshots()) {
-          cur = s;
-          const hashed = hashingSource(src, s);
-          walkPatches(hashed, s.offset, s);
-          if (!hashed.matches()) {
-            bad = { offset: s.offset, txid: s.txid, message: 'its checksum does not match its bytes' };
-            break;
-          }
-        }
-      } catch (e) {
-        if (!(e instanceof JournalFormatError)) throw e;
-        // A body's damage names an offset inside its snapshot; the reader's own, the snapshot's start.
-        const inBody = cur !== undefined && e.offset > cur.offset && e.offset < cur.offset + cur.length;
-        bad = { offset: inBody ? cur!.offset : e.offset, txid: e.txid ?? 0n, message: e.message };
-      }
-    } finally {
-      f.close();
-    }
-    if (!bad) return;
-    if (bad.offset < FILE_HEADER_SIZE) throw new StoredCopyDamagedError(db, bad.txid, bad.message);
-    this.cutJournal(db, file, bad.offset, bad.txid, bad.message);
+    const bad = findDamage(db, file);
+    if (bad) this.cutJournal(db, file, bad.offset, bad.txid, bad.message);
   }
 
   /** Cuts the journal of `db` (open as `e`) before the stored snapshot `err.txid`; the new entry. */
@@ -390,21 +353,9 @@ export class FsStorage implements HubStorage {
     return again;
   }
 
-  /** Keeps the journal aside (`journal.damaged-TIME`), then cuts it at `offset` (both made durable). */
+  /** Keeps the journal aside and cuts it at `offset` (src/hub/journal-check.ts), and reports it. */
   private cutJournal(db: string, file: string, offset: number, txid: bigint, why: string): void {
-    const keptAt = `${file}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    fs.copyFileSync(file, keptAt);
-    const kept = nodeFs.open(keptAt, {});
-    kept.sync();
-    kept.close();
-    nodeFs.syncDir(keptAt);
-    const j = nodeFs.open(file, {});
-    try {
-      j.truncate(offset);
-      j.sync();
-    } finally {
-      j.close();
-    }
+    const keptAt = keepAndCut(file, offset);
     this.generations.set(db, (this.generations.get(db) ?? 0) + 1);
     this.reportDamage(db, {
       what: 'stored',
