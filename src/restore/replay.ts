@@ -124,7 +124,7 @@ function applySnapshots(
  * hashed are allowed, skipping ahead is not); `matches()` then says whether body ‖ header hash to the
  * snapshot's trailer.
  */
-function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { matches(): boolean } {
+export function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { matches(): boolean } {
   const hash = createXxh64();
   const bodyEnd = s.offset + s.length - SNAPSHOT_TRAILER_SIZE;
   let hashed = s.offset + SNAPSHOT_HEADER_SIZE;
