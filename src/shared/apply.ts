@@ -107,7 +107,7 @@ function oneLine(sql: string): string {
 function tableShapes(db: Database, changeset: Uint8Array): Map<string, TableShape> | string {
   const shapes = new Map<string, TableShape>();
   const info = db.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?, 'main')");
-  const kind = db.prepare("SELECT type FROM pragma_table_list(?, 'main')").pluck();
+  const kind = db.prepare("SELECT type FROM pragma_table_list(?) WHERE schema = 'main'").pluck();
   let misfit: string | undefined;
   forEachChange(db.sqlite3, changeset, (c: RowChange) => {
     const key = c.table.toLowerCase();
