@@ -4,8 +4,13 @@
 import assert from 'node:assert/strict';
 import { afterEach, before, describe, test } from 'node:test';
 import { Database } from '../src/engine/database.js';
-import { loadSqlite, type SqlValue, type Sqlite3 } from '../src/engine/sqlite.js';
-import { type ApplyOutcome, applyLocalChange, type Conflict, type ConflictChoice } from '../src/shared/apply.js';
+import { loadSqlite, type Sqlite3, type SqlValue } from '../src/engine/sqlite.js';
+import {
+  type ApplyOutcome,
+  applyLocalChange,
+  type Conflict,
+  type ConflictChoice,
+} from '../src/shared/apply.js';
 import { ChangeRecorder, type LocalChange } from '../src/shared/changes.js';
 import { readChangeset } from '../src/shared/changeset.js';
 
@@ -68,7 +73,8 @@ function changes(db: Database, change: LocalChange): string[] {
   );
 }
 
-const BASE = "CREATE TABLE t(id INTEGER PRIMARY KEY, a, b); INSERT INTO t VALUES (1, 'a1', 'b1'), (2, 'a2', 'b2');";
+const BASE =
+  "CREATE TABLE t(id INTEGER PRIMARY KEY, a, b); INSERT INTO t VALUES (1, 'a1', 'b1'), (2, 'a2', 'b2');";
 
 describe('recording', () => {
   test('a savepoint rolled back inside a transaction leaves only what was kept', () => {
@@ -82,7 +88,9 @@ describe('recording', () => {
 
   test('a whole transaction rolled back before take() gives an empty changeset; discard() forgets', () => {
     const { device, recorder } = twin(BASE);
-    device.exec("BEGIN; UPDATE t SET a = 'x' WHERE id = 1; DELETE FROM t WHERE id = 2; INSERT INTO t VALUES (3, 3, 3); ROLLBACK");
+    device.exec(
+      "BEGIN; UPDATE t SET a = 'x' WHERE id = 1; DELETE FROM t WHERE id = 2; INSERT INTO t VALUES (3, 3, 3); ROLLBACK",
+    );
     assert.equal(recorder.empty, false, 'the session saw the rows');
     const change = recorder.take();
     assert.deepEqual(changes(device, change), []);
@@ -104,13 +112,20 @@ describe('recording', () => {
   test('an update of a primary key is a delete and an insert', () => {
     const { device, recorder } = twin(BASE);
     device.exec('UPDATE t SET id = 20 WHERE id = 2');
-    assert.deepEqual(changes(device, recorder.take()).sort(), ['delete t old=2,a2,b2 new=-', 'insert t old=- new=20,a2,b2']);
+    assert.deepEqual(changes(device, recorder.take()).sort(), [
+      'delete t old=2,a2,b2 new=-',
+      'insert t old=- new=20,a2,b2',
+    ]);
   });
 
   test('take() starts afresh: each transaction is its own change', () => {
     const { recorder, local, device } = twin(BASE);
-    assert.deepEqual(changes(device, local("UPDATE t SET a = 'one' WHERE id = 1")), ['update t old=1,a1,? new=?,one,?']);
-    assert.deepEqual(changes(device, local("UPDATE t SET b = 'two' WHERE id = 2")), ['update t old=2,?,b2 new=?,?,two']);
+    assert.deepEqual(changes(device, local("UPDATE t SET a = 'one' WHERE id = 1")), [
+      'update t old=1,a1,? new=?,one,?',
+    ]);
+    assert.deepEqual(changes(device, local("UPDATE t SET b = 'two' WHERE id = 2")), [
+      'update t old=2,?,b2 new=?,?,two',
+    ]);
     assert.equal(recorder.empty, true);
   });
 
@@ -119,13 +134,19 @@ describe('recording', () => {
       "CREATE TABLE bag(x, y); INSERT INTO bag VALUES ('p', 1); CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;",
     );
     const change = local("UPDATE bag SET y = 2; INSERT INTO kv VALUES ('k', 'v')");
-    assert.deepEqual(changes(device, change).sort(), ['insert kv old=- new=k,v', 'update bag old=1,?,1 new=?,?,2']);
+    assert.deepEqual(changes(device, change).sort(), [
+      'insert kv old=- new=k,v',
+      'update bag old=1,?,1 new=?,?,2',
+    ]);
   });
 
   test('sqlite_% tables and excluded tables are not recorded', () => {
-    const { device, local } = twin('CREATE TABLE q(id INTEGER PRIMARY KEY AUTOINCREMENT, v); CREATE TABLE sync_state(k PRIMARY KEY, v);', {
-      exclude: (table) => table.startsWith('sync_'),
-    });
+    const { device, local } = twin(
+      'CREATE TABLE q(id INTEGER PRIMARY KEY AUTOINCREMENT, v); CREATE TABLE sync_state(k PRIMARY KEY, v);',
+      {
+        exclude: (table) => table.startsWith('sync_'),
+      },
+    );
     const change = local("INSERT INTO q(v) VALUES ('x'); INSERT INTO sync_state VALUES ('seq', 1); ANALYZE");
     assert.deepEqual(changes(device, change), ['insert q old=- new=1,x']);
   });
@@ -164,12 +185,18 @@ describe('recording schema changes', () => {
     assert.match(local('ALTER TABLE t ADD COLUMN c').unmergeable ?? '', /^table "t" was changed/);
     assert.match(local('ALTER TABLE r RENAME TO r2').unmergeable ?? '', /^table "r" was renamed to "r2"/);
     assert.match(local('DROP TABLE d; CREATE TABLE d(x, y)').unmergeable ?? '', /^table "d" was changed/);
-    assert.equal(local('CREATE TABLE later(x)').unmergeable, undefined, 'the next change starts from the new schema');
+    assert.equal(
+      local('CREATE TABLE later(x)').unmergeable,
+      undefined,
+      'the next change starts from the new schema',
+    );
   });
 
   test('a table created and filled in one change is re-created and filled on the hub', () => {
     const { hub, local } = twin(BASE);
-    const change = local("CREATE TABLE notes(id TEXT PRIMARY KEY, body); INSERT INTO notes VALUES ('n1', 'hello')");
+    const change = local(
+      "CREATE TABLE notes(id TEXT PRIMARY KEY, body); INSERT INTO notes VALUES ('n1', 'hello')",
+    );
     const outcome = applyLocalChange(hub, change);
     assert.deepEqual(outcome, { applied: true, conflicts: [] });
     assert.deepEqual(rows(hub, 'notes'), [['n1', 'hello']]);
@@ -188,28 +215,58 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
   }
   const cases: Case[] = [
     // local INSERT of key 3
-    { name: 'insert × untouched', hub: '', local: "INSERT INTO t VALUES (3, 'L', 'L')", rows: [[1, 'a1', 'b1'], [2, 'a2', 'b2'], [3, 'L', 'L']], conflicts: [] },
+    {
+      name: 'insert × untouched',
+      hub: '',
+      local: "INSERT INTO t VALUES (3, 'L', 'L')",
+      rows: [
+        [1, 'a1', 'b1'],
+        [2, 'a2', 'b2'],
+        [3, 'L', 'L'],
+      ],
+      conflicts: [],
+    },
     {
       name: 'insert × other row updated',
       hub: "UPDATE t SET a = 'H' WHERE id = 1",
       local: "INSERT INTO t VALUES (3, 'L', 'L')",
-      rows: [[1, 'H', 'b1'], [2, 'a2', 'b2'], [3, 'L', 'L']],
+      rows: [
+        [1, 'H', 'b1'],
+        [2, 'a2', 'b2'],
+        [3, 'L', 'L'],
+      ],
       conflicts: [],
     },
     {
       name: 'insert × same key inserted, same values',
       hub: "INSERT INTO t VALUES (3, 'L', 'L')",
       local: "INSERT INTO t VALUES (3, 'L', 'L')",
-      rows: [[1, 'a1', 'b1'], [2, 'a2', 'b2'], [3, 'L', 'L']],
+      rows: [
+        [1, 'a1', 'b1'],
+        [2, 'a2', 'b2'],
+        [3, 'L', 'L'],
+      ],
       conflicts: [['conflict', 'insert', 't', [3], 'hub']],
     },
     // local UPDATE of column a of row 1
-    { name: 'update × untouched', hub: '', local: "UPDATE t SET a = 'L' WHERE id = 1", rows: [[1, 'L', 'b1'], [2, 'a2', 'b2']], conflicts: [] },
+    {
+      name: 'update × untouched',
+      hub: '',
+      local: "UPDATE t SET a = 'L' WHERE id = 1",
+      rows: [
+        [1, 'L', 'b1'],
+        [2, 'a2', 'b2'],
+      ],
+      conflicts: [],
+    },
     {
       name: 'update × same column updated',
       hub: "UPDATE t SET a = 'H' WHERE id = 1",
       local: "UPDATE t SET a = 'L' WHERE id = 1",
-      rows: [[1, 'L', 'b1'], [2, 'a2', 'b2']],
+      rows: [
+        [1, 'L', 'b1'],
+        [2, 'a2', 'b2'],
+      ],
       conflicts: [['data', 'update', 't', [1], 'local']],
       conflict: { old: [1, 'a1', undefined], new: [undefined, 'L', undefined], current: [1, 'H', 'b1'] },
     },
@@ -217,7 +274,10 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
       name: 'update × other column updated',
       hub: "UPDATE t SET b = 'H' WHERE id = 1",
       local: "UPDATE t SET a = 'L' WHERE id = 1",
-      rows: [[1, 'L', 'H'], [2, 'a2', 'b2']],
+      rows: [
+        [1, 'L', 'H'],
+        [2, 'a2', 'b2'],
+      ],
       conflicts: [],
     },
     {
@@ -231,11 +291,20 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
       name: 'update × deleted and inserted again with the same key',
       hub: "DELETE FROM t WHERE id = 1; INSERT INTO t VALUES (1, 'X', 'Y')",
       local: "UPDATE t SET a = 'L' WHERE id = 1",
-      rows: [[1, 'L', 'Y'], [2, 'a2', 'b2']],
+      rows: [
+        [1, 'L', 'Y'],
+        [2, 'a2', 'b2'],
+      ],
       conflicts: [['data', 'update', 't', [1], 'local']],
     },
     // local DELETE of row 1
-    { name: 'delete × untouched', hub: '', local: 'DELETE FROM t WHERE id = 1', rows: [[2, 'a2', 'b2']], conflicts: [] },
+    {
+      name: 'delete × untouched',
+      hub: '',
+      local: 'DELETE FROM t WHERE id = 1',
+      rows: [[2, 'a2', 'b2']],
+      conflicts: [],
+    },
     {
       name: 'delete × same column updated',
       hub: "UPDATE t SET a = 'H' WHERE id = 1",
@@ -275,7 +344,11 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
       assert.equal(outcome.applied, true, outcome.rejected);
       assert.deepEqual(rows(hub, 't'), c.rows);
       assert.deepEqual(met(outcome), c.conflicts);
-      if (c.conflict) assert.deepEqual({ ...outcome.conflicts[0]!.conflict, ...c.conflict }, outcome.conflicts[0]!.conflict);
+      if (c.conflict)
+        assert.deepEqual(
+          { ...outcome.conflicts[0]!.conflict, ...c.conflict },
+          outcome.conflicts[0]!.conflict,
+        );
     });
   }
 
@@ -285,11 +358,22 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
     hub.exec("INSERT INTO t VALUES (3, 'H', 'H')");
     const outcome = applyLocalChange(hub, change);
     assert.equal(outcome.applied, false);
-    assert.match(outcome.rejected ?? '', /insert of "t" \[3\]: another row with this key was added meanwhile/);
+    assert.match(
+      outcome.rejected ?? '',
+      /insert of "t" \[3\]: another row with this key was added meanwhile/,
+    );
     assert.match(outcome.rejected ?? '', /use random keys \(e\.g\. UUID text\)/);
     assert.deepEqual(met(outcome), [['conflict', 'insert', 't', [3], 'reject']]);
     assert.deepEqual(outcome.conflicts[0]!.conflict.current, [3, 'H', 'H']);
-    assert.deepEqual(rows(hub, 't'), [[1, 'a1', 'b1'], [2, 'a2', 'b2'], [3, 'H', 'H']], 'the update of row 2 did not stay');
+    assert.deepEqual(
+      rows(hub, 't'),
+      [
+        [1, 'a1', 'b1'],
+        [2, 'a2', 'b2'],
+        [3, 'H', 'H'],
+      ],
+      'the update of row 2 did not stay',
+    );
     assert.equal(hub.inTransaction, false);
   });
 
@@ -304,7 +388,12 @@ describe('re-applying: local op × what the hub did meanwhile (default policy)',
     const changeB = recorderB.take();
     assert.deepEqual(applyLocalChange(a.hub, changeB), { applied: true, conflicts: [] });
     assert.deepEqual(applyLocalChange(a.hub, changeA), { applied: true, conflicts: [] });
-    assert.deepEqual(rows(a.hub, 'notes').map((r) => r[1]).sort(), ['from a', 'from b']);
+    assert.deepEqual(
+      rows(a.hub, 'notes')
+        .map((r) => r[1])
+        .sort(),
+      ['from a', 'from b'],
+    );
   });
 });
 
@@ -343,7 +432,9 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
   }
 
   test('NOT NULL', () => {
-    const { hub, local } = twin('CREATE TABLE n(id TEXT PRIMARY KEY, v); CREATE TABLE other(id INTEGER PRIMARY KEY, v);');
+    const { hub, local } = twin(
+      'CREATE TABLE n(id TEXT PRIMARY KEY, v); CREATE TABLE other(id INTEGER PRIMARY KEY, v);',
+    );
     const change = local("INSERT INTO other VALUES (1, 'x'); INSERT INTO n VALUES ('a', NULL)");
     // The hub's table has the same columns but v NOT NULL (made by another history of the schema).
     hub.exec('DROP TABLE n; CREATE TABLE n(id TEXT PRIMARY KEY, v NOT NULL)');
@@ -363,7 +454,10 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
     hub.exec("DELETE FROM p WHERE id = 'p1'");
     const outcome = applyLocalChange(hub, change);
     assert.equal(outcome.applied, false);
-    assert.equal(outcome.rejected, 'insert of "c" [\'c1\'] references a row of "p" that is not there (deleted meanwhile?)');
+    assert.equal(
+      outcome.rejected,
+      'insert of "c" [\'c1\'] references a row of "p" that is not there (deleted meanwhile?)',
+    );
     assert.deepEqual(met(outcome), [['foreign_key', 'insert', 'c', ['c1'], 'reject']]);
     assert.deepEqual(rows(hub, 'other'), []);
     assert.deepEqual(rows(hub, 'c'), []);
@@ -375,7 +469,10 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
     hub.exec("INSERT INTO c VALUES ('h1', 'p2')");
     const outcome = applyLocalChange(hub, change);
     assert.equal(outcome.applied, false);
-    assert.equal(outcome.rejected, 'the change removes "p" [\'p2\'], which a row of "c" added meanwhile still references');
+    assert.equal(
+      outcome.rejected,
+      'the change removes "p" [\'p2\'], which a row of "c" added meanwhile still references',
+    );
     assert.deepEqual(met(outcome), [['foreign_key', 'delete', 'p', ['p2'], 'reject']]);
     assert.deepEqual(rows(hub, 'p'), [['p1'], ['p2']]);
     assert.deepEqual(rows(hub, 'other'), []);
@@ -412,7 +509,7 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
 
 describe('re-applying: more', () => {
   test('lesson 11: a rejected insert, then a later change updating that row: notfound, dropped, reported', () => {
-    const { hub, local } = twin("CREATE TABLE u(id TEXT PRIMARY KEY, email TEXT UNIQUE, name);");
+    const { hub, local } = twin('CREATE TABLE u(id TEXT PRIMARY KEY, email TEXT UNIQUE, name);');
     const first = local("INSERT INTO u VALUES ('l1', 'x@y', 'local')");
     const second = local("UPDATE u SET name = 'renamed' WHERE id = 'l1'");
     hub.exec("INSERT INTO u VALUES ('h1', 'x@y', 'hub')");
@@ -427,17 +524,29 @@ describe('re-applying: more', () => {
 
   test('DDL made identically on both sides is skipped; differently, rejected', () => {
     const same = twin(BASE);
-    const change = same.local("CREATE TABLE tags(id TEXT PRIMARY KEY, name); INSERT INTO tags VALUES ('t1', 'red')");
+    const change = same.local(
+      "CREATE TABLE tags(id TEXT PRIMARY KEY, name); INSERT INTO tags VALUES ('t1', 'red')",
+    );
     same.hub.exec("CREATE TABLE tags(id TEXT PRIMARY KEY, name); INSERT INTO tags VALUES ('t2', 'blue')");
     assert.deepEqual(applyLocalChange(same.hub, change), { applied: true, conflicts: [] });
-    assert.deepEqual(rows(same.hub, 'tags'), [['t1', 'red'], ['t2', 'blue']]);
+    assert.deepEqual(rows(same.hub, 'tags'), [
+      ['t1', 'red'],
+      ['t2', 'blue'],
+    ]);
 
     const other = twin(BASE);
-    const change2 = other.local("CREATE TABLE tags(id TEXT PRIMARY KEY, name); INSERT INTO tags VALUES ('t1', 'red')");
-    other.hub.exec("CREATE TABLE tags(id TEXT PRIMARY KEY, label, color); INSERT INTO tags VALUES ('t2', 'blue', 1)");
+    const change2 = other.local(
+      "CREATE TABLE tags(id TEXT PRIMARY KEY, name); INSERT INTO tags VALUES ('t1', 'red')",
+    );
+    other.hub.exec(
+      "CREATE TABLE tags(id TEXT PRIMARY KEY, label, color); INSERT INTO tags VALUES ('t2', 'blue', 1)",
+    );
     const outcome = applyLocalChange(other.hub, change2);
     assert.equal(outcome.applied, false);
-    assert.match(outcome.rejected ?? '', /^its schema change cannot be made here \(table tags already exists; .*CREATE TABLE tags/);
+    assert.match(
+      outcome.rejected ?? '',
+      /^its schema change cannot be made here \(table tags already exists; .*CREATE TABLE tags/,
+    );
     assert.deepEqual(rows(other.hub, 'tags'), [['t2', 'blue', 1]]);
   });
 
@@ -465,11 +574,44 @@ describe('re-applying: more', () => {
     ]);
   });
 
+  test('a table without a primary key: two devices inserting offline mint the same rowid (rejected, said why)', () => {
+    const { hub, local } = twin("CREATE TABLE bag(x, y); INSERT INTO bag VALUES ('p', 1);");
+    const change = local("INSERT INTO bag VALUES ('from device', 2)");
+    hub.exec("INSERT INTO bag VALUES ('from another device', 3)");
+    const outcome = applyLocalChange(hub, change);
+    assert.equal(outcome.applied, false);
+    assert.match(
+      outcome.rejected ?? '',
+      /insert of "bag" \[2\]: .*a table without PRIMARY KEY is keyed by rowid\); use random keys/,
+    );
+    assert.deepEqual(rows(hub, 'bag'), [
+      ['from another device', 3],
+      ['p', 1],
+    ]);
+  });
+
+  test('generated columns are not part of the change; the key after them still matches', () => {
+    const { hub, local } = twin(
+      'CREATE TABLE g(a, twice AS (a * 2), id TEXT PRIMARY KEY, thrice AS (a * 3) STORED);',
+    );
+    const change = local("INSERT INTO g(a, id) VALUES (2, 'k'); INSERT INTO g(a, id) VALUES (5, 'm')");
+    hub.exec("INSERT INTO g(a, id) VALUES (7, 'm')");
+    const outcome = applyLocalChange(hub, change, () => 'local');
+    assert.equal(outcome.applied, true);
+    assert.deepEqual(met(outcome), [['conflict', 'insert', 'g', ['m'], 'local']]);
+    assert.deepEqual(hub.prepare('SELECT id, a, twice, thrice FROM g ORDER BY id').raw().all(), [
+      ['k', 2, 4, 6],
+      ['m', 5, 10, 15],
+    ]);
+  });
+
   test('a WITHOUT ROWID table with a composite key', () => {
     const { hub, local } = twin(
       "CREATE TABLE kv(ns TEXT, k TEXT, v, PRIMARY KEY (ns, k)) WITHOUT ROWID; INSERT INTO kv VALUES ('a', 'x', 1), ('a', 'y', 2);",
     );
-    const change = local("UPDATE kv SET v = 10 WHERE k = 'x'; DELETE FROM kv WHERE k = 'y'; INSERT INTO kv VALUES ('b', 'z', 3)");
+    const change = local(
+      "UPDATE kv SET v = 10 WHERE k = 'x'; DELETE FROM kv WHERE k = 'y'; INSERT INTO kv VALUES ('b', 'z', 3)",
+    );
     hub.exec("UPDATE kv SET v = 5 WHERE k = 'x'");
     const outcome = applyLocalChange(hub, change);
     assert.equal(outcome.applied, true);
@@ -495,13 +637,18 @@ describe('re-applying: more', () => {
   test('tables that do not match are rejected, not skipped', () => {
     const setups: [string, RegExp][] = [
       ['DROP TABLE t', /^table "t" does not exist here, so its rows cannot be applied$/],
-      ['DROP TABLE t; CREATE TABLE t(id INTEGER PRIMARY KEY, a)', /^table "t" has 2 columns here, the change has 3/],
+      [
+        'DROP TABLE t; CREATE TABLE t(id INTEGER PRIMARY KEY, a)',
+        /^table "t" has 2 columns here, the change has 3/,
+      ],
       ['DROP TABLE t; CREATE TABLE t(id, a PRIMARY KEY, b)', /^table "t" has another primary key here/],
       ['DROP TABLE t; CREATE VIEW t AS SELECT 1 AS id, 2 AS a, 3 AS b', /^table "t" does not exist here/],
     ];
     for (const [hubSql, reason] of setups) {
       const { hub, local } = twin(BASE);
-      const change = local("UPDATE t SET a = 'L' WHERE id = 1; CREATE TABLE side(x); INSERT INTO side VALUES (1)");
+      const change = local(
+        "UPDATE t SET a = 'L' WHERE id = 1; CREATE TABLE side(x); INSERT INTO side VALUES (1)",
+      );
       hub.exec(hubSql);
       const outcome = applyLocalChange(hub, change);
       assert.equal(outcome.applied, false, hubSql);
@@ -594,7 +741,9 @@ describe('re-applying: the handler', () => {
   });
 
   test("'hub' for a constraint conflict drops that row change only", () => {
-    const { hub, local } = twin("CREATE TABLE u(id TEXT PRIMARY KEY, email UNIQUE); INSERT INTO u VALUES ('u1', 'a@x');");
+    const { hub, local } = twin(
+      "CREATE TABLE u(id TEXT PRIMARY KEY, email UNIQUE); INSERT INTO u VALUES ('u1', 'a@x');",
+    );
     const change = local("INSERT INTO u VALUES ('l1', 'b@x'); INSERT INTO u VALUES ('l2', 'c@x')");
     hub.exec("INSERT INTO u VALUES ('h1', 'b@x')");
     const outcome = applyLocalChange(hub, change, () => 'hub');
@@ -609,7 +758,11 @@ describe('re-applying: the handler', () => {
 
   test('a choice the kind does not allow throws one clear line, and nothing is applied', () => {
     const refused: [string, string, RegExp][] = [
-      ["DELETE FROM t WHERE id = 1", "UPDATE t SET a = 'L' WHERE id = 1; INSERT INTO t VALUES (3, 3, 3)", /chose 'local' for a notfound conflict \(update of "t" \[1\]\), which cannot be done: choose 'hub' or 'reject'/],
+      [
+        'DELETE FROM t WHERE id = 1',
+        "UPDATE t SET a = 'L' WHERE id = 1; INSERT INTO t VALUES (3, 3, 3)",
+        /chose 'local' for a notfound conflict \(update of "t" \[1\]\), which cannot be done: choose 'hub' or 'reject'/,
+      ],
     ];
     for (const [hubSql, localSql, message] of refused) {
       const { hub, local } = twin(BASE);
@@ -619,10 +772,15 @@ describe('re-applying: the handler', () => {
       assert.equal(hub.inTransaction, false);
       assert.deepEqual(rows(hub, 't'), [[2, 'a2', 'b2']]);
     }
-    const { hub, local } = twin("CREATE TABLE p(id TEXT PRIMARY KEY); CREATE TABLE c(id TEXT PRIMARY KEY, p REFERENCES p); INSERT INTO p VALUES ('p1');");
+    const { hub, local } = twin(
+      "CREATE TABLE p(id TEXT PRIMARY KEY); CREATE TABLE c(id TEXT PRIMARY KEY, p REFERENCES p); INSERT INTO p VALUES ('p1');",
+    );
     const change = local("INSERT INTO c VALUES ('c1', 'p1')");
-    hub.exec("DELETE FROM p");
-    assert.throws(() => applyLocalChange(hub, change, () => 'hub'), /chose 'hub' for a foreign_key conflict .* choose 'reject'/);
+    hub.exec('DELETE FROM p');
+    assert.throws(
+      () => applyLocalChange(hub, change, () => 'hub'),
+      /chose 'hub' for a foreign_key conflict .* choose 'reject'/,
+    );
     assert.deepEqual(rows(hub, 'c'), []);
   });
 

@@ -169,7 +169,7 @@ function applyChangeset(
       const shape = shapes.get(change.table.toLowerCase())!;
       const conflict = conflictOf(kind, change, shape.rowidKey);
       return decide(conflict, () => {
-        const why = rejection(conflict, false);
+        const why = rejection(conflict, false, shape.rowidKey);
         if (kind !== 'constraint') return why;
         const message = constraintMessage(db, change, shape);
         return message === undefined

@@ -135,14 +135,17 @@ export function conflictOf(
   return c;
 }
 
-/** Why a conflict rejects the local transaction, in one line. */
-export function rejection(c: Conflict, handlerChose: boolean): string {
+/**
+ * Why a conflict rejects the local transaction, in one line. `rowidKey`: the table has no PRIMARY KEY
+ * (its rows are keyed by rowid, which devices mint offline like an INTEGER PRIMARY KEY).
+ */
+export function rejection(c: Conflict, handlerChose: boolean, rowidKey = false): string {
   const what = `${c.op} of "${c.table}" ${show(c.key)}`;
   if (handlerChose) return `the conflict handler rejected it at a ${c.kind} conflict: ${what}`;
   switch (c.kind) {
     case 'conflict':
       return (
-        `${what}: another row with this key was added meanwhile (two devices made the same key offline); ` +
+        `${what}: another row with this key was added meanwhile (two devices made the same key offline${rowidKey ? '; a table without PRIMARY KEY is keyed by rowid' : ''}); ` +
         'use random keys (e.g. UUID text) rather than INTEGER PRIMARY KEY or AUTOINCREMENT for shared tables'
       );
     case 'data':
