@@ -5,8 +5,10 @@
  */
 import type { Database } from '../engine/database.js';
 import { SqliteError, sqliteError } from '../engine/errors.js';
+import type { Sqlite3 } from '../engine/sqlite.js';
+import type { Statement } from '../engine/statement.js';
 import type { LocalChange } from './changes.js';
-import { forEachChange, type RowChange, readChange, sessionApi, withBytes } from './changeset.js';
+import { forEachTable, readChange, sessionApi, withBytes } from './changeset.js';
 import {
   ABORT,
   answerFor,
@@ -34,14 +36,65 @@ export interface ApplyOutcome {
 /** Chooses per conflict; `undefined` means the default policy ({@link defaultChoice}). */
 export type ConflictHandler = (c: Conflict) => ConflictChoice | undefined;
 
-/**
- * `SQLITE_CHANGESETAPPLY_NOSAVEPOINT` (this function holds its own transaction) |
- * `SQLITE_CHANGESETAPPLY_FKNOACTION` (cascades were recorded as rows: running them again would double them).
- */
-const APPLY_FLAGS = 0x1 | 0x8;
+/** `SQLITE_CHANGESETAPPLY_NOSAVEPOINT`: this function holds its own transaction. */
+const NOSAVEPOINT = 0x1;
+/** `SQLITE_CHANGESETAPPLY_FKNOACTION`: cascades were recorded as rows; running them again would double them. */
+const FKNOACTION = 0x8;
 const SQLITE_ABORT = 4;
 const SQLITE_CONSTRAINT = 19;
 const DBCONFIG_ENABLE_TRIGGER = 1003;
+
+/** The statements applying needs, prepared once per connection. */
+interface Queries {
+  /** The columns of a table. */
+  info: Statement;
+  /** `table` for a table (not a view or a virtual table), of the main database. */
+  kind: Statement;
+  /** Whether an object with this exact SQL exists. */
+  same: Statement;
+  /** `PRAGMA foreign_keys`. */
+  foreignKeys: Statement;
+  /** Whether the connection has triggers. */
+  hasTriggers: Statement;
+}
+
+const prepared = new WeakMap<Database, Queries>();
+
+/** The conflict handler of the apply running now (applies nest only through a handler). */
+let active: ((eConflict: number, iter: number) => number) | undefined;
+/** Per module, the one xConflict function installed in the WASM table: it calls {@link active}. */
+const installed = new WeakMap<Sqlite3, number>();
+
+function conflictFunction(sqlite3: Sqlite3): number {
+  let p = installed.get(sqlite3);
+  if (p === undefined) {
+    p = sqlite3.wasm.installFunction('i(pip)', (_ctx: number, eConflict: number, iter: number) =>
+      active === undefined ? ABORT : active(eConflict, iter),
+    );
+    installed.set(sqlite3, p);
+  }
+  return p;
+}
+
+function queriesOf(db: Database): Queries {
+  let q = prepared.get(db);
+  if (q === undefined) {
+    q = {
+      info: db.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?, 'main')"),
+      kind: db.prepare("SELECT type FROM pragma_table_list(?) WHERE schema = 'main'").pluck(),
+      same: db.prepare('SELECT 1 FROM main.sqlite_schema WHERE sql = ?').pluck(),
+      foreignKeys: db.prepare('PRAGMA foreign_keys').pluck(),
+      hasTriggers: db
+        .prepare(
+          "SELECT EXISTS (SELECT 1 FROM main.sqlite_schema WHERE type = 'trigger') OR " +
+            "EXISTS (SELECT 1 FROM temp.sqlite_schema WHERE type = 'trigger')",
+        )
+        .pluck(),
+    };
+    prepared.set(db, q);
+  }
+  return q;
+}
 
 /**
  * Re-applies `change` on `db` in one transaction of its own (BEGIN IMMEDIATE … COMMIT): its
@@ -81,7 +134,7 @@ export function applyLocalChange(db: Database, change: LocalChange, handler?: Co
 /** Runs the CREATE statements, skipping objects already there with the same SQL; a reason if one clashes. */
 function createObjects(db: Database, create: string[]): string | undefined {
   if (create.length === 0) return undefined;
-  const same = db.prepare('SELECT 1 FROM main.sqlite_schema WHERE sql = ?').pluck();
+  const same = queriesOf(db).same;
   for (const sql of create) {
     if (same.get(sql) !== undefined) continue;
     try {
@@ -106,17 +159,16 @@ function oneLine(sql: string): string {
  */
 function tableShapes(db: Database, changeset: Uint8Array): Map<string, TableShape> | string {
   const shapes = new Map<string, TableShape>();
-  const info = db.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?, 'main')");
-  const kind = db.prepare("SELECT type FROM pragma_table_list(?) WHERE schema = 'main'").pluck();
+  const { info, kind } = queriesOf(db);
   let misfit: string | undefined;
-  forEachChange(db.sqlite3, changeset, (c: RowChange) => {
-    const key = c.table.toLowerCase();
+  forEachTable(db.sqlite3, changeset, (table, changePk) => {
+    const key = table.toLowerCase();
     if (misfit !== undefined || shapes.has(key)) return;
-    if (kind.get(c.table) !== 'table') {
-      misfit = `table "${c.table}" does not exist here`;
+    if (kind.get(table) !== 'table') {
+      misfit = `table "${table}" does not exist here`;
       return;
     }
-    const rows = (info.all(c.table) as { name: string; pk: number; hidden: number }[]).filter(
+    const rows = (info.all(table) as { name: string; pk: number; hidden: number }[]).filter(
       (r) => r.hidden === 0,
     );
     const rowidKey = rows.every((r) => r.pk === 0);
@@ -126,10 +178,10 @@ function tableShapes(db: Database, changeset: Uint8Array): Map<string, TableShap
       columns.unshift('_rowid_');
       pk.unshift(1);
     }
-    if (columns.length < c.pk.length) {
-      misfit = `table "${c.table}" has ${columns.length} columns here, the change has ${c.pk.length}`;
-    } else if (c.pk.some((p, i) => p !== pk[i]) || pk.slice(c.pk.length).some((p) => p !== 0)) {
-      misfit = `table "${c.table}" has another primary key here`;
+    if (columns.length < changePk.length) {
+      misfit = `table "${table}" has ${columns.length} columns here, the change has ${changePk.length}`;
+    } else if (changePk.some((p, i) => p !== pk[i]) || pk.slice(changePk.length).some((p) => p !== 0)) {
+      misfit = `table "${table}" has another primary key here`;
     }
     shapes.set(key, { columns, rowidKey });
   });
@@ -157,7 +209,7 @@ function applyChangeset(
     if (answer === ABORT) reason ??= chosen === undefined ? whyRejected() : rejection(conflict, true);
     return answer;
   };
-  const onConflict = (_ctx: number, eConflict: number, iter: number): number => {
+  const onConflict = (eConflict: number, iter: number): number => {
     try {
       const kind = KINDS[eConflict]!;
       if (kind === 'foreign_key') {
@@ -181,18 +233,23 @@ function applyChangeset(
       return ABORT;
     }
   };
-  const wasm = db.sqlite3.wasm;
-  const xConflict = wasm.installFunction('i(pip)', onConflict);
-  const fired = triggers(db, -1);
-  triggers(db, 0);
+  const xConflict = conflictFunction(db.sqlite3);
+  const q = queriesOf(db);
+  // Both are asked only when needed: FKNOACTION makes SQLite re-read the schema, switching triggers
+  // makes it prepare every statement again.
+  const flags = NOSAVEPOINT | (q.foreignKeys.get() === 1 ? FKNOACTION : 0);
+  const fired = q.hasTriggers.get() === 1 ? triggers(db, -1) : 0;
+  if (fired) triggers(db, 0);
+  const outer = active;
+  active = onConflict;
   let rc: number;
   try {
     rc = withBytes(b, changeset, (p) =>
-      x.sqlite3changeset_apply_v2(db.handle, changeset.byteLength, p, 0, xConflict, 0, 0, 0, APPLY_FLAGS),
+      x.sqlite3changeset_apply_v2(db.handle, changeset.byteLength, p, 0, xConflict, 0, 0, 0, flags),
     );
   } finally {
-    triggers(db, fired);
-    wasm.uninstallFunction(xConflict);
+    active = outer;
+    if (fired) triggers(db, 1);
   }
   if (failure !== undefined) throw failure;
   if (rc === 0) return undefined;

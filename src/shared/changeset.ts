@@ -150,11 +150,11 @@ export function withBytes<T>(b: Binding, bytes: Uint8Array, fn: (p: number) => T
   }
 }
 
-/** Calls `fn` for each row change of `changeset`, in order. Throws on a corrupt changeset. */
-export function forEachChange(
+/** Calls `fn` with an iterator at each row change of `changeset`, in order. Throws on a corrupt changeset. */
+function iterate(
   sqlite3: Sqlite3,
   changeset: Uint8Array,
-  fn: (change: RowChange) => void,
+  fn: (x: SessionExports, b: Binding, iter: number) => void,
 ): void {
   const { x, b } = sessionApi(sqlite3);
   withBytes(b, changeset, (p) =>
@@ -163,11 +163,43 @@ export function forEachChange(
       if (rc !== 0) throw new Error(`the changeset cannot be read (SQLite code ${rc})`);
       const iter = b.peekPtr(s);
       try {
-        while (x.sqlite3changeset_next(iter) === SQLITE_ROW) fn(readChange(x, b, iter));
+        while (x.sqlite3changeset_next(iter) === SQLITE_ROW) fn(x, b, iter);
       } finally {
         rc = x.sqlite3changeset_finalize(iter);
       }
       if (rc !== 0) throw new Error(`the changeset is corrupt (SQLite code ${rc})`);
+    }),
+  );
+}
+
+/** Calls `fn` for each row change of `changeset`, in order. Throws on a corrupt changeset. */
+export function forEachChange(
+  sqlite3: Sqlite3,
+  changeset: Uint8Array,
+  fn: (change: RowChange) => void,
+): void {
+  iterate(sqlite3, changeset, (x, b, iter) => fn(readChange(x, b, iter)));
+}
+
+/**
+ * Calls `fn` once per table of `changeset` (per run of its rows) with the table's name and, per
+ * changeset column, its primary key position or 0. Reads no values.
+ */
+export function forEachTable(
+  sqlite3: Sqlite3,
+  changeset: Uint8Array,
+  fn: (table: string, pk: number[]) => void,
+): void {
+  let last: string | undefined;
+  iterate(sqlite3, changeset, (x, b, iter) =>
+    withSlots(b, 3, (s) => {
+      x.sqlite3changeset_op(iter, s, s + 4, s + 8, 0);
+      const table = b.cstr(b.peekPtr(s)) ?? '';
+      if (table === last) return;
+      last = table;
+      x.sqlite3changeset_pk(iter, s, s + 4);
+      const flags = b.peekPtr(s);
+      fn(table, Array.from(b.heap().subarray(flags, flags + b.peekPtr(s + 4))));
     }),
   );
 }
