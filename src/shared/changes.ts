@@ -82,21 +82,25 @@ export class ChangeRecorder {
   take(): LocalChange {
     const { x, b } = sessionApi(this.db.sqlite3);
     const session = this.affirmOpen();
-    const changeset = withSlots(b, 2, (s) => {
-      const rc = x.sqlite3session_changeset(session, s, s + 4);
-      const n = b.peekPtr(s);
-      const p = b.peekPtr(s + 4);
-      const bytes = n === 0 ? new Uint8Array(0) : b.heap().slice(p, p + n);
-      if (p !== 0) b.x.sqlite3_free(p);
-      if (rc !== 0)
-        throw new Error(`recording the local change failed (SQLite code ${rc}): discard() and start again`);
-      return bytes;
-    });
     if (this.filterError !== undefined) {
       const cause = this.filterError;
       this.filterError = undefined;
       throw new Error('the exclude option of ChangeRecorder threw: fix it', { cause });
     }
+    const recorded = x.sqlite3session_isempty(session) === 0;
+    let failed: string | undefined;
+    const changeset = !recorded
+      ? new Uint8Array(0)
+      : withSlots(b, 2, (s) => {
+          const rc = x.sqlite3session_changeset(session, s, s + 4);
+          const n = b.peekPtr(s);
+          const p = b.peekPtr(s + 4);
+          const bytes = n === 0 || rc !== 0 ? new Uint8Array(0) : b.heap().slice(p, p + n);
+          if (p !== 0) b.x.sqlite3_free(p);
+          if (rc !== 0)
+            failed = `its rows could not be recorded (SQLite: ${this.db.sqlite3.capi.sqlite3_errstr(rc)})`;
+          return bytes;
+        });
     const version = this.schemaVersion.get() as number;
     const change: LocalChange = { changeset, ddl: { create: [], drop: [] } };
     if (version !== this.version) {
@@ -107,7 +111,9 @@ export class ChangeRecorder {
       this.schema = schema;
       this.version = version;
     }
-    this.restart();
+    if (failed !== undefined) change.unmergeable ??= failed;
+    // A session that recorded nothing is as good as a new one.
+    if (recorded) this.restart();
     return change;
   }
 
