@@ -48,7 +48,7 @@ describe('shared databases', () => {
     await synced(a);
     const b = await device(h, 'b');
     await synced(b);
-    assert.deepEqual(rows(b), rows(a), 'a new device starts with the hub\'s data');
+    assert.deepEqual(rows(b), rows(a), "a new device starts with the hub's data");
     // Both write before either syncs: the second to sync rebases.
     a.prepare('insert into entries values (?, ?, ?, ?)').run('a2', 'alice', 20, 'food');
     b.prepare('insert into entries values (?, ?, ?, ?)').run('b1', 'bob', 5, 'coffee');
@@ -91,7 +91,7 @@ describe('shared databases', () => {
     assert.equal(fileHash(a.name), fileHash(b.name));
   });
 
-  test('a local change that breaks a constraint on the hub\'s state is rejected as a whole and reported', async () => {
+  test("a local change that breaks a constraint on the hub's state is rejected as a whole and reported", async () => {
     const h = await startTestHub();
     cleanups.push(() => h.close());
     const a = await device(h, 'a');

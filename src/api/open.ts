@@ -13,6 +13,8 @@ import { openHistory } from '../history/source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
 import { isWalDatabase } from '../journal/sqlite-header.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
+import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
+import type { PendingQueue } from '../shared/pending.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
@@ -22,8 +24,6 @@ import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
 import { checkHistory, type HistoryCheck } from './history-check.js';
 import { journalPaths, missingDirectory } from './paths.js';
-import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
-import type { PendingQueue } from '../shared/pending.js';
 import {
   historyPages,
   type OpenWarning,
@@ -284,7 +284,8 @@ export async function openWith(
     const conn = db;
     const revert = (at: ViewTarget): RevertResult => {
       if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
-      if (device) throw new Error('revert: not on a shared database yet (its other devices would not see it)');
+      if (device)
+        throw new Error('revert: not on a shared database yet (its other devices would not see it)');
       const { pages, snapshot: target } = historyPages(fs, p, at);
       try {
         // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.

@@ -131,7 +131,12 @@ export function appendChange(
 }
 
 /** The page numbers to compare, ascending: all, or `pages` plus those between the two sizes. */
-function* candidates(full: boolean, dbPages: number, oldPages: number, pages?: readonly number[]): Generator<number> {
+function* candidates(
+  full: boolean,
+  dbPages: number,
+  oldPages: number,
+  pages?: readonly number[],
+): Generator<number> {
   const last = Math.max(dbPages, oldPages);
   if (full || pages === undefined) {
     for (let pgno = 1; pgno <= last; pgno++) yield pgno;

@@ -20,13 +20,15 @@ interface SyncOptions {
 export function registerSync(program: Command): void {
   program
     .command('sync')
-    .description('merge a device of a shared database with its hub: bring in everyone\'s changes, upload its own')
-    .argument('<DB>', 'the device\'s database file (created if missing: a new device)')
+    .description(
+      "merge a device of a shared database with its hub: bring in everyone's changes, upload its own",
+    )
+    .argument('<DB>', "the device's database file (created if missing: a new device)")
     .requiredOption('--hub <URL>', 'hub base URL, e.g. http://127.0.0.1:8080')
     .requiredOption('--db <NAME>', 'database name on the hub')
     .option('--token <TOKEN>', 'a writer token for NAME (default: $MYCELITE_TOKEN)')
     .option('--shared', 'the database is shared by many devices (required: it is what sync is for)')
-    .option('--watch', 'keep running: merge every local change and take in others\' as they come')
+    .option('--watch', "keep running: merge every local change and take in others' as they come")
     .option('--timeout <SECONDS>', 'without --watch: give up when not merged by then', '60')
     .option('--json', 'print one JSON object per event')
     .addHelpText(
@@ -71,7 +73,8 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
   const bad = checkHubOptions(hub);
   if (bad) throw new Error(bad);
   const seconds = Number(options.timeout);
-  if (!Number.isFinite(seconds) || seconds <= 0) throw new Error(`--timeout ${options.timeout}: give a number of seconds`);
+  if (!Number.isFinite(seconds) || seconds <= 0)
+    throw new Error(`--timeout ${options.timeout}: give a number of seconds`);
   const db = await open(dbPath, { shared: true, hub });
   const say = (text: string, json: Record<string, unknown>): void => {
     if (options.json) writeOut(`${JSON.stringify(json)}\n`);
@@ -82,26 +85,48 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
   let received = 0;
   sync.on('pushed', (e) => {
     pushed += e.count;
-    if (options.watch) say(`merged ${e.count} local change(s): the hub is at txid ${e.hubTxid}`, { event: 'pushed', count: e.count, hubTxid: jsonInteger(e.hubTxid) });
+    if (options.watch)
+      say(`merged ${e.count} local change(s): the hub is at txid ${e.hubTxid}`, {
+        event: 'pushed',
+        count: e.count,
+        hubTxid: jsonInteger(e.hubTxid),
+      });
   });
   sync.on('received', (e) => {
     received += e.count;
-    if (options.watch) say(`took in ${e.count} snapshot(s) from the hub: at txid ${e.hubTxid}`, { event: 'received', count: e.count, hubTxid: jsonInteger(e.hubTxid) });
+    if (options.watch)
+      say(`took in ${e.count} snapshot(s) from the hub: at txid ${e.hubTxid}`, {
+        event: 'received',
+        count: e.count,
+        hubTxid: jsonInteger(e.hubTxid),
+      });
   });
   sync.on('conflict', (e) => {
     const c = e.conflict;
-    const what = e.choice === 'hub' ? 'dropped (the hub\'s row stays)' : e.choice === 'local' ? 'applied over another device\'s change' : 'rejected';
-    say(`conflict: local change ${e.seq} (${c.op} in ${c.table}, key ${JSON.stringify(c.key, jsonReplacer)}): ${c.kind}, ${what}`, {
-      event: 'conflict',
-      seq: jsonInteger(e.seq),
-      kind: c.kind,
-      table: c.table,
-      op: c.op,
-      choice: e.choice,
-    });
+    const what =
+      e.choice === 'hub'
+        ? "dropped (the hub's row stays)"
+        : e.choice === 'local'
+          ? "applied over another device's change"
+          : 'rejected';
+    say(
+      `conflict: local change ${e.seq} (${c.op} in ${c.table}, key ${JSON.stringify(c.key, jsonReplacer)}): ${c.kind}, ${what}`,
+      {
+        event: 'conflict',
+        seq: jsonInteger(e.seq),
+        kind: c.kind,
+        table: c.table,
+        op: c.op,
+        choice: e.choice,
+      },
+    );
   });
   sync.on('rejected', (e) => {
-    say(`rejected: local change ${e.seq}: ${e.reason}`, { event: 'rejected', seq: jsonInteger(e.seq), reason: e.reason });
+    say(`rejected: local change ${e.seq}: ${e.reason}`, {
+      event: 'rejected',
+      seq: jsonInteger(e.seq),
+      reason: e.reason,
+    });
   });
   try {
     if (options.watch) {
@@ -112,7 +137,15 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
       return;
     }
     const timeout = new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error(`not merged after ${seconds} s (${sync.status().lastError ?? sync.status().state}): run it again when the hub can be reached`)), seconds * 1000).unref(),
+      setTimeout(
+        () =>
+          reject(
+            new Error(
+              `not merged after ${seconds} s (${sync.status().lastError ?? sync.status().state}): run it again when the hub can be reached`,
+            ),
+          ),
+        seconds * 1000,
+      ).unref(),
     );
     await Promise.race([(sync as unknown as { whenIdle(): Promise<void> }).whenIdle(), timeout]);
     const s = sync.status();

@@ -367,7 +367,8 @@ export class JournalWriter {
    * tentative. The caller makes the change crash-safe (src/shared/suffix.ts keeps an intent first).
    */
   replaceSuffix(fs: FileSystem, offset: number, bytes: Uint8Array): void {
-    if (this.pending) throw new Error('replaceSuffix: a tentative snapshot is neither confirmed nor abandoned');
+    if (this.pending)
+      throw new Error('replaceSuffix: a tentative snapshot is neither confirmed nor abandoned');
     writeSuffix(this.file, offset, bytes);
     const scan = scanJournal(fs, this.file.path);
     const problem = scan.headerProblem ?? scan.damage;

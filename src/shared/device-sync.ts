@@ -8,7 +8,14 @@ import { HubError, StreamParser, toHex, type WirePosition } from '../protocol/in
 import { Emitter } from '../sync/emitter.js';
 import type { HubClient, Lease } from '../sync/hub-client.js';
 import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
-import type { Conflict, ConflictChoice, SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/writer-sync.js';
+import type {
+  Conflict,
+  ConflictChoice,
+  SyncEvents,
+  SyncState,
+  SyncStatus,
+  WriterSync,
+} from '../sync/writer-sync.js';
 import { type Device, DeviceBusyError, type IncomingSnapshot, type RebaseReport } from './device.js';
 
 export interface DeviceSyncOptions {
@@ -108,7 +115,12 @@ export class DeviceSync implements WriterSync {
       this.waiters.add(w);
       if (timeoutMs !== undefined) {
         timer = setTimeout(
-          () => w.reject(new Error(`${this.at}: local changes still pending after ${timeoutMs} ms (${this.lastError ?? this.state})`)),
+          () =>
+            w.reject(
+              new Error(
+                `${this.at}: local changes still pending after ${timeoutMs} ms (${this.lastError ?? this.state})`,
+              ),
+            ),
           timeoutMs,
         );
       }
@@ -133,7 +145,8 @@ export class DeviceSync implements WriterSync {
     this.wake.abort();
     await this.loop?.catch(() => undefined);
     this.update('closed');
-    for (const w of this.waiters) w.reject(new Error(`${this.at}: the database was closed before its changes synced`));
+    for (const w of this.waiters)
+      w.reject(new Error(`${this.at}: the database was closed before its changes synced`));
   }
 
   private async run(): Promise<void> {
@@ -166,7 +179,12 @@ export class DeviceSync implements WriterSync {
           continue;
         }
         if (!isTransient(e)) {
-          this.fatal = e instanceof SyncError ? e : e instanceof HubError ? fatalFromHub(e, this.o.client.target) : new SyncError(`${this.at}: ${(e as Error).message}`, 'internal', { cause: e });
+          this.fatal =
+            e instanceof SyncError
+              ? e
+              : e instanceof HubError
+                ? fatalFromHub(e, this.o.client.target)
+                : new SyncError(`${this.at}: ${(e as Error).message}`, 'internal', { cause: e });
           this.update('error', this.fatal.message);
           for (const w of this.waiters) w.reject(this.fatal);
           for (const w of this.idle) w.reject(this.fatal);
@@ -254,7 +272,8 @@ export class DeviceSync implements WriterSync {
   }
 
   private report(r: RebaseReport<Conflict, ConflictChoice>): void {
-    for (const c of r.conflicts) this.emitter.emit('conflict', { seq: c.seq, conflict: c.conflict, choice: c.choice });
+    for (const c of r.conflicts)
+      this.emitter.emit('conflict', { seq: c.seq, conflict: c.conflict, choice: c.choice });
     for (const x of r.rejected) this.emitter.emit('rejected', x);
   }
 
@@ -267,7 +286,11 @@ export class DeviceSync implements WriterSync {
         if (head) device.pushed(head);
         return;
       }
-      const r = await client.push(batch.bytes, { journalId: device.journalId, base: batch.base, epoch: lease.epoch });
+      const r = await client.push(batch.bytes, {
+        journalId: device.journalId,
+        base: batch.base,
+        epoch: lease.epoch,
+      });
       device.pushed(r.head);
       this.emitter.emit('pushed', { hubTxid: r.head.txid, count: r.appended });
       head = r.head;
@@ -285,7 +308,12 @@ export class DeviceSync implements WriterSync {
     const signal = this.wake.signal;
     let stream: ReadableStream<Uint8Array>;
     try {
-      stream = await client.read({ after: device.queue.base, journalId: device.journalId, follow: true, signal });
+      stream = await client.read({
+        after: device.queue.base,
+        journalId: device.journalId,
+        follow: true,
+        signal,
+      });
     } catch (e) {
       if (signal.aborted) return;
       throw e;
@@ -357,4 +385,3 @@ export class DeviceSync implements WriterSync {
     this.emitter.emit('status', this.status());
   }
 }
-

@@ -16,6 +16,9 @@
  * on it). SQLite's page cache and schema are dropped after each raw write. The network side is
  * src/shared/device-sync.ts. Runtime-neutral.
  */
+
+import type { journalPaths } from '../api/paths.js';
+import { historyPages } from '../api/recovery.js';
 import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
@@ -28,15 +31,13 @@ import {
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
+import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
 import { PageFile } from '../restore/page-file.js';
 import { redo } from '../restore/replay.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
-import { historyPages } from '../api/recovery.js';
-import { openHistory } from '../history/source.js';
-import type { journalPaths } from '../api/paths.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
 import { renumber, writeIntent } from './suffix.js';
 
@@ -55,7 +56,11 @@ export interface ChangeSource {
 }
 
 /** Re-applies a local change with the conflict rules (src/shared/apply.ts). */
-export type ApplyChange<C, O> = (db: Database, change: LocalChange, handler?: (c: C) => O | undefined) => {
+export type ApplyChange<C, O> = (
+  db: Database,
+  change: LocalChange,
+  handler?: (c: C) => O | undefined,
+) => {
   applied: boolean;
   conflicts: { conflict: C; choice: O }[];
   rejected?: string;
@@ -174,7 +179,8 @@ export class Device<C = unknown, O = unknown> {
     const bounded = { size: () => Math.min(end, src.size()), read: src.read };
     const reader = new JournalReader(bounded);
     let start = -1;
-    if (reader.header.baseTxid === base.txid && reader.header.baseChecksum === base.checksum) start = reader.end;
+    if (reader.header.baseTxid === base.txid && reader.header.baseChecksum === base.checksum)
+      start = reader.end;
     const after: SnapshotInfo[] = [];
     for (const s of reader.snapshots()) {
       if (start >= 0) after.push(s);
@@ -267,7 +273,8 @@ export class Device<C = unknown, O = unknown> {
       after = [...reader.snapshots()];
     } else {
       const { snapshots } = this.suffix();
-      const i = from.txid === this.p.queue.base.txid ? 0 : snapshots.findIndex((s) => s.txid === from.txid) + 1;
+      const i =
+        from.txid === this.p.queue.base.txid ? 0 : snapshots.findIndex((s) => s.txid === from.txid) + 1;
       if (i === 0 && from.txid !== this.p.queue.base.txid) {
         throw new Error(`txid ${from.txid} is not a point of the local history after the base`);
       }
@@ -336,7 +343,8 @@ export class Device<C = unknown, O = unknown> {
       } else {
         const { pages, snapshot } = historyPages(fs, paths, base.txid);
         try {
-          if (snapshot.postChecksum !== base.checksum) throw new Error(`the journal's txid ${base.txid} is not the base`);
+          if (snapshot.postChecksum !== base.checksum)
+            throw new Error(`the journal's txid ${base.txid} is not the base`);
           shadow.truncate(Math.min(shadow.size(), pages.dbPages * pages.pageSize));
           const page = new Uint8Array(pages.pageSize);
           for (const pgno of touched) {

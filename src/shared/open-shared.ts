@@ -65,7 +65,8 @@ export function startDevice(o: {
   const { db, queue, journal } = o;
   // A database that had content before it was shared (bootstrapped): that content is the device's own
   // base, not a change to merge.
-  if (queue.records.length === 0 && journal.position.txid > queue.base.txid) queue.rewrite(journal.position, []);
+  if (queue.records.length === 0 && journal.position.txid > queue.base.txid)
+    queue.rewrite(journal.position, []);
   const changes = new ChangeRecorder(db);
   const device = new Device<Conflict, ConflictChoice>({
     fs: o.fs,

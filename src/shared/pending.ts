@@ -14,13 +14,9 @@
 import { xxh64 } from '../format/index.js';
 import type { Position } from '../journal/journal-writer.js';
 import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import type { LocalChange } from './changes.js';
 
-/** A local transaction's logical change (see src/shared/changes.ts). */
-export interface LocalChange {
-  changeset: Uint8Array;
-  ddl: { create: string[]; drop: string[] };
-  unmergeable?: string;
-}
+export type { LocalChange };
 
 /** One pending local transaction. */
 export interface PendingRecord {
@@ -73,7 +69,11 @@ export class PendingQueue {
       const size = file.size();
       const head = readAt(file, 0, HEADER);
       const v = new DataView(head.buffer);
-      if (size < HEADER || MAGIC.some((m, i) => head[i] !== m) || v.getBigUint64(56, true) !== xxh64(head.subarray(0, 56))) {
+      if (
+        size < HEADER ||
+        MAGIC.some((m, i) => head[i] !== m) ||
+        v.getBigUint64(56, true) !== xxh64(head.subarray(0, 56))
+      ) {
         throw new PendingFileError(
           `${path} is damaged (bad header): the device's pending changes cannot be read; move it away to start the device afresh (its unsynced changes are lost)`,
         );
@@ -189,7 +189,9 @@ const text = new TextEncoder();
 const untext = new TextDecoder();
 
 function encodeRecord(r: PendingRecord): Uint8Array {
-  const schema = text.encode(JSON.stringify({ ddl: r.change.ddl, unmergeable: r.change.unmergeable ?? null }));
+  const schema = text.encode(
+    JSON.stringify({ ddl: r.change.ddl, unmergeable: r.change.unmergeable ?? null }),
+  );
   const len = 4 + 8 * 4 + 4 + r.change.changeset.length + 4 + schema.length + 8;
   const b = new Uint8Array(len);
   const v = new DataView(b.buffer);

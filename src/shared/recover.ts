@@ -8,12 +8,13 @@
  *    snapshots are taken back out (the file goes back to the last paired state, then the journal is cut);
  *    a record whose snapshots are gone is dropped. The journal's tail is then exactly the pending changes.
  */
+
+import { historyPages, setSyncedMarker } from '../api/recovery.js';
 import { FLAG_OUTSIDE, JournalReader, type SnapshotInfo, walkPatches } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
-import { historyPages, setSyncedMarker } from '../api/recovery.js';
 import type { DevicePaths } from './device.js';
 import type { PendingQueue } from './pending.js';
 import { finishRewrite, readIntent } from './suffix.js';
@@ -52,7 +53,8 @@ export function pairPending(
   for (const r of queue.records) {
     const n = Number(r.lastTxid - r.firstTxid) + 1;
     const last = tail[i + n - 1];
-    if (tail[i]?.txid !== r.firstTxid || last?.txid !== r.lastTxid || last.postChecksum !== r.postChecksum) break;
+    if (tail[i]?.txid !== r.firstTxid || last?.txid !== r.lastTxid || last.postChecksum !== r.postChecksum)
+      break;
     kept.push(r);
     i += n;
   }
@@ -71,7 +73,8 @@ export function pairPending(
       change: {
         changeset: new Uint8Array(0),
         ddl: { create: [], drop: [] },
-        unmergeable: 'the database was changed by another program (an outside change): it cannot be merged with other devices\' changes',
+        unmergeable:
+          "the database was changed by another program (an outside change): it cannot be merged with other devices' changes",
       },
     });
     return { droppedRecords, droppedSnapshots: 0 };
@@ -123,7 +126,8 @@ function takeBack(
     } else {
       const { pages, snapshot } = historyPages(fs, paths, to.txid);
       try {
-        if (snapshot.postChecksum !== to.checksum) throw new Error(`txid ${to.txid} is not the point to go back to`);
+        if (snapshot.postChecksum !== to.checksum)
+          throw new Error(`txid ${to.txid} is not the point to go back to`);
         const size = pages.dbPages * pages.pageSize;
         const had = Math.floor(file.size() / pages.pageSize);
         shadow.truncate(Math.min(file.size(), size));

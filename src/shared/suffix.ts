@@ -10,12 +10,12 @@
  * + the new device state file, u64 XXH64 of everything before it.
  */
 import {
+  createXxh64,
   encodeSnapshotHeader,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotHeader,
   xxh64,
-  createXxh64,
 } from '../format/index.js';
 import { writeSuffix } from '../journal/journal-writer.js';
 import { type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
