@@ -206,7 +206,17 @@ export class DeviceSync implements WriterSync {
     const q = device.queue;
     const hub = await client.state();
     if (q.records.length === 0) {
-      if (!hub) return 'wait';
+      if (!hub) {
+        if (device.localTxid === 0n) return 'wait';
+        // The hub has no such database: this device's history creates it.
+        const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+        try {
+          if (!(await client.state())) await this.pushSuffix(lease, undefined);
+        } finally {
+          await client.releaseLease(lease.epoch).catch(() => undefined);
+        }
+        return 'again';
+      }
       if (toHex(hub.journalId) !== toHex(device.journalId)) {
         await this.adopt(hub.journalId);
         return 'again';
