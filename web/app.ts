@@ -85,7 +85,8 @@ function show(s: BrowserStatus): void {
   const slider = $<HTMLInputElement>('travel');
   slider.min = String(s.firstTxid);
   slider.max = String(s.txid);
-  slider.disabled = s.txid === 0n;
+  // A replica that started from the hub's image holds no point before it: nothing to travel to.
+  slider.disabled = s.firstTxid >= s.txid;
   if (travelTxid === undefined) slider.value = String(s.txid);
 }
 
@@ -228,14 +229,13 @@ function wire(): void {
   $('edit-cancel').onclick = endEdit;
   let timer: ReturnType<typeof setTimeout> | undefined;
   $<HTMLInputElement>('travel').oninput = () => {
+    // Taken at once: a status event meanwhile moves the slider back to now while travelTxid is unset.
+    const v = BigInt($<HTMLInputElement>('travel').value);
+    travelTxid = v >= db.status().txid ? undefined : v;
+    if (travelTxid !== undefined && editing) endEdit();
+    updateForm();
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      const v = BigInt($<HTMLInputElement>('travel').value);
-      travelTxid = v >= db.status().txid ? undefined : v;
-      if (travelTxid !== undefined && editing) endEdit();
-      updateForm();
-      void refresh();
-    }, 40);
+    timer = setTimeout(() => void refresh(), 40);
   };
   $('travel-now').onclick = () => {
     travelTxid = undefined;
@@ -263,6 +263,8 @@ function report(r: SyncReport): void {
 async function main(): Promise<void> {
   wire();
   updateForm();
+  // A read-only follower makes no changes: it has no sync activity to report.
+  $('sync-log').hidden = role !== 'writer';
   void offline.then((ok) => {
     $('offline-ready').textContent = ok ? 'opens offline' : '';
   });
