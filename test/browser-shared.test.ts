@@ -134,6 +134,8 @@ describe('browser: a shared database, every device writes', { skip: missing, tim
     await waitForLabel(b, 'rent');
     await converged([a, b]);
 
+    // A second tab on B: it goes through B's worker and must hear the conflict too.
+    const b2 = await openDemo(deviceB, hub, 'demo-shared');
     await deviceA.setOffline(true);
     await deviceB.setOffline(true);
     await editAmount(a, 'rent', '1100');
@@ -173,7 +175,52 @@ describe('browser: a shared database, every device writes', { skip: missing, tim
       "A's edit went through as made: nothing to report",
     );
     assert.equal(await b.isVisible('#log-empty'), false);
+    await b2.waitForSelector('#log li.conflict');
+    assert.equal(await b2.textContent('#log li.conflict'), text, 'every tab shows it');
+    await b2.close();
     await screenshot(b, 'browser-shared-conflict');
+  });
+
+  it('a change rejected as a whole (a UNIQUE clash) is undone and shown, in every tab', async () => {
+    const [deviceA, deviceB] = contexts as [BrowserContext, BrowserContext];
+    const run = (p: Page, sql: string, params: unknown[] = []): Promise<void> =>
+      p.evaluate(
+        async ([q, v]) => {
+          const m = (
+            window as unknown as { mycelite: { db: { run(s: string, p: unknown[]): Promise<unknown> } } }
+          ).mycelite;
+          await m.db.run(q as string, v as unknown[]);
+        },
+        [sql, params] as const,
+      );
+    await run(a, 'create table if not exists member(id text primary key, email text unique)');
+    await converged([a, b]);
+    const b2 = await openDemo(deviceB, hub, 'demo-shared');
+    await deviceA.setOffline(true);
+    await deviceB.setOffline(true);
+    await run(a, 'insert into member values (?, ?)', ['m-a', 'sam@example.com']);
+    await run(b, 'insert into member values (?, ?)', ['m-b', 'sam@example.com']);
+    await deviceA.setOffline(false);
+    const deadline = Date.now() + 20_000;
+    while ((await pageStatus(a)).pending > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    await deviceB.setOffline(false);
+    for (const p of [b, b2]) await p.waitForSelector('#log li.rejected', { timeout: 30_000 });
+    await converged([a, b]);
+    const members = (p: Page): Promise<unknown> =>
+      p.evaluate(() =>
+        (window as unknown as { mycelite: { db: { query(s: string): Promise<unknown> } } }).mycelite.db.query(
+          'select id, email from member order by id',
+        ),
+      );
+    assert.deepEqual(await members(b), [{ id: 'm-a', email: 'sam@example.com' }], "B's row is gone");
+    assert.deepEqual(await members(a), await members(b));
+    const text = (await b.textContent('#log li.rejected')) ?? '';
+    assert.match(text, /rejected as a whole/);
+    assert.match(text, /UNIQUE|constraint/i);
+    assert.equal(await b2.textContent('#log li.rejected'), text);
+    assert.equal((await pageSha256(a)).sha256, (await pageSha256(b)).sha256);
+    await b2.close();
   });
 
   it('the app opens and works with the network off from the start, and syncs once the hub is back', async () => {
