@@ -463,6 +463,28 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
     assert.deepEqual(rows(hub, 'c'), []);
   });
 
+  test('the same with WITHOUT ROWID tables and a composite foreign key: each row named', () => {
+    const { hub, local } = twin(
+      'CREATE TABLE p(a TEXT, b TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;' +
+        'CREATE TABLE c(id TEXT PRIMARY KEY, pa, pb, FOREIGN KEY (pa, pb) REFERENCES p) WITHOUT ROWID;' +
+        "INSERT INTO p VALUES ('x', '1'), ('y', '2');",
+    );
+    const change = local("INSERT INTO c VALUES ('c1', 'x', '1'), ('c2', 'x', '1'), ('c3', 'y', '2')");
+    hub.exec("DELETE FROM p WHERE a = 'x'");
+    const outcome = applyLocalChange(hub, change);
+    assert.equal(outcome.applied, false);
+    assert.deepEqual(met(outcome), [
+      ['foreign_key', 'insert', 'c', ['c1'], 'reject'],
+      ['foreign_key', 'insert', 'c', ['c2'], 'reject'],
+    ]);
+    assert.deepEqual(outcome.conflicts[0]!.conflict.current, ['c1', 'x', '1']);
+    assert.equal(
+      outcome.rejected,
+      'insert of "c" [\'c1\'] references a row of "p" that is not there (deleted meanwhile?)',
+    );
+    assert.deepEqual(rows(hub, 'c'), []);
+  });
+
   test('a local delete of a parent the hub gave a new child: rejected', () => {
     const { hub, local } = twin(FK);
     const change = local("INSERT INTO other VALUES (1, 'x'); DELETE FROM p WHERE id = 'p2'");
