@@ -151,6 +151,42 @@ describe('recording', () => {
     assert.deepEqual(changes(device, change), ['insert q old=- new=1,x']);
   });
 
+  test('an exclude option that throws: take() says so (with the cause) and nothing is lost', () => {
+    const { device, recorder } = twin(BASE, {
+      exclude: (table) => {
+        if (table === 't') throw new Error('broken filter');
+        return false;
+      },
+    });
+    device.exec("UPDATE t SET a = 'x' WHERE id = 1");
+    assert.throws(
+      () => recorder.take(),
+      (e: Error) =>
+        /exclude option of ChangeRecorder threw/.test(e.message) &&
+        (e.cause as Error).message === 'broken filter',
+    );
+    assert.deepEqual(changes(device, recorder.take()), ['update t old=1,a1,? new=?,x,?']);
+  });
+
+  test('keys beyond 2^53 come back exact (bigint)', () => {
+    const { hub, local } = twin(
+      'CREATE TABLE big(id INTEGER PRIMARY KEY, v); INSERT INTO big VALUES (1152921504606846976, 1);',
+    );
+    const change = local('UPDATE big SET v = 2');
+    hub.exec('UPDATE big SET v = 3');
+    const outcome = applyLocalChange(hub, change);
+    assert.deepEqual(met(outcome), [['data', 'update', 'big', [2n ** 60n], 'local']]);
+  });
+
+  test('closing the database before the recorder is harmless', () => {
+    const db = Database.open(sqlite3, ':memory:');
+    const recorder = new ChangeRecorder(db);
+    db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1)');
+    db.close();
+    recorder.close();
+    assert.throws(() => recorder.take(), /The ChangeRecorder is closed/);
+  });
+
   test('a cascade is recorded as indirect rows', () => {
     const { device, local } = twin(
       'CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(id INTEGER PRIMARY KEY, p REFERENCES p ON DELETE CASCADE);' +
