@@ -228,6 +228,23 @@ describe('recording schema changes', () => {
     );
   });
 
+  test('rows the session cannot see make the change unmergeable: CREATE TABLE … AS SELECT, FTS storage', () => {
+    const { local, recorder, device } = twin(`${BASE} CREATE VIRTUAL TABLE f USING fts5(body);`);
+    const copy = local('CREATE TABLE copy AS SELECT * FROM t');
+    assert.match(
+      copy.unmergeable ?? '',
+      /^table "copy" was filled in a way SQLite does not record \(CREATE TABLE … AS SELECT\?\)/,
+    );
+    const fts = local("INSERT INTO f VALUES ('hello')");
+    assert.match(fts.unmergeable ?? '', /^it writes "f_\w+", a virtual table's own storage \(FTS\?\)/);
+    assert.equal(local('CREATE TABLE filled(x); INSERT INTO filled SELECT a FROM t').unmergeable, undefined);
+    recorder.close();
+    const excluding = new ChangeRecorder(device, { exclude: (table) => table.startsWith('f_') });
+    recorders.push(excluding);
+    device.exec("INSERT INTO f VALUES ('again')");
+    assert.equal(excluding.take().unmergeable, undefined, 'excluded by the caller (who rebuilds the index)');
+  });
+
   test('a table created and filled in one change is re-created and filled on the hub', () => {
     const { hub, local } = twin(BASE);
     const change = local(
