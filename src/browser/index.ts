@@ -74,7 +74,7 @@ export interface ConnectOptions {
    */
   hub?: HubTarget;
   /**
-   * A writer of a database every device writes (docs/ARCHITECTURE.md, "Shared databases"): commits stay
+   * A writer of a database every device writes (docs/ARCHITECTURE.md, "Shared databases: devices, rebase, sync"): commits stay
    * local until the hub's history holds them, others' changes come in, conflicts are reported. A
    * database once shared stays shared.
    */

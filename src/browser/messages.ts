@@ -21,7 +21,7 @@ export interface OpenArgs {
   role: Role;
   /** No hub: a local-only database (a replica then shows what it holds until a hub is set). */
   hub?: HubTarget;
-  /** A writer of a database that many devices write (docs/ARCHITECTURE.md, "Shared databases"). */
+  /** A writer of a database that many devices write (docs/ARCHITECTURE.md, "Shared databases: devices, rebase, sync"). */
   shared?: boolean;
 }
 
