@@ -15,9 +15,9 @@ import {
   type Row,
   type SyncReport,
 } from '../src/browser/index.js';
-import { hubTarget, keepAsking, offlineReady } from './hub.js';
+import { HubUnreachable, hubTarget, keepAsking, offlineReady } from './hub.js';
 import { showReport } from './reports.js';
-import { $, notice, render, showStatus } from './view.js';
+import { $, type HubProblem, notice, render, showStatus } from './view.js';
 
 const params = new URLSearchParams(location.search);
 const name = params.get('db') ?? 'demo';
@@ -43,8 +43,8 @@ let db: BrowserDatabase;
 let travelTxid: bigint | undefined;
 /** The id of the entry the form edits; undefined: the form adds. */
 let editing: string | undefined;
-/** Why the page has no hub yet (no token: offline, or the hub refuses). */
-let hubError: string | undefined;
+/** Why the page has no hub yet (no token: offline, or the hub refuses one). */
+let hubError: HubProblem | undefined;
 const offline = offlineReady().catch(() => false);
 
 /** A random id (crypto.randomUUID where the page may use it). */
@@ -59,7 +59,7 @@ async function open(): Promise<BrowserDatabase> {
   try {
     hub = await hubTarget(name, tokenRole);
   } catch (e) {
-    hubError = (e as Error).message;
+    hubError = { message: (e as Error).message, offline: e instanceof HubUnreachable };
   }
   const opened = await connect({ name, role, shared: role === 'writer', hub });
   if (!hub) {
@@ -72,7 +72,7 @@ async function open(): Promise<BrowserDatabase> {
         show(await opened.setHub(h));
       },
       (e) => {
-        hubError = e.message;
+        hubError = { message: e.message, offline: e instanceof HubUnreachable };
         if (db) show(db.status());
       },
     );

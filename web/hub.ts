@@ -5,15 +5,23 @@
  */
 import type { HubTarget } from '../src/browser/index.js';
 
+/** The hub could not be reached at all (offline, or it is down). */
+export class HubUnreachable extends Error {}
+
 /** How long to wait for a token before opening local only (ms). */
 const TOKEN_WAIT_MS = 2000;
 
 /** A hub target for database `db` with a demo token for `role`; throws when the hub cannot be reached. */
 export async function hubTarget(db: string, role: 'writer' | 'reader'): Promise<HubTarget> {
-  const res = await fetch(`/demo/token?db=${encodeURIComponent(db)}&role=${role}`, {
-    signal: AbortSignal.timeout(TOKEN_WAIT_MS),
-    cache: 'no-store',
-  });
+  let res: Response;
+  try {
+    res = await fetch(`/demo/token?db=${encodeURIComponent(db)}&role=${role}`, {
+      signal: AbortSignal.timeout(TOKEN_WAIT_MS),
+      cache: 'no-store',
+    });
+  } catch (e) {
+    throw new HubUnreachable(`the hub does not answer: ${(e as Error).message}`, { cause: e });
+  }
   let body: { token?: string; message?: string } = {};
   try {
     body = (await res.json()) as typeof body;
@@ -21,7 +29,7 @@ export async function hubTarget(db: string, role: 'writer' | 'reader'): Promise<
     // not JSON: an offline answer of the service worker, a proxy's error page
   }
   if (!res.ok || !body.token) {
-    throw new Error(body.message ?? `the hub gave no token (HTTP ${res.status})`);
+    throw new Error(`the hub gave no token: ${body.message ?? `HTTP ${res.status}`}`);
   }
   return { url: location.origin, db, token: body.token };
 }

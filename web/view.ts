@@ -2,6 +2,12 @@
 import type { BrowserStatus, Row } from '../src/browser/index.js';
 import { fmt } from './reports.js';
 
+/** Why the page has no hub: `offline` when it could not be reached at all. */
+export interface HubProblem {
+  message: string;
+  offline: boolean;
+}
+
 export const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 
 /** Shows an error of the page (an action that failed); undefined hides it. */
@@ -23,13 +29,14 @@ function stateWord(s: BrowserStatus): string {
  * The sync banner: visible while sync does not work (offline, stopped), saying what that means and
  * the last error; hidden as soon as it works again. `hubError`: why there is no hub yet (no token).
  */
-function banner(s: BrowserStatus, hubError: string | undefined): string | undefined {
+function banner(s: BrowserStatus, hubError: HubProblem | undefined): string | undefined {
   const keep =
     s.role === 'writer'
       ? 'changes are kept on this device and sync when the hub is reachable'
       : 'this copy shows what it last received';
   if (s.state === 'local') {
-    return hubError === undefined ? undefined : `Offline: ${keep}. (Cannot reach the hub: ${hubError})`;
+    if (hubError === undefined) return undefined;
+    return `${hubError.offline ? 'Offline' : 'Not syncing'}: ${keep}. (${hubError.message})`;
   }
   if (s.state === 'error')
     return `Sync stopped: ${s.lastError ?? 'unknown error'}. Reload the page to try again.`;
@@ -39,7 +46,7 @@ function banner(s: BrowserStatus, hubError: string | undefined): string | undefi
   return undefined;
 }
 
-export function showStatus(s: BrowserStatus, o: { leader: boolean; hubError: string | undefined }): void {
+export function showStatus(s: BrowserStatus, o: { leader: boolean; hubError: HubProblem | undefined }): void {
   const el = $('sync');
   el.dataset.state = s.state === 'local' ? 'offline' : s.state;
   el.dataset.online = String(s.online);
