@@ -157,9 +157,13 @@ export class DeviceSync implements WriterSync {
       try {
         const next = await this.round();
         backoff = this.o.minBackoffMs ?? 100;
-        this.settle();
         if (this.stopped) break;
+        this.settle();
         if (next === 'follow') await this.follow();
+        else if (next === 'again') {
+          // Let another device that waits for the lease take it before this one takes it again.
+          await sleep(5 + Math.random() * 20, this.wake.signal);
+        }
         else if (next === 'wait') {
           this.update('synced');
           for (const w of this.idle) w.resolve();
@@ -238,6 +242,7 @@ export class DeviceSync implements WriterSync {
         if (local === 'ahead') {
           await this.catchUp();
         } else if (local === 'in') {
+          if (this.stopped) return 'again';
           device.pushed(now.head); // an earlier push whose answer was lost
         } else {
           throw new SyncError(
@@ -245,7 +250,8 @@ export class DeviceSync implements WriterSync {
             'other_history',
           );
         }
-        await this.pushSuffix(lease, (await client.state())!.head);
+        // The hub's head is the base now (taken in above, under the lease).
+        await this.pushSuffix(lease, device.queue.base);
       }
     } finally {
       await client.releaseLease(lease.epoch).catch(() => undefined);
@@ -274,7 +280,8 @@ export class DeviceSync implements WriterSync {
   }
 
   private takeIn(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
-    if (incoming.length === 0) return;
+    // close() may have closed the files while the snapshots were on their way.
+    if (incoming.length === 0 || this.stopped) return;
     const report = this.o.device.takeIn(incoming, other);
     this.report(report);
     const base = this.o.device.queue.base;
@@ -290,8 +297,11 @@ export class DeviceSync implements WriterSync {
   /** Pushes the local snapshots after the hub's `head` (a point of the local history). */
   private async pushSuffix(lease: Lease, head: WirePosition | undefined): Promise<void> {
     const { client, device } = this.o;
+    // What was committed when the round began: later commits wait for the next round, so that a device
+    // that keeps writing does not keep the lease from the others.
+    const upTo = device.localTxid;
     for (;;) {
-      const batch = device.pushBatch(head, this.o.maxBatch ?? 16 << 20);
+      const batch = device.pushBatch(head, this.o.maxBatch ?? 16 << 20, upTo);
       if (!batch) {
         if (head) device.pushed(head);
         return;
@@ -301,6 +311,7 @@ export class DeviceSync implements WriterSync {
         base: batch.base,
         epoch: lease.epoch,
       });
+      if (this.stopped) return;
       device.pushed(r.head);
       this.emitter.emit('pushed', { hubTxid: r.head.txid, count: r.appended });
       head = r.head;

@@ -261,7 +261,11 @@ export class Device<C = unknown, O = unknown> {
    * whole journal when the hub has no such database yet), at most `max` bytes but at least one; undefined
    * when there is nothing after it.
    */
-  pushBatch(from: Position | undefined, max: number): { bytes: Uint8Array; base: Position } | undefined {
+  pushBatch(
+    from: Position | undefined,
+    max: number,
+    upTo?: bigint,
+  ): { bytes: Uint8Array; base: Position } | undefined {
     const { journal } = this.p;
     let after: SnapshotInfo[];
     let base: Position;
@@ -281,6 +285,7 @@ export class Device<C = unknown, O = unknown> {
       after = snapshots.slice(i);
       base = from;
     }
+    if (upTo !== undefined) after = after.filter((s) => s.txid <= upTo);
     if (after.length === 0) return undefined;
     const first = after[0]!;
     let n = 1;
@@ -300,6 +305,7 @@ export class Device<C = unknown, O = unknown> {
   /** The hub holds the local snapshots up to `head` (a point after the base): they are no longer pending. */
   pushed(head: Position): void {
     const q = this.p.queue;
+    if (head.txid === q.base.txid && head.checksum === q.base.checksum) return;
     q.rewrite(
       head,
       q.records.filter((r) => r.lastTxid > head.txid),

@@ -328,6 +328,8 @@ export class Pusher implements WriterSync {
     const changed = state !== this.state || (lastError !== undefined && lastError !== this.lastError);
     this.state = state;
     if (lastError !== undefined) this.lastError = lastError;
+    // Once it works again, the error that stopped it is history.
+    else if (state === 'synced' || state === 'pushing') this.lastError = undefined;
     if (changed) this.emitStatus();
   }
 
