@@ -174,10 +174,10 @@ export class Capture {
    * the synced marker (so a crash redoes only what follows, and a clean open checks the file in constant
    * time). Between transactions only.
    */
-  checkpoint(): void {
+  checkpoint(force = false): void {
     const synced = this.options.synced;
     if (!synced || !this.db || this.behind || this.journal.pending) return;
-    if (this.sinceCommits === 0 && this.sinceBytes === 0) return;
+    if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return;
     // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
     this.journal.handle.sync();
     this.db.sync();
@@ -428,7 +428,7 @@ export class Capture {
   /**
    * Takes the database back to the state `to` (an earlier point, read from the history) as one new
    * snapshot: the pages that differ are appended to the journal and fsynced (the commit point), then
-   * written to the file, which is fsynced and the marker moved. The caller holds SQLite's EXCLUSIVE lock
+   * written to the file (made durable by the next checkpoint, as a commit's write-back). The caller holds SQLite's EXCLUSIVE lock
    * (an empty `BEGIN EXCLUSIVE`) and drops SQLite's page cache after. A failure after the commit point
    * leaves the file behind the journal: every later access fails until the database is opened again.
    */
@@ -452,12 +452,13 @@ export class Capture {
       throw e;
     }
     try {
+      // The journal holds it durably: like a commit's write-back, the file is made durable by the next
+      // checkpoint (a crash before it redoes it).
       shadow.commit();
-      db.sync();
       this.overlay?.forgetClean();
       this.resetCounter();
       this.sinceCommits++;
-      this.checkpoint();
+      this.checkpointIfDue();
     } catch (e) {
       shadow.discard();
       this.behind = new DatabaseBehindError(
@@ -503,13 +504,13 @@ export class Capture {
   /**
    * The caller wrote the database file directly (a shared database taking the hub's snapshots), after the
    * journal holds what it wrote, under SQLite's EXCLUSIVE lock: forget copies of the old pages, take the
-   * new change counter as ours, and make the file durable with the marker at the journal's head.
+   * new change counter as ours, and count it towards the next checkpoint (as a commit's write-back).
    */
   afterRawWrite(): void {
     this.overlay?.forgetClean();
     this.resetCounter();
     this.sinceCommits++;
-    this.checkpoint();
+    this.checkpointIfDue();
   }
 
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */

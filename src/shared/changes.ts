@@ -136,6 +136,20 @@ export class ChangeRecorder {
     this.shadows = readShadows(this.shadowRead);
   }
 
+  /**
+   * Stops recording until resume() (the changes a rebase applies again are not the application's):
+   * cheaper than a discard() after each of them.
+   */
+  pause(): void {
+    const { x } = sessionApi(this.db.sqlite3);
+    x.sqlite3session_enable(this.affirmOpen(), 0);
+  }
+
+  /** Records again, from the database as it is now (what happened while paused is forgotten). */
+  resume(): void {
+    this.discard();
+  }
+
   /** Stops recording. Call it before closing the database. Calling it again is harmless. */
   close(): void {
     if (this.session === 0) return;

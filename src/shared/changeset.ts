@@ -15,6 +15,7 @@ export interface SessionExports {
   sqlite3session_table_filter(session: number, xFilter: number, pCtx: number): void;
   sqlite3session_changeset(session: number, pnChangeset: number, ppChangeset: number): number;
   sqlite3session_isempty(session: number): number;
+  sqlite3session_enable(session: number, enable: number): number;
   sqlite3changeset_start(ppIter: number, nChangeset: number, pChangeset: number): number;
   sqlite3changeset_next(iter: number): number;
   sqlite3changeset_op(iter: number, pzTab: number, pnCol: number, pOp: number, pbIndirect: number): number;

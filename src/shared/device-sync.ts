@@ -208,29 +208,43 @@ export class DeviceSync implements WriterSync {
   private async round(): Promise<'follow' | 'wait' | 'again'> {
     const { client, device } = this.o;
     const q = device.queue;
+    if (q.records.length > 0) return this.pushRound();
     const hub = await client.state();
-    if (q.records.length === 0) {
-      if (!hub) {
-        if (device.localTxid === 0n) return 'wait';
-        // The hub has no such database: this device's history creates it.
-        const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
-        try {
-          if (!(await client.state())) await this.pushSuffix(lease, undefined);
-        } finally {
-          await client.releaseLease(lease.epoch).catch(() => undefined);
-        }
-        return 'again';
+    if (!hub) {
+      if (device.localTxid === 0n) return 'wait';
+      // The hub has no such database: this device's history creates it.
+      const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+      try {
+        if (!(await client.state())) await this.pushSuffix(lease, undefined);
+      } finally {
+        await client.releaseLease(lease.epoch).catch(() => undefined);
       }
-      if (toHex(hub.journalId) !== toHex(device.journalId)) {
-        await this.adopt(hub.journalId);
-        return 'again';
-      }
-      if (hub.head.txid > q.base.txid) await this.catchUp();
-      return 'follow';
+      return 'again';
     }
+    if (toHex(hub.journalId) !== toHex(device.journalId)) {
+      await this.adopt(hub.journalId);
+      return 'again';
+    }
+    if (hub.head.txid > q.base.txid) await this.catchUp();
+    return 'follow';
+  }
+
+  /** A round with local changes pending: under the lease, bring the hub's history in if it moved, push. */
+  private async pushRound(): Promise<'follow' | 'again'> {
+    const { client, device } = this.o;
+    const q = device.queue;
     this.update('pushing');
     const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
     try {
+      // Most rounds find the hub where this device left it: push at once (one round trip).
+      if (q.base.txid > 0n) {
+        try {
+          await this.pushSuffix(lease, q.base);
+          return q.records.length === 0 ? 'follow' : 'again';
+        } catch (e) {
+          if (!(e instanceof HubError) || (e.code !== 'head_mismatch' && e.code !== 'other_history')) throw e;
+        }
+      }
       const now = await client.state();
       if (!now) {
         await this.pushSuffix(lease, undefined);
@@ -282,10 +296,12 @@ export class DeviceSync implements WriterSync {
   private takeIn(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
     // close() may have closed the files while the snapshots were on their way.
     if (incoming.length === 0 || this.stopped) return;
+    const started = performance.now();
     const report = this.o.device.takeIn(incoming, other);
+    const ms = performance.now() - started;
     this.report(report);
     const base = this.o.device.queue.base;
-    this.emitter.emit('received', { hubTxid: base.txid, count: report.incoming });
+    this.emitter.emit('received', { hubTxid: base.txid, count: report.incoming, reapplied: report.applied, ms });
   }
 
   private report(r: RebaseReport<Conflict, ConflictChoice>): void {

@@ -51,6 +51,8 @@ export interface IncomingSnapshot {
 export interface ChangeSource {
   take(): LocalChange;
   discard(): void;
+  pause(): void;
+  resume(): void;
   readonly empty: boolean;
   close(): void;
 }
@@ -388,16 +390,30 @@ export class Device<C = unknown, O = unknown> {
     }
   }
 
-  /** Applies every pending change again, each in its own transaction; the rejected ones are dropped. */
+  /**
+   * Applies every pending change again, each in its own transaction; the rejected ones are dropped. No
+   * fsync per commit (synchronous=OFF meanwhile): until the tail is rewritten a crash takes them all back
+   * out anyway (they pair with no record), and the rewrite's checkpoint makes them durable at once.
+   */
   private reapply(report: RebaseReport<C, O>): void {
+    const { db } = this.p;
+    const sync = db.pragma('synchronous', { simple: true });
+    db.pragma('synchronous = OFF');
+    try {
+      this.reapplyAll(report);
+    } finally {
+      db.pragma(`synchronous = ${Number(sync)}`);
+    }
+  }
+
+  private reapplyAll(report: RebaseReport<C, O>): void {
     const { db, changes, apply, handler } = this.p;
-    changes.discard();
+    changes.pause();
     this.taking = true;
     const kept: { rec: PendingRecord; snaps: SnapshotInfo[] }[] = [];
     for (const rec of this.p.queue.records) {
       this.taken = [];
       const outcome = apply(db, rec.change, handler);
-      changes.discard();
       for (const c of outcome.conflicts) report.conflicts.push({ seq: rec.seq, ...c });
       if (!outcome.applied) {
         report.rejected.push({ seq: rec.seq, reason: outcome.rejected ?? 'rejected' });
@@ -406,6 +422,7 @@ export class Device<C = unknown, O = unknown> {
       report.applied++;
       if (this.taken.length > 0) kept.push({ rec, snaps: this.taken });
     }
+    changes.resume();
     this.kept = kept;
   }
 
@@ -418,7 +435,8 @@ export class Device<C = unknown, O = unknown> {
    */
   private rewriteTail(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
     const { fs, paths, capture, journal, queue } = this.p;
-    capture.checkpoint();
+    // The file (and the journal, written without fsyncs) must be durable at the final state first.
+    capture.checkpoint(true);
     const first = incoming[0]!.header;
     const target = incoming[incoming.length - 1]!.header;
     const parts: Uint8Array[] = [];

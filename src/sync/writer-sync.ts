@@ -22,8 +22,11 @@ export type SyncEvents = {
   status: SyncStatus;
   /** The hub's head moved forward by `count` snapshots, to `hubTxid`. */
   pushed: { hubTxid: bigint; count: number };
-  /** Shared databases: other devices' snapshots were taken in (the database changed under the app). */
-  received: { hubTxid: bigint; count: number };
+  /**
+   * Shared databases: other devices' snapshots were taken in (the database changed under the app):
+   * `count` of them, `reapplied` pending local changes applied again on top (a rebase), in `ms`.
+   */
+  received: { hubTxid: bigint; count: number; reapplied: number; ms: number };
   /** Shared databases: a local change met another device's when applied again (and what was chosen). */
   conflict: ConflictEvent;
   /** Shared databases: a local change was rejected as a whole (nothing of it stays). */
