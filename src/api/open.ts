@@ -117,6 +117,8 @@ export async function openWith(
         "Read it with openReplica() or openReadonly(), or write to the writer's database",
     );
   }
+  // A new database file or journal directory is durable only once its directory is fsynced (below).
+  const creating = !fs.exists(dbPath) || !fs.exists(p.dir);
   fs.mkdir(p.dir);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {
@@ -207,6 +209,7 @@ export async function openWith(
     });
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
+    if (creating) fs.syncDir(dbPath);
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     checkSize(fs, dbPath, journal, path);
