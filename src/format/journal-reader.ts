@@ -62,7 +62,7 @@ export class JournalReader {
       if (
         h === undefined ||
         offset + h.length > size ||
-        !this.intact(offset, h, offset + h.length === size)
+        !this.intact(offset, h, this.lastAt(offset + h.length, size))
       ) {
         // Not a whole snapshot: a torn tail if nothing valid follows, corruption otherwise.
         const next = this.findHeaderAfter(offset + 1, size);
@@ -89,6 +89,16 @@ export class JournalReader {
       offset += h.length;
       this.end = offset;
     }
+  }
+
+  /**
+   * True when no snapshot header starts at `next`: the snapshot before it is the last one, even with zeros
+   * (or a torn append) after it. After a power loss its header may be on disk without its body (pages
+   * reach the disk in any order), so the last snapshot's trailer is always checked.
+   */
+  private lastAt(next: number, size: number): boolean {
+    if (next + SNAPSHOT_HEADER_SIZE > size) return true;
+    return decodeSnapshotHeader(this.src.read(next, SNAPSHOT_HEADER_SIZE)) === undefined;
   }
 
   /** Checks the trailer checksum and body of the snapshot when verifying, or when it is the last one. */
