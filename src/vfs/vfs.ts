@@ -31,6 +31,11 @@ interface OpenFile {
   deleteOnClose: boolean;
   /** A rollback journal kept elsewhere by journal durability: never fsynced. */
   noSync: boolean;
+  /**
+   * A rollback (or super-) journal opened with CREATE: its first fsync also fsyncs its directory, so its
+   * name is durable before SQLite writes the database (as SQLite's unix VFS does).
+   */
+  syncDir: boolean;
 }
 
 /** A registered Mycelite VFS. */
@@ -155,6 +160,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           f.handle.sync();
         } finally {
           journalSynced?.();
+        }
+        if (f.syncDir) {
+          fs.syncDir(f.path);
+          f.syncDir = false;
         }
         return 0;
       } catch (e) {
@@ -317,6 +326,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           journalOf: flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? journals.get(path) : undefined,
           deleteOnClose,
           noSync: moved !== undefined,
+          syncDir:
+            moved === undefined &&
+            (flags & capi.SQLITE_OPEN_CREATE) !== 0 &&
+            (flags & (capi.SQLITE_OPEN_MAIN_JOURNAL | capi.SQLITE_OPEN_SUPER_JOURNAL)) !== 0,
         };
         if (capture) captured.set(path, capture);
         files.set(pFile, f);
