@@ -89,17 +89,23 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       const f = files.get(pFile);
       if (!f) return 0;
       files.delete(pFile);
+      let failed: unknown;
       try {
+        // A capture that cannot finish (an I/O error) still lets go of the file and its locks.
         f.capture?.detach();
+      } catch (e) {
+        failed = e;
+      }
+      try {
         if (f.capture) captured.delete(f.path);
         f.locks?.unlock(0);
         if (f.handle.unlock) f.handle.unlock(0);
         f.handle.close();
         if (f.deleteOnClose) fs.delete(f.path);
-        return 0;
       } catch (e) {
-        return keep(e, capi.SQLITE_IOERR_CLOSE);
+        failed ??= e;
       }
+      return failed === undefined ? 0 : keep(failed, capi.SQLITE_IOERR_CLOSE);
     },
     xDeviceCharacteristics(_pFile: number): number {
       return capi.SQLITE_IOCAP_POWERSAFE_OVERWRITE;
@@ -183,8 +189,15 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xUnlock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
-        f.capture?.onUnlock(level);
+        let failed: unknown;
+        try {
+          f.capture?.onUnlock(level);
+        } catch (e) {
+          // The lock is released all the same: holding it would lock other connections out until close.
+          failed = e;
+        }
         const ok = f.handle.unlock ? f.handle.unlock(level as 0 | 1) : f.locks!.unlock(level as 0 | 1);
+        if (failed !== undefined) throw failed;
         return ok ? 0 : capi.SQLITE_IOERR_UNLOCK;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_UNLOCK);
