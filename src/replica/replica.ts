@@ -119,6 +119,8 @@ export class ReplicaStore {
           'following a hub into it could throw its own snapshots away. Choose a new file for the replica',
       );
     }
+    // A new database file or journal directory is durable only once its directory is fsynced (below).
+    const creating = !fs.exists(dbPath) || !fs.exists(p.dir);
     fs.mkdir(p.dir);
     const lock = fs.tryLockExclusive?.(p.lock);
     if (fs.tryLockExclusive && !lock) {
@@ -132,6 +134,7 @@ export class ReplicaStore {
     try {
       installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
+      if (creating) fs.syncDir(dbPath);
       if (!hasJournal)
         writeFileAtomic(fs, p.replica, (f) => f.write(new TextEncoder().encode('replica\n'), 0));
       file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);

@@ -188,12 +188,13 @@ export async function writerCase(
   }
   power.recover(c.seed === undefined ? {} : { seed: c.seed });
   power.untrack();
-  const state = await checkWriter(file, durability, states, acked, problems);
+  const state = await checkWriter(power, file, durability, states, acked, problems);
   return { points, acked, state, problems };
 }
 
 /** Reopens the writer (recovery) and checks it; returns the index of its state. */
 async function checkWriter(
+  power: PowerLossFileSystem,
   file: string,
   durability: Durability,
   states: string[],
@@ -202,7 +203,7 @@ async function checkWriter(
 ): Promise<number> {
   let state = -1;
   try {
-    const again = await openWith(nodeRuntime, file, { durability });
+    const again = await openWith(powerRuntime(power), file, { durability });
     try {
       const d = digestOf(again);
       state = states.indexOf(d);
@@ -246,10 +247,13 @@ export interface Source {
   hashAt(txid: bigint): Promise<string>;
 }
 
-/** Runs workload `w` on a plain writer in `dir` and returns it as a source for replicas. */
-export async function writerSource(dir: string, w: WorkloadName): Promise<Source> {
+/**
+ * Runs workload `w` on a writer in `dir` (through `power`, untracked: SQLite's VFS keeps the file system
+ * of the first open in the process) and returns it as a source for replicas.
+ */
+export async function writerSource(power: PowerLossFileSystem, dir: string, w: WorkloadName): Promise<Source> {
   const file = path.join(dir, 'source.db');
-  const db = await openWith(nodeRuntime, file, { memoryBudget: 64 << 10 });
+  const db = await openWith(powerRuntime(power), file, { memoryBudget: 64 << 10 });
   runWorkload(db, w, () => {});
   // A shrink and a page size change too: the replica's post step and full images.
   db.exec('DELETE FROM t WHERE id % 3 = 0');
