@@ -134,6 +134,9 @@ export async function openWith(
   try {
     journal = JournalWriter.open(fs, p.journal);
     const dbSize = fs.fileSize(dbPath);
+    if (dbSize > 0) refuseWal(fs, dbPath, path);
+    // First: a snapshot SQLite's hot journal rolls back is cut (after a power loss the file may be empty).
+    const hot = recoverHotJournal(fs, dbPath, journal);
     // Journal durability may have left the file behind (even empty): redo below brings it up to date.
     const marker = readSyncedMarker(fs, p.synced);
     const behind = marker === 'bad' || (marker !== undefined && marker.txid < journal.position.txid);
@@ -143,8 +146,6 @@ export async function openWith(
           `restore it with \`mycelite restore ${path} --output ${path}\` or move ${p.dir} away`,
       );
     }
-    if (dbSize > 0) refuseWal(fs, dbPath, path);
-    const hot = recoverHotJournal(fs, dbPath, journal);
     const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
     if (hot) {
       // Let SQLite roll back its hot journal through a connection that is not captured.
