@@ -40,7 +40,11 @@ import {
 } from './apply.js';
 
 const VFS_NAME = 'mycelite';
-/** Marker: 1 (one snapshot) or 2 (a batch), the post step (28 bytes), then for a batch 24 more bytes. */
+/**
+ * Marker: 1 (one snapshot) or 2 (a batch), the post step (28 bytes), then for a batch 24 more bytes. Always
+ * written whole, so the file's size never changes: after a power loss a file's data and its size can come
+ * from different writes, and a batch marker cut to a single one's size read as offset 0.
+ */
 const MARKER_SIZE = 53;
 const MARKER_ONE = 1;
 const MARKER_BATCH = 2;
@@ -431,7 +435,7 @@ export class ReplicaStore {
     this.markerTxid = step.txid;
     this.markerFirst = batch?.first ?? step.txid;
     this.markerPre = batch?.pre ?? 0n;
-    const b = new Uint8Array(batch ? MARKER_SIZE : 29);
+    const b = new Uint8Array(MARKER_SIZE);
     const v = new DataView(b.buffer);
     b[0] = batch ? MARKER_BATCH : MARKER_ONE;
     v.setBigUint64(1, step.txid, true);
