@@ -228,7 +228,12 @@ export class PowerLossFileSystem implements FileSystem {
         f.close();
       }
     }
-    const result = { rewritten: contents.size, removed, keptChanges: keep, pendingChanges: this.pending.length };
+    const result = {
+      rewritten: contents.size,
+      removed,
+      keptChanges: keep,
+      pendingChanges: this.pending.length,
+    };
     this.reset();
     return result;
   }
@@ -334,7 +339,10 @@ export class PowerLossFileSystem implements FileSystem {
 
   delete(p: string, syncDir?: boolean): void {
     this.alive();
-    if (!this.tracked(p)) return this.inner.delete(p, syncDir);
+    if (!this.tracked(p)) {
+      this.inner.delete(p, syncDir);
+      return;
+    }
     this.knowFile(p);
     if (!this.inner.exists(p)) return;
     this.inner.delete(p);
@@ -344,7 +352,10 @@ export class PowerLossFileSystem implements FileSystem {
 
   syncDir(p: string): void {
     this.alive();
-    if (!this.tracked(p)) return this.inner.syncDir(p);
+    if (!this.tracked(p)) {
+      this.inner.syncDir(p);
+      return;
+    }
     this.knowParents(p);
     this.syncPoint(this.label(p, 'syncDir'));
     this.inner.syncDir(p);
@@ -359,7 +370,10 @@ export class PowerLossFileSystem implements FileSystem {
 
   mkdir(p: string): void {
     this.alive();
-    if (!this.tracked(p)) return this.inner.mkdir(p);
+    if (!this.tracked(p)) {
+      this.inner.mkdir(p);
+      return;
+    }
     this.knowParents(p);
     const made: string[] = [];
     for (let a = p; a.length > this.root!.length && !this.inner.exists(a); a = parentOf(a)) made.unshift(a);
@@ -372,7 +386,10 @@ export class PowerLossFileSystem implements FileSystem {
 
   rename(from: string, to: string): void {
     this.alive();
-    if (!this.tracked(from) && !this.tracked(to)) return this.inner.rename(from, to);
+    if (!this.tracked(from) && !this.tracked(to)) {
+      this.inner.rename(from, to);
+      return;
+    }
     this.knowFile(from);
     this.knowFile(to);
     this.inner.rename(from, to);
@@ -388,7 +405,11 @@ function set(map: Map<string, Entry>, c: Change): void {
   else map.set(c.path, c.entry);
 }
 
-/** What a disk may hold after a power cut for a file durable at `old` and now `neu` (see the module comment). */
+/**
+ * What a disk may hold after a power cut for a file durable at `old` and now `neu` (see the module
+ * comment): the old or the new size; each page the old or new content, or a mix of sectors. Past the new
+ * end only the old content exists (a truncate that did not reach the disk left the old bytes).
+ */
 function torn(old: Uint8Array, neu: Uint8Array, rand: () => number): Uint8Array {
   const out = new Uint8Array(rand() < 0.5 ? old.length : neu.length);
   const PAGE = 4096;
@@ -399,8 +420,8 @@ function torn(old: Uint8Array, neu: Uint8Array, rand: () => number): Uint8Array 
     const r = rand();
     const mode = r < 0.4 ? 'old' : r < 0.8 ? 'new' : 'sectors';
     for (let s = start; s < end; s += SECTOR) {
-      const from = mode === 'old' || (mode === 'sectors' && rand() < 0.5) ? old : neu;
-      for (let i = s; i < Math.min(s + SECTOR, end); i++) out[i] = at(from, i);
+      const pick = mode === 'old' || (mode === 'sectors' && rand() < 0.5) ? old : neu;
+      for (let i = s; i < Math.min(s + SECTOR, end); i++) out[i] = at(i < neu.length ? pick : old, i);
     }
   }
   return out;

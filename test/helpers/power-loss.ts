@@ -54,18 +54,46 @@ function rows(n: number, seed: number): [string, string][] {
   return Array.from({ length: n }, () => [hex(8), hex(42)]);
 }
 
+/** What a writer does between transactions, midway through a workload (none for the reference run). */
+export interface Midway {
+  /** Compacts the history (every point older than a second merged). */
+  compact?(): void;
+  /** Closes the connection and opens it again; returns the new one. */
+  reopen?(): Promise<Db>;
+}
+
 /**
  * Runs workload `w` (WORKLOADS.md's schema and settings, small sizes); `ack()` after every statement or
- * transaction that committed, once it returned. `synchronous` overrides FULL.
+ * transaction that committed, once it returned. `synchronous` and `journalMode` override FULL and DELETE. Midway (after a third and
+ * after two thirds of the transactions) the writer compacts its history and is closed and reopened.
  */
-export function runWorkload(db: Db, w: WorkloadName, ack: () => void, synchronous = 'FULL'): void {
+export async function runWorkload(
+  first: Db,
+  w: WorkloadName,
+  ack: () => void,
+  synchronous = 'FULL',
+  midway: Midway = {},
+  journalMode = 'DELETE',
+): Promise<void> {
+  let db = first;
+  const settings = (): void => {
+    db.exec(`PRAGMA journal_mode = ${journalMode}`);
+    db.exec(`PRAGMA synchronous = ${synchronous}`);
+  };
   db.exec('PRAGMA page_size = 4096');
-  db.exec('PRAGMA journal_mode = DELETE');
-  db.exec(`PRAGMA synchronous = ${synchronous}`);
+  settings();
   db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL)');
   ack();
   db.exec('CREATE INDEX t_k ON t(k)');
   ack();
+  /** Between transactions `i` and `i + 1` of `n`. */
+  const between = async (i: number, n: number): Promise<void> => {
+    if (i === Math.floor(n / 3)) midway.compact?.();
+    if (i === Math.floor((2 * n) / 3) && midway.reopen) {
+      db = await midway.reopen();
+      settings();
+    }
+  };
   const insertTx = (data: [string, string][], from: number, count: number): void => {
     const ins = db.prepare('INSERT INTO t(k, v) VALUES (?, ?)');
     db.exec('BEGIN');
@@ -75,14 +103,17 @@ export function runWorkload(db: Db, w: WorkloadName, ack: () => void, synchronou
   };
   if (w === 'a') {
     const data = rows(SMALL.aTx * SMALL.aRows, 20261127);
-    for (let t = 0; t < SMALL.aTx; t++) insertTx(data, t * SMALL.aRows, SMALL.aRows);
+    for (let t = 0; t < SMALL.aTx; t++) {
+      await between(t, SMALL.aTx);
+      insertTx(data, t * SMALL.aRows, SMALL.aRows);
+    }
     return;
   }
   if (w === 'b') {
     const data = rows(SMALL.b, 20261127);
-    const ins = db.prepare('INSERT INTO t(k, v) VALUES (?, ?)');
-    for (const [k, v] of data) {
-      ins.run(k, v);
+    for (const [i, [k, v]] of data.entries()) {
+      await between(i, SMALL.b);
+      db.prepare('INSERT INTO t(k, v) VALUES (?, ?)').run(k, v);
       ack();
     }
     return;
@@ -92,8 +123,9 @@ export function runWorkload(db: Db, w: WorkloadName, ack: () => void, synchronou
   for (let t = 0; t < SMALL.cSetupTx; t++) insertTx(data, t * SMALL.cSetupRows, SMALL.cSetupRows);
   const rand = prng(20261128);
   const values = rows(SMALL.cTx * SMALL.cUpdates, 20261129).map((r) => r[1]);
-  const upd = db.prepare('UPDATE t SET v = ? WHERE id = ?');
   for (let t = 0; t < SMALL.cTx; t++) {
+    await between(t, SMALL.cTx);
+    const upd = db.prepare('UPDATE t SET v = ? WHERE id = ?');
     db.exec('BEGIN');
     for (let i = t * SMALL.cUpdates; i < (t + 1) * SMALL.cUpdates; i++) {
       upd.run(values[i], 1 + Math.floor(rand() * total));
@@ -106,20 +138,23 @@ export function runWorkload(db: Db, w: WorkloadName, ack: () => void, synchronou
 /** Digest of what the workload's commits decide: the schema and every row. */
 function digest(db: BetterSqlite3.Database): string {
   const h = createHash('sha256');
-  for (const r of db.prepare("select name, sql from sqlite_master where name not like 'sqlite_%' order by name").all())
+  for (const r of db
+    .prepare("select name, sql from sqlite_master where name not like 'sqlite_%' order by name")
+    .all())
     h.update(JSON.stringify(r));
   if (db.prepare("select 1 from sqlite_master where name = 't'").get()) {
-    for (const r of db.prepare('select id, k, v from t order by id').raw().iterate()) h.update(JSON.stringify(r));
+    for (const r of db.prepare('select id, k, v from t order by id').raw().iterate())
+      h.update(JSON.stringify(r));
   }
   return h.digest('hex');
 }
 
 /** The writer's states: `states[i]` is the digest after the i-th acknowledged commit (native SQLite). */
-export function referenceStates(w: WorkloadName): string[] {
+export async function referenceStates(w: WorkloadName): Promise<string[]> {
   const db = new BetterSqlite3(':memory:');
   try {
     const states = [digest(db)];
-    runWorkload(db as unknown as Db, w, () => states.push(digest(db)));
+    await runWorkload(db as unknown as Db, w, () => states.push(digest(db)));
     return states;
   } finally {
     db.close();
@@ -164,6 +199,7 @@ export async function writerCase(
   states: string[],
   c: CrashCase,
   synchronous = 'FULL',
+  journalMode = 'DELETE',
 ): Promise<CaseResult> {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'w.db');
@@ -172,13 +208,25 @@ export async function writerCase(
   let acked = 0;
   let db: MyceliteDatabase | undefined;
   const problems: string[] = [];
+  const open = (): Promise<MyceliteDatabase> =>
+    openWith(powerRuntime(power), file, { durability, memoryBudget: 64 << 10 });
+  const midway: Midway = {
+    compact: () => db!.compact({ retain: '1s:all,forever:1s', now: Date.now() + 10_000 }),
+    reopen: async () => {
+      db!.close();
+      db = undefined;
+      db = await open();
+      return db;
+    },
+  };
   try {
-    db = await openWith(powerRuntime(power), file, { durability, memoryBudget: 64 << 10 });
-    runWorkload(db, w, () => acked++, synchronous);
+    db = await open();
+    await runWorkload(db, w, () => acked++, synchronous, midway, journalMode);
   } catch (e) {
     if (!power.crashed) problems.push(`failed without a power cut: ${(e as Error).message}`);
   }
-  if (c.at !== 'end' && !power.crashed) problems.push('the power was not cut: the crash point was never reached');
+  if (c.at !== 'end' && !power.crashed)
+    problems.push('the power was not cut: the crash point was never reached');
   const points = [...power.points];
   power.crash('end');
   try {
@@ -251,10 +299,14 @@ export interface Source {
  * Runs workload `w` on a writer in `dir` (through `power`, untracked: SQLite's VFS keeps the file system
  * of the first open in the process) and returns it as a source for replicas.
  */
-export async function writerSource(power: PowerLossFileSystem, dir: string, w: WorkloadName): Promise<Source> {
+export async function writerSource(
+  power: PowerLossFileSystem,
+  dir: string,
+  w: WorkloadName,
+): Promise<Source> {
   const file = path.join(dir, 'source.db');
   const db = await openWith(powerRuntime(power), file, { memoryBudget: 64 << 10 });
-  runWorkload(db, w, () => {});
+  await runWorkload(db, w, () => {});
   // A shrink and a page size change too: the replica's post step and full images.
   db.exec('DELETE FROM t WHERE id % 3 = 0');
   db.exec('VACUUM');
@@ -321,7 +373,8 @@ export async function replicaCase(
   } catch (e) {
     if (!power.crashed) problems.push(`failed without a power cut: ${(e as Error).message}`);
   }
-  if (c.at !== 'end' && !power.crashed) problems.push('the power was not cut: the crash point was never reached');
+  if (c.at !== 'end' && !power.crashed)
+    problems.push('the power was not cut: the crash point was never reached');
   const points = [...power.points];
   power.crash('end');
   try {
@@ -340,7 +393,10 @@ export async function replicaCase(
       if (at < acked) problems.push(`lost: snapshot ${acked} was applied, the replica is at ${at}`);
       const check = again.checkDatabase();
       if (!check.ok) problems.push(`replica database ${check.checksum} != its journal's ${check.expected}`);
-      if (at > 0n && createHash('sha256').update(fs.readFileSync(file)).digest('hex') !== (await src.hashAt(at)))
+      if (
+        at > 0n &&
+        createHash('sha256').update(fs.readFileSync(file)).digest('hex') !== (await src.hashAt(at))
+      )
         problems.push(`the replica at txid ${at} is not the writer's file at ${at}`);
       await feed(again, src, () => {});
     } finally {
