@@ -153,9 +153,20 @@ export class Capture {
     const hold = this.options.holdWrites;
     if (!hold || !this.db || this.behind || this.journal.pending) return;
     if (this.sinceCommits === 0 && this.sinceBytes === 0) return;
-    // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
-    this.journal.handle.sync();
-    this.db.sync();
+    try {
+      // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
+      this.journal.handle.sync();
+      this.db.sync();
+    } catch (e) {
+      // After a failed fsync the kernel may drop the pages it could not write and report success next
+      // time (fsyncgate): only rewriting them makes them durable. Refuse everything until open() redoes.
+      this.behind = new DatabaseBehindError(
+        `making ${this.db.path} durable failed (${(e as Error).message}): writes since the last checkpoint ` +
+          'may not be on disk; close it and open it again (open() writes them again from the journal)',
+        { cause: e },
+      );
+      throw this.behind;
+    }
     writeSyncedMarker(hold.synced, this.journal.position);
     this.sinceBytes = 0;
     this.sinceCommits = 0;
@@ -258,6 +269,7 @@ export class Capture {
       }
       return undefined;
     } catch (e) {
+      if (e instanceof DatabaseBehindError) return e;
       this.behind = new DatabaseBehindError(
         `the commit of snapshot ${this.journal.position.txid} is in the journal, but writing it to ${this.db?.path} failed ` +
           `(${(e as Error).message}): the database file lags its journal; close it and open it again (open() brings it up to date)`,
