@@ -209,7 +209,11 @@ export class Capture {
           "(both must commit or neither): write them in separate transactions, or open with durability 'sqlite'",
       );
     }
-    if (this.journal.pending) this.journal.abandon(false);
+    // A snapshot already appended for this transaction: SQLite's backup path, or the playback of a
+    // commit that failed after our journal took its snapshot (a failed database fsync). The cut is
+    // fsynced: SQLite's rollback is made durable next (database fsync, journal deleted), and a snapshot
+    // surviving it would be redone at open as a commit that was reported failed.
+    if (this.journal.pending) this.journal.abandon(true);
     if (this.prePageSize === 0) return;
     this.phaseOne = true;
     this.last = this.writeSnapshot();
