@@ -337,17 +337,36 @@ export class Capture {
     this.end();
   }
 
+  /**
+   * Puts back every kept page that differs. Made durable when it changes anything: SQLite may already
+   * have fsynced the pages it put there (a commit whose journal deletion failed after its database fsync
+   * is abandoned here), and a power loss must not leave half of each. The inflight marker is fsynced
+   * first, so that open() checks the file against the journal if the power goes in between.
+   */
   private restoreKept(): void {
     const db = this.db!;
     const unit = this.prePageSize;
     const current = new Uint8Array(unit);
+    let marked = false;
+    const mark = (): void => {
+      if (marked) return;
+      marked = true;
+      this.setInflight(1);
+      this.options.inflight?.sync();
+    };
     for (const index of this.old.indexes()) {
       const old = this.old.get(index, unit);
       if (!old) continue;
       db.read(current, index * unit);
-      if (!samePage(old, current)) db.write(old, index * unit);
+      if (samePage(old, current)) continue;
+      mark();
+      db.write(old, index * unit);
     }
-    if (db.size() > this.prePages * unit) db.truncate(this.prePages * unit);
+    if (db.size() > this.prePages * unit) {
+      mark();
+      db.truncate(this.prePages * unit);
+    }
+    if (marked) db.sync();
   }
 
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */
