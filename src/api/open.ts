@@ -233,6 +233,7 @@ export async function openWith(
       inflight?.close();
       synced?.close();
       writerLock?.release();
+      return capture.closeError;
     });
   } catch (e) {
     db?.close();
@@ -445,7 +446,7 @@ function decorate(
   journalPath: string,
   sync: WriterSync | undefined,
   compactor: WriterCompactor,
-  cleanup: () => void,
+  cleanup: () => Error | undefined,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
   let closed = false;
@@ -459,7 +460,9 @@ function decorate(
         engineClose();
         if (!closed) {
           closed = true;
-          cleanup();
+          // A close whose final checkpoint failed (fsync): the journal has everything, open() redoes it.
+          const failed = cleanup();
+          if (failed) throw failed;
         }
         return db;
       },

@@ -130,6 +130,9 @@ export class Capture {
     return this.view;
   }
 
+  /** Why the last `detach` could not make the database durable (SQLite does not report xClose's errors). */
+  closeError: Error | undefined;
+
   /** The VFS closed the main database file (with journal durability, it is made durable first). */
   detach(): void {
     try {
@@ -137,6 +140,9 @@ export class Capture {
         this.overlay.clear();
         this.checkpoint();
       }
+    } catch (e) {
+      this.closeError = e as Error;
+      throw e;
     } finally {
       this.overlay?.clear();
       this.overlay = undefined;
