@@ -2,10 +2,13 @@
  * Power loss, every sync point (test/helpers/power-loss.ts): small workloads a, b and c on a writer under
  * both durabilities, and a replica's apply, with the power cut at each sync point in turn; each crash is
  * recovered strictly (nothing unsynced survives) and torn (seeded random pages, sizes and directory changes
- * survive). Prints the counts; exits 1 on any lost commit or divergence.
+ * survive). With --fsync-failure, each sync point fails (EIO) instead; the program stops at the error, closes,
+ * and then the power goes (fsyncgate: what the failed fsync covered never becomes durable). Prints the
+ * counts; exits 1 on any lost commit or divergence.
  *
  *   npm run power-loss [-- --durability journal,sqlite] [--workload a,b,c] [--torn N] [--seed S]
  *                      [--no-replica] [--replica-only] [--journal DELETE/FULL,...] [--sqlite DELETE/EXTRA,...]
+ *                      [--fsync-failure]
  *
  * `--journal` and `--sqlite` list the journal_mode/synchronous pairs run with each durability (default
  * DELETE/FULL and DELETE/EXTRA; with durability 'sqlite', DELETE under FULL may roll back the
@@ -16,6 +19,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadHash } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
+import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
 import { PowerLossFileSystem } from '../src/storage/power-loss.js';
 import {
   type CaseResult,
@@ -36,6 +40,7 @@ const { values } = parseArgs({
     torn: { type: 'string', default: '2' },
     seed: { type: 'string' },
     'no-replica': { type: 'boolean', default: false },
+    'fsync-failure': { type: 'boolean', default: false },
     'replica-only': { type: 'boolean', default: false },
     journal: { type: 'string', default: 'DELETE/FULL' },
     sqlite: { type: 'string', default: 'DELETE/EXTRA' },
@@ -49,7 +54,10 @@ const list = (s: string): string[] =>
     .filter(Boolean);
 const torn = Number(values.torn);
 const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
-const power = new PowerLossFileSystem(new NodeFileSystem());
+// With --fsync-failure each sync point is failed (EIO) instead, the program stops at the error, then the
+// power goes: FaultyFileSystem under the model (it has no sync thread, so journal fsyncs come first).
+const faulty = values['fsync-failure'] ? new FaultyFileSystem(new NodeFileSystem()) : undefined;
+const power = new PowerLossFileSystem(faulty ?? new NodeFileSystem());
 const base = scratchDir('mycelite-power-loss-');
 let n = 0;
 
@@ -76,11 +84,17 @@ async function sweep(name: string, run: (dir: string, c: CrashCase) => Promise<C
   const dry = await one('end', { at: 'end' });
   t.points = dry.points.length;
   for (let k = 1; k <= t.points; k++) {
-    const where = `#${k} (${dry.points[k - 1]})`;
-    await one(where, { at: { nth: k } });
+    const label = dry.points[k - 1]!;
+    const where = `#${k} (${label})`;
+    // The sync point itself cut the power, or (--fsync-failure) failed with EIO before the power went.
+    const nth = dry.points.slice(0, k).filter((l) => l === label).length;
+    const c: CrashCase = faulty
+      ? { at: 'end', fault: { fs: faulty, plan: { label, nth, kind: 'EIO' } } }
+      : { at: { nth: k } };
+    await one(where, c);
     for (let i = 0; i < torn; i++) {
       const s = seed + k * 1000 + i;
-      await one(`${where} torn ${s}`, { at: { nth: k }, seed: s });
+      await one(`${where} torn ${s}`, { ...c, seed: s });
     }
   }
   console.log(
