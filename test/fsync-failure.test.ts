@@ -75,37 +75,82 @@ async function afterPowerLoss(
   return { rows, problems };
 }
 
-for (const durability of DURABILITIES)
-  test(`durability ${durability}: a commit whose journal fsync fails is an error and never becomes durable; commits after it do`, async () => {
-    await loadHash();
-    const file = fresh();
-    const db = await openDb(file, durability);
-    db.exec('CREATE TABLE acks(n INTEGER PRIMARY KEY, v)');
-    for (let i = 1; i <= 3; i++) commit(db, i);
-    faulty.arm({ label: 'journal.sync', nth: 1, kind: 'EIO' });
-    assert.throws(
-      () => commit(db, 4),
-      (e: Error) => /EIO|I\/O|disk/i.test(`${e.message} ${(e.cause as Error)?.message ?? ''}`),
-      'the commit reports the failed fsync',
-    );
-    assert.equal(faulty.fired.length, 1);
-    faulty.fired.length = 0;
-    if (db.inTransaction) db.exec('ROLLBACK');
-    // The connection goes on (the failed snapshot was cut; later commits write and fsync their own bytes).
-    const acked: number[] = [1, 2, 3];
-    for (let i = 5; i <= 6; i++) if (commit(db, i)) acked.push(i);
-    power.crash();
-    try {
-      db.close();
-    } catch {
-      // the power is off
-    }
-    const { rows, problems } = await afterPowerLoss(file, durability);
-    assert.deepEqual(problems, []);
-    assert.deepEqual(rows, acked, 'every acknowledged commit, and not the failed one');
-  });
+/** The fsyncs of a commit, per durability: ours, and SQLite's database fsync (durability 'sqlite'). */
+const COMMIT_SYNCS: Record<Durability, string[]> = {
+  journal: ['journal.sync'],
+  sqlite: ['journal.sync', 'db.sync', 'rollback.sync'],
+};
 
-test("durability journal: a failed checkpoint fsync of the database makes the writer refuse further access; a later fsync that succeeds is never taken for the lost write-backs (fsyncgate)", async () => {
+for (const durability of DURABILITIES)
+  for (const label of COMMIT_SYNCS[durability])
+    test(`durability ${durability}: a commit whose ${label} fails is an error and never becomes durable; commits after it do`, async () => {
+      await loadHash();
+      const file = fresh();
+      const db = await openDb(file, durability);
+      db.exec('CREATE TABLE acks(n INTEGER PRIMARY KEY, v)');
+      for (let i = 1; i <= 3; i++) commit(db, i);
+      faulty.arm({ label, nth: 1, kind: 'EIO' });
+      assert.throws(
+        () => commit(db, 4),
+        (e: Error) => /EIO|I\/O|disk/i.test(`${e.message} ${(e.cause as Error)?.message ?? ''}`),
+        'the commit reports the failed fsync',
+      );
+      assert.equal(faulty.fired.length, 1);
+      faulty.fired.length = 0;
+      if (db.inTransaction) db.exec('ROLLBACK');
+      // The connection goes on (the failed snapshot was cut; later commits write and fsync their own bytes).
+      const acked: number[] = [1, 2, 3];
+      for (let i = 5; i <= 6; i++) if (commit(db, i)) acked.push(i);
+      power.crash();
+      try {
+        db.close();
+      } catch {
+        // the power is off
+      }
+      const { rows, problems } = await afterPowerLoss(file, durability);
+      assert.deepEqual(problems, []);
+      assert.deepEqual(rows, acked, 'every acknowledged commit, and not the failed one');
+    });
+
+test("durability sqlite: a commit whose journal deletion cannot be made durable (EXTRA's directory fsync fails) is reported failed, put back durably, and absent after a power loss", async () => {
+  await loadHash();
+  const file = fresh();
+  const db = await openDb(file, 'sqlite');
+  db.exec('CREATE TABLE acks(n INTEGER PRIMARY KEY, v)');
+  db.exec('CREATE INDEX acks_v ON acks(v)');
+  for (let i = 1; i <= 3; i++) commit(db, i);
+  // Each commit: the journal's directory fsync when it is created, then again after it is deleted.
+  faulty.arm({ label: 'rollback.syncDir', nth: 2, kind: 'EIO' });
+  assert.throws(() => commit(db, 4), /EIO|disk I\/O/);
+  assert.equal(faulty.fired.length, 1);
+  faulty.fired.length = 0;
+  power.crash();
+  try {
+    db.close();
+  } catch {
+    // the power is off
+  }
+  const { rows, problems } = await afterPowerLoss(file, 'sqlite');
+  assert.deepEqual(problems, []);
+  assert.deepEqual(rows, [1, 2, 3]);
+});
+
+test('durability journal: close() reports a final checkpoint whose fsync failed; nothing is lost', async () => {
+  await loadHash();
+  const file = fresh();
+  const db = await openDb(file, 'journal');
+  db.exec('CREATE TABLE acks(n INTEGER PRIMARY KEY, v)');
+  for (let i = 1; i <= 3; i++) commit(db, i);
+  faulty.arm({ label: 'db.sync', nth: 1, kind: 'EIO' });
+  assert.throws(() => db.close(), /durable failed .*EIO/);
+  assert.equal(faulty.fired.length, 1);
+  faulty.fired.length = 0;
+  const { rows, problems } = await afterPowerLoss(file, 'journal');
+  assert.deepEqual(problems, []);
+  assert.deepEqual(rows, [1, 2, 3]);
+});
+
+test('durability journal: a failed checkpoint fsync of the database makes the writer refuse further access; a later fsync that succeeds is never taken for the lost write-backs (fsyncgate)', async () => {
   await loadHash();
   const file = fresh();
   let db = await openDb(file, 'journal');
@@ -138,5 +183,9 @@ test("durability journal: a failed checkpoint fsync of the database makes the wr
   assert.deepEqual(problems, []);
   assert.deepEqual(rows, acked);
   // SQLite reports the VFS's DatabaseBehindError as a disk I/O error carrying its message.
-  assert.match(String(refused), /durable failed .*EIO.*close it and open it again/, 'the next commit was refused');
+  assert.match(
+    String(refused),
+    /durable failed .*EIO.*close it and open it again/,
+    'the next commit was refused',
+  );
 });
