@@ -18,7 +18,7 @@
  * sync removed, renames and deletes without one undone. With a `seed`, recovery is torn instead: each
  * 4 KiB page changed since its last sync keeps its old or its new content (or a mix of 512-byte sectors),
  * each file its old or new size, and a random prefix of the unsynced directory changes survives (a
- * metadata journal commits in order). Only paths under the tracked root are modelled; files that existed
+ * metadata journal commits in order); `keepDirectoryChanges` keeps them all and no unsynced data. Only paths under the tracked root are modelled; files that existed
  * when first seen count as durable. Directories are never removed (one whose creation was not durable is
  * emptied of the files it held). Runtime-neutral; used by test/power-loss.test.ts and
  * test/fsync-failure.test.ts (docs/RELIABILITY.md, "Power loss").
@@ -45,6 +45,11 @@ export interface CrashPlan {
 export interface RecoverOptions {
   /** Torn recovery (see the module comment) drawn from this seed; absent: nothing unsynced survives. */
   seed?: number;
+  /**
+   * Without a seed: every directory change survives (the file system's metadata journal committed them)
+   * while data not synced does not.
+   */
+  keepDirectoryChanges?: boolean;
 }
 
 /** What `recover()` did. */
@@ -193,7 +198,11 @@ export class PowerLossFileSystem implements FileSystem {
     this.crash();
     const rand = options.seed === undefined ? undefined : prng(options.seed);
     const final = new Map(this.durableEntries);
-    const keep = rand ? Math.floor(rand() * (this.pending.length + 1)) : 0;
+    const keep = rand
+      ? Math.floor(rand() * (this.pending.length + 1))
+      : options.keepDirectoryChanges
+        ? this.pending.length
+        : 0;
     for (const group of this.pending.slice(0, keep)) for (const c of group) set(final, c);
     const present = (p: string): Entry | undefined => {
       for (let a = parentOf(p); a.length > root.length; a = parentOf(a)) {
