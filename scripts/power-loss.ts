@@ -1,8 +1,8 @@
 /**
  * Power loss, every sync point (test/helpers/power-loss.ts): small workloads a, b and c on a writer under
  * both durabilities, and a replica's apply, with the power cut at each sync point in turn; each crash is
- * recovered strictly (nothing unsynced survives) and torn (seeded random pages, sizes and directory changes
- * survive). With --fsync-failure, each sync point fails (EIO) instead; the program stops at the error, closes,
+ * recovered strictly (nothing unsynced survives), with every directory change but no unsynced data, and
+ * torn (seeded random pages, sizes and directory changes survive). With --fsync-failure, each sync point fails (EIO) instead; the program stops at the error, closes,
  * and then the power goes (fsyncgate: what the failed fsync covered never becomes durable). Prints the
  * counts; exits 1 on any lost commit or divergence.
  *
@@ -92,9 +92,10 @@ async function sweep(name: string, run: (dir: string, c: CrashCase) => Promise<C
       ? { at: 'end', fault: { fs: faulty, plan: { label, nth, kind: 'EIO' } } }
       : { at: { nth: k } };
     await one(where, c);
+    await one(`${where} directory changes kept`, { ...c, recover: { keepDirectoryChanges: true } });
     for (let i = 0; i < torn; i++) {
       const s = seed + k * 1000 + i;
-      await one(`${where} torn ${s}`, { ...c, seed: s });
+      await one(`${where} torn ${s}`, { ...c, recover: { seed: s } });
     }
   }
   console.log(

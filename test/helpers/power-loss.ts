@@ -2,7 +2,8 @@
  * Power-loss harness (src/storage/power-loss.ts), shared by test/power-loss.test.ts and
  * scripts/power-loss.ts. Small versions of the benchmark workloads a, b and c
  * (../shared/bench/WORKLOADS.md) run on a writer whose file system cuts the power at one sync point;
- * the files are then rewritten to what a disk would hold (strict: nothing unsynced; or torn, seeded),
+ * the files are then rewritten to what a disk would hold (strict: nothing unsynced; every directory change
+ * but no unsynced data; or torn, seeded),
  * the writer is reopened (recovery) and checked:
  *
  *  - lost: the database is one of the writer's states (a digest of schema and rows after each commit,
@@ -25,7 +26,7 @@ import { nodeRuntime } from '../../src/node/index.js';
 import { ReplicaStore } from '../../src/replica/replica.js';
 import { restoreDatabase, verifyDatabase } from '../../src/restore/restore.js';
 import type { FaultPlan, FaultyFileSystem } from '../../src/storage/faulty-fs.js';
-import type { CrashPlan, PowerLossFileSystem } from '../../src/storage/power-loss.js';
+import type { CrashPlan, PowerLossFileSystem, RecoverOptions } from '../../src/storage/power-loss.js';
 import { prng } from './prng.js';
 import { snapshotsAfter } from './replica.js';
 import { nativeIntegrity } from './util.js';
@@ -177,8 +178,8 @@ export function powerRuntime(power: PowerLossFileSystem): Runtime {
 export interface CrashCase {
   /** A sync point, or 'end': the power cut after the workload (or after the fault), the writer still open. */
   at: CrashPlan | 'end';
-  /** Torn recovery with this seed; absent: strict. */
-  seed?: number;
+  /** How the files are recovered (default strict: nothing unsynced survives). */
+  recover?: RecoverOptions;
   /**
    * A call to fail first (`power` must wrap `fs`): the program stops at the error it gets, closes the
    * connection, then the power goes. A commit reported failed must then be absent after recovery (but a
@@ -260,7 +261,7 @@ export async function writerCase(
   } catch {
     // the connection's last writes fail: the power is off
   }
-  power.recover(c.seed === undefined ? {} : { seed: c.seed });
+  power.recover(c.recover);
   power.untrack();
   // A commit reported failed is absent, but for journal durability's write-back (durable in the journal).
   const text = `${String(failure)} ${String((failure as Error | undefined)?.cause ?? '')}`;
@@ -424,7 +425,7 @@ export async function replicaCase(
   } catch {
     // the power is off
   }
-  power.recover(c.seed === undefined ? {} : { seed: c.seed });
+  power.recover(c.recover);
   power.untrack();
   let state = -1;
   try {
