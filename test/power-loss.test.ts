@@ -175,6 +175,19 @@ test("durability sqlite: the first two commits of a new database, 8 torn recover
   assert.deepEqual(failures, []);
 });
 
+test("durability sqlite: the power cut in a new database's first commit with our journal's pages written back and the database's not: SQLite's hot journal rolls it back, its snapshot is cut", async () => {
+  await loadHash();
+  const states = await referenceStates('a');
+  const dry = await writerCase(power, fresh(), 'sqlite', 'a', states, { at: 'end' }, 'EXTRA');
+  // The first commit's database fsync (ours runs beside it and has not finished).
+  const k = dry.points.indexOf('db.sync', dry.points.indexOf('journal.sync')) + 1;
+  assert.ok(k > 0);
+  const recover = { keepUnsynced: (p: string) => p.endsWith('-mycelite/journal') };
+  const r = await writerCase(power, fresh(), 'sqlite', 'a', states, { at: { nth: k }, recover }, 'EXTRA');
+  assert.deepEqual(r.problems, []);
+  assert.equal(r.state, 0);
+});
+
 test("durability sqlite, DELETE under synchronous FULL: a power cut right after a commit may roll back that commit (SQLite's rule, its journal's deletion is not fsynced), never more; EXTRA keeps it", async () => {
   await loadHash();
   const states = await referenceStates('a');

@@ -50,6 +50,11 @@ export interface RecoverOptions {
    * while data not synced does not.
    */
   keepDirectoryChanges?: boolean;
+  /**
+   * Files (by path) whose unsynced data all reached the disk (the page cache was written back): a
+   * deterministic way to keep one file's writes and drop another's.
+   */
+  keepUnsynced?: (path: string) => boolean;
 }
 
 /** What `recover()` did. */
@@ -218,7 +223,9 @@ export class PowerLossFileSystem implements FileSystem {
       const e = present(p);
       if (!(e instanceof FileState)) continue;
       const now = current.get(e);
-      contents.set(p, rand && now !== undefined ? torn(e.durable(), this.readAll(now), rand) : e.durable());
+      if (now !== undefined && options.keepUnsynced?.(p)) contents.set(p, this.readAll(now));
+      else
+        contents.set(p, rand && now !== undefined ? torn(e.durable(), this.readAll(now), rand) : e.durable());
     }
     let removed = 0;
     for (const p of paths) {
