@@ -136,9 +136,12 @@ async function main(): Promise<void> {
   }
   const sum = (f: (t: Tally) => number): number => tallies.reduce((a, t) => a + f(t), 0);
   const failures = sum((t) => t.failures.length);
+  const lost = sum((t) => t.failures.filter((f) => /: lost: /.test(f)).length);
   console.log(
     `total: ${sum((t) => t.points)} sync points, ${sum((t) => t.cases)} crash cases, ` +
-      `${sum((t) => t.acked)} acknowledged commits checked, ${failures} failures, ${Math.round((Date.now() - started) / 1000)} s`,
+      `${sum((t) => t.acked)} acknowledged commits checked; lost commits ${lost}, other failures ` +
+      `(divergence, integrity, failed recovery, a failed commit present) ${failures - lost}; ` +
+      `${Math.round((Date.now() - started) / 1000)} s`,
   );
   if (failures > 0) {
     console.log(`failed cases kept under ${base}`);
