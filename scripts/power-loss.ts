@@ -98,8 +98,17 @@ async function sweep(name: string, run: (dir: string, c: CrashCase) => Promise<C
       await one(`${where} torn ${s}`, { ...c, recover: { seed: s } });
     }
   }
+  const lastOnly = t.failures.filter(
+    (f) =>
+      /lost: acknowledged (\d+) commits, the database has (\d+)/.test(f) &&
+      Number(/acknowledged (\d+)/.exec(f)![1]) - Number(/has (\d+)/.exec(f)![1]) === 1,
+  ).length;
+  const lost = t.failures.filter((f) => /: lost: /.test(f)).length;
   console.log(
-    `${name}: ${t.points} sync points, ${t.cases} cases, ${t.acked} acknowledged commits checked, ${t.failures.length} failures`,
+    `${name}: ${t.points} sync points, ${t.cases} cases, ${t.acked} acknowledged commits checked, ${t.failures.length} failures` +
+      (t.failures.length > 0
+        ? ` (lost: ${lost}, of which only the last acknowledged commit: ${lastOnly}; other: ${t.failures.length - lost})`
+        : ''),
   );
   for (const f of t.failures.slice(0, 20)) console.log(`  ${f}`);
   return t;

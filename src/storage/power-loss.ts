@@ -95,6 +95,15 @@ class FileState {
     }
   }
 
+  /** The smallest size an unsynced truncate cut the file to, when below its durable size. */
+  pendingCut(): number | undefined {
+    let cut: number | undefined;
+    for (const op of this.pending) {
+      if ('size' in op && op.size < this.size) cut = Math.min(cut ?? op.size, op.size);
+    }
+    return cut;
+  }
+
   /** Takes the operations a sync starting now covers. */
   take(): Op[] {
     const ops = this.pending;
@@ -224,8 +233,9 @@ export class PowerLossFileSystem implements FileSystem {
       if (!(e instanceof FileState)) continue;
       const now = current.get(e);
       if (now !== undefined && options.keepUnsynced?.(p)) contents.set(p, this.readAll(now));
-      else
-        contents.set(p, rand && now !== undefined ? torn(e.durable(), this.readAll(now), rand) : e.durable());
+      else if (rand && now !== undefined)
+        contents.set(p, torn(e.durable(), this.readAll(now), rand, e.pendingCut()));
+      else contents.set(p, e.durable());
     }
     let removed = 0;
     for (const p of paths) {
@@ -424,9 +434,15 @@ function set(map: Map<string, Entry>, c: Change): void {
 /**
  * What a disk may hold after a power cut for a file durable at `old` and now `neu` (see the module
  * comment): the old or the new size; each page the old or new content, or a mix of sectors. Past the new
- * end only the old content exists (a truncate that did not reach the disk left the old bytes).
+ * end only the old content exists (a truncate that did not reach the disk left the old bytes). An
+ * unsynced truncate to `cut` is metadata, ordered before the blocks written after it: either it reached
+ * the disk (nothing of the old content past `cut` remains) or nothing written after it did.
  */
-function torn(old: Uint8Array, neu: Uint8Array, rand: () => number): Uint8Array {
+function torn(old: Uint8Array, neu: Uint8Array, rand: () => number, cut?: number): Uint8Array {
+  if (cut !== undefined) {
+    if (rand() < 0.5) return old;
+    old = old.subarray(0, cut);
+  }
   const out = new Uint8Array(rand() < 0.5 ? old.length : neu.length);
   const PAGE = 4096;
   const SECTOR = 512;
