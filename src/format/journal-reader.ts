@@ -51,13 +51,11 @@ export class JournalReader {
     let checksum = this.header.baseChecksum;
     let time = Number.NEGATIVE_INFINITY;
     this.end = offset;
+    this.peeked = undefined;
     while (offset < size) {
       const expect = txid + 1n;
       const bad = (why: string): JournalFormatError => new JournalFormatError(why, offset, expect);
-      const h =
-        size - offset >= SNAPSHOT_HEADER_SIZE
-          ? decodeSnapshotHeader(this.src.read(offset, SNAPSHOT_HEADER_SIZE))
-          : undefined;
+      const h = size - offset >= SNAPSHOT_HEADER_SIZE ? this.headerAt(offset) : undefined;
       if (typeof h === 'string') throw bad(h);
       if (
         h === undefined ||
@@ -98,8 +96,20 @@ export class JournalReader {
    */
   private lastAt(next: number, size: number): boolean {
     if (next + SNAPSHOT_HEADER_SIZE > size) return true;
-    return decodeSnapshotHeader(this.src.read(next, SNAPSHOT_HEADER_SIZE)) === undefined;
+    return this.headerAt(next) === undefined;
   }
+
+  /** The header at `offset`, decoded (a valid one `lastAt` found is kept for the next step of the scan). */
+  private headerAt(offset: number): ReturnType<typeof decodeSnapshotHeader> {
+    const seen = this.peeked;
+    this.peeked = undefined;
+    if (seen?.offset === offset) return seen.h;
+    const h = decodeSnapshotHeader(this.src.read(offset, SNAPSHOT_HEADER_SIZE));
+    if (typeof h === 'object') this.peeked = { offset, h };
+    return h;
+  }
+
+  private peeked: { offset: number; h: SnapshotHeader } | undefined;
 
   /** Checks the trailer checksum and body of the snapshot when verifying, or when it is the last one. */
   private intact(offset: number, h: SnapshotHeader, last: boolean): boolean {
