@@ -118,3 +118,36 @@ test('every labelled file operation of a replica, failed with EIO, ENOSPC or a s
   assert.deepEqual(failures, []);
   assert.ok(fired >= counts.length);
 });
+
+test('a commit whose rollback journal cannot be deleted did not happen: recover() in the same process (as the follower does) settles the database first', async () => {
+  await loadHash();
+  const dir = tempDir();
+  const writer = path.join(dir, 'w.db');
+  const w = await openWith(rt, writer);
+  w.exec('create table t(id integer primary key, v)');
+  w.exec('insert into t(v) values (randomblob(3000))');
+  w.exec('update t set v = randomblob(5000)');
+  w.close();
+  const { file, snaps } = snapshotsAfter(`${writer}-mycelite/journal`, 0n);
+  const r = path.join(dir, 'r.db');
+  let store = await ReplicaStore.open(rt, r);
+  try {
+    await store.reset(file, snaps[0]!.bytes, snaps[0]!.header);
+    await store.append(snaps[1]!.bytes, snaps[1]!.header);
+    // SQLite's COMMIT fails to delete its journal: the journal is hot, the commit will be rolled back.
+    faulty.arm({ label: 'rollback.delete', nth: 1, kind: 'EIO' });
+    await assert.rejects(store.append(snaps[2]!.bytes, snaps[2]!.header), /EIO/);
+    faulty.disarm();
+    assert.ok(fs.existsSync(`${r}-journal`), 'a hot journal is left');
+    await store.recover();
+    store.close();
+    // Opening rolls a hot journal back: the database must still be where the replica says it is.
+    store = await ReplicaStore.open(rt, r);
+    assert.ok(store.checkDatabase().ok, 'the database is at the position the replica claims');
+    assert.equal(store.position!.txid, snaps[2]!.header.txid);
+  } finally {
+    faulty.disarm();
+    store.close();
+  }
+  assert.equal(fileHash(r), fileHash(writer));
+});

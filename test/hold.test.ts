@@ -6,8 +6,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { readSyncedMarker, writeSyncedMarker } from '../src/capture/synced-marker.js';
 import { loadHash } from '../src/format/index.js';
+import { readSyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { type MyceliteDatabase, nodeRuntime, open, openReadonly } from '../src/node/index.js';
 import { verifyDatabase } from '../src/restore/restore.js';
 import { assertReplay, cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
@@ -173,7 +173,7 @@ describe('journal durability', () => {
     db.exec('CREATE TABLE t(v); INSERT INTO t VALUES (1)');
     const head = db.position();
     db.close();
-    assert.deepEqual(readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`), head);
+    assert.deepEqual(markerPoint(file), head);
   });
 });
 
@@ -217,15 +217,21 @@ describe('journal durability: edges', () => {
     const head = db.position();
     db.close();
     assert.equal(head.txid, 1n);
-    assert.deepEqual(readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`), head);
+    assert.deepEqual(markerPoint(file), head);
   });
 });
 
-/** Sets `file`'s synced marker to `at` (as a checkpoint at `at` would have). */
+/** The position `file`'s synced marker names (undefined when it has none or it is torn). */
+function markerPoint(file: string): { txid: bigint; checksum: bigint } | undefined {
+  const m = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+  return m && m !== 'bad' ? { txid: m.txid, checksum: m.checksum } : undefined;
+}
+
+/** Sets `file`'s synced marker to `at` (as a checkpoint at `at` would have; the file lags it since). */
 function setMarker(file: string, at: { txid: bigint; checksum: bigint }): void {
   const m = nodeRuntime.fs.open(`${file}-mycelite/synced`);
   try {
-    writeSyncedMarker(m, at);
+    writeSyncedMarker(m, { ...at, fingerprint: { size: 0, page1: 0n }, checkedTxid: 0n, holdsWrites: true });
   } finally {
     m.close();
   }
@@ -308,7 +314,7 @@ describe('redo at open', () => {
     assert.equal(fileHash(file), want);
   });
 
-  test("SIGKILL between checkpoints: the marker is behind, open() redoes every acknowledged commit; durability 'sqlite' then drops the marker", async () => {
+  test("SIGKILL between checkpoints: the marker is behind, open() redoes every acknowledged commit; durability 'sqlite' then keeps a marker that holds no writes", async () => {
     await loadHash();
     const dir = tempDir();
     const file = path.join(dir, 'a.db');
@@ -354,7 +360,11 @@ describe('redo at open', () => {
     assert.equal(db.position().txid, 301n);
     db.exec('INSERT INTO t(v) VALUES (1)');
     db.close();
-    assert.equal(fs.existsSync(`${file}-mycelite/synced`), false);
+    const after = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+    assert.ok(
+      after && after !== 'bad' && after.txid === 302n && !after.holdsWrites,
+      "durability 'sqlite' closes with a marker at the head that says it does not hold writes",
+    );
     const v = await verifyDatabase(nodeRuntime.fs, file, path.join(dir, 'verify.tmp'));
     assert.ok(v.ok, v.problem);
     const back = await open(file);

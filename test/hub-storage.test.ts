@@ -10,7 +10,7 @@ import { FsStorage } from '../src/hub/index.js';
 import { checkEpoch } from '../src/hub/lease.js';
 import type { EncodedSnapshot } from '../src/hub/storage.js';
 import { EMPTY_POSITION, type HubError } from '../src/protocol/index.js';
-import { makeHistory, sampleStatements } from './helpers/hub.js';
+import { concatBytes, makeHistory, sampleStatements } from './helpers/hub.js';
 import { storageConformance } from './helpers/storage-conformance.js';
 
 storageConformance('filesystem', async () => {
@@ -18,6 +18,9 @@ storageConformance('filesystem', async () => {
   return {
     open: () => FsStorage.open(dir),
     tearTail: async (db, bytes) => fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), bytes),
+    storeBehind: async (db, _journalId, _base, snapshots) =>
+      fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), concatBytes(snapshots.map((s) => s.bytes))),
+    headDir: (db) => path.join(dir, 'dbs', db),
     cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 });

@@ -21,6 +21,7 @@ import {
   type SnapshotInfo,
   samePage,
   walkPatches,
+  xxh64,
 } from '../src/format/index.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { restoreDatabase, verifyDatabase } from '../src/restore/restore.js';
@@ -144,7 +145,7 @@ describe('snapshot header', () => {
       /page size 3000/,
     );
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, length: 71 }))), /length 71/);
-    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 10 }))), /flags 0xa/);
+    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 18 }))), /flags 0x12/);
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, patchCount: 2 }))), /2 patches/);
   });
 });
@@ -332,7 +333,7 @@ interface Fixture {
 }
 
 /** The messages of an error and its causes, joined. */
-function causes(e: unknown): string {
+function _causes(e: unknown): string {
   const parts: string[] = [];
   for (let c = e as Error | undefined; c; c = c.cause as Error | undefined) parts.push(c.message);
   return parts.join(' <- ');
@@ -391,57 +392,59 @@ describe('truncated journals', () => {
       assert.equal(r.tornBytes, 0);
     });
 
-    test(`open() cuts a torn tail and never silently accepts a database that differs (${label})`, async () => {
+    test(`open() keeps a database its torn journal does not explain, and sets the journal aside (${label})`, async () => {
+      // The file holds the last snapshot's state: that snapshot was committed, its bytes in the journal are
+      // what got damaged. The database is the user's data: it is kept, and recorded as a new snapshot.
       const f = await makeFixture(lastGrows);
       const last = f.snapshots.at(-1)!;
-      const before = f.snapshots.at(-2)!;
       const cuts = [1, 8, 63, 64, 65, Math.floor(last.length / 2), last.length - 8, last.length - 1];
       for (const c of cuts) {
         const dbPath = writeCopy(f, f.journal.subarray(0, last.offset + c));
-        let db: Awaited<ReturnType<typeof open>>;
+        const warnings: string[] = [];
+        const db = await open(dbPath, { onWarning: (w) => warnings.push(w.code) });
         try {
-          db = await open(dbPath);
-        } catch (e) {
-          // Either a clear refusal that says what to do...
-          assert.match((e as Error).message, /verify|restore/, `cut ${c}`);
-          assert.equal(fs.statSync(journalOf(dbPath)).size, last.offset, 'the torn tail is cut off');
-          continue;
-        }
-        // ...or the journal wins: the database is rebuilt to the last snapshot the journal holds.
-        try {
-          assert.equal(
-            fs.statSync(journalOf(dbPath)).size,
-            last.offset,
-            `cut ${c}: the torn tail is cut off`,
-          );
-          assert.equal(db.position().txid, before.txid);
-          assert.equal(db.position().checksum, before.postChecksum);
+          assert.deepEqual(warnings, ['journal_damaged'], `cut ${c}`);
+          assert.deepEqual(new Uint8Array(fs.readFileSync(dbPath)), f.db, `cut ${c}: the database is kept`);
+          assert.equal(db.position().txid, last.txid, `cut ${c}: recorded as snapshot ${last.txid}`);
+          assert.equal(db.position().checksum, last.postChecksum);
+          const aside = fs.readdirSync(`${dbPath}-mycelite`).filter((n) => n.startsWith('journal.damaged-'));
+          assert.equal(aside.length, 1);
+          assert.equal(fs.statSync(path.join(`${dbPath}-mycelite`, aside[0]!)).size, last.offset + c);
           assert.ok((await replayMatches(dbPath)).ok, `cut ${c}: replay == database after open`);
           db.exec("INSERT INTO t(a) VALUES ('after the cut')");
-          assert.equal(db.position().txid, last.txid);
           assert.ok((await replayMatches(dbPath)).ok, `cut ${c}: replay == database after a new write`);
         } finally {
           db.close();
         }
-        // A second open agrees.
-        const again = await open(dbPath);
+        // A second open agrees, and says nothing more.
+        const again = await open(dbPath, { onWarning: (w) => warnings.push(w.code) });
         try {
-          assert.equal(again.position().txid, last.txid);
+          assert.equal(again.position().txid, last.txid + 1n);
+          assert.equal(warnings.length, 1);
         } finally {
           again.close();
         }
-        assert.ok((await replayMatches(dbPath)).ok);
       }
     });
   }
 
-  test('a journal cut inside its file header is refused with a clear error', async () => {
+  test('a journal cut inside its file header: the database is kept and a new history starts from it', async () => {
     const f = await makeFixture(false);
     const dbPath = writeCopy(f, f.journal.subarray(0, 30));
-    await assert.rejects(open(dbPath), (e: Error) => {
-      assert.match(e.message, /header|journal/);
-      return true;
-    });
+    const warnings: string[] = [];
+    const db = await open(dbPath, { onWarning: (w) => warnings.push(w.message) });
+    try {
+      assert.equal(warnings.length, 1);
+      assert.match(
+        warnings[0]!,
+        /journal was unreadable .*shorter than its 64-byte header.*copied to .*kept as it is/,
+      );
+      assert.equal(db.position().txid, 1n);
+    } finally {
+      db.close();
+    }
+    assert.deepEqual(new Uint8Array(fs.readFileSync(dbPath)), f.db);
+    assert.ok((await replayMatches(dbPath)).ok);
   });
 });
 
@@ -512,21 +515,28 @@ describe('corrupt journals', () => {
         },
       );
     }
-    // The writer must not treat it as a torn tail and cut away the snapshots after it.
+    // The writer must not treat it as a torn tail and cut away the snapshots after it silently: the
+    // journal as found is set aside whole, the database kept.
     const dbPath = writeCopy(f, bad);
-    await assert.rejects(open(dbPath), (e: Error) => {
-      assert.match(causes(e), /corrupt/);
-      return true;
-    });
-    assert.equal(fs.statSync(journalOf(dbPath)).size, f.journal.length, 'nothing was cut off');
+    const warnings: string[] = [];
+    const db = await open(dbPath, { onWarning: (w) => warnings.push(w.message) });
+    db.close();
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /journal is damaged .*corrupt.*kept as it is/);
+    const aside = fs.readdirSync(`${dbPath}-mycelite`).filter((n) => n.startsWith('journal.damaged-'));
+    assert.deepEqual(new Uint8Array(fs.readFileSync(path.join(`${dbPath}-mycelite`, aside[0]!))), bad);
+    assert.deepEqual(new Uint8Array(fs.readFileSync(dbPath)), f.db, 'the database is kept');
+    assert.ok((await replayMatches(dbPath)).ok);
   });
 
-  test('bad file magic and unknown version: clear errors from the reader, restore and open', async () => {
+  test('bad file magic and unknown version: clear errors from the reader and restore; open keeps or refuses', async () => {
     const f = await makeFixture(false);
     const magic = f.journal.slice();
     magic[0] = 0x6d;
     const v9 = f.journal.slice();
     v9[8] = 9;
+    // A whole header of another version (its checksum recomputed): written by another Mycelite.
+    new DataView(v9.buffer).setBigUint64(56, xxh64(v9.subarray(0, 56)), true);
     for (const [bytes, re] of [
       [magic, /not a Mycelite journal/],
       [v9, /version 9.*version 1/],
@@ -534,22 +544,24 @@ describe('corrupt journals', () => {
       assert.throws(() => new JournalReader(memorySource(bytes)), re);
       const dbPath = writeCopy(f, bytes);
       await assert.rejects(restoreDatabase(nodeRuntime.fs, dbPath, `${dbPath}.out`), re);
-      await assert.rejects(open(dbPath), (e: Error) => {
-        assert.match(causes(e), re);
-        return true;
-      });
-      assert.deepEqual(
-        new Uint8Array(fs.readFileSync(journalOf(dbPath))),
-        bytes,
-        'open leaves the journal alone',
-      );
     }
+    // Not a journal at all: damage. The database is kept, the file set aside.
+    const damaged = writeCopy(f, magic);
+    const warnings: string[] = [];
+    (await open(damaged, { onWarning: (w) => warnings.push(w.message) })).close();
+    assert.match(warnings.join('\n'), /not a Mycelite journal/);
+    assert.deepEqual(new Uint8Array(fs.readFileSync(damaged)), f.db);
+    // Another version: refused, and nothing is touched.
+    const newer = writeCopy(f, v9);
+    await assert.rejects(open(newer), /version 9.*version 1/);
+    assert.deepEqual(new Uint8Array(fs.readFileSync(journalOf(newer))), v9, 'open leaves the journal alone');
   });
 
   test('open() names an unsupported version in its own message', async () => {
     const f = await makeFixture(false);
     const v9 = f.journal.slice();
     v9[8] = 9;
+    new DataView(v9.buffer).setBigUint64(56, xxh64(v9.subarray(0, 56)), true);
     await assert.rejects(open(writeCopy(f, v9)), /version 9.*version 1/);
   });
 

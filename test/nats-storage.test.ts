@@ -59,14 +59,47 @@ async function publishTorn(servers: string[], prefix: string, db: string, bytes:
   }
 }
 
+/** Publishes each snapshot as a whole append of its own, continuing the one before (from `base`). */
+async function publishWhole(
+  servers: string[],
+  prefix: string,
+  db: string,
+  journalId: Uint8Array,
+  base: WirePosition,
+  snapshots: EncodedSnapshot[],
+): Promise<void> {
+  const nc = await connect({ servers });
+  try {
+    let at = base;
+    for (const s of snapshots) {
+      const h = headers();
+      h.set(HDR_APPEND, `${s.header.txid}-${s.header.txid}`);
+      h.set(HDR_PART, '1/1');
+      h.set(HDR_JOURNAL, toHex(journalId));
+      h.set(HDR_BASE, `${at.txid}:${at.checksum.toString(16).padStart(16, '0')}`);
+      await jetstream(nc).publish(natsNames(prefix).subject(db), s.bytes, { headers: h });
+      at = { txid: s.header.txid, checksum: s.header.postChecksum };
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
 if (!skip) {
   storageConformance('NATS JetStream (3 nodes, R3)', async () => {
     const c = await getCluster();
     const prefix = `conf${++fixtureCount}`;
+    const headsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-heads-'));
     return {
-      open: () => NatsStorage.open({ servers: c.servers, prefix }),
+      open: () => NatsStorage.open({ servers: c.servers, prefix, headsDir }),
       tearTail: (db, bytes) => publishTorn(c.servers, prefix, db, bytes),
-      cleanup: () => dropPrefix(c.servers, prefix),
+      storeBehind: (db, journalId, base, snapshots) =>
+        publishWhole(c.servers, prefix, db, journalId, base, snapshots),
+      headDir: (db) => path.join(headsDir, '0', db),
+      cleanup: async () => {
+        await dropPrefix(c.servers, prefix);
+        fs.rmSync(headsDir, { recursive: true, force: true });
+      },
     };
   });
 }
@@ -130,7 +163,7 @@ describe('NatsStorage across hubs', { skip }, () => {
       const loser = results.find((r) => !r.ok)!;
       assert.equal(!loser.ok && loser.reason, 'head_mismatch');
       const winnerHead = results.find((r) => r.ok)!.state.head;
-      assert.deepEqual(loser.state.head, winnerHead, 'the loser answers with the winner’s head');
+      assert.deepEqual(loser.state?.head, winnerHead, 'the loser answers with the winner’s head');
       // bring both to the next even txid
       if (winnerHead.txid === BigInt(from + 1)) {
         const r = await a.append('app', winnerHead, h.journalId, h.snapshots.slice(from + 1, from + 2));

@@ -1,8 +1,8 @@
 // Following a hub: replicas made with openReplica() and `mycelite follow` reach the writer's file byte
-// for byte, live and after network drops, reset from the hub's image when their history is gone, and
-// continue from their own position after a restart (never from the start of history).
+// for byte, live and after network drops, and continue from their own position after a restart (never
+// from the start of history). Resets (the hub no longer has their position, or holds another history)
+// are in test/replica-reset.test.ts.
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -96,39 +96,6 @@ test('replicas follow live, byte for byte, and can be queried while they follow'
     openReplica(path.join(dir, 'r1.db'), { hub: { url: hub.url, db: 'app', token: rt } }),
     /already open/,
   );
-});
-
-test('a replica whose history the hub no longer has resets from the image and converges', async () => {
-  const dir = tempDir();
-  const hubDir = tempDir('mycelite-hub-');
-  const { hub, proxy } = await hubAndProxy(hubDir);
-  const w1 = await writer(path.join(dir, 'w1.db'), hub.url, await hub.token('app', 'writer'));
-  w1.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
-  burst(w1, 50);
-  const rt = await hub.token('app', 'reader');
-  const r = await replica(path.join(dir, 'r.db'), proxy.url, rt);
-  await caughtUp(w1, r);
-  const resets: unknown[] = [];
-  r.on('reset', (e) => resets.push(e));
-  w1.close();
-  await w1.sync!.close();
-  // The hub loses its data; a different writer (another history) pushes to the same name.
-  await hub.close();
-  fs.rmSync(path.join(hubDir, 'dbs'), { recursive: true, force: true });
-  const hub2 = await startTestHub(hubDir);
-  cleanups.push(() => hub2.close());
-  proxy.retarget(hub2.port);
-  proxy.cutAll();
-  const w2 = await writer(path.join(dir, 'w2.db'), hub2.url, await hub2.token('app', 'writer'));
-  w2.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
-  burst(w2, 120, 900);
-  await caughtUp(w2, r);
-  assert.equal(resets.length, 1, 'one reset');
-  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w2.db')));
-  assert.equal(r.prepare('SELECT count(*) FROM t').pluck().get(), 120);
-  burst(w2, 10);
-  await caughtUp(w2, r);
-  assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w2.db')));
 });
 
 /** Runs the CLI as a child process (asynchronously: the hub lives in this process). */

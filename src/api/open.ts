@@ -4,24 +4,32 @@
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
 import { Capture } from '../capture/capture.js';
-import { isWalDatabase, readDbPages, readPageSize } from '../capture/sqlite-header.js';
-import { readSyncedMarker, writeSyncedMarker } from '../capture/synced-marker.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
 import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
-import { databaseChecksum } from '../journal/db-checksum.js';
-import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import { redo, replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
+import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import { isWalDatabase } from '../journal/sqlite-header.js';
+import { readSyncedMarker } from '../journal/synced-marker.js';
+import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../sync/writer-start.js';
+import type { ViewTarget } from '../timetravel/page-index.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
+import { checkHistory, type HistoryCheck } from './history-check.js';
 import { journalPaths, missingDirectory } from './paths.js';
+import {
+  historyPages,
+  type OpenWarning,
+  RecoveryError,
+  recordOutsideChange,
+  recoverWriter,
+  setSyncedMarker,
+} from './recovery.js';
 
 /** What the runtime provides. */
 export interface Runtime {
@@ -55,12 +63,25 @@ export interface MyceliteOptions {
    *   per commit in DELETE/FULL). The file alone is always a consistent database, whatever crashed.
    */
   durability?: 'journal' | 'sqlite';
+  /**
+   * Called for each thing Mycelite did to keep your data that you must hear about: a damaged or missing
+   * journal set aside, a change another program made to the database recorded as a snapshot (see
+   * `OpenWarning`). Default: `console.warn`. Every warning is also kept in `db.warnings`.
+   */
+  onWarning?: (warning: OpenWarning) => void;
 }
 
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
 export interface MyceliteDatabase extends Database {
   /** Path of the journal file. */
   readonly journalPath: string;
+  /** What open() (and the connection since) did to keep the data that the user must hear about. */
+  readonly warnings: readonly OpenWarning[];
+  /**
+   * The background check of the history's snapshot bodies that open() starts (only those not checked by
+   * an earlier open): resolves when it ends; damage is also a `history_damaged` warning.
+   */
+  readonly historyCheck: Promise<HistoryCheck>;
   /** The journal's position: last txid and the database checksum after it. */
   position(): Position;
   /**
@@ -73,9 +94,23 @@ export interface MyceliteDatabase extends Database {
    * older snapshots from the journal into the history file, writes checkpoints. See `mycelite compact`.
    */
   compact(options?: CompactCallOptions): CompactResult;
+  /**
+   * Takes the database back to an earlier point of its history (a txid, or the last snapshot at or
+   * before a time) as one new snapshot: the history stays linear, nothing after the point is lost from it,
+   * and replicas follow. Between transactions only; throws ViewRangeError for a point retention dropped.
+   */
+  revert(at: ViewTarget): RevertResult;
 }
 
-export type { HubOptions };
+/** What a revert did. */
+export interface RevertResult {
+  /** The point the database went back to. */
+  target: { txid: bigint; timestamp: number };
+  /** The new snapshot that holds the revert (undefined: the database already was at that state). */
+  snapshot: SnapshotInfo | undefined;
+}
+
+export type { HistoryCheck, HubOptions, OpenWarning };
 
 /** Errors a user can act on when opening. */
 export class OpenError extends Error {
@@ -126,58 +161,38 @@ export async function openWith(
       `${path} is already open for writing (a connection in this or another process holds ${p.lock}); Mycelite allows one writer per database: close it first, or open read-only`,
     );
   }
+  const warnings: OpenWarning[] = [];
+  const warn = (w: OpenWarning): void => {
+    warnings.push(w);
+    if (options.onWarning) options.onWarning(w);
+    else console.warn(`mycelite: warning: ${w.message}`);
+  };
   let journal: JournalWriter | undefined;
   let db: Database | undefined;
   let inflight: FileHandle | undefined;
   let synced: FileHandle | undefined;
   let pusher: Pusher | undefined;
   try {
-    journal = JournalWriter.open(fs, p.journal);
-    const dbSize = fs.fileSize(dbPath);
-    if (dbSize > 0) refuseWal(fs, dbPath, path);
-    // First: a snapshot SQLite's hot journal rolls back is cut (after a power loss the file may be empty).
-    const hot = recoverHotJournal(fs, dbPath, journal);
-    // Journal durability may have left the file behind (even empty): redo below brings it up to date.
-    const marker = readSyncedMarker(fs, p.synced);
-    const behind = marker === 'bad' || (marker !== undefined && marker.txid < journal.position.txid);
-    if (dbSize === 0 && journal.position.txid > 0n && !behind) {
-      throw new OpenError(
-        `${path} is missing or empty but its journal holds ${journal.position.txid} snapshots: ` +
-          `restore it with \`mycelite restore ${path} --output ${path}\` or move ${p.dir} away`,
-      );
-    }
+    if (fs.fileSize(dbPath) > 0) refuseWal(fs, dbPath, path);
     const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
-    if (hot) {
-      // Let SQLite roll back its hot journal through a connection that is not captured.
-      const r = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
-      try {
-        r.pragma('schema_version');
-      } finally {
-        r.close();
-      }
-    }
-    inflight = fs.open(p.inflight, { create: true });
-    const flag = new Uint8Array(1);
-    inflight.read(flag, 0);
-    // Mycelite was writing when it crashed (inflight), or the journal lost its tail, or SQLite rolled
-    // back (which leaves freelist pages it never journaled as they were): the file may differ from
-    // the journal's last state. The journal holds every committed transaction, so it wins.
-    // Journal durability's marker: redo what the file lacks (that ends with the same check as below).
-    // A crash there always leaves a torn tail (the zeros written ahead): redo, not a rebuild, handles it.
     fs.delete(p.rollback);
-    if (marker !== undefined) redoFromMarker(fs, dbPath, journal, marker);
-    else if (flag[0] === 1 || journal.tornBytes > 0 || (hot && journal.position.txid > 0n)) {
-      rebuildIfDiffers(fs, dbPath, journal);
-    }
-    if (flag[0] === 1) {
-      inflight.write(new Uint8Array([0]), 0);
-      inflight.sync();
-    }
-    if (durability === 'journal') {
-      synced = openSyncedMarker(fs, dbPath, p.synced, journal.position, marker === undefined);
-    } else if (marker !== undefined) {
-      fs.delete(p.synced, true);
-    }
+    const holdsWrites = durability === 'journal';
+    const recovered = recoverWriter({
+      fs,
+      sqlite3,
+      vfsName: VFS_NAME,
+      dbPath,
+      name: path,
+      paths: p,
+      holdsWrites,
+      warn,
+    });
+    journal = recovered.journal;
+    const checkedTxid = recovered.checkedTxid;
+    // Once the background check passed, every snapshot is known good: checked, or appended by this writer.
+    let historyGood = false;
+    synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, { checkedTxid, holdsWrites });
+    inflight = fs.open(p.inflight, { create: true });
 
     // Appends overwrite zeros written ahead: their fdatasync does not change the file's size.
     journal.preallocate(JOURNAL_AHEAD);
@@ -196,24 +211,36 @@ export async function openWith(
       },
       options.history,
     );
+    const noteSnapshot = (snapshot: SnapshotInfo): void => {
+      pusher?.noteSnapshot(snapshot);
+      options.onSnapshot?.(snapshot);
+      compactor.noteCommit();
+    };
     const capture = new Capture(journal, {
       fs,
       spillPath: p.spill,
       memoryBudget: options.memoryBudget,
-      onSnapshot: (snapshot) => {
-        pusher?.noteSnapshot(snapshot);
-        options.onSnapshot?.(snapshot);
-        compactor.noteCommit();
-      },
+      onSnapshot: noteSnapshot,
       inflight,
-      holdWrites: synced ? { synced, rollbackPath: p.rollback } : undefined,
+      holdWrites: holdsWrites ? { rollbackPath: p.rollback } : undefined,
+      synced: { file: synced, checkedTxid: () => (historyGood ? writer.position.txid : checkedTxid) },
+      onOutsideChange: () => {
+        const snap = recordOutsideChange(fs, p, writer, dbPath);
+        if (!snap) return;
+        noteSnapshot(snap);
+        warn({
+          code: 'outside_change',
+          message: `${path} was changed by another program (not through Mycelite) while open: the change was recorded as snapshot ${snap.txid} (an outside change)`,
+          txid: snap.txid,
+        });
+      },
     });
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
     if (creating) fs.syncDir(dbPath);
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
-    checkSize(fs, dbPath, journal, path);
+    capture.resetCounter();
     if (options.hub) {
       try {
         pusher = await startWriterSync(fs, p.journal, journal.end, options.hub);
@@ -226,7 +253,45 @@ export async function openWith(
       }
     }
     const sync = pusher;
-    return decorate(db, journal, p.journal, sync, compactor, () => {
+    const conn = db;
+    const revert = (at: ViewTarget): RevertResult => {
+      if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
+      const { pages, snapshot: target } = historyPages(fs, p, at);
+      try {
+        // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.
+        conn.exec('BEGIN EXCLUSIVE');
+        let snapshot: SnapshotInfo | undefined;
+        try {
+          snapshot = capture.revert(pages);
+        } finally {
+          conn.exec('COMMIT');
+        }
+        // Its cached pages are of the state before: let SQLite read the file again.
+        conn.exec('PRAGMA shrink_memory');
+        return { target: { txid: target.txid, timestamp: target.timestamp }, snapshot };
+      } finally {
+        pages.close?.();
+      }
+    };
+    // Snapshot bodies not known good yet are checked in the background; damage is a warning at once.
+    let closing = false;
+    const historyCheck = checkHistory(fs, p, checkedTxid, () => closing).then((r) => {
+      if (r.ok) historyGood = true;
+      if (r.damage) {
+        warn({
+          code: 'history_damaged',
+          message:
+            `${path}: snapshot ${r.damage.txid} of its history is damaged (${r.damage.message}): points from txid ` +
+            `${r.damage.txid} on cannot be restored from this copy (a hub's copy may be whole); the database ` +
+            'itself is fine and goes on. `mycelite verify` shows the details',
+          txid: r.damage.txid,
+        });
+      }
+      return r;
+    });
+    const extras = { warnings, revert, historyCheck };
+    return decorate(db, journal, p.journal, sync, compactor, extras, () => {
+      closing = true;
       void sync?.close();
       vfs.forget(dbPath);
       journal?.close();
@@ -242,6 +307,7 @@ export async function openWith(
     synced?.close();
     writerLock?.release();
     if (e instanceof OpenError) throw e;
+    if (e instanceof RecoveryError) throw new OpenError(e.message);
     throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
   }
 }
@@ -270,54 +336,6 @@ function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
 }
 
 /**
- * A hot rollback journal means SQLite crashed inside a transaction and will roll it back. If our last
- * snapshot carries that journal's nonce, it was appended for the transaction being rolled back: cut it.
- */
-function recoverHotJournal(fs: FileSystem, dbPath: string, journal: JournalWriter): boolean {
-  const rj = `${dbPath}-journal`;
-  if (fs.fileSize(rj) < 28) return false;
-  const f = fs.open(rj, { readonly: true });
-  const head = new Uint8Array(28);
-  try {
-    f.read(head, 0);
-  } finally {
-    f.close();
-  }
-  if (head[0] === 0) return false;
-  const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
-  const last = journal.last;
-  if (last && nonce !== 0 && last.commitTag === nonce) journal.dropLast(last);
-  return true;
-}
-
-/**
- * Makes the database equal the journal's last state: when its checksum differs, replay the journal into
- * a temporary file, fsync it and rename it over the database.
- */
-function rebuildIfDiffers(fs: FileSystem, dbPath: string, journal: JournalWriter): void {
-  const last = journal.last;
-  if (fs.exists(dbPath)) {
-    const f = fs.open(dbPath, { readonly: true });
-    try {
-      const size = f.size();
-      const sum = size >= 100 ? databaseChecksum(f, readPageSize(f)) : 0n;
-      const want = last ? last.dbPages * last.pageSize : size;
-      if (size === want && sum === journal.position.checksum) return;
-    } finally {
-      f.close();
-    }
-  }
-  // The journal may start after a compacted history (docs/FORMAT.md, "History"): replay both.
-  const paths = journalPaths(dbPath);
-  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-  try {
-    writeFileAtomic(fs, dbPath, (out) => replay(history.source, out));
-  } finally {
-    history.close();
-  }
-}
-
-/**
  * Why the database file at `dbPath` may lag its journal for a reader, or undefined: a writer with
  * journal durability ended without closing (its synced marker is behind the journal's head and no writer
  * holds the database). Open it for writing once (open() redoes what is missing).
@@ -339,104 +357,10 @@ export async function lagsJournal(rt: Runtime, dbPath: string): Promise<string |
     } finally {
       history.close();
     }
-    if (marker !== 'bad' && marker.txid >= head) return undefined;
+    if (marker !== 'bad' && (marker.txid >= head || !marker.holdsWrites)) return undefined;
     return `its last writer did not close it (a crash), so the file may lag its journal: open it for writing once with open() (or run \`mycelite verify\`), which brings it up to date`;
   } finally {
     lock?.release();
-  }
-}
-
-/**
- * Redo after journal durability: the file holds the marker's state or a later one (possibly torn between
- * later ones, after a power loss). Apply the snapshots after the marker again; if that cannot be done or
- * does not give the journal's last state, rebuild the file from the journal.
- */
-function redoFromMarker(
-  fs: FileSystem,
-  dbPath: string,
-  journal: JournalWriter,
-  marker: ReturnType<typeof readSyncedMarker>,
-): void {
-  const head = journal.position;
-  if (
-    marker !== 'bad' &&
-    marker !== undefined &&
-    marker.txid === head.txid &&
-    marker.checksum === head.checksum
-  ) {
-    return;
-  }
-  if (marker !== 'bad' && marker !== undefined && fs.exists(dbPath)) {
-    const paths = journalPaths(dbPath);
-    const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-    const f = fs.open(dbPath);
-    try {
-      redo(history.source, f, marker);
-      f.sync();
-    } catch {
-      // Not a point of the history any more (compacted away) or unreadable: rebuild below.
-    } finally {
-      f.close();
-      history.close();
-    }
-  }
-  rebuildIfDiffers(fs, dbPath, journal);
-}
-
-/**
- * Journal durability's marker, open for the writer and set to the journal's head (recovery above made the
- * file equal it). The file is fsynced first, and the marker made durable (its creation too), before any
- * write can lag behind it.
- */
-function openSyncedMarker(
-  fs: FileSystem,
-  dbPath: string,
-  path: string,
-  head: Position,
-  create: boolean,
-): FileHandle {
-  const f = fs.open(path, { create: true });
-  try {
-    if (fs.exists(dbPath)) {
-      const d = fs.open(dbPath);
-      try {
-        d.sync();
-      } finally {
-        d.close();
-      }
-    }
-    writeSyncedMarker(f, head);
-    f.sync();
-    if (create) fs.syncDir(path);
-    return f;
-  } catch (e) {
-    f.close();
-    throw e;
-  }
-}
-
-/** The database's size must be the last snapshot's (a cheap check for changes made without Mycelite). */
-function checkSize(fs: FileSystem, dbPath: string, journal: JournalWriter, path: string): void {
-  const last = journal.last;
-  if (!last) return;
-  const f = fs.open(dbPath);
-  try {
-    let size = f.size();
-    const want = last.dbPages * last.pageSize;
-    if (size > want && size >= 100 && readDbPages(f, last.pageSize) === last.dbPages) {
-      // A crash between SQLite's commit point and its truncation of a shrunk file: finish the truncation.
-      f.truncate(want);
-      f.sync();
-      size = want;
-    }
-    if (size !== want) {
-      throw new OpenError(
-        `${path} (${size} bytes) does not match its journal (snapshot ${last.txid}: ${want} bytes): it was ` +
-          `changed without Mycelite. Run \`mycelite verify ${path}\`; \`mycelite restore\` rebuilds it from the journal`,
-      );
-    }
-  } finally {
-    f.close();
   }
 }
 
@@ -446,15 +370,19 @@ function decorate(
   journalPath: string,
   sync: WriterSync | undefined,
   compactor: WriterCompactor,
+  extras: Pick<MyceliteDatabase, 'warnings' | 'revert' | 'historyCheck'>,
   cleanup: () => Error | undefined,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
   let closed = false;
   return Object.defineProperties(db, {
     journalPath: { value: journalPath, enumerable: true },
+    warnings: { value: extras.warnings, enumerable: true },
+    historyCheck: { value: extras.historyCheck },
     sync: { value: sync, enumerable: true },
     position: { value: () => journal.position },
     compact: { value: (o?: CompactCallOptions) => compactor.compact(o ?? {}) },
+    revert: { value: extras.revert },
     close: {
       value: () => {
         engineClose();

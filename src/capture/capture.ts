@@ -25,12 +25,14 @@ import {
   samePage,
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
+import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { fingerprintOf, writeSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { ShadowFile } from '../storage/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
+import { appendChange, filePages, type Pages } from './outside.js';
 import { PageOverlay } from './overlay.js';
-import { readDbPages, readPageSize } from './sqlite-header.js';
-import { writeSyncedMarker } from './synced-marker.js';
 
 /** Options of a Capture. */
 export interface CaptureOptions {
@@ -48,23 +50,37 @@ export interface CaptureOptions {
   inflight?: FileHandle;
   /**
    * Journal durability: hold SQLite's writes to the database until the commit's snapshot is in the
-   * journal; `synced` is the marker file the position the database file is durable at is written to.
+   * journal.
    */
   holdWrites?: HoldOptions;
+  /** The synced marker, moved to the journal's head at each checkpoint (docs/FORMAT.md). */
+  synced?: SyncedOptions;
+  /**
+   * Called when a transaction starts and the database file is not what the last commit left: another
+   * program wrote it (SQLite's file change counter moved). It must record the change as a snapshot of its
+   * own (the journal is idle then) and return; an error fails SQLite's read.
+   */
+  onOutsideChange?: () => void;
 }
 
 /** Options of journal durability. */
 export interface HoldOptions {
-  synced: FileHandle;
   /**
    * Where SQLite's rollback journal goes past the memory budget, instead of `DB-journal`: it is never
    * fsynced and never hot (the database file holds no uncommitted writes); only SQLite's ROLLBACK,
    * savepoints and cache spill read it (moved-rollback.ts).
    */
   rollbackPath: string;
+}
+
+/** The synced marker and when to move it. */
+export interface SyncedOptions {
+  file: FileHandle;
+  /** Snapshot bodies known good up to this txid (written into the marker). */
+  checkedTxid: () => bigint;
   /** fsync the database and move the marker once this many bytes were written back (default 64 MiB). */
   checkpointBytes?: number;
-  /** … or this many commits were written back (default 1000). */
+  /** … or this many commits were made (default 1000). */
   checkpointCommits?: number;
 }
 
@@ -136,8 +152,8 @@ export class Capture {
   /** The VFS closed the main database file (with journal durability, it is made durable first). */
   detach(): void {
     try {
-      if (this.overlay && !this.behind) {
-        this.overlay.clear();
+      if (!this.behind) {
+        this.overlay?.clear();
         this.checkpoint();
       }
     } catch (e) {
@@ -152,12 +168,13 @@ export class Capture {
   }
 
   /**
-   * Journal durability: makes the database file durable and records the journal position it is at in
-   * the synced marker (so a crash redoes only what follows). Between transactions only.
+   * Makes the database file durable and records the journal position it is at, with its fingerprint, in
+   * the synced marker (so a crash redoes only what follows, and a clean open checks the file in constant
+   * time). Between transactions only.
    */
   checkpoint(): void {
-    const hold = this.options.holdWrites;
-    if (!hold || !this.db || this.behind || this.journal.pending) return;
+    const synced = this.options.synced;
+    if (!synced || !this.db || this.behind || this.journal.pending) return;
     if (this.sinceCommits === 0 && this.sinceBytes === 0) return;
     try {
       // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
@@ -173,9 +190,51 @@ export class Capture {
       );
       throw this.behind;
     }
-    writeSyncedMarker(hold.synced, this.journal.position);
+    writeSyncedMarker(synced.file, {
+      ...this.journal.position,
+      fingerprint: fingerprintOf(this.db),
+      checkedTxid: synced.checkedTxid(),
+      holdsWrites: this.options.holdWrites !== undefined,
+    });
     this.sinceBytes = 0;
     this.sinceCommits = 0;
+  }
+
+  /**
+   * The change counter (bytes 24–27 of the database header) as the last commit left it: a transaction
+   * that starts and reads another one sees a file some other program wrote.
+   */
+  private counter: number | undefined;
+  /** The counter of the commit in progress (from its page 1), kept once it commits. */
+  private nextCounter: number | undefined;
+  /** SQLite's lock level on the database (0 none, 1 shared, 2+ writing). */
+  private lockLevel = 0;
+
+  /** Where the change counter stands now (after open's recovery, or after recording an outside change). */
+  resetCounter(): void {
+    const db = this.db;
+    if (!db) return;
+    this.counter = db.size() >= 28 ? readCounter(readAt(db, 24, 4), 0) : undefined;
+  }
+
+  /** SQLite took a lock on the database. */
+  onLock(level: number): void {
+    this.lockLevel = level;
+  }
+
+  /**
+   * SQLite read `bytes` at `offset` of the database. At the start of a transaction (shared lock, no
+   * write in progress) a change counter other than the last commit's means another program wrote the
+   * file: let the owner record it before SQLite goes on.
+   */
+  onRead(offset: number, bytes: Uint8Array): void {
+    if (offset > 24 || offset + bytes.length < 28 || this.lockLevel !== 1) return;
+    if (this.prePageSize !== 0 || this.journal.pending || this.counter === undefined) return;
+    if (readCounter(bytes, 24 - offset) === this.counter) return;
+    // Copies of the file's pages kept from our own commits are stale now.
+    this.overlay?.forgetClean();
+    this.options.onOutsideChange?.();
+    this.resetCounter();
   }
 
   /** Before SQLite writes `length` bytes at `offset` of the database. */
@@ -257,26 +316,50 @@ export class Capture {
     }
     const last = this.journal.pending ? this.last : undefined;
     if (this.journal.pending) this.journal.confirm();
+    if (this.nextCounter !== undefined) this.counter = this.nextCounter;
     let failed: Error | undefined;
     if (this.overlay) failed = this.writeBack();
-    if (last) this.options.onSnapshot?.(last);
+    if (last) {
+      this.sinceCommits++;
+      this.options.onSnapshot?.(last);
+    }
     this.end();
     if (failed) throw failed;
+    this.checkpointIfDue();
+  }
+
+  /** Moves the synced marker once enough was committed since the last checkpoint. */
+  private checkpointIfDue(): void {
+    const synced = this.options.synced;
+    if (!synced) return;
+    if (
+      this.sinceBytes < (synced.checkpointBytes ?? 64 << 20) &&
+      this.sinceCommits < (synced.checkpointCommits ?? 1000)
+    ) {
+      return;
+    }
+    try {
+      this.checkpoint();
+    } catch (e) {
+      // With the rollback journal (durability 'sqlite') SQLite made the file durable at commit: the
+      // marker merely stays behind, and the next open checks a little more. With journal durability the
+      // file may not hold what was written back: refuse further use until open() redoes it.
+      if (!this.overlay) return;
+      if (e instanceof DatabaseBehindError) throw e;
+      this.behind = new DatabaseBehindError(
+        `making ${this.db?.path} durable at snapshot ${this.journal.position.txid} failed (${(e as Error).message}): ` +
+          'the commits are in the journal, but the database file may lag it; close it and open it again (open() brings it up to date)',
+        { cause: e },
+      );
+      throw this.behind;
+    }
   }
 
   /** Journal durability, after the commit: copies the held writes to the database file. */
   private writeBack(): Error | undefined {
     try {
       this.sinceBytes += this.overlay!.writeBack();
-      this.sinceCommits++;
       this.overlay!.clear();
-      const hold = this.options.holdWrites!;
-      if (
-        this.sinceBytes >= (hold.checkpointBytes ?? 64 << 20) ||
-        this.sinceCommits >= (hold.checkpointCommits ?? 1000)
-      ) {
-        this.checkpoint();
-      }
       return undefined;
     } catch (e) {
       if (e instanceof DatabaseBehindError) return e;
@@ -331,6 +414,7 @@ export class Capture {
    * so the file equals the journal's last state byte for byte.
    */
   onUnlock(level: number): void {
+    this.lockLevel = level;
     if (level > 1 || !this.db) return;
     if (this.journal.pending) {
       this.journal.abandon(true);
@@ -375,6 +459,51 @@ export class Capture {
     if (marked) db.sync();
   }
 
+  /**
+   * Takes the database back to the state `to` (an earlier point, read from the history) as one new
+   * snapshot: the pages that differ are appended to the journal and fsynced (the commit point), then
+   * written to the file, which is fsynced and the marker moved. The caller holds SQLite's EXCLUSIVE lock
+   * (an empty `BEGIN EXCLUSIVE`) and drops SQLite's page cache after. A failure after the commit point
+   * leaves the file behind the journal: every later access fails until the database is opened again.
+   */
+  revert(to: Pages): SnapshotInfo | undefined {
+    const db = this.db;
+    if (!db || this.prePageSize !== 0 || this.journal.pending) {
+      throw new Error('revert: not between transactions');
+    }
+    if (this.behind) throw this.behind;
+    const shadow = new ShadowFile(db, this.options.fs, this.options.spillPath);
+    let snap: SnapshotInfo | undefined;
+    try {
+      snap = appendChange(this.journal, filePages(db), to, 0, (pgno, page) =>
+        shadow.write(page, (pgno - 1) * to.pageSize),
+      );
+      if (!snap) return undefined;
+      shadow.truncate(to.dbPages * to.pageSize);
+    } catch (e) {
+      shadow.discard();
+      throw e;
+    }
+    try {
+      shadow.commit();
+      db.sync();
+      this.overlay?.forgetClean();
+      this.resetCounter();
+      this.sinceCommits++;
+      this.checkpoint();
+    } catch (e) {
+      shadow.discard();
+      this.behind = new DatabaseBehindError(
+        `the revert (snapshot ${snap.txid}) is in the journal, but writing it to ${db.path} failed (${(e as Error).message}): ` +
+          'the database file lags its journal; close it and open it again (open() brings it up to date)',
+        { cause: e },
+      );
+      throw this.behind;
+    }
+    this.options.onSnapshot?.(snap);
+    return snap;
+  }
+
   /** Writes the whole current database as a full-image snapshot (bootstrap of an existing database). */
   bootstrap(): SnapshotInfo | undefined {
     this.begin();
@@ -384,10 +513,11 @@ export class Capture {
     this.journal.confirm();
     this.end();
     // The file is the image: let the synced marker say so (or every open would redo it).
-    if (this.overlay && s) {
+    if (s) {
       this.sinceCommits++;
       this.checkpoint();
     }
+    this.resetCounter();
     return s;
   }
 
@@ -407,6 +537,7 @@ export class Capture {
     this.prePages = 0;
     this.last = undefined;
     this.phaseOne = false;
+    this.nextCounter = undefined;
     try {
       this.old.clear();
       this.overlay?.clear();
@@ -462,6 +593,7 @@ export class Capture {
     const page = new Uint8Array(pageSize);
     const read = (pgno: number): Uint8Array => {
       db.read(page, (pgno - 1) * pageSize);
+      if (pgno === 1) this.nextCounter = readCounter(page, 24);
       return page;
     };
     const oldPage = new Uint8Array(pageSize);
@@ -536,4 +668,9 @@ export class Capture {
     for (let i = from; i < to; i++) set.add(i);
     return [...set].sort((a, b) => a - b);
   }
+}
+
+/** The big-endian u32 at `at` of `bytes` (SQLite's file change counter at header offset 24). */
+function readCounter(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
 }

@@ -241,6 +241,12 @@ export class PageOverlay {
     if (c.length === this.unit && this.pool.length * this.unit < POOL_BYTES) this.pool.push(c);
   }
 
+  /** Forgets the copies of the file's bytes kept from earlier transactions (the file changed under them). */
+  forgetClean(): void {
+    for (const c of this.clean.values()) this.recycle(c);
+    this.clean.clear();
+  }
+
   /** Drops everything held and deletes the spill file. */
   clear(): void {
     // In-memory chunks are kept for the next transaction (up to 8 MiB of them): less garbage per commit.

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import type { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
-import { open, openAt } from '../node/index.js';
+import { type MyceliteDatabase, open, openAt } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/view.js';
 import { jsonInteger, requireParentDirectory, toHex, writeOut } from './common.js';
 
@@ -78,6 +78,8 @@ export async function execCommand(dbPath: string, sql: string, options: ExecOpti
     }
     out.flush();
   } finally {
+    // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
+    if ('historyCheck' in db) await (db as MyceliteDatabase).historyCheck;
     db.close();
   }
 }

@@ -1,12 +1,13 @@
 /**
- * `mycelite follow URL REPLICA_DB --db NAME [--token T] [--once]`: keep a replica of a hub database.
- * --once catches up to the hub's head and exits; otherwise it follows live until Ctrl-C.
+ * `mycelite follow URL REPLICA_DB --db NAME [--token T] [--once] [--reset]`: keep a replica of a hub
+ * database. --once catches up to the hub's head and exits; otherwise it follows live until Ctrl-C.
+ * --reset adopts the hub's history when it is another one than the replica's.
  */
 import type { Command } from 'commander';
 import { nodeRuntime } from '../node/index.js';
-import { checkDbName, HubError } from '../protocol/index.js';
-import { Follower, type ReplicaStatus } from '../replica/follower.js';
-import { ReplicaStore } from '../replica/replica.js';
+import { checkDbName, HubError, toHex } from '../protocol/index.js';
+import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
+import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
 import { HubUnreachableError } from '../sync/hub-client.js';
 import { writeErr, writeOut } from './common.js';
 
@@ -14,6 +15,7 @@ interface FollowCliOptions {
   db: string;
   token?: string;
   once?: boolean;
+  reset?: boolean;
 }
 
 export function registerFollow(program: Command): void {
@@ -28,6 +30,11 @@ export function registerFollow(program: Command): void {
     .requiredOption('--db <NAME>', 'database name on the hub')
     .option('--token <TOKEN>', 'a reader (or writer) token for NAME (default: $MYCELITE_TOKEN)')
     .option('--once', "catch up to the hub's head, print the txid reached and exit")
+    .option(
+      '--reset',
+      "follow the hub even if it now holds another history than the replica's (its database was replaced): " +
+        'start from its image, keeping the old database and journal as REPLICA_DB.replaced-…',
+    )
     .addHelpText(
       'after',
       `
@@ -36,6 +43,11 @@ snapshot is checked (its checksum, and the database checksum before and after) a
 transaction: other processes can read REPLICA_DB with SQLite at any time and see whole snapshots only.
 Without --once it prints one line per applied batch (txid and lag behind the writer's commit),
 reconnects after network drops, and stops cleanly on Ctrl-C. Restarting it resumes where it stopped.
+
+A replica follows one history (the journal id it started with). When its position is no longer on the
+hub (the hub compacted it away, or was restored from an older copy), it starts again from the hub's
+image and keeps its old journal in REPLICA_DB.replaced-…-mycelite/. A hub whose database is another
+history is refused, leaving the replica as it is, unless --reset is given.
 
 Examples:
   $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
@@ -56,16 +68,18 @@ export async function followCommand(url: string, replica: string, options: Follo
   const bad = checkDbName(options.db);
   if (bad) throw new Error(bad);
   const store = await ReplicaStore.open(nodeRuntime, replica);
-  const follower = new Follower(store, { hub: { url, db: options.db, token } });
+  const follower = new Follower(store, { hub: { url, db: options.db, token }, reset: options.reset });
+  follower.events.on('reset', (r) => writeErr(`mycelite: ${describeReset(r)}\n`));
+  const where = { url, db: options.db, replica };
   try {
     if (options.once) {
       const txid = await follower.catchUp().catch((e: unknown) => {
-        throw explain(e, url, options.db);
+        throw explain(e, where);
       });
       writeOut(`caught up: ${replica} is at txid ${txid}\n`);
       return;
     }
-    await followLive(follower, url, options.db);
+    await followLive(follower, where);
   } finally {
     await follower.close();
     store.close();
@@ -73,7 +87,8 @@ export async function followCommand(url: string, replica: string, options: Follo
 }
 
 /** Follows until SIGINT/SIGTERM (resolves) or an error waiting cannot fix (rejects). */
-async function followLive(follower: Follower, url: string, db: string): Promise<void> {
+async function followLive(follower: Follower, where: Where): Promise<void> {
+  const { url, db } = where;
   let batch = 0;
   let last: { txid: bigint; lagMs: number } | undefined;
   let flushing = false;
@@ -90,20 +105,13 @@ async function followLive(follower: Follower, url: string, db: string): Promise<
       batch = 0;
     });
   });
-  follower.events.on('reset', (r) => {
-    writeErr(
-      r.from
-        ? `mycelite: the replica's history (at txid ${r.from.txid}) is not the hub's: started again from the hub's image at txid ${r.to.txid}\n`
-        : `mycelite: new replica: started from the hub's image at txid ${r.to.txid}\n`,
-    );
-  });
   follower.events.on('status', (s) => describeStatus(s, url, db));
   const stopped = new Promise<void>((resolve, reject) => {
     const onSignal = (): void => resolve();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     follower.events.on('status', (s) => {
-      if (s.state === 'error') reject(explain(new Error(s.lastError), url, db));
+      if (s.state === 'error') reject(explain(follower.failure ?? new Error(s.lastError), where));
     });
   });
   follower.start();
@@ -119,8 +127,40 @@ function describeStatus(s: ReplicaStatus, url: string, db: string): void {
   }
 }
 
+/** One line on what a reset did, and where the old history is kept. */
+function describeReset(r: ReplicaReset): string {
+  const to = `txid ${r.to.txid}`;
+  if (!r.from) return `new replica: started from the hub's image at ${to}`;
+  const kept = r.keptAt ? `${r.keptAt}-mycelite/journal` : 'nowhere';
+  if (r.otherHistory) {
+    return (
+      `the hub holds another history than the replica's (which was at txid ${r.from.txid}); as asked ` +
+      `(--reset), started from the hub's image at ${to}. The previous database is kept as ${r.keptAt}, its journal as ${kept}`
+    );
+  }
+  return (
+    `the replica's history (at txid ${r.from.txid}) is no longer on the hub: started again from the ` +
+    `hub's image at ${to}; the previous journal is kept as ${kept}`
+  );
+}
+
+interface Where {
+  url: string;
+  db: string;
+  replica: string;
+}
+
 /** An error that says what to do. */
-function explain(e: unknown, url: string, db: string): Error {
+function explain(e: unknown, { url, db, replica }: Where): Error {
+  if (e instanceof OtherHistoryError) {
+    return new Error(
+      `the hub at ${url} holds another history of ${db} than ${replica} follows (the hub's database was ` +
+        `replaced or recreated: journal ${toHex(e.hub.journalId).slice(0, 8)}… at txid ${e.hub.txid}, the ` +
+        `replica's ${toHex(e.replica.journalId).slice(0, 8)}… at txid ${e.replica.txid}); nothing was changed. ` +
+        `To follow the new history, run \`mycelite follow ${url} ${replica} --db ${db} --reset\` ` +
+        '(it keeps the current database and journal aside)',
+    );
+  }
   const code = e instanceof HubError ? e.code : undefined;
   const text = (e as Error).message ?? String(e);
   const has = (re: RegExp): boolean => re.test(text);

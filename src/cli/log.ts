@@ -23,9 +23,11 @@ Each line is a restorable point (mycelite restore --txid, exec --at): the txid, 
 (ISO-8601, UTC), the pages it wrote, the bytes it takes and the database size in pages after it. After a
 compaction (mycelite compact) older points come from the compacted history: "(merged: txids A..B)" marks
 a point that stands for several transactions (those before B in it are no longer restorable on their
-own) and "checkpoint" a full image restores start from. With --json each line is an object with txid,
-timestamp, pages, bytes, dbPages, pageSize, checksum (the database checksum after the snapshot),
-mergedFrom (null unless merged), checkpoint and in ("history" or "journal").
+own) and "checkpoint" a full image restores start from. "outside change" marks a change another program
+made to the database (or that a damaged journal had lost), recorded when Mycelite noticed it. With
+--json each line is an object with txid, timestamp, pages, bytes, dbPages, pageSize, checksum (the
+database checksum after the snapshot), mergedFrom (null unless merged), checkpoint, in ("history" or
+"journal") and outside.
 The journal is only read; the database may be open for writing meanwhile.
 
 Examples:
@@ -57,13 +59,15 @@ export async function logCommand(dbPath: string, options: LogOptions): Promise<v
           mergedFrom: e.mergedFrom === undefined ? null : jsonInteger(e.mergedFrom),
           checkpoint: e.checkpoint,
           in: e.in,
+          outside: e.outside,
         })}\n`;
       } else {
         text +=
           `txid ${e.txid}  ${isoTime(e.timestamp)}  ${plural(e.pages, 'page')} written  ` +
           `${plural(e.bytes, 'byte')}  database ${plural(e.dbPages, 'page')}` +
           `${e.mergedFrom !== undefined ? `  (merged: txids ${e.mergedFrom}..${e.txid})` : ''}` +
-          `${e.checkpoint && e.in === 'history' ? '  checkpoint' : ''}\n`;
+          `${e.checkpoint && e.in === 'history' ? '  checkpoint' : ''}` +
+          `${e.outside ? '  outside change' : ''}\n`;
       }
       if (text.length > 1 << 16) flush();
     }

@@ -11,6 +11,7 @@ import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
 import { registerRestore } from './restore.js';
+import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
 import { registerToken } from './token.js';
 import { registerVerify } from './verify.js';
@@ -64,6 +65,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerLog(program);
   registerPush(program);
   registerRestore(program);
+  registerRevert(program);
   registerServe(program);
   registerToken(program);
   registerVerify(program);

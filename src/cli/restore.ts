@@ -4,8 +4,9 @@ import { type Command, Option } from 'commander';
 import { journalPaths } from '../api/paths.js';
 import { nodeRuntime } from '../node/index.js';
 import type { Target } from '../restore/replay.js';
-import { restoreDatabase } from '../restore/restore.js';
+import { logDatabase, restoreDatabase } from '../restore/restore.js';
 import { asUsage, isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
+import { describeRevert, revertCommand } from './revert.js';
 
 interface RestoreOptions {
   output: string;
@@ -57,9 +58,24 @@ export async function restoreCommand(dbPath: string, options: RestoreOptions): P
       : options.at !== undefined
         ? { at: options.at }
         : 'latest';
+  // Restoring over the database itself is a revert (a new snapshot; the history is kept), unless the
+  // database is lost: then it is rebuilt from its journal.
+  const overItself = path.resolve(output) === path.resolve(dbPath);
+  if (overItself && nodeRuntime.fs.fileSize(path.resolve(dbPath)) > 0) {
+    if (!options.force) {
+      throw new Error(`${output} exists: choose another --output or pass --force to replace it`);
+    }
+    const at =
+      target === 'latest' ? await lastTxid(dbPath) : 'txid' in target ? target.txid : new Date(target.at);
+    const result = await revertCommand(dbPath, at);
+    writeOut(
+      `${describeRevert(dbPath, result)}: restoring over the database itself is \`mycelite revert\`\n`,
+    );
+    return;
+  }
   // Restoring over the database itself: make sure no writer has it open meanwhile.
   let lock: { release(): void } | undefined;
-  if (path.resolve(output) === path.resolve(dbPath)) {
+  if (overItself) {
     const lockPath = journalPaths(path.resolve(dbPath)).lock;
     lock = nodeRuntime.fs.exists(lockPath) ? nodeRuntime.fs.tryLockExclusive?.(lockPath) : undefined;
     if (nodeRuntime.fs.exists(lockPath) && lock === undefined) {
@@ -81,4 +97,11 @@ export async function restoreCommand(dbPath: string, options: RestoreOptions): P
   } finally {
     lock?.release();
   }
+}
+
+/** The txid of the last snapshot of `dbPath`'s history (read before a writer may add one). */
+async function lastTxid(dbPath: string): Promise<bigint> {
+  let last = 0n;
+  for await (const e of logDatabase(nodeRuntime.fs, dbPath)) last = e.txid;
+  return last;
 }

@@ -159,7 +159,9 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const compaction = options.compact ? compactionOptions(options) : false;
-  const storage = options.storage ? await openNatsStorage(options.storage, { compaction }) : undefined;
+  const storage = options.storage
+    ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') })
+    : undefined;
   const hub = await startHub({
     dataDir,
     storage,

@@ -20,8 +20,11 @@ export function registerVerify(program: Command): void {
       'after',
       `
 Prints "ok: N snapshots, last txid T" and exits 0, or names the problem (for a damaged journal, the byte
-offset and the txid expected there) and exits 1. With --json: {"ok":true,"snapshots":N,"lastTxid":T,
-"tornBytes":B} or {"ok":false,"problem":"...", "offset":O, "txid":T}. The journal is only read.
+offset and the txid expected there) and exits 1. After a crash the database file may lag a whole journal
+until the next open for writing redoes the last commits: that is not damage; verify checks that the redo
+gives the journal's state and says "recovery pending" (exit 0). With --json: {"ok":true,"snapshots":N,
+"lastTxid":T,"tornBytes":B[,"pending":"..."]} or {"ok":false,"problem":"...","offset":O,"txid":T}
+(offset and txid when the journal itself is damaged). Nothing is written.
 
 Examples:
   $ mycelite verify app.db
@@ -52,6 +55,7 @@ export async function verifyCommand(dbPath: string, options: VerifyOptions): Pro
             snapshots: result.snapshots,
             lastTxid: jsonInteger(result.lastTxid),
             tornBytes: result.tornBytes,
+            ...(result.pending ? { pending: result.pending } : {}),
           }
         : {
             ok: false,
@@ -67,7 +71,8 @@ export async function verifyCommand(dbPath: string, options: VerifyOptions): Pro
     writeOut(`${JSON.stringify(obj)}\n`);
   } else if (problem === undefined && result) {
     const torn = result.tornBytes > 0 ? ` (${result.tornBytes} bytes of torn tail ignored)` : '';
-    writeOut(`ok: ${result.snapshots} snapshots, last txid ${result.lastTxid}${torn}\n`);
+    const pending = result.pending ? `; ${result.pending}` : '';
+    writeOut(`ok: ${result.snapshots} snapshots, last txid ${result.lastTxid}${torn}${pending}\n`);
   } else {
     writeErr(`mycelite: verify failed: ${problem}\n`);
   }

@@ -25,8 +25,14 @@ export const FLAG_COMPRESSED = 2;
  * txid (compacted history only: never in a live journal or on the wire).
  */
 export const FLAG_MERGED = 4;
+/**
+ * Snapshot flag: the change was made outside Mycelite (another program wrote the database file, or the
+ * writer found its file ahead of a damaged journal) and recorded when the writer noticed it. Informational:
+ * the snapshot applies like any other.
+ */
+export const FLAG_OUTSIDE = 8;
 /** Every snapshot flag this version knows. */
-export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED | FLAG_MERGED;
+export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED | FLAG_MERGED | FLAG_OUTSIDE;
 /** Smallest and largest SQLite page sizes. */
 export const MIN_PAGE_SIZE = 512;
 export const MAX_PAGE_SIZE = 65536;

@@ -16,6 +16,7 @@ import {
   toJsonPosition,
 } from '../protocol/index.js';
 import { authorize, type Role, verifyToken } from './auth.js';
+import { StoredCopyDamagedError } from './heads.js';
 import type { ImageCache } from './image-cache.js';
 import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
 import type { HubMetrics } from './metrics.js';
@@ -178,6 +179,11 @@ export function createApp(ctx: HubContext): Hono {
 
   app.onError((e, c) => {
     if (e instanceof HubError) return errorResponse(e);
+    if (e instanceof StoredCopyDamagedError) {
+      // Never wrong bytes: the database is not served until its copy is repaired (logged loudly).
+      ctx.log.error({ err: e, method: c.req.method, path: c.req.path }, 'damaged stored copy');
+      return errorResponse(new HubError({ error: 'unavailable', message: e.message }));
+    }
     ctx.log.error({ err: e, method: c.req.method, path: c.req.path }, 'request failed');
     return c.json({ error: 'internal', message: `the hub failed: ${(e as Error).message}` }, 500);
   });

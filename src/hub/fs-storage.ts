@@ -4,6 +4,11 @@
  * before it resolves. After a database is first opened, an in-memory index (txid → offset) serves reads
  * from any position without rescanning.
  *
+ * Every push is checked against the database's pages at the head (`DATA/dbs/<name>/head.db`,
+ * src/hub/heads.ts) before it is appended. A journal is checked whole when it is first opened (every
+ * snapshot's checksum and structure): a damaged one is cut back to before its first damaged snapshot,
+ * the damaged file kept beside it (`journal.damaged-TIME`), so the writer's next push re-supplies the rest.
+ *
  * Compaction (src/hub/compaction.ts): once a journal grows past its threshold, its older snapshots move
  * into `DATA/dbs/<name>/history`; the journal then starts after them (its base moves up) and reads
  * from before the base fail with BeforeBaseError (readers reset from a full image). The swap happens in
@@ -29,6 +34,8 @@ import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { FsLeases } from './fs-leases.js';
+import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
+import { findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
 import type {
   AppendListener,
@@ -66,6 +73,8 @@ interface Entry {
 export interface FsStorageOptions {
   /** Automatic compaction (default: on, with the defaults of src/hub/compaction.ts); false: never. */
   compaction?: HubCompaction | false;
+  /** Called when a stored journal or a head file is found damaged (and what was done about it). */
+  onDamage?: (db: string, report: DamageReport) => void;
 }
 
 export class FsStorage implements HubStorage {
@@ -80,6 +89,8 @@ export class FsStorage implements HubStorage {
   /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
   private readonly generations = new Map<string, number>();
   private readonly stopping = new AbortController();
+  private readonly heads: Heads;
+  private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
 
   private constructor(
     readonly dataDir: string,
@@ -87,6 +98,26 @@ export class FsStorage implements HubStorage {
     options: FsStorageOptions,
   ) {
     this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+    if (options.onDamage) this.damageListeners.push(options.onDamage);
+    this.heads = new Heads(
+      (db) => this.dir(db),
+      this,
+      (db, r) => this.reportDamage(db, r),
+    );
+  }
+
+  private reportDamage(db: string, report: DamageReport): void {
+    for (const l of this.damageListeners) {
+      try {
+        l(db, report);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  watchDamage(listener: (db: string, report: DamageReport) => void): void {
+    this.damageListeners.push(listener);
   }
 
   /**
@@ -151,6 +182,7 @@ export class FsStorage implements HubStorage {
     if (cached) return cached;
     const file = path.join(this.dir(db), 'journal');
     if (!fs.existsSync(file)) return undefined;
+    this.checkJournal(db, file); // may cut a damaged journal back (a new generation)
     const generation = this.generations.get(db) ?? 0;
     const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
     const offsets: number[] = [];
@@ -222,13 +254,18 @@ export class FsStorage implements HubStorage {
       checkAppend(expectedHead, snapshots);
       let e = await this.entry(db);
       if (!e) {
+        const staged = await this.stage(db, undefined, journalId, expectedHead, snapshots);
+        if (!('end' in staged)) return staged;
         await this.create(dir, journalId, expectedHead, snapshots);
         e = (await this.entry(db))!;
+        this.heads.commit(db, staged);
         this.publish(db, snapshots, this.stateOf(e));
         return { ok: true, state: this.stateOf(e) };
       }
       const refused = appendRefusal(e, expectedHead, journalId);
       if (refused) return { ok: false, reason: refused, state: this.stateOf(e) };
+      const staged = await this.stage(db, e, journalId, expectedHead, snapshots);
+      if (!('end' in staged)) return staged;
       const start = e.writer.end;
       const added: number[] = [];
       try {
@@ -246,6 +283,7 @@ export class FsStorage implements HubStorage {
         this.retire(e);
         throw err;
       }
+      this.heads.commit(db, staged);
       const last = snapshots[snapshots.length - 1]!.header;
       e.offsets.push(...added);
       e.head = e.writer.position;
@@ -256,6 +294,75 @@ export class FsStorage implements HubStorage {
       this.publish(db, snapshots, state);
       this.maybeCompact(db, e);
       return { ok: true, state };
+    });
+  }
+
+  /**
+   * Checks `snapshots` against the pages at `e`'s head (none: a new database). Their changes, or why the
+   * append is refused: a snapshot that does not apply, or a head that moved back because the stored copy
+   * was found damaged and cut (the writer pushes again from there).
+   */
+  private async stage(
+    db: string,
+    e: Entry | undefined,
+    journalId: Uint8Array,
+    base: WirePosition,
+    snapshots: EncodedSnapshot[],
+  ): Promise<Staged | AppendResult> {
+    try {
+      return await this.heads.stage(db, e && this.stateOf(e), journalId, base, snapshots);
+    } catch (err) {
+      if (err instanceof DoesNotApplyError) {
+        return {
+          ok: false,
+          reason: 'does_not_apply',
+          txid: err.txid,
+          message: err.message,
+          state: e && this.stateOf(e),
+        };
+      }
+      if (err instanceof StoredCopyDamagedError && e) {
+        // The writer reads the head again (a state of its history) and pushes from there.
+        const cut = await this.cutAt(db, e, err);
+        return { ok: false, reason: 'head_mismatch', state: this.stateOf(cut) };
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Checks the journal `file` of `db` whole (src/hub/journal-check.ts); when a snapshot is damaged, keeps
+   * the file aside and cuts the journal before it. Throws StoredCopyDamagedError when it cannot be cut.
+   */
+  private checkJournal(db: string, file: string): void {
+    const bad = findDamage(db, file);
+    if (bad) this.cutJournal(db, file, bad.offset, bad.txid, bad.message);
+  }
+
+  /** Cuts the journal of `db` (open as `e`) before the stored snapshot `err.txid`; the new entry. */
+  private async cutAt(db: string, e: Entry, err: StoredCopyDamagedError): Promise<Entry> {
+    if (err.txid <= e.base.txid) throw err; // in the compacted history: nothing to cut the journal back to
+    const offset = e.offsets[Number(err.txid - e.base.txid - 1n)];
+    if (offset === undefined) throw err;
+    this.forget(db);
+    e.writer.close();
+    this.retire(e);
+    this.cutJournal(db, path.join(this.dir(db), 'journal'), offset, err.txid, err.message);
+    const again = await this.entry(db);
+    if (!again) throw err;
+    return again;
+  }
+
+  /** Keeps the journal aside and cuts it at `offset` (src/hub/journal-check.ts), and reports it. */
+  private cutJournal(db: string, file: string, offset: number, txid: bigint, why: string): void {
+    const keptAt = keepAndCut(file, offset);
+    this.generations.set(db, (this.generations.get(db) ?? 0) + 1);
+    this.reportDamage(db, {
+      what: 'stored',
+      txid,
+      message: `the hub's copy of ${db} is damaged at snapshot ${txid} (${why}): cut back to txid ${txid - 1n}, the damaged journal kept as ${keptAt}; the writer's next push supplies the rest`,
+      keptAt,
+      repaired: true,
     });
   }
 
@@ -371,6 +478,23 @@ export class FsStorage implements HubStorage {
     }
   }
 
+  async copyHead(db: string, out: string, check = false): Promise<SnapshotHeader | undefined> {
+    this.check();
+    return this.lock(db).run(async () => {
+      for (let attempt = 0; ; attempt++) {
+        const e = await this.entry(db);
+        if (!e) return undefined;
+        try {
+          const pos = await this.heads.copy(db, this.stateOf(e), out, check);
+          return await this.snapshotAt(db, pos.txid);
+        } catch (err) {
+          if (!(err instanceof StoredCopyDamagedError) || attempt > 0) throw err;
+          await this.cutAt(db, e, err);
+        }
+      }
+    });
+  }
+
   async historyFiles(db: string): Promise<{ journal: string; history: string } | undefined> {
     this.check();
     const p = this.paths(db);
@@ -477,6 +601,7 @@ export class FsStorage implements HubStorage {
     await this.compactions.settle();
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
+    this.heads.close();
     for (const e of this.entries.values()) {
       e.writer.close();
       this.retire(e);

@@ -1,22 +1,23 @@
 /**
- * Full images of databases' heads for `from=image` reads, built by replaying the stored history into a
- * temporary database file and encoding all its pages (src/journal/image.ts). A storage that keeps files
- * (src/hub/fs-storage.ts) hands over its journal and compacted history, read joined from the last
- * checkpoint; another (NATS) is copied into a temporary journal first. The last image of each
- * database is kept on disk (`DATA/images/`), keyed by journal id and head txid, so that replicas that
- * bootstrap at the same head share one build.
+ * Full images of databases' heads for `from=image` reads: a copy of the database's pages at the head
+ * (the storage's head file, src/hub/head-file.ts), encoded as one full-image snapshot (src/journal/image.ts)
+ * with its checksum checked as it goes. A storage without head files has its stored history replayed into
+ * a temporary database file instead: one that keeps files (src/hub/fs-storage.ts) hands over its journal
+ * and compacted history, read joined from the last checkpoint; another is copied into a temporary journal
+ * first. The last image of each database is kept on disk (`DATA/images/`), keyed by journal id and head
+ * txid, so that replicas that bootstrap at the same head share one build.
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader } from '../format/index.js';
 import { toHex } from '../protocol/index.js';
-import type { ImageJob } from './image-worker.js';
+import { type ImageJob, PAGES_MISMATCH, type PagesJob } from './image-worker.js';
 import { Mutex } from './mutex.js';
 import type { DbState, HubStorage } from './storage.js';
 import { runJob } from './worker.js';
 
 /** Runs the image build of src/hub/image-worker.ts in a worker thread. */
-function runWorker(job: ImageJob): Promise<SnapshotHeader> {
+function runWorker(job: ImageJob | PagesJob): Promise<SnapshotHeader> {
   return runJob(new URL('./image-worker.js', import.meta.url), job, 'building the image');
 }
 
@@ -42,7 +43,10 @@ export class ImageCache {
     private readonly dir: string,
   ) {}
 
-  /** The image of `db` at `state.head` (built now unless cached). */
+  /**
+   * The image of `db` at `state.head` (built now unless cached), or at a later head when one was stored
+   * meanwhile: the image's header names its txid.
+   */
   get(db: string, state: DbState): Promise<Image> {
     let lock = this.locks.get(db);
     if (!lock) {
@@ -65,9 +69,36 @@ export class ImageCache {
   private async build(db: string, state: DbState, key: string): Promise<Cached> {
     await fsp.mkdir(this.dir, { recursive: true });
     const stem = path.join(this.dir, `${db}.${process.pid}.${this.counter++}`);
+    if (this.storage.copyHead) return this.fromHead(db, state, stem);
     const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
     const header = await buildImageFile(this.storage, db, state, state.head.txid, stem, out);
     return { key, path: out, header };
+  }
+
+  /**
+   * Encodes a copy of the storage's head file. Its pages must give the head's checksum: if they do not,
+   * the copy is made again with the head file checked first (and rebuilt by the storage).
+   */
+  private async fromHead(db: string, state: DbState, stem: string): Promise<Cached> {
+    const pages = `${stem}.pages`;
+    try {
+      for (let check = false; ; check = true) {
+        const head = await this.storage.copyHead!(db, pages, check);
+        if (!head)
+          throw new Error(`no image of ${db}: its head txid ${state.head.txid} is not a stored snapshot`);
+        const key = `${toHex(state.journalId)}-${head.txid}`;
+        const out = path.join(this.dir, `${db}.${key}.${process.pid}.image`); // hubs may share a --data
+        try {
+          const header = await runWorker({ pages, out, fields: { ...head, flags: 0 } });
+          return { key, path: out, header };
+        } catch (e) {
+          await fsp.rm(out, { force: true });
+          if (check || !(e as Error).message.includes(PAGES_MISMATCH)) throw e;
+        }
+      }
+    } finally {
+      await fsp.rm(pages, { force: true });
+    }
   }
 
   /** Waits for builds in progress and removes the cached images. */

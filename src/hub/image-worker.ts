@@ -1,16 +1,78 @@
 /**
- * Builds a full image off the hub's event loop (a worker thread): replays a journal file (or a database's
- * compacted history joined with its live journal, from its last checkpoint) into a database file, then
- * encodes all its pages as one full-image snapshot file (src/journal/image.ts).
+ * Builds a full image off the hub's event loop (a worker thread): encodes all pages of a database file as
+ * one full-image snapshot file (src/journal/image.ts). The file is a copy of the hub's head file
+ * (src/hub/head-file.ts), whose checksum is checked as it is encoded; or it is first replayed from a
+ * journal file (or a database's compacted history joined with its live journal, from its last checkpoint).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadHash, type SnapshotHeader } from '../format/index.js';
+import { hex, loadHash, pageTerm, type SnapshotHeader } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
-import { writeImageSnapshot } from '../journal/image.js';
+import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { replay } from '../restore/replay.js';
+import type { FileHandle } from '../storage/file-system.js';
 import type { WorkerAnswer } from './worker.js';
+
+/** Encodes the pages of the file `pages` (a copy of a head file) as the image `fields` describes. */
+export interface PagesJob {
+  pages: string;
+  out: string;
+  fields: ImageFields;
+}
+
+/** The start of the message of an image whose pages do not give the checksum they should. */
+export const PAGES_MISMATCH = 'the head file pages do not give';
+
+/**
+ * Writes the image of `job.pages` to `job.out`, checking that the pages give `job.fields.postChecksum`
+ * (else throws, naming PAGES_MISMATCH).
+ */
+export function encodePages(job: PagesJob): SnapshotHeader {
+  const nodeFs = new NodeFileSystem();
+  const pages = nodeFs.open(job.pages, { readonly: true });
+  const imageFile = nodeFs.open(job.out, { create: true });
+  try {
+    const ps = job.fields.pageSize;
+    if (pages.size() !== ps * job.fields.dbPages) {
+      throw new Error(
+        `${PAGES_MISMATCH} txid ${job.fields.txid}: they are ${pages.size()} bytes, not ${job.fields.dbPages} pages of ${ps}`,
+      );
+    }
+    let sum = 0n;
+    // writeImageSnapshot reads whole pages, page-aligned: hash each as it goes by.
+    const hashing: FileHandle = {
+      path: pages.path,
+      size: () => pages.size(),
+      read(buf, offset) {
+        const n = pages.read(buf, offset);
+        for (let i = 0; i + ps <= buf.length; i += ps)
+          sum ^= pageTerm(buf.subarray(i, i + ps), (offset + i) / ps + 1);
+        return n;
+      },
+      write: () => pages.write(new Uint8Array(0), 0),
+      truncate: () => undefined,
+      sync: () => undefined,
+      close: () => undefined,
+    };
+    imageFile.truncate(0);
+    let at = 0;
+    const header = writeImageSnapshot(hashing, job.fields, (chunk) => {
+      imageFile.write(chunk, at);
+      at += chunk.length;
+    });
+    if (sum !== job.fields.postChecksum) {
+      throw new Error(
+        `${PAGES_MISMATCH} checksum ${hex(job.fields.postChecksum)} of txid ${job.fields.txid} but ${hex(sum)}`,
+      );
+    }
+    imageFile.sync();
+    return header;
+  } finally {
+    pages.close();
+    imageFile.close();
+  }
+}
 
 export interface ImageJob {
   journal: string;
@@ -58,7 +120,10 @@ export function buildImage(job: ImageJob): SnapshotHeader {
 if (parentPort && workerData) {
   const port = parentPort;
   loadHash()
-    .then(() => buildImage(workerData as ImageJob))
+    .then(() => {
+      const job = workerData as ImageJob | PagesJob;
+      return 'pages' in job ? encodePages(job) : buildImage(job);
+    })
     .then(
       (value) => port.postMessage({ ok: true, value } satisfies WorkerAnswer<SnapshotHeader>),
       (e: unknown) =>

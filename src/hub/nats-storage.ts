@@ -12,12 +12,17 @@
  * - Idempotence: every part carries Nats-Msg-Id `db/journal/FIRST-LAST/I`; a publish whose answer was
  *   lost (a node died, a timeout) is sent again and JetStream stores it once.
  * - All or nothing: an append counts only when all its parts stand in a row; a torn one is skipped.
+ * - Every push is checked against the database's pages at the head before it is published: a head file
+ *   per database on this hub's disk (src/hub/heads.ts, under `headsDir`), brought forward from the
+ *   stream first when other hubs appended meanwhile. Each view skips an append whose snapshots' trailer
+ *   checksums fail, like a torn one (src/hub/nats-tail.ts).
  * - Compaction (retention): once the snapshots after a database's base pass a threshold, a hub stores a
  *   checkpoint (the full image of the head − 1, as parts marked Mycelite-Checkpoint) and purges the
  *   messages before the append that follows it. Views move their base up to the checkpoint; reads from
  *   before it fail with BeforeBaseError (readers reset from a full image), and images start at it.
  */
 
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,9 +36,11 @@ import {
 } from '@nats-io/jetstream';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { SnapshotHeader } from '../format/index.js';
+import { NodeFileSystem } from '../node/node-fs.js';
 import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
 import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
 import { ensureStream, isNotFound, parseServers, publishParts, retry } from './nats-js.js';
@@ -66,6 +73,14 @@ export interface NatsStorageOptions {
    * apply: a stream keeps one checkpoint and what follows it); false: never.
    */
   compaction?: HubCompaction | false;
+  /**
+   * Where this hub keeps its head files (the pages of each database at its head, to check pushes;
+   * src/hub/heads.ts). Hubs may share it: each takes a numbered slot under it. Default: a temporary
+   * directory, removed at close (then the head files are rebuilt from the stream at each start).
+   */
+  headsDir?: string;
+  /** Called when a stored append or a head file is found damaged (and what was done about it). */
+  onDamage?: (db: string, report: DamageReport) => void;
 }
 
 /**
@@ -85,6 +100,9 @@ export class NatsStorage implements HubStorage {
   private readonly leases: NatsLeases;
   private compaction: ReturnType<typeof compactionSettings> | undefined;
   private closed = false;
+  private heads!: Heads;
+  private slot!: { dir: string; release(): void; temporary: boolean };
+  private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -162,6 +180,13 @@ export class NatsStorage implements HubStorage {
       if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
       const s = new NatsStorage(nc, js, jsm, names, replicas, partBytes, timeoutMs);
       s.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+      if (options.onDamage) s.damageListeners.push(options.onDamage);
+      s.slot = await takeSlot(options.headsDir);
+      s.heads = new Heads(
+        (db) => path.join(s.slot.dir, db),
+        s,
+        (db, r) => s.reportDamage(db, r),
+      );
       return s;
     } catch (e) {
       await nc.close().catch(() => undefined);
@@ -171,6 +196,20 @@ export class NatsStorage implements HubStorage {
 
   private check(): void {
     if (this.closed) throw new Error('the hub storage is closed');
+  }
+
+  private reportDamage(db: string, report: DamageReport): void {
+    for (const l of this.damageListeners) {
+      try {
+        l(db, report);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  watchDamage(listener: (db: string, report: DamageReport) => void): void {
+    this.damageListeners.push(listener);
   }
 
   private lock(db: string): Mutex {
@@ -188,7 +227,14 @@ export class NatsStorage implements HubStorage {
     if (!t) {
       this.names.stream(db); // checks the name
       t = (async () => {
-        const tail = new DbTail(db);
+        const tail = new DbTail(db, (txid, why) =>
+          this.reportDamage(db, {
+            what: 'stored',
+            txid,
+            message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
+            repaired: true,
+          }),
+        );
         if (!(await this.startTail(tail))) {
           // Not created yet: start when it is (a JetStream advisory; no polling).
           const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${this.names.stream(db)}`, {
@@ -298,32 +344,63 @@ export class NatsStorage implements HubStorage {
       await precondition?.();
       checkAppend(expectedHead, snapshots);
       const tail = await this.tail(db);
-      if (!tail.started || tail.lastSeq === 0) await this.create(tail);
+      const refuse = (e: DoesNotApplyError): AppendResult => ({
+        ok: false,
+        reason: 'does_not_apply',
+        txid: e.txid,
+        message: e.message,
+        state: tail.state(),
+      });
+      if (!tail.started || tail.lastSeq === 0) {
+        // A new database, as far as this view knows: nothing is created for snapshots that do not apply.
+        if (!tail.journalId) {
+          try {
+            await this.heads.stage(db, undefined, journalId, expectedHead, snapshots);
+          } catch (e) {
+            if (e instanceof DoesNotApplyError) return refuse(e);
+            throw e;
+          }
+        }
+        await this.create(tail);
+      }
       let refused = appendRefusal(tail, expectedHead, journalId);
       if (refused) {
         await this.catchUp(tail); // our view may be behind another hub's appends
         refused = appendRefusal(tail, expectedHead, journalId);
         if (refused) return { ok: false, reason: refused, state: tail.state()! };
       }
+      // What the check above saw: the publish expects the stream as it was then, so an append by another
+      // hub meanwhile (while the pages are checked) makes it fail rather than land after that one.
+      let expectSeq = tail.lastSeq;
+      let staged: Staged;
+      try {
+        staged = await this.heads.stage(db, tail.state(), journalId, expectedHead, snapshots);
+      } catch (e) {
+        if (e instanceof DoesNotApplyError) return refuse(e);
+        throw e;
+      }
       const last = snapshots[snapshots.length - 1]!.header;
       let won: number | undefined;
       for (let attempt = 0; won === undefined; attempt++) {
-        won = await this.publish(db, tail, expectedHead, journalId, snapshots);
+        won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots);
         if (won !== undefined) break;
         // Another message came first: a winning append (refuse), or a torn one (try again after it).
         await this.catchUp(tail);
         const state = tail.state();
         if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
+          this.heads.commit(db, staged);
           return { ok: true, state }; // our own earlier attempt, stored after all
         }
         const why = appendRefusal(tail, expectedHead, journalId);
         if (why) return { ok: false, reason: why, state: state! };
         if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
+        expectSeq = tail.lastSeq;
       }
       await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
       const state = tail.state();
       if (!state || state.head.txid < last.txid)
         throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
+      this.heads.commit(db, staged);
       this.maybeCompact(db, tail);
       return { ok: true, state };
     });
@@ -335,7 +412,7 @@ export class NatsStorage implements HubStorage {
    */
   private async publish(
     db: string,
-    tail: DbTail,
+    expectSeq: number,
     expectedHead: WirePosition,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
@@ -357,7 +434,7 @@ export class NatsStorage implements HubStorage {
         msgPrefix: `${db}/${journal}/${key}`,
       },
       parts,
-      tail.lastSeq,
+      expectSeq,
     );
     if ('seq' in r) return r.seq;
     if (r.cutAfter === 0) return undefined;
@@ -397,6 +474,18 @@ export class NatsStorage implements HubStorage {
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
     this.check();
     return (await this.tail(db)).at(txid)?.header;
+  }
+
+  async copyHead(db: string, out: string, check = false): Promise<SnapshotHeader | undefined> {
+    this.check();
+    return this.lock(db).run(async () => {
+      const tail = await this.tail(db);
+      if (!(await this.catchUp(tail))) return undefined;
+      const state = tail.state();
+      if (!state) return undefined;
+      const pos = await this.heads.copy(db, state, out, check);
+      return tail.at(pos.txid)?.header;
+    });
   }
 
   async checkpoint(
@@ -577,10 +666,35 @@ export class NatsStorage implements HubStorage {
     await this.compactions.settle();
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
+    this.heads.close();
+    this.slot.release();
     for (const sub of this.advisories) sub.unsubscribe();
     for (const t of this.tails.values()) await t.then((tail) => tail.stop()).catch(() => undefined);
     this.tails.clear();
     await this.nc.close();
+  }
+}
+
+/**
+ * A directory for this hub's head files: the first free numbered slot under `dir` (each held with an
+ * exclusive lock while the storage is open, so hubs sharing `dir` never share a slot, and a restarted hub
+ * finds its head files again), or a new temporary directory.
+ */
+async function takeSlot(
+  dir: string | undefined,
+): Promise<{ dir: string; release(): void; temporary: boolean }> {
+  if (dir === undefined) {
+    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-heads-'));
+    return { dir: tmp, temporary: true, release: () => fs.rmSync(tmp, { recursive: true, force: true }) };
+  }
+  const nodeFs = new NodeFileSystem();
+  for (let n = 0; ; n++) {
+    const slot = path.join(dir, String(n));
+    fs.mkdirSync(slot, { recursive: true });
+    const lockFile = path.join(slot, 'lock');
+    fs.closeSync(fs.openSync(lockFile, 'a'));
+    const lock = nodeFs.tryLockExclusive(lockFile);
+    if (lock) return { dir: slot, temporary: false, release: () => lock.release() };
   }
 }
 

@@ -9,7 +9,13 @@
  */
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
-import { decodeSnapshotHeader, FLAG_FULL_IMAGE, type SnapshotHeader } from '../format/index.js';
+import {
+  checkSnapshotChecksum,
+  decodeSnapshotHeader,
+  FLAG_FULL_IMAGE,
+  memorySource,
+  type SnapshotHeader,
+} from '../format/index.js';
 import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
 import { type AppendListener, BeforeBaseError, type DbState, type EncodedSnapshot } from './storage.js';
@@ -96,7 +102,11 @@ export class DbTail {
   private follower: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
 
-  constructor(readonly db: string) {}
+  /** `onDamaged` hears of an append skipped because a snapshot's trailer checksum fails. */
+  constructor(
+    readonly db: string,
+    private readonly onDamaged?: (txid: bigint, why: string) => void,
+  ) {}
 
   /**
    * Starts reading the database's stream from its first message, and keeps reading it whatever the
@@ -377,6 +387,11 @@ export class DbTail {
       const header = decodeSnapshotHeader(bytes.subarray(off));
       if (!header || typeof header === 'string' || off + header.length > bytes.length) return;
       if (header.txid !== prev.txid + 1n || header.preChecksum !== prev.checksum) return;
+      if (!checkSnapshotChecksum(memorySource(bytes), off, header)) {
+        // Damaged where it is stored: never served; skipped like a torn append (the next one from the head goes in).
+        this.onDamaged?.(header.txid, 'its checksum does not match its bytes');
+        return;
+      }
       snapshots.push({ bytes: bytes.subarray(off, off + header.length), header });
       offsets.push(off);
       prev = { txid: header.txid, checksum: header.postChecksum };
@@ -417,6 +432,10 @@ export class DbTail {
     }
     const h = decodeSnapshotHeader(bytes);
     if (!h || typeof h === 'string' || h.length !== bytes.length || (h.flags & FLAG_FULL_IMAGE) === 0) return;
+    if (!checkSnapshotChecksum(memorySource(bytes), 0, h)) {
+      this.onDamaged?.(h.txid, 'the checkpoint’s checksum does not match its bytes');
+      return;
+    }
     if (h.txid < this.base.txid || h.txid >= this.head.txid) return; // old, or would leave nothing after it
     if (h.txid === this.base.txid) {
       if (h.postChecksum !== this.base.checksum) return;

@@ -108,6 +108,7 @@ async function append(
     checkEpoch(ctx.storage, name, epoch),
   );
   if (!result.ok) {
+    if (result.reason === 'does_not_apply') throw doesNotApply(result.txid, result.message);
     throw result.reason === 'other_history'
       ? otherHistory(result.state)
       : headMismatch(result.state.head, 'another push came first');
@@ -180,6 +181,14 @@ function headMismatch(head: WirePosition, why: string): HubError {
     error: 'head_mismatch',
     message: `the push does not continue the hub's head ${head.txid} (${why}); read the head and push from there`,
     head: toJsonPosition(head),
+  });
+}
+
+function doesNotApply(txid: bigint, why: string): HubError {
+  return new HubError({
+    error: 'does_not_apply',
+    message: `snapshot ${txid} does not apply to the hub's copy (${why.replace(/^snapshot \d+ does not apply: /, '')}): the writer's database was changed outside Mycelite, or its journal is damaged; nothing was stored. Run \`mycelite verify\` on the writer's database`,
+    txid: txid.toString(),
   });
 }
 

@@ -52,21 +52,16 @@ export async function handleRead(ctx: HubContext, c: Context): Promise<Response>
   }
   const f = new Follower(ctx, name, follow);
   try {
-    for (let attempt = 1; ; attempt++) {
-      const state = await ctx.storage.state(name);
-      if (!state) throw notFound(name);
-      if (after) {
-        await checkPosition(ctx, name, state, after, journal);
-        f.begin(state, after, after.txid);
-        break;
-      }
-      const head = await ctx.storage.snapshotAt(name, state.head.txid);
-      // A compaction may have moved that head into the history meanwhile: the state is stale, read again.
-      if (!head && attempt < 3) continue;
-      if (!head) throw new Error(`the head snapshot ${state.head.txid} of ${name} is missing`);
+    const state = await ctx.storage.state(name);
+    if (!state) throw notFound(name);
+    if (after) {
+      await checkPosition(ctx, name, state, after, journal);
+      f.begin(state, after, after.txid);
+    } else {
+      // The image of the head, or of a later head stored meanwhile: its header says which.
       const image = await ctx.images.get(name, state);
-      f.begin(state, { txid: state.head.txid - 1n, checksum: head.preChecksum }, state.head.txid, image);
-      break;
+      const h = image.header;
+      f.begin(state, { txid: h.txid - 1n, checksum: h.preChecksum }, h.txid, image);
     }
   } catch (e) {
     f.dispose();
@@ -165,6 +160,7 @@ class Follower {
     this.image = image;
     this.sent = sent;
     if (state.head.txid > this.knownHead) this.knownHead = state.head.txid;
+    if (sent > this.knownHead) this.knownHead = sent;
   }
 
   /** Ends the stream after what it is sending now (hub shutdown). */

@@ -14,6 +14,7 @@ import { createApp, type HubContext } from './app.js';
 import { loadOrCreateKey } from './auth.js';
 import type { HubCompaction } from './compaction.js';
 import { FsStorage } from './fs-storage.js';
+import type { DamageReport } from './heads.js';
 import { ImageCache } from './image-cache.js';
 import { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
@@ -80,8 +81,13 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     options.logDestination ?? pino.destination(2),
   );
   const storage =
-    options.storage ?? (await FsStorage.open(dataDir, { compaction: logged(options.compaction, log) }));
+    options.storage ??
+    (await FsStorage.open(dataDir, {
+      compaction: logged(options.compaction, log),
+      onDamage: logDamage(log),
+    }));
   options.storage?.watchCompactions?.(logCompaction(log));
+  options.storage?.watchDamage?.(logDamage(log));
   const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
   const ctx: HubContext = {
     storage,
@@ -180,6 +186,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
       closing ??= close();
       return closing;
     },
+  };
+}
+
+/** Logs damage a storage found, loudly: a stored copy (and its repair) or a head file rebuilt. */
+function logDamage(log: pino.Logger): (db: string, report: DamageReport) => void {
+  return (db, r) => {
+    const line = { db, what: r.what, txid: r.txid?.toString(), keptAt: r.keptAt, repaired: r.repaired };
+    if (r.what === 'stored' || !r.repaired) log.error(line, r.message);
+    else log.warn(line, r.message);
   };
 }
 

@@ -6,6 +6,7 @@
 import type { SnapshotHeader } from '../format/index.js';
 import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
+import type { DamageReport } from './heads.js';
 
 /** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
 export interface EncodedSnapshot {
@@ -40,7 +41,12 @@ export interface StoredLease {
 export type AppendResult =
   | { ok: true; state: DbState }
   /** `head_mismatch`: the head is no longer `expectedHead`; `other_history`: another journal id. */
-  | { ok: false; reason: 'head_mismatch' | 'other_history'; state: DbState };
+  | { ok: false; reason: 'head_mismatch' | 'other_history'; state: DbState }
+  /**
+   * `does_not_apply`: snapshot `txid`'s patches, applied to the pages it continues, do not give the
+   * database checksum it claims (`message` says how); nothing was appended. No state: a new database.
+   */
+  | { ok: false; reason: 'does_not_apply'; txid: bigint; message: string; state: DbState | undefined };
 
 /** Called after snapshots were appended to a database (and made durable), in append order. */
 export type AppendListener = (snapshots: EncodedSnapshot[], state: DbState) => void;
@@ -52,7 +58,8 @@ export interface HubStorage {
   state(db: string): Promise<DbState | undefined>;
   /**
    * Appends `snapshots` (consecutive, validated, the first continuing `expectedHead`) atomically and
-   * durably, but only if the database's head is still `expectedHead`. A database that does not exist is
+   * durably, but only if the database's head is still `expectedHead` and each snapshot's pages, applied
+   * to the database's pages at that head, give the database checksum it claims (src/hub/heads.ts). A database that does not exist is
    * created with `journalId` and base `expectedHead`. All or nothing: on any failure nothing is appended.
    * `precondition` (the pusher's lease check) runs in the same per-database order as `casLease`, just
    * before appending; if it throws, nothing is appended and its error is thrown.
@@ -98,6 +105,14 @@ export interface HubStorage {
     db: string,
     txid: bigint,
   ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined>;
+  /**
+   * Optional: copies the database's pages at its head (the head file, src/hub/head-file.ts) to the file
+   * `out` and returns the head snapshot's header (the image's txid, checksums and time); undefined when
+   * the database does not exist. With `check`, the head file is checked against its checksum first.
+   */
+  copyHead?(db: string, out: string, check?: boolean): Promise<SnapshotHeader | undefined>;
+  /** Optional: calls `listener` when the storage finds damage in what it stores (the hub logs it). */
+  watchDamage?(listener: (db: string, report: DamageReport) => void): void;
   /** Optional: calls `listener` after each automatic compaction of a database (or its failure), e.g. to log it. */
   watchCompactions?(listener: (db: string, outcome: CompactOutcome | Error, ms: number) => void): void;
   /** Finishes in-flight appends and releases files. */

@@ -17,6 +17,7 @@ import {
 } from '../format/index.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { fileSource } from './file-source.js';
+import { type JournalScan, scanJournal } from './journal-scan.js';
 
 /** Where a history stands: the last txid and the database checksum after it. */
 export interface Position {
@@ -94,32 +95,32 @@ export class JournalWriter {
     if (fs.fileSize(path) === 0) {
       JournalWriter.create(fs, path);
     }
-    const file = fs.open(path);
+    const scan = scanJournal(fs, path);
+    const problem = scan.headerProblem ?? scan.damage;
+    if (problem) throw new Error(`open journal ${path}: ${problem.message}`, { cause: problem });
+    return JournalWriter.fromScan(fs, scan);
+  }
+
+  /**
+   * Opens the journal `scan` describes for appending after its last valid snapshot, cutting whatever
+   * follows it (the caller decided it may go: a torn tail, or damage it has set aside).
+   */
+  static fromScan(fs: FileSystem, scan: JournalScan): JournalWriter {
+    const { header } = scan;
+    if (!header) throw new Error(`open journal ${scan.path}: it has no valid header`);
+    const file = fs.open(scan.path);
     try {
-      const reader = new JournalReader(fileSource(file));
-      let last: SnapshotInfo | undefined;
-      for (const s of reader.snapshots()) last = s;
-      const tail: Tail = {
-        end: reader.end,
-        txid: last?.txid ?? reader.header.baseTxid,
-        checksum: last?.postChecksum ?? reader.header.baseChecksum,
-        timestamp: last?.timestamp ?? 0,
-      };
-      if (reader.tornBytes > 0) {
-        file.truncate(reader.end);
+      const tail: Tail = { end: scan.end, ...scan.head, timestamp: scan.last?.timestamp ?? 0 };
+      if (file.size() > scan.end) {
+        file.truncate(scan.end);
         file.sync();
       }
-      return new JournalWriter(
-        file,
-        reader.header.journalId,
-        tail,
-        reader.tornBytes,
-        last,
-        reader.header.baseTxid,
-      );
+      const w = new JournalWriter(file, header.journalId, tail, scan.tailBytes, scan.last, header.baseTxid);
+      w.lastBefore = scan.lastBefore;
+      return w;
     } catch (e) {
       file.close();
-      throw new Error(`open journal ${path}: ${(e as Error).message}`, { cause: e });
+      throw new Error(`open journal ${scan.path}: ${(e as Error).message}`, { cause: e });
     }
   }
 

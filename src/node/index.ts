@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
 import { NodeFileSystem } from './node-fs.js';
 
-export type { HubOptions, MyceliteDatabase, MyceliteOptions } from '../api/open.js';
+export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
 
 import { lagsJournal, OpenError } from '../api/open.js';
@@ -33,8 +33,15 @@ export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
 export { JournalFormatError, PositionMismatchError } from '../format/errors.js';
 export { HubError } from '../protocol/errors.js';
-export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
-export { ReplicaOpenError } from '../replica/replica.js';
+export { ImageMismatchError } from '../replica/apply.js';
+export {
+  type AppliedSnapshot,
+  OtherHistoryError,
+  type ReplicaEvents,
+  type ReplicaState,
+  type ReplicaStatus,
+} from '../replica/follower.js';
+export { ReplicaOpenError, type ReplicaReset } from '../replica/replica.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
 export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-client.js';
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';

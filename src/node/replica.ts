@@ -22,6 +22,7 @@ import { checkHubOptions } from '../sync/writer-start.js';
 import { nodeRuntime } from './index.js';
 
 export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
+export type { ReplicaReset } from '../replica/replica.js';
 
 /** Options of `openReplica`. */
 export interface ReplicaOptions extends FollowOptions {
@@ -46,7 +47,8 @@ export interface ReplicaDatabase extends Omit<Database, 'close'> {
 /**
  * Opens the replica at `file` (creating it if missing) and follows the hub in the background: a new
  * replica starts from the hub's full image, an existing one from its own position. Resolves once the
- * files are open and any crash is recovered; `ready()` resolves once it has caught up.
+ * files are open and any crash is recovered; `ready()` resolves once it has caught up. A hub that now
+ * holds another history than the replica's is refused (OtherHistoryError) unless `options.reset`.
  */
 export async function openReplica(file: string, options: ReplicaOptions): Promise<ReplicaDatabase> {
   const bad = options?.hub

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'stale_epoch'
   | 'reset'
   | 'too_large'
+  | 'does_not_apply'
   | 'lease_held'
   | 'unavailable';
 
@@ -28,6 +29,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   stale_epoch: 409,
   reset: 409,
   too_large: 413,
+  does_not_apply: 422,
   lease_held: 423,
   unavailable: 503,
 };
@@ -47,6 +49,8 @@ export interface ErrorBody {
   journal?: string;
   limit?: number;
   offset?: number;
+  /** `does_not_apply`: the snapshot whose pages do not give the checksum it claims (decimal). */
+  txid?: string;
 }
 
 /** An error answer from a hub (thrown by clients; built by the hub). */

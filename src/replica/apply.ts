@@ -62,6 +62,57 @@ export class ChecksumMismatchError extends Error {
   }
 }
 
+/**
+ * A full image (a new replica's or a reset's) does not give the database its header names: the hub sent
+ * a damaged or lying image. Nothing was changed; the replica stays where it was.
+ */
+export class ImageMismatchError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ImageMismatchError';
+  }
+}
+
+/**
+ * The database checksum of the database a full image gives (pages it does not name are zeros), computed
+ * from its bytes alone, before anything is written. Throws ImageMismatchError when it is not the image's
+ * postChecksum, or when its body does not walk.
+ */
+export function checkImage(bytes: Uint8Array, h: SnapshotHeader): void {
+  const what = `the hub's image of txid ${h.txid}`;
+  let sum = 0n;
+  try {
+    let next = 1;
+    let pgno = 0;
+    let page: Uint8Array | undefined;
+    const zeros = (upTo: number): void => {
+      for (; next <= upTo; next++) sum ^= pageTerm(new Uint8Array(h.pageSize), next);
+    };
+    walkPatches(memorySource(bytes), 0, h, (p, offset, run) => {
+      if (p !== pgno) {
+        if (page) sum ^= pageTerm(page, pgno);
+        zeros(p - 1);
+        pgno = p;
+        next = p + 1;
+        page = new Uint8Array(h.pageSize);
+      }
+      page!.set(run, offset);
+    });
+    if (page) sum ^= pageTerm(page, pgno);
+    zeros(h.dbPages);
+  } catch (e) {
+    throw new ImageMismatchError(`${what} is damaged (${(e as Error).message}): nothing was changed`, {
+      cause: e,
+    });
+  }
+  if (sum !== h.postChecksum) {
+    throw new ImageMismatchError(
+      `${what} gives checksum ${hex(sum)}, not its postChecksum ${hex(h.postChecksum)}: ` +
+        'the hub sent a damaged image, nothing was changed',
+    );
+  }
+}
+
 /** A reader kept SQLite's lock too long: nothing was applied; try again. */
 export class ApplyBusyError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -105,6 +156,21 @@ export class ReplicaFile {
       throw e;
     }
     return db;
+  }
+
+  /**
+   * Lets SQLite roll back what a failed commit left (a hot journal: the commit did not happen), so that
+   * the file can be checked as it is. A read does it, as when the connection is opened.
+   */
+  settle(): void {
+    try {
+      // A page size change that failed to reconnect left the connection closed: open it again.
+      if (!this.db.open) this.db = this.connect();
+      this.db.pragma('schema_version');
+    } catch (e) {
+      if (isBusy(e)) throw new ApplyBusyError('the replica database is busy', { cause: e });
+      throw e;
+    }
   }
 
   /** Page size and size in pages of the file as it is (0, 0 when empty). */

@@ -5,11 +5,12 @@
  */
 import { type FileHeader, JournalFormatError, type SnapshotInfo } from '../format/index.js';
 import type { Position } from '../journal/journal-writer.js';
-import { DEAD_STREAM_MS, HubError, StreamParser, samePosition } from '../protocol/index.js';
+import { DEAD_STREAM_MS, HubError, StreamParser, samePosition, toHex } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
 import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
-import { BATCH_BYTES, batchCost, type ReplicaStore } from './replica.js';
+import { sameId } from './kept.js';
+import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
 
 export type ReplicaState = 'connecting' | 'catching-up' | 'live' | 'offline' | 'error' | 'closed';
 
@@ -32,8 +33,12 @@ export interface ReplicaEvents {
   [event: string]: unknown;
   snapshot: AppliedSnapshot;
   status: ReplicaStatus;
-  /** The replica threw its history away and restarted from the hub's image. */
-  reset: { from: Position | undefined; to: Position };
+  /**
+   * The replica started a history from the hub's image: a new replica, a reset within its history (its
+   * position is no longer on the hub), or another history adopted with the `reset` option. The old
+   * history is kept at `keptAt` (see ReplicaReset).
+   */
+  reset: ReplicaReset;
 }
 
 export interface FollowOptions {
@@ -45,6 +50,33 @@ export interface FollowOptions {
   maxBackoffMs?: number;
   /** Wait before asking again for a database the hub does not have yet (ms; default 1000). */
   notFoundRetryMs?: number;
+  /**
+   * Adopt the history the hub holds when the replica connects, even when it is another one than the
+   * replica's (another journal id: the hub's database was replaced or recreated). The replica then starts
+   * from the hub's image and keeps its old database and journal aside (event `reset`, `keptAt`). Without
+   * it such a hub is refused (OtherHistoryError, state `error`), and so is any later change of history.
+   */
+  reset?: boolean;
+}
+
+/**
+ * The hub holds another history of the database (another journal id) than the one the replica follows:
+ * the replica was left as it is. Opening it with `reset: true` (`mycelite follow --reset`) adopts it.
+ */
+export class OtherHistoryError extends Error {
+  constructor(
+    readonly hub: { journalId: Uint8Array; txid: bigint },
+    readonly replica: { journalId: Uint8Array; txid: bigint },
+    db: string,
+  ) {
+    super(
+      `the hub holds another history of ${db} (journal ${toHex(hub.journalId).slice(0, 8)}…, head txid ${hub.txid}) ` +
+        `than this replica (journal ${toHex(replica.journalId).slice(0, 8)}…, txid ${replica.txid}): its ` +
+        'database was replaced or recreated. The replica was left as it is; to follow the new history, ' +
+        'open it with { reset: true } (mycelite follow --reset), which keeps its database and journal aside',
+    );
+    this.name = 'OtherHistoryError';
+  }
 }
 
 const yes = (): boolean => true;
@@ -72,6 +104,8 @@ export class Follower {
   private running: Promise<void> | undefined;
   private closed = false;
   private wantReset = false;
+  /** The `reset` option, until the replica has accepted the hub's history once. */
+  private mayAdopt: boolean;
   private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private isReady = false;
   private fatal: Error | undefined;
@@ -82,6 +116,7 @@ export class Follower {
     private readonly options: FollowOptions,
   ) {
     this.client = new HubClient(options.hub);
+    this.mayAdopt = options.reset ?? false;
     this.current = { state: 'connecting', txid: store.position?.txid ?? 0n };
   }
 
@@ -91,6 +126,11 @@ export class Follower {
 
   position(): Position | undefined {
     return this.store.position;
+  }
+
+  /** The error that stopped the follower (state `error`), if it stopped. */
+  get failure(): Error | undefined {
+    return this.fatal;
   }
 
   /** Starts following live in the background. */
@@ -178,7 +218,7 @@ export class Follower {
           this.wantReset = true;
           continue;
         }
-        if (err instanceof HubError && FATAL.has(err.code)) throw err;
+        if ((err instanceof HubError && FATAL.has(err.code)) || err instanceof OtherHistoryError) throw err;
         if (err instanceof HubError && err.code === 'not_found') {
           this.setStatus({ state: 'connecting', lastError: err.message });
           await this.pause(this.options.notFoundRetryMs ?? 1000);
@@ -203,6 +243,8 @@ export class Follower {
     if (this.closed) return;
     // An apply that failed half-way (readers kept the database busy, an I/O error) is finished first.
     if (this.store.dirty) await this.store.recover();
+    const finished = this.store.takeFinishedReset();
+    if (finished) this.events.emit('reset', finished);
     this.setStatus({ state: this.current.state === 'live' ? 'connecting' : this.current.state });
     const state = await this.client.state(abort.signal);
     if (!state) {
@@ -213,7 +255,10 @@ export class Follower {
     }
     this.noteHub(state.head.txid);
     const pos = this.store.position;
-    const image = this.wantReset || !pos;
+    const other = this.otherHistory(state.journalId, state.head.txid);
+    // A reset is asked for once: if its image fails, the next connection asks from the position again.
+    const image = this.wantReset || !pos || other;
+    this.wantReset = false;
     const body = await this.client.read(
       image
         ? { follow, signal: abort.signal }
@@ -273,19 +318,22 @@ export class Follower {
           if (item.kind === 'beat') continue;
           if (item.kind === 'header') {
             header = item.header;
-            if (!image) this.checkHeader(header, pos!);
+            if (image) this.otherHistory(header.journalId, header.baseTxid + 1n);
+            else {
+              this.checkHeader(header, pos!);
+              this.mayAdopt = false;
+            }
             continue;
           }
           if (this.closed) return;
           const h = item.header;
           if (first) {
-            const from = this.store.position;
-            const applied = await this.store.reset(header!, item.bytes, h);
+            const { snapshot, reset } = await this.store.reset(header!, item.bytes, h);
             first = false;
-            this.wantReset = false;
-            this.events.emit('reset', { from, to: { txid: h.txid, checksum: h.postChecksum } });
+            this.mayAdopt = false;
+            this.events.emit('reset', reset);
             onData?.();
-            this.applied([applied]);
+            this.applied([snapshot]);
             continue;
           }
           const cost = batchCost({ bytes: item.bytes, header: h });
@@ -316,11 +364,29 @@ export class Follower {
     this.checkCaughtUp();
   }
 
+  /**
+   * True when the hub's history `journalId` (at `txid`) is another one than the replica's and the user
+   * allowed adopting it; throws OtherHistoryError when they did not. False for the same history, and
+   * for a replica without one yet.
+   */
+  private otherHistory(journalId: Uint8Array, txid: bigint): boolean {
+    const ours = this.store.journalId;
+    const pos = this.store.position;
+    if (!ours || !pos || sameId(ours, journalId)) return false;
+    if (this.mayAdopt) return true;
+    throw new OtherHistoryError(
+      { journalId, txid },
+      { journalId: ours, txid: pos.txid },
+      this.options.hub.db,
+    );
+  }
+
   /** The stream must continue our own history from our exact position. */
   private checkHeader(h: FileHeader, pos: Position): void {
-    const ours = this.store.journalId!;
-    const same = h.journalId.every((b, i) => b === ours[i]);
-    if (!same || !samePosition({ txid: h.baseTxid, checksum: h.baseChecksum }, pos)) {
+    if (
+      !sameId(h.journalId, this.store.journalId!) ||
+      !samePosition({ txid: h.baseTxid, checksum: h.baseChecksum }, pos)
+    ) {
       throw new HubError({
         error: 'reset',
         message: `the hub's stream starts at ${h.baseTxid} of another history than the replica's ${pos.txid}`,

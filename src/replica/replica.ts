@@ -8,6 +8,11 @@
  * journal (one fsync), apply in one SQLite transaction, run the post step, clear the marker. At open, a
  * set marker is resolved by checksums: the database is at the (last) snapshot (finish the post step),
  * before the first (redo them), or neither (rebuild it from the journal).
+ *
+ * A reset (a full image starting a history) keeps the old journal until the image has been checked and
+ * applied: the new journal is made beside it (`journal.reset`), the marker names the reset and where the
+ * old history is kept, the image is applied in one SQLite transaction, and only then is the old journal
+ * moved aside and the new one renamed in (see `reset` and `resolveReset`).
  */
 
 import type { Runtime } from '../api/open.js';
@@ -16,9 +21,12 @@ import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
   checkSnapshotChecksum,
   decodeSnapshotHeader,
+  encodeFileHeader,
   type FileHeader,
   FLAG_FULL_IMAGE,
+  FORMAT_VERSION,
   hex,
+  JournalFormatError,
   JournalReader,
   loadHash,
   SNAPSHOT_HEADER_SIZE,
@@ -33,21 +41,29 @@ import { installMyceliteVfs } from '../vfs/vfs.js';
 import {
   ApplyBusyError,
   ChecksumMismatchError,
+  checkImage,
   type EncodedSnapshot,
+  ImageMismatchError,
   type PostStep,
   ReplicaFile,
   unpack,
 } from './apply.js';
+import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, sameId } from './kept.js';
 
 const VFS_NAME = 'mycelite';
 /**
- * Marker: 1 (one snapshot) or 2 (a batch), the post step (28 bytes), then for a batch 24 more bytes. Always
- * written whole, so the file's size never changes: after a power loss a file's data and its size can come
- * from different writes, and a batch marker cut to a single one's size read as offset 0.
+ * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
+ * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept. Always
+ * written whole, at least MARKER_SIZE bytes (zeros after), so the file's size never shrinks: after a power
+ * loss a file's data and its size can come from different writes, and a batch marker cut to a single
+ * one's size read as offset 0.
  */
 const MARKER_SIZE = 53;
 const MARKER_ONE = 1;
 const MARKER_BATCH = 2;
+const MARKER_RESET = 3;
+/** Longest suffix of a kept history in a reset's marker (bytes). */
+const MAX_KEPT_SUFFIX = 256;
 /** Most memory the pages of one batch may take (bytes), see `batchCost`. */
 export const BATCH_BYTES = 32 << 20;
 
@@ -66,6 +82,21 @@ interface Marker extends PostStep {
   /** For a batch: where its first snapshot starts in the journal, and its preChecksum. */
   offset?: number;
   pre?: bigint;
+  /** For a reset: the suffix of the database's path the old history goes to; '' for none. */
+  kept?: string;
+}
+
+/**
+ * What a reset did: the history the replica had (undefined for a new replica) and the one it has now,
+ * whether that is another history (another journal id, adopted only when the user asked for it), and
+ * where the old one is kept: its journal at `${keptAt}-mycelite/journal` and, after another history was
+ * adopted, its database at `keptAt` (a whole replica: `mycelite log/restore/verify` read it).
+ */
+export interface ReplicaReset {
+  from: Position | undefined;
+  to: Position;
+  otherHistory: boolean;
+  keptAt: string | undefined;
 }
 /** How long an apply keeps retrying while readers hold the database (ms). */
 const BUSY_RETRY_MS = 60_000;
@@ -87,7 +118,10 @@ export class ReplicaStore {
   private markerTxid = 0n;
   private markerFirst = 0n;
   private markerPre = 0n;
+  private markerReset = false;
   private interrupted = false;
+  /** A reset that recovery finished (it crashed or failed after its apply): reported once. */
+  private finishedReset: ReplicaReset | undefined;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
 
@@ -98,10 +132,7 @@ export class ReplicaStore {
     private readonly sqlite3: Sqlite3,
     private readonly marker: FileHandle,
     private readonly release: () => void,
-    journal: JournalWriter | undefined,
-  ) {
-    this.journal = journal;
-  }
+  ) {}
 
   /** Opens (creating if missing) the replica at `path` and recovers from a crash. */
   static async open(rt: Runtime, path: string): Promise<ReplicaStore> {
@@ -112,7 +143,9 @@ export class ReplicaStore {
     const missing = missingDirectory((f) => fs.exists(f), dbPath);
     if (missing) throw new ReplicaOpenError(`cannot open replica ${path}: ${missing}`);
     const hasJournal = fs.fileSize(p.journal) > 0;
-    if (!hasJournal && fs.fileSize(dbPath) > 0) {
+    // A reset that did not finish may have moved the old journal aside before renaming the new one in.
+    const resetting = fs.exists(p.replica) && fs.exists(resetPath(p.journal));
+    if (!hasJournal && !resetting && fs.fileSize(dbPath) > 0) {
       throw new ReplicaOpenError(
         `${path} exists and is not a replica (it has no ${p.journal}): choose a new file for the replica, or move ${path} away`,
       );
@@ -133,23 +166,21 @@ export class ReplicaStore {
       );
     }
     let marker: FileHandle | undefined;
-    let journal: JournalWriter | undefined;
     let file: ReplicaFile | undefined;
+    let store: ReplicaStore | undefined;
     try {
       installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
       if (creating) fs.syncDir(dbPath);
-      if (!hasJournal)
-        writeFileAtomic(fs, p.replica, (f) => f.write(new TextEncoder().encode('replica\n'), 0));
+      if (!hasJournal && !resetting) writeFileAtomic(fs, p.replica, (f) => f.write(REPLICA_TAG, 0));
       file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
       marker = fs.open(p.inflight, { create: true });
-      if (hasJournal) journal = openJournal(fs, p.journal, readMarker(marker));
-      const store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release(), journal);
+      store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release());
       await store.recover();
       return store;
     } catch (e) {
       file?.close();
-      journal?.close();
+      store?.journal?.close();
       marker?.close();
       lock?.release();
       if (e instanceof ReplicaOpenError) throw e;
@@ -162,7 +193,13 @@ export class ReplicaStore {
     const last = this.journal?.last;
     if (!last) return undefined;
     // While snapshots are being applied (or their apply failed), the database is still before them.
-    if (this.markerSet && this.markerFirst <= last.txid && this.markerTxid >= last.txid) {
+    // (A reset's marker names the new history, not the journal: recovery settles which one holds.)
+    if (
+      this.markerSet &&
+      !this.markerReset &&
+      this.markerFirst <= last.txid &&
+      this.markerTxid >= last.txid
+    ) {
       const checksum = this.markerFirst === last.txid ? last.preChecksum : this.markerPre;
       return this.markerFirst > 1n ? { txid: this.markerFirst - 1n, checksum } : undefined;
     }
@@ -251,45 +288,178 @@ export class ReplicaStore {
   }
 
   /**
-   * Replaces the history with a new one starting at a full image (a new replica, or a reset): the new
-   * journal is made aside and renamed into place, then the image is applied in place (readers of the
-   * database see the old data, then the new, never a mix).
+   * Replaces the history with a new one starting at a full image (a new replica, or a reset), keeping
+   * the old one until the new one is in place:
+   *
+   * 1. the image is checked against its own postChecksum before anything is written (a damaged or
+   *    lying image changes nothing: ImageMismatchError);
+   * 2. the new journal is written and fsynced beside the old one (`journal.reset`);
+   * 3. the marker is set: a reset, its post step, and the name the old history will be kept under;
+   * 4. for another history (another journal id), the database is copied there first;
+   * 5. the image is applied in place, in one SQLite transaction (readers see the old data, then the new);
+   * 6. the old journal is moved aside (`KEPT-mycelite/journal`), the new one renamed in, the post step
+   *    run and the marker cleared.
+   *
+   * A crash or error before step 5 commits leaves the old history (recovery deletes the new journal);
+   * after it, recovery finishes steps 6 (`resolveReset`). Whether another history may be adopted at all
+   * is the caller's decision (the follower asks the user).
    */
-  async reset(stream: FileHeader, bytes: Uint8Array, h: SnapshotHeader): Promise<SnapshotInfo> {
+  async reset(
+    stream: FileHeader,
+    bytes: Uint8Array,
+    h: SnapshotHeader,
+  ): Promise<{ snapshot: SnapshotInfo; reset: ReplicaReset }> {
     if ((h.flags & FLAG_FULL_IMAGE) === 0)
       throw new Error(`snapshot ${h.txid} starts a history but is not a full image`);
+    checkImage(bytes, h);
+    if (this.markerSet) await this.recover();
     const { fs } = this.rt;
-    const p = journalPaths(this.dbPath);
-    const tmp = `${p.journal}.reset`;
-    JournalWriter.create(fs, tmp, {
+    const tmp = resetPath(this.journalPath);
+    // Written in place (not through a temp file of its own: a crash would leave one no recovery knows);
+    // the marker below is what says it is whole.
+    const header = encodeFileHeader({
+      version: FORMAT_VERSION,
       journalId: stream.journalId,
+      createdAt: Date.now(),
       baseTxid: stream.baseTxid,
       baseChecksum: stream.baseChecksum,
     });
-    const fresh = JournalWriter.open(fs, tmp);
-    let info: SnapshotInfo;
+    const out = fs.open(tmp, { create: true });
     try {
-      info = fresh.appendEncoded(bytes, h, true);
+      out.truncate(0);
+      out.write(header, 0);
+    } finally {
+      out.close();
+    }
+    const fresh = JournalWriter.open(fs, tmp);
+    let snapshot: SnapshotInfo;
+    try {
+      snapshot = fresh.appendEncoded(bytes, h, true);
     } finally {
       fresh.close();
     }
+    fs.syncDir(tmp);
+    const old = this.journal?.last ? this.journal : undefined;
+    const suffix = old ? keptSuffix(fs, this.dbPath, old.journalId, old.position.txid) : '';
+    const kept = suffix ? this.dbPath + suffix : undefined;
     const step = this.file.plan(bytes, h);
-    this.setMarker(step);
-    this.journal?.close();
-    this.journal = undefined;
-    fs.rename(tmp, p.journal);
-    fs.syncDir(p.journal);
-    this.journal = JournalWriter.open(fs, p.journal);
-    await this.applyAndFinish(() => this.file.apply(bytes, h, 0n), step);
+    this.setMarker(step, undefined, suffix);
+    try {
+      if (kept && old && !sameId(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
+      await this.applyRetrying(() => this.file.apply(bytes, h, 0n));
+    } catch (e) {
+      if (!(e instanceof ChecksumMismatchError)) throw e; // the marker stays: recover() settles it
+      this.undoReset(kept);
+      await this.recover(); // a page size change before the mismatch is undone too
+      throw new ImageMismatchError(`${e.message}: nothing was changed`, { cause: e });
+    }
+    const reset = this.swapIn(kept);
+    await this.finishStep(step);
     this.clearMarker();
-    return info;
+    return { snapshot, reset };
+  }
+
+  /** A reset that recovery finished since the last call (to report it), or undefined. */
+  takeFinishedReset(): ReplicaReset | undefined {
+    const r = this.finishedReset;
+    this.finishedReset = undefined;
+    return r;
   }
 
   /**
-   * Makes the database agree with the journal after a crash or a failed apply: roll back SQLite's hot
-   * journal (done by opening), then resolve the inflight marker or a size that disagrees.
+   * Settles a reset that did not finish (a crash, or an error after its marker was set): when the
+   * database holds the new journal's image (its checksum says so), or the old journal was already moved
+   * aside, the swap is finished; otherwise the database is still the old one, and the new journal (and
+   * a copy of the database made for it) is deleted.
+   */
+  private resolveReset(): void {
+    const { fs } = this.rt;
+    const tmp = resetPath(this.journalPath);
+    if (!fs.exists(tmp)) return;
+    const m = this.readMarker();
+    const image = m?.kept !== undefined ? newImage(fs, tmp) : undefined;
+    const kept = m?.kept ? this.dbPath + m.kept : undefined;
+    if (m?.kept !== undefined && image && (!fs.exists(this.journalPath) || this.holds(image, m.counter))) {
+      this.finishedReset = this.swapIn(kept);
+      return;
+    }
+    this.undoReset(kept);
+  }
+
+  /** True when the database, with page 1's `counter` bytes, is at snapshot `s`. */
+  private holds(s: SnapshotHeader, counter: Uint8Array): boolean {
+    const shape = this.file.shape();
+    if (shape.pageSize !== s.pageSize || this.rt.fs.fileSize(this.dbPath) < s.dbPages * s.pageSize)
+      return false;
+    return this.file.checksum({ pageSize: s.pageSize, pages: s.dbPages }, counter) === s.postChecksum;
+  }
+
+  /**
+   * Forgets a reset whose image was not applied: the new journal, and a copy of the database made for
+   * it, go. (Were the old journal already moved aside — only if the new journal became unreadable since
+   * — it comes back, and recovery rebuilds the database from it.)
+   */
+  private undoReset(kept: string | undefined): void {
+    const { fs } = this.rt;
+    const k = kept ? journalPaths(kept) : undefined;
+    if (k && fs.exists(k.journal) && !fs.exists(this.journalPath)) {
+      fs.rename(k.journal, this.journalPath);
+      fs.syncDir(this.journalPath);
+    }
+    if (kept && k && !fs.exists(k.journal)) {
+      fs.delete(`${kept}.partial`);
+      fs.delete(kept, true);
+    }
+    fs.delete(resetPath(this.journalPath), true);
+    if (this.markerReset || this.readMarker()?.kept !== undefined) this.clearMarker();
+  }
+
+  /**
+   * Moves the old journal aside to `kept` (a replica's directory: journal and replica tag) and renames
+   * the new one in. A crash between the two renames leaves no journal: open() sees `journal.reset` and
+   * recovery finishes here.
+   */
+  private swapIn(kept: string | undefined): ReplicaReset {
+    const { fs } = this.rt;
+    const p = journalPaths(this.dbPath);
+    const tmp = resetPath(p.journal);
+    const after = historyOf(fs, tmp)!;
+    const before = fs.exists(p.journal)
+      ? historyOf(fs, p.journal)
+      : kept
+        ? historyOf(fs, journalPaths(kept).journal)
+        : undefined;
+    this.journal?.close();
+    this.journal = undefined;
+    if (kept && fs.exists(p.journal)) {
+      const k = journalPaths(kept);
+      fs.mkdir(k.dir);
+      if (!fs.exists(k.replica)) writeFileAtomic(fs, k.replica, (f) => f.write(REPLICA_TAG, 0));
+      fs.rename(p.journal, k.journal);
+      fs.syncDir(k.journal);
+    }
+    fs.rename(tmp, p.journal);
+    fs.syncDir(p.journal);
+    this.journal = JournalWriter.open(fs, p.journal);
+    return {
+      from: before?.last ? positionOf(before) : undefined,
+      to: positionOf(after),
+      otherHistory: before?.last !== undefined && !sameId(before.journalId, after.journalId),
+      keptAt: before?.last ? kept : undefined,
+    };
+  }
+
+  /**
+   * Makes the database agree with the journal after a crash or a failed apply: let SQLite roll back a
+   * hot journal, settle a reset that did not finish, then resolve the inflight marker or a size that
+   * disagrees.
    */
   async recover(): Promise<void> {
+    this.file.settle();
+    this.resolveReset();
+    const p = journalPaths(this.dbPath);
+    if (!this.journal && this.rt.fs.fileSize(p.journal) > 0)
+      this.journal = openJournal(this.rt.fs, p.journal, this.readMarker());
     const last = this.journal?.last;
     const m = this.readMarker();
     const shape = this.file.shape();
@@ -392,17 +562,22 @@ export class ReplicaStore {
   }
 
   private async applyAndFinish(apply: () => void, step: PostStep): Promise<void> {
+    await this.applyRetrying(apply);
+    await this.finishStep(step);
+  }
+
+  /** Runs `apply`, again while readers keep the database busy (up to BUSY_RETRY_MS). */
+  private async applyRetrying(apply: () => void): Promise<void> {
     const until = Date.now() + BUSY_RETRY_MS;
     for (;;) {
       try {
         apply();
-        break;
+        return;
       } catch (e) {
         if (!(e instanceof ApplyBusyError) || Date.now() > until || this.interrupted) throw e;
         await sleep(20);
       }
     }
-    await this.finishStep(step);
   }
 
   private async finishStep(step: PostStep): Promise<void> {
@@ -429,15 +604,25 @@ export class ReplicaStore {
     return this.markerSet;
   }
 
-  /** Sets the marker for the apply of `step`'s snapshot, or of the batch from `batch.first` to it. */
-  private setMarker(step: PostStep, batch?: { first: bigint; offset: number; pre: bigint }): void {
+  /**
+   * Sets the marker for the apply of `step`'s snapshot, or of the batch from `batch.first` to it, or,
+   * with `kept` (the suffix of the database's path its old history goes to, '' for none), of a reset.
+   */
+  private setMarker(
+    step: PostStep,
+    batch?: { first: bigint; offset: number; pre: bigint },
+    kept?: string,
+  ): void {
+    const name = new TextEncoder().encode(kept ?? '');
+    if (name.length > MAX_KEPT_SUFFIX) throw new Error(`suffix too long: ${kept}`);
     this.markerSet = true;
+    this.markerReset = kept !== undefined;
     this.markerTxid = step.txid;
     this.markerFirst = batch?.first ?? step.txid;
     this.markerPre = batch?.pre ?? 0n;
-    const b = new Uint8Array(MARKER_SIZE);
+    const b = new Uint8Array(Math.max(MARKER_SIZE, kept !== undefined ? 31 + name.length : 0));
     const v = new DataView(b.buffer);
-    b[0] = batch ? MARKER_BATCH : MARKER_ONE;
+    b[0] = batch ? MARKER_BATCH : kept !== undefined ? MARKER_RESET : MARKER_ONE;
     v.setBigUint64(1, step.txid, true);
     v.setUint32(9, step.pageSize, true);
     v.setUint32(13, step.dbPages, true);
@@ -447,6 +632,10 @@ export class ReplicaStore {
       v.setBigUint64(37, BigInt(batch.offset), true);
       v.setBigUint64(45, batch.pre, true);
     }
+    if (kept !== undefined) {
+      v.setUint16(29, name.length, true);
+      b.set(name, 31);
+    }
     this.marker.write(b, 0);
     this.marker.sync();
   }
@@ -454,6 +643,7 @@ export class ReplicaStore {
   private clearMarker(): void {
     this.marker.write(new Uint8Array([0]), 0);
     this.markerSet = false;
+    this.markerReset = false;
   }
 
   private readMarker(): Marker | undefined {
@@ -469,8 +659,8 @@ export class ReplicaStore {
 }
 
 function readMarker(file: FileHandle): Marker | undefined {
-  const b = readAt(file, 0, MARKER_SIZE);
-  if (b[0] !== MARKER_ONE && b[0] !== MARKER_BATCH) return undefined;
+  const b = readAt(file, 0, 31 + MAX_KEPT_SUFFIX);
+  if (b[0] !== MARKER_ONE && b[0] !== MARKER_BATCH && b[0] !== MARKER_RESET) return undefined;
   const v = new DataView(b.buffer);
   const txid = v.getBigUint64(1, true);
   const m: Marker = {
@@ -485,7 +675,25 @@ function readMarker(file: FileHandle): Marker | undefined {
     m.offset = Number(v.getBigUint64(37, true));
     m.pre = v.getBigUint64(45, true);
   }
+  if (b[0] === MARKER_RESET) {
+    const n = Math.min(v.getUint16(29, true), MAX_KEPT_SUFFIX);
+    m.kept = new TextDecoder().decode(b.subarray(31, 31 + n));
+  }
   return m;
+}
+
+/** The image a reset's new journal holds, or undefined when the file is not a whole one. */
+function newImage(fs: FileSystem, path: string): SnapshotInfo | undefined {
+  try {
+    return historyOf(fs, path)?.last;
+  } catch (e) {
+    if (e instanceof JournalFormatError) return undefined;
+    throw e;
+  }
+}
+
+function positionOf(h: History): Position {
+  return h.last ? { txid: h.last.txid, checksum: h.last.postChecksum } : h.base;
 }
 
 /**

@@ -81,6 +81,24 @@ export function redo(
 }
 
 /**
+ * Where a redo for `marker` (the point a database file was durable at) starts: the marker itself, or the
+ * latest point before it when compaction merged it away (redoing more is safe); undefined when the
+ * history has the marker's txid with another checksum (another history).
+ */
+export function redoPoint(
+  journal: ByteSource,
+  marker: { txid: bigint; checksum: bigint },
+): { txid: bigint; checksum: bigint } | undefined {
+  let from = { txid: 0n, checksum: 0n };
+  for (const s of new JournalReader(journal, { merged: true }).snapshots()) {
+    if (s.txid > marker.txid) break;
+    if (s.txid === marker.txid && s.postChecksum !== marker.checksum) return undefined;
+    from = { txid: s.txid, checksum: s.postChecksum };
+  }
+  return from;
+}
+
+/**
  * Applies `snaps` in order to `pages` and flushes it. Each body is read once: hashed as it is applied,
  * and its checksum compared at the end; a bad snapshot stops it (the caller throws the file away or
  * rebuilds). With `imageFirst`, a plain image first in line is copied in runs (see writeImage).
@@ -106,7 +124,7 @@ function applySnapshots(
  * hashed are allowed, skipping ahead is not); `matches()` then says whether body ‖ header hash to the
  * snapshot's trailer.
  */
-function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { matches(): boolean } {
+export function hashingSource(journal: ByteSource, s: SnapshotInfo): ByteSource & { matches(): boolean } {
   const hash = createXxh64();
   const bodyEnd = s.offset + s.length - SNAPSHOT_TRAILER_SIZE;
   let hashed = s.offset + SNAPSHOT_HEADER_SIZE;

@@ -7,6 +7,7 @@ import { journalPaths } from '../api/paths.js';
 import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
+  FLAG_OUTSIDE,
   hex,
   JournalFormatError,
   JournalReader,
@@ -14,8 +15,10 @@ import {
   type SnapshotInfo,
 } from '../format/index.js';
 import { type HistorySource, openHistory } from '../history/source.js';
+import { readSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
-import { replay, type Target } from './replay.js';
+import { ShadowFile } from '../storage/shadow-file.js';
+import { redo, redoPoint, replay, type Target } from './replay.js';
 
 /** Options of restoreDatabase. */
 export interface RestoreOptions {
@@ -59,6 +62,11 @@ export interface VerifyResult {
   tornBytes: number;
   /** What is wrong, when not ok. */
   problem?: string;
+  /**
+   * When ok although the file differs from the replay: the recovery the next open for writing will do
+   * (a writer ended without closing, so the file lags the journal; it redoes the snapshots named here).
+   */
+  pending?: string;
   /** Byte offset in the journal, and the txid expected there, when the journal itself is damaged. */
   offset?: number;
   txid?: bigint;
@@ -107,7 +115,9 @@ export async function verifyDatabase(
     const db = fs.open(dbPath, { readonly: true });
     try {
       const problem = firstDifference(db, out);
-      return problem ? { ...base, ok: false, problem } : { ...base, ok: true };
+      if (!problem) return { ...base, ok: true };
+      const pending = pendingRecovery(fs, dbPath, history!, db, out, `${tempPath}.spill`, lastTxid);
+      return pending ? { ...base, ok: true, pending } : { ...base, ok: false, problem };
     } finally {
       db.close();
     }
@@ -115,6 +125,48 @@ export async function verifyDatabase(
     out.close();
     fs.delete(tempPath);
     history?.close();
+  }
+}
+
+/**
+ * Why the database file `db` may differ from the journal's replay `replayed` without damage: a writer
+ * with journal durability ended without closing (its synced marker is behind the journal's head and no
+ * writer holds the database), and redoing the snapshots after the marker, as the next open will, gives
+ * exactly the replay. Undefined otherwise (the difference is real). Nothing is written to `db`.
+ */
+function pendingRecovery(
+  fs: FileSystem,
+  dbPath: string,
+  history: HistorySource,
+  db: FileHandle,
+  replayed: FileHandle,
+  spillPath: string,
+  head: bigint,
+): string | undefined {
+  const paths = journalPaths(dbPath);
+  const lock = fs.tryLockExclusive?.(paths.lock);
+  if (fs.tryLockExclusive && !lock) return undefined; // a live writer: no recovery is pending
+  try {
+    const marker = readSyncedMarker(fs, paths.synced);
+    if (marker === undefined || marker === 'bad' || !marker.holdsWrites || marker.txid >= head)
+      return undefined;
+    const from = redoPoint(history.source, marker);
+    if (!from) return undefined;
+    const shadow = new ShadowFile(db, fs, spillPath);
+    try {
+      redo(history.source, shadow, from);
+      if (firstDifference(shadow, replayed)) return undefined;
+    } catch {
+      return undefined;
+    } finally {
+      shadow.discard();
+    }
+    return (
+      `recovery pending: the database file lags its journal since txid ${marker.txid} (its writer ended ` +
+      `without closing it); the next open for writing redoes txids ${from.txid + 1n}..${head}`
+    );
+  } finally {
+    lock?.release();
   }
 }
 
@@ -135,6 +187,8 @@ export interface LogEntry {
   checkpoint: boolean;
   /** Where the snapshot is kept: the compacted history or the live journal. */
   in: 'history' | 'journal';
+  /** The change was made outside Mycelite (another program wrote the file) and recorded when noticed. */
+  outside: boolean;
 }
 
 /** Lists the snapshots of the database's journal. */
@@ -151,6 +205,7 @@ export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerat
         mergedFrom,
         checkpoint: (s.flags & FLAG_FULL_IMAGE) !== 0,
         in: s.offset < history.journalStart ? 'history' : 'journal',
+        outside: (s.flags & FLAG_OUTSIDE) !== 0,
         txid: s.txid,
         timestamp: s.timestamp,
         pages: s.patchCount,

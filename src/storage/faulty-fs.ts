@@ -37,9 +37,11 @@ export class InjectedFault extends Error {
  * `replica` (the marker), `synced` (journal durability's marker), `dir` (the journal directory), `journal-reset` (a replica's new journal),
  * `journal-tmp` (a compaction's rewritten journal), `history` (the history file and its temp file), `compact` (a compaction's scratch database and lock),
  * `rollback` (SQLite's `-journal`, or where journal durability keeps it),
+ * `kept` (a history a replica's reset kept aside: `DB.replaced-…`, its journal directory and files),
  * `wal`, `tmp` (an atomic write's temp file), `temp` (SQLite's temp files) or `db`.
  */
 export function roleOf(path: string): string {
+  if (/\.replaced-[^/]*(\/[^/]*)?$/.test(path)) return 'kept';
   if (/-mycelite\/journal$/.test(path)) return 'journal';
   if (/-mycelite$/.test(path)) return 'dir';
   if (/-mycelite\/journal\.reset$/.test(path)) return 'journal-reset';

@@ -79,6 +79,11 @@ export function writeFileAtomic(fs: FileSystem, path: string, write: (file: File
     throw e;
   }
   f.close();
-  fs.rename(tmp, path);
+  try {
+    fs.rename(tmp, path);
+  } catch (e) {
+    fs.delete(tmp);
+    throw e;
+  }
   fs.syncDir(path);
 }

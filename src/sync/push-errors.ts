@@ -82,6 +82,12 @@ export function fatalFromHub(e: HubError, where: { url: string; db: string; toke
         e.code,
         { cause: e },
       );
+    case 'does_not_apply':
+      return new SyncError(
+        `the hub refused snapshot ${e.body.txid ?? '?'} of ${at}: it does not apply (its pages do not give the database checksum it claims), so this database was changed outside Mycelite or its journal is damaged; nothing was stored and pushing stopped. Run \`mycelite verify\` on this database`,
+        e.code,
+        { cause: e },
+      );
     case 'bad_body':
       return new SyncError(
         `the hub refused snapshots of this journal as invalid (${e.message}): check it with \`mycelite verify\``,

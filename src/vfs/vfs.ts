@@ -140,6 +140,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       try {
         const f = file(pFile);
         const ok = f.handle.lock ? f.handle.lock(level as LockLevel) : f.locks!.lock(level as LockLevel);
+        if (ok) f.capture?.onLock(level);
         return ok ? 0 : capi.SQLITE_BUSY;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_LOCK);
@@ -147,7 +148,12 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
     xRead(pFile: number, pDest: number, n: number, offset: bigint | number): number {
       try {
-        const got = file(pFile).handle.read(heap(pDest, n), Number(offset));
+        const f = file(pFile);
+        const at = Number(offset);
+        const dest = heap(pDest, n);
+        const got = f.handle.read(dest, at);
+        // A transaction's first look at the header: was the file written by another program meanwhile?
+        if (f.capture && at < 28) f.capture.onRead(at, dest);
         return got < n ? capi.SQLITE_IOERR_SHORT_READ : 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_READ);

@@ -8,11 +8,21 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { decodeFileHeader, JournalReader, loadHash, memorySource } from '../../src/format/index.js';
+import {
+  decodeFileHeader,
+  encodeSnapshotHeader,
+  JournalReader,
+  loadHash,
+  memorySource,
+  SNAPSHOT_HEADER_SIZE,
+  SNAPSHOT_TRAILER_SIZE,
+  walkPatches,
+  xxh64,
+} from '../../src/format/index.js';
 import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
 import { type EncodedSnapshot, type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../../src/node/index.js';
-import { type StreamItem, StreamParser } from '../../src/protocol/index.js';
+import { type StreamItem, StreamParser, unpackSnapshot } from '../../src/protocol/index.js';
 
 /** bin/mycelite.js of this checkout (tests run from dist/test/). */
 export const MYCELITE_BIN = fileURLToPath(new URL('../../../bin/mycelite.js', import.meta.url));
@@ -174,6 +184,38 @@ export function sampleStatements(n: number, rowBytes = 200): string[] {
   const out = ['create table t(id integer primary key, v blob)'];
   for (let i = 1; i < n; i++) out.push(`insert into t(v) values (randomblob(${rowBytes}))`);
   return out;
+}
+
+/**
+ * `s` with one byte of its first run changed, the same header (so the same txid and checksums: the
+ * chain still looks right) and a recomputed trailer: a snapshot that passes every check of its own but
+ * whose pages do not give the postChecksum it claims. Its body is stored uncompressed.
+ */
+export function tamper(s: EncodedSnapshot): EncodedSnapshot {
+  const u = unpackSnapshot(s.bytes, s.header);
+  const bytes = u.bytes.slice();
+  bytes.set(encodeSnapshotHeader(u.header), 0);
+  let at = -1;
+  walkPatches(memorySource(bytes), 0, u.header, (_pgno, _offset, _run, pos) => {
+    if (at < 0) at = pos;
+  });
+  bytes[at]! ^= 0x5a;
+  const end = bytes.length - SNAPSHOT_TRAILER_SIZE;
+  const signed = concatBytes([
+    bytes.subarray(SNAPSHOT_HEADER_SIZE, end),
+    bytes.subarray(0, SNAPSHOT_HEADER_SIZE),
+  ]);
+  new DataView(bytes.buffer).setBigUint64(end, xxh64(signed), true);
+  return { bytes, header: u.header };
+}
+
+/** `s` with one byte of its body flipped and nothing else changed: its trailer checksum fails. */
+export function damage(s: EncodedSnapshot): EncodedSnapshot {
+  const bytes = s.bytes.slice();
+  bytes[
+    SNAPSHOT_HEADER_SIZE + Math.floor((bytes.length - SNAPSHOT_HEADER_SIZE - SNAPSHOT_TRAILER_SIZE) / 2)
+  ]! ^= 0x01;
+  return { bytes, header: s.header };
 }
 
 /** Concatenates byte arrays. */

@@ -372,7 +372,7 @@ async function feed(store: ReplicaStore, src: Source, acked: (txid: bigint) => v
   let i = 0;
   if (!store.position && snaps.length > 0) {
     const s = snaps[i++]!;
-    acked((await store.reset(file, s.bytes, s.header)).txid);
+    acked((await store.reset(file, s.bytes, s.header)).snapshot.txid);
   }
   while (i < snaps.length) {
     const n = i % 2 === 0 ? 3 : 1;

@@ -7,15 +7,29 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { xxh64 } from '../../src/format/index.js';
 import type { EncodedSnapshot, HubStorage, StoredLease } from '../../src/hub/index.js';
 import { EMPTY_POSITION, type WirePosition } from '../../src/protocol/index.js';
-import { concatBytes, type History, makeHistory, sampleStatements } from './hub.js';
+import { concatBytes, damage, type History, makeHistory, sampleStatements, tamper } from './hub.js';
+import { replayTo, sha256 } from './util.js';
 
 /** One backing store: open it (again, on the same data), break it like a crash would, clean it up. */
 export interface StorageFixture {
   open(): Promise<HubStorage>;
   /** Appends `bytes` to the stored journal of `db` behind the storage's back (a torn append). */
   tearTail(db: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Stores `snapshots` (whole, the first continuing `base`, each the one before) after the stored ones
+   * of `db`, behind the storage's back, one append each: what a copy damaged where it is stored holds.
+   */
+  storeBehind(
+    db: string,
+    journalId: Uint8Array,
+    base: WirePosition,
+    snapshots: EncodedSnapshot[],
+  ): Promise<void>;
+  /** The directory of the head file of `db` (head.db, head.pos) of the storage this fixture opens. */
+  headDir(db: string): string;
   cleanup(): Promise<void>;
 }
 
@@ -32,7 +46,7 @@ async function readAll(st: HubStorage, db: string, from: bigint, upTo: bigint): 
 
 export function storageConformance(name: string, make: () => Promise<StorageFixture>): void {
   describe(`HubStorage conformance: ${name}`, () => {
-    let h: History;
+    let h: History & { dbPath: string };
     let other: History;
     let dir: string;
     const fixtures: StorageFixture[] = [];
@@ -208,6 +222,159 @@ export function storageConformance(name: string, make: () => Promise<StorageFixt
       stopOther();
       await st.append('app', after0(h.snapshots[4]!), h.journalId, h.snapshots.slice(5));
       assert.equal(seen.length, 5);
+      await st.close();
+    });
+
+    it('refuses an append whose snapshots do not give the checksums they claim, storing nothing', async () => {
+      const f = await fresh();
+      let st = await f.open();
+      const s = h.snapshots;
+      // A new database whose first snapshot does not apply is not created.
+      const first = await st.append('app', EMPTY_POSITION, h.journalId, [tamper(s[0]!), ...s.slice(1, 3)]);
+      assert.equal(!first.ok && first.reason, 'does_not_apply');
+      assert.equal(!first.ok && first.reason === 'does_not_apply' && first.txid, 1n);
+      assert.deepEqual(await st.list(), []);
+      assert.ok((await st.append('app', EMPTY_POSITION, h.journalId, s.slice(0, 3))).ok);
+      const at3 = after0(s[2]!);
+      // First, or in the middle of a body: the whole append is refused, naming the snapshot.
+      const bodies: [EncodedSnapshot[], bigint][] = [
+        [[tamper(s[3]!), s[4]!], 4n],
+        [[s[3]!, tamper(s[4]!), s[5]!], 5n],
+      ];
+      for (const [body, txid] of bodies) {
+        const r = await st.append('app', at3, h.journalId, body);
+        assert.equal(!r.ok && r.reason, 'does_not_apply');
+        assert.equal(!r.ok && r.reason === 'does_not_apply' && r.txid, txid);
+        assert.deepEqual((await st.state('app'))!.head, at3, 'nothing was stored');
+      }
+      assert.deepEqual(await readAll(st, 'app', 0n, 3n), concatBytes(s.slice(0, 3).map((x) => x.bytes)));
+      // Across a reopen, against the pages it keeps.
+      await st.close();
+      st = await f.open();
+      const again = await st.append('app', at3, h.journalId, [tamper(s[3]!)]);
+      assert.equal(!again.ok && again.reason, 'does_not_apply');
+      assert.ok((await st.append('app', at3, h.journalId, s.slice(3))).ok);
+      assert.deepEqual(await readAll(st, 'app', 0n, 8n), concatBytes(s.map((x) => x.bytes)));
+      // The pages it checks against are the writer's database, byte for byte.
+      const copy = path.join(dir, `head-copy-${fixtures.length}`);
+      const head = await st.copyHead!('app', copy);
+      assert.deepEqual(head, s[7]!.header);
+      assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)));
+      await st.close();
+    });
+
+    it('never reads back a stored snapshot damaged behind its back; an append from before it goes in', async () => {
+      const f = await fresh();
+      let st = await f.open();
+      const s = h.snapshots;
+      await st.append('app', EMPTY_POSITION, h.journalId, s.slice(0, 3));
+      await st.close();
+      // Snapshot 4 damaged where it is stored (one flipped byte), 5 and 6 whole after it.
+      await f.storeBehind('app', h.journalId, after0(s[2]!), [damage(s[3]!), s[4]!, s[5]!]);
+      st = await f.open();
+      assert.deepEqual(
+        (await st.state('app'))!.head,
+        after0(s[2]!),
+        'the head is before the damaged snapshot',
+      );
+      assert.deepEqual(await readAll(st, 'app', 0n, 3n), concatBytes(s.slice(0, 3).map((x) => x.bytes)));
+      const r = await st.append('app', after0(s[2]!), h.journalId, s.slice(3));
+      assert.ok(r.ok, 'the writer re-supplies the rest');
+      assert.deepEqual(await readAll(st, 'app', 0n, 8n), concatBytes(s.map((x) => x.bytes)));
+      await st.close();
+    });
+
+    it('brings its pages up to date after a crash between an append and their update', async () => {
+      const f = await fresh();
+      const s = h.snapshots;
+      let st = await f.open();
+      await st.append('app', EMPTY_POSITION, h.journalId, s.slice(0, 4));
+      await st.close();
+      const hd = f.headDir('app');
+      const at4 = {
+        db: fs.readFileSync(path.join(hd, 'head.db')),
+        pos: fs.readFileSync(path.join(hd, 'head.pos')),
+      };
+      st = await f.open();
+      await st.append('app', after0(s[3]!), h.journalId, s.slice(4, 6));
+      await st.close();
+      const at6 = fs.readFileSync(path.join(hd, 'head.db'));
+      /** The head file as a hub killed after storing 5..6 left it: untouched, or half written. */
+      const crashes: [string, () => void][] = [
+        [
+          'before its update',
+          () => {
+            fs.writeFileSync(path.join(hd, 'head.db'), at4.db);
+            fs.writeFileSync(path.join(hd, 'head.pos'), at4.pos);
+          },
+        ],
+        [
+          'in the middle of its update',
+          () => {
+            const torn = Buffer.from(at6);
+            at4.db.copy(torn, 0, 0, Math.floor(at4.db.length / 2));
+            fs.writeFileSync(path.join(hd, 'head.db'), torn);
+            // The record still at 4, its "exact" flag (bit 0 of offset 48) clear: the pages may be ahead.
+            const pos = Buffer.from(at4.pos);
+            pos.writeUInt32LE(0, 48);
+            pos.writeBigUInt64LE(xxh64(pos.subarray(0, 56)), 56);
+            fs.writeFileSync(path.join(hd, 'head.pos'), pos);
+          },
+        ],
+      ];
+      for (const [when, crash] of crashes) {
+        crash();
+        st = await f.open();
+        const refused = await st.append('app', after0(s[5]!), h.journalId, [tamper(s[6]!)]);
+        assert.equal(!refused.ok && refused.reason, 'does_not_apply', `crash ${when}: still checks`);
+        const copy = path.join(dir, `head-copy-${fixtures.length}-${when.length}`);
+        assert.deepEqual(await st.copyHead!('app', copy), s[5]!.header, `crash ${when}`);
+        await st.close();
+      }
+      st = await f.open();
+      assert.ok((await st.append('app', after0(s[5]!), h.journalId, s.slice(6))).ok);
+      const copy = path.join(dir, `head-copy-${fixtures.length}-end`);
+      await st.copyHead!('app', copy);
+      assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)));
+      await st.close();
+    });
+
+    it('never refuses a good append, nor copies wrong pages, because its head file was damaged', async () => {
+      const f = await fresh();
+      const s = h.snapshots;
+      let st = await f.open();
+      await st.append('app', EMPTY_POSITION, h.journalId, s.slice(0, 4));
+      await st.close();
+      const pages = path.join(f.headDir('app'), 'head.db');
+      const flip = (at: number): void => {
+        const b = fs.readFileSync(pages);
+        b[at]! ^= 0x40;
+        fs.writeFileSync(pages, b);
+      };
+      flip(100); // page 1, which every commit changes (its change counter is nearby)
+      st = await f.open();
+      const r = await st.append('app', after0(s[3]!), h.journalId, s.slice(4, 6));
+      assert.ok(r.ok, 'checked against rebuilt pages, not refused');
+      await st.close();
+      flip(fs.statSync(pages).size - 1); // the last page, which the next append does not touch
+      st = await f.open();
+      const copy = path.join(dir, `head-copy-${fixtures.length}-checked`);
+      assert.deepEqual(await st.copyHead!('app', copy, true), s[5]!.header);
+      const at6 = await replayTo(h.dbPath, { txid: 6n });
+      assert.equal(
+        sha256(fs.readFileSync(copy)),
+        sha256(fs.readFileSync(at6)),
+        'checked: the pages of txid 6',
+      );
+      const rest = await st.append('app', after0(s[5]!), h.journalId, s.slice(6));
+      assert.ok(rest.ok);
+      await st.copyHead!('app', copy, true);
+      assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)));
+      await st.close();
+      fs.truncateSync(pages, 0); // the pages lost, the record left
+      st = await f.open();
+      await st.copyHead!('app', copy);
+      assert.equal(sha256(fs.readFileSync(copy)), sha256(fs.readFileSync(h.dbPath)), 'rebuilt, unasked');
       await st.close();
     });
 
