@@ -6,6 +6,7 @@ import type { Context } from 'hono';
 import { FLAG_FULL_IMAGE, JournalFormatError } from '../format/index.js';
 import {
   type DbMode,
+  describeMode,
   EMPTY_POSITION,
   HEADER_BASE,
   HEADER_EPOCH,
@@ -217,7 +218,7 @@ function doesNotApply(txid: bigint, why: string): HubError {
 function otherMode(state: DbState, pushed: DbMode): HubError {
   return new HubError({
     error: 'other_mode',
-    message: `the push is ${pushed === 'shared' ? 'shared' : 'single-writer'}, but ${otherModeAdvice(state.mode)}; nothing was stored`,
+    message: `this database is ${describeMode(state.mode)}, the push ${pushed === 'shared' ? 'shared' : 'single-writer'}: ${otherModeAdvice(state.mode)}; nothing was stored`,
     mode: state.mode,
   });
 }

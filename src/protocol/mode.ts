@@ -16,9 +16,14 @@ export function parseMode(text: string | null | undefined): DbMode | undefined {
   return text === 'single' || text === 'shared' ? text : undefined;
 }
 
+/** A mode in words, for messages: `shared (many devices write it)`, `single-writer`. */
+export function describeMode(mode: DbMode): string {
+  return mode === 'shared' ? 'shared (many devices write it)' : 'single-writer';
+}
+
 /** What a writer that opened a database of mode `stored` as the other mode must do (one clause). */
 export function otherModeAdvice(stored: DbMode): string {
   return stored === 'shared'
-    ? 'this database is shared (many devices write it): open it with { shared: true } or use `mycelite sync --shared`'
-    : 'this database is single-writer: open it without { shared: true } and push with `mycelite push`, or sync a new shared database under another name';
+    ? 'open it with { shared: true } or use `mycelite sync --shared`'
+    : 'open it without { shared: true } and push with `mycelite push`, or share a new database under another name';
 }

@@ -4,6 +4,7 @@
  */
 import {
   type DbMode,
+  describeMode,
   HubError,
   hex64,
   otherModeAdvice,
@@ -124,8 +125,8 @@ function leaseHeld(e: HubError, at: string): SyncError {
  * push, when it came to that.
  */
 export function otherMode(at: string, stored: DbMode, e?: HubError): SyncError {
-  const what = stored === 'shared' ? 'a shared database' : 'a single-writer database';
-  return new SyncError(`${at} is ${what}: ${otherModeAdvice(stored)}; nothing was pushed`, 'other_mode', {
+  const advice = otherModeAdvice(stored);
+  return new SyncError(`${at} is ${describeMode(stored)}: ${advice}; nothing was pushed`, 'other_mode', {
     cause: e,
   });
 }
