@@ -190,3 +190,36 @@ it('FsStorage: a damaged mode file is an error saying what to do, never a guess'
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it('FsStorage: a shared database stays shared after a compaction rewrote its journal', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-mode-compact-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(8));
+    const data = path.join(dir, 'data');
+    let s = await FsStorage.open(data, { compaction: false });
+    const r = await s.append('x', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 6), undefined, 'shared');
+    assert.ok(r.ok);
+    assert.equal((await s.compact('x'))?.end?.txid, 5n, 'compacted');
+    const state = (await s.state('x'))!;
+    assert.deepEqual([state.base.txid, state.mode], [5n, 'shared']);
+    await s.close();
+    s = await FsStorage.open(data, { compaction: false });
+    try {
+      assert.equal((await s.state('x'))!.mode, 'shared');
+      const single = await s.append(
+        'x',
+        r.state.head,
+        h.journalId,
+        h.snapshots.slice(6),
+        undefined,
+        'single',
+      );
+      assert.equal(!single.ok && single.reason, 'other_mode');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -284,6 +284,24 @@ describe('NatsStorage across hubs', { skip }, () => {
     );
   });
 
+  it('a shared database stays shared for a hub that starts after a compaction purged its first appends', async () => {
+    const a = await storage('cpmode');
+    let head = EMPTY_POSITION;
+    for (let i = 0; i < 9; i += 3) {
+      const r = await a.append('app', head, h.journalId, h.snapshots.slice(i, i + 3), undefined, 'shared');
+      assert.ok(r.ok);
+      head = r.state.head;
+    }
+    assert.equal((await a.compact('app'))?.end?.txid, 8n, 'compacted');
+    const b = await storage('cpmode'); // its view reads the purged stream
+    const state = (await b.state('app'))!;
+    assert.equal(state.mode, 'shared');
+    assert.ok(state.base.txid > 0n, `its first appends are gone (base ${state.base.txid})`);
+    const single = await b.append('app', head, h.journalId, h.snapshots.slice(9), undefined, 'single');
+    assert.equal(!single.ok && single.reason, 'other_mode');
+    assert.ok((await b.append('app', head, h.journalId, h.snapshots.slice(9), undefined, 'shared')).ok);
+  });
+
   // Last: it kills a node (and starts it again) under the shared cluster.
   it('a subscriber whose consumer’s node is SIGKILLed goes on hearing appends, without any wait', async () => {
     const a = await storage('nodeloss');
