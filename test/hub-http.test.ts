@@ -407,7 +407,7 @@ describe('hub: database modes', () => {
       assert.equal(r.json.mode, 'shared', who);
       assert.match(
         String(r.json.message),
-        /^this database is shared \(many devices write it\), the push single-writer: open it with \{ shared: true \} or use `mycelite sync --shared`; nothing was stored$/,
+        /^this database is shared \(many devices write it\) and the push came from a single writer: open it with \{ shared: true \} or use `mycelite sync --shared`; nothing was stored$/,
         who,
       );
       assert.equal(stored(db), before, `${who}: nothing stored`);
@@ -419,7 +419,7 @@ describe('hub: database modes', () => {
     assert.deepEqual([r.json.error, r.json.mode], ['other_mode', 'single']);
     assert.match(
       String(r.json.message),
-      /^this database is single-writer, the push shared: open it without \{ shared: true \}/,
+      /^this database is single-writer and the push came from a shared database: open it without \{ shared: true \}/,
     );
     assert.equal(stored(), appBefore);
     await assert.rejects(

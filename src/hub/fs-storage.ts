@@ -1,8 +1,8 @@
 /**
  * HubStorage on the filesystem: `DATA/dbs/<name>/journal` in the exact journal format (docs/FORMAT.md),
- * `DATA/dbs/<name>/mode` (src/hub/fs-mode.ts) and `DATA/dbs/<name>/lease.json`. Writes to one database are serialized; an append is durable (fsync)
- * before it resolves. After a database is first opened, an in-memory index (txid → offset) serves reads
- * from any position without rescanning.
+ * `DATA/dbs/<name>/mode` (src/hub/fs-mode.ts) and `DATA/dbs/<name>/lease.json`. Writes to one database
+ * are serialized; an append is durable (fsync) before it resolves. After a database is first opened, an
+ * in-memory index (txid → offset) serves reads from any position without rescanning.
  *
  * Every push is checked against the database's pages at the head (`DATA/dbs/<name>/head.db`,
  * src/hub/heads.ts) before it is appended. A journal is checked whole when it is first opened (every

@@ -218,7 +218,7 @@ function doesNotApply(txid: bigint, why: string): HubError {
 function otherMode(state: DbState, pushed: DbMode): HubError {
   return new HubError({
     error: 'other_mode',
-    message: `this database is ${describeMode(state.mode)}, the push ${pushed === 'shared' ? 'shared' : 'single-writer'}: ${otherModeAdvice(state.mode)}; nothing was stored`,
+    message: `this database is ${describeMode(state.mode)} and the push came from ${pushed === 'shared' ? 'a shared database' : 'a single writer'}: ${otherModeAdvice(state.mode)}; nothing was stored`,
     mode: state.mode,
   });
 }
