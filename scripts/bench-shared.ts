@@ -86,7 +86,9 @@ async function merges(url: string, token: string, base: string): Promise<Record<
         c.stdout!.setEncoding('utf8').on('data', (d: string) => {
           out += d;
         });
-        c.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`a device exited with ${code}: ${out}`))));
+        c.on('exit', (code) =>
+          code === 0 ? resolve(out) : reject(new Error(`a device exited with ${code}: ${out}`)),
+        );
       }),
   );
   // Measure the hub's head while they write (they print "writing" when they start).
@@ -106,7 +108,9 @@ async function merges(url: string, token: string, base: string): Promise<Record<
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const h1 = (await client.state())!.head.txid;
   const t1 = performance.now();
-  const results = (await Promise.all(lines)).map((l) => JSON.parse(l.trim().split('\n').at(-1)!) as Record<string, number>);
+  const results = (await Promise.all(lines)).map(
+    (l) => JSON.parse(l.trim().split('\n').at(-1)!) as Record<string, number>,
+  );
   const done = performance.now();
   const commits = results.reduce((n, r) => n + r['commits']!, 0);
   return {
@@ -122,7 +126,9 @@ async function merges(url: string, token: string, base: string): Promise<Record<
 }
 
 /** A row committed on A, until B holds it. */
-async function latency(device: (n: string, db: string) => Promise<MyceliteDatabase>): Promise<Record<string, unknown>> {
+async function latency(
+  device: (n: string, db: string) => Promise<MyceliteDatabase>,
+): Promise<Record<string, unknown>> {
   const a = await device('la', 'latency');
   a.exec('create table if not exists e(id text primary key, at real)');
   await a.sync!.flush(30_000);
@@ -153,11 +159,18 @@ async function latency(device: (n: string, db: string) => Promise<MyceliteDataba
     a.close();
     b.close();
   }
-  return { rows: ms.length, p50Ms: round(pct(ms, 50)), p99Ms: round(pct(ms, 99)), maxMs: round(Math.max(...ms)) };
+  return {
+    rows: ms.length,
+    p50Ms: round(pct(ms, 50)),
+    p99Ms: round(pct(ms, 99)),
+    maxMs: round(Math.max(...ms)),
+  };
 }
 
 /** 100 pending one-row transactions on a large database, rebased over one of another device's. */
-async function rebase(device: (n: string, db: string, hub?: boolean) => Promise<MyceliteDatabase>): Promise<Record<string, unknown>> {
+async function rebase(
+  device: (n: string, db: string, hub?: boolean) => Promise<MyceliteDatabase>,
+): Promise<Record<string, unknown>> {
   const a = await device('ra', 'rebase');
   a.exec('create table if not exists big(id integer primary key, v blob)');
   a.exec('create table if not exists e(id text primary key, n integer)');

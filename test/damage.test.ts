@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { nodeRuntime, type OpenWarning, open, verifyDatabase } from '../src/node/index.js';
 import { runCli } from './helpers/cli.js';
+import { startTestHub } from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, journalEnd, journalOf, replayMatches, tempDir } from './helpers/util.js';
 
 after(cleanupTempDirs);
@@ -197,6 +198,40 @@ describe('a change another program makes is recorded, not lost and not poisoning
     assert.ok(last.pages <= 3, `a diff of the pages that changed, not an image (${last.pages} pages)`);
     const v = await runCli(['verify', db]);
     assert.equal(v.status, 0, v.stdout + v.stderr);
+  });
+
+  test('the outside change is pushed, and a new replica equals the writer (the hub is not poisoned)', async () => {
+    const { dir, db } = await fiveRows();
+    const h = await startTestHub();
+    try {
+      const token = await h.token('app', 'writer');
+      const push = ['push', db, '--hub', h.url, '--db', 'app', '--token', token];
+      assert.equal((await runCli(push)).status, 0);
+      const Native = (await import('better-sqlite3')).default;
+      const n = new Native(db);
+      n.exec('update t set x = x * 10 where x > 2');
+      n.close();
+      const w = await runCli(['exec', db, 'insert into t values (6)']);
+      assert.equal(w.status, 0, w.stderr);
+      assert.match(w.stderr, /changed by another program/);
+      const p = await runCli(push);
+      assert.equal(p.status, 0, p.stderr);
+      const replica = path.join(dir, 'replica.db');
+      const f = await runCli([
+        'follow',
+        h.url,
+        replica,
+        '--db',
+        'app',
+        '--token',
+        await h.token('app', 'reader'),
+        '--once',
+      ]);
+      assert.equal(f.status, 0, f.stderr);
+      assert.equal(fileHash(replica), fileHash(db));
+    } finally {
+      await h.close();
+    }
   });
 
   test('written by native SQLite between two transactions of an open writer', async () => {

@@ -17,6 +17,7 @@ import {
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
+  HEADER_MODE,
   toHex,
   type WirePosition,
 } from '../src/protocol/index.js';
@@ -54,6 +55,8 @@ async function push(opts: {
   bytes: Uint8Array;
   journal?: Uint8Array;
   epoch?: number;
+  /** Mycelite-Mode; none: as a client from before modes. */
+  mode?: string;
 }): Promise<{ status: number; json: Record<string, unknown> }> {
   const headers: Record<string, string> = {
     'content-type': CONTENT_TYPE_SNAPSHOTS,
@@ -62,6 +65,7 @@ async function push(opts: {
     [HEADER_EPOCH]: String(opts.epoch ?? epoch),
   };
   if (opts.token !== null) headers.authorization = `Bearer ${opts.token ?? wt}`;
+  if (opts.mode !== undefined) headers[HEADER_MODE] = opts.mode;
   const res = await fetch(`${t.url}/v1/db/${opts.db ?? 'app'}/snapshots`, {
     method: 'POST',
     headers,
@@ -367,6 +371,82 @@ describe('hub: push bodies', () => {
   });
 });
 
+describe('hub: database modes', () => {
+  it('shows the mode in the state: a database created by a client from before modes is single-writer', async () => {
+    const res = await fetch(`${t.url}/v1/db/app`, { headers: { authorization: `Bearer ${rt}` } });
+    assert.equal(res.status, 200);
+    const json = (await res.json()) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(json).sort(), ['head', 'journal', 'lease', 'mode', 'name']);
+    assert.equal(json.mode, 'single');
+    assert.equal((await new HubClient({ url: t.url, db: 'app', token: rt }).state())?.mode, 'single');
+  });
+
+  it('creates a shared database from a shared push, and refuses a push of the other mode with 409 other_mode', async () => {
+    const db = 'team';
+    const token = await t.token(db, 'writer');
+    const client = new HubClient({ url: t.url, db, token });
+    const e = (await client.takeLease('device-a')).epoch;
+    const first = await client.push(body(h, 0, 2), {
+      journalId: h.journalId,
+      base: EMPTY_POSITION,
+      epoch: e,
+      mode: 'shared',
+    });
+    assert.equal(first.appended, 2);
+    const state = await new HubClient({ url: t.url, db, token: await t.token(db, 'reader') }).state();
+    assert.equal(state?.mode, 'shared');
+    const before = stored(db);
+    const refusals: [string | undefined, string][] = [
+      [undefined, 'a client from before modes'],
+      ['single', 'a single writer'],
+    ];
+    for (const [mode, who] of refusals) {
+      const r = await push({ db, token, epoch: e, base: pos(h, 2), bytes: body(h, 2, 3), mode });
+      assert.equal(r.status, 409, who);
+      assert.equal(r.json.error, 'other_mode', who);
+      assert.equal(r.json.mode, 'shared', who);
+      assert.match(
+        String(r.json.message),
+        /^this database is shared \(many devices write it\) and the push came from a single writer: open it with \{ shared: true \} or use `mycelite sync --shared`; nothing was stored$/,
+        who,
+      );
+      assert.equal(stored(db), before, `${who}: nothing stored`);
+    }
+    // and the other way round: a shared push to a single-writer database
+    const appBefore = stored();
+    const r = await push({ base: pos(h, 5), bytes: body(h, 5, 6), mode: 'shared' });
+    assert.equal(r.status, 409);
+    assert.deepEqual([r.json.error, r.json.mode], ['other_mode', 'single']);
+    assert.match(
+      String(r.json.message),
+      /^this database is single-writer and the push came from a shared database: open it without \{ shared: true \}/,
+    );
+    assert.equal(stored(), appBefore);
+    await assert.rejects(
+      client.push(body(h, 2, 3), { journalId: h.journalId, base: pos(h, 2), epoch: e }),
+      (err: { status: number; code: string }) => err.status === 409 && err.code === 'other_mode',
+    );
+    // its own mode goes on
+    const more = await push({ db, token, epoch: e, base: pos(h, 2), bytes: body(h, 2, 3), mode: 'shared' });
+    assert.deepEqual([more.status, more.json.appended], [200, 1]);
+    const text = await (await fetch(`${t.url}/metrics`)).text();
+    assert.match(text, /mycelite_push_rejected_total\{reason="other_mode"\} 4/);
+  });
+
+  it('refuses a malformed Mycelite-Mode with 400, creating nothing', async () => {
+    const db = 'badmode';
+    const token = await t.token(db, 'writer');
+    const e = (await new HubClient({ url: t.url, db, token }).takeLease('w')).epoch;
+    for (const mode of ['', 'Shared', 'multi']) {
+      const r = await push({ db, token, epoch: e, base: EMPTY_POSITION, bytes: body(h, 0, 1), mode });
+      assert.equal(r.status, 400, JSON.stringify(mode));
+      assert.equal(r.json.error, 'bad_request');
+      assert.match(String(r.json.message), /Mycelite-Mode must be "single" or "shared"/i);
+    }
+    assert.equal(stored(db), 'none');
+  });
+});
+
 describe('hub: write lease', () => {
   it('refuses a second holder with 423, fences a stale epoch after takeover, and releases', async () => {
     const db = 'leased';
@@ -450,13 +530,31 @@ describe('hub: logs', () => {
         headers: { authorization: `Bearer ${token}` },
       });
       await fetch(`${logged.url}/v1/db/app`, { headers: { authorization: `Bearer ${token}x` } });
+      const client = new HubClient({ url: logged.url, db: 'app', token });
+      const e = (await client.takeLease('w')).epoch;
+      await client.push(body(h, 0, 2), {
+        journalId: h.journalId,
+        base: EMPTY_POSITION,
+        epoch: e,
+        mode: 'shared',
+      });
+      await client.push(body(h, 2, 3), { journalId: h.journalId, base: pos(h, 2), epoch: e, mode: 'shared' });
     } finally {
       await logged.close();
       fs.rmSync(logged.dir, { recursive: true, force: true });
     }
     const text = lines.join('');
-    const records = lines.map((l) => JSON.parse(l) as { msg: string; status?: number });
+    const records = lines.map(
+      (l) => JSON.parse(l) as { msg: string; status?: number; db?: string; mode?: string; level: number },
+    );
     assert.ok(records.some((r) => r.msg === 'request refused' && r.status === 404));
+    // A database's creation is told at info level, with its mode; a later push at debug level, with it too.
+    const created = records.filter((r) => r.msg === 'database created');
+    assert.deepEqual(
+      created.map((r) => [r.db, r.mode, r.level]),
+      [['app', 'shared', 30]],
+    );
+    assert.ok(records.some((r) => r.msg === 'push' && r.mode === 'shared' && r.level === 20));
     assert.ok(records.some((r) => r.msg === 'request refused' && r.status === 401));
     assert.ok(!text.includes('eyJ'), 'no token (nor any JWT part) in the logs');
     assert.ok(!/authorization/i.test(text));

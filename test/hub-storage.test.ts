@@ -102,3 +102,124 @@ it('FsStorage: an append checks its lease in the same order as lease changes (a 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+it('FsStorage: a database from before modes (a journal without a mode file) is single-writer', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-old-mode-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(3));
+    const data = path.join(dir, 'data');
+    let s = await FsStorage.open(data);
+    assert.ok((await s.append('x', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 1))).ok);
+    await s.close();
+    fs.rmSync(path.join(data, 'dbs', 'x', 'mode')); // as a hub from before modes left it
+    s = await FsStorage.open(data);
+    try {
+      const state = (await s.state('x'))!;
+      assert.equal(state.mode, 'single');
+      const shared = await s.append('x', state.head, h.journalId, h.snapshots.slice(1), undefined, 'shared');
+      assert.equal(!shared.ok && shared.reason, 'other_mode');
+      assert.ok((await s.append('x', state.head, h.journalId, h.snapshots.slice(1))).ok);
+      assert.equal(fs.existsSync(path.join(data, 'dbs', 'x', 'mode')), false, 'nothing is written for it');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('FsStorage: the mode is stored before the journal: no database without its mode, a leftover mode is replaced', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-mode-order-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(2));
+    const data = path.join(dir, 'data');
+    const s = await FsStorage.open(data);
+    try {
+      // The mode cannot be written (a directory stands in its place): the database is not created.
+      fs.mkdirSync(path.join(data, 'dbs', 'x', 'mode', 'blocker'), { recursive: true });
+      await assert.rejects(s.append('x', EMPTY_POSITION, h.journalId, h.snapshots, undefined, 'shared'));
+      assert.equal(
+        fs.existsSync(path.join(data, 'dbs', 'x', 'journal')),
+        false,
+        'no journal without its mode',
+      );
+      assert.equal(await s.state('x'), undefined);
+      assert.deepEqual(await s.list(), []);
+      // A creation that died after its mode and before its journal left `shared`: no database; the next
+      // creation stores its own mode.
+      fs.rmSync(path.join(data, 'dbs', 'x', 'mode'), { recursive: true });
+      fs.writeFileSync(path.join(data, 'dbs', 'x', 'mode'), 'shared\n');
+      assert.equal(await s.state('x'), undefined);
+      const r = await s.append('x', EMPTY_POSITION, h.journalId, h.snapshots);
+      assert.ok(r.ok);
+      assert.equal(r.state.mode, 'single');
+      assert.equal(fs.readFileSync(path.join(data, 'dbs', 'x', 'mode'), 'utf8'), 'single\n');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('FsStorage: a damaged mode file is an error saying what to do, never a guess', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-mode-bad-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(2));
+    const data = path.join(dir, 'data');
+    let s = await FsStorage.open(data);
+    assert.ok((await s.append('x', EMPTY_POSITION, h.journalId, h.snapshots, undefined, 'shared')).ok);
+    await s.close();
+    const file = path.join(data, 'dbs', 'x', 'mode');
+    fs.writeFileSync(file, 'shraed\n');
+    s = await FsStorage.open(data);
+    try {
+      await assert.rejects(
+        s.state('x'),
+        /mode file of database x .* not "single" or "shared": write the mode/,
+      );
+      fs.writeFileSync(file, 'shared\n'); // repaired by hand
+      assert.equal((await s.state('x'))!.mode, 'shared');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+it('FsStorage: a shared database stays shared after a compaction rewrote its journal', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-mode-compact-'));
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(8));
+    const data = path.join(dir, 'data');
+    let s = await FsStorage.open(data, { compaction: false });
+    const r = await s.append('x', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 6), undefined, 'shared');
+    assert.ok(r.ok);
+    assert.equal((await s.compact('x'))?.end?.txid, 5n, 'compacted');
+    const state = (await s.state('x'))!;
+    assert.deepEqual([state.base.txid, state.mode], [5n, 'shared']);
+    await s.close();
+    s = await FsStorage.open(data, { compaction: false });
+    try {
+      assert.equal((await s.state('x'))!.mode, 'shared');
+      const single = await s.append(
+        'x',
+        r.state.head,
+        h.journalId,
+        h.snapshots.slice(6),
+        undefined,
+        'single',
+      );
+      assert.equal(!single.ok && single.reason, 'other_mode');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

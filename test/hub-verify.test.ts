@@ -40,7 +40,7 @@ async function hub(dir = tempDir('mycelite-hubdata-')): Promise<TestHub> {
   return h;
 }
 
-test('CLI: a database changed behind Mycelite pushes a snapshot the hub refuses; new replicas still follow', async () => {
+test('CLI: a database damaged where the writer cannot notice pushes a snapshot the hub refuses; new replicas still follow', async () => {
   const h = await hub();
   const dir = tempDir();
   const file = path.join(dir, 'app.db');
@@ -50,10 +50,9 @@ test('CLI: a database changed behind Mycelite pushes a snapshot the hub refuses;
   assert.equal(r.status, 0, r.stderr);
   r = await runCli(push, env);
   assert.equal(r.status, 0, r.stderr);
-  // A native process changes a row in place (the file keeps its size: open() does not notice).
-  const native = new BetterSqlite3(file);
-  native.prepare("update t set a = 'six' where a = 'two'").run();
-  native.close();
+  // A byte of a row changed in place, not through SQLite: file size, page 1 and the change counter stay
+  // (what open() checks cheaply), so the writer cannot notice; a change by SQLite would be recorded.
+  changeRowInPlace(file, 'two', 'twx');
   r = await runCli(['exec', file, "insert into t values ('three')"]);
   assert.equal(r.status, 0, r.stderr);
   r = await runCli(push, env);
@@ -121,7 +120,7 @@ test('HTTP: a push whose snapshot does not apply is refused (422 does_not_apply)
   }
 });
 
-test('writer: a commit over a database changed outside Mycelite stops pushing with state error, not retries', async () => {
+test('writer: a commit over a database damaged where it cannot notice stops pushing with state error, not retries', async () => {
   const h = await hub();
   const dir = tempDir();
   const file = path.join(dir, 'app.db');
@@ -131,9 +130,7 @@ test('writer: a commit over a database changed outside Mycelite stops pushing wi
   await w.sync!.flush(20_000);
   await w.sync!.close();
   w.close();
-  const native = new BetterSqlite3(file);
-  native.prepare("update t set a = 'six' where a = 'two'").run();
-  native.close();
+  changeRowInPlace(file, 'two', 'twx');
   w = await open(file, { hub: target });
   try {
     const errors: string[] = [];
@@ -157,6 +154,21 @@ test('writer: a commit over a database changed outside Mycelite stops pushing wi
     w.close();
   }
 });
+
+/**
+ * Replaces the bytes `from` with `to` (same length) where they first occur after page 1 of `file`,
+ * writing the file directly: what a disk or another program could do without SQLite, unseen by the
+ * writer's cheap checks (size, page 1, change counter).
+ */
+function changeRowInPlace(file: string, from: string, to: string): void {
+  const bytes = fs.readFileSync(file);
+  const pageSize = bytes.readUInt16BE(16) === 1 ? 65536 : bytes.readUInt16BE(16);
+  const at = bytes.indexOf(Buffer.from(from), pageSize);
+  assert.ok(at > 0, `${from} is in ${file} after page 1`);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.from(to), 0, to.length, at);
+  fs.closeSync(fd);
+}
 
 /** Offsets of the snapshots of the journal file `file`, by txid. */
 function snapshotOffsets(file: string): Map<bigint, { offset: number; length: number }> {

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
 import { NatsStorage } from '../src/hub/nats-storage.js';
-import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_PART, natsNames } from '../src/hub/nats-wire.js';
+import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_MODE, HDR_PART, natsNames } from '../src/hub/nats-wire.js';
 import type { EncodedSnapshot } from '../src/hub/storage.js';
 import { EMPTY_POSITION, toHex, type WirePosition } from '../src/protocol/index.js';
 import { concatBytes, type History, makeHistory, sampleStatements } from './helpers/hub.js';
@@ -59,7 +59,10 @@ async function publishTorn(servers: string[], prefix: string, db: string, bytes:
   }
 }
 
-/** Publishes each snapshot as a whole append of its own, continuing the one before (from `base`). */
+/**
+ * Publishes each snapshot as a whole append of its own, continuing the one before (from `base`), with
+ * Mycelite-Mode `mode` (none: as a hub from before modes).
+ */
 async function publishWhole(
   servers: string[],
   prefix: string,
@@ -67,12 +70,14 @@ async function publishWhole(
   journalId: Uint8Array,
   base: WirePosition,
   snapshots: EncodedSnapshot[],
+  mode?: string,
 ): Promise<void> {
   const nc = await connect({ servers });
   try {
     let at = base;
     for (const s of snapshots) {
       const h = headers();
+      if (mode !== undefined) h.set(HDR_MODE, mode);
       h.set(HDR_APPEND, `${s.header.txid}-${s.header.txid}`);
       h.set(HDR_PART, '1/1');
       h.set(HDR_JOURNAL, toHex(journalId));
@@ -243,6 +248,58 @@ describe('NatsStorage across hubs', { skip }, () => {
       await readAll(b, 'app', 0n, 5n),
       concatBytes(h.snapshots.slice(0, 5).map((s) => s.bytes)),
     );
+  });
+
+  it('a stream from before modes is single-writer; an append of the other mode stored behind its back is skipped', async () => {
+    const prefix = 'oldmode';
+    const names = natsNames(prefix);
+    const nc = await connect({ servers: c.servers });
+    try {
+      // The stream as a hub from before modes made it: the created marker, then appends without Mycelite-Mode.
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: names.stream('app'), subjects: [names.subject('app')], num_replicas: 3 });
+      await jetstream(nc).publish(names.subject('app'), new Uint8Array(0), { msgID: 'created' });
+    } finally {
+      await nc.close();
+    }
+    await publishWhole(c.servers, prefix, 'app', h.journalId, EMPTY_POSITION, h.snapshots.slice(0, 3));
+    const a = await storage(prefix);
+    const state = (await a.state('app'))!;
+    assert.deepEqual([state.head.txid, state.mode], [3n, 'single']);
+    const at3 = after0(h.snapshots[2]!);
+    const shared = await a.append('app', at3, h.journalId, h.snapshots.slice(3, 4), undefined, 'shared');
+    assert.equal(!shared.ok && shared.reason, 'other_mode');
+    assert.equal((await a.state('app'))!.head.txid, 3n, 'nothing was stored');
+    // The same, published behind the storage's back (as a hub that skipped the check would): not counted.
+    await publishWhole(c.servers, prefix, 'app', h.journalId, at3, h.snapshots.slice(3, 4), 'shared');
+    const b = await storage(prefix);
+    assert.deepEqual([(await b.state('app'))!.head.txid, (await b.state('app'))!.mode], [3n, 'single']);
+    assert.equal((await a.state('app'))!.head.txid, 3n);
+    const r = await a.append('app', at3, h.journalId, h.snapshots.slice(3, 5));
+    assert.ok(r.ok, 'a single-writer append goes in after it');
+    assert.equal((await b.state('app'))!.head.txid, 5n);
+    assert.deepEqual(
+      await readAll(b, 'app', 0n, 5n),
+      concatBytes(h.snapshots.slice(0, 5).map((x) => x.bytes)),
+    );
+  });
+
+  it('a shared database stays shared for a hub that starts after a compaction purged its first appends', async () => {
+    const a = await storage('cpmode');
+    let head = EMPTY_POSITION;
+    for (let i = 0; i < 9; i += 3) {
+      const r = await a.append('app', head, h.journalId, h.snapshots.slice(i, i + 3), undefined, 'shared');
+      assert.ok(r.ok);
+      head = r.state.head;
+    }
+    assert.equal((await a.compact('app'))?.end?.txid, 8n, 'compacted');
+    const b = await storage('cpmode'); // its view reads the purged stream
+    const state = (await b.state('app'))!;
+    assert.equal(state.mode, 'shared');
+    assert.ok(state.base.txid > 0n, `its first appends are gone (base ${state.base.txid})`);
+    const single = await b.append('app', head, h.journalId, h.snapshots.slice(9), undefined, 'single');
+    assert.equal(!single.ok && single.reason, 'other_mode');
+    assert.ok((await b.append('app', head, h.journalId, h.snapshots.slice(9), undefined, 'shared')).ok);
   });
 
   // Last: it kills a node (and starts it again) under the shared cluster.

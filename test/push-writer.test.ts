@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { type MyceliteDatabase, OpenError, open } from '../src/node/index.js';
+import { type MyceliteDatabase, OpenError, open, SyncError } from '../src/node/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import type { SyncState } from '../src/sync/pusher.js';
-import { startTestHub, type TestHub } from './helpers/hub.js';
+import { concatBytes, makeHistory, sampleStatements, startTestHub, type TestHub } from './helpers/hub.js';
 import { freePort, startTcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, journalEnd, journalOf, tempDir } from './helpers/util.js';
 
@@ -242,6 +242,81 @@ test('a hub that lost its tail (head behind the writer): head mismatch, re-read,
     /mycelite_push_rejected_total\{reason="head_mismatch"\} [1-9]/,
     'the push was refused once',
   );
+});
+
+test('a single writer is refused clearly by a shared database, and pushes nothing', async () => {
+  const h = await hub();
+  const dir = tempDir();
+  // Device A creates the shared database from its history.
+  const source = path.join(dir, 'a.db');
+  const hist = await makeHistory(source, sampleStatements(3));
+  const token = await h.token('team', 'writer');
+  const device = new HubClient({ url: h.url, db: 'team', token });
+  const lease = await device.takeLease('device-a');
+  const body = concatBytes(hist.snapshots.map((x) => x.bytes));
+  const base = { txid: 0n, checksum: 0n };
+  await device.push(body, { journalId: hist.journalId, base, epoch: lease.epoch, mode: 'shared' });
+  await device.releaseLease(lease.epoch);
+  const before = hubBody(h, 'team');
+  // A copy of the same database, same history, opened as the single writer of that hub database: the
+  // hub's head is in its history, so only the mode can stop it.
+  const file = path.join(dir, 'b.db');
+  fs.copyFileSync(source, file);
+  fs.cpSync(`${source}-mycelite`, `${file}-mycelite`, { recursive: true });
+  const db = await writer(file, { hub: { url: h.url, db: 'team', token } });
+  db.exec('insert into t(v) values (1)');
+  await waitForState(db, 'error');
+  const shared =
+    /database team on .* is shared \(many devices write it\): open it with \{ shared: true \} or use `mycelite sync --shared`; nothing was pushed/;
+  assert.match(db.sync!.status().lastError ?? '', shared);
+  await assert.rejects(db.sync!.flush(1_000), (e: unknown) => {
+    assert.ok(e instanceof SyncError);
+    assert.equal(e.code, 'other_mode');
+    assert.match(e.message, shared);
+    return true;
+  });
+  assert.ok(hubBody(h, 'team').equals(before), 'nothing was pushed');
+  const metrics = await (await fetch(`${h.url}/metrics`)).text();
+  assert.ok(!metrics.includes('reason="other_mode"'), 'it stopped before pushing: no push was refused');
+  db.close();
+});
+
+test('a single writer whose database became shared before its push stops on the hub’s 409 other_mode', async () => {
+  const h = await hub();
+  const dir = tempDir();
+  const token = await h.token('late', 'writer');
+  const file = path.join(dir, 'w.db');
+  const db = await writer(file, { hub: { url: h.url, db: 'late', token } });
+  await waitForState(db, 'synced'); // it read the hub: no such database yet
+  // Meanwhile a shared device creates it (with the writer's epoch: the writer holds the lease).
+  const hist = await makeHistory(path.join(dir, 'a.db'), sampleStatements(2));
+  const device = new HubClient({ url: h.url, db: 'late', token });
+  await device.push(concatBytes(hist.snapshots.map((x) => x.bytes)), {
+    journalId: hist.journalId,
+    base: { txid: 0n, checksum: 0n },
+    epoch: db.sync!.status().lease!.epoch,
+    mode: 'shared',
+  });
+  const before = hubBody(h, 'late');
+  db.exec('create table t(a)');
+  await waitForState(db, 'error');
+  await assert.rejects(db.sync!.flush(1_000), (e: unknown) => {
+    assert.ok(e instanceof SyncError);
+    assert.equal(e.code, 'other_mode');
+    assert.match(
+      e.message,
+      /database late on .* is shared \(many devices write it\): open it with \{ shared: true \}/,
+    );
+    return true;
+  });
+  assert.ok(hubBody(h, 'late').equals(before), 'nothing was stored');
+  const metrics = await (await fetch(`${h.url}/metrics`)).text();
+  assert.match(
+    metrics,
+    /mycelite_push_rejected_total\{reason="other_mode"\} 1\b/,
+    'refused once, not retried',
+  );
+  db.close();
 });
 
 test('bad hub options are refused before anything is touched', async () => {

@@ -112,3 +112,22 @@ describe('shared databases', () => {
     assert.equal(fileHash(a.name), fileHash(b.name));
   });
 });
+
+describe('modes', () => {
+  test('a device refuses to write into a single-writer database, with a message that says why', async () => {
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    const w = await open(path.join(dir, 'w.db'), {
+      hub: { url: h.url, db: 'budget', token: await h.token('budget', 'writer') },
+    });
+    w.exec('create table t(x)');
+    await w.sync!.flush(20_000);
+    await w.sync!.close();
+    w.close();
+    const d = await device(h, 'd');
+    d.exec(SCHEMA);
+    await assert.rejects(d.sync!.flush(20_000), /single-writer database .*cannot write to it/);
+    assert.equal(d.sync!.status().state, 'error');
+  });
+});

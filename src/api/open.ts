@@ -160,6 +160,8 @@ export async function openWith(
         "Read it with openReplica() or openReadonly(), or write to the writer's database",
     );
   }
+  // A new database file or journal directory is durable only once its directory is fsynced (below).
+  const creating = !fs.exists(dbPath) || !fs.exists(p.dir);
   fs.mkdir(p.dir);
   const writerLock = fs.tryLockExclusive?.(p.lock);
   if (fs.tryLockExclusive && !writerLock) {
@@ -254,6 +256,7 @@ export async function openWith(
     });
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
+    if (creating) fs.syncDir(dbPath);
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
     capture.resetCounter();
@@ -323,6 +326,7 @@ export async function openWith(
       inflight?.close();
       synced?.close();
       writerLock?.release();
+      return capture.closeError;
     });
   } catch (e) {
     db?.close();
@@ -395,7 +399,7 @@ function decorate(
   sync: WriterSync | undefined,
   compactor: WriterCompactor,
   extras: Pick<MyceliteDatabase, 'warnings' | 'revert' | 'historyCheck'>,
-  cleanup: () => void,
+  cleanup: () => Error | undefined,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
   let closed = false;
@@ -412,7 +416,9 @@ function decorate(
         engineClose();
         if (!closed) {
           closed = true;
-          cleanup();
+          // A close whose final checkpoint failed (fsync): the journal has everything, open() redoes it.
+          const failed = cleanup();
+          if (failed) throw failed;
         }
         return db;
       },

@@ -154,6 +154,9 @@ export class Capture {
     return this.view;
   }
 
+  /** Why the last `detach` could not make the database durable (SQLite does not report xClose's errors). */
+  closeError: Error | undefined;
+
   /** The VFS closed the main database file (with journal durability, it is made durable first). */
   detach(): void {
     try {
@@ -161,6 +164,9 @@ export class Capture {
         this.overlay?.clear();
         this.checkpoint();
       }
+    } catch (e) {
+      this.closeError = e as Error;
+      throw e;
     } finally {
       this.overlay?.clear();
       this.overlay = undefined;
@@ -178,9 +184,20 @@ export class Capture {
     const synced = this.options.synced;
     if (!synced || !this.db || this.behind || this.journal.pending) return;
     if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return;
-    // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
-    this.journal.handle.sync();
-    this.db.sync();
+    try {
+      // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
+      this.journal.handle.sync();
+      this.db.sync();
+    } catch (e) {
+      // After a failed fsync the kernel may drop the pages it could not write and report success next
+      // time (fsyncgate): only rewriting them makes them durable. Refuse everything until open() redoes.
+      this.behind = new DatabaseBehindError(
+        `making ${this.db.path} durable failed (${(e as Error).message}): writes since the last checkpoint ` +
+          'may not be on disk; close it and open it again (open() writes them again from the journal)',
+        { cause: e },
+      );
+      throw this.behind;
+    }
     writeSyncedMarker(synced.file, {
       ...this.journal.position,
       fingerprint: fingerprintOf(this.db),
@@ -265,7 +282,11 @@ export class Capture {
           "(both must commit or neither): write them in separate transactions, or open with durability 'sqlite'",
       );
     }
-    if (this.journal.pending) this.journal.abandon(false);
+    // A snapshot already appended for this transaction: SQLite's backup path, or the playback of a
+    // commit that failed after our journal took its snapshot (a failed database fsync). The cut is
+    // fsynced: SQLite's rollback is made durable next (database fsync, journal deleted), and a snapshot
+    // surviving it would be redone at open as a commit that was reported failed.
+    if (this.journal.pending) this.journal.abandon(true);
     if (this.prePageSize === 0) return;
     this.phaseOne = true;
     this.last = this.writeSnapshot();
@@ -332,6 +353,7 @@ export class Capture {
       // marker merely stays behind, and the next open checks a little more. With journal durability the
       // file may not hold what was written back: refuse further use until open() redoes it.
       if (!this.overlay) return;
+      if (e instanceof DatabaseBehindError) throw e;
       this.behind = new DatabaseBehindError(
         `making ${this.db?.path} durable at snapshot ${this.journal.position.txid} failed (${(e as Error).message}): ` +
           'the commits are in the journal, but the database file may lag it; close it and open it again (open() brings it up to date)',
@@ -348,6 +370,7 @@ export class Capture {
       this.overlay!.clear();
       return undefined;
     } catch (e) {
+      if (e instanceof DatabaseBehindError) return e;
       this.behind = new DatabaseBehindError(
         `the commit of snapshot ${this.journal.position.txid} is in the journal, but writing it to ${this.db?.path} failed ` +
           `(${(e as Error).message}): the database file lags its journal; close it and open it again (open() brings it up to date)`,
@@ -412,17 +435,36 @@ export class Capture {
     this.end();
   }
 
+  /**
+   * Puts back every kept page that differs. Made durable when it changes anything: SQLite may already
+   * have fsynced the pages it put there (a commit whose journal deletion failed after its database fsync
+   * is abandoned here), and a power loss must not leave half of each. The inflight marker is fsynced
+   * first, so that open() checks the file against the journal if the power goes in between.
+   */
   private restoreKept(): void {
     const db = this.db!;
     const unit = this.prePageSize;
     const current = new Uint8Array(unit);
+    let marked = false;
+    const mark = (): void => {
+      if (marked) return;
+      marked = true;
+      this.setInflight(1);
+      this.options.inflight?.sync();
+    };
     for (const index of this.old.indexes()) {
       const old = this.old.get(index, unit);
       if (!old) continue;
       db.read(current, index * unit);
-      if (!samePage(old, current)) db.write(old, index * unit);
+      if (samePage(old, current)) continue;
+      mark();
+      db.write(old, index * unit);
     }
-    if (db.size() > this.prePages * unit) db.truncate(this.prePages * unit);
+    if (db.size() > this.prePages * unit) {
+      mark();
+      db.truncate(this.prePages * unit);
+    }
+    if (marked) db.sync();
   }
 
   /**

@@ -51,18 +51,16 @@ export class JournalReader {
     let checksum = this.header.baseChecksum;
     let time = Number.NEGATIVE_INFINITY;
     this.end = offset;
+    this.peeked = undefined;
     while (offset < size) {
       const expect = txid + 1n;
       const bad = (why: string): JournalFormatError => new JournalFormatError(why, offset, expect);
-      const h =
-        size - offset >= SNAPSHOT_HEADER_SIZE
-          ? decodeSnapshotHeader(this.src.read(offset, SNAPSHOT_HEADER_SIZE))
-          : undefined;
+      const h = size - offset >= SNAPSHOT_HEADER_SIZE ? this.headerAt(offset) : undefined;
       if (typeof h === 'string') throw bad(h);
       if (
         h === undefined ||
         offset + h.length > size ||
-        !this.intact(offset, h, offset + h.length === size)
+        !this.intact(offset, h, this.lastAt(offset + h.length, size))
       ) {
         // Not a whole snapshot: a torn tail if nothing valid follows, corruption otherwise.
         const next = this.findHeaderAfter(offset + 1, size);
@@ -90,6 +88,28 @@ export class JournalReader {
       this.end = offset;
     }
   }
+
+  /**
+   * True when no snapshot header starts at `next`: the snapshot before it is the last one, even with zeros
+   * (or a torn append) after it. After a power loss its header may be on disk without its body (pages
+   * reach the disk in any order), so the last snapshot's trailer is always checked.
+   */
+  private lastAt(next: number, size: number): boolean {
+    if (next + SNAPSHOT_HEADER_SIZE > size) return true;
+    return this.headerAt(next) === undefined;
+  }
+
+  /** The header at `offset`, decoded (a valid one `lastAt` found is kept for the next step of the scan). */
+  private headerAt(offset: number): ReturnType<typeof decodeSnapshotHeader> {
+    const seen = this.peeked;
+    this.peeked = undefined;
+    if (seen?.offset === offset) return seen.h;
+    const h = decodeSnapshotHeader(this.src.read(offset, SNAPSHOT_HEADER_SIZE));
+    if (typeof h === 'object') this.peeked = { offset, h };
+    return h;
+  }
+
+  private peeked: { offset: number; h: SnapshotHeader } | undefined;
 
   /** Checks the trailer checksum and body of the snapshot when verifying, or when it is the last one. */
   private intact(offset: number, h: SnapshotHeader, last: boolean): boolean {

@@ -124,7 +124,13 @@ export function createApp(ctx: HubContext): Hono {
     const state = await ctx.storage.state(name);
     if (!state) throw notFound(name);
     const lease = activeLease(await ctx.storage.getLease(name));
-    return c.json({ name, journal: toHex(state.journalId), head: toJsonPosition(state.head), lease });
+    return c.json({
+      name,
+      journal: toHex(state.journalId),
+      head: toJsonPosition(state.head),
+      mode: state.mode,
+      lease,
+    });
   });
 
   app.post(`${db}/lease`, async (c) => {

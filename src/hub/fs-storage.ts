@@ -1,8 +1,8 @@
 /**
- * HubStorage on the filesystem: `DATA/dbs/<name>/journal` in the exact journal format (docs/FORMAT.md)
- * and `DATA/dbs/<name>/lease.json`. Writes to one database are serialized; an append is durable (fsync)
- * before it resolves. After a database is first opened, an in-memory index (txid → offset) serves reads
- * from any position without rescanning.
+ * HubStorage on the filesystem: `DATA/dbs/<name>/journal` in the exact journal format (docs/FORMAT.md),
+ * `DATA/dbs/<name>/mode` (src/hub/fs-mode.ts) and `DATA/dbs/<name>/lease.json`. Writes to one database
+ * are serialized; an append is durable (fsync) before it resolves. After a database is first opened, an
+ * in-memory index (txid → offset) serves reads from any position without rescanning.
  *
  * Every push is checked against the database's pages at the head (`DATA/dbs/<name>/head.db`,
  * src/hub/heads.ts) before it is appended. A journal is checked whole when it is first opened (every
@@ -29,11 +29,12 @@ import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { checkDbName, type WirePosition } from '../protocol/index.js';
+import { checkDbName, type DbMode, type WirePosition } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { FsLeases } from './fs-leases.js';
+import { readModeFile, writeModeFile } from './fs-mode.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
 import { findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
@@ -57,6 +58,7 @@ interface Entry {
   reader: fsp.FileHandle;
   journalId: Uint8Array;
   base: WirePosition;
+  mode: DbMode;
   /** offsets[i] is where snapshot base.txid + 1 + i starts. */
   offsets: number[];
   /** The durable head and the offset after it (appends in progress are not visible before their fsync). */
@@ -182,6 +184,7 @@ export class FsStorage implements HubStorage {
     if (cached) return cached;
     const file = path.join(this.dir(db), 'journal');
     if (!fs.existsSync(file)) return undefined;
+    const mode = readModeFile(db, this.dir(db));
     this.checkJournal(db, file); // may cut a damaged journal back (a new generation)
     const generation = this.generations.get(db) ?? 0;
     const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
@@ -217,6 +220,7 @@ export class FsStorage implements HubStorage {
       reader: handle,
       journalId: reader.header.journalId,
       base: { txid: reader.header.baseTxid, checksum: reader.header.baseChecksum },
+      mode,
       offsets,
       head: writer.position,
       end: writer.end,
@@ -230,7 +234,8 @@ export class FsStorage implements HubStorage {
   }
 
   private stateOf(e: Entry): DbState {
-    return { journalId: e.journalId, base: e.base, head: e.head, headTimestamp: e.headTimestamp };
+    const { journalId, base, head, headTimestamp, mode } = e;
+    return { journalId, base, head, headTimestamp, mode };
   }
 
   async state(db: string): Promise<DbState | undefined> {
@@ -245,6 +250,7 @@ export class FsStorage implements HubStorage {
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
+    mode: DbMode = 'single',
   ): Promise<AppendResult> {
     this.check();
     const dir = this.dir(db);
@@ -256,13 +262,13 @@ export class FsStorage implements HubStorage {
       if (!e) {
         const staged = await this.stage(db, undefined, journalId, expectedHead, snapshots);
         if (!('end' in staged)) return staged;
-        await this.create(dir, journalId, expectedHead, snapshots);
+        await this.create(dir, journalId, expectedHead, snapshots, mode);
         e = (await this.entry(db))!;
         this.heads.commit(db, staged);
         this.publish(db, snapshots, this.stateOf(e));
         return { ok: true, state: this.stateOf(e) };
       }
-      const refused = appendRefusal(e, expectedHead, journalId);
+      const refused = appendRefusal(e, expectedHead, journalId, mode);
       if (refused) return { ok: false, reason: refused, state: this.stateOf(e) };
       const staged = await this.stage(db, e, journalId, expectedHead, snapshots);
       if (!('end' in staged)) return staged;
@@ -366,10 +372,20 @@ export class FsStorage implements HubStorage {
     });
   }
 
-  /** Creates the journal with its first snapshots in one atomic replace: a database never exists empty. */
-  private async create(dir: string, journalId: Uint8Array, base: WirePosition, snapshots: EncodedSnapshot[]) {
+  /**
+   * Creates the journal with its first snapshots in one atomic replace (a database never exists empty),
+   * after its mode file (a database never exists without its mode).
+   */
+  private async create(
+    dir: string,
+    journalId: Uint8Array,
+    base: WirePosition,
+    snapshots: EncodedSnapshot[],
+    mode: DbMode,
+  ) {
     await fsp.mkdir(dir, { recursive: true });
     nodeFs.syncDir(dir);
+    writeModeFile(dir, mode);
     const header = encodeFileHeader({
       version: FORMAT_VERSION,
       journalId,

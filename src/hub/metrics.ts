@@ -13,6 +13,7 @@ export type PushRejectReason =
   | 'too_large'
   | 'stale_epoch'
   | 'other_history'
+  | 'other_mode'
   | 'head_mismatch'
   | 'unavailable'
   | 'error';

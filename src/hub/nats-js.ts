@@ -4,8 +4,8 @@
  */
 import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@nats-io/jetstream';
 import { headers, type MsgHdrs } from '@nats-io/transport-node';
-import { formatPosition, type WirePosition } from '../protocol/index.js';
-import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART } from './nats-wire.js';
+import { type DbMode, formatPosition, type WirePosition } from '../protocol/index.js';
+import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_MODE, HDR_PART } from './nats-wire.js';
 
 /** JetStream's error code for a publish whose expected last sequence is not the stream's. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -114,6 +114,8 @@ export interface PartsRecord {
   base: WirePosition;
   /** Set for a checkpoint: the txid it stands at. */
   checkpoint?: bigint;
+  /** Set for an append: the database's mode. */
+  mode?: DbMode;
   /** Prefix of the parts' message ids (JetStream drops a repeated id: a retried publish stores once). */
   msgPrefix: string;
 }
@@ -139,6 +141,7 @@ export async function publishParts(
     h.set(HDR_JOURNAL, record.journal);
     h.set(HDR_BASE, formatPosition(record.base));
     if (record.checkpoint !== undefined) h.set(HDR_CHECKPOINT, String(record.checkpoint));
+    if (record.mode !== undefined) h.set(HDR_MODE, record.mode);
     const ack = await publishExpecting(js, ms, what, {
       subject: record.subject,
       data,

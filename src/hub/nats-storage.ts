@@ -16,6 +16,9 @@
  *   per database on this hub's disk (src/hub/heads.ts, under `headsDir`), brought forward from the
  *   stream first when other hubs appended meanwhile. Each view skips an append whose snapshots' trailer
  *   checksums fail, like a torn one (src/hub/nats-tail.ts).
+ * - Mode: every append carries the database's mode (Mycelite-Mode); a view takes it from the first
+ *   append it reads, so a database exists with its mode or not at all, and an append of the other mode
+ *   is refused before it is published.
  * - Compaction (retention): once the snapshots after a database's base pass a threshold, a hub stores a
  *   checkpoint (the full image of the head − 1, as parts marked Mycelite-Checkpoint) and purges the
  *   messages before the append that follows it. Views move their base up to the checkpoint; reads from
@@ -37,7 +40,7 @@ import {
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { SnapshotHeader } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
@@ -336,6 +339,7 @@ export class NatsStorage implements HubStorage {
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
+    mode: DbMode = 'single',
   ): Promise<AppendResult> {
     this.check();
     this.names.subject(db); // refuses a bad name before anything else
@@ -363,10 +367,10 @@ export class NatsStorage implements HubStorage {
         }
         await this.create(tail);
       }
-      let refused = appendRefusal(tail, expectedHead, journalId);
+      let refused = appendRefusal(tail, expectedHead, journalId, mode);
       if (refused) {
         await this.catchUp(tail); // our view may be behind another hub's appends
-        refused = appendRefusal(tail, expectedHead, journalId);
+        refused = appendRefusal(tail, expectedHead, journalId, mode);
         if (refused) return { ok: false, reason: refused, state: tail.state()! };
       }
       // What the check above saw: the publish expects the stream as it was then, so an append by another
@@ -382,7 +386,7 @@ export class NatsStorage implements HubStorage {
       const last = snapshots[snapshots.length - 1]!.header;
       let won: number | undefined;
       for (let attempt = 0; won === undefined; attempt++) {
-        won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots);
+        won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots, mode);
         if (won !== undefined) break;
         // Another message came first: a winning append (refuse), or a torn one (try again after it).
         await this.catchUp(tail);
@@ -391,7 +395,7 @@ export class NatsStorage implements HubStorage {
           this.heads.commit(db, staged);
           return { ok: true, state }; // our own earlier attempt, stored after all
         }
-        const why = appendRefusal(tail, expectedHead, journalId);
+        const why = appendRefusal(tail, expectedHead, journalId, mode);
         if (why) return { ok: false, reason: why, state: state! };
         if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
         expectSeq = tail.lastSeq;
@@ -407,8 +411,9 @@ export class NatsStorage implements HubStorage {
   }
 
   /**
-   * Publishes the append's parts, each expecting the previous one as the subject's last message. The
-   * stream sequence of the last part, or undefined when another append came first.
+   * Publishes the append's parts (each carrying the database's mode: a new database gets it with its
+   * first append), each expecting the previous one as the subject's last message. The stream sequence
+   * of the last part, or undefined when another append came first.
    */
   private async publish(
     db: string,
@@ -416,6 +421,7 @@ export class NatsStorage implements HubStorage {
     expectedHead: WirePosition,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
+    mode: DbMode,
   ): Promise<number | undefined> {
     const bytes = joinParts(snapshots.map((s) => s.bytes));
     const parts = splitParts(bytes, this.partBytes);
@@ -431,6 +437,7 @@ export class NatsStorage implements HubStorage {
         key,
         journal,
         base: expectedHead,
+        mode,
         msgPrefix: `${db}/${journal}/${key}`,
       },
       parts,

@@ -16,8 +16,24 @@ import {
   memorySource,
   type SnapshotHeader,
 } from '../format/index.js';
-import { parseJournalId, parsePosition, samePosition, toHex, type WirePosition } from '../protocol/index.js';
-import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_PART, parsePart } from './nats-wire.js';
+import {
+  type DbMode,
+  parseJournalId,
+  parseMode,
+  parsePosition,
+  samePosition,
+  toHex,
+  type WirePosition,
+} from '../protocol/index.js';
+import {
+  HDR_APPEND,
+  HDR_BASE,
+  HDR_CHECKPOINT,
+  HDR_JOURNAL,
+  HDR_MODE,
+  HDR_PART,
+  parsePart,
+} from './nats-wire.js';
 import { type AppendListener, BeforeBaseError, type DbState, type EncodedSnapshot } from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
@@ -40,6 +56,8 @@ interface Pending {
   n: number;
   journal: string;
   base: string;
+  /** Mycelite-Mode as sent (null: none, an append from before modes). */
+  mode: string | null;
   seqs: number[];
   data: Uint8Array[];
 }
@@ -75,6 +93,8 @@ interface Waiter {
 
 export class DbTail {
   journalId: Uint8Array | undefined;
+  /** The database's mode: that of the first append (every later one has the same). */
+  mode: DbMode = 'single';
   base: WirePosition = { txid: 0n, checksum: 0n };
   head: WirePosition = { txid: 0n, checksum: 0n };
   headTimestamp = 0;
@@ -224,7 +244,8 @@ export class DbTail {
 
   state(): DbState | undefined {
     if (!this.journalId) return undefined;
-    return { journalId: this.journalId, base: this.base, head: this.head, headTimestamp: this.headTimestamp };
+    const { journalId, base, head, headTimestamp, mode } = this;
+    return { journalId, base, head, headTimestamp, mode };
   }
 
   at(txid: bigint): IndexedSnapshot | undefined {
@@ -301,6 +322,7 @@ export class DbTail {
 
   private forgetIndex(): void {
     this.journalId = undefined;
+    this.mode = 'single';
     this.base = { txid: 0n, checksum: 0n };
     this.head = { txid: 0n, checksum: 0n };
     this.headTimestamp = 0;
@@ -345,6 +367,7 @@ export class DbTail {
         n: part.n,
         journal: h?.get(HDR_JOURNAL) ?? '',
         base: h?.get(HDR_BASE) ?? '',
+        mode: h?.has(HDR_MODE) ? h.get(HDR_MODE) : null,
         seqs: [],
         data: [],
       };
@@ -369,9 +392,11 @@ export class DbTail {
     }
     const journalId = parseJournalId(p.journal);
     const base = parsePosition(p.base);
-    if (!journalId || !base) return;
+    const mode = parseMode(p.mode);
+    if (!journalId || !base || !mode) return;
     if (this.journalId) {
       if (p.journal !== toHex(this.journalId) || !samePosition(base, this.head)) return;
+      if (mode !== this.mode) return; // hubs check the mode before they publish: a lost race at most
     }
     const total = p.data.reduce((n, d) => n + d.length, 0);
     const bytes = new Uint8Array(total);
@@ -401,6 +426,7 @@ export class DbTail {
     if (!this.journalId) {
       this.journalId = journalId;
       this.base = base;
+      this.mode = mode;
     }
     const ref: AppendRef = { seqs: p.seqs, lens: p.data.map((d) => d.length) };
     for (const [i, s] of snapshots.entries()) this.snaps.push({ header: s.header, ref, offset: offsets[i]! });

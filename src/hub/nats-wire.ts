@@ -4,8 +4,10 @@
  *
  * One append (the snapshots of one push, concatenated exactly as in a journal) is one or more messages on
  * the database's subject, each at most a part size: `Mycelite-Append: FIRST-LAST`, `Mycelite-Part: I/N`,
- * `Mycelite-Journal: ID`, `Mycelite-Base: TXID:CHECKSUM` (the position the append continues). An append
- * counts only once all its N parts stand one after the other on the subject; a torn one is skipped.
+ * `Mycelite-Journal: ID`, `Mycelite-Base: TXID:CHECKSUM` (the position the append continues),
+ * `Mycelite-Mode: single|shared` (the database's mode; absent on appends stored before modes existed:
+ * `single`). An append counts only once all its N parts stand one after the other on the subject; a torn
+ * one is skipped.
  */
 import { checkDbName } from '../protocol/index.js';
 
@@ -13,6 +15,11 @@ export const HDR_APPEND = 'Mycelite-Append';
 export const HDR_PART = 'Mycelite-Part';
 export const HDR_JOURNAL = 'Mycelite-Journal';
 export const HDR_BASE = 'Mycelite-Base';
+/**
+ * On the parts of an append: the mode of the database (src/protocol/mode.ts). The first append a view
+ * reads gives the database its mode; an append of another mode is skipped (src/hub/nats-tail.ts).
+ */
+export const HDR_MODE = 'Mycelite-Mode';
 /**
  * On the parts of a checkpoint (compaction, src/hub/nats-storage.ts): `TXID`, and the data is one full
  * image snapshot of that txid. Once a view has read it, its base is TXID (the messages before may be

@@ -5,12 +5,17 @@
 import type { Context } from 'hono';
 import { FLAG_FULL_IMAGE, JournalFormatError } from '../format/index.js';
 import {
+  type DbMode,
+  describeMode,
   EMPTY_POSITION,
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
+  HEADER_MODE,
   HubError,
+  otherModeAdvice,
   parseJournalId,
+  parseMode,
   parsePosition,
   StreamParser,
   samePosition,
@@ -54,13 +59,16 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   const epoch = Number(c.req.header(HEADER_EPOCH));
   if (!Number.isSafeInteger(epoch) || epoch < 1)
     throw badRequest(`header ${HEADER_EPOCH} must be the lease epoch`);
+  const mode = parseMode(c.req.header(HEADER_MODE));
+  if (!mode) throw badRequest(`header ${HEADER_MODE} must be "single" or "shared" (absent: single)`);
   // 2. the lease (a push renews it)
   await checkAndRenew(ctx.storage, name, epoch);
   // 3. the whole body, validated
   const snapshots = await readBody(c, base, length, ctx.maxBody);
   ctx.metrics.bytesReceived.inc(length);
-  // 4. history
+  // 4. mode and history
   const state = await ctx.storage.state(name);
+  if (state && state.mode !== mode) throw otherMode(state, mode);
   if (state && toHex(state.journalId) !== toHex(journalId)) throw otherHistory(state);
   // 5. idempotence: skip what the hub holds already
   if (!state) {
@@ -71,7 +79,7 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
         'a new database must start at txid 1 from the empty database, or with a full image',
       );
     }
-    return append(ctx, c, name, epoch, journalId, base, snapshots, 0);
+    return append(ctx, c, { name, epoch, journalId, mode, creating: true }, base, snapshots, 0);
   }
   const head = state.head;
   let skipped = 0;
@@ -89,32 +97,47 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   if (first.txid !== head.txid + 1n || first.preChecksum !== head.checksum) {
     throw headMismatch(head, `the push starts after ${first.txid - 1n}`);
   }
-  return append(ctx, c, name, epoch, journalId, head, rest, skipped);
+  return append(ctx, c, { name, epoch, journalId, mode, creating: false }, head, rest, skipped);
+}
+
+/** Who pushes: the database, the pusher's lease epoch, its history and its mode; whether it creates it. */
+interface Pushing {
+  name: string;
+  epoch: number;
+  journalId: Uint8Array;
+  mode: DbMode;
+  creating: boolean;
 }
 
 async function append(
   ctx: HubContext,
   c: Context,
-  name: string,
-  epoch: number,
-  journalId: Uint8Array,
+  { name, epoch, journalId, mode, creating }: Pushing,
   head: WirePosition,
   rest: EncodedSnapshot[],
   skipped: number,
 ): Promise<Response> {
   // 6. append (durable before the answer), still holding the lease: checked in the storage's order of
   // lease changes, so a lease taken over while this body was uploading fences it
-  const result = await ctx.storage.append(name, head, journalId, rest, () =>
-    checkEpoch(ctx.storage, name, epoch),
+  const result = await ctx.storage.append(
+    name,
+    head,
+    journalId,
+    rest,
+    () => checkEpoch(ctx.storage, name, epoch),
+    mode,
   );
   if (!result.ok) {
     if (result.reason === 'does_not_apply') throw doesNotApply(result.txid, result.message);
+    if (result.reason === 'other_mode') throw otherMode(result.state, mode);
     throw result.reason === 'other_history'
       ? otherHistory(result.state)
       : headMismatch(result.state.head, 'another push came first');
   }
   ctx.metrics.snapshotsReceived.inc(rest.length);
-  ctx.log.debug({ db: name, head: result.state.head.txid.toString(), appended: rest.length }, 'push');
+  const described = { db: name, mode, head: result.state.head.txid.toString(), appended: rest.length };
+  if (creating) ctx.log.info({ ...described, journal: toHex(journalId) }, 'database created');
+  else ctx.log.debug(described, 'push');
   return c.json({ head: toJsonPosition(result.state.head), appended: rest.length, skipped });
 }
 
@@ -189,6 +212,14 @@ function doesNotApply(txid: bigint, why: string): HubError {
     error: 'does_not_apply',
     message: `snapshot ${txid} does not apply to the hub's copy (${why.replace(/^snapshot \d+ does not apply: /, '')}): the writer's database was changed outside Mycelite, or its journal is damaged; nothing was stored. Run \`mycelite verify\` on the writer's database`,
     txid: txid.toString(),
+  });
+}
+
+function otherMode(state: DbState, pushed: DbMode): HubError {
+  return new HubError({
+    error: 'other_mode',
+    message: `this database is ${describeMode(state.mode)} and the push came from ${pushed === 'shared' ? 'a shared database' : 'a single writer'}: ${otherModeAdvice(state.mode)}; nothing was stored`,
+    mode: state.mode,
   });
 }
 

@@ -4,7 +4,7 @@
  * implements the same interface and passes the same conformance suite (test/helpers/storage-conformance.ts).
  */
 import type { SnapshotHeader } from '../format/index.js';
-import { samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import type { DamageReport } from './heads.js';
 
@@ -24,6 +24,8 @@ export interface DbState {
   head: WirePosition;
   /** Timestamp (ms) of the head snapshot; 0 when none. */
   headTimestamp: number;
+  /** The mode the database was created with (`single` for one created before modes existed). */
+  mode: DbMode;
 }
 
 /** A write lease as stored. A lease whose `expiresAt` has passed is free; its epoch still counts. */
@@ -40,8 +42,11 @@ export interface StoredLease {
 /** The outcome of a conditional append. */
 export type AppendResult =
   | { ok: true; state: DbState }
-  /** `head_mismatch`: the head is no longer `expectedHead`; `other_history`: another journal id. */
-  | { ok: false; reason: 'head_mismatch' | 'other_history'; state: DbState }
+  /**
+   * `head_mismatch`: the head is no longer `expectedHead`; `other_history`: another journal id;
+   * `other_mode`: the database was created with another mode.
+   */
+  | { ok: false; reason: 'head_mismatch' | 'other_history' | 'other_mode'; state: DbState }
   /**
    * `does_not_apply`: snapshot `txid`'s patches, applied to the pages it continues, do not give the
    * database checksum it claims (`message` says how); nothing was appended. No state: a new database.
@@ -60,7 +65,9 @@ export interface HubStorage {
    * Appends `snapshots` (consecutive, validated, the first continuing `expectedHead`) atomically and
    * durably, but only if the database's head is still `expectedHead` and each snapshot's pages, applied
    * to the database's pages at that head, give the database checksum it claims (src/hub/heads.ts). A database that does not exist is
-   * created with `journalId` and base `expectedHead`. All or nothing: on any failure nothing is appended.
+   * created with `journalId`, base `expectedHead` and `mode`, which is stored durably with (or before)
+   * its first snapshots, so that no crash leaves the database without it; an existing database of
+   * another mode refuses the append (`other_mode`). All or nothing: on any failure nothing is appended.
    * `precondition` (the pusher's lease check) runs in the same per-database order as `casLease`, just
    * before appending; if it throws, nothing is appended and its error is thrown.
    */
@@ -70,6 +77,7 @@ export interface HubStorage {
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
+    mode?: DbMode,
   ): Promise<AppendResult>;
   /**
    * The bytes of the stored snapshots with `after < txid ≤ upTo`, in order, in chunks of bounded size
@@ -135,21 +143,24 @@ export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined
   return a.epoch === b.epoch && a.holder === b.holder && a.expiresAt === b.expiresAt;
 }
 
-/** What every backend's `append` requires of its caller: snapshots that continue `expectedHead`. */
 /**
- * Why an append from `expectedHead` in history `journalId` cannot continue what a storage holds of the
- * database (`held`; no journal id yet: a new database, which starts at expectedHead), if it cannot.
+ * Why an append of mode `mode` from `expectedHead` in history `journalId` cannot continue what a storage
+ * holds of the database (`held`; no journal id yet: a new database, which starts at expectedHead), if it
+ * cannot. The mode is checked first: its refusal says what the writer must do instead.
  */
 export function appendRefusal(
-  held: { journalId?: Uint8Array; head: WirePosition } | undefined,
+  held: { journalId?: Uint8Array; head: WirePosition; mode: DbMode } | undefined,
   expectedHead: WirePosition,
   journalId: Uint8Array,
-): 'head_mismatch' | 'other_history' | undefined {
+  mode: DbMode,
+): 'head_mismatch' | 'other_history' | 'other_mode' | undefined {
   if (!held?.journalId) return undefined;
+  if (held.mode !== mode) return 'other_mode';
   if (toHex(held.journalId) !== toHex(journalId)) return 'other_history';
   return samePosition(held.head, expectedHead) ? undefined : 'head_mismatch';
 }
 
+/** What every backend's `append` requires of its caller: snapshots that continue `expectedHead`. */
 export function checkAppend(expectedHead: WirePosition, snapshots: EncodedSnapshot[]): void {
   if (snapshots.length === 0) throw new Error('append: no snapshots');
   const first = snapshots[0]!.header;

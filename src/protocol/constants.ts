@@ -4,6 +4,8 @@ export const API_PREFIX = '/v1';
 export const HEADER_JOURNAL = 'mycelite-journal';
 export const HEADER_BASE = 'mycelite-base';
 export const HEADER_EPOCH = 'mycelite-epoch';
+/** A push's mode (`single` or `shared`, src/protocol/mode.ts); absent means `single`. */
+export const HEADER_MODE = 'mycelite-mode';
 export const CONTENT_TYPE_SNAPSHOTS = 'application/vnd.mycelite.snapshots';
 export const CONTENT_TYPE_STREAM = 'application/vnd.mycelite.stream';
 

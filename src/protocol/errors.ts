@@ -1,4 +1,5 @@
 /** Errors of the hub protocol: what the hub answers, and what clients throw (docs/PROTOCOL.md, "Errors"). */
+import type { DbMode } from './mode.js';
 import type { JsonPosition } from './position.js';
 
 export type ErrorCode =
@@ -10,6 +11,7 @@ export type ErrorCode =
   | 'not_found'
   | 'head_mismatch'
   | 'other_history'
+  | 'other_mode'
   | 'stale_epoch'
   | 'reset'
   | 'too_large'
@@ -26,6 +28,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   not_found: 404,
   head_mismatch: 409,
   other_history: 409,
+  other_mode: 409,
   stale_epoch: 409,
   reset: 409,
   too_large: 413,
@@ -49,6 +52,8 @@ export interface ErrorBody {
   journal?: string;
   limit?: number;
   offset?: number;
+  /** `other_mode`: the mode the database was created with. */
+  mode?: DbMode;
   /** `does_not_apply`: the snapshot whose pages do not give the checksum it claims (decimal). */
   txid?: string;
 }

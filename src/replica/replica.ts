@@ -53,7 +53,10 @@ import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, 
 const VFS_NAME = 'mycelite';
 /**
  * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
- * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept.
+ * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept. Always
+ * written whole, at least MARKER_SIZE bytes (zeros after), so the file's size never shrinks: after a power
+ * loss a file's data and its size can come from different writes, and a batch marker cut to a single
+ * one's size read as offset 0.
  */
 const MARKER_SIZE = 53;
 const MARKER_ONE = 1;
@@ -153,6 +156,8 @@ export class ReplicaStore {
           'following a hub into it could throw its own snapshots away. Choose a new file for the replica',
       );
     }
+    // A new database file or journal directory is durable only once its directory is fsynced (below).
+    const creating = !fs.exists(dbPath) || !fs.exists(p.dir);
     fs.mkdir(p.dir);
     const lock = fs.tryLockExclusive?.(p.lock);
     if (fs.tryLockExclusive && !lock) {
@@ -166,6 +171,7 @@ export class ReplicaStore {
     try {
       installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
+      if (creating) fs.syncDir(dbPath);
       if (!hasJournal && !resetting) writeFileAtomic(fs, p.replica, (f) => f.write(REPLICA_TAG, 0));
       file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
       marker = fs.open(p.inflight, { create: true });
@@ -614,7 +620,7 @@ export class ReplicaStore {
     this.markerTxid = step.txid;
     this.markerFirst = batch?.first ?? step.txid;
     this.markerPre = batch?.pre ?? 0n;
-    const b = new Uint8Array(batch ? MARKER_SIZE : kept !== undefined ? 31 + name.length : 29);
+    const b = new Uint8Array(Math.max(MARKER_SIZE, kept !== undefined ? 31 + name.length : 0));
     const v = new DataView(b.buffer);
     b[0] = batch ? MARKER_BATCH : kept !== undefined ? MARKER_RESET : MARKER_ONE;
     v.setBigUint64(1, step.txid, true);

@@ -4,7 +4,14 @@
  * hub's new snapshots in (a rebase, src/shared/device.ts), pushes the local ones and releases the lease
  * at once. Offline it waits with backoff while local commits go on. Runtime-neutral.
  */
-import { HubError, StreamParser, toHex, type WirePosition } from '../protocol/index.js';
+import {
+  type DbMode,
+  HubError,
+  otherModeAdvice,
+  StreamParser,
+  toHex,
+  type WirePosition,
+} from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import type { HubClient, Lease } from '../sync/hub-client.js';
 import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
@@ -163,8 +170,7 @@ export class DeviceSync implements WriterSync {
         else if (next === 'again') {
           // Let another device that waits for the lease take it before this one takes it again.
           await sleep(5 + Math.random() * 20, this.wake.signal);
-        }
-        else if (next === 'wait') {
+        } else if (next === 'wait') {
           this.update('synced');
           for (const w of this.idle) w.resolve();
           this.idle.clear();
@@ -210,6 +216,7 @@ export class DeviceSync implements WriterSync {
     const q = device.queue;
     if (q.records.length > 0) return this.pushRound();
     const hub = await client.state();
+    if (hub) this.checkMode(hub.mode);
     if (!hub) {
       if (device.localTxid === 0n) return 'wait';
       // The hub has no such database: this device's history creates it.
@@ -246,6 +253,7 @@ export class DeviceSync implements WriterSync {
         }
       }
       const now = await client.state();
+      if (now) this.checkMode(now.mode);
       if (!now) {
         await this.pushSuffix(lease, undefined);
       } else if (toHex(now.journalId) !== toHex(device.journalId)) {
@@ -271,6 +279,15 @@ export class DeviceSync implements WriterSync {
       await client.releaseLease(lease.epoch).catch(() => undefined);
     }
     return q.records.length === 0 ? 'follow' : 'again';
+  }
+
+  /** A device writes only into a shared database: a single writer's is its writer's alone. */
+  private checkMode(mode: DbMode): void {
+    if (mode === 'shared') return;
+    throw new SyncError(
+      `${this.at} is a single-writer database (one writer pushes to it; its mode was set when it was created): a shared device cannot write to it; ${otherModeAdvice('single')}`,
+      'other_mode',
+    );
   }
 
   /** Reads the hub's snapshots after the base (up to its head now) and takes them in. */
@@ -301,7 +318,12 @@ export class DeviceSync implements WriterSync {
     const ms = performance.now() - started;
     this.report(report);
     const base = this.o.device.queue.base;
-    this.emitter.emit('received', { hubTxid: base.txid, count: report.incoming, reapplied: report.applied, ms });
+    this.emitter.emit('received', {
+      hubTxid: base.txid,
+      count: report.incoming,
+      reapplied: report.applied,
+      ms,
+    });
   }
 
   private report(r: RebaseReport<Conflict, ConflictChoice>): void {
@@ -326,6 +348,7 @@ export class DeviceSync implements WriterSync {
         journalId: device.journalId,
         base: batch.base,
         epoch: lease.epoch,
+        mode: 'shared',
       });
       if (this.stopped) return;
       device.pushed(r.head);

@@ -5,15 +5,18 @@
 import {
   API_PREFIX,
   CONTENT_TYPE_SNAPSHOTS,
+  type DbMode,
   formatPosition,
   fromJsonPosition,
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
+  HEADER_MODE,
   HubError,
   hubErrorFrom,
   type JsonLease,
   parseJournalId,
+  parseMode,
   toHex,
   type WirePosition,
 } from '../protocol/index.js';
@@ -34,6 +37,8 @@ export interface HubTarget {
 export interface DbState {
   journalId: Uint8Array;
   head: WirePosition;
+  /** How the database is written, stored when it was created (a hub from before modes: `single`). */
+  mode: DbMode;
   lease: Lease | null;
 }
 
@@ -75,19 +80,25 @@ export class HubClient {
     this.fetch = target.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
-  /** The database's journal id, head and lease; undefined when the hub has no such database. */
+  /** The database's journal id, head, mode and lease; undefined when the hub has no such database. */
   async state(signal?: AbortSignal): Promise<DbState | undefined> {
     const res = await this.call('', { signal }, 'read state', [404]);
     if (res.status === 404) {
       await res.body?.cancel();
       return undefined;
     }
-    const j = (await res.json()) as { journal: string; head: unknown; lease: JsonLease | null };
+    const j = (await res.json()) as {
+      journal: string;
+      head: unknown;
+      mode?: string;
+      lease: JsonLease | null;
+    };
     const journalId = parseJournalId(j.journal);
     const head = fromJsonPosition(j.head);
-    if (!journalId || !head)
+    const mode = parseMode(j.mode);
+    if (!journalId || !head || !mode)
       throw new Error(`hub ${this.target.url} sent a malformed state for ${this.target.db}`);
-    return { journalId, head, lease: j.lease ? toLease(j.lease) : null };
+    return { journalId, head, mode, lease: j.lease ? toLease(j.lease) : null };
   }
 
   /** Takes or renews the write lease for `holder`. */
@@ -115,10 +126,13 @@ export class HubClient {
     await res.body?.cancel();
   }
 
-  /** Pushes encoded snapshots that follow `base`. */
+  /**
+   * Pushes encoded snapshots that follow `base`, as a writer of `mode` (default `single`): a database
+   * created by this push gets that mode; one of the other mode refuses it (`409 other_mode`).
+   */
   async push(
     body: Uint8Array,
-    meta: { journalId: Uint8Array; base: WirePosition; epoch: number },
+    meta: { journalId: Uint8Array; base: WirePosition; epoch: number; mode?: DbMode },
     signal?: AbortSignal,
   ): Promise<PushResult> {
     const res = await this.call(
@@ -130,6 +144,7 @@ export class HubClient {
           [HEADER_JOURNAL]: toHex(meta.journalId),
           [HEADER_BASE]: formatPosition(meta.base),
           [HEADER_EPOCH]: String(meta.epoch),
+          [HEADER_MODE]: meta.mode ?? 'single',
         },
         body: body as Uint8Array<ArrayBuffer>,
         signal,

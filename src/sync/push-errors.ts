@@ -2,7 +2,15 @@
  * What a writer makes of a hub's answers: which errors are worth a retry, and messages for the others
  * that say what happened and what to do. Runtime-neutral.
  */
-import { HubError, hex64, toHex, type WirePosition } from '../protocol/index.js';
+import {
+  type DbMode,
+  describeMode,
+  HubError,
+  hex64,
+  otherModeAdvice,
+  toHex,
+  type WirePosition,
+} from '../protocol/index.js';
 import { HubUnreachableError } from './hub-client.js';
 
 /** An error that stops pushing for good (two histories, another writer, a refused token...). */
@@ -82,6 +90,8 @@ export function fatalFromHub(e: HubError, where: { url: string; db: string; toke
         e.code,
         { cause: e },
       );
+    case 'other_mode':
+      return otherMode(at, e.body.mode === 'single' ? 'single' : 'shared', e);
     case 'does_not_apply':
       return new SyncError(
         `the hub refused snapshot ${e.body.txid ?? '?'} of ${at}: it does not apply (its pages do not give the database checksum it claims), so this database was changed outside Mycelite or its journal is damaged; nothing was stored and pushing stopped. Run \`mycelite verify\` on this database`,
@@ -107,6 +117,18 @@ function leaseHeld(e: HubError, at: string): SyncError {
     'lease_held',
     { cause: e },
   );
+}
+
+/**
+ * The database on the hub was created with the mode `stored`, not this writer's: a single writer never
+ * pushes to a shared database, nor a shared one to a single-writer database. `e`: the hub's refusal of a
+ * push, when it came to that.
+ */
+export function otherMode(at: string, stored: DbMode, e?: HubError): SyncError {
+  const advice = otherModeAdvice(stored);
+  return new SyncError(`${at} is ${describeMode(stored)}: ${advice}; nothing was pushed`, 'other_mode', {
+    cause: e,
+  });
 }
 
 /** The hub's head is not a state of the local journal. */

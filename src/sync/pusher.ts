@@ -7,7 +7,7 @@ import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.j
 import { Emitter } from './emitter.js';
 import type { HubClient, Lease } from './hub-client.js';
 import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
-import { fatalFromHub, isTransient, notInHistory, SyncError } from './push-errors.js';
+import { fatalFromHub, isTransient, notInHistory, otherMode, SyncError } from './push-errors.js';
 import {
   FlushWaiters,
   type JournalBytes,
@@ -265,6 +265,7 @@ export class Pusher implements WriterSync {
         }
         this.hubHead = EMPTY_POSITION;
       } else {
+        if (st.mode !== 'single') throw otherMode(this.at, st.mode);
         const same = st.journalId.every((b, i) => b === index.journalId[i]);
         if (!same || !index.contains(st.head)) throw notInHistory(st.head, st.journalId, index, this.at);
         this.hubHead = st.head;
@@ -284,7 +285,11 @@ export class Pusher implements WriterSync {
     const req = this.request();
     let res: Awaited<ReturnType<HubClient['push']>>;
     try {
-      res = await client.push(body, { journalId: index.journalId, base, epoch: lease.epoch }, req.signal);
+      res = await client.push(
+        body,
+        { journalId: index.journalId, base, epoch: lease.epoch, mode: 'single' },
+        req.signal,
+      );
     } catch (e) {
       if (e instanceof HubError && e.code === 'too_large' && range.count === 1) {
         throw new SyncError(

@@ -31,6 +31,11 @@ interface OpenFile {
   deleteOnClose: boolean;
   /** A rollback journal kept elsewhere by journal durability: never fsynced. */
   noSync: boolean;
+  /**
+   * A rollback (or super-) journal opened with CREATE: its first fsync also fsyncs its directory, so its
+   * name is durable before SQLite writes the database (as SQLite's unix VFS does).
+   */
+  syncDir: boolean;
 }
 
 /** A registered Mycelite VFS. */
@@ -84,17 +89,23 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       const f = files.get(pFile);
       if (!f) return 0;
       files.delete(pFile);
+      let failed: unknown;
       try {
+        // A capture that cannot finish (an I/O error) still lets go of the file and its locks.
         f.capture?.detach();
+      } catch (e) {
+        failed = e;
+      }
+      try {
         if (f.capture) captured.delete(f.path);
         f.locks?.unlock(0);
         if (f.handle.unlock) f.handle.unlock(0);
         f.handle.close();
         if (f.deleteOnClose) fs.delete(f.path);
-        return 0;
       } catch (e) {
-        return keep(e, capi.SQLITE_IOERR_CLOSE);
+        failed ??= e;
       }
+      return failed === undefined ? 0 : keep(failed, capi.SQLITE_IOERR_CLOSE);
     },
     xDeviceCharacteristics(_pFile: number): number {
       return capi.SQLITE_IOCAP_POWERSAFE_OVERWRITE;
@@ -162,6 +173,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         } finally {
           journalSynced?.();
         }
+        if (f.syncDir) {
+          fs.syncDir(f.path);
+          f.syncDir = false;
+        }
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_FSYNC);
@@ -180,8 +195,15 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xUnlock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
-        f.capture?.onUnlock(level);
+        let failed: unknown;
+        try {
+          f.capture?.onUnlock(level);
+        } catch (e) {
+          // The lock is released all the same: holding it would lock other connections out until close.
+          failed = e;
+        }
         const ok = f.handle.unlock ? f.handle.unlock(level as 0 | 1) : f.locks!.unlock(level as 0 | 1);
+        if (failed !== undefined) throw failed;
         return ok ? 0 : capi.SQLITE_IOERR_UNLOCK;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_UNLOCK);
@@ -323,6 +345,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           journalOf: flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? journals.get(path) : undefined,
           deleteOnClose,
           noSync: moved !== undefined,
+          syncDir:
+            moved === undefined &&
+            (flags & capi.SQLITE_OPEN_CREATE) !== 0 &&
+            (flags & (capi.SQLITE_OPEN_MAIN_JOURNAL | capi.SQLITE_OPEN_SUPER_JOURNAL)) !== 0,
         };
         if (capture) captured.set(path, capture);
         files.set(pFile, f);

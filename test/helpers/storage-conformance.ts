@@ -142,6 +142,72 @@ export function storageConformance(name: string, make: () => Promise<StorageFixt
       await st.close();
     });
 
+    it('keeps the mode a database was created with, across close and reopen', async () => {
+      const f = await fresh();
+      let st = await f.open();
+      const s = h.snapshots;
+      const shared = await st.append('sh', EMPTY_POSITION, h.journalId, s.slice(0, 3), undefined, 'shared');
+      assert.ok(shared.ok);
+      assert.equal(shared.state.mode, 'shared');
+      const single = await st.append('one', EMPTY_POSITION, h.journalId, s.slice(0, 3), undefined, 'single');
+      assert.ok(single.ok);
+      assert.equal(single.state.mode, 'single');
+      // An old client: no mode at all. Its database is single-writer.
+      const old = await st.append('old', EMPTY_POSITION, other.journalId, other.snapshots);
+      assert.ok(old.ok);
+      assert.equal(old.state.mode, 'single');
+      await st.close();
+      st = await f.open();
+      assert.equal((await st.state('sh'))!.mode, 'shared');
+      assert.equal((await st.state('one'))!.mode, 'single');
+      assert.equal((await st.state('old'))!.mode, 'single');
+      const more = await st.append('sh', after0(s[2]!), h.journalId, s.slice(3, 5), undefined, 'shared');
+      assert.ok(more.ok);
+      assert.equal(more.state.mode, 'shared');
+      assert.deepEqual(more.state.head, after0(s[4]!));
+      await st.close();
+      st = await f.open();
+      assert.equal((await st.state('sh'))!.mode, 'shared', 'still shared after more appends');
+      await st.close();
+    });
+
+    it('refuses an append of the other mode (other_mode), storing nothing, before and after a reopen', async () => {
+      const f = await fresh();
+      let st = await f.open();
+      const s = h.snapshots;
+      assert.ok((await st.append('sh', EMPTY_POSITION, h.journalId, s.slice(0, 3), undefined, 'shared')).ok);
+      assert.ok((await st.append('old', EMPTY_POSITION, h.journalId, s.slice(0, 3))).ok);
+      const at3 = after0(s[2]!);
+      const held = concatBytes(s.slice(0, 3).map((x) => x.bytes));
+      const refusals = async (): Promise<void> => {
+        const attempts: [string, 'single' | 'shared' | undefined][] = [
+          ['sh', 'single'],
+          ['sh', undefined], // an old client writing to a shared database
+          ['old', 'shared'],
+        ];
+        for (const [db, mode] of attempts) {
+          const r = await st.append(db, at3, h.journalId, s.slice(3, 5), undefined, mode);
+          assert.equal(!r.ok && r.reason, 'other_mode', `${db} refuses mode ${mode}`);
+          assert.equal(!r.ok && r.state?.mode, db === 'sh' ? 'shared' : 'single');
+          const state = (await st.state(db))!;
+          assert.deepEqual(state.head, at3, `${db}: nothing was stored`);
+          assert.equal(state.mode, db === 'sh' ? 'shared' : 'single', `${db}: its mode did not change`);
+          assert.deepEqual(await readAll(st, db, 0n, 3n), held);
+          assert.equal(await st.snapshotAt(db, 4n), undefined);
+        }
+      };
+      await refusals();
+      await st.close();
+      st = await f.open();
+      await refusals();
+      // Its own mode still goes in.
+      assert.ok((await st.append('sh', at3, h.journalId, s.slice(3), undefined, 'shared')).ok);
+      assert.ok((await st.append('old', at3, h.journalId, s.slice(3), undefined, 'single')).ok);
+      for (const db of ['sh', 'old'])
+        assert.deepEqual(await readAll(st, db, 0n, 8n), concatBytes(s.map((x) => x.bytes)));
+      await st.close();
+    });
+
     it('cuts a torn tail (a crash inside an append) when it reopens', async () => {
       const f = await fresh();
       let st = await f.open();
