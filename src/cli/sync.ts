@@ -86,7 +86,7 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
   sync.on('pushed', (e) => {
     pushed += e.count;
     if (options.watch)
-      say(`merged ${e.count} local change(s): the hub is at txid ${e.hubTxid}`, {
+      say(`merged ${plural(e.count, 'local change')}: the hub is at txid ${e.hubTxid}`, {
         event: 'pushed',
         count: e.count,
         hubTxid: jsonInteger(e.hubTxid),
@@ -95,7 +95,7 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
   sync.on('received', (e) => {
     received += e.count;
     if (options.watch)
-      say(`took in ${e.count} snapshot(s) from the hub: at txid ${e.hubTxid}`, {
+      say(`took in ${plural(e.count, 'snapshot')} from the hub: at txid ${e.hubTxid}`, {
         event: 'received',
         count: e.count,
         hubTxid: jsonInteger(e.hubTxid),
@@ -150,7 +150,7 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
     await Promise.race([(sync as unknown as { whenIdle(): Promise<void> }).whenIdle(), timeout]);
     const s = sync.status();
     say(
-      `synced ${dbPath} with ${options.db} on ${options.hub}: ${pushed} local change(s) merged, ${received} snapshot(s) taken in; at txid ${s.hubTxid}`,
+      `synced ${dbPath} with ${options.db} on ${options.hub}: merged ${plural(pushed, 'local change')}, took in ${plural(received, 'snapshot')} from the hub; at txid ${s.hubTxid}`,
       { event: 'synced', pushed, received, hubTxid: jsonInteger(s.hubTxid ?? 0n) },
     );
   } catch (e) {
@@ -160,6 +160,10 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
     await sync.close();
     db.close();
   }
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function jsonReplacer(_k: string, v: unknown): unknown {
