@@ -4,7 +4,9 @@
  * replication), our engine without capture, Mycelite with capture — each run in a fresh process and a
  * fresh directory on the real disk, configurations interleaved, medians. Then replication figures:
  * commit-to-replica lag through a hub on loopback, replica apply throughput, restore time against a file
- * copy, and the writer's peak RSS during one large transaction. Prints tables; writes JSON.
+ * copy, and the writer's peak RSS during one large transaction; shared databases (scripts/bench-shared.ts:
+ * merges per second with 3 devices, device-to-device latency, the cost of a rebase). Prints tables;
+ * writes JSON.
  * `--quick` shrinks everything for a CI smoke run (one run each; no thresholds anywhere).
  */
 import { spawnSync } from 'node:child_process';
@@ -26,8 +28,16 @@ const opts = new Command('bench')
   .option('--json <file>', 'where to write the results', 'bench-results.json')
   .option('--dir <dir>', 'scratch directory on the disk to measure (default: .bench/ here)', '.bench')
   .option('--skip-replication', 'only the workload table', false)
+  .option('--skip-shared', 'without the shared-database figures', false)
   .parse()
-  .opts<{ quick: boolean; runs?: number; json: string; dir: string; skipReplication: boolean }>();
+  .opts<{
+    quick: boolean;
+    runs?: number;
+    json: string;
+    dir: string;
+    skipReplication: boolean;
+    skipShared: boolean;
+  }>();
 
 const runs = opts.runs ?? (opts.quick ? 1 : 5);
 const scale = opts.quick ? 0.05 : 1;
@@ -135,6 +145,14 @@ async function main(): Promise<void> {
       console.log('\nReplication:');
       for (const [k, v] of Object.entries(extra))
         console.log(`  ${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    }
+    if (!opts.skipReplication && !opts.skipShared) {
+      const shared = JSON.parse(
+        node('bench-shared.js', ['--dir', base, ...(opts.quick ? ['--quick'] : [])]),
+      ) as Record<string, unknown>;
+      out['shared'] = shared;
+      console.log('\nShared databases (3 devices merging; device-to-device latency; rebase of 100 pending changes):');
+      for (const [k, v] of Object.entries(shared)) console.log(`  ${k}: ${JSON.stringify(v)}`);
     }
   } finally {
     fs.rmSync(base, { recursive: true, force: true });

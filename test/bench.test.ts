@@ -27,6 +27,7 @@ test('bench --quick runs every workload and configuration, and the replays equal
   const out = JSON.parse(fs.readFileSync(json, 'utf8')) as {
     workloads: Record<string, { nativeMs: number; engineMs: number; myceliteMs: number; replay: boolean }>;
     replication: Record<string, Record<string, unknown>>;
+    shared: Record<string, Record<string, number>>;
   };
   assert.deepEqual(Object.keys(out.workloads), ['a', 'b', 'c', 'r']);
   for (const [w, row] of Object.entries(out.workloads)) {
@@ -38,5 +39,8 @@ test('bench --quick runs every workload and configuration, and the replays equal
   assert.ok((out.replication['apply'] as { MBps: number }).MBps > 0);
   assert.ok((out.replication['restore vs copy'] as { ratio: number }).ratio > 0);
   assert.ok((out.replication['writer RSS, one large transaction'] as { peakRssMiB: number }).peakRssMiB > 0);
+  assert.ok(out.shared['merges']!['commits']! > 0, 'the devices committed');
+  assert.ok(out.shared['latency']!['rows']! > 0);
+  assert.equal(out.shared['rebase']!['reapplied'], 100, 'the 100 pending changes were applied again');
   assert.equal(fs.existsSync(path.join(dir, 'scratch')), false, 'the scratch directory is removed');
 });
