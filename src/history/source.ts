@@ -49,7 +49,7 @@ export function openHistory(fs: FileSystem, paths: HistoryPaths, missing: () => 
     const hfile = fs.open(paths.history, { readonly: true });
     handles.push(hfile);
     const hsrc = fileSource(hfile);
-    const hr = new JournalReader(hsrc, { merged: true });
+    const hr = new JournalReader(hsrc, { merged: true, whole: true });
     let end = { txid: hr.header.baseTxid, checksum: hr.header.baseChecksum };
     for (const s of hr.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
     const jr = new JournalReader(jsrc);
@@ -115,7 +115,7 @@ export function historyEnd(fs: FileSystem, path: string): { txid: bigint; checks
   if (!fs.exists(path)) return undefined;
   const f = fs.open(path, { readonly: true });
   try {
-    const r = new JournalReader(fileSource(f), { merged: true });
+    const r = new JournalReader(fileSource(f), { merged: true, whole: true });
     let end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
     for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
     return end;

@@ -349,6 +349,15 @@ async function runWriter(
   } else {
     const timeout = sleep(30_000).then(() => false);
     wasReady = await Promise.race([ready, timeout]);
+    // A compacting writer is let run until it has compacted once (history file), whatever the machine's
+    // speed: the kill then lands in its later work, compactions and journal rewrites included.
+    if (wasReady && compactAt) {
+      const history = `${s.db}-mycelite/history`;
+      for (let waited = 0; !fs.existsSync(history) && waited < 20_000; waited += 20) {
+        if (child.exitCode !== null || child.signalCode !== null) break;
+        await sleep(20);
+      }
+    }
     if (wasReady) await Promise.race([sleep(delay), exited]);
   }
   const stillRunning = child.exitCode === null && child.signalCode === null;
