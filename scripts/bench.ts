@@ -151,7 +151,9 @@ async function main(): Promise<void> {
         node('bench-shared.js', ['--dir', base, ...(opts.quick ? ['--quick'] : [])]),
       ) as Record<string, unknown>;
       out['shared'] = shared;
-      console.log('\nShared databases (3 devices merging; device-to-device latency; rebase of 100 pending changes):');
+      console.log(
+        '\nShared databases (3 devices merging; device-to-device latency; rebase of 100 pending changes):',
+      );
       for (const [k, v] of Object.entries(shared)) console.log(`  ${k}: ${JSON.stringify(v)}`);
     }
   } finally {
