@@ -292,7 +292,7 @@ export class DeviceSync implements WriterSync {
 
   /** Reads the hub's snapshots after the base (up to its head now) and takes them in. */
   private async catchUp(): Promise<void> {
-    const { client, device } = this.o;
+    const { device } = this.o;
     const base = device.queue.base;
     const incoming = await this.readAll({ after: base, journalId: device.journalId });
     this.takeIn(incoming);
