@@ -172,8 +172,9 @@ export class DeviceSync implements WriterSync {
           await sleep(20, this.wake.signal);
           continue;
         }
-        if (e instanceof HubError && e.code === 'lease_held') {
-          // Another device is syncing: let it finish.
+        if (e instanceof HubError && (e.code === 'lease_held' || e.code === 'stale_epoch')) {
+          // Another device is syncing, or took the lease over while this round ran slowly (its push was
+          // refused, nothing stored): let it finish, then a new round takes the lease again.
           await sleep(Math.min(backoff, 500) * (0.5 + Math.random()), this.wake.signal);
           backoff = Math.min(backoff * 2, max);
           continue;

@@ -1,0 +1,75 @@
+// Shared databases under faults: each test is the deterministic reproduction of a defect the shared
+// torture (test/shared-torture.test.ts, npm run torture -- --shared) found.
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { type MyceliteDatabase, open } from '../src/node/index.js';
+import { HubClient } from '../src/sync/hub-client.js';
+import { startTestHub, type TestHub } from './helpers/hub.js';
+import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
+
+const cleanups: (() => unknown)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  cleanupTempDirs();
+});
+
+const SCHEMA = 'create table if not exists entries(id text primary key, who text, amount integer)';
+
+type Fetch = typeof fetch;
+
+async function device(
+  h: TestHub,
+  file: string,
+  fetchWith?: (inner: Fetch) => Fetch,
+): Promise<MyceliteDatabase> {
+  const inner: Fetch = globalThis.fetch.bind(globalThis);
+  const db = await open(file, {
+    shared: true,
+    hub: {
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      ...(fetchWith ? { fetch: fetchWith(inner) } : {}),
+    },
+  });
+  cleanups.push(() => db.close());
+  return db;
+}
+
+const idle = (db: MyceliteDatabase): Promise<void> =>
+  (db.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+
+describe('shared databases under faults', () => {
+  test('a device whose lease was taken over while it synced tries again instead of stopping', async () => {
+    // Found by the torture: a device slowed down mid-round (a rebase, the network) lost its lease to
+    // another device; its push got 409 stale_epoch and its sync stopped for good ('error').
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    const other = new HubClient({ url: h.url, db: 'budget', token: await h.token('budget', 'writer') });
+    let takeOver = true;
+    const a = await device(h, path.join(dir, 'a.db'), (inner) => async (input, init) => {
+      const url = String(input);
+      if (takeOver && init?.method === 'POST' && url.endsWith('/snapshots')) {
+        takeOver = false;
+        // Between the device's lease and its push, the lease passes to another device and back free.
+        const epoch = Number(new Headers(init.headers).get('mycelite-epoch'));
+        await other.releaseLease(epoch);
+        const lease = await other.takeLease('another-device', 60_000);
+        await other.releaseLease(lease.epoch);
+      }
+      return inner(input, init);
+    });
+    a.exec(SCHEMA);
+    a.prepare('insert into entries values (?, ?, ?)').run('a1', 'alice', 10);
+    await a.sync!.flush(20_000);
+    assert.equal(takeOver, false, 'the lease was taken over during the push');
+    assert.equal(a.sync!.pending(), 0);
+    await idle(a);
+    const b = await device(h, path.join(dir, 'b.db'));
+    await idle(b);
+    assert.deepEqual(b.prepare('select id from entries').raw().all(), [['a1']]);
+    assert.equal(fileHash(a.name), fileHash(b.name));
+  });
+});
