@@ -72,4 +72,54 @@ describe('shared databases under faults', () => {
     assert.deepEqual(b.prepare('select id from entries').raw().all(), [['a1']]);
     assert.equal(fileHash(a.name), fileHash(b.name));
   });
+
+  test("a push whose answer was lost is not applied again after another device's push", async () => {
+    // Found by the torture: device A's push reached the hub but its answer was lost (hub killed, or
+    // connection cut); device B then pushed on top. A's next round saw the hub ahead, rebased, and applied
+    // its already-pushed changes a second time: B's newer update of the same row was overwritten, and A
+    // reported conflicts with itself.
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    let loseAnswer = false;
+    let gate: Promise<void> | undefined;
+    let open = (): void => {};
+    const a = await device(h, path.join(dir, 'a.db'), (inner) => async (input, init) => {
+      const method = init?.method ?? 'GET';
+      if (gate && method !== 'DELETE') await gate;
+      const res = await inner(input, init);
+      if (loseAnswer && method === 'POST' && String(input).endsWith('/snapshots')) {
+        loseAnswer = false;
+        await res.arrayBuffer();
+        // Stored on the hub; the device hears nothing, and hears nothing more until B has pushed.
+        gate = new Promise((r) => {
+          open = r;
+        });
+        throw new TypeError('fetch failed (the answer was lost)');
+      }
+      return res;
+    });
+    a.exec(SCHEMA);
+    a.prepare('insert into entries values (?, ?, ?)').run('x', 'alice', 0);
+    await a.sync!.flush(20_000);
+    await idle(a);
+    const b = await device(h, path.join(dir, 'b.db'));
+    await idle(b);
+    const conflicts: unknown[] = [];
+    a.sync!.on('conflict', (c) => conflicts.push(c));
+    const received = new Promise<void>((r) => b.sync!.on('received', () => r()));
+    loseAnswer = true;
+    a.prepare('update entries set amount = 1 where id = ?').run('x');
+    await received; // B took A's update in: the hub holds it
+    assert.deepEqual(b.prepare('select amount from entries').raw().all(), [[1]]);
+    b.prepare('update entries set amount = 2 where id = ?').run('x');
+    await b.sync!.flush(20_000);
+    open();
+    await a.sync!.flush(20_000);
+    await idle(a);
+    await idle(b);
+    assert.deepEqual(conflicts, [], 'A did not meet its own change again');
+    assert.deepEqual(a.prepare('select amount from entries').raw().all(), [[2]], "B's later update stands");
+    assert.equal(fileHash(a.name), fileHash(b.name));
+  });
 });

@@ -206,12 +206,21 @@ export class Device<C = unknown, O = unknown> {
     const { db } = this.p;
     if (db.inTransaction) throw new DeviceBusyError('a transaction is open');
     this.afterStatement();
-    this.taking = true;
     const report: RebaseReport<C, O> = { incoming: incoming.length, applied: 0, conflicts: [], rejected: [] };
-    if (incoming.length === 0 && !other) return report;
-    const { snapshots } = this.suffix();
     const { capture } = this.p;
+    this.taking = true;
     try {
+      let { snapshots } = this.suffix();
+      if (!other) {
+        // The hub's first snapshots after the base may be this device's own, stored by a push whose
+        // answer was lost: they are no longer pending, and must not be applied a second time.
+        const mine = this.ownPushed(incoming, snapshots);
+        if (mine > 0) {
+          incoming = incoming.slice(mine);
+          ({ snapshots } = this.suffix());
+        }
+        if (incoming.length === 0) return report;
+      }
       if (snapshots.length === 0 && !other) {
         capture.exclusively(() => this.append(incoming));
         db.resetCache();
@@ -231,6 +240,28 @@ export class Device<C = unknown, O = unknown> {
       this.taking = false;
       this.taken = [];
     }
+  }
+
+  /**
+   * How many of `incoming` (the hub's snapshots after the base) are the device's own local snapshots
+   * `local`, whole pending records of them; those records are then marked pushed (the base moves past
+   * them).
+   */
+  private ownPushed(incoming: IncomingSnapshot[], local: SnapshotInfo[]): number {
+    let n = 0;
+    let whole = 0;
+    const ends = new Set(this.p.queue.records.map((r) => r.lastTxid));
+    while (n < incoming.length && n < local.length) {
+      const h = incoming[n]!.header;
+      if (h.txid !== local[n]!.txid || h.postChecksum !== local[n]!.postChecksum) break;
+      n++;
+      if (ends.has(h.txid)) whole = n;
+    }
+    if (whole > 0) {
+      const last = local[whole - 1]!;
+      this.pushed({ txid: last.txid, checksum: last.postChecksum });
+    }
+    return whole;
   }
 
   /** The last local txid. */
