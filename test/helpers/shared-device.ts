@@ -77,19 +77,14 @@ const takeTag = db.prepare('UPDATE items SET tag = ? WHERE id = ?');
 const dropTag = db.prepare('UPDATE items SET tag = NULL WHERE tag = ?');
 const note = db.prepare('UPDATE items SET note = randomblob(?) WHERE id = ?');
 
-/** A random existing item, if any. */
-function anyItem(): string | undefined {
-  const n = Number(count.get());
-  return n === 0 ? undefined : (nth.get(int(0, n - 1)) as string);
-}
-
 const transaction = db.transaction((seq: bigint) => {
   log.run(`${device}:${seq}`, device, seq);
   const ops = int(1, 4);
   for (let k = 0; k < ops; k++) {
     const r = rand();
-    const id = anyItem();
-    if (r < 0.35 || id === undefined) {
+    const n = Number(count.get());
+    const id = n === 0 ? undefined : (nth.get(int(0, n - 1)) as string);
+    if (id === undefined || (r < 0.35 && n < 200)) {
       insert.run(`${device}-${seq}-${k}`, device, int(0, 1000), rand() < 0.9 ? int(0, 300) : int(1000, 6000));
     } else if (r < 0.6) update.run(int(0, 1000), device, id);
     else if (r < 0.72) del.run(id);

@@ -28,7 +28,7 @@ import { JournalReader, loadHash, memorySource, walkPatches } from '../../src/fo
 import { nodeRuntime } from '../../src/node/index.js';
 import { StreamParser } from '../../src/protocol/index.js';
 import { verifyDatabase } from '../../src/restore/restore.js';
-import { HubClient } from '../../src/sync/hub-client.js';
+import { HubClient, HubUnreachableError } from '../../src/sync/hub-client.js';
 import { runCli } from './cli.js';
 import { type SpawnedHub, spawnHub } from './hub.js';
 import { type NatsCluster, startNatsCluster } from './nats-cluster.js';
@@ -284,6 +284,21 @@ async function hubSnapshots(client: HubClient): Promise<Map<bigint, Uint8Array>>
   return out;
 }
 
+/**
+ * Runs a read of the hub again when the connection failed: fetch reuses a kept-alive connection the hub
+ * may be closing at that moment ("other side closed"), which is no finding.
+ */
+async function retried<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (e) {
+      if (attempt >= 5 || !(e instanceof HubUnreachableError || (e as Error).name === 'TypeError')) throw e;
+      await sleep(100);
+    }
+  }
+}
+
 const same = (a: Uint8Array, b: Uint8Array): boolean =>
   a.length === b.length && a.every((v, i) => v === b[i]);
 
@@ -425,7 +440,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
         );
         return undefined;
       }
-      const head = (await client().state())?.head.txid ?? 0n;
+      const head = (await retried(() => client().state()))?.head.txid ?? 0n;
       const states = await Promise.all(devices.map((d) => ask(d!, 'state', /^state /, 10_000)));
       last = `hub ${head}; ${states.map((s, i) => `d${i}: ${s}`).join('; ')}`;
       if (states.every((s) => s === `state 0 ${head} ${head}`)) return { head };
@@ -463,7 +478,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       }
     }
     // Each device's journal holds the hub's snapshots at the same txids.
-    const hubSnaps = await hubSnapshots(client());
+    const hubSnaps = await retried(() => hubSnapshots(client()));
     for (let i = 0; i < nDevices; i++) {
       const mine = journalSnapshots(`${dbs[i]}-mycelite/journal`);
       for (const [txid, bytes] of mine.byTxid) {
@@ -503,7 +518,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       conflictsSeen[i] = r.conflicts.length;
     }
     // The hub's history: log rows only ever added.
-    const found = await walk.walk(client());
+    const found = await retried(() => walk.walk(client()));
     stats.hubSnapshots = walk.snapshots;
     for (const p of found) lost(p);
   };
@@ -524,6 +539,14 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
           proxies[i]!.setDown(offline[i]!);
           if (offline[i]) stats.offline++;
           trace(`#${it} d${i} ${offline[i] ? 'offline' : 'online'}`);
+        } else if (r < 0.35 && offline[i] && alive(devices[i])) {
+          // Back online with a backlog, then killed while it likely rebases and pushes it.
+          offline[i] = false;
+          proxies[i]!.setDown(false);
+          await sleep(int(0, 150));
+          await killProc(devices[i]);
+          stats.kills.device++;
+          trace(`#${it} d${i} online, then killed`);
         } else if (r < 0.4) {
           proxies[i]!.cutAll();
           stats.cuts++;
@@ -560,7 +583,17 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       const at = await converge();
       if (at) {
         trace(`#${it} converged at hub txid ${at.head}; checking`);
-        await check(at.head, it === o.iterations - 1);
+        try {
+          await check(at.head, it === o.iterations - 1);
+        } catch (e) {
+          const logs = hubs.map(
+            (h, k) =>
+              `hub ${k} (${h && h.proc.exitCode === null && h.proc.signalCode === null ? 'running' : 'exited'}): ${h?.stderr().slice(-1500)}`,
+          );
+          failed(
+            `the check failed: ${(e as Error).message} (${String((e as Error).cause ?? '')}); ${logs.join('; ')}`,
+          );
+        }
         for (const d of devices) await ask(d!, 'resume', /^resumed$/, 10_000);
       }
       stats.iterations++;
