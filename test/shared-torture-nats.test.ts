@@ -22,7 +22,14 @@ test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGK
 }, async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture-nats');
-  const s = await runSharedTorture({ dir, iterations: 3, seed, devices: 3, storage: 'nats' });
+  const s = await runSharedTorture({
+    dir,
+    iterations: 3,
+    seed,
+    devices: 3,
+    storage: 'nats',
+    forceFaults: true,
+  });
   t.diagnostic(
     `seed ${seed}: ${s.iterations} iterations, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +
       `${s.commits} commits, ${s.conflicts} conflicts, ${s.rejections} rejections, ${s.hubSnapshots} hub snapshots walked`,
@@ -30,5 +37,6 @@ test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGK
   assert.deepEqual(s.problems, [], `seed ${seed}, files in ${dir}`);
   assert.equal(s.iterations, 3);
   assert.ok(s.commits > 0, 'the devices committed');
+  assert.ok(s.kills.hub >= 1 && s.kills.device >= 2, 'hubs and devices were killed');
   passed = true;
 });

@@ -17,7 +17,7 @@ after(() => {
 test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all converge and nothing is lost', async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture');
-  const s = await runSharedTorture({ dir, iterations: 4, seed, devices: 3 });
+  const s = await runSharedTorture({ dir, iterations: 4, seed, devices: 3, forceFaults: true });
   t.diagnostic(
     `seed ${seed}: ${s.iterations} iterations, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +
       `${s.commits} commits, ${s.conflicts} conflicts, ${s.rejections} rejections, ${s.hubSnapshots} hub snapshots walked`,
@@ -25,5 +25,6 @@ test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all conv
   assert.deepEqual(s.problems, [], `seed ${seed}, files in ${dir}`);
   assert.equal(s.iterations, 4);
   assert.ok(s.commits > 0, 'the devices committed');
+  assert.ok(s.kills.hub >= 1 && s.kills.device >= 2, 'hubs and devices were killed');
   passed = true;
 });

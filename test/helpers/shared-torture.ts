@@ -48,6 +48,11 @@ export interface SharedTortureOptions {
   storage?: 'files' | 'nats';
   /** Fault steps per iteration, at most (default 6). */
   steps?: number;
+  /**
+   * End every iteration with a fault of each kind in turn (a hub killed, a device killed, a device killed
+   * right after coming back online), whatever the seed: short runs then always meet each.
+   */
+  forceFaults?: boolean;
   /** Also run the `mycelite verify` command on every file at the end (default true). */
   cliVerify?: boolean;
   /** How long devices may take to converge before it counts as a problem (ms, default 120 s). */
@@ -523,6 +528,70 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     for (const p of found) lost(p);
   };
 
+  /** One fault step of the schedule, chosen by `r` (in [0, 1)), on device `i` where it is one's. */
+  const fault = async (it: number, r: number, i: number): Promise<void> => {
+    if (r < 0.3) {
+      offline[i] = !offline[i];
+      proxies[i]!.setDown(offline[i]!);
+      if (offline[i]) stats.offline++;
+      trace(`#${it} d${i} ${offline[i] ? 'offline' : 'online'}`);
+    } else if (r < 0.35 && offline[i] && alive(devices[i])) {
+      // Back online with a backlog, then killed while it likely rebases and pushes it.
+      offline[i] = false;
+      proxies[i]!.setDown(false);
+      await sleep(int(0, 150));
+      await killProc(devices[i]);
+      stats.kills.device++;
+      trace(`#${it} d${i} online, then killed`);
+    } else if (r < 0.4) {
+      proxies[i]!.cutAll();
+      stats.cuts++;
+      trace(`#${it} d${i} connections cut`);
+    } else if (r < 0.65) {
+      if (alive(devices[i])) {
+        await killProc(devices[i]);
+        stats.kills.device++;
+        trace(`#${it} d${i} killed`);
+      } else {
+        startDevice(i);
+        trace(`#${it} d${i} started`);
+      }
+    } else if (r < 0.8) {
+      const h = int(0, hubs.length - 1);
+      if (hubs[h]) {
+        await hubs[h]!.kill('SIGKILL');
+        hubs[h] = undefined;
+        stats.kills.hub++;
+        trace(`#${it} hub ${h} killed`);
+      } else {
+        await restartHub(h);
+        trace(`#${it} hub ${h} restarted`);
+      }
+    } else {
+      // A dead device or hub comes back after a while.
+      for (let k = 0; k < nDevices; k++) if (!devices[k] || !alive(devices[k])) startDevice(k);
+      for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
+      trace(`#${it} everything up`);
+    }
+  };
+  /** The faults every iteration of a `forceFaults` run ends with, in turn: a hub, a device, a device back online. */
+  const forced = async (it: number): Promise<void> => {
+    const up = devices.flatMap((d, k) => (alive(d) ? [k] : []));
+    const i = up.length > 0 ? up[int(0, up.length - 1)]! : 0;
+    if (it % 3 === 0) {
+      for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
+      await fault(it, 0.7, i); // a hub killed
+    } else if (it % 3 === 1 || !alive(devices[i])) {
+      if (!alive(devices[i])) startDevice(i);
+      await ask(devices[i]!, undefined, /^ready$/, 60_000);
+      await fault(it, 0.5, i); // killed
+    } else {
+      if (!offline[i]) await fault(it, 0, i); // offline
+      await sleep(int(100, 300));
+      await fault(it, 0.32, i); // online, then killed
+    }
+  };
+
   try {
     for (let i = 0; i < nDevices; i++) startDevice(i);
     for (let it = 0; it < o.iterations; it++) {
@@ -532,51 +601,11 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       for (let s = 0; s < steps; s++) {
         await sleep(int(20, 400));
         for (let i = 0; i < nDevices; i++) checkAlive(i);
-        const r = rand();
-        const i = int(0, nDevices - 1);
-        if (r < 0.3) {
-          offline[i] = !offline[i];
-          proxies[i]!.setDown(offline[i]!);
-          if (offline[i]) stats.offline++;
-          trace(`#${it} d${i} ${offline[i] ? 'offline' : 'online'}`);
-        } else if (r < 0.35 && offline[i] && alive(devices[i])) {
-          // Back online with a backlog, then killed while it likely rebases and pushes it.
-          offline[i] = false;
-          proxies[i]!.setDown(false);
-          await sleep(int(0, 150));
-          await killProc(devices[i]);
-          stats.kills.device++;
-          trace(`#${it} d${i} online, then killed`);
-        } else if (r < 0.4) {
-          proxies[i]!.cutAll();
-          stats.cuts++;
-          trace(`#${it} d${i} connections cut`);
-        } else if (r < 0.65) {
-          if (alive(devices[i])) {
-            await killProc(devices[i]);
-            stats.kills.device++;
-            trace(`#${it} d${i} killed`);
-          } else {
-            startDevice(i);
-            trace(`#${it} d${i} started`);
-          }
-        } else if (r < 0.8) {
-          const h = int(0, hubs.length - 1);
-          if (hubs[h]) {
-            await hubs[h]!.kill('SIGKILL');
-            hubs[h] = undefined;
-            stats.kills.hub++;
-            trace(`#${it} hub ${h} killed`);
-          } else {
-            await restartHub(h);
-            trace(`#${it} hub ${h} restarted`);
-          }
-        } else {
-          // A dead device or hub comes back after a while.
-          for (let k = 0; k < nDevices; k++) if (!devices[k] || !alive(devices[k])) startDevice(k);
-          for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
-          trace(`#${it} everything up`);
-        }
+        await fault(it, rand(), int(0, nDevices - 1));
+      }
+      if (o.forceFaults) {
+        await sleep(int(20, 200));
+        await forced(it);
       }
       // 2. Everything back; converge; check.
       trace(`#${it} converging`);
