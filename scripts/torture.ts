@@ -15,7 +15,7 @@
  * moments; after each iteration all converge and are checked (test/helpers/shared-torture.ts). --nats
  * runs two hubs on a 3-node NATS cluster (nats-server) with the devices spread over both:
  *
- *   npm run torture -- --shared [--nats] [--iterations N] [--devices D] [--seed S] [--dir PATH]
+ *   npm run torture -- --shared [--nats] [--iterations N] [--devices D] [--joins J] [--seed S] [--dir PATH]
  *
  * Exits 1 if any iteration broke a promise.
  */
@@ -49,6 +49,7 @@ const { values } = parseArgs({
     shared: { type: 'boolean', default: false },
     nats: { type: 'boolean', default: false },
     devices: { type: 'string', default: '3' },
+    joins: { type: 'string', default: '2' },
   },
 });
 
@@ -84,6 +85,7 @@ async function shared(): Promise<never> {
     iterations,
     seed,
     devices: Number(values.devices),
+    joins: Number(values.joins),
     storage,
     onIteration: (i, st, problems) => {
       for (const p of problems) console.log(`FAIL #${i} ${p}`);
@@ -101,6 +103,7 @@ async function shared(): Promise<never> {
 summary (shared, ${storage}, seed ${seed}, ${((Date.now() - started) / 1000).toFixed(0)} s)
   iterations                  ${s.iterations}
   kills                       hub ${s.kills.hub}, device ${s.kills.device}
+  devices                     ${values.devices} at the start, ${s.joins} joined later
   network                     ${s.offline} offline windows, ${s.cuts} cuts
   acknowledged commits        ${s.commits}
   conflicts reported          ${s.conflicts}

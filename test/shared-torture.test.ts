@@ -17,14 +17,15 @@ after(() => {
 test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all converge and nothing is lost', async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture');
-  const s = await runSharedTorture({ dir, iterations: 4, seed, devices: 3, forceFaults: true });
+  const s = await runSharedTorture({ dir, iterations: 3, seed, devices: 3, forceFaults: true, joins: 1 });
   t.diagnostic(
-    `seed ${seed}: ${s.iterations} iterations, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +
+    `seed ${seed}: ${s.iterations} iterations, ${s.joins} joined, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +
       `${s.commits} commits, ${s.conflicts} conflicts, ${s.rejections} rejections, ${s.hubSnapshots} hub snapshots walked`,
   );
   assert.deepEqual(s.problems, [], `seed ${seed}, files in ${dir}`);
-  assert.equal(s.iterations, 4);
+  assert.equal(s.iterations, 3);
   assert.ok(s.commits > 0, 'the devices committed');
-  assert.ok(s.kills.hub >= 1 && s.kills.device >= 2, 'hubs and devices were killed');
+  assert.ok(s.kills.hub >= 1 && s.kills.device >= 1, 'hubs and devices were killed');
+  assert.equal(s.joins, 1, 'a device joined');
   passed = true;
 });

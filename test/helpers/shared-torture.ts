@@ -46,11 +46,14 @@ export interface SharedTortureOptions {
   devices?: number;
   /** 'files': one hub on a data directory; 'nats': two hubs on a 3-node NATS cluster (default 'files'). */
   storage?: 'files' | 'nats';
+  /** Devices that may join later, each with a new empty file (default 0). */
+  joins?: number;
   /** Fault steps per iteration, at most (default 6). */
   steps?: number;
   /**
-   * End every iteration with a fault of each kind in turn (a hub killed, a device killed, a device killed
-   * right after coming back online), whatever the seed: short runs then always meet each.
+   * End every iteration with a fault of each kind in turn (a hub killed, a device killed right after
+   * coming back online, a device joining if `joins` allows, a device killed), whatever the seed: short
+   * runs then always meet each.
    */
   forceFaults?: boolean;
   /** Also run the `mycelite verify` command on every file at the end (default true). */
@@ -65,6 +68,8 @@ export interface SharedTortureOptions {
 export interface SharedTortureStats {
   iterations: number;
   kills: { hub: number; device: number };
+  /** Devices that joined after the start. */
+  joins: number;
   /** Times a device was taken offline, and connections cut. */
   offline: number;
   cuts: number;
@@ -313,6 +318,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
   const nDevices = o.devices ?? 3;
   const maxSteps = o.steps ?? 6;
+  const maxJoins = o.joins ?? 0;
   const convergeMs = o.convergeMs ?? 120_000;
   const trace = o.trace ?? (() => {});
   const name = 'shared';
@@ -320,6 +326,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const stats: SharedTortureStats = {
     iterations: 0,
     kills: { hub: 0, device: 0 },
+    joins: 0,
     offline: 0,
     cuts: 0,
     commits: 0,
@@ -384,12 +391,12 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const rtoken = await anyHub().token(name, 'reader');
   const client = (): HubClient => new HubClient({ url: anyHub().url, db: name, token: rtoken });
 
-  const dbs = Array.from({ length: nDevices }, (_, i) => path.join(o.dir, `d${i}.db`));
+  const dbs: string[] = [];
   const hubOf = (i: number): number => i % hubs.length;
   const proxies: TcpProxy[] = [];
-  for (let i = 0; i < nDevices; i++) proxies.push(await startTcpProxy(ports[hubOf(i)]!));
-  const offline = new Array<boolean>(nDevices).fill(false);
-  const devices: (Proc | undefined)[] = new Array(nDevices).fill(undefined);
+  const offline: boolean[] = [];
+  const devices: (Proc | undefined)[] = [];
+  const conflictsSeen: number[] = [];
   const startDevice = (i: number): void => {
     devices[i] = start([
       DEVICE,
@@ -401,6 +408,17 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       String(int(1, 2 ** 31 - 1)),
     ]);
   };
+  /** A new device (a new file, its own proxy to its hub), started. */
+  const addDevice = async (): Promise<number> => {
+    const i = dbs.length;
+    dbs.push(path.join(o.dir, `d${i}.db`));
+    proxies.push(await startTcpProxy(ports[hubOf(i)]!));
+    offline.push(false);
+    devices.push(undefined);
+    conflictsSeen.push(0);
+    startDevice(i);
+    return i;
+  };
   /** A device that exited without being killed is a failure; it is started again. */
   const checkAlive = (i: number): void => {
     const d = devices[i];
@@ -411,18 +429,17 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   };
   const replica = path.join(o.dir, 'replica.db');
   const walk = new HistoryWalk();
-  const conflictsSeen = new Array<number>(nDevices).fill(0);
 
   /** Brings everything back and waits until every device holds the hub's head with nothing pending. */
   const converge = async (): Promise<{ head: bigint } | undefined> => {
     for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
-    for (let i = 0; i < nDevices; i++) {
+    for (let i = 0; i < dbs.length; i++) {
       proxies[i]!.setDown(false);
       offline[i] = false;
       checkAlive(i);
       if (!alive(devices[i])) startDevice(i);
     }
-    for (let i = 0; i < nDevices; i++) {
+    for (let i = 0; i < dbs.length; i++) {
       if (!(await ask(devices[i]!, undefined, /^ready$/, 60_000))) {
         failed(`device d${i} did not start: ${devices[i]!.err.slice(-1500)}`);
         return undefined;
@@ -459,7 +476,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const check = async (head: bigint, final: boolean): Promise<void> => {
     // Files: all the same bytes, and a plain replica's too.
     const hashes = dbs.map((d) => fileHash(d));
-    for (let i = 1; i < nDevices; i++) {
+    for (let i = 1; i < dbs.length; i++) {
       if (hashes[i] !== hashes[0]) diverged(`d${i}'s file differs from d0's at hub txid ${head}`);
     }
     const follow = await runCli(['follow', anyHub().url, replica, '--db', name, '--once'], {
@@ -484,7 +501,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     }
     // Each device's journal holds the hub's snapshots at the same txids.
     const hubSnaps = await retried(() => hubSnapshots(client()));
-    for (let i = 0; i < nDevices; i++) {
+    for (let i = 0; i < dbs.length; i++) {
       const mine = journalSnapshots(`${dbs[i]}-mycelite/journal`);
       for (const [txid, bytes] of mine.byTxid) {
         // An adopted history starts with the hub's image of that txid, not its snapshot.
@@ -502,7 +519,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     stats.conflicts = 0;
     stats.rejections = 0;
     stats.repeatedRejections = 0;
-    for (let i = 0; i < nDevices; i++) {
+    for (let i = 0; i < dbs.length; i++) {
       const dev = `d${i}`;
       const r = reports(dbs[i]!);
       const inLog = rows.get(dev) ?? new Set<string>();
@@ -567,9 +584,14 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
         await restartHub(h);
         trace(`#${it} hub ${h} restarted`);
       }
+    } else if (r >= 0.97 && dbs.length < nDevices + maxJoins) {
+      // A new device joins: an empty file whose first sync adopts the hub's history.
+      const k = await addDevice();
+      stats.joins++;
+      trace(`#${it} d${k} joins`);
     } else {
       // A dead device or hub comes back after a while.
-      for (let k = 0; k < nDevices; k++) if (!devices[k] || !alive(devices[k])) startDevice(k);
+      for (let k = 0; k < dbs.length; k++) if (!devices[k] || !alive(devices[k])) startDevice(k);
       for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
       trace(`#${it} everything up`);
     }
@@ -578,30 +600,33 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const forced = async (it: number): Promise<void> => {
     const up = devices.flatMap((d, k) => (alive(d) ? [k] : []));
     const i = up.length > 0 ? up[int(0, up.length - 1)]! : 0;
-    if (it % 3 === 0) {
+    const turn = it % 4;
+    if (turn === 0) {
       for (let h = 0; h < hubs.length; h++) if (!hubs[h]) await restartHub(h);
       await fault(it, 0.7, i); // a hub killed
-    } else if (it % 3 === 1 || !alive(devices[i])) {
-      if (!alive(devices[i])) startDevice(i);
-      await ask(devices[i]!, undefined, /^ready$/, 60_000);
-      await fault(it, 0.5, i); // killed
-    } else {
+    } else if (turn === 2 && dbs.length < nDevices + maxJoins) {
+      await fault(it, 0.99, i); // a device joins
+    } else if (turn === 1 && alive(devices[i])) {
       if (!offline[i]) await fault(it, 0, i); // offline
       await sleep(int(100, 300));
       await fault(it, 0.32, i); // online, then killed
+    } else {
+      if (!alive(devices[i])) startDevice(i);
+      await ask(devices[i]!, undefined, /^ready$/, 60_000);
+      await fault(it, 0.5, i); // killed
     }
   };
 
   try {
-    for (let i = 0; i < nDevices; i++) startDevice(i);
+    for (let i = 0; i < nDevices; i++) await addDevice();
     for (let it = 0; it < o.iterations; it++) {
       problems = [];
       // 1. Faults at random moments while the devices commit.
       const steps = int(1, maxSteps);
       for (let s = 0; s < steps; s++) {
         await sleep(int(20, 400));
-        for (let i = 0; i < nDevices; i++) checkAlive(i);
-        await fault(it, rand(), int(0, nDevices - 1));
+        for (let i = 0; i < dbs.length; i++) checkAlive(i);
+        await fault(it, rand(), int(0, dbs.length - 1));
       }
       if (o.forceFaults) {
         await sleep(int(20, 200));
