@@ -2,10 +2,12 @@
  * Builds the browser side into dist/web/ with esbuild: the `mycelite/browser` module
  * (mycelite-browser.js), its database worker (mycelite-worker.js, with sqlite3.wasm beside it: sqlite-wasm
  * fetches it relative to the worker's URL) and the demo app (web/: index.html, app.css, app.js) that
- * `mycelite serve --demo` serves.
+ * `mycelite serve --demo` serves, with its service worker (sw.js: keeps the app's files for offline
+ * starts; its cache is named after a hash of those files, so a new build replaces it).
  *
  *   node dist/scripts/build-web.js           # after tsc -p .
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +41,7 @@ export async function buildWeb(): Promise<string[]> {
   fs.copyFileSync(wasm, path.join(WEB_OUT, 'sqlite3.wasm'));
   for (const f of ['index.html', 'app.css'])
     fs.copyFileSync(path.join(ROOT, 'web', f), path.join(WEB_OUT, f));
+  await buildServiceWorker();
   const files = fs.readdirSync(WEB_OUT).sort();
   const kb = (f: string): string => `${f} ${Math.round(fs.statSync(path.join(WEB_OUT, f)).size / 1024)} KiB`;
   console.log(
@@ -48,6 +51,26 @@ export async function buildWeb(): Promise<string[]> {
       .join(', ')}`,
   );
   return files;
+}
+
+/** The files the demo needs to open offline (the service worker keeps them). */
+export const APP_FILES = ['index.html', 'app.css', 'app.js', 'mycelite-worker.js', 'sqlite3.wasm'];
+
+/** sw.js, with the app's file list and a version that changes whenever one of them does. */
+async function buildServiceWorker(): Promise<void> {
+  const hash = createHash('sha256');
+  for (const f of APP_FILES) hash.update(f).update(fs.readFileSync(path.join(WEB_OUT, f)));
+  await build({
+    entryPoints: [path.join(ROOT, 'web/sw.ts')],
+    outfile: path.join(WEB_OUT, 'sw.js'),
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    define: { FILES: JSON.stringify(APP_FILES), VERSION: JSON.stringify(hash.digest('hex').slice(0, 16)) },
+    logLevel: 'warning',
+  });
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

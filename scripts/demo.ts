@@ -1,9 +1,12 @@
 /**
  * `npm start`: Mycelite replicating live on one machine. In a fresh temporary directory it starts a hub
- * on loopback, a writer that commits a steady stream of household-budget transactions (RANDOM() and
- * CURRENT_TIMESTAMP included), and two replicas that follow the hub live. Every second it prints the
- * commit rate, each replica's txid and lag, and whether the three files are byte-for-byte equal; at the
- * end it restores an earlier moment from a replica's journal (time travel). Ctrl-C stops it cleanly.
+ * on loopback, two devices that both write one shared database (a laptop and a phone: each a small
+ * household-budget transaction every 100-300 ms, with random ids, RANDOM() and CURRENT_TIMESTAMP
+ * included; and every second both set the same budget row at once, so one of them meets a conflict),
+ * and two replicas that follow the hub live. Every second it prints each device's commit rate, txid,
+ * pending changes and conflicts, the hub's txid, and each replica's txid and lag; at the end it lets
+ * everything sync, checks that the four files are byte-for-byte equal, and restores an earlier moment
+ * from a replica's journal (time travel). Ctrl-C stops it cleanly.
  *
  *   npm start                      # 12 seconds
  *   npm start -- --seconds 60      # longer (0: until Ctrl-C)
@@ -15,7 +18,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { mintToken, startHub } from '../src/hub/index.js';
-import { nodeRuntime, open, openReadonly, openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import {
+  HubClient,
+  type MyceliteDatabase,
+  nodeRuntime,
+  open,
+  openReadonly,
+  openReplica,
+  type ReplicaDatabase,
+} from '../src/node/index.js';
 import { restoreDatabase } from '../src/restore/restore.js';
 
 const sha256 = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
@@ -29,7 +40,7 @@ interface Args {
 
 function parseArgs(): Args {
   const cmd = new Command('npm start --')
-    .description('Mycelite live replication demo: a hub, a writer and two replicas on loopback')
+    .description('Mycelite live replication demo: a hub, two writing devices and two replicas on loopback')
     .option(
       '--seconds <n>',
       'how long to run (0: until Ctrl-C)',
@@ -46,6 +57,82 @@ function parseArgs(): Args {
   return cmd.opts<Args>();
 }
 
+const SCHEMA = `create table if not exists expenses(
+  id text primary key, spent_at text, device text, category text, amount_cents integer, note text);
+create table if not exists budget(key text primary key, cents integer, set_by text)`;
+const CATEGORIES = ['groceries', 'rent', 'transport', 'fun', 'utilities'];
+
+/** One writing device: its database and what it did this second. */
+interface Device {
+  name: string;
+  path: string;
+  db: MyceliteDatabase;
+  commits: number;
+  conflicts: number;
+  rejected: number;
+  /** One small transaction, as an app would. */
+  step(): void;
+  /** Sets the monthly budget limit: both devices do at the same moment, so one of them meets a conflict. */
+  setLimit(cents: number): void;
+}
+
+async function openDevice(
+  name: string,
+  file: string,
+  hub: { url: string; db: string; token: string },
+): Promise<Device> {
+  const db = await open(file, { shared: true, hub });
+  db.exec(SCHEMA);
+  // Random ids: two devices adding rows at the same time never mint the same key.
+  const insert = db.prepare(
+    `insert into expenses(id, spent_at, device, category, amount_cents, note)
+     values (lower(hex(randomblob(16))), current_timestamp, ?, ?, abs(random()) % 20000, hex(randomblob(6)))`,
+  );
+  const spend = db.transaction((n: number) => {
+    for (let k = 0; k < n; k++) insert.run(name, CATEGORIES[Math.floor(Math.random() * CATEGORIES.length)]);
+  });
+  // Now and then, correct one of the newest rows: both devices do, so sometimes the same one (a conflict).
+  const fix = db.prepare(
+    `update expenses set amount_cents = amount_cents / 2, note = ?
+     where id = (select id from (select id from expenses order by rowid desc limit 3) order by random() limit 1)`,
+  );
+  const limit = db.prepare("update budget set cents = ?, set_by = ? where key = 'monthly-limit'");
+  const d: Device = {
+    name,
+    path: file,
+    db,
+    commits: 0,
+    conflicts: 0,
+    rejected: 0,
+    step: () => {
+      spend(1 + Math.floor(Math.random() * 3));
+      if (Math.random() < 0.3) fix.run(`halved on ${name}`);
+      d.commits++;
+    },
+    setLimit: (cents) => {
+      limit.run(cents, name);
+      d.commits++;
+    },
+  };
+  db.sync!.on('conflict', () => d.conflicts++);
+  db.sync!.on('rejected', () => d.rejected++);
+  return d;
+}
+
+/** Lets every device push and take in the others' changes until all hold the hub's head. */
+async function settle(devices: Device[], client: HubClient, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    for (const d of devices) await d.db.sync!.flush(Math.max(1, until - Date.now())).catch(() => {});
+    const head = (await client.state())?.head;
+    const at = devices.map((d) => d.db.position());
+    if (head && at.every((p) => p.txid === head.txid && p.checksum === head.checksum && p.txid > 0n))
+      return true;
+    await sleep(50);
+  }
+  return false;
+}
+
 async function demo(): Promise<void> {
   const args = parseArgs();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-demo-'));
@@ -53,18 +140,22 @@ async function demo(): Promise<void> {
   const token = (role: 'writer' | 'reader'): Promise<string> =>
     mintToken(hub.key, { db: 'budget', role, ttlSeconds: 3600 });
   const target = { url: hub.url, db: 'budget' };
-  const writerPath = path.join(dir, 'app.db');
   const replicaPaths = [path.join(dir, 'replica-1.db'), path.join(dir, 'replica-2.db')];
 
-  say('Mycelite: physical replication of SQLite, live.');
+  say('Mycelite: SQLite replicated live, written by two devices.');
   say(`  hub       ${hub.url}  (data in ${path.join(dir, 'hub')})`);
-  say(`  writer    app.db: every committed transaction becomes a snapshot, pushed to the hub at once`);
+  say('  devices   laptop.db, phone.db: one shared database, both write; each commit is local at once,');
+  say("            then synced: the hub orders the devices' changes, each takes the other's in");
   say(`  replicas  replica-1.db, replica-2.db: follow the hub's live stream and apply each snapshot`);
   say();
 
-  const db = await open(writerPath, { hub: { ...target, token: await token('writer') } });
-  db.exec(`create table if not exists expenses(
-    id integer primary key, spent_at text, category text, amount_cents integer, note text)`);
+  const devices = [
+    await openDevice('laptop', path.join(dir, 'laptop.db'), { ...target, token: await token('writer') }),
+    await openDevice('phone', path.join(dir, 'phone.db'), { ...target, token: await token('writer') }),
+  ];
+  const client = new HubClient({ ...target, token: await token('reader') });
+  devices[0]!.db.exec("insert or ignore into budget values ('monthly-limit', 200000, 'laptop')");
+  await settle(devices, client, 10_000); // both start from the same database
   const replicas: ReplicaDatabase[] = [];
   const lags: number[][] = replicaPaths.map(() => []);
   for (const [i, p] of replicaPaths.entries()) {
@@ -73,83 +164,79 @@ async function demo(): Promise<void> {
     replicas.push(r);
   }
 
-  const categories = ['groceries', 'rent', 'transport', 'fun', 'utilities'];
-  const insert = db.prepare(
-    `insert into expenses(spent_at, category, amount_cents, note)
-     values (current_timestamp, ?, abs(random()) % 20000, hex(randomblob(6)))`,
-  );
-  const spend = db.transaction((n: number) => {
-    for (let k = 0; k < n; k++) insert.run(categories[Math.floor(Math.random() * categories.length)]);
-  });
-  const fix = db.prepare('update expenses set amount_cents = amount_cents / 2 where id = ?');
-
   let stop = false;
-  let commits = 0;
-  let paused: Promise<void> | undefined;
   const onSignal = (): void => {
-    if (!stop) say('\nCtrl-C: stopping (every committed snapshot is already on the hub or on its way).');
+    if (!stop) say('\nCtrl-C: stopping (every committed change is already on the hub or on its way).');
     stop = true;
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  // The writer: a small transaction every ~10 ms, as an app would.
-  const writer = (async () => {
+  // The devices: a small transaction every 100-300 ms each, as people using an app would. (Faster, one
+  // device that never stops committing keeps the hub's lease and the other waits: see the docs' limits.)
+  const writers = devices.map(async (d) => {
     while (!stop) {
-      if (paused) await paused;
-      spend(1 + Math.floor(Math.random() * 4));
-      if (Math.random() < 0.1) fix.run(1 + Math.floor(Math.random() * 50));
-      commits++;
-      await sleep(10);
+      d.step();
+      await sleep(100 + Math.random() * 200);
     }
-  })();
+  });
 
-  say(' time  commits/s  writer txid │ replica-1   lag p50 │ replica-2   lag p50 │ three files');
+  say(
+    ' time │ laptop commits/s txid pending conflicts │ phone commits/s txid pending conflicts │ hub txid │ replica-1 lag p50 │ replica-2 lag p50',
+  );
   const started = Date.now();
-  const marks: { at: number; txid: bigint; rows: number }[] = [];
-  let allEqual = true;
+  const marks: { at: number; txid: bigint }[] = [];
   for (let second = 1; !stop && (args.seconds === 0 || second <= args.seconds); second++) {
     await sleep(Math.max(0, started + second * 1000 - Date.now()));
     if (stop) break;
-    const rate = commits;
-    commits = 0;
-    // Pause the writer for a moment, let the replicas catch up, and compare the three files.
-    let resume: () => void = () => {};
-    paused = new Promise((r) => {
-      resume = r;
+    // Both change the same row at once: whichever syncs second meets the other's change (a conflict).
+    for (const d of devices) d.setLimit(150000 + Math.floor(Math.random() * 100000));
+    const head = await client.state().catch(() => undefined);
+    if (head) marks.push({ at: Date.now(), txid: head.head.txid });
+    const cols = devices.map((d) => {
+      const s = `${String(d.commits).padStart(9)} ${String(d.db.position().txid).padStart(5)} ${String(d.db.sync!.pending()).padStart(7)} ${String(d.conflicts).padStart(9)}`;
+      d.commits = 0;
+      return d.name === 'laptop' ? `${s}  ` : `${s} `;
     });
-    await sleep(0);
-    const txid = db.position().txid;
-    const rows = db.prepare('select count(*) from expenses').pluck().get() as number;
-    marks.push({ at: Date.now(), txid, rows });
-    let equal = false;
-    try {
-      await db.sync!.flush(5000);
-      await Promise.all(replicas.map((r) => r.waitFor(txid, 5000)));
-      const hashes = [writerPath, ...replicaPaths].map(sha256);
-      equal = hashes.every((h) => h === hashes[0]);
-    } catch (e) {
-      say(`   (catching up: ${(e as Error).message})`);
-    }
-    allEqual &&= equal;
-    paused = undefined;
-    resume();
-    const cols = replicas.map((r, i) => {
+    const reps = replicas.map((r, i) => {
       const l = lags[i]!.splice(0).sort((a, b) => a - b);
       const p50 = l.length ? `${l[Math.floor(l.length / 2)]} ms` : '-';
-      return `${String(r.position()?.txid ?? 0n).padStart(9)} ${p50.padStart(9)}`;
+      return `${String(r.position()?.txid ?? 0n).padStart(9)} ${p50.padStart(7)}`;
     });
     say(
-      `${`${second}s`.padStart(5)}  ${String(rate).padStart(9)}  ${String(txid).padStart(11)} │${cols.join(' │')} │ ${
-        equal ? 'sha256 equal' : 'DIFFERENT'
-      }`,
+      `${`${second}s`.padStart(5)} │${cols.join('│')}│ ${String(head?.head.txid ?? '-').padStart(8)} │${reps.join(' │')}`,
     );
   }
   stop = true;
-  await writer;
-  await db.sync!.flush(10_000).catch(() => {});
-  const final = db.position().txid;
+  await Promise.all(writers);
+  say();
+  say('Stopped writing; letting both devices sync...');
+  const settled = await settle(devices, client, 30_000);
+  const final = devices[0]!.db.position().txid;
   await Promise.all(replicas.map((r) => r.waitFor(final, 10_000).catch(() => {})));
+  const files = [...devices.map((d) => d.path), ...replicaPaths];
+  const hashes = files.map(sha256);
+  const allEqual = settled && hashes.every((h) => h === hashes[0]);
+  const count = (d: Device): number => d.db.prepare('select count(*) from expenses').pluck().get() as number;
+  for (const d of devices) {
+    const mine = d.db.prepare('select count(*) from expenses where device = ?').pluck().get(d.name) as number;
+    say(
+      `  ${d.name.padEnd(6)} txid ${d.db.position().txid}, ${count(d)} expenses (${mine} written here), ${d.conflicts} conflicts, ${d.rejected} rejected, sha256 ${sha256(d.path).slice(0, 16)}`,
+    );
+  }
+  for (const [i, r] of replicas.entries()) {
+    say(`  replica-${i + 1} txid ${r.position()?.txid ?? 0n}, sha256 ${hashes[2 + i]!.slice(0, 16)}`);
+  }
+  const limit = devices[0]!.db
+    .prepare("select cents, set_by from budget where key = 'monthly-limit'")
+    .get() as {
+    cents: number;
+    set_by: string;
+  };
+  say(
+    `  budget limit ${(limit.cents / 100).toFixed(2)}, last set by the ${limit.set_by} (the later sync wins)`,
+  );
+  say(allEqual ? '  all four files are byte-for-byte equal' : '  the files DIFFER');
   say();
 
   // Time travel: restore the state of a few seconds ago from a replica's own journal.
@@ -174,24 +261,29 @@ async function demo(): Promise<void> {
   }
 
   for (const r of replicas) await r.close();
-  await db.sync!.close();
-  db.close();
+  for (const d of devices) {
+    await d.db.sync!.close();
+    d.db.close();
+  }
   await hub.close();
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
 
   say('What happened:');
   say('  - SQLite ran as WebAssembly over the Mycelite VFS, which saw every page each transaction wrote;');
-  say('    each commit became one snapshot (the changed bytes of those pages) in app.db-mycelite/journal.');
+  say('    each commit became one snapshot (the changed bytes of those pages) in DB-mycelite/journal, and');
+  say('    on a shared database also a logical change (an SQLite session changeset) kept until synced.');
+  say('  - Each device pushed its snapshots under a short lease; when the other had pushed first, it put');
+  say("    its file at the hub's state and applied its own changes again on top (a rebase); an edit of a");
+  say('    row the other device had changed too is a conflict: the later sync wins, and it is reported.');
+  say('  - The hub streamed every snapshot to both replicas, which applied it in one SQLite transaction,');
   say(
-    '  - The writer pushed each snapshot to the hub as it committed; the hub streamed it to both replicas,',
+    "    RANDOM() and CURRENT_TIMESTAMP's results included; any retained moment can be restored from any copy.",
   );
-  say("    which applied it in one SQLite transaction: RANDOM() and CURRENT_TIMESTAMP's results included.");
-  say('  - Replicas keep the journal too, so any retained moment can be restored from any copy.');
   say(
     allEqual
-      ? '  - Every second, all three files were byte-for-byte equal.'
-      : '  - Some comparisons DIFFERED.',
+      ? '  - At the end, both devices and both replicas held byte-for-byte the same file.'
+      : '  - At the end the files DIFFERED.',
   );
   if (args.keep) say(`Files kept in ${dir}`);
   else fs.rmSync(dir, { recursive: true, force: true });

@@ -36,6 +36,7 @@ describe('hub: demo web routes', { skip: built ? undefined : `${WEB_DIR} not bui
       ['mycelite-worker.js', 'text/javascript'],
       ['app.css', 'text/css'],
       ['sqlite3.wasm', 'application/wasm'],
+      ['sw.js', 'text/javascript'],
     ] as const) {
       const res = await fetch(`${demo.url}/${file}`);
       assert.equal(res.status, 200, file);

@@ -382,6 +382,33 @@ describe('database', () => {
     assert.throws(() => db.exec('SELECT 1'), /not open/);
   });
 
+  test("close leaves a virtual table's own statements (FTS5) to SQLite: no double free", () => {
+    fresh().exec("CREATE VIRTUAL TABLE f USING fts5(body); INSERT INTO f VALUES ('hello world')");
+    const mine = db.prepare('SELECT count(*) FROM f');
+    const binding = bindingFor(sqlite3) as unknown as { x: WasmExports };
+    const real = binding.x;
+    const finalized: string[] = [];
+    binding.x = Object.create(real, {
+      sqlite3_finalize: {
+        value: (p: number) => {
+          finalized.push(sqlite3.capi.sqlite3_sql(p) ?? '');
+          return real.sqlite3_finalize(p);
+        },
+      },
+    });
+    try {
+      db.close();
+    } finally {
+      binding.x = real;
+    }
+    // FTS5 prepared six statements of its own; finalizing them here made SQLite free them again.
+    assert.deepEqual(finalized, [mine.source]);
+    const other = Database.open(sqlite3, ':memory:');
+    other.exec("CREATE VIRTUAL TABLE g USING fts5(body); INSERT INTO g VALUES ('still sound')");
+    assert.equal(other.prepare("SELECT body FROM g WHERE g MATCH 'sound'").pluck().get(), 'still sound');
+    other.close();
+  });
+
   test('open options: files, readonly, create, vfs', () => {
     const name = `/engine-test-${process.pid}-${Date.now()}.db`;
     const rw = Database.open(sqlite3, name);

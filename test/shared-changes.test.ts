@@ -151,6 +151,42 @@ describe('recording', () => {
     assert.deepEqual(changes(device, change), ['insert q old=- new=1,x']);
   });
 
+  test('an exclude option that throws: take() says so (with the cause) and nothing is lost', () => {
+    const { device, recorder } = twin(BASE, {
+      exclude: (table) => {
+        if (table === 't') throw new Error('broken filter');
+        return false;
+      },
+    });
+    device.exec("UPDATE t SET a = 'x' WHERE id = 1");
+    assert.throws(
+      () => recorder.take(),
+      (e: Error) =>
+        /exclude option of ChangeRecorder threw/.test(e.message) &&
+        (e.cause as Error).message === 'broken filter',
+    );
+    assert.deepEqual(changes(device, recorder.take()), ['update t old=1,a1,? new=?,x,?']);
+  });
+
+  test('keys beyond 2^53 come back exact (bigint)', () => {
+    const { hub, local } = twin(
+      'CREATE TABLE big(id INTEGER PRIMARY KEY, v); INSERT INTO big VALUES (1152921504606846976, 1);',
+    );
+    const change = local('UPDATE big SET v = 2');
+    hub.exec('UPDATE big SET v = 3');
+    const outcome = applyLocalChange(hub, change);
+    assert.deepEqual(met(outcome), [['data', 'update', 'big', [2n ** 60n], 'local']]);
+  });
+
+  test('closing the database before the recorder is harmless', () => {
+    const db = Database.open(sqlite3, ':memory:');
+    const recorder = new ChangeRecorder(db);
+    db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1)');
+    db.close();
+    recorder.close();
+    assert.throws(() => recorder.take(), /The ChangeRecorder is closed/);
+  });
+
   test('a cascade is recorded as indirect rows', () => {
     const { device, local } = twin(
       'CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(id INTEGER PRIMARY KEY, p REFERENCES p ON DELETE CASCADE);' +
@@ -190,6 +226,23 @@ describe('recording schema changes', () => {
       undefined,
       'the next change starts from the new schema',
     );
+  });
+
+  test('rows the session cannot see make the change unmergeable: CREATE TABLE … AS SELECT, FTS storage', () => {
+    const { local, recorder, device } = twin(`${BASE} CREATE VIRTUAL TABLE f USING fts5(body);`);
+    const copy = local('CREATE TABLE copy AS SELECT * FROM t');
+    assert.match(
+      copy.unmergeable ?? '',
+      /^table "copy" was filled in a way SQLite does not record \(CREATE TABLE … AS SELECT\?\)/,
+    );
+    const fts = local("INSERT INTO f VALUES ('hello')");
+    assert.match(fts.unmergeable ?? '', /^it writes "f_\w+", a virtual table's own storage \(FTS\?\)/);
+    assert.equal(local('CREATE TABLE filled(x); INSERT INTO filled SELECT a FROM t').unmergeable, undefined);
+    recorder.close();
+    const excluding = new ChangeRecorder(device, { exclude: (table) => table.startsWith('f_') });
+    recorders.push(excluding);
+    device.exec("INSERT INTO f VALUES ('again')");
+    assert.equal(excluding.take().unmergeable, undefined, 'excluded by the caller (who rebuilds the index)');
   });
 
   test('a table created and filled in one change is re-created and filled on the hub', () => {
@@ -460,6 +513,28 @@ describe('re-applying: constraints and foreign keys reject the whole transaction
     );
     assert.deepEqual(met(outcome), [['foreign_key', 'insert', 'c', ['c1'], 'reject']]);
     assert.deepEqual(rows(hub, 'other'), []);
+    assert.deepEqual(rows(hub, 'c'), []);
+  });
+
+  test('the same with WITHOUT ROWID tables and a composite foreign key: each row named', () => {
+    const { hub, local } = twin(
+      'CREATE TABLE p(a TEXT, b TEXT, PRIMARY KEY (a, b)) WITHOUT ROWID;' +
+        'CREATE TABLE c(id TEXT PRIMARY KEY, pa, pb, FOREIGN KEY (pa, pb) REFERENCES p) WITHOUT ROWID;' +
+        "INSERT INTO p VALUES ('x', '1'), ('y', '2');",
+    );
+    const change = local("INSERT INTO c VALUES ('c1', 'x', '1'), ('c2', 'x', '1'), ('c3', 'y', '2')");
+    hub.exec("DELETE FROM p WHERE a = 'x'");
+    const outcome = applyLocalChange(hub, change);
+    assert.equal(outcome.applied, false);
+    assert.deepEqual(met(outcome), [
+      ['foreign_key', 'insert', 'c', ['c1'], 'reject'],
+      ['foreign_key', 'insert', 'c', ['c2'], 'reject'],
+    ]);
+    assert.deepEqual(outcome.conflicts[0]!.conflict.current, ['c1', 'x', '1']);
+    assert.equal(
+      outcome.rejected,
+      'insert of "c" [\'c1\'] references a row of "p" that is not there (deleted meanwhile?)',
+    );
     assert.deepEqual(rows(hub, 'c'), []);
   });
 

@@ -1,126 +1,132 @@
 /**
- * The demo: a household budget kept in SQLite in this browser (OPFS), synced through the hub that serves
- * this page. URL parameters: `db` (default demo; names start with "demo"), `role` (writer, the default,
- * or replica). A writer that finds another device holding the hub's write lease follows it as a replica.
- * `window.mycelite` exposes the database and a few helpers to tests and the console.
+ * The demo: a household budget kept in SQLite in this browser (OPFS), shared with every other device
+ * through the hub that serves this page. Every browser writes, also offline; entries have random ids
+ * (crypto.randomUUID()) so devices never mint the same one; a change that met another device's is shown
+ * under "Sync activity". URL parameters: `db` (default demo; names start with "demo"), `role=replica`
+ * for a read-only follower. The page opens without the network (sw.js keeps its files) and syncs once
+ * the hub answers. `window.mycelite` exposes the database and a few helpers to tests and the console.
  */
 import {
   type BrowserDatabase,
   type BrowserStatus,
   connect,
+  type HubTarget,
   type Role,
   type Row,
+  type SyncReport,
 } from '../src/browser/index.js';
+import { HubUnreachable, hubTarget, keepAsking, offlineReady } from './hub.js';
+import { showReport } from './reports.js';
+import { $, type HubProblem, notice, render, showStatus } from './view.js';
 
-const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
 const name = params.get('db') ?? 'demo';
-let role: Role = params.get('role') === 'replica' ? 'replica' : 'writer';
+const role: Role = params.get('role') === 'replica' ? 'replica' : 'writer';
+const tokenRole = role === 'writer' ? 'writer' : 'reader';
 
-const SCHEMA = `create table if not exists entry(
-  id integer primary key,
+const SCHEMA = `create table if not exists entries(
+  id text primary key,
   day text not null,
   label text not null,
   category text not null,
   cents integer not null
 )`;
-const LIST = 'select id, day, label, category, cents from entry order by day desc, id desc limit 500';
+const LIST = 'select id, day, label, category, cents from entries order by day desc, rowid desc limit 500';
 const TOTALS = `select count(*) as n,
   coalesce(sum(cents), 0) as balance,
   coalesce(sum(case when cents > 0 then cents end), 0) as income,
   coalesce(sum(case when cents < 0 then -cents end), 0) as spending
-  from entry`;
+  from entries`;
 
 let db: BrowserDatabase;
 /** Selected txid of the time-travel slider; undefined: now. */
 let travelTxid: bigint | undefined;
+/** The id of the entry the form edits; undefined: the form adds. */
+let editing: string | undefined;
+/** Why the page has no hub yet (no token: offline, or the hub refuses one). */
+let hubError: HubProblem | undefined;
+const offline = offlineReady().catch(() => false);
 
-const money = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'EUR' });
-const fmt = (cents: unknown): string => money.format(Number(cents) / 100);
-
-async function token(r: 'writer' | 'reader'): Promise<string> {
-  const res = await fetch(`/demo/token?db=${encodeURIComponent(name)}&role=${r}`);
-  const j = (await res.json()) as { token?: string; message?: string };
-  if (!res.ok || !j.token) throw new Error(j.message ?? `the hub gave no token (${res.status})`);
-  return j.token;
+/** A random id (crypto.randomUUID where the page may use it). */
+function newId(): string {
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
 async function open(): Promise<BrowserDatabase> {
-  const hub = async (r: 'writer' | 'reader') => ({ url: location.origin, db: name, token: await token(r) });
-  if (role === 'writer') {
-    try {
-      return await connect({ name, role, hub: await hub('writer') });
-    } catch (e) {
-      if (!/lease|another writer/i.test((e as Error).message)) throw e;
-      notice(`Another device is the writer of “${name}”: this one follows it, read-only.`);
-      role = 'replica';
-    }
+  let hub: HubTarget | undefined;
+  try {
+    hub = await hubTarget(name, tokenRole);
+  } catch (e) {
+    hubError = { message: (e as Error).message, offline: e instanceof HubUnreachable };
   }
-  return connect({ name, role, hub: await hub('reader') });
+  const opened = await connect({ name, role, shared: role === 'writer', hub });
+  if (!hub) {
+    // Local only for now: sync starts once the hub hands out a token.
+    keepAsking(
+      name,
+      tokenRole,
+      async (h) => {
+        hubError = undefined;
+        show(await opened.setHub(h));
+      },
+      (e) => {
+        hubError = { message: e.message, offline: e instanceof HubUnreachable };
+        if (db) show(db.status());
+      },
+    );
+  }
+  return opened;
 }
 
-function notice(text: string | undefined): void {
-  const n = $('notice');
-  n.hidden = !text;
-  n.textContent = text ?? '';
-}
-
-function showStatus(s: BrowserStatus): void {
-  const el = $('sync');
-  el.dataset.state = s.state;
-  el.dataset.online = String(s.online);
-  $('sync-state').textContent = s.online
-    ? s.state === 'synced' || s.state === 'live'
-      ? 'online'
-      : s.state
-    : s.state;
-  $('sync-txid').textContent = String(s.txid);
-  $('sync-hub').textContent = s.hubTxid === undefined ? '–' : String(s.hubTxid);
-  $('sync-lag').textContent =
-    s.role === 'writer' ? (s.pending ? `${s.pending} to push` : '0') : `${Math.round(s.lagMs)} ms`;
-  el.title = s.lastError ?? `${s.role}: ${s.state}`;
-  const tab = db?.leader ? 'this tab holds the database' : 'another tab holds the database';
-  $('who').textContent = `${name} · ${s.role} · ${tab}`;
+function show(s: BrowserStatus): void {
+  showStatus(s, { leader: db?.leader ?? false, hubError });
   const slider = $<HTMLInputElement>('travel');
   slider.min = String(s.firstTxid);
   slider.max = String(s.txid);
-  slider.disabled = s.txid === 0n;
+  // A replica that started from the hub's image holds no point before it: nothing to travel to.
+  slider.disabled = s.firstTxid >= s.txid;
   if (travelTxid === undefined) slider.value = String(s.txid);
-  $<HTMLButtonElement>('add-button').disabled = s.role !== 'writer';
 }
 
-function render(rows: Row[], totals: Row | undefined, past: boolean): void {
-  const body = $('entries');
-  body.replaceChildren(
-    ...rows.map((r) => {
-      const tr = document.createElement('tr');
-      tr.dataset.id = String(r.id);
-      const cells = [String(r.day), String(r.label), String(r.category)];
-      for (const c of cells) tr.appendChild(Object.assign(document.createElement('td'), { textContent: c }));
-      const amount = Object.assign(document.createElement('td'), { textContent: fmt(r.cents) });
-      amount.className = `num ${Number(r.cents) < 0 ? 'neg' : 'pos'}`;
-      tr.appendChild(amount);
-      const del = document.createElement('td');
-      if (!past && role === 'writer') {
-        const b = Object.assign(document.createElement('button'), { textContent: '×', title: 'delete' });
-        b.className = 'del';
-        b.onclick = () => void db.run('delete from entry where id = ?', [Number(r.id)]).catch(fail);
-        del.appendChild(b);
-      }
-      tr.appendChild(del);
-      return tr;
-    }),
-  );
-  $('empty').hidden = rows.length > 0;
-  $('balance').textContent = fmt(totals?.balance ?? 0);
-  $('income').textContent = fmt(totals?.income ?? 0);
-  $('spending').textContent = fmt(totals?.spending ?? 0);
-  $('count').textContent = String(totals?.n ?? 0);
-  document.body.classList.toggle('past', past);
+/** The form: enabled only for a writer looking at now; why not, when not. */
+function updateForm(): void {
+  const why =
+    role !== 'writer'
+      ? 'This page is a read-only follower (?role=replica): it shows the shared database as the hub has it and does not write. Open it without ?role=replica to add and edit entries.'
+      : travelTxid !== undefined
+        ? `You are looking at the past (txid ${travelTxid}): go back to now to add or edit entries.`
+        : undefined;
+  $<HTMLFieldSetElement>('add-fields').disabled = why !== undefined;
+  $('add-why').hidden = why === undefined;
+  $('add-why').textContent = why ?? '';
+  $('add-button').textContent = editing ? 'Save' : 'Add';
+  $('edit-cancel').hidden = editing === undefined;
+}
+
+function startEdit(r: Row): void {
+  editing = String(r.id);
+  const cents = Number(r.cents);
+  $<HTMLInputElement>('label').value = String(r.label);
+  $<HTMLInputElement>('amount').value = (Math.abs(cents) / 100).toFixed(2);
+  $<HTMLSelectElement>('category').value = String(r.category);
+  (
+    document.querySelector(`input[name=kind][value=${cents < 0 ? 'out' : 'in'}]`) as HTMLInputElement
+  ).checked = true;
+  updateForm();
+  $<HTMLInputElement>('amount').focus();
+}
+
+function endEdit(): void {
+  editing = undefined;
+  $<HTMLInputElement>('label').value = '';
+  $<HTMLInputElement>('amount').value = '';
+  updateForm();
 }
 
 async function hasTable(txid?: bigint): Promise<boolean> {
-  const sql = "select count(*) as n from sqlite_master where name = 'entry'";
+  const sql = "select count(*) as n from sqlite_master where name = 'entries'";
   const rows = txid === undefined ? await db.query(sql) : (await db.at(txid, sql)).rows;
   return Number(rows[0]?.n) > 0;
 }
@@ -134,6 +140,11 @@ async function refresh(): Promise<void> {
     return;
   }
   refreshing = true;
+  const actions = {
+    writable: role === 'writer',
+    onEdit: startEdit,
+    onDelete: (r: Row) => void remove(String(r.id)).catch(fail),
+  };
   try {
     do {
       again = false;
@@ -144,13 +155,15 @@ async function refresh(): Promise<void> {
         const totals = ok ? (await db.at(t, TOTALS)).rows[0] : undefined;
         const when = list ? new Date(list.timestamp).toLocaleString() : '';
         $('travel-label').textContent = `as of txid ${t}${when ? ` · ${when}` : ''} (read-only)`;
-        render(list?.rows ?? [], totals, true);
+        render(list?.rows ?? [], totals, { ...actions, past: true });
       } else {
         const ok = await hasTable();
-        render(ok ? await db.query(LIST) : [], ok ? (await db.query(TOTALS))[0] : undefined, false);
+        const rows = ok ? await db.query(LIST) : [];
+        render(rows, ok ? (await db.query(TOTALS))[0] : undefined, { ...actions, past: false });
         $('travel-label').textContent = 'now';
       }
       $('travel-now').hidden = t === undefined;
+      updateForm();
     } while (again);
   } catch (e) {
     fail(e);
@@ -166,7 +179,8 @@ function fail(e: unknown): void {
 /** Adds one entry (what the form does); resolves with the txid of its commit. */
 async function add(label: string, cents: number, category = 'Other'): Promise<bigint> {
   const day = new Date().toISOString().slice(0, 10);
-  const r = await db.run('insert into entry(day, label, category, cents) values (?, ?, ?, ?)', [
+  const r = await db.run('insert into entries(id, day, label, category, cents) values (?, ?, ?, ?, ?)', [
+    newId(),
     day,
     label,
     category,
@@ -175,33 +189,57 @@ async function add(label: string, cents: number, category = 'Other'): Promise<bi
   return r.txid;
 }
 
+/** Changes an entry (what the form does in edit mode); resolves with the txid of its commit. */
+async function edit(id: string, e: { label: string; cents: number; category: string }): Promise<bigint> {
+  const r = await db.run('update entries set label = ?, category = ?, cents = ? where id = ?', [
+    e.label,
+    e.category,
+    e.cents,
+    id,
+  ]);
+  if (r.changes === 0) throw new Error('that entry is gone: it was deleted (here or on another device)');
+  return r.txid;
+}
+
+async function remove(id: string): Promise<bigint> {
+  if (editing === id) endEdit();
+  return (await db.run('delete from entries where id = ?', [id])).txid;
+}
+
 function wire(): void {
   $<HTMLFormElement>('add').onsubmit = (e) => {
     e.preventDefault();
+    // Enter in a field submits even when the form looks disabled: only a writer looking at now writes.
+    if (role !== 'writer' || travelTxid !== undefined) return;
     const label = $<HTMLInputElement>('label').value.trim();
     const amount = Math.round(Number($<HTMLInputElement>('amount').value) * 100);
     const kind = (document.querySelector('input[name=kind]:checked') as HTMLInputElement).value;
     if (!label || !(amount > 0)) return;
-    add(label, kind === 'in' ? amount : -amount, $<HTMLSelectElement>('category').value)
+    const cents = kind === 'in' ? amount : -amount;
+    const category = $<HTMLSelectElement>('category').value;
+    const done = editing ? edit(editing, { label, cents, category }) : add(label, cents, category);
+    done
       .then(() => {
-        $<HTMLInputElement>('label').value = '';
-        $<HTMLInputElement>('amount').value = '';
+        notice(undefined);
+        endEdit();
         $<HTMLInputElement>('label').focus();
       })
       .catch(fail);
   };
+  $('edit-cancel').onclick = endEdit;
   let timer: ReturnType<typeof setTimeout> | undefined;
   $<HTMLInputElement>('travel').oninput = () => {
+    // Taken at once: a status event meanwhile moves the slider back to now while travelTxid is unset.
+    const v = BigInt($<HTMLInputElement>('travel').value);
+    travelTxid = v >= db.status().txid ? undefined : v;
+    if (travelTxid !== undefined && editing) endEdit();
+    updateForm();
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      const v = BigInt($<HTMLInputElement>('travel').value);
-      travelTxid = v >= db.status().txid ? undefined : v;
-      void refresh();
-    }, 40);
+    timer = setTimeout(() => void refresh(), 40);
   };
   $('travel-now').onclick = () => {
     travelTxid = undefined;
-    showStatus(db.status());
+    show(db.status());
     void refresh();
   };
   $('hash').onclick = () => {
@@ -213,18 +251,36 @@ function wire(): void {
   };
 }
 
+/** Each report once (a kept one may also have come as an event). */
+const shown = new Set<string>();
+function report(r: SyncReport): void {
+  const key = `${r.event}:${r.detail.seq}:${r.event === 'conflict' ? JSON.stringify(r.detail.conflict.key) : ''}`;
+  if (shown.has(key)) return;
+  shown.add(key);
+  showReport(r);
+}
+
 async function main(): Promise<void> {
   wire();
+  updateForm();
+  // A read-only follower makes no changes: it has no sync activity to report.
+  $('sync-log').hidden = role !== 'writer';
+  void offline.then((ok) => {
+    $('offline-ready').textContent = ok ? 'opens offline' : '';
+  });
   void (navigator.storage as StorageManager & { persist?: () => Promise<boolean> }).persist?.();
   db = await open();
   db.on('change', (s) => {
-    showStatus(s);
+    show(s);
     void refresh();
   });
-  db.on('status', showStatus);
-  db.on('tab', () => showStatus(db.status()));
+  db.on('status', show);
+  db.on('tab', () => show(db.status()));
+  db.on('conflict', (detail) => report({ event: 'conflict', at: Date.now(), detail }));
+  db.on('rejected', (detail) => report({ event: 'rejected', at: Date.now(), detail }));
+  for (const r of await db.syncReports()) report(r);
   if (role === 'writer') await db.exec(SCHEMA);
-  showStatus(await db.refreshStatus());
+  show(await db.refreshStatus());
   await refresh();
   document.body.dataset.ready = 'true';
 }
@@ -235,10 +291,15 @@ Object.assign(window, {
       return db;
     },
     add,
+    edit,
+    remove,
+    entries: () => db.query(LIST),
     role: () => role,
     status: () => db.refreshStatus(),
     sha256: () => db.sha256(),
     bench: (n: number) => db.bench(n),
+    /** Resolves true once the service worker keeps the app's files (the page then opens offline). */
+    offlineReady: () => offline,
   },
 });
 

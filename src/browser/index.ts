@@ -8,37 +8,55 @@
  * tab, which opens the same files (and takes over the hub lease: the lease holder id is kept with the
  * database).
  *
+ * Shared databases (`shared: true`): every device (browser profile, Node process) writes, also offline;
+ * the hub orders their changes, and each device takes the others' in. A local change that met another
+ * device's is reported (`on('conflict')`), one that could not be applied at all too (`on('rejected')`).
+ * Key rows with random ids (`crypto.randomUUID()`), not INTEGER PRIMARY KEY: two devices offline would
+ * mint the same integers.
+ *
  * @example
  * ```ts
  * import { connect } from 'mycelite/browser';
- * const db = await connect({ name: 'budget', hub: { url: location.origin, db: 'budget', token } });
- * await db.run('insert into entry(label, cents) values (?, ?)', ['rent', -120000]);
+ * const db = await connect({ name: 'budget', shared: true }); // works offline, no token needed
+ * await db.exec('create table if not exists entry(id text primary key, label text, cents integer)');
+ * await db.run('insert into entry values (?, ?, ?)', [crypto.randomUUID(), 'rent', -120000]);
  * db.on('change', async () => render(await db.query('select * from entry')));
+ * db.on('conflict', (c) => console.log('kept', c.choice, 'for', c.conflict.table, c.conflict.key));
+ * await db.setHub({ url: location.origin, db: 'budget', token }); // sync from now on
  * ```
  */
 import { Emitter } from '../sync/emitter.js';
 import {
   type BenchResult,
   type BrowserStatus,
+  type ConflictEvent,
   channelName,
   type HubTarget,
   type Message,
   type Op,
+  type RejectedEvent,
   type Role,
   type Row,
   type RunResult,
   type Sha256Result,
+  type SyncReport,
   type TimeTravelResult,
 } from './messages.js';
 
 export type {
   BenchResult,
   BrowserStatus,
+  Conflict,
+  ConflictChoice,
+  ConflictEvent,
+  ConflictKind,
   HubTarget,
+  RejectedEvent,
   Role,
   Row,
   RunResult,
   Sha256Result,
+  SyncReport,
   TimeTravelResult,
 } from './messages.js';
 
@@ -50,8 +68,17 @@ export interface ConnectOptions {
   name: string;
   /** writer (default): commits locally and pushes to the hub. replica: follows the hub, read-only. */
   role?: Role;
-  /** The hub to sync with (omit for a local-only writer). */
+  /**
+   * The hub to sync with. Omit it to open local only (no network, no token): a writer commits, a replica
+   * shows what it holds; `setHub()` starts syncing later.
+   */
   hub?: HubTarget;
+  /**
+   * A writer of a database every device writes (docs/ARCHITECTURE.md, "Shared databases: devices, rebase, sync"): commits stay
+   * local until the hub's history holds them, others' changes come in, conflicts are reported. A
+   * database once shared stays shared.
+   */
+  shared?: boolean;
   /** URL of mycelite-worker.js (default: beside this module). */
   workerUrl?: string | URL;
   /** How long a request sent to another tab may take (ms, default 10 s). */
@@ -66,6 +93,10 @@ export interface BrowserEvents {
   status: BrowserStatus;
   /** This tab became (or stopped being) the one that holds the database. */
   tab: { leader: boolean };
+  /** Shared: a local change met another device's when applied again on the hub's newer state. */
+  conflict: ConflictEvent;
+  /** Shared: a local change was rejected as a whole (nothing of it stays). */
+  rejected: RejectedEvent;
 }
 
 interface Pending {
@@ -159,8 +190,8 @@ export class BrowserDatabase {
     this.worker = worker;
     this.leader = true;
     try {
-      const { name, role, hub } = this.options;
-      this.last = (await this.send('open', { name, role, hub })) as BrowserStatus;
+      const { name, role, hub, shared } = this.options;
+      this.last = (await this.send('open', { name, role, hub, shared })) as BrowserStatus;
     } catch (e) {
       this.leader = false;
       this.worker = undefined;
@@ -186,7 +217,9 @@ export class BrowserDatabase {
     }
     if (m.kind !== 'event' || (this.leader && !fromWorker)) return;
     this.last = m.status;
-    this.events.emit(m.event === 'leader' ? 'change' : m.event, m.status);
+    if (m.event === 'conflict') this.events.emit('conflict', m.detail);
+    else if (m.event === 'rejected') this.events.emit('rejected', m.detail);
+    else this.events.emit(m.event === 'leader' ? 'change' : m.event, m.status);
   }
 
   private send(op: Op, args?: unknown, timeoutMs?: number): Promise<unknown> {
@@ -221,6 +254,22 @@ export class BrowserDatabase {
   async refreshStatus(): Promise<BrowserStatus> {
     this.last = (await this.send('status')) as BrowserStatus;
     return this.last;
+  }
+
+  /**
+   * Syncs with `hub` from now on: a database opened without one (offline, or before a token was at hand)
+   * starts syncing; a new token replaces one that stopped working. Kept for this tab, so that it syncs
+   * with it too if it comes to hold the database.
+   */
+  async setHub(hub: HubTarget): Promise<BrowserStatus> {
+    this.options.hub = hub;
+    this.last = (await this.send('hub', hub)) as BrowserStatus;
+    return this.last;
+  }
+
+  /** The last conflicts and rejections of a shared database (oldest first), as the holding tab kept them. */
+  syncReports(): Promise<SyncReport[]> {
+    return this.send('reports') as Promise<SyncReport[]>;
   }
 
   query(sql: string, params: Param[] = []): Promise<Row[]> {

@@ -2,6 +2,9 @@
  * Messages between a page, its database worker and the other tabs of the origin (BroadcastChannel).
  * Everything is structured-clone data (bigints included).
  */
+import type { ConflictEvent } from '../sync/writer-sync.js';
+
+export type { Conflict, ConflictChoice, ConflictEvent, ConflictKind } from '../sync/writer-sync.js';
 
 /** A writer commits and pushes to the hub; a replica follows the hub, read-only. */
 export type Role = 'writer' | 'replica';
@@ -16,14 +19,24 @@ export interface HubTarget {
 export interface OpenArgs {
   name: string;
   role: Role;
-  /** No hub: a local-only database. */
+  /** No hub: a local-only database (a replica then shows what it holds until a hub is set). */
   hub?: HubTarget;
+  /** A writer of a database that many devices write (docs/ARCHITECTURE.md, "Shared databases: devices, rebase, sync"). */
+  shared?: boolean;
+}
+
+/** A local change of a shared database rejected as a whole (nothing of it stays). */
+export interface RejectedEvent {
+  seq: bigint;
+  reason: string;
 }
 
 /** Where a database stands, as the worker sees it. */
 export interface BrowserStatus {
   name: string;
   role: Role;
+  /** A shared database (every device writes; see OpenArgs.shared). */
+  shared: boolean;
   /** The writer's sync state (connecting, pushing, synced, offline, error, closed; 'local' without a hub), or the replica's (connecting, catching-up, live, offline, error, closed). */
   state: string;
   /** The hub answers (state is neither offline nor error). */
@@ -34,14 +47,33 @@ export interface BrowserStatus {
   firstTxid: bigint;
   /** The hub's head as last seen. */
   hubTxid: bigint | undefined;
-  /** Writer: commits not yet on the hub. Replica: hub head minus txid. */
+  /**
+   * Writer: commits not yet on the hub (shared: local transactions not in the hub's history yet).
+   * Replica: hub head minus txid.
+   */
   pending: number;
-  /** Writer: age of the oldest commit not yet on the hub (0 when synced). Replica: commit-to-apply time of the last snapshot. */
+  /**
+   * Writer: age of the oldest commit not yet on the hub (0 when synced). Replica: commit-to-apply time of
+   * the last snapshot that arrived live; 0 once it caught up after being behind (what it applied while
+   * catching up is old, not late).
+   */
   lagMs: number;
+  /** Why sync is offline or stopped; absent while it works (an error that went away is not kept). */
   lastError?: string;
 }
 
-export type Op = 'open' | 'query' | 'run' | 'exec' | 'status' | 'at' | 'sha256' | 'bench' | 'close';
+export type Op =
+  | 'open'
+  | 'hub'
+  | 'query'
+  | 'run'
+  | 'exec'
+  | 'status'
+  | 'reports'
+  | 'at'
+  | 'sha256'
+  | 'bench'
+  | 'close';
 
 export interface Request {
   kind: 'req';
@@ -58,12 +90,20 @@ export interface Response {
   error?: string;
 }
 
-/** `change`: the data changed (a commit or an applied snapshot). `status`: only the sync status did. `leader`: a tab took over the database. */
-export interface WorkerEvent {
-  kind: 'event';
-  event: 'change' | 'status' | 'leader';
-  status: BrowserStatus;
-}
+/**
+ * `change`: the data changed (a commit or an applied snapshot). `status`: only the sync status did.
+ * `leader`: a tab took over the database. `conflict`, `rejected`: what became of a local change of a
+ * shared database (`detail`).
+ */
+export type WorkerEvent =
+  | { kind: 'event'; event: 'change' | 'status' | 'leader'; status: BrowserStatus }
+  | { kind: 'event'; event: 'conflict'; status: BrowserStatus; detail: ConflictEvent }
+  | { kind: 'event'; event: 'rejected'; status: BrowserStatus; detail: RejectedEvent };
+
+/** A conflict or rejection as the worker keeps it (the last ones, for tabs that open later). */
+export type SyncReport =
+  | { event: 'conflict'; at: number; detail: ConflictEvent }
+  | { event: 'rejected'; at: number; detail: RejectedEvent };
 
 export type Message = Request | Response | WorkerEvent;
 

@@ -62,7 +62,13 @@ class PoolFile implements FileHandle {
     private readonly readonly: boolean,
   ) {}
 
+  /** A closed handle must not reach its slot: the slot may hold another file by now. */
+  private live(what: string): void {
+    if (this.closed) throw new Error(`${what} ${this.path}: the file handle is closed`);
+  }
+
   read(buf: Uint8Array, offset: number): number {
+    this.live('read');
     let n: number;
     try {
       n = this.slot.sah.read(buf, { at: offset + HEADER });
@@ -74,6 +80,7 @@ class PoolFile implements FileHandle {
   }
 
   write(buf: Uint8Array, offset: number): void {
+    this.live('write');
     if (this.readonly) throw new Error(`write ${this.path}: the file is open read-only`);
     let n: number;
     try {
@@ -85,6 +92,8 @@ class PoolFile implements FileHandle {
   }
 
   truncate(size: number): void {
+    this.live('truncate');
+    if (this.readonly) throw new Error(`truncate ${this.path}: the file is open read-only`);
     try {
       this.slot.sah.truncate(size + HEADER);
     } catch (e) {
@@ -93,6 +102,7 @@ class PoolFile implements FileHandle {
   }
 
   sync(): void {
+    this.live('flush');
     try {
       this.slot.sah.flush();
     } catch (e) {
@@ -101,6 +111,7 @@ class PoolFile implements FileHandle {
   }
 
   size(): number {
+    this.live('size of');
     return Math.max(0, this.slot.sah.getSize() - HEADER);
   }
 

@@ -1,8 +1,9 @@
 /**
- * The database a worker holds: a writer (openWith over the OPFS pool, pushing to the hub) or a replica
- * (ReplicaStore + Follower over the OPFS pool, following the hub), plus what the demo asks of it:
- * queries, statements, time travel (a replay of the OPFS journal into memory), sha256 of the file and a
- * commit benchmark.
+ * The database a worker holds: a writer (openWith over the OPFS pool; with `shared`, one device of a
+ * database every device writes) or a replica (ReplicaStore + Follower over the OPFS pool, following the
+ * hub), plus what the demo asks of it: queries, statements, time travel (a replay of the OPFS journal into
+ * memory), sha256 of the file and a commit benchmark. Either opens without a hub (local only) and starts
+ * syncing when one is set (`setHub`).
  */
 import { type MyceliteDatabase, openWith } from '../api/open.js';
 import { journalPaths } from '../api/paths.js';
@@ -14,88 +15,187 @@ import { openHistory } from '../history/source.js';
 import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
+import { PendingQueue } from '../shared/pending.js';
 import { readAt } from '../storage/file-system.js';
 import type {
   BenchResult,
   BrowserStatus,
+  HubTarget,
   OpenArgs,
   Row,
   RunResult,
   Sha256Result,
+  SyncReport,
   TimeTravelResult,
 } from './messages.js';
 import { OpfsPoolFileSystem } from './opfs-pool.js';
 import { browserRuntime } from './runtime.js';
 
 const TRAVEL_PATH = '/tmp/time-travel.db';
+/** Conflicts and rejections kept for tabs that open later. */
+const KEEP_REPORTS = 50;
 
-/** Called when the data changed (`change`) or only the sync status did (`status`). */
-export type Notify = (event: 'change' | 'status') => void;
+/** What the worker hears from its database. */
+export interface WorkerHooks {
+  /** The data changed (`change`) or only the sync status did (`status`). */
+  notify(event: 'change' | 'status'): void;
+  /** A local change of a shared database met a conflict or was rejected. */
+  report(r: SyncReport): void;
+}
+
+/** States in which sync is not working: only then is its last error shown. */
+const TROUBLED = new Set(['offline', 'error', 'connecting']);
 
 export class WorkerDatabase {
   private travel: { txid: bigint; timestamp: number; db: Database } | undefined;
-  /** Writer: commit times of snapshots the hub does not hold yet. */
+  private writer: MyceliteDatabase | undefined;
+  private writerOffs: (() => void)[] = [];
+  private shared = false;
+  /** Writer (not shared): commit times of snapshots the hub does not hold yet. */
   private unpushed: { txid: bigint; at: number }[] = [];
-  private replicaLagMs = 0;
+  /** Shared: since when local changes are pending. */
+  private pendingSince: number | undefined;
+  /** Shared without a hub: pending changes as last counted (undefined: count again). */
+  private localPending: number | undefined;
+  private follower: Follower | undefined;
+  private store: ReplicaStore | undefined;
   private reader: Database | undefined;
+  private replicaLagMs = 0;
+  private replicaLive = false;
+  private readonly kept: SyncReport[] = [];
 
   private constructor(
-    readonly args: OpenArgs,
+    public args: OpenArgs,
     private readonly pool: OpfsPoolFileSystem,
     private readonly rt: ReturnType<typeof browserRuntime>,
     private readonly sqlite3: Sqlite3,
     readonly dbPath: string,
-    private writer: MyceliteDatabase | undefined,
-    private follower: Follower | undefined,
-    private store: ReplicaStore | undefined,
+    private readonly hooks: WorkerHooks,
   ) {}
 
-  static async open(args: OpenArgs, notify: Notify): Promise<WorkerDatabase> {
+  static async open(args: OpenArgs, hooks: WorkerHooks): Promise<WorkerDatabase> {
     const pool = await OpfsPoolFileSystem.open(['mycelite', `${args.name}.${args.role}`]);
-    const rt = browserRuntime(pool);
-    const dbPath = `/${args.name}.db`;
     try {
       const sqlite3 = await loadSqlite();
-      if (args.role === 'writer') {
-        let self: WorkerDatabase | undefined;
-        const hub = args.hub ? { ...args.hub, holder: holderId(pool) } : undefined;
-        const writer = await openWith(rt, dbPath, {
-          hub,
-          onSnapshot: (s) => {
-            self?.unpushed.push({ txid: s.txid, at: Date.now() });
-            notify('change');
-          },
-        });
-        self = new WorkerDatabase(args, pool, rt, sqlite3, dbPath, writer, undefined, undefined);
-        const me = self;
-        writer.sync?.on('status', () => notify('status'));
-        writer.sync?.on('pushed', ({ hubTxid }) => {
-          me.unpushed = me.unpushed.filter((u) => u.txid > hubTxid);
-          notify('status');
-        });
-        return self;
-      }
-      if (!args.hub) throw new Error('a replica needs a hub ({url, db, token})');
-      const store = await ReplicaStore.open(rt, dbPath);
-      const follower = new Follower(store, { hub: args.hub });
-      const self = new WorkerDatabase(args, pool, rt, sqlite3, dbPath, undefined, follower, store);
-      self.reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
-      store.onReplaced = () => {
-        self.reader?.close();
-        self.reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
-      };
-      follower.events.on('snapshot', (s) => {
-        self.replicaLagMs = s.lagMs;
-        notify('change');
-      });
-      follower.events.on('status', () => notify('status'));
-      follower.events.on('reset', () => notify('change'));
-      follower.start();
+      const self = new WorkerDatabase(args, pool, browserRuntime(pool), sqlite3, `/${args.name}.db`, hooks);
+      if (args.role === 'writer') await self.openWriter();
+      else await self.openReplica();
       return self;
     } catch (e) {
       pool.close();
       throw e;
     }
+  }
+
+  private async openWriter(): Promise<void> {
+    const { hub } = this.args;
+    this.unpushed = [];
+    this.localPending = undefined;
+    const writer = await openWith(this.rt, this.dbPath, {
+      hub: hub ? { ...hub, holder: holderId(this.pool) } : undefined,
+      shared: this.args.shared || undefined,
+      onSnapshot: (s) => {
+        if (!this.shared) this.unpushed.push({ txid: s.txid, at: Date.now() });
+        this.localPending = undefined;
+        this.hooks.notify('change');
+      },
+    });
+    // A database that was shared once stays shared (open() keeps it so).
+    this.shared = this.rt.fs.exists(journalPaths(this.dbPath).shared);
+    this.writer = writer;
+    const sync = writer.sync;
+    if (!sync) return;
+    this.writerOffs = [
+      sync.on('status', () => this.hooks.notify('status')),
+      sync.on('pushed', ({ hubTxid }) => {
+        this.unpushed = this.unpushed.filter((u) => u.txid > hubTxid);
+        this.hooks.notify('status');
+      }),
+      sync.on('received', () => {
+        // A rebase renumbers the local snapshots after the base: a time-travel copy may be of another state.
+        this.dropTravel();
+        this.hooks.notify('change');
+      }),
+      sync.on('conflict', (detail) => this.keep({ event: 'conflict', at: Date.now(), detail })),
+      sync.on('rejected', (detail) => this.keep({ event: 'rejected', at: Date.now(), detail })),
+    ];
+  }
+
+  private async closeWriter(): Promise<void> {
+    const w = this.writer;
+    if (!w) return;
+    this.writer = undefined;
+    for (const off of this.writerOffs.splice(0)) off();
+    // Sync first: its loop must not touch the files once they are closed.
+    await w.sync?.close().catch(() => {});
+    w.close();
+  }
+
+  private async openReplica(): Promise<void> {
+    this.store = await ReplicaStore.open(this.rt, this.dbPath);
+    this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: 'mycelite' });
+    this.store.onReplaced = () => {
+      this.reader?.close();
+      this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: 'mycelite' });
+    };
+    if (this.args.hub) this.follow(this.args.hub);
+  }
+
+  private follow(hub: HubTarget): void {
+    const follower = new Follower(this.store!, { hub });
+    this.follower = follower;
+    this.replicaLive = false;
+    follower.events.on('snapshot', (s) => {
+      // Only a snapshot that came over the live stream says how late replication is.
+      if (this.replicaLive) this.replicaLagMs = s.lagMs;
+      this.hooks.notify('change');
+    });
+    follower.events.on('status', (s) => {
+      const live = s.state === 'live';
+      if (live && !this.replicaLive) this.replicaLagMs = 0; // caught up: nothing is late now
+      this.replicaLive = live;
+      this.hooks.notify('status');
+    });
+    follower.events.on('reset', () => this.hooks.notify('change'));
+    follower.start();
+  }
+
+  /**
+   * Syncs with `hub` from now on (the database opened without one, or with another token). A writer is
+   * closed and opened again with it: between requests, so no transaction is cut.
+   */
+  async setHub(hub: HubTarget): Promise<void> {
+    const now = this.args.hub;
+    const state = this.status().state;
+    if (now && now.url === hub.url && now.db === hub.db && state !== 'error') return;
+    if (this.args.role === 'replica') {
+      await this.follower?.close();
+      this.args = { ...this.args, hub };
+      this.follow(hub);
+      return;
+    }
+    this.dropTravel();
+    await this.closeWriter();
+    try {
+      this.args = { ...this.args, hub };
+      await this.openWriter();
+    } catch (e) {
+      // Keep the database usable locally: open it again as it was.
+      this.args = { ...this.args, hub: now };
+      await this.openWriter();
+      throw e;
+    }
+  }
+
+  private keep(r: SyncReport): void {
+    this.kept.push(r);
+    if (this.kept.length > KEEP_REPORTS) this.kept.shift();
+    this.hooks.report(r);
+  }
+
+  /** The last conflicts and rejections (oldest first). */
+  reports(): SyncReport[] {
+    return [...this.kept];
   }
 
   private get db(): Database {
@@ -105,24 +205,47 @@ export class WorkerDatabase {
   }
 
   status(): BrowserStatus {
-    const base = { name: this.args.name, role: this.args.role, firstTxid: this.firstTxid() };
+    const base = {
+      name: this.args.name,
+      role: this.args.role,
+      shared: this.shared,
+      firstTxid: this.firstTxid(),
+    };
+    const shown = (state: string, error: string | undefined): { lastError?: string } =>
+      error !== undefined && TROUBLED.has(state) ? { lastError: error } : {};
     if (this.writer) {
       const txid = this.writer.position().txid;
       const s = this.writer.sync?.status();
       const hubTxid = s?.hubTxid;
-      const oldest = this.unpushed[0];
+      const state = s?.state ?? 'local';
+      let pending: number;
+      let lagMs: number;
+      if (this.shared) {
+        pending = s?.pending ?? this.countLocalPending();
+        if (pending === 0) this.pendingSince = undefined;
+        else this.pendingSince ??= Date.now();
+        lagMs = this.pendingSince === undefined ? 0 : Date.now() - this.pendingSince;
+      } else {
+        const oldest = this.unpushed[0];
+        pending = hubTxid === undefined ? Number(txid) : Math.max(0, Number(txid - hubTxid));
+        lagMs = oldest && s ? Date.now() - oldest.at : 0;
+      }
       return {
         ...base,
-        state: s?.state ?? 'local',
-        online: s ? s.state !== 'offline' && s.state !== 'error' && s.state !== 'connecting' : false,
+        state,
+        online: s ? !TROUBLED.has(state) : false,
         txid,
         hubTxid,
-        pending: hubTxid === undefined ? Number(txid) : Math.max(0, Number(txid - hubTxid)),
-        lagMs: oldest && s ? Date.now() - oldest.at : 0,
-        lastError: s?.lastError,
+        pending,
+        lagMs,
+        ...shown(state, s?.lastError),
       };
     }
-    const s = this.follower!.status();
+    if (!this.follower) {
+      const txid = this.store?.position?.txid ?? 0n;
+      return { ...base, state: 'local', online: false, txid, hubTxid: undefined, pending: 0, lagMs: 0 };
+    }
+    const s = this.follower.status();
     return {
       ...base,
       state: s.state,
@@ -131,8 +254,21 @@ export class WorkerDatabase {
       hubTxid: s.hubTxid,
       pending: s.hubTxid === undefined ? 0 : Math.max(0, Number(s.hubTxid - s.txid)),
       lagMs: this.replicaLagMs,
-      lastError: s.lastError,
+      ...shown(s.state, s.lastError),
     };
+  }
+
+  /** A shared database without a hub: its pending changes, read from its device state. */
+  private countLocalPending(): number {
+    if (this.localPending === undefined) {
+      const q = PendingQueue.open(this.rt.fs, journalPaths(this.dbPath).shared, { txid: 0n, checksum: 0n });
+      try {
+        this.localPending = q.records.length;
+      } finally {
+        q.close();
+      }
+    }
+    return this.localPending;
   }
 
   private firstTxid(): bigint {
@@ -152,7 +288,9 @@ export class WorkerDatabase {
 
   private writable(): MyceliteDatabase {
     if (!this.writer) {
-      throw new Error(`${this.args.name} is a read-only replica here: write in the writer's browser`);
+      throw new Error(
+        `${this.args.name} is open as a read-only replica here (role 'replica'): write where it is open as a writer`,
+      );
     }
     return this.writer;
   }
@@ -172,8 +310,7 @@ export class WorkerDatabase {
   /** Runs `sql` on the database as it was after snapshot `txid` (rebuilt from the local journal). */
   at(txid: bigint, sql: string, params: BindValue[] = []): TimeTravelResult {
     if (this.travel?.txid !== txid) {
-      this.travel?.db.close();
-      this.travel = undefined;
+      this.dropTravel();
       const paths = journalPaths(this.dbPath);
       // The compacted history and the journal (docs/FORMAT.md, "History"); replay starts at a checkpoint.
       const journal = openHistory(this.rt.fs, paths, () => new Error(`${paths.journal} is missing`));
@@ -192,6 +329,11 @@ export class WorkerDatabase {
     return { rows, txid, timestamp: this.travel.timestamp };
   }
 
+  private dropTravel(): void {
+    this.travel?.db.close();
+    this.travel = undefined;
+  }
+
   /** sha256 of the database file as it is now, with the txid it holds. */
   async sha256(): Promise<Sha256Result> {
     const txid = this.status().txid;
@@ -207,26 +349,20 @@ export class WorkerDatabase {
     return { sha256, txid, size: bytes.length };
   }
 
-  /** Commits `n` one-row transactions (table `bench`): the worker's commit rate. */
+  /** Commits `n` one-row transactions (table `bench_commit`, random keys): the worker's commit rate. */
   bench(n: number): BenchResult {
     const w = this.writable();
-    w.exec('create table if not exists bench(id integer primary key, at real, note text)');
-    const insert = w.prepare('insert into bench(at, note) values (?, ?)');
+    w.exec('create table if not exists bench_commit(id text primary key, at real, note text)');
+    const insert = w.prepare('insert into bench_commit(id, at, note) values (?, ?, ?)');
     const t0 = performance.now();
-    for (let i = 0; i < n; i++) insert.run(Date.now(), `commit ${i}`);
+    for (let i = 0; i < n; i++) insert.run(crypto.randomUUID(), Date.now(), `commit ${i}`);
     const ms = performance.now() - t0;
     return { commits: n, ms, perSecond: (n * 1000) / ms };
   }
 
   async close(): Promise<void> {
-    this.travel?.db.close();
-    this.travel = undefined;
-    if (this.writer) {
-      const sync = this.writer.sync;
-      this.writer.close();
-      this.writer = undefined;
-      await sync?.close().catch(() => {});
-    }
+    this.dropTravel();
+    await this.closeWriter();
     if (this.follower) {
       await this.follower.close();
       this.follower = undefined;

@@ -5,7 +5,15 @@
  * Requests run one at a time, in arrival order.
  */
 import type { BindValue } from '../engine/sqlite.js';
-import { channelName, type Message, type OpenArgs, type Request, type Response } from './messages.js';
+import {
+  channelName,
+  type HubTarget,
+  type Message,
+  type OpenArgs,
+  type Request,
+  type Response,
+  type SyncReport,
+} from './messages.js';
 import { WorkerDatabase } from './worker-db.js';
 
 interface WorkerScope {
@@ -25,9 +33,20 @@ let lastEmit = 0;
 
 function emit(event: 'change' | 'status' | 'leader'): void {
   if (!db) return;
-  const m: Message = { kind: 'event', event, status: db.status() };
+  send({ kind: 'event', event, status: db.status() });
+}
+
+function send(m: Message): void {
   scope.postMessage(m);
   channel?.postMessage(m);
+}
+
+/** A conflict or rejection goes to every tab at once (never coalesced). */
+function report(r: SyncReport): void {
+  if (!db) return;
+  const status = db.status();
+  if (r.event === 'conflict') send({ kind: 'event', event: 'conflict', status, detail: r.detail });
+  else send({ kind: 'event', event: 'rejected', status, detail: r.detail });
 }
 
 function flushEvent(): void {
@@ -49,7 +68,7 @@ async function perform(req: Request): Promise<unknown> {
   const a = (req.args ?? {}) as { sql?: string; params?: BindValue[]; txid?: bigint; n?: number };
   if (req.op === 'open') {
     if (db) throw new Error(`this worker already holds ${db.args.name}`);
-    db = await WorkerDatabase.open(req.args as OpenArgs, notify);
+    db = await WorkerDatabase.open(req.args as OpenArgs, { notify, report });
     channel = new BroadcastChannel(channelName(db.args.name, db.args.role));
     channel.onmessage = (e: MessageEvent<Message>) => {
       if (e.data.kind === 'req' && e.data.op !== 'open' && e.data.op !== 'close') {
@@ -61,6 +80,11 @@ async function perform(req: Request): Promise<unknown> {
   }
   if (!db) throw new Error('the database is not open yet');
   switch (req.op) {
+    case 'hub':
+      await db.setHub(req.args as HubTarget);
+      return db.status();
+    case 'reports':
+      return db.reports();
     case 'query':
       return db.query(a.sql!, a.params);
     case 'run':

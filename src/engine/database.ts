@@ -40,12 +40,15 @@ export interface Transaction<F extends (...args: never[]) => unknown> {
 
 /**
  * @internal Connection state shared between a {@link Database} and its statements: the `sqlite3*`
- * handle (0 once closed), the number of open iterators and the default safeIntegers setting.
+ * handle (0 once closed), the number of open iterators, the default safeIntegers setting, and the
+ * statements this binding prepared and has not finalized (close() finalizes those only: statements a
+ * virtual table such as FTS5 prepared are its own, finalized when SQLite disconnects it).
  */
 export interface ConnectionState {
   handle: number;
   iterators: number;
   safeIntegers: boolean;
+  statements: Set<number>;
   /** Called after every statement and exec() (see Database.setAfterStatement). */
   afterStatement?: () => void;
 }
@@ -99,7 +102,7 @@ export class Database {
   private constructor(sqlite3: Sqlite3, handle: number, name: string, readonly: boolean) {
     this.sqlite3 = sqlite3;
     this.b = bindingFor(sqlite3);
-    this.state = { handle, iterators: 0, safeIntegers: false };
+    this.state = { handle, iterators: 0, safeIntegers: false, statements: new Set() };
     this.name = name;
     this.readonly = readonly;
     this.memory = name === ':memory:' || name === '';
@@ -279,7 +282,10 @@ export class Database {
     if (h === 0) return this;
     if (state.iterators !== 0) throw new TypeError('This database connection is busy executing a query');
     const x = this.b.x;
-    for (let p = x.sqlite3_next_stmt(h, 0); p !== 0; p = x.sqlite3_next_stmt(h, 0)) x.sqlite3_finalize(p);
+    // Only our own: finalizing a virtual table's statements (FTS5 keeps some) made SQLite free them
+    // twice when it disconnected the table, corrupting the WASM heap.
+    for (const p of state.statements) x.sqlite3_finalize(p);
+    state.statements.clear();
     const rc = x.sqlite3_close_v2(h);
     state.handle = 0;
     this.controller = undefined;

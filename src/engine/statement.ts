@@ -43,7 +43,7 @@ const DATA = { writable: true, enumerable: true, configurable: true };
 
 /** Finalizes statements that were garbage-collected while their connection is still open. */
 const registry = new FinalizationRegistry<{ state: ConnectionState; x: WasmExports; p: number }>((h) => {
-  if (h.state.handle !== 0) h.x.sqlite3_finalize(h.p);
+  if (h.state.handle !== 0 && h.state.statements.delete(h.p)) h.x.sqlite3_finalize(h.p);
 });
 
 const isPlainObject = (v: object): boolean => {
@@ -100,6 +100,7 @@ export class Statement {
       }
     }
     this.names = names;
+    state.statements.add(p);
     registry.register(this, { state, x, p }, this);
   }
 
@@ -248,7 +249,7 @@ export class Statement {
   /** @internal Finalizes the statement now (used for internal one-shot statements). */
   _finalize(): void {
     registry.unregister(this);
-    if (this.state.handle !== 0) this.x.sqlite3_finalize(this.p);
+    if (this.state.handle !== 0 && this.state.statements.delete(this.p)) this.x.sqlite3_finalize(this.p);
   }
 
   /** Throws unless the connection is open and the statement idle (and, given a method, a reader). */

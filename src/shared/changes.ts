@@ -6,7 +6,8 @@
 import type { Database } from '../engine/database.js';
 import type { Statement } from '../engine/statement.js';
 import { sessionApi, withSlots } from './changeset.js';
-import { diffSchema, readSchema, type Schema, schemaQuery } from './schema.js';
+import { diffSchema, readSchema, readShadows, type Schema, schemaQuery, shadowQuery } from './schema.js';
+import { unrecordedWrites } from './unrecorded.js';
 
 /** One local transaction's logical change (or several, when one db.exec() ran several). */
 export interface LocalChange {
@@ -39,8 +40,10 @@ export class ChangeRecorder {
   private readonly filter: number;
   private readonly schemaVersion: Statement;
   private readonly schemaRead: Statement;
+  private readonly shadowRead: Statement;
   private session = 0;
   private schema: Schema;
+  private shadows: Set<string>;
   private version: number;
   private filterError: unknown;
 
@@ -52,6 +55,8 @@ export class ChangeRecorder {
     this.schemaRead = schemaQuery(db);
     this.version = this.schemaVersion.get() as number;
     this.schema = readSchema(this.schemaRead);
+    this.shadowRead = shadowQuery(db);
+    this.shadows = readShadows(this.shadowRead);
     const { b } = sessionApi(db.sqlite3);
     this.filter = db.sqlite3.wasm.installFunction('i(pp)', (_ctx: number, zTab: number) =>
       this.records(b.cstr(zTab) ?? '') ? 1 : 0,
@@ -88,6 +93,7 @@ export class ChangeRecorder {
       throw new Error('the exclude option of ChangeRecorder threw: fix it', { cause });
     }
     const recorded = x.sqlite3session_isempty(session) === 0;
+    /** Why it cannot be re-applied, if so. */
     let failed: string | undefined;
     const changeset = !recorded
       ? new Uint8Array(0)
@@ -103,15 +109,19 @@ export class ChangeRecorder {
         });
     const version = this.schemaVersion.get() as number;
     const change: LocalChange = { changeset, ddl: { create: [], drop: [] } };
+    let created: string[] = [];
     if (version !== this.version) {
       const schema = readSchema(this.schemaRead);
       const diff = diffSchema(this.schema, schema);
       change.ddl = { create: diff.create, drop: diff.drop };
-      if (diff.unmergeable !== undefined) change.unmergeable = diff.unmergeable;
+      created = diff.tables;
+      failed ??= diff.unmergeable;
       this.schema = schema;
+      this.shadows = readShadows(this.shadowRead);
       this.version = version;
     }
-    if (failed !== undefined) change.unmergeable ??= failed;
+    const unmergeable = failed ?? unrecordedWrites(this.db, changeset, created, this.shadows);
+    if (unmergeable !== undefined) change.unmergeable = unmergeable;
     // A session that recorded nothing is as good as a new one.
     if (recorded) this.restart();
     return change;
@@ -123,6 +133,7 @@ export class ChangeRecorder {
     this.restart();
     this.version = this.schemaVersion.get() as number;
     this.schema = readSchema(this.schemaRead);
+    this.shadows = readShadows(this.shadowRead);
   }
 
   /** Stops recording. Call it before closing the database. Calling it again is harmless. */

@@ -26,6 +26,8 @@ export interface SchemaDiff {
   create: string[];
   /** `DROP … IF EXISTS` for removed objects: triggers, views, indexes, then tables. */
   drop: string[];
+  /** The names of the (not virtual) tables created. */
+  tables: string[];
   /** Why the change cannot be re-run on another state (an object's definition changed), if so. */
   unmergeable?: string;
 }
@@ -92,8 +94,21 @@ export function diffSchema(before: Schema, after: Schema): SchemaDiff {
   dropped.sort((a, b) => (RANK[b.type] ?? 9) - (RANK[a.type] ?? 9) || b.order - a.order);
   const diff: SchemaDiff = {
     create: created.map((o) => o.sql),
+    tables: created
+      .filter((o) => o.type === 'table' && !/^CREATE\s+VIRTUAL\b/i.test(o.sql))
+      .map((o) => o.name),
     drop: dropped.map((o) => `DROP ${o.type.toUpperCase()} IF EXISTS ${quoteName(o.name)}`),
   };
   if (unmergeable !== undefined) diff.unmergeable = unmergeable;
   return diff;
+}
+
+/** Prepares the query {@link readShadows} runs. */
+export function shadowQuery(db: Database): Statement {
+  return db.prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'").pluck();
+}
+
+/** The names (lower case) of the shadow tables of virtual tables (e.g. FTS5's `x_data`), with a {@link shadowQuery}. */
+export function readShadows(query: Statement): Set<string> {
+  return new Set((query.all() as string[]).map((name) => name.toLowerCase()));
 }

@@ -75,9 +75,40 @@ function changesOf(db: Database, changeset: Uint8Array, tables: Set<string>): Ro
 
 interface Violation {
   table: string;
-  rowid: number | null;
   parent: string;
   fkid: number;
+}
+
+/**
+ * The rows of `v.table` that break its foreign key `v.fkid` (found by query: `PRAGMA
+ * foreign_key_check` gives no rowid for a WITHOUT ROWID table): per row, its `columns` and the values
+ * it references.
+ */
+function danglingRows(
+  db: Database,
+  v: Violation,
+  columns: string[],
+): { row: SqlValue[]; referenced: SqlValue[] }[] {
+  const keys = db
+    .prepare('SELECT "from", "to" FROM pragma_foreign_key_list(?, \'main\') WHERE id = ? ORDER BY seq')
+    .all(v.table, v.fkid) as { from: string; to: string | null }[];
+  const from = keys.map((k) => k.from);
+  let to = keys.map((k) => k.to);
+  if (to.some((t) => t === null)) {
+    to = db
+      .prepare("SELECT name FROM pragma_table_info(?, 'main') WHERE pk > 0 ORDER BY pk")
+      .pluck()
+      .all(v.parent) as string[];
+  }
+  const child = (c: string) => `c.${quoteName(c)}`;
+  const sql =
+    `SELECT ${[...columns, ...from].map(child).join(', ')} FROM main.${quoteName(v.table)} AS c ` +
+    `WHERE ${from.map((f) => `${child(f)} IS NOT NULL`).join(' AND ')} AND NOT EXISTS (SELECT 1 FROM main.${quoteName(v.parent)} AS p ` +
+    `WHERE ${from.map((f, i) => `p.${quoteName(to[i] ?? '')} = ${child(f)}`).join(' AND ')})`;
+  return (db.prepare(sql).raw().all() as SqlValue[][]).map((r) => ({
+    row: r.slice(0, columns.length),
+    referenced: r.slice(columns.length),
+  }));
 }
 
 /**
@@ -91,55 +122,48 @@ export function foreignKeyConflicts(
   changeset: Uint8Array,
   shapes: Map<string, TableShape>,
 ): { conflict: Conflict; reason: string }[] {
-  const violations = (db.pragma('main.foreign_key_check') as unknown as Violation[]).slice(0, MAX_VIOLATIONS);
+  const seen = new Set<string>();
+  const violations = (db.pragma('main.foreign_key_check') as unknown as Violation[]).filter((v) => {
+    const key = `${v.table.toLowerCase()}\0${v.fkid}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
   const tables = new Set(violations.flatMap((v) => [v.table.toLowerCase(), v.parent.toLowerCase()]));
   const changes = changesOf(db, changeset, tables);
-  return violations.map((v) => {
+  const out: { conflict: Conflict; reason: string }[] = [];
+  for (const v of violations) {
     const shape = shapes.get(v.table.toLowerCase());
-    const row =
-      v.rowid === null || shape === undefined
-        ? undefined
-        : (db
-            .prepare(
-              `SELECT ${shape.columns.map(quoteName).join(', ')} FROM main.${quoteName(v.table)} WHERE _rowid_ = ?`,
-            )
-            .raw()
-            .get(v.rowid) as SqlValue[] | undefined);
-    if (shape !== undefined && row !== undefined) {
-      const mine = changes.find(
-        (c) =>
-          c.table.toLowerCase() === v.table.toLowerCase() &&
-          c.op !== 'delete' &&
-          c.pk.every((p, i) => p === 0 || sameValue(c.new![i] ?? c.old![i], row[i])),
-      );
+    for (const { row, referenced } of danglingRows(db, v, shape?.columns ?? [])) {
+      if (out.length === MAX_VIOLATIONS) return out;
+      const mine =
+        shape === undefined
+          ? undefined
+          : changes.find(
+              (c) =>
+                c.table.toLowerCase() === v.table.toLowerCase() &&
+                c.op !== 'delete' &&
+                c.pk.every((p, i) => p === 0 || sameValue(c.new![i] ?? c.old![i], row[i])),
+            );
       if (mine !== undefined) {
         const conflict = conflictOf(
           'foreign_key',
           { ...mine, current: row.slice(0, mine.pk.length) },
-          shape.rowidKey,
+          shape!.rowidKey,
         );
         const reason = `${conflict.op} of "${conflict.table}" ${show(conflict.key)} references a row of "${v.parent}" that is not there (deleted meanwhile?)`;
-        return { conflict, reason };
+        out.push({ conflict, reason });
+        continue;
       }
+      const parentChanges = changes.filter((c) => c.table.toLowerCase() === v.parent.toLowerCase());
+      const op =
+        parentChanges.some((c) => c.op === 'update') && !parentChanges.some((c) => c.op === 'delete')
+          ? 'update'
+          : 'delete';
+      const conflict: Conflict = { kind: 'foreign_key', table: v.parent, op, key: referenced };
+      const reason = `the change removes "${v.parent}" ${show(referenced)}, which a row of "${v.table}" added meanwhile still references`;
+      out.push({ conflict, reason });
     }
-    const from = db
-      .prepare('SELECT "from" FROM pragma_foreign_key_list(?, \'main\') WHERE id = ? ORDER BY seq')
-      .pluck()
-      .all(v.table, v.fkid) as string[];
-    const referenced =
-      v.rowid === null
-        ? []
-        : (db
-            .prepare(
-              `SELECT ${from.map(quoteName).join(', ')} FROM main.${quoteName(v.table)} WHERE _rowid_ = ?`,
-            )
-            .raw()
-            .get(v.rowid) as SqlValue[]);
-    const parentChanges = changes.filter((c) => c.table.toLowerCase() === v.parent.toLowerCase());
-    const op =
-      parentChanges.some((c) => c.op === 'delete') || parentChanges.length === 0 ? 'delete' : 'update';
-    const conflict: Conflict = { kind: 'foreign_key', table: v.parent, op, key: referenced };
-    const reason = `the change removes "${v.parent}" ${show(referenced)}, which a row of "${v.table}" added meanwhile still references`;
-    return { conflict, reason };
-  });
+  }
+  return out;
 }

@@ -85,13 +85,13 @@ export async function waitReady(page: Page, errors: string[] = []): Promise<void
 
 /** Labels of the entries shown, top to bottom. */
 export function labels(page: Page): Promise<string[]> {
-  return page.$$eval('#entries tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent ?? ''));
+  return page.$$eval('#entries tr .label', (tds) => tds.map((td) => td.textContent ?? ''));
 }
 
 /** Waits until an entry with `label` is shown (polling the DOM). */
 export async function waitForLabel(page: Page, label: string, timeout = 15_000): Promise<void> {
   await page.waitForFunction(
-    (l) => [...document.querySelectorAll('#entries tr td:nth-child(2)')].some((td) => td.textContent === l),
+    (l) => [...document.querySelectorAll('#entries tr .label')].some((td) => td.textContent === l),
     label,
     { timeout, polling: 5 },
   );
@@ -114,6 +114,8 @@ export interface PageStatus {
   txid: string;
   hubTxid: string | undefined;
   role: string;
+  shared: boolean;
+  pending: number;
 }
 
 export function pageStatus(page: Page): Promise<PageStatus> {
@@ -126,6 +128,8 @@ export function pageStatus(page: Page): Promise<PageStatus> {
       txid: String(s.txid),
       hubTxid: s.hubTxid === undefined ? undefined : String(s.hubTxid),
       role: String(s.role),
+      shared: Boolean(s.shared),
+      pending: Number(s.pending),
     };
   });
 }
