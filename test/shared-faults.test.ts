@@ -122,4 +122,61 @@ describe('shared databases under faults', () => {
     assert.deepEqual(a.prepare('select amount from entries').raw().all(), [[2]], "B's later update stands");
     assert.equal(fileHash(a.name), fileHash(b.name));
   });
+
+  test('a device that lost its lease while it rebased pushes nothing on the new head and tries again', async () => {
+    // Found by the torture (seed 41, a device joining with a long backlog): the rebase outlasted the
+    // lease, another device pushed, and the device then asked the hub for its head again and tried to
+    // push its snapshots after it — a txid of its own history it did not have ("txid N is not a point of
+    // the local history after the base"), and its sync stopped for good.
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    const other = new HubClient({ url: h.url, db: 'budget', token: await h.token('budget', 'writer') });
+    let b: MyceliteDatabase | undefined;
+    let epoch = 0;
+    let caughtUp = false;
+    let trap = false;
+    let bFirst: Promise<void> | undefined;
+    const a = await device(h, path.join(dir, 'a.db'), (inner) => async (input, init) => {
+      const url = String(input);
+      const method = init?.method ?? 'GET';
+      if (trap && method === 'POST' && url.endsWith('/lease')) await bFirst;
+      if (trap && caughtUp) {
+        // Whatever A does after its catch-up (before: read the head again; now: push), A's lease has
+        // run out first and B pushed.
+        trap = false;
+        await other.releaseLease(epoch);
+        b!.prepare('insert into entries values (?, ?, ?)').run('b2', 'bob', 2);
+        await b!.sync!.flush(20_000);
+      }
+      const res = await inner(input, init);
+      if (method === 'POST' && url.endsWith('/lease'))
+        epoch = ((await res.clone().json()) as { epoch: number }).epoch;
+      if (trap && method === 'GET' && url.includes('/snapshots?after=') && !url.includes('follow=1'))
+        caughtUp = true;
+      return res;
+    });
+    a.exec(SCHEMA);
+    await a.sync!.flush(20_000);
+    await idle(a);
+    b = await device(h, path.join(dir, 'b.db'));
+    await idle(b);
+    let first = (): void => {};
+    bFirst = new Promise<void>((r) => {
+      first = r;
+    });
+    trap = true;
+    a.prepare('insert into entries values (?, ?, ?)').run('a1', 'alice', 1); // A starts a round...
+    b.prepare('insert into entries values (?, ?, ?)').run('b1', 'bob', 1); // ...B gets there first
+    await b.sync!.flush(20_000);
+    first();
+    await a.sync!.flush(20_000);
+    assert.equal(trap, false, "B pushed while A's round ran");
+    await idle(a);
+    await idle(b);
+    const ids = (db: MyceliteDatabase) => db.prepare('select id from entries order by id').raw().all();
+    assert.deepEqual(ids(a), [['a1'], ['b1'], ['b2']]);
+    assert.deepEqual(ids(b), ids(a));
+    assert.equal(fileHash(a.name), fileHash(b.name));
+  });
 });

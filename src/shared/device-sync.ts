@@ -172,9 +172,9 @@ export class DeviceSync implements WriterSync {
           await sleep(20, this.wake.signal);
           continue;
         }
-        if (e instanceof HubError && (e.code === 'lease_held' || e.code === 'stale_epoch')) {
-          // Another device is syncing, or took the lease over while this round ran slowly (its push was
-          // refused, nothing stored): let it finish, then a new round takes the lease again.
+        if (e instanceof HubError && ['lease_held', 'stale_epoch', 'head_mismatch'].includes(e.code)) {
+          // Another device is syncing, or took the lease over and pushed while this round ran slowly (its
+          // push was refused, nothing stored): let it finish, then a new round takes the lease again.
           await sleep(Math.min(backoff, 500) * (0.5 + Math.random()), this.wake.signal);
           backoff = Math.min(backoff * 2, max);
           continue;
@@ -246,7 +246,10 @@ export class DeviceSync implements WriterSync {
             'other_history',
           );
         }
-        await this.pushSuffix(lease, (await client.state())!.head);
+        // From the base, which is now the hub's head as this round read it: asking the hub again could
+        // name a head another device pushed after this device's lease ran out, which is no point of its
+        // history (the push from the base is then refused, and a new round rebases on it).
+        await this.pushSuffix(lease, device.queue.base);
       }
     } finally {
       await client.releaseLease(lease.epoch).catch(() => undefined);

@@ -304,9 +304,13 @@ export class Device<C = unknown, O = unknown> {
       after = [...reader.snapshots()];
     } else {
       const { snapshots } = this.suffix();
-      const i =
-        from.txid === this.p.queue.base.txid ? 0 : snapshots.findIndex((s) => s.txid === from.txid) + 1;
-      if (i === 0 && from.txid !== this.p.queue.base.txid) {
+      const at = this.p.queue.base;
+      const isBase = from.txid === at.txid && from.checksum === at.checksum;
+      // A point is a txid and its checksum: another device's snapshot may have the txid of one of ours.
+      const i = isBase
+        ? 0
+        : snapshots.findIndex((s) => s.txid === from.txid && s.postChecksum === from.checksum) + 1;
+      if (i === 0 && !isBase) {
         throw new Error(`txid ${from.txid} is not a point of the local history after the base`);
       }
       after = snapshots.slice(i);
