@@ -68,6 +68,8 @@ export interface SharedTortureOptions {
 export interface SharedTortureStats {
   iterations: number;
   kills: { hub: number; device: number };
+  /** Device kills that left a rebase's rewrite to finish (its intent file) for the next open. */
+  killedInRewrite: number;
   /** Devices that joined after the start. */
   joins: number;
   /** Times a device was taken offline, and connections cut. */
@@ -327,6 +329,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     iterations: 0,
     kills: { hub: 0, device: 0 },
     joins: 0,
+    killedInRewrite: 0,
     offline: 0,
     cuts: 0,
     commits: 0,
@@ -407,6 +410,12 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       `d${i}`,
       String(int(1, 2 ** 31 - 1)),
     ]);
+  };
+  /** SIGKILLs device `i`, noting whether it died inside a rebase's rewrite (its intent file is there). */
+  const killDevice = async (i: number): Promise<void> => {
+    await killProc(devices[i]);
+    stats.kills.device++;
+    if (fs.existsSync(`${dbs[i]}-mycelite/rebase`)) stats.killedInRewrite++;
   };
   /** A new device (a new file, its own proxy to its hub), started. */
   const addDevice = async (): Promise<number> => {
@@ -557,8 +566,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       offline[i] = false;
       proxies[i]!.setDown(false);
       await sleep(int(0, 150));
-      await killProc(devices[i]);
-      stats.kills.device++;
+      await killDevice(i);
       trace(`#${it} d${i} online, then killed`);
     } else if (r < 0.4) {
       proxies[i]!.cutAll();
@@ -566,8 +574,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       trace(`#${it} d${i} connections cut`);
     } else if (r < 0.65) {
       if (alive(devices[i])) {
-        await killProc(devices[i]);
-        stats.kills.device++;
+        await killDevice(i);
         trace(`#${it} d${i} killed`);
       } else {
         startDevice(i);
