@@ -16,7 +16,8 @@
  * Files (one write(2) per line, so a line is whole or absent after a SIGKILL):
  *   <db>.acks    `seq` after each commit returned (an acknowledged local transaction);
  *   <db>.events  `rejected seq reason` and `conflict seq kind table op choice`, as the events come.
- * Lines on stdout: `ready`; answers to the commands on stdin:
+ * Lines on stdout: `ready`; `crash` just before it kills itself in the middle of a rebase (now and then,
+ * while not paused); answers to the commands on stdin:
  *   `pause`  stop committing → `paused`;      `resume` go on committing → `resumed`;
  *   `sync`   flush and wait until idle → `synced <pending> <hubTxid> <localTxid>` (or `error <message>`);
  *   `state`  → `state <pending> <hubTxid> <localTxid>`.
@@ -38,8 +39,24 @@ const say = (line: string): void => {
 };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * While committing (not while paused), now and then the device SIGKILLs itself inside the conflict
+ * handler: in the middle of a rebase, after the reset and some changes applied again, before the tail is
+ * rewritten. It says `crash` first, so the harness counts it as a kill, not a failure.
+ */
+const crashes = prng(Number(seedArg) ^ 0x5bd1e995);
+let crashing = true;
+const killInEvents = process.env['SHARED_DEVICE_KILL_IN_EVENTS'] === '1';
 const db = await open(dbPath, {
-  shared: true,
+  shared: {
+    onConflict: () => {
+      if (crashing && crashes() < 0.002) {
+        say('crash');
+        process.kill(process.pid, 'SIGKILL');
+      }
+      return undefined;
+    },
+  },
   hub: { url, db: name, token, leaseTtlMs: 2000 },
   onWarning: (w) => process.stderr.write(`shared-device ${device}: warning: ${w.message}\n`),
 });
@@ -58,6 +75,12 @@ sync.on('conflict', (c) => {
     events,
     `conflict ${c.seq} ${c.conflict.kind} ${c.conflict.table} ${c.conflict.op} ${c.choice}\n`,
   );
+  // With SHARED_DEVICE_KILL_IN_EVENTS=1, now and then killed here: after a rebase was written, while its
+  // reports are being delivered (the rejections come after the conflicts).
+  if (killInEvents && crashing && crashes() < 0.01) {
+    say('crash');
+    process.kill(process.pid, 'SIGKILL');
+  }
 });
 
 db.exec(`
@@ -131,8 +154,10 @@ process.stdin.setEncoding('utf8').on('data', (d: string) => {
     input = input.slice(i + 1);
     if (cmd === 'pause') {
       paused = true;
+      crashing = false;
       void running.then(() => say('paused'));
     } else if (cmd === 'resume') {
+      crashing = true;
       if (paused) {
         paused = false;
         running = loop().catch(failed);

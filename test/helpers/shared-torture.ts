@@ -46,6 +46,11 @@ export interface SharedTortureOptions {
   devices?: number;
   /** 'files': one hub on a data directory; 'nats': two hubs on a 3-node NATS cluster (default 'files'). */
   storage?: 'files' | 'nats';
+  /**
+   * Devices also kill themselves now and then while a rebase's conflict events are delivered (after the
+   * rebase was written, before its rejections are reported). Default false.
+   */
+  killInEvents?: boolean;
   /** Devices that may join later, each with a new empty file (default 0). */
   joins?: number;
   /** Fault steps per iteration, at most (default 6). */
@@ -68,6 +73,8 @@ export interface SharedTortureOptions {
 export interface SharedTortureStats {
   iterations: number;
   kills: { hub: number; device: number };
+  /** Devices that killed themselves in the middle of a rebase (in the conflict handler). */
+  killedInRebase: number;
   /** Device kills that left a rebase's rewrite to finish (its intent file) for the next open. */
   killedInRewrite: number;
   /** Devices that joined after the start. */
@@ -100,8 +107,11 @@ interface Proc {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function start(args: string[]): Proc {
-  const p = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+function start(args: string[], env: Record<string, string> = {}): Proc {
+  const p = spawn(process.execPath, args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   const proc: Proc = { p, out: '', err: '', closed: Promise.resolve(), killedByUs: false };
   p.stdout!.setEncoding('utf8').on('data', (d: string) => {
     proc.out += d;
@@ -330,6 +340,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     kills: { hub: 0, device: 0 },
     joins: 0,
     killedInRewrite: 0,
+    killedInRebase: 0,
     offline: 0,
     cuts: 0,
     commits: 0,
@@ -401,15 +412,10 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const devices: (Proc | undefined)[] = [];
   const conflictsSeen: number[] = [];
   const startDevice = (i: number): void => {
-    devices[i] = start([
-      DEVICE,
-      dbs[i]!,
-      proxies[i]!.url,
-      name,
-      wtoken,
-      `d${i}`,
-      String(int(1, 2 ** 31 - 1)),
-    ]);
+    devices[i] = start(
+      [DEVICE, dbs[i]!, proxies[i]!.url, name, wtoken, `d${i}`, String(int(1, 2 ** 31 - 1))],
+      o.killInEvents ? { SHARED_DEVICE_KILL_IN_EVENTS: '1' } : {},
+    );
   };
   /** SIGKILLs device `i`, noting whether it died inside a rebase's rewrite (its intent file is there). */
   const killDevice = async (i: number): Promise<void> => {
@@ -431,7 +437,12 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   /** A device that exited without being killed is a failure; it is started again. */
   const checkAlive = (i: number): void => {
     const d = devices[i];
-    if (d && !alive(d) && !d.killedByUs) {
+    if (d && !alive(d) && !d.killedByUs && /^crash$/m.test(d.out)) {
+      // It killed itself in the middle of a rebase (test/helpers/shared-device.ts).
+      d.killedByUs = true;
+      stats.kills.device++;
+      stats.killedInRebase++;
+    } else if (d && !alive(d) && !d.killedByUs) {
       failed(`device d${i} exited (${d.p.exitCode ?? d.p.signalCode}): ${d.err.slice(-1500)}`);
       devices[i] = undefined;
     }
