@@ -1,9 +1,11 @@
 // Shared databases under faults: each test is the deterministic reproduction of a defect the shared
 // torture (test/shared-torture.test.ts, npm run torture -- --shared) found.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type MyceliteDatabase, open } from '../src/node/index.js';
+import { type MyceliteDatabase, nodeRuntime, open } from '../src/node/index.js';
+import { clearRejections, keepRejections, keptRejections } from '../src/shared/rejections.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import { startTestHub, type TestHub } from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
@@ -178,5 +180,81 @@ describe('shared databases under faults', () => {
     assert.deepEqual(ids(a), [['a1'], ['b1'], ['b2']]);
     assert.deepEqual(ids(b), ids(a));
     assert.equal(fileHash(a.name), fileHash(b.name));
+  });
+
+  test('a rejection is reported after a crash that came between the rebase and the report', async () => {
+    // Found by the torture (killInEvents): a device killed after a rebase was written — the rejected
+    // change gone from its pending records — but before the 'rejected' event reached the application
+    // never reported it: an acknowledged transaction vanished without a word. Here the crash is a copy
+    // of the device's files taken while its reports are delivered (what a SIGKILL then leaves on disk).
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    const a = await device(h, path.join(dir, 'a.db'));
+    a.exec(SCHEMA);
+    a.exec('create table users(id text primary key, email text unique)');
+    a.prepare('insert into entries values (?, ?, ?)').run('z', 'zoe', 0);
+    await a.sync!.flush(20_000);
+    let gate: Promise<void> | undefined;
+    let open = (): void => {};
+    const bPath = path.join(dir, 'b.db');
+    const b = await device(h, bPath, (inner) => async (input, init) => {
+      if (gate) await gate;
+      return inner(input, init);
+    });
+    await idle(b);
+    gate = new Promise((r) => {
+      open = r;
+    });
+    // B, offline: a change that will meet A's (a conflict), then one that breaks UNIQUE (rejected).
+    b.prepare('update entries set amount = 2 where id = ?').run('z');
+    b.prepare('insert into users values (?, ?)').run('u2', 'x@example.com');
+    assert.equal(b.sync!.pending(), 2, 'two changes pending on B');
+    a.prepare('update entries set amount = 1 where id = ?').run('z');
+    a.prepare('insert into users values (?, ?)').run('u1', 'x@example.com');
+    await a.sync!.flush(20_000);
+    const crashed = path.join(dir, 'crashed');
+    fs.mkdirSync(crashed);
+    const seen: bigint[] = [];
+    b.sync!.on('conflict', () => {
+      if (fs.existsSync(path.join(crashed, 'b.db'))) return;
+      fs.copyFileSync(bPath, path.join(crashed, 'b.db'));
+      fs.cpSync(`${bPath}-mycelite`, path.join(crashed, 'b.db-mycelite'), { recursive: true });
+    });
+    b.sync!.on('rejected', (r) => seen.push(r.seq));
+    open();
+    await b.sync!.flush(20_000);
+    assert.equal(seen.length, 1, 'B itself reported the rejection');
+    assert.ok(fs.existsSync(path.join(crashed, 'b.db')), 'the crash was taken during the conflict report');
+    b.close();
+    await b.sync!.close();
+    // The device as the crash left it: it reports the rejection it never delivered.
+    const again = await device(h, path.join(crashed, 'b.db'));
+    const reported: { seq: bigint; reason: string }[] = [];
+    again.sync!.on('rejected', (r) => reported.push(r));
+    await idle(again);
+    assert.equal(reported.length, 1, 'the rejection is reported after the crash');
+    assert.equal(reported[0]!.seq, seen[0]);
+    assert.match(reported[0]!.reason, /UNIQUE/);
+    assert.deepEqual(again.prepare('select id from users').raw().all(), [['u1']]);
+    assert.equal(fileHash(again.name), fileHash(a.name));
+  });
+
+  test('a kept rejection whose change is still pending (its rebase was undone) is forgotten, not reported', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'rejected');
+    const fsys = nodeRuntime.fs;
+    keepRejections(fsys, file, [{ seq: 3n, reason: 'UNIQUE constraint failed: users.email' }]);
+    keepRejections(fsys, file, [
+      { seq: 5n, reason: 'the row was deleted meanwhile' },
+      { seq: 3n, reason: 'UNIQUE constraint failed: users.email' },
+    ]);
+    // 5 is pending again: the rebase that rejected it was undone by a crash before its rewrite.
+    assert.deepEqual(keptRejections(fsys, file, new Set([5n])), [
+      { seq: 3n, reason: 'UNIQUE constraint failed: users.email' },
+    ]);
+    clearRejections(fsys, file);
+    assert.deepEqual(keptRejections(fsys, file, new Set()), []);
+    assert.equal(fs.existsSync(file), false);
   });
 });

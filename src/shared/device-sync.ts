@@ -152,6 +152,13 @@ export class DeviceSync implements WriterSync {
   private async run(): Promise<void> {
     let backoff = this.o.minBackoffMs ?? 100;
     const max = this.o.maxBackoffMs ?? 5_000;
+    // Rejections a crash kept from being reported: once the application could add its listeners.
+    await sleep(0);
+    try {
+      this.reportRejections();
+    } catch (e) {
+      this.update('error', (e as Error).message);
+    }
     while (!this.stopped) {
       this.wake = new AbortController();
       try {
@@ -288,7 +295,16 @@ export class DeviceSync implements WriterSync {
   private report(r: RebaseReport<Conflict, ConflictChoice>): void {
     for (const c of r.conflicts)
       this.emitter.emit('conflict', { seq: c.seq, conflict: c.conflict, choice: c.choice });
-    for (const x of r.rejected) this.emitter.emit('rejected', x);
+    this.reportRejections();
+  }
+
+  /**
+   * Emits 'rejected' for every rejection the device kept (this rebase's, and any a crash kept from being
+   * reported), then lets the device forget them.
+   */
+  private reportRejections(): void {
+    for (const x of this.o.device.rejections()) this.emitter.emit('rejected', x);
+    this.o.device.rejectionsReported();
   }
 
   /** Pushes the local snapshots after the hub's `head` (a point of the local history). */

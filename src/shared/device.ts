@@ -39,6 +39,7 @@ import { redo } from '../restore/replay.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
+import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';
 import { renumber, writeIntent } from './suffix.js';
 
 /** A snapshot received from the hub: its bytes as stored and its header. */
@@ -79,7 +80,7 @@ export interface RebaseReport<C = unknown, O = unknown> {
 }
 
 /** The paths of a device's files. */
-export type DevicePaths = ReturnType<typeof journalPaths> & { shared: string; rebase: string };
+export type DevicePaths = ReturnType<typeof journalPaths>;
 
 export interface DeviceParts<C, O> {
   fs: FileSystem;
@@ -231,6 +232,8 @@ export class Device<C = unknown, O = unknown> {
       capture.exclusively(() => this.resetTo(incoming, snapshots, other !== undefined));
       db.resetCache();
       this.reapply(report);
+      // The rewrite drops the rejected changes: their reports are kept until delivered.
+      keepRejections(this.p.fs, this.p.paths.rejected, report.rejected);
       this.rewriteTail(incoming, other);
       return report;
     } catch (e) {
@@ -262,6 +265,21 @@ export class Device<C = unknown, O = unknown> {
       this.pushed({ txid: last.txid, checksum: last.postChecksum });
     }
     return whole;
+  }
+
+  /**
+   * The rejections to report: those kept by rebases (and not reported yet, e.g. after a crash) whose
+   * change is no longer pending; one whose change is still pending was kept by a rebase that a crash or
+   * an error undid (the change is judged again). {@link rejectionsReported} forgets them all.
+   */
+  rejections(): Rejection[] {
+    const pending = new Set(this.p.queue.records.map((r) => r.seq));
+    return keptRejections(this.p.fs, this.p.paths.rejected, pending);
+  }
+
+  /** The kept rejections were reported: forget them. */
+  rejectionsReported(): void {
+    clearRejections(this.p.fs, this.p.paths.rejected);
   }
 
   /** The last local txid. */
