@@ -86,6 +86,7 @@ async function shared(): Promise<never> {
     seed,
     devices: Number(values.devices),
     joins: Number(values.joins),
+    killInEvents: true,
     storage,
     onIteration: (i, st, problems) => {
       for (const p of problems) console.log(`FAIL #${i} ${p}`);

@@ -30,6 +30,7 @@ test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGK
     storage: 'nats',
     forceFaults: true,
     joins: 1,
+    killInEvents: true,
   });
   t.diagnostic(
     `seed ${seed}: ${s.iterations} iterations, ${s.joins} joined, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +

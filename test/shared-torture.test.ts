@@ -17,7 +17,15 @@ after(() => {
 test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all converge and nothing is lost', async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture');
-  const s = await runSharedTorture({ dir, iterations: 3, seed, devices: 3, forceFaults: true, joins: 1 });
+  const s = await runSharedTorture({
+    dir,
+    iterations: 3,
+    seed,
+    devices: 3,
+    forceFaults: true,
+    joins: 1,
+    killInEvents: true,
+  });
   t.diagnostic(
     `seed ${seed}: ${s.iterations} iterations, ${s.joins} joined, kills hub ${s.kills.hub} device ${s.kills.device}, offline ${s.offline}, ` +
       `${s.commits} commits, ${s.conflicts} conflicts, ${s.rejections} rejections, ${s.hubSnapshots} hub snapshots walked`,
