@@ -17,8 +17,9 @@
  *   <db>.acks    `seq` after each commit returned (an acknowledged local transaction);
  *   <db>.events  `rejected seq reason` and `conflict seq kind table op choice`, as the events come.
  * Lines on stdout: `ready`; `crash` just before it kills itself in the middle of a rebase (now and then,
- * while not paused); answers to the commands on stdin:
- *   `pause`  stop committing → `paused`;      `resume` go on committing → `resumed`;
+ * until calm); answers to the commands on stdin:
+ *   `pause`  stop committing → `paused`;      `resume` go on committing (and crashing) → `resumed`;
+ *   `calm`   stop killing itself → `calmed`;
  *   `sync`   flush and wait until idle → `synced <pending> <hubTxid> <localTxid>` (or `error <message>`);
  *   `state`  → `state <pending> <hubTxid> <localTxid>`.
  */
@@ -40,9 +41,9 @@ const say = (line: string): void => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * While committing (not while paused), now and then the device SIGKILLs itself inside the conflict
- * handler: in the middle of a rebase, after the reset and some changes applied again, before the tail is
- * rewritten. It says `crash` first, so the harness counts it as a kill, not a failure.
+ * Now and then (until told `calm`) the device SIGKILLs itself inside the conflict handler: in the middle
+ * of a rebase, after the reset and some changes applied again, before the tail is rewritten. It says
+ * `crash` first, so the harness counts it as a kill, not a failure.
  */
 const crashes = prng(Number(seedArg) ^ 0x5bd1e995);
 let crashing = true;
@@ -57,7 +58,7 @@ const db = await open(dbPath, {
       return undefined;
     },
   },
-  hub: { url, db: name, token, leaseTtlMs: 2000 },
+  hub: { url, db: name, token, leaseTtlMs: 2000, requestTimeoutMs: 5000 },
   onWarning: (w) => process.stderr.write(`shared-device ${device}: warning: ${w.message}\n`),
 });
 const sync = db.sync as unknown as DeviceSync;
@@ -132,7 +133,10 @@ async function loop(): Promise<void> {
       ok = false;
     }
     if (ok) writeSync(acks, `${seq}\n`);
-    await sleep(rand() < 0.3 ? 0 : int(1, 25));
+    // Bursts of commits, then a pause: other devices get the lease in between (a device committing
+    // without pause keeps it), so rebases, conflicts and kills in them happen while everyone writes.
+    const r = rand();
+    await sleep(r < 0.1 ? int(100, 600) : r < 0.4 ? 0 : int(1, 25));
   }
 }
 const failed = (e: unknown): void => {
@@ -154,7 +158,6 @@ process.stdin.setEncoding('utf8').on('data', (d: string) => {
     input = input.slice(i + 1);
     if (cmd === 'pause') {
       paused = true;
-      crashing = false;
       void running.then(() => say('paused'));
     } else if (cmd === 'resume') {
       crashing = true;
@@ -163,6 +166,9 @@ process.stdin.setEncoding('utf8').on('data', (d: string) => {
         running = loop().catch(failed);
       }
       say('resumed');
+    } else if (cmd === 'calm') {
+      crashing = false;
+      say('calmed');
     } else if (cmd === 'state') {
       say(`state ${status()}`);
     } else if (cmd === 'sync') {
