@@ -2,12 +2,14 @@
 // torture (test/shared-torture.test.ts, npm run torture -- --shared) found.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type MyceliteDatabase, nodeRuntime, open } from '../src/node/index.js';
 import { clearRejections, keepRejections, keptRejections } from '../src/shared/rejections.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import { startTestHub, type TestHub } from './helpers/hub.js';
+import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -256,5 +258,51 @@ describe('shared databases under faults', () => {
     clearRejections(fsys, file);
     assert.deepEqual(keptRejections(fsys, file, new Set()), []);
     assert.equal(fs.existsSync(file), false);
+  });
+
+  test('a request the hub never answers is given up and retried, not waited on forever', async () => {
+    // Found by the torture (seed 9): a device's first request went through its proxy while the hub was
+    // down; the proxy closed the connection at once, and Node's fetch never settled the request. The
+    // device waited on it for good ('connecting', nothing synced) though the hub came back. Here the
+    // hub is a server that accepts connections and never answers, then the real one.
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    let reached = (): void => {};
+    const firstRequest = new Promise<void>((r) => {
+      reached = r;
+    });
+    const held: net.Socket[] = [];
+    const silent = net.createServer((socket) => {
+      held.push(socket); // accepted; nothing read, nothing answered
+      reached();
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      for (const socket of held) socket.destroy();
+      return new Promise<void>((r) => silent.close(() => r()));
+    });
+    const proxy = await startTcpProxy((silent.address() as net.AddressInfo).port);
+    cleanups.push(() => proxy.close());
+    // Not a literal: the option is new, and this test must also build against the code before it.
+    const hub = {
+      url: proxy.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      requestTimeoutMs: 300,
+    };
+    const a = await open(path.join(tempDir(), 'a.db'), { shared: true, hub });
+    cleanups.push(() => a.close());
+    a.exec(SCHEMA);
+    a.prepare('insert into entries values (?, ?, ?)').run('a1', 'alice', 1);
+    await firstRequest; // the device's first request reached the silent server
+    proxy.retarget(h.port);
+    await a.sync!.flush(20_000);
+    assert.equal(a.sync!.pending(), 0);
+    const state = await new HubClient({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'reader'),
+    }).state();
+    assert.equal(state?.head.txid, a.position().txid);
   });
 });
