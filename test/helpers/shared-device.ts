@@ -45,6 +45,22 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * of a rebase, after the reset and some changes applied again, before the tail is rewritten. It says
  * `crash` first, so the harness counts it as a kill, not a failure.
  */
+/** With SHARED_DEVICE_TRACE=1: every request to the hub and how it ended, on stderr. */
+const traced: typeof fetch = async (input, init) => {
+  const t0 = Date.now();
+  const what = `${init?.method ?? 'GET'} ${String(input).replace(/^.*\/v1\/db\/[^/?]*/, '')}`;
+  process.stderr.write(`${t0 % 100000} > ${what}\n`);
+  try {
+    const r = await fetch(input, init);
+    process.stderr.write(`${Date.now() % 100000} < ${what} ${r.status} (${Date.now() - t0} ms)\n`);
+    return r;
+  } catch (e) {
+    process.stderr.write(
+      `${Date.now() % 100000} ! ${what} ${(e as Error).message} (${Date.now() - t0} ms)\n`,
+    );
+    throw e;
+  }
+};
 const crashes = prng(Number(seedArg) ^ 0x5bd1e995);
 let crashing = true;
 const killInEvents = process.env['SHARED_DEVICE_KILL_IN_EVENTS'] === '1';
@@ -58,7 +74,14 @@ const db = await open(dbPath, {
       return undefined;
     },
   },
-  hub: { url, db: name, token, leaseTtlMs: 2000, requestTimeoutMs: 5000 },
+  hub: {
+    url,
+    db: name,
+    token,
+    leaseTtlMs: 2000,
+    requestTimeoutMs: 5000,
+    ...(process.env['SHARED_DEVICE_TRACE'] === '1' ? { fetch: traced } : {}),
+  },
   onWarning: (w) => process.stderr.write(`shared-device ${device}: warning: ${w.message}\n`),
 });
 const sync = db.sync as unknown as DeviceSync;
