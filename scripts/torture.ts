@@ -10,6 +10,13 @@
  *
  *   npm run torture -- --replication [--iterations N] [--replicas R] [--seed S] [--fresh-every K] [--dir PATH]
  *
+ * With --shared: devices of one shared database (test/helpers/shared-device.ts) committing random
+ * transactions through their own TCP proxies, taken offline and back, devices and hubs SIGKILLed at random
+ * moments; after each iteration all converge and are checked (test/helpers/shared-torture.ts). --nats
+ * runs two hubs on a 3-node NATS cluster (nats-server) with the devices spread over both:
+ *
+ *   npm run torture -- --shared [--nats] [--iterations N] [--devices D] [--joins J] [--seed S] [--dir PATH]
+ *
  * Exits 1 if any iteration broke a promise.
  */
 import * as fs from 'node:fs';
@@ -26,6 +33,7 @@ import {
   SYNCHRONOUS,
 } from '../test/crash/harness.js';
 import { runReplTorture } from '../test/helpers/repl-torture.js';
+import { runSharedTorture } from '../test/helpers/shared-torture.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,6 +46,10 @@ const { values } = parseArgs({
     dir: { type: 'string' },
     replication: { type: 'boolean', default: false },
     replicas: { type: 'string', default: '2' },
+    shared: { type: 'boolean', default: false },
+    nats: { type: 'boolean', default: false },
+    devices: { type: 'string', default: '3' },
+    joins: { type: 'string', default: '2' },
   },
 });
 
@@ -60,6 +72,54 @@ if (!Number.isInteger(iterations) || iterations < 1 || !Number.isInteger(seed)) 
 }
 
 if (values.replication) await replication();
+if (values.shared) await shared();
+
+async function shared(): Promise<never> {
+  const started = Date.now();
+  const storage = values.nats ? 'nats' : 'files';
+  console.log(
+    `shared torture (${storage}): ${iterations} iterations, ${values.devices} devices, seed ${seed}, dir ${dir}`,
+  );
+  const s = await runSharedTorture({
+    dir,
+    iterations,
+    seed,
+    devices: Number(values.devices),
+    joins: Number(values.joins),
+    killInEvents: true,
+    storage,
+    onIteration: (i, st, problems) => {
+      for (const p of problems) console.log(`FAIL #${i} ${p}`);
+      if ((i + 1) % 10 === 0 || i + 1 === iterations) {
+        const secs = ((Date.now() - started) / 1000).toFixed(0);
+        console.log(
+          `[${i + 1}/${iterations}] ${secs}s kills hub ${st.kills.hub} device ${st.kills.device}, offline ${st.offline}, ` +
+            `commits ${st.commits}, conflicts ${st.conflicts}, rejections ${st.rejections}, ` +
+            `divergences ${st.divergences}, lost ${st.lost}, process failures ${st.processFailures}`,
+        );
+      }
+    },
+  });
+  console.log(`
+summary (shared, ${storage}, seed ${seed}, ${((Date.now() - started) / 1000).toFixed(0)} s)
+  iterations                  ${s.iterations}
+  kills                       hub ${s.kills.hub}, device ${s.kills.device} (${s.killedInRebase} in the middle of a rebase, ${s.killedInRewrite} inside its rewrite)
+  devices                     ${values.devices} at the start, ${s.joins} joined later
+  network                     ${s.offline} offline windows, ${s.cuts} cuts
+  acknowledged commits        ${s.commits}
+  conflicts reported          ${s.conflicts}
+  rejections                  ${s.rejections} (${s.repeatedRejections} reported more than once)
+  hub snapshots walked        ${s.hubSnapshots}
+  divergences                 ${s.divergences}   (must be 0)
+  lost                        ${s.lost}   (must be 0)
+  process failures            ${s.processFailures}   (must be 0)`);
+  if (s.problems.length > 0) {
+    console.log(`\n${s.problems.length} problems (files kept under ${dir}):\n${s.problems.join('\n')}`);
+    process.exit(1);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+}
 
 async function replication(): Promise<never> {
   const started = Date.now();

@@ -21,6 +21,7 @@ export function journalPaths(dbPath: string): {
   compactLock: string;
   shared: string;
   rebase: string;
+  rejected: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -45,5 +46,7 @@ export function journalPaths(dbPath: string): {
     shared: `${dir}/shared`,
     /** A shared device's rebase in progress: what its journal and state become (src/shared/suffix.ts). */
     rebase: `${dir}/rebase`,
+    /** A shared device's rejections not yet reported to the application (src/shared/rejections.ts). */
+    rejected: `${dir}/rejected`,
   };
 }

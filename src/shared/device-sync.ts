@@ -10,6 +10,7 @@ import {
   otherModeAdvice,
   StreamParser,
   toHex,
+  toJsonPosition,
   type WirePosition,
 } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
@@ -159,6 +160,13 @@ export class DeviceSync implements WriterSync {
   private async run(): Promise<void> {
     let backoff = this.o.minBackoffMs ?? 100;
     const max = this.o.maxBackoffMs ?? 5_000;
+    // Rejections a crash kept from being reported: once the application could add its listeners.
+    await sleep(0);
+    try {
+      this.reportRejections();
+    } catch (e) {
+      this.update('error', (e as Error).message);
+    }
     while (!this.stopped) {
       this.wake = new AbortController();
       try {
@@ -182,8 +190,9 @@ export class DeviceSync implements WriterSync {
           await sleep(20, this.wake.signal);
           continue;
         }
-        if (e instanceof HubError && e.code === 'lease_held') {
-          // Another device is syncing: let it finish.
+        if (e instanceof HubError && ['lease_held', 'stale_epoch', 'head_mismatch'].includes(e.code)) {
+          // Another device is syncing, or took the lease over and pushed while this round ran slowly (its
+          // push was refused, nothing stored): let it finish, then a new round takes the lease again.
           await sleep(Math.min(backoff, 500) * (0.5 + Math.random()), this.wake.signal);
           backoff = Math.min(backoff * 2, max);
           continue;
@@ -272,7 +281,9 @@ export class DeviceSync implements WriterSync {
             'other_history',
           );
         }
-        // The hub's head is the base now (taken in above, under the lease).
+        // From the base, which is now the hub's head as this round read it: asking the hub again could
+        // name a head another device pushed after this device's lease ran out, which is no point of its
+        // history (the push from the base is then refused, and a new round rebases on it).
         await this.pushSuffix(lease, device.queue.base);
       }
     } finally {
@@ -329,7 +340,16 @@ export class DeviceSync implements WriterSync {
   private report(r: RebaseReport<Conflict, ConflictChoice>): void {
     for (const c of r.conflicts)
       this.emitter.emit('conflict', { seq: c.seq, conflict: c.conflict, choice: c.choice });
-    for (const x of r.rejected) this.emitter.emit('rejected', x);
+    this.reportRejections();
+  }
+
+  /**
+   * Emits 'rejected' for every rejection the device kept (this rebase's, and any a crash kept from being
+   * reported), then lets the device forget them.
+   */
+  private reportRejections(): void {
+    for (const x of this.o.device.rejections()) this.emitter.emit('rejected', x);
+    this.o.device.rejectionsReported();
   }
 
   /** Pushes the local snapshots after the hub's `head` (a point of the local history). */
@@ -351,6 +371,16 @@ export class DeviceSync implements WriterSync {
         mode: 'shared',
       });
       if (this.stopped) return;
+      if (r.head.txid !== batch.last.txid || r.head.checksum !== batch.last.checksum) {
+        // The hub held the whole batch already (an earlier push whose answer was lost) and has another
+        // device's snapshots after it: they are pushed, and a new round takes the others in.
+        device.pushed(batch.last);
+        throw new HubError({
+          error: 'head_mismatch',
+          message: `${this.at} holds this device's snapshots up to txid ${batch.last.txid} and more after them`,
+          head: toJsonPosition(r.head),
+        });
+      }
       device.pushed(r.head);
       this.emitter.emit('pushed', { hubTxid: r.head.txid, count: r.appended });
       head = r.head;

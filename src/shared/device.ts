@@ -39,6 +39,7 @@ import { redo } from '../restore/replay.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
+import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';
 import { renumber, writeIntent } from './suffix.js';
 
 /** A snapshot received from the hub: its bytes as stored and its header. */
@@ -81,7 +82,7 @@ export interface RebaseReport<C = unknown, O = unknown> {
 }
 
 /** The paths of a device's files. */
-export type DevicePaths = ReturnType<typeof journalPaths> & { shared: string; rebase: string };
+export type DevicePaths = ReturnType<typeof journalPaths>;
 
 export interface DeviceParts<C, O> {
   fs: FileSystem;
@@ -208,12 +209,21 @@ export class Device<C = unknown, O = unknown> {
     const { db } = this.p;
     if (db.inTransaction) throw new DeviceBusyError('a transaction is open');
     this.afterStatement();
-    this.taking = true;
     const report: RebaseReport<C, O> = { incoming: incoming.length, applied: 0, conflicts: [], rejected: [] };
-    if (incoming.length === 0 && !other) return report;
-    const { snapshots } = this.suffix();
     const { capture } = this.p;
+    this.taking = true;
     try {
+      let { snapshots } = this.suffix();
+      if (!other) {
+        // The hub's first snapshots after the base may be this device's own, stored by a push whose
+        // answer was lost: they are no longer pending, and must not be applied a second time.
+        const mine = this.ownPushed(incoming, snapshots);
+        if (mine > 0) {
+          incoming = incoming.slice(mine);
+          ({ snapshots } = this.suffix());
+        }
+        if (incoming.length === 0) return report;
+      }
       if (snapshots.length === 0 && !other) {
         capture.exclusively(() => this.append(incoming));
         db.resetCache();
@@ -224,6 +234,8 @@ export class Device<C = unknown, O = unknown> {
       capture.exclusively(() => this.resetTo(incoming, snapshots, other !== undefined));
       db.resetCache();
       this.reapply(report);
+      // The rewrite drops the rejected changes: their reports are kept until delivered.
+      keepRejections(this.p.fs, this.p.paths.rejected, report.rejected);
       this.rewriteTail(incoming, other);
       return report;
     } catch (e) {
@@ -233,6 +245,43 @@ export class Device<C = unknown, O = unknown> {
       this.taking = false;
       this.taken = [];
     }
+  }
+
+  /**
+   * How many of `incoming` (the hub's snapshots after the base) are the device's own local snapshots
+   * `local`, whole pending records of them; those records are then marked pushed (the base moves past
+   * them).
+   */
+  private ownPushed(incoming: IncomingSnapshot[], local: SnapshotInfo[]): number {
+    let n = 0;
+    let whole = 0;
+    const ends = new Set(this.p.queue.records.map((r) => r.lastTxid));
+    while (n < incoming.length && n < local.length) {
+      const h = incoming[n]!.header;
+      if (h.txid !== local[n]!.txid || h.postChecksum !== local[n]!.postChecksum) break;
+      n++;
+      if (ends.has(h.txid)) whole = n;
+    }
+    if (whole > 0) {
+      const last = local[whole - 1]!;
+      this.pushed({ txid: last.txid, checksum: last.postChecksum });
+    }
+    return whole;
+  }
+
+  /**
+   * The rejections to report: those kept by rebases (and not reported yet, e.g. after a crash) whose
+   * change is no longer pending; one whose change is still pending was kept by a rebase that a crash or
+   * an error undid (the change is judged again). {@link rejectionsReported} forgets them all.
+   */
+  rejections(): Rejection[] {
+    const pending = new Set(this.p.queue.records.map((r) => r.seq));
+    return keptRejections(this.p.fs, this.p.paths.rejected, pending);
+  }
+
+  /** The kept rejections were reported: forget them. */
+  rejectionsReported(): void {
+    clearRejections(this.p.fs, this.p.paths.rejected);
   }
 
   /** The last local txid. */
@@ -267,7 +316,7 @@ export class Device<C = unknown, O = unknown> {
     from: Position | undefined,
     max: number,
     upTo?: bigint,
-  ): { bytes: Uint8Array; base: Position } | undefined {
+  ): { bytes: Uint8Array; base: Position; last: Position } | undefined {
     const { journal } = this.p;
     let after: SnapshotInfo[];
     let base: Position;
@@ -279,9 +328,13 @@ export class Device<C = unknown, O = unknown> {
       after = [...reader.snapshots()];
     } else {
       const { snapshots } = this.suffix();
-      const i =
-        from.txid === this.p.queue.base.txid ? 0 : snapshots.findIndex((s) => s.txid === from.txid) + 1;
-      if (i === 0 && from.txid !== this.p.queue.base.txid) {
+      const at = this.p.queue.base;
+      const isBase = from.txid === at.txid && from.checksum === at.checksum;
+      // A point is a txid and its checksum: another device's snapshot may have the txid of one of ours.
+      const i = isBase
+        ? 0
+        : snapshots.findIndex((s) => s.txid === from.txid && s.postChecksum === from.checksum) + 1;
+      if (i === 0 && !isBase) {
         throw new Error(`txid ${from.txid} is not a point of the local history after the base`);
       }
       after = snapshots.slice(i);
@@ -293,7 +346,11 @@ export class Device<C = unknown, O = unknown> {
     let n = 1;
     while (n < after.length && after[n]!.offset + after[n]!.length - first.offset <= max) n++;
     const last = after[n - 1]!;
-    return { bytes: readAt(journal.handle, first.offset, last.offset + last.length - first.offset), base };
+    return {
+      bytes: readAt(journal.handle, first.offset, last.offset + last.length - first.offset),
+      base,
+      last: { txid: last.txid, checksum: last.postChecksum },
+    };
   }
 
   /**
@@ -308,6 +365,10 @@ export class Device<C = unknown, O = unknown> {
   pushed(head: Position): void {
     const q = this.p.queue;
     if (head.txid === q.base.txid && head.checksum === q.base.checksum) return;
+    if (this.localPoint(head) !== 'in') {
+      // A base the journal does not hold would make the device state unusable: refuse it here.
+      throw new Error(`txid ${head.txid} is not a point of the local history after the base`);
+    }
     q.rewrite(
       head,
       q.records.filter((r) => r.lastTxid > head.txid),

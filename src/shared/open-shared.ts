@@ -5,8 +5,10 @@
 import type { Capture } from '../capture/capture.js';
 import type { Database } from '../engine/database.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
+import { DEAD_STREAM_MS } from '../protocol/index.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { timedFetch } from '../sync/timed-fetch.js';
 import type { Conflict, ConflictChoice } from '../sync/writer-sync.js';
 import { applyLocalChange } from './apply.js';
 import { ChangeRecorder } from './changes.js';
@@ -60,7 +62,7 @@ export function startDevice(o: {
   journal: JournalWriter;
   queue: PendingQueue;
   options: SharedOptions;
-  hub?: HubTarget & { holder?: string; leaseTtlMs?: number; maxBatch?: number };
+  hub?: HubTarget & { holder?: string; leaseTtlMs?: number; maxBatch?: number; requestTimeoutMs?: number };
 }): { device: Device<Conflict, ConflictChoice>; sync: DeviceSync | undefined; close(): Promise<void> } {
   const { db, queue, journal } = o;
   // A database that had content before it was shared (bootstrapped): that content is the device's own
@@ -83,8 +85,13 @@ export function startDevice(o: {
   db.setAfterStatement(() => device.afterStatement());
   let sync: DeviceSync | undefined;
   if (o.hub) {
+    // Every request has deadlines: one the hub (or the network) never answers must not stop syncing.
+    const fetch = timedFetch(
+      { answerMs: o.hub.requestTimeoutMs ?? 60_000, silenceMs: DEAD_STREAM_MS },
+      o.hub.fetch,
+    );
     sync = new DeviceSync({
-      client: new HubClient(o.hub),
+      client: new HubClient({ ...o.hub, fetch }),
       device,
       holder: o.hub.holder,
       leaseTtlMs: o.hub.leaseTtlMs,

@@ -19,6 +19,11 @@ export interface HubOptions extends HubTarget {
   connectTimeoutMs?: number;
   /** Lease holder id (default random; see PusherOptions.holder). */
   holder?: string;
+  /**
+   * How long the hub may take to answer a request (ms, default 60 s); after it, and after a read stream
+   * went silent for 30 s, the request counts as a network failure and is retried.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Why `hub` cannot be used, or undefined when it looks right. */
@@ -78,6 +83,7 @@ export async function startWriterSync(
     leaseTtlMs: hub.leaseTtlMs,
     startTimeoutMs: hub.connectTimeoutMs,
     holder: hub.holder,
+    requestTimeoutMs: hub.requestTimeoutMs,
   });
   await pusher.start();
   return pusher;
