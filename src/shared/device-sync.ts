@@ -249,8 +249,10 @@ export class DeviceSync implements WriterSync {
   private async pushRound(): Promise<'follow' | 'again'> {
     const { client, device } = this.o;
     const q = device.queue;
-    this.update('pushing');
+    // While the hub cannot be reached the device stays 'offline' (with the last error) through its retries.
+    if (this.state !== 'offline') this.update('pushing');
     const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+    if (this.state === 'offline') this.update('pushing'); // the hub answers again
     try {
       // Most rounds find the hub where this device left it: push at once (one round trip).
       if (q.base.txid > 0n) {
@@ -462,7 +464,7 @@ export class DeviceSync implements WriterSync {
     const records = this.o.device.queue.records;
     const first = records[0]?.seq;
     for (const w of this.waiters) if (first === undefined || first > w.seq) w.resolve();
-    this.update(records.length === 0 ? 'synced' : this.state);
+    this.update(records.length === 0 ? 'synced' : 'pushing');
   }
 
   private update(state: SyncState, error?: string): void {

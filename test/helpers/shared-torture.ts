@@ -459,14 +459,15 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     const bringUp = async (i: number, calm: boolean): Promise<boolean> => {
       proxies[i]!.setDown(false);
       offline[i] = false;
-      checkAlive(i);
-      if (!alive(devices[i])) startDevice(i);
-      if (!(await ask(devices[i]!, undefined, /^ready$/, 60_000))) {
-        failed(`device d${i} did not start: ${devices[i]!.err.slice(-1500)}`);
-        return false;
-      }
-      if (!(await ask(devices[i]!, 'pause', /^paused$/, 60_000))) {
-        failed(`device d${i} did not pause: ${devices[i]!.err.slice(-1500)}`);
+      for (let attempt = 1; ; attempt++) {
+        checkAlive(i);
+        if (!alive(devices[i])) startDevice(i);
+        const d = devices[i]!;
+        const ready = (await ask(d, undefined, /^ready$/, 60_000)) !== undefined;
+        if (ready && (await ask(d, 'pause', /^paused$/, 60_000)) !== undefined) break;
+        // Until it is calm, a device may kill itself in the rebase it runs as it starts: start it again.
+        if (!alive(d) && /^crash$/m.test(d.out) && attempt < 5) continue;
+        failed(`device d${i} did not ${ready ? 'pause' : 'start'}: ${d.err.slice(-1500)}`);
         return false;
       }
       return !calm || (await ask(devices[i]!, 'calm', /^calmed$/, 10_000)) !== undefined;
