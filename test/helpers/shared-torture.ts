@@ -19,7 +19,6 @@
  *    a transaction applied twice);
  *  - process: a device that exits on its own, a sync that fails, devices that do not converge.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { nodeRuntime } from '../../src/node/index.js';
 import { StreamParser } from '../../src/protocol/index.js';
 import { verifyDatabase } from '../../src/restore/restore.js';
 import { HubClient, HubUnreachableError } from '../../src/sync/hub-client.js';
+import { type Proc, sleep, start } from './child.js';
 import { runCli } from './cli.js';
 import { type SpawnedHub, spawnHub } from './hub.js';
 import { type NatsCluster, startNatsCluster } from './nats-cluster.js';
@@ -95,33 +95,6 @@ export interface SharedTortureStats {
   lost: number;
   processFailures: number;
   problems: string[];
-}
-
-interface Proc {
-  p: ChildProcess;
-  out: string;
-  err: string;
-  closed: Promise<void>;
-  killedByUs: boolean;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const p = spawn(process.execPath, args, {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const proc: Proc = { p, out: '', err: '', closed: Promise.resolve(), killedByUs: false };
-  p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    proc.out += d;
-  });
-  p.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    proc.err += d;
-  });
-  p.stdin!.on('error', () => {});
-  proc.closed = new Promise((r) => p.once('close', () => r()));
-  return proc;
 }
 
 const alive = (proc: Proc | undefined): boolean =>
