@@ -34,15 +34,18 @@ const SLICE_MS = 4;
 const REST_MS = 16;
 
 /**
- * Checks the history's snapshots after `fromTxid` in slices; resolves with the result. `stopped()` ends
- * it early (the connection closed).
+ * Checks the history's snapshots after `fromTxid` up to `upTo` (the head at open: this writer appended
+ * what follows) in slices; resolves with the result. Nothing is read when there is nothing to check.
+ * `stopped()` ends it early (the connection closed).
  */
 export async function checkHistory(
   fs: FileSystem,
   paths: ReturnType<typeof journalPaths>,
   fromTxid: bigint,
+  upTo: bigint,
   stopped: () => boolean,
 ): Promise<HistoryCheck> {
+  if (fromTxid >= upTo) return { ok: true, checkedTxid: fromTxid };
   let history: ReturnType<typeof openHistory>;
   try {
     history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
@@ -57,7 +60,7 @@ export async function checkHistory(
       let next: IteratorResult<SnapshotInfo>;
       do {
         next = snapshots.next();
-        if (next.done) return { ok: true, checkedTxid: checked };
+        if (next.done || next.value.txid > upTo) return { ok: true, checkedTxid: checked };
         const s = next.value;
         if (s.txid <= fromTxid) continue;
         if (!checkSnapshotChecksum(history.source, s.offset, s)) {

@@ -207,7 +207,11 @@ export async function openWith(
     const checkedTxid = recovered.checkedTxid;
     // Once the background check passed, every snapshot is known good: checked, or appended by this writer.
     let historyGood = false;
-    synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, { checkedTxid, holdsWrites });
+    synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, {
+      checkedTxid,
+      holdsWrites,
+      offset: journal.headOffset,
+    });
     inflight = fs.open(p.inflight, { create: true });
     if (shared) queue = openDeviceState(fs, p, dbPath, journal, { checkedTxid, holdsWrites });
 
@@ -302,7 +306,7 @@ export async function openWith(
     };
     // Snapshot bodies not known good yet are checked in the background; damage is a warning at once.
     let closing = false;
-    const historyCheck = checkHistory(fs, p, checkedTxid, () => closing).then((r) => {
+    const historyCheck = checkHistory(fs, p, checkedTxid, journal.position.txid, () => closing).then((r) => {
       if (r.ok) historyGood = true;
       if (r.damage) {
         warn({

@@ -15,7 +15,8 @@ import type { Sqlite3 } from '../engine/sqlite.js';
 import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
 import { historyEnd, openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
-import { hasDamage, type JournalScan, scanJournal } from '../journal/journal-scan.js';
+import { fileSource } from '../journal/file-source.js';
+import { hasDamage, type JournalScan, type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import {
@@ -80,12 +81,17 @@ export class RecoveryError extends Error {
 
 /** Runs the recovery steps in order; the database file and journal agree when it returns. */
 export function recoverWriter(ctx: RecoveryContext): Recovered {
-  let scan = step('read the journal', () => scanJournal(ctx.fs, ctx.paths.journal));
+  const marker = step('read the synced marker', () => readSyncedMarker(ctx.fs, ctx.paths.synced));
+  // Only what follows the marker's snapshot is read, when the journal still holds it where it was.
+  const known =
+    marker && marker !== 'bad' && marker.offset ? { ...marker, offset: marker.offset } : undefined;
+  let scan = step('read the journal', () => scanJournal(ctx.fs, ctx.paths.journal, known));
   scan = step('join the journal to its compacted history', () => joinHistory(ctx, scan));
   const inflight = step('read the inflight marker', () => readInflight(ctx));
-  const rolledBack = step("roll back SQLite's interrupted transaction", () => rollBackHotJournal(ctx, scan));
+  const rolledBack = step("roll back SQLite's interrupted transaction", () =>
+    rollBackHotJournal(ctx, scan, known),
+  );
   scan = rolledBack ?? scan;
-  const marker = step('read the synced marker', () => readSyncedMarker(ctx.fs, ctx.paths.synced));
   if (!scan.header) {
     step('check the journal is not of another version', () => refuseOtherVersion(ctx, scan));
     return step('start a new journal', () => startJournal(ctx, scan, marker));
@@ -199,7 +205,11 @@ function clearInflight(ctx: RecoveryContext, set: boolean): void {
  * for the transaction SQLite rolls back: cut it. Then let SQLite roll back through a connection that is
  * not captured (no capture is registered yet, so the VFS shows SQLite the real `DB-journal`).
  */
-function rollBackHotJournal(ctx: RecoveryContext, scan: JournalScan): JournalScan | undefined {
+function rollBackHotJournal(
+  ctx: RecoveryContext,
+  scan: JournalScan,
+  known: KnownPoint | undefined,
+): JournalScan | undefined {
   const { fs, dbPath } = ctx;
   const rj = `${dbPath}-journal`;
   if (fs.fileSize(rj) < 28) return undefined;
@@ -221,7 +231,7 @@ function rollBackHotJournal(ctx: RecoveryContext, scan: JournalScan): JournalSca
     } finally {
       j.close();
     }
-    out = scanJournal(fs, ctx.paths.journal);
+    out = scanJournal(fs, ctx.paths.journal, known);
   }
   const r = Database.open(ctx.sqlite3, dbPath, { vfs: ctx.vfsName });
   try {
@@ -337,7 +347,9 @@ function catchUp(
     const fileFirst = !good?.holdsWrites;
     if (fileFirst && fileIsHead()) return 'equal';
     // A file that lags (journal durability, or any crash): redo the snapshots after the marker, aside.
-    if (marker !== undefined && redoAside(ctx, db, good ?? { txid: 0n, checksum: 0n }, head)) return 'equal';
+    if (marker !== undefined && redoAside(ctx, db, good ?? { txid: 0n, checksum: 0n }, head, scan.from)) {
+      return 'equal';
+    }
     if (!fileFirst && fileIsHead()) return 'equal';
     if (size === 0) throw missingDatabase(ctx, head);
     // Our own transaction crashed half-written (nothing on disk can roll it back): the journal wins.
@@ -373,9 +385,16 @@ function fileIs(db: FileHandle, head: Position): boolean {
  * writes them to the file only if the result is exactly `head`'s state, then fsyncs. False (the file
  * untouched) when it is not, or the marker is not of this history.
  */
-function redoAside(ctx: RecoveryContext, db: FileHandle, marker: Position, head: Position): boolean {
+function redoAside(
+  ctx: RecoveryContext,
+  db: FileHandle,
+  marker: Position,
+  head: Position,
+  markerOffset: number | undefined,
+): boolean {
   const { fs, paths } = ctx;
   if (marker.txid >= head.txid) return false;
+  if (markerOffset !== undefined) return redoFromMarker(ctx, db, marker, head, markerOffset);
   const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
   const shadow = new ShadowFile(db, fs, paths.spill);
   try {
@@ -391,6 +410,31 @@ function redoAside(ctx: RecoveryContext, db: FileHandle, marker: Position, head:
   } finally {
     shadow.discard();
     history.close();
+  }
+}
+
+/** redoAside when the scan found the marker's snapshot at `offset`: only the journal after it is read. */
+function redoFromMarker(
+  ctx: RecoveryContext,
+  db: FileHandle,
+  marker: Position,
+  head: Position,
+  offset: number,
+): boolean {
+  const { fs, paths } = ctx;
+  const journal = fs.open(paths.journal, { readonly: true });
+  const shadow = new ShadowFile(db, fs, paths.spill);
+  try {
+    redo(fileSource(journal), shadow, marker, offset);
+    if (!fileIs(shadow, head)) return false;
+    shadow.commit();
+    db.sync();
+    return true;
+  } catch {
+    return false; // a snapshot after it is damaged
+  } finally {
+    shadow.discard();
+    journal.close();
   }
 }
 
@@ -540,7 +584,7 @@ export function setSyncedMarker(
   dbPath: string,
   path: string,
   head: Position,
-  extra: { checkedTxid: bigint; holdsWrites: boolean },
+  extra: { checkedTxid: bigint; holdsWrites: boolean; offset?: number },
 ): FileHandle {
   const created = !fs.exists(path);
   const f = fs.open(path, { create: true });

@@ -203,6 +203,7 @@ export class Capture {
       fingerprint: fingerprintOf(this.db),
       checkedTxid: synced.checkedTxid(),
       holdsWrites: this.options.holdWrites !== undefined,
+      offset: this.journal.headOffset,
     });
     this.sinceBytes = 0;
     this.sinceCommits = 0;

@@ -30,6 +30,12 @@ export interface ReadOptions {
    * full image would cost reading all of it at every open). Bodies are checked when applied.
    */
   whole?: boolean;
+  /**
+   * Start at the snapshot at this offset instead of the first one, taking its txid, pre-checksum and time
+   * as where the chain stands (nothing before it is read): a point known from elsewhere, such as the
+   * synced marker. The caller checks that the first snapshot yielded is the one it expects.
+   */
+  from?: number;
 }
 
 /**
@@ -56,8 +62,18 @@ export class JournalReader {
     let txid = this.header.baseTxid;
     let checksum = this.header.baseChecksum;
     let time = Number.NEGATIVE_INFINITY;
-    this.end = offset;
     this.peeked = undefined;
+    const from = this.options.from;
+    if (from !== undefined && from > FILE_HEADER_SIZE && from + SNAPSHOT_HEADER_SIZE <= size) {
+      const h = this.headerAt(from);
+      if (typeof h === 'object' && (h.flags & FLAG_MERGED) === 0) {
+        offset = from;
+        txid = h.txid - 1n;
+        checksum = h.preChecksum;
+        time = h.timestamp;
+      }
+    }
+    this.end = offset;
     while (offset < size) {
       const expect = txid + 1n;
       const bad = (why: string): JournalFormatError => new JournalFormatError(why, offset, expect);

@@ -30,10 +30,37 @@ export interface JournalScan {
   tailZeros: boolean;
   /** Damage that is not a torn tail: a bad snapshot followed by a valid one (the reader's error). */
   damage: JournalFormatError | undefined;
+  /** Where the known point's snapshot starts, when only what follows it was read (see scanJournal). */
+  from?: number;
 }
 
-/** Reads the journal at `path` (never writes it). */
-export function scanJournal(fs: FileSystem, path: string): JournalScan {
+/** A snapshot known from elsewhere (the synced marker): where it starts, its txid and checksum after it. */
+export interface KnownPoint extends Position {
+  offset: number;
+}
+
+/**
+ * Reads the journal at `path` (never writes it). With `known`, a snapshot the journal held when the
+ * synced marker was written, only what follows it is read (open in constant time): if that snapshot is not
+ * at its offset as described (the journal was rewritten, cut or replaced since), the whole journal is read.
+ * Damage before it is then left to the background history check (src/api/history-check.ts).
+ */
+export function scanJournal(fs: FileSystem, path: string, known?: KnownPoint): JournalScan {
+  if (known && known.offset > 0) {
+    const from = scanFrom(fs, path, known.offset);
+    if (from.first && from.first.txid === known.txid && from.first.postChecksum === known.checksum) {
+      return { ...from.scan, from: known.offset };
+    }
+  }
+  return scanFrom(fs, path, undefined).scan;
+}
+
+function scanFrom(
+  fs: FileSystem,
+  path: string,
+  from: number | undefined,
+): { scan: JournalScan; first: SnapshotInfo | undefined } {
+  let first: SnapshotInfo | undefined;
   const size = fs.fileSize(path);
   const scan: JournalScan = {
     path,
@@ -48,23 +75,24 @@ export function scanJournal(fs: FileSystem, path: string): JournalScan {
     tailZeros: false,
     damage: undefined,
   };
-  if (size === 0) return scan;
+  if (size === 0) return { scan, first };
   const file = fs.open(path, { readonly: true });
   try {
     const src = fileSource(file);
     let reader: JournalReader;
     try {
-      reader = new JournalReader(src);
+      reader = new JournalReader(src, { from });
     } catch (e) {
       if (!(e instanceof JournalFormatError)) throw e;
       scan.headerProblem = e;
       scan.tailZeros = allZeros(src, 0, size);
-      return scan;
+      return { scan, first };
     }
     scan.header = reader.header;
     scan.head = { txid: reader.header.baseTxid, checksum: reader.header.baseChecksum };
     try {
       for (const s of reader.snapshots()) {
+        first ??= s;
         scan.lastBefore = scan.last;
         scan.last = s;
         scan.head = { txid: s.txid, checksum: s.postChecksum };
@@ -76,7 +104,7 @@ export function scanJournal(fs: FileSystem, path: string): JournalScan {
     scan.end = reader.end;
     scan.tailBytes = size - reader.end;
     scan.tailZeros = allZeros(src, reader.end, size);
-    return scan;
+    return { scan, first };
   } finally {
     file.close();
   }

@@ -171,6 +171,14 @@ export class JournalWriter {
     return { txid: this.tail.txid, checksum: this.tail.checksum };
   }
 
+  /** Where the snapshot of the position's txid starts (undefined: the base, or not known). */
+  get headOffset(): number | undefined {
+    const last = this.last;
+    return last && last.txid === this.tail.txid && last.postChecksum === this.tail.checksum
+      ? last.offset
+      : undefined;
+  }
+
   /** Offset where the next snapshot goes. */
   get end(): number {
     return this.tail.end;

@@ -6,9 +6,10 @@
  * and when the marker is the head, the fingerprint tells in constant time whether another program
  * changed the file meanwhile.
  *
- * 64 bytes, written in place with one write: "MYCSYNC2", txid, checksum, file size, page 1's term,
- * checked txid (u64 LE each), flags (u32), 4 reserved bytes, XXH64 of the first 56 bytes. The 32-byte
- * version 1 ("MYCSYNC1": txid, checksum, hash) is still read, without a fingerprint.
+ * 72 bytes, written in place with one write: "MYCSYNC3", txid, checksum, file size, page 1's term,
+ * checked txid (u64 LE each), flags (u32), 4 reserved bytes, the journal offset of the txid's snapshot
+ * (u64; 0 when not known), XXH64 of the first 64 bytes. Version 2 ("MYCSYNC2", 64 bytes: no offset, the
+ * hash at 56) and the 32-byte version 1 ("MYCSYNC1": txid, checksum, hash; no fingerprint) are still read.
  */
 import { pageTerm, xxh64 } from '../format/index.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
@@ -28,6 +29,11 @@ export interface SyncedMarker extends SyncedPoint {
   checkedTxid: bigint;
   /** The writer held SQLite's writes until the journal had them (journal durability): the file may lag. */
   holdsWrites: boolean;
+  /**
+   * Where the snapshot of `txid` starts in the journal (undefined: not known): open() reads only what
+   * follows it, once it finds that snapshot there.
+   */
+  offset?: number;
 }
 
 /** A cheap summary of a database file: its size and page 1's checksum term (0 when it has no page). */
@@ -37,9 +43,11 @@ export interface FileFingerprint {
 }
 
 const MAGIC_V1 = [0x4d, 0x59, 0x43, 0x53, 0x59, 0x4e, 0x43, 0x31]; // MYCSYNC1
-const MAGIC = [0x4d, 0x59, 0x43, 0x53, 0x59, 0x4e, 0x43, 0x32]; // MYCSYNC2
+const MAGIC_V2 = [0x4d, 0x59, 0x43, 0x53, 0x59, 0x4e, 0x43, 0x32]; // MYCSYNC2
+const MAGIC = [0x4d, 0x59, 0x43, 0x53, 0x59, 0x4e, 0x43, 0x33]; // MYCSYNC3
 const SIZE_V1 = 32;
-const SIZE = 64;
+const SIZE_V2 = 64;
+const SIZE = 72;
 const FLAG_HOLDS_WRITES = 1;
 
 /** The marker at `path`: what it says, 'bad' (unreadable or torn), or undefined when there is none. */
@@ -59,18 +67,22 @@ export function readSyncedMarker(fs: FileSystem, path: string): SyncedMarker | '
     const point = { txid: v.getBigUint64(8, true), checksum: v.getBigUint64(16, true) };
     return { ...point, checkedTxid: 0n, holdsWrites: true };
   }
-  if (n < SIZE || MAGIC.some((m, i) => b[i] !== m)) return 'bad';
-  if (v.getBigUint64(56, true) !== xxh64(b.subarray(0, 56))) return 'bad';
+  const v2 = n >= SIZE_V2 && MAGIC_V2.every((m, i) => b[i] === m);
+  if (!v2 && (n < SIZE || MAGIC.some((m, i) => b[i] !== m))) return 'bad';
+  const hashAt = v2 ? 56 : 64;
+  if (v.getBigUint64(hashAt, true) !== xxh64(b.subarray(0, hashAt))) return 'bad';
+  const offset = v2 ? 0 : Number(v.getBigUint64(56, true));
   return {
     txid: v.getBigUint64(8, true),
     checksum: v.getBigUint64(16, true),
     fingerprint: { size: Number(v.getBigUint64(24, true)), page1: v.getBigUint64(32, true) },
     checkedTxid: v.getBigUint64(40, true),
     holdsWrites: (v.getUint32(48, true) & FLAG_HOLDS_WRITES) !== 0,
+    ...(offset > 0 ? { offset } : {}),
   };
 }
 
-/** Writes the marker in place (one 64-byte write; a torn write reads as 'bad'). */
+/** Writes the marker in place (one 72-byte write; a torn write reads as 'bad'). */
 export function writeSyncedMarker(f: FileHandle, m: SyncedMarker & { fingerprint: FileFingerprint }): void {
   const b = new Uint8Array(SIZE);
   b.set(MAGIC);
@@ -81,7 +93,8 @@ export function writeSyncedMarker(f: FileHandle, m: SyncedMarker & { fingerprint
   v.setBigUint64(32, m.fingerprint.page1, true);
   v.setBigUint64(40, m.checkedTxid, true);
   v.setUint32(48, m.holdsWrites ? FLAG_HOLDS_WRITES : 0, true);
-  v.setBigUint64(56, xxh64(b.subarray(0, 56)), true);
+  v.setBigUint64(56, BigInt(m.offset ?? 0), true);
+  v.setBigUint64(64, xxh64(b.subarray(0, 64)), true);
   if (f.size() > SIZE) f.truncate(SIZE);
   f.write(b, 0);
 }

@@ -62,13 +62,15 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
  * that holds that state or a later one of the same history, possibly torn between later ones. Each page
  * a snapshot changes is patched again; bytes no snapshot after `from` changed are the same in every
  * state since. The caller checks the result's checksum. Throws when `from` is not a point of `journal`.
+ * `fromOffset`: where `from`'s snapshot starts in `journal`, when known (nothing before it is read).
  */
 export function redo(
   journal: ByteSource,
   out: FileHandle,
   from: { txid: bigint; checksum: bigint },
+  fromOffset?: number,
 ): ReplayResult {
-  const all = [...new JournalReader(journal, { merged: true }).snapshots()];
+  const all = [...new JournalReader(journal, { merged: true, from: fromOffset }).snapshots()];
   const at = from.txid === 0n ? -1 : all.findIndex((s) => s.txid === from.txid);
   if (at < 0 && from.txid !== 0n) {
     throw new PositionMismatchError(`txid ${from.txid} is not a point of the journal`);

@@ -1,0 +1,190 @@
+// Flat with time (issue 22): what open() reads does not grow with the length of the history. The synced
+// marker names where its snapshot starts in the journal; open() reads only what follows it, and checks
+// that the snapshot is there as the marker says, or reads the whole journal.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type MyceliteDatabase, type OpenWarning, openWith, type Runtime } from '../src/api/open.js';
+import { JournalReader, memorySource, xxh64 } from '../src/format/index.js';
+import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
+import { nodeRuntime } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
+import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
+import { cleanupTempDirs, journalOf, replayMatches, tempDir } from './helpers/util.js';
+
+after(cleanupTempDirs);
+
+// One for the whole process: SQLite's VFS is installed once, with the file system of the first open.
+const counting = new FaultyFileSystem(new NodeFileSystem());
+const runtime: Runtime = { fs: counting, resolve: nodeRuntime.resolve, tempPath: nodeRuntime.tempPath };
+const NODE_INDEX = fileURLToPath(new URL('../src/node/index.js', import.meta.url));
+
+/** Reads of the journal file during `run`. */
+async function journalReads<T>(run: () => Promise<T>): Promise<{ value: T; reads: number }> {
+  const before = counting.calls.get('journal.read') ?? 0;
+  const value = await run();
+  return { value, reads: (counting.calls.get('journal.read') ?? 0) - before };
+}
+
+/** A database of `n` one-row transactions after its table, closed cleanly. */
+async function history(n: number): Promise<string> {
+  const file = path.join(tempDir(), 'h.db');
+  const db = await openWith(runtime, file, { history: false });
+  db.exec('create table t(id integer primary key, v blob)');
+  const insert = db.prepare('insert into t(v) values (randomblob(32))');
+  for (let i = 0; i < n; i++) insert.run();
+  await db.historyCheck;
+  db.close();
+  return file;
+}
+
+function count(db: MyceliteDatabase): number {
+  return Number(db.prepare('select count(*) from t').pluck().get());
+}
+
+function rewriteMarker(file: string, change: Partial<SyncedMarker>): SyncedMarker {
+  const m = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+  assert.ok(m && m !== 'bad');
+  const f = nodeRuntime.fs.open(`${file}-mycelite/synced`);
+  try {
+    writeSyncedMarker(f, { ...m, fingerprint: m.fingerprint!, ...change });
+  } finally {
+    f.close();
+  }
+  return m;
+}
+
+describe('open() reads only what follows the synced marker', () => {
+  test('a cleanly closed history of 2,000 transactions opens with a handful of journal reads', async () => {
+    const file = await history(2000);
+    const marker = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+    assert.ok(
+      marker && marker !== 'bad' && marker.txid === 2001n && marker.offset! > 64,
+      'the marker names its offset',
+    );
+    const { value: db, reads } = await journalReads(() => openWith(runtime, file, { history: false }));
+    try {
+      assert.ok(reads < 20, `journal reads at open: ${reads} (a whole scan reads 2,000 headers)`);
+      assert.equal(count(db), 2000);
+      const check = await journalReads(() => db.historyCheck);
+      assert.ok(check.value.ok && check.value.checkedTxid === 2001n);
+      assert.equal(check.reads, 0, 'a history checked before is not read again');
+      db.prepare('insert into t(v) values (1)').run();
+    } finally {
+      db.close();
+    }
+    assert.ok((await replayMatches(file)).ok, 'the journal still replays to the database');
+  });
+
+  test('after a SIGKILL, open reads what follows the last checkpoint, and loses nothing', async () => {
+    const file = path.join(tempDir(), 'k.db');
+    // 5,100 commits: a checkpoint (and marker) every 1,000; the last 100 or so only in the journal.
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const { open } = await import(${JSON.stringify(NODE_INDEX)});
+         const db = await open(${JSON.stringify(file)}, { history: false });
+         db.exec('create table t(id integer primary key, v blob)');
+         const insert = db.prepare('insert into t(v) values (randomblob(32))');
+         for (let i = 0; i < 5100; i++) insert.run();
+         process.kill(process.pid, 'SIGKILL');`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(child.signal, 'SIGKILL', child.stderr);
+    const marker = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+    assert.ok(marker && marker !== 'bad' && marker.txid < 5101n && marker.offset !== undefined);
+    const behind = 5101 - Number(marker.txid);
+    const { value: db, reads } = await journalReads(() => openWith(runtime, file, { history: false }));
+    try {
+      assert.equal(count(db), 5100, 'every acknowledged commit is there');
+      // The snapshots after the marker are read to find the head and redone, a few reads each; the 5,000
+      // before it are not read at all.
+      assert.ok(
+        reads < 10 * behind + 50,
+        `journal reads at open: ${reads} for ${behind} snapshots after the marker`,
+      );
+    } finally {
+      db.close();
+    }
+    assert.ok((await replayMatches(file)).ok);
+  });
+
+  test('a marker whose offset names no snapshot (the journal was rewritten) makes open read the whole journal', async () => {
+    const file = await history(300);
+    const m = rewriteMarker(file, { offset: 64 + 7 });
+    const { value: db, reads } = await journalReads(() => openWith(runtime, file, { history: false }));
+    try {
+      assert.ok(reads >= 300, `the whole journal was read: ${reads}`);
+      assert.equal(count(db), 300);
+      assert.deepEqual(db.warnings, [], 'nothing to warn about');
+    } finally {
+      db.close();
+    }
+    const fresh = readSyncedMarker(nodeRuntime.fs, `${file}-mycelite/synced`);
+    assert.ok(
+      fresh && fresh !== 'bad' && fresh.offset === m.offset,
+      'the next marker names the right offset',
+    );
+  });
+
+  test('a version 2 marker (no offset) is still read; the next one is version 3', async () => {
+    const file = await history(50);
+    const synced = `${file}-mycelite/synced`;
+    const m = readSyncedMarker(nodeRuntime.fs, synced) as SyncedMarker;
+    // A version 2 marker, as the previous release wrote it.
+    const b = Buffer.alloc(64);
+    b.write('MYCSYNC2', 0, 'latin1');
+    b.writeBigUInt64LE(m.txid, 8);
+    b.writeBigUInt64LE(m.checksum, 16);
+    b.writeBigUInt64LE(BigInt(m.fingerprint!.size), 24);
+    b.writeBigUInt64LE(m.fingerprint!.page1, 32);
+    b.writeBigUInt64LE(m.checkedTxid, 40);
+    b.writeUInt32LE(m.holdsWrites ? 1 : 0, 48);
+    b.writeBigUInt64LE(xxh64(new Uint8Array(b.subarray(0, 56))), 56);
+    fs.writeFileSync(synced, b);
+    const v2 = readSyncedMarker(nodeRuntime.fs, synced);
+    assert.ok(v2 && v2 !== 'bad' && v2.txid === m.txid && v2.offset === undefined);
+    const db = await openWith(runtime, file, { history: false });
+    try {
+      assert.equal(count(db), 50);
+      assert.deepEqual(db.warnings, []);
+    } finally {
+      db.close();
+    }
+    assert.equal(fs.statSync(synced).size, 72);
+    assert.equal((readSyncedMarker(nodeRuntime.fs, synced) as SyncedMarker).offset, m.offset);
+  });
+
+  test('damage before the marker is found by the background check of what was not checked yet', async () => {
+    const file = await history(40);
+    // Snapshot 10's header damaged, and the marker saying nothing was checked yet.
+    const log = journalOf(file);
+    const reader = new JournalReader(memorySource(new Uint8Array(fs.readFileSync(log))));
+    const at = [...reader.snapshots()].find((s) => s.txid === 10n)!.offset;
+    const bytes = fs.readFileSync(log);
+    rewriteMarker(file, { checkedTxid: 0n });
+    const fd = fs.openSync(log, 'r+');
+    fs.writeSync(fd, Buffer.from([bytes[at + 20]! ^ 0xff]), 0, 1, at + 20);
+    fs.closeSync(fd);
+    const warnings: OpenWarning[] = [];
+    const db = await openWith(runtime, file, { history: false, onWarning: (w) => warnings.push(w) });
+    try {
+      assert.equal(count(db), 40, 'every row is there');
+      const check = await db.historyCheck;
+      assert.equal(check.ok, false);
+      assert.equal(check.damage?.txid, 10n);
+      assert.deepEqual(
+        warnings.map((w) => w.code),
+        ['history_damaged'],
+      );
+    } finally {
+      db.close();
+    }
+  });
+});
