@@ -5,8 +5,9 @@
  * fresh directory on the real disk, configurations interleaved, medians. Then replication figures:
  * commit-to-replica lag through a hub on loopback, replica apply throughput, restore time against a file
  * copy, and the writer's peak RSS during one large transaction; shared databases (scripts/bench-shared.ts:
- * merges per second with 3 devices, device-to-device latency, the cost of a rebase). Prints tables;
- * writes JSON.
+ * merges per second with 3 devices, device-to-device latency, the cost of a rebase); history length
+ * (scripts/bench-length.ts: open() time and memory for 1,000 and 100,000 transactions of history).
+ * Prints tables; writes JSON.
  * `--quick` shrinks everything for a CI smoke run (one run each; no thresholds anywhere).
  */
 import { spawnSync } from 'node:child_process';
@@ -29,6 +30,7 @@ const opts = new Command('bench')
   .option('--dir <dir>', 'scratch directory on the disk to measure (default: .bench/ here)', '.bench')
   .option('--skip-replication', 'only the workload table', false)
   .option('--skip-shared', 'without the shared-database figures', false)
+  .option('--skip-length', 'without the history-length figures', false)
   .parse()
   .opts<{
     quick: boolean;
@@ -37,6 +39,7 @@ const opts = new Command('bench')
     dir: string;
     skipReplication: boolean;
     skipShared: boolean;
+    skipLength: boolean;
   }>();
 
 const runs = opts.runs ?? (opts.quick ? 1 : 5);
@@ -155,6 +158,16 @@ async function main(): Promise<void> {
         '\nShared databases (3 devices merging; device-to-device latency; rebase of 100 pending changes):',
       );
       for (const [k, v] of Object.entries(shared)) console.log(`  ${k}: ${JSON.stringify(v)}`);
+    }
+    if (!opts.skipLength) {
+      const length = JSON.parse(
+        node('bench-length.js', ['--dir', base, ...(opts.quick ? ['--quick'] : [])]),
+      ) as Record<string, unknown>;
+      out['length'] = length;
+      console.log(
+        '\nHistory length (open() with the engine loaded; RSS and heap it adds; background check):',
+      );
+      for (const [k, v] of Object.entries(length)) console.log(`  ${k}: ${JSON.stringify(v)}`);
     }
   } finally {
     fs.rmSync(base, { recursive: true, force: true });

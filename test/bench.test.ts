@@ -28,6 +28,7 @@ test('bench --quick runs every workload and configuration, and the replays equal
     workloads: Record<string, { nativeMs: number; engineMs: number; myceliteMs: number; replay: boolean }>;
     replication: Record<string, Record<string, unknown>>;
     shared: Record<string, Record<string, number>>;
+    length: Record<string, { openMs: number; journalMB: number }>;
   };
   assert.deepEqual(Object.keys(out.workloads), ['a', 'b', 'c', 'r']);
   for (const [w, row] of Object.entries(out.workloads)) {
@@ -42,5 +43,11 @@ test('bench --quick runs every workload and configuration, and the replays equal
   assert.ok(out.shared['merges']!['commits']! > 0, 'the devices committed');
   assert.ok(out.shared['latency']!['rows']! > 0);
   assert.equal(out.shared['rebase']!['reapplied'], 100, 'the 100 pending changes were applied again');
+  assert.deepEqual(
+    Object.keys(out.length),
+    ['1000 txs', '5000 txs'],
+    'open() measured at each history length',
+  );
+  for (const row of Object.values(out.length)) assert.ok(row.openMs > 0 && row.journalMB > 0);
   assert.equal(fs.existsSync(path.join(dir, 'scratch')), false, 'the scratch directory is removed');
 });
