@@ -278,7 +278,10 @@ export async function openWith(
       });
     } else if (options.hub) {
       try {
-        pusher = await startWriterSync(fs, p.journal, journal.end, options.hub);
+        // Indexed from the head on: the whole journal only if the hub is behind it.
+        const at = journal.headOffset;
+        const from = at === undefined ? undefined : { offset: at, ...journal.position };
+        pusher = await startWriterSync(fs, p.journal, journal.end, options.hub, from);
       } catch (e) {
         if (!(e instanceof SyncError)) throw e;
         const { url, db } = options.hub;

@@ -37,14 +37,39 @@ export class JournalIndex {
 
   constructor(
     readonly journalId: Uint8Array,
-    /** The position before the journal's first snapshot (from its file header). */
+    /** The position before the first snapshot indexed (the journal's base, from its file header, or `from`). */
     readonly base: WirePosition,
+    /**
+     * Set when the index starts after a snapshot of the journal (`scan`'s `from`), not at its base: the
+     * snapshots before are not indexed (`JournalIndex.scan` without `from` indexes them all).
+     */
+    readonly partial = false,
   ) {}
 
-  /** Indexes the journal in `src` up to `limit` bytes (default: all of it; a torn tail is left out). */
-  static scan(src: ByteSource, limit?: number): JournalIndex {
+  /**
+   * Indexes the journal in `src` up to `limit` bytes (default: all of it; a torn tail is left out). With
+   * `from`, a snapshot of the journal (where it starts, its txid and checksum after it; typically the head),
+   * only the snapshots after it are indexed — constant time at open, however long the history — when it is
+   * there as described; else all of them.
+   */
+  static scan(src: ByteSource, limit?: number, from?: { offset: number } & WirePosition): JournalIndex {
     const bounded: ByteSource =
       limit === undefined ? src : { size: () => Math.min(limit, src.size()), read: (o, n) => src.read(o, n) };
+    if (from) {
+      const reader = new JournalReader(bounded, { from: from.offset });
+      const snapshots = reader.snapshots();
+      const first = snapshots.next();
+      if (!first.done && first.value.txid === from.txid && first.value.postChecksum === from.checksum) {
+        const index = new JournalIndex(
+          reader.header.journalId,
+          { txid: from.txid, checksum: from.checksum },
+          true,
+        );
+        index.end = first.value.offset + first.value.length;
+        for (const s of snapshots) index.add(s);
+        return index;
+      }
+    }
     const reader = new JournalReader(bounded);
     const index = new JournalIndex(reader.header.journalId, {
       txid: reader.header.baseTxid,

@@ -6,7 +6,7 @@
 import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
 import type { HubClient, Lease } from './hub-client.js';
-import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
+import { type IndexedSnapshot, JournalIndex } from './journal-index.js';
 import { fatalFromHub, isTransient, notInHistory, otherMode, SyncError } from './push-errors.js';
 import {
   FlushWaiters,
@@ -252,10 +252,12 @@ export class Pusher implements WriterSync {
   }
 
   private async readHead(): Promise<void> {
-    const index = this.options.index;
     const req = this.request();
     try {
       const st = await this.options.client.state(req.signal);
+      // An index that starts at the head (open() in constant time) is made whole when the hub is behind it.
+      if (this.options.index.partial && (!st || st.head.txid < this.options.index.base.txid)) this.indexAll();
+      const index = this.options.index;
       if (!st) {
         if (index.base.txid !== 0n) {
           throw new SyncError(
@@ -274,6 +276,13 @@ export class Pusher implements WriterSync {
     } finally {
       req.done();
     }
+  }
+
+  /** Indexes the whole journal (up to what is committed), in place of an index that starts at a snapshot. */
+  private indexAll(): void {
+    const { index, journal } = this.options;
+    const end = index.end;
+    this.options.index = JournalIndex.scan({ size: () => end, read: (o, n) => journal.read(o, n) }, end);
   }
 
   private async pushAfter(base: WirePosition): Promise<void> {

@@ -3,7 +3,7 @@
  * {hub})` calls once the database is recovered. Runtime-neutral (files through the storage interface).
  */
 import { fileSource } from '../journal/file-source.js';
-import { checkDbName } from '../protocol/index.js';
+import { checkDbName, type WirePosition } from '../protocol/index.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
 import { JournalIndex } from './journal-index.js';
@@ -44,15 +44,20 @@ export function checkHubOptions(hub: HubOptions, role: 'writer' | 'reader' = 'wr
   return undefined;
 }
 
-/** Opens the journal at `journalPath` for pushing and indexes its first `end` bytes. */
+/**
+ * Opens the journal at `journalPath` for pushing and indexes its first `end` bytes: with `from` (the
+ * journal's head snapshot, typically), only what follows it; the pusher indexes the rest if the hub turns
+ * out to be behind it.
+ */
 export function reopenJournal(
   fs: FileSystem,
   journalPath: string,
   end: number,
+  from?: { offset: number } & WirePosition,
 ): { journal: JournalBytes; index: JournalIndex } {
   const file = fs.open(journalPath, { readonly: true });
   try {
-    const index = JournalIndex.scan(fileSource(file), end);
+    const index = JournalIndex.scan(fileSource(file), end, from);
     return {
       journal: { read: (offset, length) => readAt(file, offset, length), close: () => file.close() },
       index,
@@ -73,8 +78,9 @@ export async function startWriterSync(
   journalPath: string,
   end: number,
   hub: HubOptions,
+  from?: { offset: number } & WirePosition,
 ): Promise<Pusher> {
-  const { journal, index } = reopenJournal(fs, journalPath, end);
+  const { journal, index } = reopenJournal(fs, journalPath, end, from);
   const pusher = new Pusher({
     client: new HubClient(hub),
     journal,
