@@ -225,4 +225,34 @@ describe('open() reads only what follows the synced marker', () => {
       await h.close();
     }
   });
+
+  test("a shared device's sync round reads its journal after the base, not the whole history", async () => {
+    const h = await startTestHub();
+    try {
+      const file = path.join(tempDir(), 'd.db');
+      const hub = { url: h.url, db: 'flat-shared', token: await h.token('flat-shared', 'writer') };
+      const db = await openWith(runtime, file, { history: false, shared: true, hub });
+      try {
+        db.exec('create table t(id integer primary key, v blob)');
+        const insert = db.prepare('insert into t(v) values (randomblob(32))');
+        db.transaction(() => {
+          for (let i = 0; i < 10; i++) insert.run();
+        })();
+        for (let i = 0; i < 1000; i++) insert.run();
+        await db.sync!.flush(60_000);
+        const { reads } = await journalReads(async () => {
+          insert.run();
+          await db.sync!.flush(30_000);
+        });
+        assert.ok(
+          reads < 50,
+          `journal reads for one more commit's sync round: ${reads} (1,002 snapshots before it)`,
+        );
+      } finally {
+        db.close();
+      }
+    } finally {
+      await h.close();
+    }
+  });
 });

@@ -23,6 +23,7 @@ import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
 import {
+  type ByteSource,
   concatBytes,
   encodeFileHeader,
   FORMAT_VERSION,
@@ -174,6 +175,36 @@ export class Device<C = unknown, O = unknown> {
     this.onRecorded?.();
   }
 
+  /** suffix() read from `known`, a snapshot it found earlier; undefined when it is not there any more. */
+  private suffixFrom(
+    src: ByteSource,
+    known: Position & { offset: number },
+    base: Position,
+  ): { start: number; snapshots: SnapshotInfo[] } | undefined {
+    const reader = new JournalReader(src, { from: known.offset });
+    let start = -1;
+    const after: SnapshotInfo[] = [];
+    let first = true;
+    for (const s of reader.snapshots()) {
+      if (first) {
+        first = false;
+        if (s.offset !== known.offset || s.txid !== known.txid || s.postChecksum !== known.checksum) {
+          return undefined;
+        }
+      }
+      if (start >= 0) after.push(s);
+      else if (s.txid === base.txid) {
+        if (s.postChecksum !== base.checksum) return undefined;
+        start = s.offset + s.length;
+        this.baseAt = { ...base, offset: s.offset };
+      }
+    }
+    return start < 0 ? undefined : { start, snapshots: after };
+  }
+
+  /** Where the base's snapshot starts in the journal, when found (a cache for suffix()). */
+  private baseAt: (Position & { offset: number }) | undefined;
+
   /** Byte offset where the journal's snapshots after the base start, and those snapshots. */
   suffix(): { start: number; snapshots: SnapshotInfo[] } {
     const base = this.p.queue.base;
@@ -181,6 +212,14 @@ export class Device<C = unknown, O = unknown> {
     const src = fileSource(f);
     const end = this.p.journal.end;
     const bounded = { size: () => Math.min(end, src.size()), read: src.read };
+    // From where the base's snapshot was last found (the base only moves forward, to a later snapshot
+    // of the same journal): what precedes it is the hub's history, not read again. A journal rewritten
+    // since no longer has that snapshot there: then the whole journal is read.
+    const known = this.baseAt;
+    if (known && known.txid <= base.txid) {
+      const found = this.suffixFrom(bounded, known, base);
+      if (found) return found;
+    }
     const reader = new JournalReader(bounded);
     let start = -1;
     if (reader.header.baseTxid === base.txid && reader.header.baseChecksum === base.checksum)
@@ -191,6 +230,7 @@ export class Device<C = unknown, O = unknown> {
       else if (s.txid === base.txid) {
         if (s.postChecksum !== base.checksum) break;
         start = s.offset + s.length;
+        this.baseAt = { ...base, offset: s.offset };
       }
     }
     if (start < 0) {
