@@ -12,7 +12,13 @@
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
-import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
+import {
+  type ByteSource,
+  decodeFileHeader,
+  FILE_HEADER_SIZE,
+  type SnapshotInfo,
+  xxh64,
+} from '../format/index.js';
 import { historyEnd, openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
@@ -394,38 +400,20 @@ function redoAside(
 ): boolean {
   const { fs, paths } = ctx;
   if (marker.txid >= head.txid) return false;
-  if (markerOffset !== undefined) return redoFromMarker(ctx, db, marker, head, markerOffset);
-  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-  const shadow = new ShadowFile(db, fs, paths.spill);
-  try {
-    const from = redoPoint(history.source, marker);
-    if (!from) return false;
-    redo(history.source, shadow, from);
-    if (!fileIs(shadow, head)) return false;
-    shadow.commit();
-    db.sync();
-    return true;
-  } catch {
-    return false; // a snapshot after it is damaged
-  } finally {
-    shadow.discard();
-    history.close();
+  // With the marker's snapshot found at its offset, only the journal after it is read; else the whole
+  // history, from the latest point at or before the marker.
+  let source: { source: ByteSource; close(): void };
+  if (markerOffset !== undefined) {
+    const journal = fs.open(paths.journal, { readonly: true });
+    source = { source: fileSource(journal), close: () => journal.close() };
+  } else {
+    source = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
   }
-}
-
-/** redoAside when the scan found the marker's snapshot at `offset`: only the journal after it is read. */
-function redoFromMarker(
-  ctx: RecoveryContext,
-  db: FileHandle,
-  marker: Position,
-  head: Position,
-  offset: number,
-): boolean {
-  const { fs, paths } = ctx;
-  const journal = fs.open(paths.journal, { readonly: true });
   const shadow = new ShadowFile(db, fs, paths.spill);
   try {
-    redo(fileSource(journal), shadow, marker, offset);
+    const from = markerOffset !== undefined ? marker : redoPoint(source.source, marker);
+    if (!from) return false;
+    redo(source.source, shadow, from, markerOffset);
     if (!fileIs(shadow, head)) return false;
     shadow.commit();
     db.sync();
@@ -434,7 +422,7 @@ function redoFromMarker(
     return false; // a snapshot after it is damaged
   } finally {
     shadow.discard();
-    journal.close();
+    source.close();
   }
 }
 
