@@ -3,7 +3,7 @@
  * @module
  */
 import type { ConnectionState, Database } from './database.js';
-import { describeSql, sqliteError } from './errors.js';
+import { describeSql, sqliteError, takeError } from './errors.js';
 import type { Binding, BindValue, SqlValue, WasmExports } from './sqlite.js';
 
 export type { BindValue, SqlValue } from './sqlite.js';
@@ -279,8 +279,10 @@ export class Statement {
   }
 
   /** Builds a SqliteError for `rc` and resets the statement so it can be reused. */
-  private fail(rc: number, operation: string): Error {
-    const err = sqliteError(this.b.sqlite3, this.state.handle, rc, describeSql(operation, this.source));
+  private fail(rc: number, operation: string): unknown {
+    const err = takeError(this.state, rc, () =>
+      sqliteError(this.b.sqlite3, this.state.handle, rc, describeSql(operation, this.source)),
+    );
     this.x.sqlite3_reset(this.p);
     return err;
   }
