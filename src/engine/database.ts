@@ -3,8 +3,8 @@
  * @module
  */
 import { describeSql, sqliteError, takeError } from './errors.js';
-import { type Binding, bindingFor, type Sqlite3 } from './sqlite.js';
 import { type AggregateOptions, createAggregate, createFunction, type FunctionOptions } from './functions.js';
+import { type Binding, bindingFor, type Sqlite3 } from './sqlite.js';
 import { Statement } from './statement.js';
 
 /** Options for {@link Database.open}. */

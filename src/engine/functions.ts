@@ -9,8 +9,9 @@
  * This file must not import any `node:` module: it also runs in browsers.
  * @module
  */
-import { sqliteError } from './errors.js';
+
 import type { ConnectionState } from './database.js';
+import { sqliteError } from './errors.js';
 import { type Binding, type SqlValue, TRANSIENT } from './sqlite.js';
 
 /** Options of `db.function()`. */
@@ -313,7 +314,10 @@ function result(b: Binding, x: ValueExports, ctx: number, v: unknown): void {
       x.sqlite3_result_null(ctx);
       return;
   }
-  if (v === null) return x.sqlite3_result_null(ctx);
+  if (v === null) {
+    x.sqlite3_result_null(ctx);
+    return;
+  }
   if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) {
     const bytes =
       v instanceof ArrayBuffer ? new Uint8Array(v) : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
