@@ -201,6 +201,34 @@ describe('db.aggregate', () => {
   });
 });
 
+describe('statement.expand() and db.serialize(), as better-sqlite3', () => {
+  test('expand: one object per table, expressions under $', () => {
+    const [ours, theirs] = both((db) => {
+      db.exec('create table u(id int, name text); create table p(id int, uid int, title text)');
+      db.exec("insert into u values (1, 'ann'); insert into p values (10, 1, 'hello')");
+    });
+    const s = 'select u.id, u.name, p.id, p.title, length(p.title) as n from u join p on p.uid = u.id';
+    const rows = ours.prepare(s).expand().all();
+    assert.deepEqual(rows, theirs.prepare(s).expand().all());
+    assert.deepEqual(rows, [{ u: { id: 1, name: 'ann' }, p: { id: 10, title: 'hello' }, $: { n: 5 } }]);
+    assert.deepEqual(ours.prepare(s).expand().raw().get(), [1, 'ann', 10, 'hello', 5]);
+    ours.close();
+    theirs.close();
+  });
+
+  test('serialize: the bytes of the database, which native SQLite opens', async () => {
+    const file = path.join(dir, 'serialize.db');
+    const db = await open(file);
+    db.exec("create table t(a); insert into t values ('x'), ('y')");
+    const bytes = db.serialize();
+    assert.ok(Buffer.from(bytes).equals(fs.readFileSync(file)), 'serialize() differs from the file');
+    db.close();
+    const copy = new BetterSqlite3(Buffer.from(bytes));
+    assert.deepEqual(copy.prepare('select a from t').pluck().all(), ['x', 'y']);
+    copy.close();
+  });
+});
+
 describe('through Mycelite: what functions computed is replicated as bytes', () => {
   test('a function used in an INSERT is in the journal and in the restore', async () => {
     const file = path.join(dir, 'app.db');

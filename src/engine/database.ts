@@ -2,7 +2,7 @@
  * Database connections, modelled on better-sqlite3's `Database`.
  * @module
  */
-import { describeSql, sqliteError, takeError } from './errors.js';
+import { describeSql, SqliteError, sqliteError, takeError } from './errors.js';
 import { type AggregateOptions, createAggregate, createFunction, type FunctionOptions } from './functions.js';
 import { type Binding, bindingFor, type Sqlite3 } from './sqlite.js';
 import { Statement } from './statement.js';
@@ -245,6 +245,21 @@ export class Database {
   aggregate(name: string, options: AggregateOptions): this {
     createAggregate(this.b, this.state, name, options);
     return this;
+  }
+
+  /**
+   * The database as one byte array (`sqlite3_serialize`), as better-sqlite3's `db.serialize()`: the
+   * content of a consistent state, readable by any SQLite (write it to a file, or open it in memory).
+   */
+  serialize(options: { attached?: string } = {}): Uint8Array {
+    const h = this.affirmOpen();
+    const schema = options.attached ?? 'main';
+    if (typeof schema !== 'string') throw new TypeError('Expected the attached option to be a string');
+    try {
+      return this.sqlite3.capi.sqlite3_js_db_export(h, schema);
+    } catch (e) {
+      throw new SqliteError(`serialize "${schema}": ${(e as Error).message}`, 'SQLITE_ERROR', 1);
+    }
   }
 
   /** Makes `.safeIntegers()` the default (or not) for statements prepared from now on. */
