@@ -225,6 +225,39 @@ describe('usage errors (exit 2) and help', () => {
     assert.match(expect(2, dir).stderr, /Usage: mycelite/);
   });
 
+  test('bad option values: one line, exit 2, nothing created', () => {
+    const hub = ['--hub', 'http://127.0.0.1:1'];
+    const cases: [string[], RegExp][] = [
+      [
+        ['token', '--data', 'hubdata', '--db', 'app', '--role', 'admin'],
+        /^mycelite: --role must be writer or reader/,
+      ],
+      [['token', '--data', 'hubdata', '--db', '../x', '--role', 'reader'], /^mycelite: .*database name/i],
+      [
+        ['token', '--data', 'hubdata', '--db', 'app', '--role', 'reader', '--ttl', 'soon'],
+        /^mycelite: --ttl/,
+      ],
+      [['push', 'app.db', ...hub, '--db', 'app'], /^mycelite: no token/],
+      [['push', 'app.db', ...hub, '--db', '../x', '--token', 't'], /database name/i],
+      [['push', 'app.db', '--hub', 'ftp://x', '--db', 'app', '--token', 't'], /not an http\(s\) URL/],
+      [['follow', 'http://127.0.0.1:1', 'r.db', '--db', 'app'], /^mycelite: no token/],
+      [['follow', 'http://127.0.0.1:1', 'r.db', '--db', 'a/b', '--token', 't'], /database name/i],
+      [['sync', 's.db', ...hub, '--db', 'app', '--shared', '--token', 't', '--timeout', 'x'], /--timeout/],
+      [['serve', '--data', 'hubdata', '--port', '99999'], /^mycelite: --port must be an integer/],
+      [['serve', '--data', 'hubdata', '--compact-above', 'lots'], /cannot read the size/],
+      [['exec', 'app.db', '--at', 'tomorrow', 'select 1'], /^mycelite: --at tomorrow/],
+    ];
+    const before = fs.readdirSync(dir).sort();
+    for (const [args, message] of cases) {
+      const r = cli(dir, ...args);
+      assert.equal(r.code, 2, `mycelite ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+      assert.equal(r.stdout, '');
+    }
+    assert.deepEqual(fs.readdirSync(dir).sort(), before, 'a usage error created files');
+  });
+
   test('--help on every command (description and example), --version', () => {
     const top = expect(0, dir, '--help').stdout;
     for (const cmd of ['exec', 'log', 'restore', 'verify']) {

@@ -15,6 +15,14 @@ export class CliExit extends Error {
   }
 }
 
+/** A command used wrongly (a missing or bad option): one line, exit code 2, nothing done. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
 /** The message of `e` followed by the messages of its causes, joined with ': ' (repeats left out). */
 export function describeError(e: unknown): string {
   const parts: string[] = [];

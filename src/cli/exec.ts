@@ -8,7 +8,7 @@ import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
 import { type MyceliteDatabase, open, openAt } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/view.js';
-import { jsonInteger, requireParentDirectory, toHex, writeOut } from './common.js';
+import { jsonInteger, requireParentDirectory, toHex, UsageError, writeOut } from './common.js';
 
 interface ExecOptions {
   json?: boolean;
@@ -89,7 +89,9 @@ export function parseAt(text: string): ViewTarget {
   if (/^\d+$/.test(text.trim())) return BigInt(text.trim());
   const ms = Date.parse(text);
   if (!/^\d{4}-\d{2}-\d{2}/.test(text.trim()) || Number.isNaN(ms)) {
-    throw new Error(`--at ${text}: give a txid (digits) or an ISO-8601 time such as 2026-11-27T09:00:00Z`);
+    throw new UsageError(
+      `--at ${text}: give a txid (digits) or an ISO-8601 time such as 2026-11-27T09:00:00Z`,
+    );
   }
   return new Date(ms);
 }

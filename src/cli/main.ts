@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { CliExit, describeError, describeStack, writeErr, writeOut } from './common.js';
+import { CliExit, describeError, describeStack, UsageError, writeErr, writeOut } from './common.js';
 import { registerCompact } from './compact.js';
 import { registerExec } from './exec.js';
 import { registerFollow } from './follow.js';
@@ -95,6 +95,10 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_USAGE;
     }
     if (e instanceof CliExit) return e.code;
+    if (e instanceof UsageError) {
+      writeErr(`mycelite: ${e.message}\n`);
+      return EXIT_USAGE;
+    }
     writeErr(`mycelite: ${describeError(e)}\n`);
     if (process.env['MYCELITE_DEBUG'] === '1') writeErr(`${describeStack(e)}\n`);
     return EXIT_ERROR;

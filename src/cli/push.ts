@@ -14,7 +14,7 @@ import { HubClient, type HubTarget } from '../sync/hub-client.js';
 import { CommittedTail } from '../sync/journal-tail.js';
 import { Pusher, type WriterSync } from '../sync/pusher.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { writeErr, writeOut } from './common.js';
+import { UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
   hub: string;
@@ -72,15 +72,15 @@ Examples:
 export async function pushCommand(dbPath: string, options: PushOptions): Promise<void> {
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
-    throw new Error(
+    throw new UsageError(
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
   const target: HubTarget = { url: options.hub, db: options.db, token };
   const bad = checkHubOptions(target);
-  if (bad) throw new Error(bad);
+  if (bad) throw new UsageError(bad);
   const timeoutMs = Number(options.timeout) * 1000;
-  if (!(timeoutMs > 0)) throw new Error(`--timeout ${options.timeout} is not a number of seconds`);
+  if (!(timeoutMs > 0)) throw new UsageError(`--timeout ${options.timeout} is not a number of seconds`);
   const file = path.resolve(dbPath);
   if (!fs.existsSync(file)) throw new Error(`${dbPath} does not exist`);
   const paths = journalPaths(file);

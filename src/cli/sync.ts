@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { open } from '../node/index.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { CliExit, jsonInteger, requireParentDirectory, writeErr, writeOut } from './common.js';
+import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
 
 interface SyncOptions {
   hub: string;
@@ -65,16 +65,16 @@ export async function syncCommand(dbPath: string, options: SyncOptions): Promise
   requireParentDirectory(dbPath);
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
-    throw new Error(
+    throw new UsageError(
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
   const hub = { url: options.hub, db: options.db, token };
   const bad = checkHubOptions(hub);
-  if (bad) throw new Error(bad);
+  if (bad) throw new UsageError(bad);
   const seconds = Number(options.timeout);
   if (!Number.isFinite(seconds) || seconds <= 0)
-    throw new Error(`--timeout ${options.timeout}: give a number of seconds`);
+    throw new UsageError(`--timeout ${options.timeout}: give a number of seconds`);
   const db = await open(dbPath, { shared: true, hub });
   const say = (text: string, json: Record<string, unknown>): void => {
     if (options.json) writeOut(`${JSON.stringify(json)}\n`);
