@@ -10,7 +10,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { formatReal, isTrivia, splitLastStatement } from '../src/cli/exec.js';
+import { parseIsoTime } from '../src/cli/common.js';
+import { formatReal, isTrivia, parseAt, splitLastStatement } from '../src/cli/exec.js';
 import { loadSqlite } from '../src/engine/sqlite.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mycelite.js');
@@ -207,6 +208,22 @@ describe('usage errors (exit 2) and help', () => {
     );
   });
 
+  test('--at: a date alone is local midnight, as a date-time without zone is local time', () => {
+    const tz = process.env['TZ'];
+    process.env['TZ'] = 'Asia/Tokyo'; // UTC+9: UTC midnight and local midnight differ
+    try {
+      const midnight = new Date(2026, 11, 3).getTime();
+      assert.equal(parseIsoTime('2026-12-03'), midnight);
+      assert.equal(parseIsoTime('2026-12-03T00:00'), midnight);
+      assert.equal(parseIsoTime('2026-12-03T00:00Z'), Date.UTC(2026, 11, 3));
+      assert.deepEqual(parseAt('2026-12-03'), new Date(midnight));
+      assert.equal(parseAt('42'), 42n);
+    } finally {
+      if (tz === undefined) delete process.env['TZ'];
+      else process.env['TZ'] = tz;
+    }
+  });
+
   test('unknown command, unknown option, missing argument, missing --output, no command', () => {
     assert.match(
       expect(2, dir, 'frobnicate').stderr,
@@ -358,6 +375,15 @@ describe('exec output', () => {
     dir = tempDir();
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('tabs, newlines, carriage returns and backslashes in values are escaped: one line per row', () => {
+    const sql =
+      "select 'a' || char(9) || 'b' as \"x\ty\", 'line1' || char(10) || 'line2' || char(13) as v, 'C:\\dir' as p";
+    const r = expect(0, dir, 'exec', 'escape.db', sql);
+    assert.equal(r.stdout, 'x\\ty\tv\tp\na\\tb\tline1\\nline2\\r\tC:\\\\dir\n');
+    const json = JSON.parse(expect(0, dir, 'exec', 'escape.db', sql, '--json').stdout);
+    assert.deepEqual(json, { 'x\ty': 'a\tb', v: 'line1\nline2\r', p: 'C:\\dir' });
+  });
 
   test('only the last statement prints; strings, triggers and comments do not confuse the split', () => {
     const sql = `

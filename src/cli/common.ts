@@ -109,12 +109,15 @@ export function parseTxid(value: string): bigint {
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
 
 /**
- * Parses an ISO-8601 date or date-time (`2025-03-01`, `2025-03-01T12:30:00Z`, `…+02:00`); a time without
- * zone is local time, as in JavaScript. Returns ms since the epoch.
+ * Parses an ISO-8601 date or date-time (`2025-03-01`, `2025-03-01T12:30:00Z`, `…+02:00`). One rule for
+ * all: without a zone it is local time, and a date alone is local midnight (JavaScript reads a date alone
+ * as UTC but a date-time without zone as local; `2025-03-01` and `2025-03-01T00:00` must be one time).
+ * Returns ms since the epoch.
  */
 export function parseIsoTime(value: string): number {
   const v = value.trim();
-  const ms = ISO_8601.test(v) ? Date.parse(v.replace(' ', 'T')) : Number.NaN;
+  const local = /^\d{4}-\d{2}-\d{2}$/.test(v) ? `${v}T00:00` : v.replace(' ', 'T');
+  const ms = ISO_8601.test(v) ? Date.parse(local) : Number.NaN;
   if (Number.isNaN(ms) || !isCalendarDate(v)) {
     throw new Error(`"${value}" is not an ISO-8601 date or time (for example 2025-03-01T12:30:00Z)`);
   }

@@ -37,7 +37,8 @@ export function registerRestore(program: Command): void {
       `
 The journal is replayed into a temporary file beside FILE, checked against the snapshot's checksum, then
 renamed to FILE: a failed restore leaves nothing behind. The journal is only read.
-A time without a zone (2025-03-01T12:30) is local time; add Z or +02:00 to be exact.
+A time without a zone (2025-03-01T12:30) is local time, and a date alone (2025-03-01) local midnight; add
+Z or +02:00 to be exact.
 
 Examples:
   $ mycelite restore app.db --output copy.db
