@@ -375,7 +375,8 @@ function parseHistoryOptions(o: HistoryOptions | undefined, path: string): void 
   }
 }
 
-function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
+/** Throws an OpenError when the database at `dbPath` is in WAL mode (Mycelite reads and writes no WAL). */
+export function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
   const f = fs.open(dbPath, { readonly: true });
   try {
     if (f.size() >= 100 && isWalDatabase(f)) {

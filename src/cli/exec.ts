@@ -50,39 +50,44 @@ export async function execCommand(dbPath: string, sql: string, options: ExecOpti
   const db: Database =
     options.at === undefined ? await open(dbPath) : await openAt(dbPath, parseAt(options.at));
   try {
-    const { before, last } = splitLastStatement(db.sqlite3, sql);
-    if (before.trim() !== '') db.exec(before);
-    if (last === undefined) return;
-    const stmt = db.prepare(last);
-    if (!stmt.reader) {
-      stmt.run();
-      return;
-    }
-    const names = stmt.columns().map((c) => c.name);
-    const rows = stmt.raw(true).safeIntegers(true).iterate<SqlValue[]>();
-    const out = new Output();
-    if (options.json) {
-      for (const row of rows) {
-        const obj: Record<string, unknown> = {};
-        for (let i = 0; i < names.length; i++) obj[names[i]!] = jsonValue(row[i]!);
-        out.line(JSON.stringify(obj));
-      }
-    } else {
-      let header = false;
-      for (const row of rows) {
-        if (!header) {
-          out.line(names.map(cell).join('\t'));
-          header = true;
-        }
-        out.line(row.map(textValue).join('\t'));
-      }
-    }
-    out.flush();
+    runAndPrint(db, sql, options);
   } finally {
     // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
     if ('historyCheck' in db) await (db as MyceliteDatabase).historyCheck;
     db.close();
   }
+}
+
+/** Runs every statement of `sql` on `db` and prints the last one's rows (a table, or JSON lines). */
+export function runAndPrint(db: Database, sql: string, options: { json?: boolean }): void {
+  const { before, last } = splitLastStatement(db.sqlite3, sql);
+  if (before.trim() !== '') db.exec(before);
+  if (last === undefined) return;
+  const stmt = db.prepare(last);
+  if (!stmt.reader) {
+    stmt.run();
+    return;
+  }
+  const names = stmt.columns().map((c) => c.name);
+  const rows = stmt.raw(true).safeIntegers(true).iterate<SqlValue[]>();
+  const out = new Output();
+  if (options.json) {
+    for (const row of rows) {
+      const obj: Record<string, unknown> = {};
+      for (let i = 0; i < names.length; i++) obj[names[i]!] = jsonValue(row[i]!);
+      out.line(JSON.stringify(obj));
+    }
+  } else {
+    let header = false;
+    for (const row of rows) {
+      if (!header) {
+        out.line(names.map(cell).join('\t'));
+        header = true;
+      }
+      out.line(row.map(textValue).join('\t'));
+    }
+  }
+  out.flush();
 }
 
 /** Reads --at: digits are a txid, anything else an ISO-8601 time (read as `restore --at` reads it). */

@@ -10,6 +10,7 @@ import { registerExec } from './exec.js';
 import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
+import { registerQuery } from './query.js';
 import { registerRestore } from './restore.js';
 import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
       `
 Examples:
   $ mycelite exec app.db "create table t(a); insert into t values (random())"
+  $ mycelite query replica.db "select count(*) from t"
   $ mycelite log app.db --json
   $ mycelite restore app.db --output then.db --txid 2
   $ mycelite verify app.db
@@ -65,6 +67,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerFollow(program);
   registerLog(program);
   registerPush(program);
+  registerQuery(program);
   registerRestore(program);
   registerRevert(program);
   registerServe(program);

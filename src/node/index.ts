@@ -20,7 +20,7 @@ import { NodeFileSystem } from './node-fs.js';
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
 
-import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, OpenError } from '../api/open.js';
+import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, OpenError, refuseWal } from '../api/open.js';
 
 export { SyncError } from '../sync/push-errors.js';
 export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
@@ -75,6 +75,7 @@ export async function openReadonly(file: string, options: ReadonlyOptions = {}):
   const resolved = path.resolve(file);
   if (!nodeRuntime.fs.exists(resolved))
     throw new OpenError(`cannot open ${file} read-only: it does not exist`);
+  refuseWal(nodeRuntime.fs, resolved, file);
   const behind = await lagsJournal(nodeRuntime, resolved);
   if (behind) throw new OpenError(`cannot open ${file} read-only: ${behind}`);
   const sqlite3 = await loadSqlite();
