@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import BetterSqlite3 from 'better-sqlite3';
 import { parseIsoTime } from '../src/cli/common.js';
 import { formatReal, isTrivia, parseAt, splitLastStatement } from '../src/cli/exec.js';
 import { loadSqlite } from '../src/engine/sqlite.js';
@@ -324,6 +325,32 @@ describe('errors (exit 1)', () => {
       /^mycelite: cannot open no\/such\/dir\/app\.db: directory .*no\/such\/dir does not exist\n$/,
     );
     assert.equal(fs.existsSync(path.join(dir, 'no')), false, 'nothing was created');
+  });
+
+  test('a failed open leaves the directory as it found it (not SQLite, WAL, unreachable hub)', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'as-found-'));
+    fs.writeFileSync(path.join(sub, 'notes.db'), 'hello, no database here\n');
+    const wal = new BetterSqlite3(path.join(sub, 'wal.db'));
+    wal.pragma('journal_mode = WAL');
+    wal.exec('create table t(a)');
+    wal.close();
+    const before = fs.readdirSync(sub).sort();
+    assert.match(expect(1, sub, 'exec', 'notes.db', 'select 1').stderr, /not a SQLite database/);
+    assert.match(expect(1, sub, 'exec', 'wal.db', 'select 1').stderr, /WAL mode/);
+    const follow = expect(
+      1,
+      sub,
+      'follow',
+      'http://127.0.0.1:1',
+      'replica.db',
+      '--db',
+      'app',
+      '--token',
+      't',
+      '--once',
+    );
+    assert.match(follow.stderr, /cannot reach the hub/);
+    assert.deepEqual(fs.readdirSync(sub).sort(), before);
   });
 
   test('SQL errors name the statement; earlier statements stay committed', () => {

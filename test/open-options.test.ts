@@ -119,6 +119,19 @@ describe('fileMustExist', () => {
   });
 });
 
+describe('a failed open creates nothing', () => {
+  test('a file that is not SQLite: OpenError, and no -mycelite directory', async () => {
+    const file = path.join(dir, 'notes.db');
+    fs.writeFileSync(file, 'hello, no database here\n');
+    await assert.rejects(
+      open(file),
+      (e) => e instanceof OpenError && /not a SQLite database/.test(e.message),
+    );
+    assert.equal(fs.existsSync(`${file}-mycelite`), false);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'hello, no database here\n');
+  });
+});
+
 describe('readonly', () => {
   test('reads a plain SQLite file, refuses writes, creates no journal', async () => {
     const file = path.join(dir, 'plain.db');

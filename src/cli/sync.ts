@@ -3,6 +3,7 @@
  * database with its hub (docs/ARCHITECTURE.md, "Shared databases").
  */
 import type { Command } from 'commander';
+import { asFound, databaseFiles } from '../node/as-found.js';
 import { open } from '../node/index.js';
 import { checkHubOptions } from '../sync/writer-start.js';
 import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
@@ -61,7 +62,12 @@ Examples:
     });
 }
 
-export async function syncCommand(dbPath: string, options: SyncOptions): Promise<void> {
+/** The command; when it fails, a replica or database it created is removed (left as it was found). */
+export function syncCommand(dbPath: string, options: SyncOptions): Promise<void> {
+  return asFound(databaseFiles(dbPath), () => syncRun(dbPath, options));
+}
+
+async function syncRun(dbPath: string, options: SyncOptions): Promise<void> {
   requireParentDirectory(dbPath);
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {

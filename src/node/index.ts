@@ -15,6 +15,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
+import { asFound, databaseFiles } from './as-found.js';
 import { NodeFileSystem } from './node-fs.js';
 
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
@@ -87,7 +88,8 @@ export async function openReadonly(file: string, options: ReadonlyOptions = {}):
 
 /**
  * Opens (creating if missing) the SQLite database at `file` through Mycelite. The journal lives in
- * `file-mycelite/`. Resolves once the engine is loaded and any crash has been recovered. With
+ * `file-mycelite/`. Resolves once the engine is loaded and any crash has been recovered; when it
+ * rejects, what it created is removed (the file and its directory, if they did not exist before). With
  * `readonly: true` it is {@link openReadonly} (a plain read-only connection: no journal, nothing created).
  */
 export function open(file: string, options: MyceliteOptions & { readonly: true }): Promise<Database>;
@@ -100,5 +102,5 @@ export function open(
   options?: MyceliteOptions & { readonly?: boolean },
 ): Promise<MyceliteDatabase | Database> {
   if (options?.readonly === true) return openReadonly(file, { timeout: options.timeout });
-  return openWith(nodeRuntime, file, options);
+  return asFound(databaseFiles(file), () => openWith(nodeRuntime, file, options));
 }
