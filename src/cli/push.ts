@@ -136,7 +136,8 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
   const say = (s: SyncStatus): void => {
     let line: string | undefined;
     if (s.state === 'offline') line = `${waiting(target, s.lastError)}; retrying`;
-    else if ((s.state === 'synced' || s.state === 'pushing') && said !== undefined) line = 'the hub answers again';
+    else if ((s.state === 'synced' || s.state === 'pushing') && said !== undefined)
+      line = 'the hub answers again';
     if (line === undefined || line === said) return;
     said = s.state === 'offline' ? line : undefined;
     writeErr(`mycelite: ${line}\n`);
