@@ -396,6 +396,31 @@ describe('errors (exit 1)', () => {
   });
 });
 
+describe('progress on a terminal', () => {
+  const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
+
+  test('restore shows a progress line on a terminal (wiped at the end), none through a pipe', {
+    skip: hasScript ? false : 'no script(1) to give it a terminal',
+  }, () => {
+    const dir = tempDir();
+    try {
+      expect(0, dir, 'exec', 'big.db', 'create table t(a)');
+      for (let i = 0; i < 5; i++) expect(0, dir, 'exec', 'big.db', 'insert into t values (randomblob(5000))');
+      const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`;
+      const command = [process.execPath, BIN, 'restore', 'big.db', '--output', 'tty.db'].map(quote).join(' ');
+      const tty = spawnSync('script', ['-qefc', command, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(tty.status, 0, tty.stdout);
+      assert.match(tty.stdout, /restoring: snapshots applied: 0\/6 \(0%\)/);
+      assert.match(tty.stdout, /restoring: snapshots applied: 6\/6 \(100%\)\r\x1b\[Krestored txid 6/);
+      const piped = expect(0, dir, 'restore', 'big.db', '--output', 'pipe.db');
+      assert.equal(piped.stderr, '');
+      assert.match(piped.stdout, /^restored txid 6 /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('exec output', () => {
   let dir: string;
   before(() => {

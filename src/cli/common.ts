@@ -143,3 +143,31 @@ export const asUsage =
       throw new InvalidArgumentError((e as Error).message);
     }
   };
+
+/**
+ * A progress line on stderr for long work, when stderr is a terminal (and not with --json): `what: done/total
+ * (pct%)`, redrawn at most every 100 ms, and wiped by `end()`. Elsewhere it prints nothing.
+ */
+export function progressLine(
+  what: string,
+  quiet = false,
+): { update(done: number, total: number): void; end(): void } {
+  const tty = process.stderr.isTTY === true && !quiet;
+  let last = 0;
+  let shown = false;
+  return {
+    update(done, total) {
+      if (!tty) return;
+      const now = Date.now();
+      if (shown && now - last < 100 && done < total) return;
+      last = now;
+      shown = true;
+      const pct = total === 0 ? 100 : Math.floor((done / total) * 100);
+      process.stderr.write(`\r\x1b[K${what}: ${done}/${total} (${pct}%)`);
+    },
+    end() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}
