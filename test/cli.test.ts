@@ -399,7 +399,7 @@ describe('errors (exit 1)', () => {
 describe('progress on a terminal', () => {
   const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
 
-  test('restore shows a progress line on a terminal (wiped at the end), none through a pipe', {
+  test('restore and compact show a progress line on a terminal (wiped at the end), none through a pipe or with --json', {
     skip: hasScript ? false : 'no script(1) to give it a terminal',
   }, () => {
     const dir = tempDir();
@@ -416,6 +416,17 @@ describe('progress on a terminal', () => {
       const piped = expect(0, dir, 'restore', 'big.db', '--output', 'pipe.db');
       assert.equal(piped.stderr, '');
       assert.match(piped.stdout, /^restored txid 6 /);
+      const onTty = (...args: string[]) => {
+        const c = [process.execPath, BIN, ...args].map(quote).join(' ');
+        const r = spawnSync('script', ['-qefc', c, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stdout);
+        return r.stdout;
+      };
+      assert.doesNotMatch(onTty('compact', 'big.db', '--retain', 'forever:1d', '--json'), /compacting/);
+      expect(0, dir, 'exec', 'big.db', 'insert into t values (1)');
+      const compacted = onTty('compact', 'big.db', '--retain', 'forever:1d');
+      assert.match(compacted, /compacting: snapshots merged: 0\/\d+ \(0%\)/);
+      assert.match(compacted, /compacted: /);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
