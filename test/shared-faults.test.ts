@@ -305,4 +305,42 @@ describe('shared databases under faults', () => {
     }).state();
     assert.equal(state?.head.txid, a.position().txid);
   });
+
+  test('a device that cannot reach the hub stays offline while it retries (no flicker to pushing)', async () => {
+    // Found by the browser test: each retry set the state to 'pushing' until it failed again, so the
+    // page's offline banner vanished during every attempt.
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    let down = false;
+    const states: string[] = [];
+    let retried = (): void => {};
+    const a = await device(h, path.join(tempDir(), 'a.db'), (inner) => async (input, init) => {
+      if (down) {
+        if (states.includes('offline')) retried(); // a request after the device said it is offline
+        throw new TypeError('fetch failed (network down)');
+      }
+      return inner(input, init);
+    });
+    a.exec(SCHEMA);
+    await a.sync!.flush(20_000);
+    a.sync!.on('status', (s) => states.push(s.state));
+    down = true;
+    const retry = new Promise<void>((r) => {
+      retried = r;
+    });
+    a.prepare('insert into entries values (?, ?, ?)').run('a1', 'alice', 10);
+    await retry;
+    await new Promise((r) => setImmediate(r)); // that request's failure is handled
+    const first = states.indexOf('offline');
+    assert.ok(first >= 0, `went offline: ${states.join(' ')}`);
+    assert.deepEqual(
+      states.slice(first).filter((s) => s !== 'offline'),
+      [],
+      `stays offline while it retries: ${states.join(' ')}`,
+    );
+    down = false;
+    await a.sync!.flush(20_000);
+    assert.equal(a.sync!.status().state, 'synced');
+  });
+
 });

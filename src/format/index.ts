@@ -1,5 +1,6 @@
 /** Journal format v1 (docs/FORMAT.md): encoding, decoding, validation and checksums. Imports only xxhash-wasm and fflate. */
 export * from './byte-source.js';
+export * from './bytes.js';
 export * from './compress.js';
 export * from './constants.js';
 export * from './diff.js';

@@ -38,7 +38,7 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import type { SnapshotHeader } from '../format/index.js';
+import { concatBytes, type SnapshotHeader } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
@@ -49,7 +49,7 @@ import { Mutex } from './mutex.js';
 import { ensureStream, isNotFound, parseServers, publishParts, retry } from './nats-js.js';
 import { NatsLeases } from './nats-leases.js';
 import { DbTail, type TailSource } from './nats-tail.js';
-import { joinParts, type NatsNames, natsNames, splitParts } from './nats-wire.js';
+import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type {
   AppendListener,
   AppendResult,
@@ -423,7 +423,7 @@ export class NatsStorage implements HubStorage {
     snapshots: EncodedSnapshot[],
     mode: DbMode,
   ): Promise<number | undefined> {
-    const bytes = joinParts(snapshots.map((s) => s.bytes));
+    const bytes = concatBytes(snapshots.map((s) => s.bytes));
     const parts = splitParts(bytes, this.partBytes);
     const journal = toHex(journalId);
     const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;

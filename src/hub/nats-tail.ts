@@ -11,6 +11,7 @@ import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import {
   checkSnapshotChecksum,
+  concatBytes,
   decodeSnapshotHeader,
   FLAG_FULL_IMAGE,
   memorySource,
@@ -377,7 +378,7 @@ export class DbTail {
     }
     const p = this.pending!;
     p.seqs.push(m.seq);
-    p.data.push(m.data);
+    p.data.push(m.data.slice()); // not a view into the client's read buffer, which it may keep
     if (p.seqs.length === p.n) {
       this.pending = undefined;
       this.complete(p);
@@ -398,13 +399,7 @@ export class DbTail {
       if (p.journal !== toHex(this.journalId) || !samePosition(base, this.head)) return;
       if (mode !== this.mode) return; // hubs check the mode before they publish: a lost race at most
     }
-    const total = p.data.reduce((n, d) => n + d.length, 0);
-    const bytes = new Uint8Array(total);
-    let at = 0;
-    for (const d of p.data) {
-      bytes.set(d, at);
-      at += d.length;
-    }
+    const bytes = concatBytes(p.data);
     const snapshots: EncodedSnapshot[] = [];
     const offsets: number[] = [];
     let prev = base;
@@ -450,12 +445,7 @@ export class DbTail {
    */
   private completeCheckpoint(p: Pending): void {
     if (!this.journalId || p.journal !== toHex(this.journalId)) return;
-    const bytes = new Uint8Array(p.data.reduce((n, d) => n + d.length, 0));
-    let at = 0;
-    for (const d of p.data) {
-      bytes.set(d, at);
-      at += d.length;
-    }
+    const bytes = concatBytes(p.data);
     const h = decodeSnapshotHeader(bytes);
     if (!h || typeof h === 'string' || h.length !== bytes.length || (h.flags & FLAG_FULL_IMAGE) === 0) return;
     if (!checkSnapshotChecksum(memorySource(bytes), 0, h)) {

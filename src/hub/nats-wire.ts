@@ -78,18 +78,6 @@ export function splitParts(bytes: Uint8Array, size: number): Uint8Array[] {
   return parts;
 }
 
-/** The bytes of `parts` one after the other (the inverse of splitParts). */
-export function joinParts(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** Parses `I/N` (1 ≤ I ≤ N); undefined when malformed. */
 export function parsePart(text: string | undefined): { i: number; n: number } | undefined {
   const m = /^(\d{1,9})\/(\d{1,9})$/.exec(text ?? '');

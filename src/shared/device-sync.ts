@@ -24,6 +24,7 @@ import type {
   SyncStatus,
   WriterSync,
 } from '../sync/writer-sync.js';
+import { FlushWaiters } from '../sync/writer-sync.js';
 import { type Device, DeviceBusyError, type IncomingSnapshot, type RebaseReport } from './device.js';
 
 export interface DeviceSyncOptions {
@@ -58,7 +59,8 @@ export class DeviceSync implements WriterSync {
   private loop: Promise<void> | undefined;
   private readonly holder: string;
   private readonly at: string;
-  private waiters = new Set<{ seq: bigint; resolve(): void; reject(e: Error): void }>();
+  /** Pending `flush()` calls, each waiting for the records up to its sequence number to be pushed. */
+  private readonly waiters = new FlushWaiters();
   private fatal: SyncError | undefined;
 
   constructor(private readonly o: DeviceSyncOptions) {
@@ -105,34 +107,11 @@ export class DeviceSync implements WriterSync {
     if (records.length === 0) return Promise.resolve();
     const seq = records[records.length - 1]!.seq;
     this.wake.abort();
-    return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const w = {
-        seq,
-        resolve: () => {
-          clearTimeout(timer);
-          this.waiters.delete(w);
-          resolve();
-        },
-        reject: (e: Error) => {
-          clearTimeout(timer);
-          this.waiters.delete(w);
-          reject(e);
-        },
-      };
-      this.waiters.add(w);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(
-          () =>
-            w.reject(
-              new Error(
-                `${this.at}: local changes still pending after ${timeoutMs} ms (${this.lastError ?? this.state})`,
-              ),
-            ),
-          timeoutMs,
-        );
-      }
-    });
+    return this.waiters.add(
+      seq,
+      timeoutMs,
+      () => `${this.at}: local changes still pending after ${timeoutMs} ms (${this.lastError ?? this.state})`,
+    );
   }
 
   /**
@@ -153,8 +132,7 @@ export class DeviceSync implements WriterSync {
     this.wake.abort();
     await this.loop?.catch(() => undefined);
     this.update('closed');
-    for (const w of this.waiters)
-      w.reject(new Error(`${this.at}: the database was closed before its changes synced`));
+    this.waiters.failAll(new Error(`${this.at}: the database was closed before its changes synced`));
   }
 
   private async run(): Promise<void> {
@@ -205,7 +183,7 @@ export class DeviceSync implements WriterSync {
                 ? fatalFromHub(e, this.o.client.target)
                 : new SyncError(`${this.at}: ${(e as Error).message}`, 'internal', { cause: e });
           this.update('error', this.fatal.message);
-          for (const w of this.waiters) w.reject(this.fatal);
+          this.waiters.failAll(this.fatal);
           for (const w of this.idle) w.reject(this.fatal);
           return;
         }
@@ -249,8 +227,10 @@ export class DeviceSync implements WriterSync {
   private async pushRound(): Promise<'follow' | 'again'> {
     const { client, device } = this.o;
     const q = device.queue;
-    this.update('pushing');
+    // While the hub cannot be reached the device stays 'offline' (with the last error) through its retries.
+    if (this.state !== 'offline') this.update('pushing');
     const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+    if (this.state === 'offline') this.update('pushing'); // the hub answers again
     try {
       // Most rounds find the hub where this device left it: push at once (one round trip).
       if (q.base.txid > 0n) {
@@ -461,8 +441,9 @@ export class DeviceSync implements WriterSync {
   private settle(): void {
     const records = this.o.device.queue.records;
     const first = records[0]?.seq;
-    for (const w of this.waiters) if (first === undefined || first > w.seq) w.resolve();
-    this.update(records.length === 0 ? 'synced' : this.state);
+    if (first === undefined) this.waiters.resolveAll();
+    else this.waiters.reached(first - 1n);
+    this.update(records.length === 0 ? 'synced' : 'pushing');
   }
 
   private update(state: SyncState, error?: string): void {

@@ -23,6 +23,7 @@ import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
 import {
+  concatBytes,
   encodeFileHeader,
   FORMAT_VERSION,
   JournalReader,
@@ -532,7 +533,7 @@ export class Device<C = unknown, O = unknown> {
       }
       records.push({ ...rec, firstTxid, lastTxid: txid, postChecksum: pre });
     }
-    const tail = concat(parts);
+    const tail = concatBytes(parts);
     const state = queue.encode({ txid: target.txid, checksum: target.postChecksum }, records);
     writeIntent(fs, paths.rebase, { cut, tail, state });
     journal.replaceSuffix(fs, cut, tail);
@@ -541,14 +542,4 @@ export class Device<C = unknown, O = unknown> {
     capture.afterRawWrite();
     this.kept = [];
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
-  let at = 0;
-  for (const b of parts) {
-    out.set(b, at);
-    at += b.length;
-  }
-  return out;
 }

@@ -11,7 +11,7 @@
  * XXH64 of everything before it. A record cut short (a crash while appending) is ignored and cut off.
  * Appends are fsynced; everything else is a whole new file renamed into place.
  */
-import { xxh64 } from '../format/index.js';
+import { concatBytes, xxh64 } from '../format/index.js';
 import type { Position } from '../journal/journal-writer.js';
 import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
 import type { LocalChange } from './changes.js';
@@ -138,13 +138,7 @@ export class PendingQueue {
   /** The bytes of a state file with this device, a new base and these records (see rewrite). */
   encode(base: Position, records: readonly PendingRecord[]): Uint8Array {
     const parts = [encodeHeader(this.deviceId, base, this.next), ...records.map(encodeRecord)];
-    const out = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
-    let at = 0;
-    for (const b of parts) {
-      out.set(b, at);
-      at += b.length;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   /**

@@ -78,7 +78,10 @@ export interface JournalBytes {
   close?(): void;
 }
 
-/** Pending `flush()` calls: each waits until the hub holds its target txid. */
+/**
+ * Pending `flush()` calls: each waits until the hub holds its target (a txid; for a shared device, the
+ * sequence number of its last pending record).
+ */
 export class FlushWaiters {
   private readonly waiters = new Set<{ target: bigint; resolve(): void; reject(e: Error): void }>();
 
@@ -107,6 +110,10 @@ export class FlushWaiters {
   /** The hub holds everything up to `txid`. */
   reached(txid: bigint): void {
     for (const w of this.waiters) if (txid >= w.target) w.resolve();
+  }
+
+  resolveAll(): void {
+    for (const w of this.waiters) w.resolve();
   }
 
   failAll(e: Error): void {

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  concatBytes,
   decodeFileHeader,
   encodeSnapshotHeader,
   JournalReader,
@@ -218,16 +219,7 @@ export function damage(s: EncodedSnapshot): EncodedSnapshot {
   return { bytes, header: s.header };
 }
 
-/** Concatenates byte arrays. */
-export function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+export { concatBytes } from '../../src/format/index.js';
 
 /** Reads a hub read stream item by item (StreamParser), keeping the bytes of everything but beats. */
 export class StreamItems {

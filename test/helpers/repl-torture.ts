@@ -18,7 +18,6 @@
  * Every `generationEvery` iterations the writer and replicas start afresh on a new database name (the hub
  * keeps running), which bounds the cost of the replays.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +25,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { nodeRuntime } from '../../src/node/index.js';
 import { ReplicaStore } from '../../src/replica/replica.js';
 import { HubClient } from '../../src/sync/hub-client.js';
+import { type Proc, sleep, start } from './child.js';
 import { MYCELITE_BIN, readJournal, type SpawnedHub, spawnHub } from './hub.js';
 import { prng } from './replica.js';
 import { fileHash, replayBytes, sha256 } from './util.js';
@@ -60,33 +60,6 @@ export interface ReplTortureStats {
   /** Processes that failed on their own (not killed by the harness). */
   processFailures: number;
   problems: string[];
-}
-
-interface Proc {
-  p: ChildProcess;
-  out: string;
-  err: string;
-  closed: Promise<void>;
-  killedByUs: boolean;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const p = spawn(process.execPath, args, {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const proc: Proc = { p, out: '', err: '', closed: Promise.resolve(), killedByUs: false };
-  p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    proc.out += d;
-  });
-  p.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    proc.err += d;
-  });
-  p.stdin!.on('error', () => {});
-  proc.closed = new Promise((r) => p.once('close', () => r()));
-  return proc;
 }
 
 async function killProc(proc: Proc | undefined): Promise<void> {

@@ -19,7 +19,6 @@
  *    a transaction applied twice);
  *  - process: a device that exits on its own, a sync that fails, devices that do not converge.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { nodeRuntime } from '../../src/node/index.js';
 import { StreamParser } from '../../src/protocol/index.js';
 import { verifyDatabase } from '../../src/restore/restore.js';
 import { HubClient, HubUnreachableError } from '../../src/sync/hub-client.js';
+import { type Proc, sleep, start } from './child.js';
 import { runCli } from './cli.js';
 import { type SpawnedHub, spawnHub } from './hub.js';
 import { type NatsCluster, startNatsCluster } from './nats-cluster.js';
@@ -95,33 +95,6 @@ export interface SharedTortureStats {
   lost: number;
   processFailures: number;
   problems: string[];
-}
-
-interface Proc {
-  p: ChildProcess;
-  out: string;
-  err: string;
-  closed: Promise<void>;
-  killedByUs: boolean;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const p = spawn(process.execPath, args, {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const proc: Proc = { p, out: '', err: '', closed: Promise.resolve(), killedByUs: false };
-  p.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    proc.out += d;
-  });
-  p.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    proc.err += d;
-  });
-  p.stdin!.on('error', () => {});
-  proc.closed = new Promise((r) => p.once('close', () => r()));
-  return proc;
 }
 
 const alive = (proc: Proc | undefined): boolean =>
@@ -459,14 +432,15 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     const bringUp = async (i: number, calm: boolean): Promise<boolean> => {
       proxies[i]!.setDown(false);
       offline[i] = false;
-      checkAlive(i);
-      if (!alive(devices[i])) startDevice(i);
-      if (!(await ask(devices[i]!, undefined, /^ready$/, 60_000))) {
-        failed(`device d${i} did not start: ${devices[i]!.err.slice(-1500)}`);
-        return false;
-      }
-      if (!(await ask(devices[i]!, 'pause', /^paused$/, 60_000))) {
-        failed(`device d${i} did not pause: ${devices[i]!.err.slice(-1500)}`);
+      for (let attempt = 1; ; attempt++) {
+        checkAlive(i);
+        if (!alive(devices[i])) startDevice(i);
+        const d = devices[i]!;
+        const ready = (await ask(d, undefined, /^ready$/, 60_000)) !== undefined;
+        if (ready && (await ask(d, 'pause', /^paused$/, 60_000)) !== undefined) break;
+        // Until it is calm, a device may kill itself in the rebase it runs as it starts: start it again.
+        if (!alive(d) && /^crash$/m.test(d.out) && attempt < 5) continue;
+        failed(`device d${i} did not ${ready ? 'pause' : 'start'}: ${d.err.slice(-1500)}`);
         return false;
       }
       return !calm || (await ask(devices[i]!, 'calm', /^calmed$/, 10_000)) !== undefined;
