@@ -132,6 +132,23 @@ describe('a failed open creates nothing', () => {
   });
 });
 
+describe('a failed open removes only what holds nothing and no one holds', () => {
+  test("two opens of one new database at once: the one that lost keeps the winner's files", async () => {
+    const file = path.join(dir, 'race.db');
+    const [a, b] = await Promise.allSettled([open(file), open(file)]);
+    const won = a.status === 'fulfilled' ? a.value : b.status === 'fulfilled' ? b.value : undefined;
+    const lost = a.status === 'rejected' ? a.reason : b.status === 'rejected' ? b.reason : undefined;
+    assert.ok(won && lost, 'one open wins, one loses');
+    assert.match(String(lost), /already open for writing/);
+    won.exec('create table t(a); insert into t values (1)');
+    won.close();
+    assert.equal(fs.existsSync(`${file}-mycelite/journal`), true, "the loser removed the winner's journal");
+    const again = await open(file);
+    assert.equal((again.prepare('select count(*) as n from t').get() as { n: number }).n, 1);
+    again.close();
+  });
+});
+
 describe('readonly', () => {
   test('reads a plain SQLite file, refuses writes, creates no journal', async () => {
     const file = path.join(dir, 'plain.db');

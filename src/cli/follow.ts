@@ -4,7 +4,7 @@
  * --reset adopts the hub's history when it is another one than the replica's.
  */
 import type { Command } from 'commander';
-import { asFound, databaseFiles } from '../node/as-found.js';
+import { asFound } from '../node/as-found.js';
 import { nodeRuntime } from '../node/index.js';
 import { checkDbName, HubError, toHex } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
@@ -61,7 +61,7 @@ Examples:
 
 /** The command; when it fails, a replica or database it created is removed (left as it was found). */
 export function followCommand(url: string, replica: string, options: FollowCliOptions): Promise<void> {
-  return asFound(databaseFiles(replica), () => followRun(url, replica, options));
+  return asFound(replica, () => followRun(url, replica, options));
 }
 
 async function followRun(url: string, replica: string, options: FollowCliOptions): Promise<void> {

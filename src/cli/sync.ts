@@ -3,7 +3,7 @@
  * database with its hub (docs/ARCHITECTURE.md, "Shared databases").
  */
 import type { Command } from 'commander';
-import { asFound, databaseFiles } from '../node/as-found.js';
+import { asFound } from '../node/as-found.js';
 import { open } from '../node/index.js';
 import { checkHubOptions } from '../sync/writer-start.js';
 import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
@@ -64,7 +64,7 @@ Examples:
 
 /** The command; when it fails, a replica or database it created is removed (left as it was found). */
 export function syncCommand(dbPath: string, options: SyncOptions): Promise<void> {
-  return asFound(databaseFiles(dbPath), () => syncRun(dbPath, options));
+  return asFound(dbPath, () => syncRun(dbPath, options));
 }
 
 async function syncRun(dbPath: string, options: SyncOptions): Promise<void> {

@@ -15,7 +15,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
-import { asFound, databaseFiles } from './as-found.js';
+import { asFound } from './as-found.js';
 import { NodeFileSystem } from './node-fs.js';
 
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
@@ -102,5 +102,5 @@ export function open(
   options?: MyceliteOptions & { readonly?: boolean },
 ): Promise<MyceliteDatabase | Database> {
   if (options?.readonly === true) return openReadonly(file, { timeout: options.timeout });
-  return asFound(databaseFiles(file), () => openWith(nodeRuntime, file, options));
+  return asFound(file, () => openWith(nodeRuntime, file, options));
 }
