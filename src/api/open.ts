@@ -182,7 +182,7 @@ export async function openWith(
   if (fs.exists(p.replica)) {
     throw new OpenError(
       `${path} is a replica (it follows a hub; see ${p.replica}): writing to it would fork its history. ` +
-        "Read it with openReplica() or openReadonly(), or write to the writer's database",
+        "Read it with openReplica() or openReadonly() (`mycelite query` on the command line), or write to the writer's database",
     );
   }
   // A new database file or journal directory is durable only once its directory is fsynced (below).
