@@ -10,7 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { formatReal, isTrivia, splitLastStatement } from '../src/cli/exec.js';
+import BetterSqlite3 from 'better-sqlite3';
+import { parseIsoTime } from '../src/cli/common.js';
+import { formatReal, isTrivia, parseAt, splitLastStatement } from '../src/cli/exec.js';
 import { loadSqlite } from '../src/engine/sqlite.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mycelite.js');
@@ -207,6 +209,22 @@ describe('usage errors (exit 2) and help', () => {
     );
   });
 
+  test('--at: a date alone is local midnight, as a date-time without zone is local time', () => {
+    const tz = process.env['TZ'];
+    process.env['TZ'] = 'Asia/Tokyo'; // UTC+9: UTC midnight and local midnight differ
+    try {
+      const midnight = new Date(2026, 11, 3).getTime();
+      assert.equal(parseIsoTime('2026-12-03'), midnight);
+      assert.equal(parseIsoTime('2026-12-03T00:00'), midnight);
+      assert.equal(parseIsoTime('2026-12-03T00:00Z'), Date.UTC(2026, 11, 3));
+      assert.deepEqual(parseAt('2026-12-03'), new Date(midnight));
+      assert.equal(parseAt('42'), 42n);
+    } finally {
+      if (tz === undefined) delete process.env['TZ'];
+      else process.env['TZ'] = tz;
+    }
+  });
+
   test('unknown command, unknown option, missing argument, missing --output, no command', () => {
     assert.match(
       expect(2, dir, 'frobnicate').stderr,
@@ -223,6 +241,39 @@ describe('usage errors (exit 2) and help', () => {
     assert.match(expect(2, dir, 'restore', 'app.db').stderr, /--output/);
     assert.match(expect(2, dir, 'log', 'app.db', 'extra').stderr, /too many arguments/);
     assert.match(expect(2, dir).stderr, /Usage: mycelite/);
+  });
+
+  test('bad option values: one line, exit 2, nothing created', () => {
+    const hub = ['--hub', 'http://127.0.0.1:1'];
+    const cases: [string[], RegExp][] = [
+      [
+        ['token', '--data', 'hubdata', '--db', 'app', '--role', 'admin'],
+        /^mycelite: --role must be writer or reader/,
+      ],
+      [['token', '--data', 'hubdata', '--db', '../x', '--role', 'reader'], /^mycelite: .*database name/i],
+      [
+        ['token', '--data', 'hubdata', '--db', 'app', '--role', 'reader', '--ttl', 'soon'],
+        /^mycelite: --ttl/,
+      ],
+      [['push', 'app.db', ...hub, '--db', 'app'], /^mycelite: no token/],
+      [['push', 'app.db', ...hub, '--db', '../x', '--token', 't'], /database name/i],
+      [['push', 'app.db', '--hub', 'ftp://x', '--db', 'app', '--token', 't'], /not an http\(s\) URL/],
+      [['follow', 'http://127.0.0.1:1', 'r.db', '--db', 'app'], /^mycelite: no token/],
+      [['follow', 'http://127.0.0.1:1', 'r.db', '--db', 'a/b', '--token', 't'], /database name/i],
+      [['sync', 's.db', ...hub, '--db', 'app', '--shared', '--token', 't', '--timeout', 'x'], /--timeout/],
+      [['serve', '--data', 'hubdata', '--port', '99999'], /^mycelite: --port must be an integer/],
+      [['serve', '--data', 'hubdata', '--compact-above', 'lots'], /cannot read the size/],
+      [['exec', 'app.db', '--at', 'tomorrow', 'select 1'], /^mycelite: --at tomorrow/],
+    ];
+    const before = fs.readdirSync(dir).sort();
+    for (const [args, message] of cases) {
+      const r = cli(dir, ...args);
+      assert.equal(r.code, 2, `mycelite ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+      assert.equal(r.stdout, '');
+    }
+    assert.deepEqual(fs.readdirSync(dir).sort(), before, 'a usage error created files');
   });
 
   test('--help on every command (description and example), --version', () => {
@@ -276,6 +327,32 @@ describe('errors (exit 1)', () => {
     assert.equal(fs.existsSync(path.join(dir, 'no')), false, 'nothing was created');
   });
 
+  test('a failed open leaves the directory as it found it (not SQLite, WAL, unreachable hub)', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'as-found-'));
+    fs.writeFileSync(path.join(sub, 'notes.db'), 'hello, no database here\n');
+    const wal = new BetterSqlite3(path.join(sub, 'wal.db'));
+    wal.pragma('journal_mode = WAL');
+    wal.exec('create table t(a)');
+    wal.close();
+    const before = fs.readdirSync(sub).sort();
+    assert.match(expect(1, sub, 'exec', 'notes.db', 'select 1').stderr, /not a SQLite database/);
+    assert.match(expect(1, sub, 'exec', 'wal.db', 'select 1').stderr, /WAL mode/);
+    const follow = expect(
+      1,
+      sub,
+      'follow',
+      'http://127.0.0.1:1',
+      'replica.db',
+      '--db',
+      'app',
+      '--token',
+      't',
+      '--once',
+    );
+    assert.match(follow.stderr, /cannot reach the hub/);
+    assert.deepEqual(fs.readdirSync(sub).sort(), before);
+  });
+
   test('SQL errors name the statement; earlier statements stay committed', () => {
     const r = expect(1, dir, 'exec', 'new.db', 'create table u(a); insert into nope values (1)');
     assert.match(r.stderr, /^mycelite: .*no such table: nope\n$/);
@@ -319,12 +396,58 @@ describe('errors (exit 1)', () => {
   });
 });
 
+describe('progress on a terminal', () => {
+  const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
+
+  test('restore and compact show a progress line on a terminal (wiped at the end), none through a pipe or with --json', {
+    skip: hasScript ? false : 'no script(1) to give it a terminal',
+  }, () => {
+    const dir = tempDir();
+    try {
+      expect(0, dir, 'exec', 'big.db', 'create table t(a)');
+      for (let i = 0; i < 5; i++) expect(0, dir, 'exec', 'big.db', 'insert into t values (randomblob(5000))');
+      const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`;
+      const command = [process.execPath, BIN, 'restore', 'big.db', '--output', 'tty.db'].map(quote).join(' ');
+      const tty = spawnSync('script', ['-qefc', command, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(tty.status, 0, tty.stdout);
+      assert.match(tty.stdout, /restoring: snapshots applied: 0\/6 \(0%\)/);
+      const wiped = 'restoring: snapshots applied: 6/6 (100%)\r\u001b[Krestored txid 6';
+      assert.ok(tty.stdout.includes(wiped), JSON.stringify(tty.stdout));
+      const piped = expect(0, dir, 'restore', 'big.db', '--output', 'pipe.db');
+      assert.equal(piped.stderr, '');
+      assert.match(piped.stdout, /^restored txid 6 /);
+      const onTty = (...args: string[]) => {
+        const c = [process.execPath, BIN, ...args].map(quote).join(' ');
+        const r = spawnSync('script', ['-qefc', c, '/dev/null'], { cwd: dir, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stdout);
+        return r.stdout;
+      };
+      assert.doesNotMatch(onTty('compact', 'big.db', '--retain', 'forever:1d', '--json'), /compacting/);
+      expect(0, dir, 'exec', 'big.db', 'insert into t values (1)');
+      const compacted = onTty('compact', 'big.db', '--retain', 'forever:1d');
+      assert.match(compacted, /compacting: snapshots merged: 0\/\d+ \(0%\)/);
+      assert.match(compacted, /compacted: /);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('exec output', () => {
   let dir: string;
   before(() => {
     dir = tempDir();
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('tabs, newlines, carriage returns and backslashes in values are escaped: one line per row', () => {
+    const sql =
+      "select 'a' || char(9) || 'b' as \"x\ty\", 'line1' || char(10) || 'line2' || char(13) as v, 'C:\\dir' as p";
+    const r = expect(0, dir, 'exec', 'escape.db', sql);
+    assert.equal(r.stdout, 'x\\ty\tv\tp\na\\tb\tline1\\nline2\\r\tC:\\\\dir\n');
+    const json = JSON.parse(expect(0, dir, 'exec', 'escape.db', sql, '--json').stdout);
+    assert.deepEqual(json, { 'x\ty': 'a\tb', v: 'line1\nline2\r', p: 'C:\\dir' });
+  });
 
   test('only the last statement prints; strings, triggers and comments do not confuse the split', () => {
     const sql = `

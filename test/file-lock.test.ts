@@ -12,9 +12,9 @@ import {
   FileLockBusyError,
   FileLockError,
   findConflictingLock,
-  LOCK_MODE,
+  lockMode,
   lockRange,
-  OFD_LOCKS,
+  ofdLocks,
   probeRange,
   tryExclusiveFileLock,
   tryLockWholeFile,
@@ -137,12 +137,12 @@ after(async () => {
 describe('file-lock primitives', () => {
   it('uses OFD locks on Linux unless told otherwise', () => {
     if (process.platform === 'linux' && process.env['MYCELITE_FILE_LOCKS'] === undefined) {
-      assert.equal(LOCK_MODE, 'ofd');
+      assert.equal(lockMode(), 'ofd');
     }
-    assert.equal(OFD_LOCKS, LOCK_MODE === 'ofd');
+    assert.equal(ofdLocks(), lockMode() === 'ofd');
   });
 
-  it('two open file descriptions in this process conflict (OFD)', { skip: !OFD_LOCKS }, () => {
+  it('two open file descriptions in this process conflict (OFD)', { skip: !ofdLocks() }, () => {
     const path = join(dir, 'prims.bin');
     const a = open(path, 'w+');
     const b = open(path, 'r+');
@@ -170,7 +170,7 @@ describe('file-lock primitives', () => {
     assert.equal(tryLockWholeFile(a, 'unlock'), true);
   });
 
-  it('closing another fd of the same file keeps our locks (OFD)', { skip: !OFD_LOCKS }, () => {
+  it('closing another fd of the same file keeps our locks (OFD)', { skip: !ofdLocks() }, () => {
     const path = join(dir, 'close.bin');
     const a = open(path, 'w+');
     assert.equal(lockRange(a, 'write', 0, 1), true);
@@ -332,7 +332,7 @@ describe('SqliteFileLocks against native SQLite in another process', () => {
   });
 
   it('closing another fd of the database does not drop our EXCLUSIVE (OFD)', {
-    skip: !OFD_LOCKS,
+    skip: !ofdLocks(),
     timeout: TEST_TIMEOUT,
   }, async () => {
     assert.equal(ours.lock(SHARED_LOCK), true);
@@ -343,7 +343,7 @@ describe('SqliteFileLocks against native SQLite in another process', () => {
     await native.ok('all', { sql: 'SELECT count(*) FROM t' });
   });
 
-  it('two instances in this process exclude each other (OFD)', { skip: !OFD_LOCKS }, () => {
+  it('two instances in this process exclude each other (OFD)', { skip: !ofdLocks() }, () => {
     const other = new SqliteFileLocks(open(db));
     try {
       assert.equal(ours.lock(SHARED_LOCK), true);

@@ -115,7 +115,7 @@ test('push refuses clearly: reader token, other history, unreachable hub, no tok
   assert.match(down.stderr, /cannot reach the hub at http:\/\/127\.0\.0\.1:\d+/);
 
   const none = await run(['push', file, '--hub', h.url, '--db', 'x']);
-  assert.equal(none.code, 1);
+  assert.equal(none.code, 2, 'a missing token is a usage error');
   assert.match(none.stderr, /no token: pass --token or set MYCELITE_TOKEN/);
 });
 

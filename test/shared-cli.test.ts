@@ -83,7 +83,7 @@ test('sync refuses clearly: without --shared (usage), without a token, and leave
   const noToken = await runCli(['sync', db, '--hub', 'http://127.0.0.1:1', '--db', 'x', '--shared'], {
     MYCELITE_TOKEN: '',
   });
-  assert.equal(noToken.status, 1);
+  assert.equal(noToken.status, 2, 'a missing token is a usage error');
   assert.match(noToken.stderr, /^mycelite: no token: pass --token or set MYCELITE_TOKEN/);
   assert.equal(fs.existsSync(db), false);
   assert.equal(fs.existsSync(`${db}-mycelite`), false);

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import type { Database } from '../src/engine/database.js';
 import { JournalReader, loadHash, memorySource, type SnapshotInfo } from '../src/format/index.js';
-import { open, openAt, openReadonly, ViewRangeError } from '../src/node/index.js';
+import { nodeRuntime, open, openAt, openReadonly, ViewRangeError } from '../src/node/index.js';
+import { restoreDatabase } from '../src/restore/restore.js';
 import { PageIndex } from '../src/timetravel/page-index.js';
 import { cleanupTempDirs, journalOf, replayTo, tempDir } from './helpers/util.js';
 
@@ -191,7 +192,7 @@ function cli(...args: string[]): { status: number | null; stdout: string; stderr
   return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
 }
 
-test('mycelite exec --at TXID|ISO-8601 queries the past; a bad --at exits 1 naming what to give', async () => {
+test('mycelite exec --at TXID|ISO-8601 queries the past; a bad --at exits 2 (usage) naming what to give', async () => {
   const file = path.join(tempDir(), 'cli.db');
   const db = await open(file);
   db.exec('CREATE TABLE t(a)');
@@ -210,7 +211,7 @@ test('mycelite exec --at TXID|ISO-8601 queries the past; a bad --at exits 1 nami
   assert.equal(before.status, 1);
   assert.match(before.stderr, /restorable range is txid 1/);
   const bad = cli('exec', file, '--at', 'last tuesday', 'select 1');
-  assert.equal(bad.status, 1);
+  assert.equal(bad.status, 2);
   assert.match(bad.stderr, /give a txid \(digits\) or an ISO-8601 time/);
 });
 
@@ -238,4 +239,34 @@ test('a view opens while the writer has the database open, and does not move whe
     view.close();
     db.close();
   }
+});
+
+test('one shape for a point in time: openAt, revert and restoreDatabase all take { txid } and { at }', async () => {
+  const file = path.join(tempDir(), 'shape.db');
+  const db = await open(file);
+  db.exec('create table t(a)');
+  db.exec('insert into t values (1)');
+  const second = Date.now(); // txid 2 committed at or before it, txid 3 after it:
+  while (Date.now() <= second) {}
+  db.exec('insert into t values (2)');
+  db.close();
+  const count = (d: Database): unknown => d.prepare('select count(*) from t').pluck().get();
+  for (const at of [{ txid: 2n }, 2n, { at: new Date(second) }, { at: second }, new Date(second)] as const) {
+    const view = await openAt(file, at);
+    assert.equal(count(view), 1, `openAt(${String(at)})`);
+    view.close();
+  }
+  const out = path.join(path.dirname(file), 'then.db');
+  await restoreDatabase(nodeRuntime.fs, file, out, { target: { at: new Date(second) } });
+  const then = await openReadonly(out);
+  assert.equal(count(then), 1);
+  then.close();
+  await assert.rejects(
+    openAt(file, { when: 2 } as never),
+    /a point in time is \{ txid: 3n \} or \{ at: new Date/,
+  );
+  const w = await open(file);
+  assert.equal(w.revert({ txid: 2n }).target.txid, 2n);
+  assert.equal(count(w), 1);
+  w.close();
 });

@@ -77,6 +77,26 @@ export interface MyceliteOptions {
    * `OpenWarning`). Default: `console.warn`. Every warning is also kept in `db.warnings`.
    */
   onWarning?: (warning: OpenWarning) => void;
+  /**
+   * How long a statement waits for a lock another connection holds (a native SQLite process reading the
+   * file, say) before it fails with SQLITE_BUSY, in milliseconds (`PRAGMA busy_timeout`). Default 5000,
+   * as better-sqlite3.
+   */
+  timeout?: number;
+  /** Fail (an OpenError, nothing created) when the database file does not exist, as better-sqlite3. */
+  fileMustExist?: boolean;
+}
+
+/** better-sqlite3's default busy timeout, in milliseconds. */
+export const DEFAULT_TIMEOUT = 5000;
+
+/** Why `timeout` is not a number of milliseconds, or undefined. */
+export function badTimeout(timeout: unknown): string | undefined {
+  if (timeout === undefined) return undefined;
+  if (typeof timeout === 'number' && Number.isInteger(timeout) && timeout >= 0 && timeout <= 0x7fffffff) {
+    return undefined;
+  }
+  return `timeout must be a whole number of milliseconds from 0 to 2147483647, not ${String(timeout)}`;
 }
 
 /** A connection to a database replicated by Mycelite: a Database plus its journal. */
@@ -144,6 +164,11 @@ export async function openWith(
   const p = journalPaths(dbPath);
   const missing = missingDirectory((f) => fs.exists(f), dbPath);
   if (missing) throw new OpenError(`cannot open ${path}: ${missing}`);
+  if (options.fileMustExist === true && !fs.exists(dbPath)) {
+    throw new OpenError(`cannot open ${path}: it does not exist (fileMustExist)`);
+  }
+  const timeoutError = badTimeout(options.timeout);
+  if (timeoutError) throw new OpenError(`cannot open ${path}: ${timeoutError}`);
   const durability = options.durability ?? 'journal';
   if (durability !== 'journal' && durability !== 'sqlite') {
     throw new OpenError(
@@ -157,7 +182,7 @@ export async function openWith(
   if (fs.exists(p.replica)) {
     throw new OpenError(
       `${path} is a replica (it follows a hub; see ${p.replica}): writing to it would fork its history. ` +
-        "Read it with openReplica() or openReadonly(), or write to the writer's database",
+        "Read it with openReplica() or openReadonly() (`mycelite query` on the command line), or write to the writer's database",
     );
   }
   // A new database file or journal directory is durable only once its directory is fsynced (below).
@@ -260,6 +285,7 @@ export async function openWith(
     });
     vfs.expect(dbPath, capture);
     db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
+    db.pragma(`busy_timeout = ${options.timeout ?? DEFAULT_TIMEOUT}`);
     if (creating) fs.syncDir(dbPath);
 
     if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
@@ -356,7 +382,8 @@ function parseHistoryOptions(o: HistoryOptions | undefined, path: string): void 
   }
 }
 
-function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
+/** Throws an OpenError when the database at `dbPath` is in WAL mode (Mycelite reads and writes no WAL). */
+export function refuseWal(fs: FileSystem, dbPath: string, path: string): void {
   const f = fs.open(dbPath, { readonly: true });
   try {
     if (f.size() >= 100 && isWalDatabase(f)) {

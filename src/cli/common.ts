@@ -15,6 +15,14 @@ export class CliExit extends Error {
   }
 }
 
+/** A command used wrongly (a missing or bad option): one line, exit code 2, nothing done. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
 /** The message of `e` followed by the messages of its causes, joined with ': ' (repeats left out). */
 export function describeError(e: unknown): string {
   const parts: string[] = [];
@@ -101,12 +109,15 @@ export function parseTxid(value: string): bigint {
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
 
 /**
- * Parses an ISO-8601 date or date-time (`2025-03-01`, `2025-03-01T12:30:00Z`, `…+02:00`); a time without
- * zone is local time, as in JavaScript. Returns ms since the epoch.
+ * Parses an ISO-8601 date or date-time (`2025-03-01`, `2025-03-01T12:30:00Z`, `…+02:00`). One rule for
+ * all: without a zone it is local time, and a date alone is local midnight (JavaScript reads a date alone
+ * as UTC but a date-time without zone as local; `2025-03-01` and `2025-03-01T00:00` must be one time).
+ * Returns ms since the epoch.
  */
 export function parseIsoTime(value: string): number {
   const v = value.trim();
-  const ms = ISO_8601.test(v) ? Date.parse(v.replace(' ', 'T')) : Number.NaN;
+  const local = /^\d{4}-\d{2}-\d{2}$/.test(v) ? `${v}T00:00` : v.replace(' ', 'T');
+  const ms = ISO_8601.test(v) ? Date.parse(local) : Number.NaN;
   if (Number.isNaN(ms) || !isCalendarDate(v)) {
     throw new Error(`"${value}" is not an ISO-8601 date or time (for example 2025-03-01T12:30:00Z)`);
   }
@@ -132,3 +143,31 @@ export const asUsage =
       throw new InvalidArgumentError((e as Error).message);
     }
   };
+
+/**
+ * A progress line on stderr for long work, when stderr is a terminal (and not with --json): `what: done/total
+ * (pct%)`, redrawn at most every 100 ms, and wiped by `end()`. Elsewhere it prints nothing.
+ */
+export function progressLine(
+  what: string,
+  quiet = false,
+): { update(done: number, total: number): void; end(): void } {
+  const tty = process.stderr.isTTY === true && !quiet;
+  let last = 0;
+  let shown = false;
+  return {
+    update(done, total) {
+      if (!tty) return;
+      const now = Date.now();
+      if (shown && now - last < 100 && done < total) return;
+      last = now;
+      shown = true;
+      const pct = total === 0 ? 100 : Math.floor((done / total) * 100);
+      process.stderr.write(`\r\x1b[K${what}: ${done}/${total} (${pct}%)`);
+    },
+    end() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}

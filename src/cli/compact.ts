@@ -8,7 +8,7 @@ import {
 } from '../history/policy.js';
 import { nodeRuntime } from '../node/index.js';
 import { compactDatabase } from '../restore/compact-database.js';
-import { asUsage, jsonInteger, parseIsoTime, writeOut } from './common.js';
+import { asUsage, jsonInteger, parseIsoTime, progressLine, writeOut } from './common.js';
 
 interface CompactOptions {
   retain: RetentionPolicy;
@@ -82,12 +82,19 @@ Examples:
 }
 
 export async function compactCommand(dbPath: string, options: CompactOptions): Promise<void> {
-  const r = await compactDatabase(nodeRuntime.fs, dbPath, {
-    policy: options.retain,
-    checkpointRatio: options.checkpointRatio,
-    dryRun: options.dryRun === true,
-    now: options.now,
-  });
+  const progress = progressLine('compacting: snapshots merged', options.json === true);
+  let r: Awaited<ReturnType<typeof compactDatabase>>;
+  try {
+    r = await compactDatabase(nodeRuntime.fs, dbPath, {
+      policy: options.retain,
+      checkpointRatio: options.checkpointRatio,
+      dryRun: options.dryRun === true,
+      now: options.now,
+      onProgress: progress.update,
+    });
+  } finally {
+    progress.end();
+  }
   if (options.json) {
     writeOut(
       `${JSON.stringify({

@@ -8,7 +8,7 @@ import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
 import { type MyceliteDatabase, open, openAt } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/view.js';
-import { jsonInteger, requireParentDirectory, toHex, writeOut } from './common.js';
+import { jsonInteger, parseIsoTime, requireParentDirectory, toHex, UsageError, writeOut } from './common.js';
 
 interface ExecOptions {
   json?: boolean;
@@ -28,7 +28,8 @@ export function registerExec(program: Command): void {
       `
 Every statement runs in order; each transaction it commits becomes one snapshot in DB-mycelite/journal.
 Only the last statement's rows are printed. The table has a header row and tab-separated columns; NULL
-is printed as an empty field. With --json, integers outside JavaScript's safe range are printed as
+is printed as an empty field, and a tab, newline, carriage return or backslash inside a value as \t, \n,
+\r or \\ (one line per row). With --json, integers outside JavaScript's safe range are printed as
 strings, blobs (in both formats) as lowercase hex.
 
 With --at, nothing is written: the SQL runs on a read-only view of the database as it was after the
@@ -49,34 +50,7 @@ export async function execCommand(dbPath: string, sql: string, options: ExecOpti
   const db: Database =
     options.at === undefined ? await open(dbPath) : await openAt(dbPath, parseAt(options.at));
   try {
-    const { before, last } = splitLastStatement(db.sqlite3, sql);
-    if (before.trim() !== '') db.exec(before);
-    if (last === undefined) return;
-    const stmt = db.prepare(last);
-    if (!stmt.reader) {
-      stmt.run();
-      return;
-    }
-    const names = stmt.columns().map((c) => c.name);
-    const rows = stmt.raw(true).safeIntegers(true).iterate<SqlValue[]>();
-    const out = new Output();
-    if (options.json) {
-      for (const row of rows) {
-        const obj: Record<string, unknown> = {};
-        for (let i = 0; i < names.length; i++) obj[names[i]!] = jsonValue(row[i]!);
-        out.line(JSON.stringify(obj));
-      }
-    } else {
-      let header = false;
-      for (const row of rows) {
-        if (!header) {
-          out.line(names.join('\t'));
-          header = true;
-        }
-        out.line(row.map(textValue).join('\t'));
-      }
-    }
-    out.flush();
+    runAndPrint(db, sql, options);
   } finally {
     // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
     if ('historyCheck' in db) await (db as MyceliteDatabase).historyCheck;
@@ -84,14 +58,48 @@ export async function execCommand(dbPath: string, sql: string, options: ExecOpti
   }
 }
 
-/** Reads --at: digits are a txid, anything else an ISO-8601 time. */
+/** Runs every statement of `sql` on `db` and prints the last one's rows (a table, or JSON lines). */
+export function runAndPrint(db: Database, sql: string, options: { json?: boolean }): void {
+  const { before, last } = splitLastStatement(db.sqlite3, sql);
+  if (before.trim() !== '') db.exec(before);
+  if (last === undefined) return;
+  const stmt = db.prepare(last);
+  if (!stmt.reader) {
+    stmt.run();
+    return;
+  }
+  const names = stmt.columns().map((c) => c.name);
+  const rows = stmt.raw(true).safeIntegers(true).iterate<SqlValue[]>();
+  const out = new Output();
+  if (options.json) {
+    for (const row of rows) {
+      const obj: Record<string, unknown> = {};
+      for (let i = 0; i < names.length; i++) obj[names[i]!] = jsonValue(row[i]!);
+      out.line(JSON.stringify(obj));
+    }
+  } else {
+    let header = false;
+    for (const row of rows) {
+      if (!header) {
+        out.line(names.map(cell).join('\t'));
+        header = true;
+      }
+      out.line(row.map(textValue).join('\t'));
+    }
+  }
+  out.flush();
+}
+
+/** Reads --at: digits are a txid, anything else an ISO-8601 time (read as `restore --at` reads it). */
 export function parseAt(text: string): ViewTarget {
   if (/^\d+$/.test(text.trim())) return BigInt(text.trim());
-  const ms = Date.parse(text);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(text.trim()) || Number.isNaN(ms)) {
-    throw new Error(`--at ${text}: give a txid (digits) or an ISO-8601 time such as 2026-11-27T09:00:00Z`);
+  try {
+    return new Date(parseIsoTime(text));
+  } catch {
+    throw new UsageError(
+      `--at ${text}: give a txid (digits) or an ISO-8601 time such as 2026-11-27T09:00:00Z`,
+    );
   }
-  return new Date(ms);
 }
 
 /** Buffers output lines and writes them in large chunks. */
@@ -118,8 +126,16 @@ function textValue(v: SqlValue): string {
   if (v === null) return '';
   if (typeof v === 'number') return formatReal(v);
   if (v instanceof Uint8Array) return toHex(v);
-  return String(v);
+  return cell(String(v));
 }
+
+/** A table cell: a tab, newline, carriage return or backslash escaped, so each row is one line. */
+function cell(s: string): string {
+  return s.replace(/[\\\t\n\r]/g, (c) => ESCAPES[c]!);
+}
+
+/** What a table cell shows for the characters that would break its row or column. */
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 
 /** A REAL as the sqlite3 shell prints it (`%!.15g`): 15 significant digits, always with a '.'. */
 export function formatReal(v: number): string {

@@ -4,12 +4,13 @@
  * --reset adopts the hub's history when it is another one than the replica's.
  */
 import type { Command } from 'commander';
+import { asFound } from '../node/as-found.js';
 import { nodeRuntime } from '../node/index.js';
 import { checkDbName, HubError, toHex } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
 import { HubUnreachableError } from '../sync/hub-client.js';
-import { writeErr, writeOut } from './common.js';
+import { UsageError, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {
   db: string;
@@ -58,15 +59,20 @@ Examples:
     });
 }
 
-export async function followCommand(url: string, replica: string, options: FollowCliOptions): Promise<void> {
+/** The command; when it fails, a replica or database it created is removed (left as it was found). */
+export function followCommand(url: string, replica: string, options: FollowCliOptions): Promise<void> {
+  return asFound(replica, () => followRun(url, replica, options));
+}
+
+async function followRun(url: string, replica: string, options: FollowCliOptions): Promise<void> {
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
-    throw new Error(
+    throw new UsageError(
       `no token: pass --token or set MYCELITE_TOKEN (a reader token: mycelite token --db ${options.db} --role reader)`,
     );
   }
   const bad = checkDbName(options.db);
-  if (bad) throw new Error(bad);
+  if (bad) throw new UsageError(bad);
   const store = await ReplicaStore.open(nodeRuntime, replica);
   const follower = new Follower(store, { hub: { url, db: options.db, token }, reset: options.reset });
   follower.events.on('reset', (r) => writeErr(`mycelite: ${describeReset(r)}\n`));

@@ -4,12 +4,13 @@
  */
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { CliExit, describeError, describeStack, writeErr, writeOut } from './common.js';
+import { CliExit, describeError, describeStack, UsageError, writeErr, writeOut } from './common.js';
 import { registerCompact } from './compact.js';
 import { registerExec } from './exec.js';
 import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
+import { registerQuery } from './query.js';
 import { registerRestore } from './restore.js';
 import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
       `
 Examples:
   $ mycelite exec app.db "create table t(a); insert into t values (random())"
+  $ mycelite query replica.db "select count(*) from t"
   $ mycelite log app.db --json
   $ mycelite restore app.db --output then.db --txid 2
   $ mycelite verify app.db
@@ -65,6 +67,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerFollow(program);
   registerLog(program);
   registerPush(program);
+  registerQuery(program);
   registerRestore(program);
   registerRevert(program);
   registerServe(program);
@@ -95,6 +98,10 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT_USAGE;
     }
     if (e instanceof CliExit) return e.code;
+    if (e instanceof UsageError) {
+      writeErr(`mycelite: ${e.message}\n`);
+      return EXIT_USAGE;
+    }
     writeErr(`mycelite: ${describeError(e)}\n`);
     if (process.env['MYCELITE_DEBUG'] === '1') writeErr(`${describeStack(e)}\n`);
     return EXIT_ERROR;

@@ -12,9 +12,9 @@ import { loadHash } from '../format/index.js';
 import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
 import { CommittedTail } from '../sync/journal-tail.js';
-import { Pusher, type WriterSync } from '../sync/pusher.js';
+import { Pusher, type SyncStatus, type WriterSync } from '../sync/pusher.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { writeErr, writeOut } from './common.js';
+import { UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
   hub: string;
@@ -72,15 +72,15 @@ Examples:
 export async function pushCommand(dbPath: string, options: PushOptions): Promise<void> {
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
-    throw new Error(
+    throw new UsageError(
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
   const target: HubTarget = { url: options.hub, db: options.db, token };
   const bad = checkHubOptions(target);
-  if (bad) throw new Error(bad);
+  if (bad) throw new UsageError(bad);
   const timeoutMs = Number(options.timeout) * 1000;
-  if (!(timeoutMs > 0)) throw new Error(`--timeout ${options.timeout} is not a number of seconds`);
+  if (!(timeoutMs > 0)) throw new UsageError(`--timeout ${options.timeout} is not a number of seconds`);
   const file = path.resolve(dbPath);
   if (!fs.existsSync(file)) throw new Error(`${dbPath} does not exist`);
   const paths = journalPaths(file);
@@ -108,7 +108,7 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
   });
   try {
     const s = sync.status();
-    if (s.state === 'offline') throw new Error(`cannot reach the hub at ${target.url}: ${s.lastError}`);
+    if (s.state === 'offline') throw new Error(`${waiting(target, s.lastError)}`);
     await sync.flush(timeoutMs);
     const hubTxid = sync.status().hubTxid ?? 0n;
     if (json) writeOut(`${JSON.stringify({ pushed: count, hubTxid: hubTxid.toString(), db: target.db })}\n`);
@@ -131,12 +131,19 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
     if (json) writeOut(`${JSON.stringify({ pushed: e.count, hubTxid: e.hubTxid.toString() })}\n`);
     else writeOut(`pushed ${plural(e.count)}: the hub is at txid ${e.hubTxid}\n`);
   });
-  let lastState = pusher.status().state;
-  pusher.on('status', (s) => {
-    if (s.state === lastState) return;
-    lastState = s.state;
-    if (s.state === 'offline') writeErr(`hub unreachable, retrying: ${s.lastError}\n`);
-  });
+  // What stops pushing, and when it goes on: one line each (a hub down at the start too).
+  let said: string | undefined;
+  const say = (s: SyncStatus): void => {
+    let line: string | undefined;
+    if (s.state === 'offline') line = `${waiting(target, s.lastError)}; retrying`;
+    else if ((s.state === 'synced' || s.state === 'pushing') && said !== undefined)
+      line = 'the hub answers again';
+    if (line === undefined || line === said) return;
+    said = s.state === 'offline' ? line : undefined;
+    writeErr(`mycelite: ${line}\n`);
+  };
+  say(pusher.status());
+  pusher.on('status', say);
 
   let timer: ReturnType<typeof setTimeout> | undefined;
   let failure: unknown;
@@ -252,6 +259,13 @@ function writerLockFree(lockPath: string): boolean {
   const lock = nodeRuntime.fs.tryLockExclusive?.(lockPath);
   lock?.release();
   return lock !== undefined;
+}
+
+/** Why pushing waits: the hub cannot be reached, or it answers with a failure (a full disk, say). */
+function waiting(target: HubTarget, lastError: string | undefined): string {
+  const why = lastError ?? 'no answer';
+  if (why.includes('the hub failed')) return `the hub at ${target.url} fails: ${why}`;
+  return `cannot reach the hub at ${target.url}: ${why}`;
 }
 
 function plural(n: number): string {

@@ -5,7 +5,15 @@ import { journalPaths } from '../api/paths.js';
 import { nodeRuntime } from '../node/index.js';
 import type { Target } from '../restore/replay.js';
 import { logDatabase, restoreDatabase } from '../restore/restore.js';
-import { asUsage, isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
+import {
+  asUsage,
+  isoTime,
+  parseIsoTime,
+  parseTxid,
+  progressLine,
+  requireParentDirectory,
+  writeOut,
+} from './common.js';
 import { describeRevert, revertCommand } from './revert.js';
 
 interface RestoreOptions {
@@ -36,8 +44,10 @@ export function registerRestore(program: Command): void {
       'after',
       `
 The journal is replayed into a temporary file beside FILE, checked against the snapshot's checksum, then
-renamed to FILE: a failed restore leaves nothing behind. The journal is only read.
-A time without a zone (2025-03-01T12:30) is local time; add Z or +02:00 to be exact.
+renamed to FILE: a failed restore leaves nothing behind. The journal is only read. On a terminal, a
+progress line shows the snapshots applied.
+A time without a zone (2025-03-01T12:30) is local time, and a date alone (2025-03-01) local midnight; add
+Z or +02:00 to be exact.
 
 Examples:
   $ mycelite restore app.db --output copy.db
@@ -83,10 +93,17 @@ export async function restoreCommand(dbPath: string, options: RestoreOptions): P
     }
   }
   try {
-    const s = await restoreDatabase(nodeRuntime.fs, dbPath, output, {
-      target,
-      force: options.force === true,
-    });
+    const progress = progressLine('restoring: snapshots applied');
+    let s: Awaited<ReturnType<typeof restoreDatabase>>;
+    try {
+      s = await restoreDatabase(nodeRuntime.fs, dbPath, output, {
+        target,
+        force: options.force === true,
+        onProgress: progress.update,
+      });
+    } finally {
+      progress.end();
+    }
     if (s === undefined) {
       writeOut(`restored an empty database (the journal holds no snapshots) to ${output}\n`);
     } else {

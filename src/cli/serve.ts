@@ -6,7 +6,7 @@ import type { HubCompaction } from '../hub/compaction.js';
 import { startHub } from '../hub/index.js';
 import { openNatsStorage } from '../hub/nats-storage.js';
 import { builtWebDir, isLoopback } from '../hub/web.js';
-import { writeErr, writeOut } from './common.js';
+import { UsageError, writeErr, writeOut } from './common.js';
 
 interface ServeOptions {
   data: string;
@@ -104,7 +104,8 @@ Examples:
 /** Parses a size like `64MiB`, `512KiB`, `1GiB`, `10MB` or plain bytes. */
 export function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(|b|kb|kib|k|mb|mib|m|gb|gib|g)$/i.exec(text.trim());
-  if (!m) throw new Error(`cannot read the size ${JSON.stringify(text)}: use e.g. 64MiB, 512KiB or 1048576`);
+  if (!m)
+    throw new UsageError(`cannot read the size ${JSON.stringify(text)}: use e.g. 64MiB, 512KiB or 1048576`);
   const units: Record<string, number> = {
     '': 1,
     b: 1,
@@ -119,14 +120,14 @@ export function parseSize(text: string): number {
     gb: 1000 ** 3,
   };
   const n = Math.floor(Number(m[1]) * units[m[2]!.toLowerCase()]!);
-  if (n < 1024) throw new Error(`the size ${JSON.stringify(text)} is too small: at least 1KiB`);
+  if (n < 1024) throw new UsageError(`the size ${JSON.stringify(text)} is too small: at least 1KiB`);
   return n;
 }
 
 function parseInteger(text: string, what: string, min: number, max: number): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < min || n > max)
-    throw new Error(`${what} must be an integer from ${min} to ${max}, not ${JSON.stringify(text)}`);
+    throw new UsageError(`${what} must be an integer from ${min} to ${max}, not ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -135,17 +136,17 @@ function compactionOptions(options: ServeOptions): HubCompaction {
   try {
     parseRetention(retain);
   } catch (e) {
-    throw new Error(`--retain: ${(e as Error).message}`);
+    throw new UsageError(`--retain: ${(e as Error).message}`);
   }
   let everyMs: number;
   try {
     everyMs = parseDuration(options.compactEvery);
   } catch (e) {
-    throw new Error(`--compact-every: ${(e as Error).message}`);
+    throw new UsageError(`--compact-every: ${(e as Error).message}`);
   }
   const checkpointRatio = Number(options.checkpointRatio);
   if (!Number.isFinite(checkpointRatio) || checkpointRatio <= 0) {
-    throw new Error(
+    throw new UsageError(
       `--checkpoint-ratio must be a positive number (e.g. 0.5), not ${JSON.stringify(options.checkpointRatio)}`,
     );
   }
@@ -154,7 +155,8 @@ function compactionOptions(options: ServeOptions): HubCompaction {
 
 export async function serveCommand(options: ServeOptions): Promise<void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-  if (!levels.includes(options.logLevel)) throw new Error(`--log-level must be one of ${levels.join(', ')}`);
+  if (!levels.includes(options.logLevel))
+    throw new UsageError(`--log-level must be one of ${levels.join(', ')}`);
   const dataDir = path.resolve(options.data);
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;

@@ -3,9 +3,10 @@
  * database with its hub (docs/ARCHITECTURE.md, "Shared databases").
  */
 import type { Command } from 'commander';
+import { asFound } from '../node/as-found.js';
 import { open } from '../node/index.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { CliExit, jsonInteger, requireParentDirectory, writeErr, writeOut } from './common.js';
+import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
 
 interface SyncOptions {
   hub: string;
@@ -61,20 +62,25 @@ Examples:
     });
 }
 
-export async function syncCommand(dbPath: string, options: SyncOptions): Promise<void> {
+/** The command; when it fails, a replica or database it created is removed (left as it was found). */
+export function syncCommand(dbPath: string, options: SyncOptions): Promise<void> {
+  return asFound(dbPath, () => syncRun(dbPath, options));
+}
+
+async function syncRun(dbPath: string, options: SyncOptions): Promise<void> {
   requireParentDirectory(dbPath);
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
-    throw new Error(
+    throw new UsageError(
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
   const hub = { url: options.hub, db: options.db, token };
   const bad = checkHubOptions(hub);
-  if (bad) throw new Error(bad);
+  if (bad) throw new UsageError(bad);
   const seconds = Number(options.timeout);
   if (!Number.isFinite(seconds) || seconds <= 0)
-    throw new Error(`--timeout ${options.timeout}: give a number of seconds`);
+    throw new UsageError(`--timeout ${options.timeout}: give a number of seconds`);
   const db = await open(dbPath, { shared: true, hub });
   const say = (text: string, json: Record<string, unknown>): void => {
     if (options.json) writeOut(`${JSON.stringify(json)}\n`);

@@ -2,7 +2,8 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/index.js';
-import { writeOut } from './common.js';
+import { checkDbName } from '../protocol/index.js';
+import { UsageError, writeOut } from './common.js';
 import { DEFAULT_DATA_DIR } from './serve.js';
 
 interface TokenOptions {
@@ -33,14 +34,18 @@ Examples:
     )
     .action(async (options: TokenOptions) => {
       if (options.role !== 'writer' && options.role !== 'reader') {
-        throw new Error(`--role must be writer or reader, not ${JSON.stringify(options.role)}`);
+        throw new UsageError(`--role must be writer or reader, not ${JSON.stringify(options.role)}`);
+      }
+      const bad = checkDbName(options.db);
+      if (bad) throw new UsageError(bad);
+      let ttlSeconds: number;
+      try {
+        ttlSeconds = parseTtl(options.ttl);
+      } catch (e) {
+        throw new UsageError(`--ttl: ${(e as Error).message}`);
       }
       const key = loadOrCreateKey(path.resolve(options.data));
-      const token = await mintToken(key, {
-        db: options.db,
-        role: options.role as Role,
-        ttlSeconds: parseTtl(options.ttl),
-      });
+      const token = await mintToken(key, { db: options.db, role: options.role as Role, ttlSeconds });
       writeOut(`${token}\n`);
     });
 }

@@ -2,7 +2,8 @@
  * Database connections, modelled on better-sqlite3's `Database`.
  * @module
  */
-import { describeSql, sqliteError } from './errors.js';
+import { describeSql, SqliteError, sqliteError, takeError } from './errors.js';
+import { type AggregateOptions, createAggregate, createFunction, type FunctionOptions } from './functions.js';
 import { type Binding, bindingFor, type Sqlite3 } from './sqlite.js';
 import { Statement } from './statement.js';
 
@@ -51,6 +52,8 @@ export interface ConnectionState {
   statements: Set<number>;
   /** Called after every statement and exec() (see Database.setAfterStatement). */
   afterStatement?: () => void;
+  /** What a user-defined function threw, rethrown as the statement's error (see functions.ts). */
+  thrown?: unknown;
 }
 
 interface Controller {
@@ -163,7 +166,8 @@ export class Database {
     try {
       const rc = x.sqlite3_exec(h, text, 0, 0, 0);
       x.sqlite3_free(text);
-      if (rc !== 0) throw sqliteError(this.sqlite3, h, rc, describeSql('exec', sql));
+      if (rc !== 0)
+        throw takeError(this.state, rc, () => sqliteError(this.sqlite3, h, rc, describeSql('exec', sql)));
       return this;
     } finally {
       this.state.afterStatement?.();
@@ -211,6 +215,50 @@ export class Database {
       return options.simple === true ? stmt.pluck().get() : stmt.all();
     } finally {
       stmt._finalize();
+    }
+  }
+
+  /**
+   * Defines (or replaces) an SQL function `name` that calls `fn` with its arguments, as better-sqlite3's
+   * `db.function()`: INTEGER arguments come as numbers (bigints with `safeIntegers`), BLOBs as byte
+   * arrays; the result is stored as a bound value is (an integral number as INTEGER). What `fn` throws is
+   * the statement's error.
+   */
+  function(name: string, fn: (...args: never[]) => unknown): this;
+  function(name: string, options: FunctionOptions, fn: (...args: never[]) => unknown): this;
+  function(
+    name: string,
+    options: FunctionOptions | ((...args: never[]) => unknown),
+    fn?: (...args: never[]) => unknown,
+  ): this {
+    const state = this.state;
+    if (typeof options === 'function') createFunction(this.b, state, name, {}, options);
+    else createFunction(this.b, state, name, options ?? {}, fn as (...args: never[]) => unknown);
+    return this;
+  }
+
+  /**
+   * Defines (or replaces) an aggregate SQL function `name`, as better-sqlite3's `db.aggregate()`:
+   * `start` (a value, or a function giving one per group), `step(total, ...args)`, `result(total)`; with
+   * `inverse(total, ...args)` it is also a window function.
+   */
+  aggregate(name: string, options: AggregateOptions): this {
+    createAggregate(this.b, this.state, name, options);
+    return this;
+  }
+
+  /**
+   * The database as one byte array (`sqlite3_serialize`), as better-sqlite3's `db.serialize()`: the
+   * content of a consistent state, readable by any SQLite (write it to a file, or open it in memory).
+   */
+  serialize(options: { attached?: string } = {}): Uint8Array {
+    const h = this.affirmOpen();
+    const schema = options.attached ?? 'main';
+    if (typeof schema !== 'string') throw new TypeError('Expected the attached option to be a string');
+    try {
+      return this.sqlite3.capi.sqlite3_js_db_export(h, schema);
+    } catch (e) {
+      throw new SqliteError(`serialize "${schema}": ${(e as Error).message}`, 'SQLITE_ERROR', 1);
     }
   }
 

@@ -65,3 +65,13 @@ export function describeSql(operation: string, sql: string): string {
   if (text.length > 80) text = `${text.slice(0, 77)}...`;
   return `${operation} "${text}"`;
 }
+
+/**
+ * The error of a failed call: what a user-defined function threw during it (kept in `state.thrown`, see
+ * functions.ts), as better-sqlite3 does, else SQLite's.
+ */
+export function takeError(state: { thrown?: unknown }, rc: number, sqliteErr: () => Error): unknown {
+  const thrown = state.thrown;
+  state.thrown = undefined;
+  return thrown !== undefined && (rc & 0xff) === 1 ? thrown : sqliteErr();
+}

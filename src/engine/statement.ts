@@ -3,7 +3,7 @@
  * @module
  */
 import type { ConnectionState, Database } from './database.js';
-import { describeSql, sqliteError } from './errors.js';
+import { describeSql, sqliteError, takeError } from './errors.js';
 import type { Binding, BindValue, SqlValue, WasmExports } from './sqlite.js';
 
 export type { BindValue, SqlValue } from './sqlite.js';
@@ -39,6 +39,7 @@ const DONE = 101;
 const OBJECT = 0;
 const PLUCK = 1;
 const RAW = 2;
+const EXPAND = 3;
 const DATA = { writable: true, enumerable: true, configurable: true };
 
 /** Finalizes statements that were garbage-collected while their connection is still open. */
@@ -198,17 +199,27 @@ export class Statement {
     }
   }
 
-  /** Return only the first column of each row (turns raw mode off). */
+  /** Return only the first column of each row (turns raw and expand mode off). */
   pluck(on = true): this {
     this.affirmIdle('pluck');
     this.mode = on ? PLUCK : this.mode === PLUCK ? OBJECT : this.mode;
     return this;
   }
 
-  /** Return rows as arrays of values instead of objects (turns pluck mode off). */
+  /** Return rows as arrays of values instead of objects (turns pluck and expand mode off). */
   raw(on = true): this {
     this.affirmIdle('raw');
     this.mode = on ? RAW : this.mode === RAW ? OBJECT : this.mode;
+    return this;
+  }
+
+  /**
+   * Return each row as an object per table (`{ user: { id, name }, post: { id, title } }`), expressions
+   * under `$`, as better-sqlite3's `expand()` (turns pluck and raw mode off).
+   */
+  expand(on = true): this {
+    this.affirmIdle('expand');
+    this.mode = on ? EXPAND : this.mode === EXPAND ? OBJECT : this.mode;
     return this;
   }
 
@@ -279,8 +290,10 @@ export class Statement {
   }
 
   /** Builds a SqliteError for `rc` and resets the statement so it can be reused. */
-  private fail(rc: number, operation: string): Error {
-    const err = sqliteError(this.b.sqlite3, this.state.handle, rc, describeSql(operation, this.source));
+  private fail(rc: number, operation: string): unknown {
+    const err = takeError(this.state, rc, () =>
+      sqliteError(this.b.sqlite3, this.state.handle, rc, describeSql(operation, this.source)),
+    );
     this.x.sqlite3_reset(this.p);
     return err;
   }
@@ -347,6 +360,7 @@ export class Statement {
     }
     let names = this.columnNames;
     if (names.length !== n) names = this.loadColumnNames(p, n);
+    if (this.mode === EXPAND) return this.expanded(p, n, names);
     const row: Row = {};
     if (this.protoKey) {
       for (let i = 0; i < n; i++) {
@@ -356,6 +370,17 @@ export class Statement {
       for (let i = 0; i < n; i++) row[names[i]!] = this.b.column(p, this.safe, i);
     }
     return row;
+  }
+
+  private expanded(p: number, n: number, names: string[]): Record<string, Row> {
+    const capi = this.b.sqlite3.capi;
+    const row: Record<string, Row> = Object.create(null);
+    for (let i = 0; i < n; i++) {
+      const table = capi.sqlite3_column_table_name(p, i) ?? '$';
+      row[table] ??= {};
+      Object.defineProperty(row[table], names[i]!, { value: this.b.column(p, this.safe, i), ...DATA });
+    }
+    return { ...row };
   }
 
   private loadColumnNames(p: number, n: number): string[] {

@@ -42,6 +42,8 @@ export interface CompactOptions {
   checkpointRatio?: number;
   /** Plan only: write nothing. */
   dryRun?: boolean;
+  /** Called as snapshots are merged into the history: `done` of `total` (for a progress line). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What a compaction did (or, with dryRun, would do). */
@@ -117,8 +119,10 @@ export function buildHistory(
       let sinceImage = Number.POSITIVE_INFINITY;
       let prev: SnapshotInfo | undefined;
       let start = 0;
+      options.onProgress?.(0, moving.length);
       for (let i = 0; i < moving.length; i++) {
         if (!keep[i]) continue;
+        options.onProgress?.(i + 1, moving.length);
         const range = moving.slice(start, i + 1);
         const s = moving[i]!;
         const pre = prev?.postChecksum ?? reader.header.baseChecksum;

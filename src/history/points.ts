@@ -6,7 +6,31 @@
 import { FLAG_FULL_IMAGE, FLAG_MERGED, type SnapshotHeader } from '../format/index.js';
 
 /** Which snapshot to stop at: a txid, or the last one at or before a time (ms since the epoch). */
-export type Target = { txid: bigint } | { at: number } | 'latest';
+/**
+ * A point of a database's history, the one shape every API takes (restoreDatabase's `target`, openAt,
+ * revert): a txid, or a moment (ms since the epoch or a Date: the last snapshot at or before it).
+ */
+export type PointTarget = { txid: bigint } | { at: number | Date };
+
+export type Target = PointTarget | 'latest';
+
+/** `target` as a txid or ms, checked: a TypeError saying the shape for anything else. */
+export function checkTarget(target: unknown): { txid: bigint } | { at: number } | 'latest' {
+  if (target === 'latest') return target;
+  if (typeof target === 'bigint') return { txid: target };
+  if (target instanceof Date) return { at: target.getTime() };
+  if (typeof target === 'object' && target !== null) {
+    const t = target as { txid?: unknown; at?: unknown };
+    if (typeof t.txid === 'bigint') return { txid: t.txid };
+    if (typeof t.txid === 'number' && Number.isSafeInteger(t.txid) && t.txid >= 0)
+      return { txid: BigInt(t.txid) };
+    if (t.at instanceof Date) return { at: t.at.getTime() };
+    if (typeof t.at === 'number') return { at: t.at };
+  }
+  throw new TypeError(
+    `a point in time is { txid: 3n } or { at: new Date(…) } (ms since the epoch also do), not ${String(target)}`,
+  );
+}
 
 /** A target no snapshot matches; the message names the nearest restorable points. */
 export class TargetNotFoundError extends Error {
@@ -27,7 +51,8 @@ export function describePoint(s: Point): string {
  * Index in `all` (oldest first) of the snapshot `target` names: -1 for 'latest' of an empty history.
  * Throws TargetNotFoundError when the history does not hold the target as a restorable point.
  */
-export function findPoint(all: Point[], target: Target): number {
+export function findPoint(all: Point[], wanted: Target): number {
+  const target = checkTarget(wanted);
   if (target === 'latest') return all.length - 1;
   if (all.length === 0) throw new TargetNotFoundError('the journal holds no snapshots yet');
   const first = all[0]!;

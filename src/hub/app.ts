@@ -191,7 +191,9 @@ export function createApp(ctx: HubContext): Hono {
       return errorResponse(new HubError({ error: 'unavailable', message: e.message }));
     }
     ctx.log.error({ err: e, method: c.req.method, path: c.req.path }, 'request failed');
-    return c.json({ error: 'internal', message: `the hub failed: ${(e as Error).message}` }, 500);
+    return errorResponse(
+      new HubError({ error: 'internal', message: `the hub failed: ${(e as Error).message}` }),
+    );
   });
 
   return app;

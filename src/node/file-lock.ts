@@ -1,11 +1,12 @@
 /**
  * Synchronous, non-blocking POSIX byte-range (fcntl) locks for Node.js.
  *
- * node:fs has no fcntl(2), so this module wraps a tiny N-API addon of ours (native/file_lock.c,
- * built by `node-gyp` from the package's `install` script at `npm ci` time).
+ * node:fs has no fcntl(2), so this module wraps a tiny N-API addon of ours (native/file_lock.c). The
+ * package ships it prebuilt for linux-x64 (`native/prebuilds/`, made by `npm pack`); elsewhere, and in a
+ * clone of the repository, the `install` script builds it with node-gyp.
  *
  * Two flavours of lock exist; the module picks one for the whole process at load time
- * ({@link LOCK_MODE}):
+ * ({@link lockMode}):
  *
  * - **OFD locks** (`F_OFD_SETLK` / `F_OFD_GETLK`, Linux ≥ 3.15): owned by the *open file
  *   description* (the thing `fs.openSync` creates), not by the process. Closing some other fd of
@@ -26,7 +27,7 @@
  *
  * @module
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConstants, fstatSync, openSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -111,58 +112,71 @@ interface NativeBinding {
   readonly ofdAvailable: boolean;
 }
 
-const ADDON_FILE = join('native', 'build', 'Release', 'mycelite_file_lock.node');
+/**
+ * Loads the addon on first use, not on import, so what needs no lock (the CLI's `--help`, `log`,
+ * `restore`, `verify`) works where it is missing. node-gyp-build picks `native/build/Release/` (built
+ * here) or the prebuilt binary for this platform in `native/prebuilds/` (shipped in the package).
+ */
+let loaded: NativeBinding | null = null;
+function binding(): NativeBinding {
+  if (loaded === null) loaded = loadBinding();
+  return loaded;
+}
 
 function loadBinding(): NativeBinding {
   const require = createRequire(import.meta.url);
-  const tried: string[] = [];
-  let lastError: unknown = null;
-  // This file lives at src/node/ (sources) or dist/src/node/ (compiled); the addon at <root>/native/.
+  const dir = nativeDir();
+  try {
+    return (require('node-gyp-build') as (dir: string) => NativeBinding)(dir);
+  } catch (err) {
+    const cause = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new Error(
+      `Mycelite's file-lock addon could not be loaded for ${process.platform}-${process.arch} ` +
+        `(${cause}). This package ships a prebuilt one for ${PREBUILT_PLATFORMS.join(', ')} only; ` +
+        'elsewhere it is built from native/ when installed, which needs python3, make and a C compiler: ' +
+        'install them and run `npm rebuild mycelite`.',
+      { cause: err },
+    );
+  }
+}
+
+/** Platforms whose prebuilt addon `npm pack` puts in the package (the packing machine's own). */
+const PREBUILT_PLATFORMS = ['linux-x64'];
+
+/** `<package root>/native`: this file is at src/node/ (sources) or dist/src/node/ (compiled). */
+function nativeDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, ADDON_FILE);
-    tried.push(candidate);
-    try {
-      return require(candidate) as NativeBinding;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') {
-        lastError = err;
-        break;
-      }
-    }
+    const candidate = join(dir, 'native');
+    if (existsSync(join(candidate, 'binding.gyp'))) return candidate;
     const parent = dirname(dir);
     if (parent === dir) break;
     dir = parent;
   }
-  const cause = lastError instanceof Error ? lastError.message : `not found (tried ${tried.join(', ')})`;
-  throw new Error(
-    `Mycelite's native file-lock addon (${ADDON_FILE}) could not be loaded: ${cause}. ` +
-      'It is built at install time; run `npm run install` (or `npm ci`) in the mycelite package ' +
-      'to build it (needs python3, make, a C compiler and the Node.js headers).',
-    { cause: lastError ?? undefined },
-  );
+  throw new Error(`Mycelite's native/ folder was not found above ${fileURLToPath(import.meta.url)}`);
 }
 
-const binding = loadBinding();
+let mode: LockMode | null = null;
 
-function chooseMode(): LockMode {
+/** The lock flavour used by every function of this module in this process (loads the addon). */
+export function lockMode(): LockMode {
+  if (mode !== null) return mode;
   const wanted = process.env['MYCELITE_FILE_LOCKS'];
-  if (wanted === 'classic') return 'classic';
-  if (wanted === 'ofd' && !binding.ofdAvailable) {
+  const ofdAvailable = binding().ofdAvailable;
+  if (wanted === 'ofd' && !ofdAvailable) {
     throw new Error(
       'MYCELITE_FILE_LOCKS=ofd, but OFD locks (F_OFD_SETLK, Linux >= 3.15) are unavailable here',
     );
   }
-  return binding.ofdAvailable ? 'ofd' : 'classic';
+  mode = wanted === 'classic' || !ofdAvailable ? 'classic' : 'ofd';
+  return mode;
 }
 
-/** The lock flavour used by every function of this module in this process. */
-export const LOCK_MODE: LockMode = chooseMode();
-
 /** True when open-file-description locks (`F_OFD_SETLK`) are in use, false for classic POSIX locks. */
-export const OFD_LOCKS: boolean = LOCK_MODE === 'ofd';
+export function ofdLocks(): boolean {
+  return lockMode() === 'ofd';
+}
 
-const USE_OFD = OFD_LOCKS;
 const TYPE_CODE: Readonly<Record<LockKind, number>> = { read: 0, write: 1, unlock: 2 };
 const EAGAIN = osConstants.errno.EAGAIN;
 const EACCES = osConstants.errno.EACCES;
@@ -206,10 +220,10 @@ function describe(cmd: string, fd: number, kind: string, start: number, length: 
  */
 export function lockRange(fd: number, kind: LockKind, start: number, length: number): boolean {
   checkArgs(fd, kind, start, length);
-  const err = binding.setlk(fd, TYPE_CODE[kind], start, length, USE_OFD);
+  const err = binding().setlk(fd, TYPE_CODE[kind], start, length, ofdLocks());
   if (err === 0) return true;
   if (err === EAGAIN || err === EACCES) return false;
-  throw new FileLockError(describe(USE_OFD ? 'F_OFD_SETLK' : 'F_SETLK', fd, kind, start, length), err);
+  throw new FileLockError(describe(ofdLocks() ? 'F_OFD_SETLK' : 'F_SETLK', fd, kind, start, length), err);
 }
 
 /**
@@ -233,10 +247,10 @@ export function findConflictingLock(
 ): LockHolder | null {
   checkArgs(fd, kind, start, length);
   if (kind !== 'read' && kind !== 'write') throw new RangeError(`cannot probe for lock kind ${kind}`);
-  const r = binding.getlk(fd, TYPE_CODE[kind], start, length, USE_OFD);
+  const r = binding().getlk(fd, TYPE_CODE[kind], start, length, ofdLocks());
   if (r === null) return null;
   if (typeof r === 'number') {
-    throw new FileLockError(describe(USE_OFD ? 'F_OFD_GETLK' : 'F_GETLK', fd, kind, start, length), r);
+    throw new FileLockError(describe(ofdLocks() ? 'F_OFD_GETLK' : 'F_GETLK', fd, kind, start, length), r);
   }
   return { kind: r.type === 1 ? 'write' : 'read', pid: r.pid, start: r.start, length: r.len };
 }

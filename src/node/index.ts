@@ -15,12 +15,13 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
+import { asFound } from './as-found.js';
 import { NodeFileSystem } from './node-fs.js';
 
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
 
-import { lagsJournal, OpenError } from '../api/open.js';
+import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, OpenError, refuseWal } from '../api/open.js';
 
 export { SyncError } from '../sync/push-errors.js';
 export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
@@ -58,22 +59,48 @@ export const nodeRuntime: Runtime = {
   tempPath: () => path.join(os.tmpdir(), `mycelite-${process.pid}-${Date.now()}-${counter++}`),
 };
 
+/** Options of `openReadonly()`. */
+export interface ReadonlyOptions {
+  /** How long a read waits for a writer's lock, in milliseconds (`PRAGMA busy_timeout`); default 5000. */
+  timeout?: number;
+}
+
 /**
  * Opens a database file read-only (no capture, no journal), through the Mycelite VFS so that it sees
- * real files and takes SQLite's locks: for reading a restored file, or reading while a writer writes.
+ * real files and takes SQLite's locks: for reading a restored file, a replica, or a writer's database
+ * while it writes. The file must exist; nothing is created.
  */
-export async function openReadonly(file: string): Promise<Database> {
-  const behind = await lagsJournal(nodeRuntime, path.resolve(file));
+export async function openReadonly(file: string, options: ReadonlyOptions = {}): Promise<Database> {
+  const timeoutError = badTimeout(options.timeout);
+  if (timeoutError) throw new OpenError(`cannot open ${file} read-only: ${timeoutError}`);
+  const resolved = path.resolve(file);
+  if (!nodeRuntime.fs.exists(resolved))
+    throw new OpenError(`cannot open ${file} read-only: it does not exist`);
+  refuseWal(nodeRuntime.fs, resolved, file);
+  const behind = await lagsJournal(nodeRuntime, resolved);
   if (behind) throw new OpenError(`cannot open ${file} read-only: ${behind}`);
   const sqlite3 = await loadSqlite();
   installMyceliteVfs(sqlite3, 'mycelite', { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
-  return Database.open(sqlite3, path.resolve(file), { readonly: true, vfs: 'mycelite' });
+  const db = Database.open(sqlite3, resolved, { readonly: true, vfs: 'mycelite' });
+  db.pragma(`busy_timeout = ${options.timeout ?? DEFAULT_TIMEOUT}`);
+  return db;
 }
 
 /**
  * Opens (creating if missing) the SQLite database at `file` through Mycelite. The journal lives in
- * `file-mycelite/`. Resolves once the engine is loaded and any crash has been recovered.
+ * `file-mycelite/`. Resolves once the engine is loaded and any crash has been recovered; when it
+ * rejects, what it created is removed (the file and its directory, if they did not exist before). With
+ * `readonly: true` it is {@link openReadonly} (a plain read-only connection: no journal, nothing created).
  */
-export function open(file: string, options?: MyceliteOptions): Promise<MyceliteDatabase> {
-  return openWith(nodeRuntime, file, options);
+export function open(file: string, options: MyceliteOptions & { readonly: true }): Promise<Database>;
+export function open(
+  file: string,
+  options?: MyceliteOptions & { readonly?: false },
+): Promise<MyceliteDatabase>;
+export function open(
+  file: string,
+  options?: MyceliteOptions & { readonly?: boolean },
+): Promise<MyceliteDatabase | Database> {
+  if (options?.readonly === true) return openReadonly(file, { timeout: options.timeout });
+  return asFound(file, () => openWith(nodeRuntime, file, options));
 }

@@ -18,7 +18,7 @@
  * @module
  */
 import { fstatSync } from 'node:fs';
-import { findConflictingLock, lockRange, OFD_LOCKS } from './file-lock.js';
+import { findConflictingLock, lockRange, ofdLocks } from './file-lock.js';
 
 /** No lock (SQLITE_LOCK_NONE). */
 export const NO_LOCK = 0;
@@ -53,7 +53,7 @@ const liveClassicInodes = new Set<string>();
  * SQLITE_IOERR_UNLOCK (from `unlock`). Thrown `FileLockError` (file-lock.ts)s (e.g. EBADF, ENOLCK) map to
  * SQLITE_IOERR_LOCK / SQLITE_IOERR_UNLOCK / SQLITE_IOERR_CHECKRESERVEDLOCK.
  *
- * With OFD locks (Linux, see `OFD_LOCKS`), every instance is its own lock owner: several
+ * With OFD locks (Linux, see `ofdLocks()`), every instance is its own lock owner: several
  * connections of this process on one file exclude each other exactly like separate processes,
  * and closing other fds of the file is harmless. With classic POSIX locks the process is the
  * owner, so only one live instance per file per process is allowed (the constructor throws
@@ -78,7 +78,7 @@ export class SqliteFileLocks {
    */
   constructor(fd: number) {
     this.fd = fd;
-    if (!OFD_LOCKS) {
+    if (!ofdLocks()) {
       const st = fstatSync(fd, { bigint: true });
       const key = `${st.dev}:${st.ino}`;
       if (liveClassicInodes.has(key)) {

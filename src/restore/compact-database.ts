@@ -19,6 +19,8 @@ export interface CompactDatabaseOptions {
   dryRun?: boolean;
   /** The time retention ages count from (ms; default now). */
   now?: number;
+  /** Called as snapshots are merged into the history: `done` of `total`. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface CompactDatabaseResult extends CompactResult {
@@ -61,6 +63,7 @@ export async function compactDatabase(
           checkpointRatio: options.checkpointRatio,
           dryRun: options.dryRun,
           now: options.now,
+          ...(options.onProgress ? { onProgress: options.onProgress } : {}),
         },
         () => new Error(`${paths.journal} is missing`),
       );

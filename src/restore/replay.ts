@@ -36,7 +36,15 @@ export interface ReplayResult {
  * checksum first and the database checksum at the end. Throws (having applied nothing past the problem)
  * on corruption or a missing target.
  */
-export function replay(journal: ByteSource, out: FileHandle, target: Target = 'latest'): ReplayResult {
+/** Called as snapshots are applied: `done` of `total` (for a progress line; must not throw). */
+export type Progress = (done: number, total: number) => void;
+
+export function replay(
+  journal: ByteSource,
+  out: FileHandle,
+  target: Target = 'latest',
+  onProgress?: Progress,
+): ReplayResult {
   const all = [...new JournalReader(journal, { merged: true }).snapshots()];
   const index = findPoint(all, target);
   const pages = new PageFile(out);
@@ -44,7 +52,7 @@ export function replay(journal: ByteSource, out: FileHandle, target: Target = 'l
   // Start at the last full image (checkpoint) at or before the target: nothing before it matters.
   const first = index < 0 ? 0 : checkpointBefore(all, index);
   // The checkpoint replay starts from (nothing cached yet): its pages go to the file as they lie.
-  applySnapshots(journal, all.slice(first, index + 1), pages, true);
+  applySnapshots(journal, all.slice(first, index + 1), pages, true, onProgress);
   const last = index < 0 ? undefined : all[index];
   if (last) {
     const sum = pages.checksum();
@@ -110,13 +118,16 @@ function applySnapshots(
   snaps: SnapshotInfo[],
   pages: PageFile,
   imageFirst: boolean,
+  onProgress?: Progress,
 ): void {
+  onProgress?.(0, snaps.length);
   for (const [i, s] of snaps.entries()) {
     pages.resize(s.pageSize, s.dbPages);
     const src = hashingSource(journal, s);
     if (i === 0 && imageFirst && isPlainImage(s)) writeImage(src, s, pages);
     else walkPatches(src, s.offset, s, (pgno, offset, bytes) => pages.patch(pgno, offset, bytes));
     if (!src.matches()) throw new JournalFormatError('snapshot checksum mismatch', s.offset, s.txid);
+    onProgress?.(i + 1, snaps.length);
   }
   pages.flush();
 }

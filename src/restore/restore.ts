@@ -18,11 +18,13 @@ import { type HistorySource, openHistory } from '../history/source.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
-import { redo, redoPoint, replay, type Target } from './replay.js';
+import { type Progress, redo, redoPoint, replay, type Target } from './replay.js';
 
 /** Options of restoreDatabase. */
 export interface RestoreOptions {
   target?: Target;
+  /** Called as the snapshots are replayed: `done` of `total` (from the last checkpoint before the target). */
+  onProgress?: Progress;
   /** Replace `output` if it exists. */
   force?: boolean;
 }
@@ -45,7 +47,7 @@ export async function restoreDatabase(
   try {
     let restored: SnapshotInfo | undefined;
     writeFileAtomic(fs, output, (out) => {
-      restored = replay(history.source, out, options.target ?? 'latest').snapshot;
+      restored = replay(history.source, out, options.target ?? 'latest', options.onProgress).snapshot;
     });
     return restored;
   } finally {

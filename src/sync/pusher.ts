@@ -396,7 +396,11 @@ export class Pusher implements WriterSync {
   }
 }
 
+/** An error in one line; a hub's failed answer (5xx) says so, so it is not taken for one that cannot be reached. */
 function describe(e: unknown): string {
+  if (e instanceof HubError && e.status >= 500 && !e.message.includes('the hub failed')) {
+    return `the hub failed (HTTP ${e.status} ${e.code}): ${e.message}`;
+  }
   return e instanceof Error ? e.message : String(e);
 }
 

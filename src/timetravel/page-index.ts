@@ -21,15 +21,25 @@ import {
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
-import { checkpointBefore, describePoint, findPoint, TargetNotFoundError } from '../history/points.js';
+import {
+  checkpointBefore,
+  checkTarget,
+  describePoint,
+  findPoint,
+  type PointTarget,
+  TargetNotFoundError,
+} from '../history/points.js';
 
 /** Bytes of inflated bodies a view keeps (a page's runs may come from many snapshots). */
 const INFLATED_BUDGET = 256 << 20;
 
 const FRAME = SNAPSHOT_HEADER_SIZE + SNAPSHOT_TRAILER_SIZE;
 
-/** When to look: a txid, or a moment (the last snapshot at or before it). */
-export type ViewTarget = bigint | Date;
+/**
+ * When to look: `{ txid }` or `{ at }` (a Date or ms: the last snapshot at or before it), as restoreDatabase's
+ * `target`; a bare bigint or Date says the same.
+ */
+export type ViewTarget = PointTarget | bigint | Date;
 
 /** A target outside what the journal holds; the message names the restorable range. */
 export class ViewRangeError extends Error {
@@ -181,13 +191,14 @@ export class PageIndex {
 function findTarget(all: SnapshotInfo[], at: ViewTarget): number {
   if (all.length === 0) throw new ViewRangeError('the journal holds no snapshots: nothing to view');
   const last = all[all.length - 1]!;
-  if (at instanceof Date && at.getTime() > last.timestamp) {
+  const target = checkTarget(at);
+  if (target !== 'latest' && 'at' in target && target.at > last.timestamp) {
     throw new ViewRangeError(
-      `${at.toISOString()} is after the last snapshot: the restorable range is ${describePoint(all[0]!)} .. ${describePoint(last)}`,
+      `${new Date(target.at).toISOString()} is after the last snapshot: the restorable range is ${describePoint(all[0]!)} .. ${describePoint(last)}`,
     );
   }
   try {
-    return findPoint(all, typeof at === 'bigint' ? { txid: at } : { at: at.getTime() });
+    return findPoint(all, target);
   } catch (e) {
     if (e instanceof TargetNotFoundError) throw new ViewRangeError(e.message);
     throw e;
