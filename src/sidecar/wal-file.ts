@@ -216,9 +216,10 @@ export function walIndexEnd(shmPath: string, h: WalHeader): number | undefined {
     fs.closeSync(fd);
   }
   for (let i = 0; i < 48; i++) if (b[i] !== b[48 + i]) return undefined;
-  // The wal-index is in the host's byte order (little-endian on every platform Node runs on here).
+  // The wal-index is in the host's byte order (little-endian on every platform Node runs on here),
+  // except the salts: SQLite copies their bytes from the WAL header as they are (big-endian).
   const v = new DataView(b.buffer);
   if (v.getUint32(0, true) !== 3007000 || b[12] !== 1) return undefined;
-  if (v.getUint32(32, true) !== h.salt1 || v.getUint32(36, true) !== h.salt2) return undefined;
+  if (v.getUint32(32) !== h.salt1 || v.getUint32(36) !== h.salt2) return undefined;
   return v.getUint32(16, true);
 }

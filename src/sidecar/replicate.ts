@@ -1,0 +1,673 @@
+/**
+ * The sidecar (`mycelite replicate DB`): follows a database that other processes write with native
+ * SQLite in WAL mode and turns every committed transaction into one snapshot of DB's journal
+ * (docs/ARCHITECTURE.md, "WAL capture"). Node only.
+ *
+ * Two native connections (better-sqlite3) keep the WAL's frames from being overwritten before they are
+ * copied. `reader` always holds a read transaction: while it does, SQLite never restarts the WAL over
+ * frames the sidecar has not read (a restart needs every reader off the WAL, and a reader on the
+ * database file alone blocks every checkpoint). The read transaction moves forward only in a **swap**,
+ * done while `writer` holds SQLite's write lock (BEGIN IMMEDIATE, nothing written): every committed
+ * frame is copied first, then `reader` ends its transaction, runs a PASSIVE checkpoint and begins a new
+ * one, then `writer` commits its empty transaction. The database file is written only by SQLite's own
+ * checkpoints.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { historyPages } from '../api/recovery.js';
+import { journalPaths } from '../api/paths.js';
+import { appendChange, type Pages } from '../capture/outside.js';
+import {
+  BODY_CHUNK_SIZE,
+  BodyCompressor,
+  FLAG_COMPRESSED,
+  FLAG_FULL_IMAGE,
+  FLAG_OUTSIDE,
+  loadHash,
+  pageTerm,
+  SnapshotBodyWriter,
+  type SnapshotInfo,
+} from '../format/index.js';
+import { JournalWriter } from '../journal/journal-writer.js';
+import { nodeRuntime } from '../node/index.js';
+import { Emitter } from '../sync/emitter.js';
+import type { Pusher } from '../sync/pusher.js';
+import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
+import { type WalHeader, WalFile, type WalTransaction, sameGeneration, walIndexEnd } from './wal-file.js';
+import { type WalPosition, WalStateFile, readWalState } from './wal-state.js';
+
+export interface ReplicateOptions {
+  /** Push every snapshot to this hub database as well. */
+  hub?: HubOptions;
+  /** How often to look at the WAL besides file-change events (ms, default 50). */
+  pollMs?: number;
+  /** Swap (and checkpoint) once this many frames were copied since the last one (default 1000). */
+  checkpointFrames?: number;
+  /** Swap at least this often while frames come in (ms, default 1000). */
+  checkpointMs?: number;
+  /** How long startup waits for SQLite's write lock (ms, default 30 s). */
+  startTimeoutMs?: number;
+  /** Messages for the user (default: none). */
+  onMessage?: (line: string) => void;
+}
+
+export type ReplicatorEvents = {
+  /** A snapshot is durable in the journal (fsynced). */
+  snapshot: SnapshotInfo;
+  /** The sidecar stopped because of this error (close() was not called). */
+  error: Error;
+};
+
+export interface Replicator {
+  readonly dbPath: string;
+  readonly journalPath: string;
+  /** The journal's head. */
+  position(): { txid: bigint; checksum: bigint };
+  /** The hub push, when `hub` was given. */
+  readonly sync: Pusher | undefined;
+  on<K extends keyof ReplicatorEvents>(event: K, fn: (arg: ReplicatorEvents[K]) => void): () => void;
+  /** Copies every transaction committed so far (taking SQLite's write lock for a moment). */
+  catchUp(): Promise<void>;
+  /** Copies what is committed, stops, releases everything (the hub lease in the background). */
+  close(): Promise<void>;
+}
+
+/** Errors the user can act on (bad input, refused start): one line, exit 1. */
+export class ReplicateError extends Error {
+  override name = 'ReplicateError';
+}
+
+type Native = BetterSqlite3.Database;
+
+/** Where the capture is in the WAL. */
+interface Cursor {
+  header: WalHeader | undefined;
+  frame: number;
+  ck0: number;
+  ck1: number;
+}
+
+/** Starts the sidecar on `dbPath`. Resolves once the journal holds every transaction committed so far. */
+export async function replicate(dbPath: string, options: ReplicateOptions = {}): Promise<Replicator> {
+  await loadHash();
+  const file = path.resolve(dbPath);
+  checkDatabase(file, dbPath);
+  if (options.hub) {
+    const bad = checkHubOptions(options.hub);
+    if (bad) throw new ReplicateError(bad);
+  }
+  const s = new Sidecar(file, options);
+  try {
+    s.start();
+  } catch (e) {
+    s.release();
+    throw e;
+  }
+  if (options.hub) {
+    try {
+      s.pusher = await startWriterSync(nodeRuntime.fs, s.paths.journal, s.journal.end, options.hub);
+    } catch (e) {
+      s.release();
+      throw e;
+    }
+  }
+  s.watch();
+  return s.api();
+}
+
+/** Refuses, before anything is created, a file that is not a SQLite database in WAL mode. */
+function checkDatabase(file: string, shown: string): void {
+  let head: Buffer;
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      head = Buffer.alloc(100);
+      fs.readSync(fd, head, 0, 100, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ReplicateError(code === 'ENOENT' ? `${shown} does not exist` : `cannot read ${shown}: ${code}`);
+  }
+  if (head.subarray(0, 16).toString('latin1') !== 'SQLite format 3\0') {
+    throw new ReplicateError(`${shown} is not a SQLite database (or is still empty)`);
+  }
+  if (head[18] !== 2 || head[19] !== 2) {
+    throw new ReplicateError(
+      `${shown} is not in WAL mode: replicate follows WAL databases (the application sets PRAGMA journal_mode=WAL); open other databases through Mycelite instead`,
+    );
+  }
+}
+
+class Sidecar {
+  readonly paths: ReturnType<typeof journalPaths>;
+  readonly emitter = new Emitter<ReplicatorEvents>();
+  journal!: JournalWriter;
+  pusher: Pusher | undefined;
+  private lock: { release(): void } | undefined;
+  private reader: Native | undefined;
+  private writer: Native | undefined;
+  private readonly wal: WalFile;
+  private state: WalStateFile | undefined;
+  private cursor: Cursor = { header: undefined, frame: 0, ck0: 0, ck1: 0 };
+  /** The latest frame of each page in the WAL's current generation, up to the cursor. */
+  private frames = new Map<number, number>();
+  /** While catching up after a restart: the journal's head state, the old content of pages (see resume). */
+  private base: Pages | undefined;
+  /** Pages written since the resume point (their old content is in the WAL, not the journal's head). */
+  private since: Map<number, number> | undefined;
+  private headPages = 0;
+  private headPageSize = 0;
+  /** The cursor's frame at the last swap: the reader's read mark. */
+  private swapFrame = 0;
+  private swapAt = 0;
+  private watcher: fs.FSWatcher | undefined;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private soon: ReturnType<typeof setTimeout> | undefined;
+  private stopped = false;
+  private failed: Error | undefined;
+  private readonly pageBuf = new Map<number, Uint8Array>();
+  /** The database file, read only (pages no frame of the WAL holds). */
+  private dbFd: number | undefined;
+
+  constructor(
+    readonly file: string,
+    private readonly options: ReplicateOptions,
+  ) {
+    this.paths = journalPaths(file);
+    this.wal = new WalFile(`${file}-wal`);
+  }
+
+  private say(line: string): void {
+    this.options.onMessage?.(line);
+  }
+
+  start(): void {
+    const { paths } = this;
+    const fsys = nodeRuntime.fs;
+    if (fsys.exists(paths.replica)) {
+      throw new ReplicateError(`${this.file} is a replica (${paths.replica}): replicate follows the writer's database`);
+    }
+    if (!fsys.exists(paths.dir)) fsys.mkdir(paths.dir);
+    this.lock = fsys.tryLockExclusive?.(paths.lock);
+    if (!this.lock) {
+      throw new ReplicateError(
+        `${this.file}'s journal is held by another process (another mycelite replicate, or an application writing through Mycelite)`,
+      );
+    }
+    const reader = new BetterSqlite3(this.file, { fileMustExist: true });
+    this.reader = reader;
+    const writer = new BetterSqlite3(this.file, { fileMustExist: true });
+    this.writer = writer;
+    const mode = String(writer.pragma('journal_mode', { simple: true }));
+    if (mode !== 'wal') {
+      throw new ReplicateError(`${this.file} is not in WAL mode (journal_mode=${mode})`);
+    }
+    writer.pragma(`busy_timeout = ${this.options.startTimeoutMs ?? 30_000}`);
+    reader.pragma('busy_timeout = 5000');
+    if (fsys.fileSize(paths.journal) === 0) JournalWriter.create(fsys, paths.journal);
+    this.journal = JournalWriter.open(fsys, paths.journal);
+    this.journal.preallocate(1 << 20);
+    const last = this.journal.last;
+    if (last) {
+      this.headPages = last.dbPages;
+      this.headPageSize = last.pageSize;
+    } else if (this.journal.position.txid > 0n) {
+      const { pages } = historyPages(fsys, paths, this.journal.position.txid);
+      this.headPages = pages.dbPages;
+      this.headPageSize = pages.pageSize;
+      pages.close?.();
+    }
+    const saved = readWalState(paths.wal);
+    this.state = new WalStateFile(paths.wal);
+    // Freeze: no transaction can commit while the journal is brought up to the database.
+    writer.exec('BEGIN IMMEDIATE');
+    writer.pragma('busy_timeout = 0');
+    try {
+      this.bringUp(saved);
+      this.swapInside();
+    } finally {
+      writer.exec('COMMIT');
+    }
+  }
+
+  /** Startup, under the write lock: resume at the journal's head, or record the difference once. */
+  private bringUp(saved: WalPosition[] | undefined): void {
+    const head = this.journal.position;
+    const h = this.wal.header();
+    const end = h ? walIndexEnd(`${this.file}-shm`, h) : 0;
+    if (end === undefined) throw new Error(`cannot read the wal-index ${this.file}-shm: it does not describe ${this.wal.path}`);
+    // Every committed transaction in the WAL, with the running checksum at each commit frame.
+    const commits = new Map<number, [number, number]>();
+    if (h) {
+      for (const t of this.wal.transactions(h, 0, [h.ck0, h.ck1], end)) {
+        for (const [pgno, i] of t.pages) this.frames.set(pgno, i);
+        commits.set(t.commitFrame, [t.ck0, t.ck1]);
+      }
+    }
+    const walEnd = h ? Math.max(0, ...commits.keys()) : 0;
+    const match = saved?.find(
+      (p) =>
+        h !== undefined &&
+        p.txid === head.txid &&
+        p.checksum === head.checksum &&
+        p.salt1 === h.salt1 &&
+        p.salt2 === h.salt2 &&
+        p.pageSize === h.pageSize &&
+        (p.frame === 0 ? p.ck0 === h.ck0 && p.ck1 === h.ck1 : sameCk(commits.get(p.frame), p)),
+    );
+    if (head.txid > 0n && match && h) {
+      // Resume exactly: the transactions after the head's commit frame become snapshots. Their pages'
+      // old content comes from the WAL (frames after the head) or from the journal's head state: the
+      // database file may already hold later frames that a checkpoint copied while the sidecar was down.
+      this.frames = new Map();
+      for (const t of this.wal.transactions(h, 0, [h.ck0, h.ck1], match.frame)) {
+        for (const [pgno, i] of t.pages) this.frames.set(pgno, i);
+      }
+      this.since = new Map();
+      this.base = historyPages(nodeRuntime.fs, this.paths, head.txid).pages;
+      this.cursor = { header: h, frame: match.frame, ck0: match.ck0, ck1: match.ck1 };
+      try {
+        this.capture();
+      } finally {
+        this.base.close?.();
+        this.base = undefined;
+        this.since = undefined;
+      }
+      this.say(`resumed at txid ${head.txid}; the journal is at txid ${this.journal.position.txid}`);
+      return;
+    }
+    // Bootstrap (an empty journal), or the WAL the head came from is gone: the database as it is now
+    // (the file with the WAL's committed frames over it) becomes one snapshot.
+    const now = this.currentPages(h, walEnd);
+    let from: Pages | undefined;
+    if (head.txid > 0n) {
+      try {
+        from = historyPages(nodeRuntime.fs, this.paths, head.txid).pages;
+      } catch {
+        from = undefined;
+      }
+    }
+    let snap: SnapshotInfo | undefined;
+    try {
+      snap = appendChange(this.journal, from, now, { flags: head.txid > 0n ? FLAG_OUTSIDE : 0 });
+    } finally {
+      from?.close?.();
+    }
+    if (snap) this.noteHead(snap);
+    const ck = h ? (commits.get(walEnd) ?? [h.ck0, h.ck1]) : [0, 0];
+    this.cursor = { header: h, frame: walEnd, ck0: ck[0]!, ck1: ck[1]! };
+    this.writeState(this.cursor, this.cursor);
+    if (head.txid === 0n) {
+      this.say(`bootstrapped ${this.file}: txid ${this.journal.position.txid} is the database as it is (${now.dbPages} pages)`);
+    } else if (!snap) {
+      this.say(`resumed at txid ${head.txid}: the database is the journal's head`);
+    } else {
+      this.say(
+        `the WAL the journal's head (txid ${head.txid}) came from is gone (checkpointed and reset, or the journal mode switched, while the sidecar was stopped): the database as it is now is txid ${snap.txid}, one outside snapshot; the transactions in between are not restorable one by one`,
+      );
+    }
+  }
+
+  /** The database as SQLite's readers see it at frame `end`: the file with the WAL's frames over it. */
+  private currentPages(h: WalHeader | undefined, end: number): Pages {
+    const fd = fs.openSync(this.file, 'r');
+    const fileSize = fs.fstatSync(fd).size;
+    const hdr = Buffer.alloc(100);
+    fs.readSync(fd, hdr, 0, 100, 0);
+    const raw = hdr.readUInt16BE(16);
+    const pageSize = h?.pageSize ?? (raw === 1 ? 65536 : raw);
+    let dbPages = Math.floor(fileSize / pageSize);
+    if (hdr.readUInt32BE(24) === hdr.readUInt32BE(92) && hdr.readUInt32BE(28) > 0) dbPages = hdr.readUInt32BE(28);
+    if (h && end > 0) {
+      // The last commit frame's size is the database's.
+      const b = Buffer.alloc(8);
+      const wfd = fs.openSync(this.wal.path, 'r');
+      fs.readSync(wfd, b, 0, 8, 32 + (end - 1) * (24 + h.pageSize));
+      fs.closeSync(wfd);
+      dbPages = b.readUInt32BE(4);
+    }
+    const frames = this.frames;
+    return {
+      pageSize,
+      dbPages,
+      readPage: (pgno, out) => {
+        const i = frames.get(pgno);
+        if (h && i !== undefined && i <= end) this.wal.readPage(h, i, out);
+        else readFileAt(fd, out, (pgno - 1) * pageSize);
+      },
+      close: () => fs.closeSync(fd),
+    };
+  }
+
+  /** Copies every committed transaction after the cursor into the journal. Returns how many. */
+  private capture(): number {
+    const h = this.wal.header();
+    const cur = this.cursor;
+    if (!h) {
+      if (cur.header && cur.frame > this.swapFrame) this.resetUnderUs();
+      if (cur.header) this.newGeneration(undefined);
+      return 0;
+    }
+    if (!cur.header || !sameGeneration(cur.header, h)) {
+      if (cur.header && cur.frame > this.swapFrame) this.resetUnderUs();
+      if (this.headPageSize !== 0 && h.pageSize !== this.headPageSize) {
+        throw new Error(`the WAL's page size changed from ${this.headPageSize} to ${h.pageSize} under the sidecar`);
+      }
+      this.newGeneration(h);
+    }
+    const end = walIndexEnd(`${this.file}-shm`, h);
+    if (end === undefined || end <= this.cursor.frame) return 0;
+    let n = 0;
+    for (const t of this.wal.transactions(h, this.cursor.frame, [this.cursor.ck0, this.cursor.ck1], end)) {
+      this.appendTransaction(h, t);
+      n++;
+    }
+    return n;
+  }
+
+  /** A restart or truncation of the WAL that SQLite's locks should have prevented: stop, loudly. */
+  private resetUnderUs(): never {
+    throw new Error(
+      `the WAL of ${this.file} was reset while it held frames the sidecar had not copied (was it deleted, or is the file on a network file system?); restart the sidecar: it records the difference as one snapshot`,
+    );
+  }
+
+  /**
+   * The WAL restarted (new salts) or was truncated. SQLite does that only when every frame is in the
+   * database file and no reader uses the WAL; the sidecar's reader then sits on the database file
+   * alone, placed there by a swap after every frame was copied. So the file is the journal's head.
+   */
+  private newGeneration(h: WalHeader | undefined): void {
+    this.frames = new Map();
+    this.swapFrame = 0;
+    this.cursor = { header: h, frame: 0, ck0: h?.ck0 ?? 0, ck1: h?.ck1 ?? 0 };
+    if (h) this.writeState(this.cursor, this.cursor);
+  }
+
+  private page(size: number, slot: number): Uint8Array {
+    const key = size * 4 + slot;
+    let b = this.pageBuf.get(key);
+    if (!b) {
+      b = new Uint8Array(size);
+      this.pageBuf.set(key, b);
+    }
+    return b;
+  }
+
+  private readFilePage(pgno: number, out: Uint8Array): void {
+    this.dbFd ??= fs.openSync(this.file, 'r');
+    readFileAt(this.dbFd, out, (pgno - 1) * out.length);
+  }
+
+  /** One committed transaction of the WAL → one snapshot, diffed against each page's previous content. */
+  private appendTransaction(h: WalHeader, t: WalTransaction): void {
+    const pageSize = h.pageSize;
+    const prevPages = this.headPages;
+    const dbPages = t.dbPages;
+    const full = prevPages === 0;
+    const oldBuf = this.page(pageSize, 0);
+    const newBuf = this.page(pageSize, 1);
+    // The page as it was before this transaction.
+    const readOld = (pgno: number): Uint8Array => {
+      const since = this.since;
+      const i = since ? since.get(pgno) : this.frames.get(pgno);
+      if (i !== undefined) this.wal.readPage(h, i, oldBuf);
+      else if (this.base) this.base.readPage(pgno, oldBuf);
+      else this.readFilePage(pgno, oldBuf);
+      return oldBuf;
+    };
+    // The page after it: its frame, or (a page the database grew back over) what SQLite reads.
+    const readNew = (pgno: number): Uint8Array => {
+      const i = t.pages.get(pgno) ?? this.frames.get(pgno);
+      if (i !== undefined) this.wal.readPage(h, i, newBuf);
+      else this.readFilePage(pgno, newBuf);
+      return newBuf;
+    };
+    const touched = new Set<number>();
+    for (const pgno of t.pages.keys()) touched.add(pgno);
+    for (let p = Math.min(prevPages, dbPages) + 1; p <= Math.max(prevPages, dbPages); p++) touched.add(p);
+    const order = full ? range(1, dbPages) : [...touched].sort((a, b) => a - b);
+    const appender = this.journal.begin();
+    const packer = new BodyCompressor(appender.sink);
+    const body = new SnapshotBodyWriter(pageSize, packer.sink, new Uint8Array(BODY_CHUNK_SIZE));
+    let checksum = full ? 0n : this.journal.position.checksum;
+    try {
+      for (const pgno of order) {
+        const existed = !full && pgno <= prevPages;
+        const old = existed ? readOld(pgno) : undefined;
+        if (pgno > dbPages) {
+          if (old) checksum ^= pageTerm(old, pgno);
+          continue;
+        }
+        const neu = readNew(pgno);
+        if (full) {
+          body.addFullPage(pgno, neu);
+          checksum ^= pageTerm(neu, pgno);
+        } else if (body.addDiff(pgno, old, neu) || !old) {
+          checksum ^= (old ? pageTerm(old, pgno) : 0n) ^ pageTerm(neu, pgno);
+        }
+      }
+      body.finish();
+      const compressed = packer.finish();
+      const before = this.positionAt(this.cursor);
+      const snap = appender.finish(
+        {
+          pageSize,
+          dbPages,
+          flags: (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
+          postChecksum: checksum,
+          commitTag: 0,
+        },
+        body.patchCount,
+        false,
+      );
+      const next: Cursor = { header: h, frame: t.commitFrame, ck0: t.ck0, ck1: t.ck1 };
+      // The state file first (not fsynced), then the journal's fsync: after a crash the journal's head is
+      // either position, and the file names both.
+      this.state!.write(before, this.positionAt(next, snap));
+      this.journal.handle.sync();
+      this.journal.confirm();
+      this.cursor = next;
+      for (const [pgno, i] of t.pages) {
+        this.frames.set(pgno, i);
+        this.since?.set(pgno, i);
+      }
+      this.noteHead(snap);
+    } catch (e) {
+      if (this.journal.pending) this.journal.abandon(true);
+      else appender.cancel();
+      throw e;
+    }
+  }
+
+  private noteHead(snap: SnapshotInfo): void {
+    this.headPages = snap.dbPages;
+    this.headPageSize = snap.pageSize;
+    this.pusher?.noteSnapshot(snap);
+    this.emitter.emit('snapshot', snap);
+  }
+
+  private positionAt(c: Cursor, snap?: SnapshotInfo): WalPosition {
+    const p = this.journal.position;
+    return {
+      txid: snap?.txid ?? p.txid,
+      checksum: snap?.postChecksum ?? p.checksum,
+      salt1: c.header?.salt1 ?? 0,
+      salt2: c.header?.salt2 ?? 0,
+      pageSize: c.header?.pageSize ?? 0,
+      frame: c.frame,
+      ck0: c.ck0,
+      ck1: c.ck1,
+    };
+  }
+
+  private writeState(a: Cursor, b: Cursor): void {
+    this.state!.write(this.positionAt(a), this.positionAt(b));
+  }
+
+  /**
+   * The swap, with the write lock held: copy everything, move the reader's read transaction to the end
+   * (checkpointing in between), so SQLite may copy those frames into the file and later restart the WAL.
+   */
+  private swapInside(): void {
+    const reader = this.reader!;
+    this.capture();
+    if (reader.inTransaction) reader.exec('COMMIT');
+    reader.pragma('wal_checkpoint(PASSIVE)');
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+    this.swapFrame = this.cursor.frame;
+    this.swapAt = Date.now();
+  }
+
+  /** Tries a swap; false when an application holds the write lock (try again later). */
+  private trySwap(): boolean {
+    const writer = this.writer!;
+    try {
+      writer.exec('BEGIN IMMEDIATE');
+    } catch (e) {
+      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) return false;
+      throw e;
+    }
+    try {
+      this.swapInside();
+    } finally {
+      writer.exec('COMMIT');
+    }
+    return true;
+  }
+
+  /** One look at the WAL (from events and the poll). */
+  tick(): void {
+    if (this.stopped) return;
+    try {
+      this.capture();
+      const copied = this.cursor.frame - this.swapFrame;
+      const due =
+        copied >= (this.options.checkpointFrames ?? 1000) ||
+        (copied > 0 && Date.now() - this.swapAt >= (this.options.checkpointMs ?? 1000));
+      if (due) this.trySwap();
+    } catch (e) {
+      this.fail(e as Error);
+    }
+  }
+
+  private fail(e: Error): void {
+    if (this.stopped) return;
+    this.failed = e;
+    this.stop();
+    this.release();
+    this.emitter.emit('error', e);
+  }
+
+  watch(): void {
+    const onChange = (): void => {
+      this.soon ??= setTimeout(() => {
+        this.soon = undefined;
+        this.tick();
+      }, 0);
+    };
+    try {
+      // The directory: the WAL may be created, truncated or deleted.
+      this.watcher = fs.watch(path.dirname(this.file), (_e, name) => {
+        if (name === path.basename(this.wal.path)) onChange();
+      });
+    } catch {
+      this.watcher = undefined;
+    }
+    this.timer = setInterval(() => this.tick(), this.options.pollMs ?? 50);
+  }
+
+  private stop(): void {
+    this.stopped = true;
+    this.watcher?.close();
+    clearInterval(this.timer);
+    clearTimeout(this.soon);
+  }
+
+  /** Closes what is open (no more capture). */
+  release(): void {
+    try {
+      if (this.reader?.inTransaction) this.reader.exec('COMMIT');
+    } catch {
+      // closing anyway
+    }
+    try {
+      if (this.writer?.inTransaction) this.writer.exec('ROLLBACK');
+    } catch {
+      // closing anyway
+    }
+    this.reader?.close();
+    this.writer?.close();
+    this.reader = this.writer = undefined;
+    this.wal.close();
+    if (this.dbFd !== undefined) fs.closeSync(this.dbFd);
+    this.dbFd = undefined;
+    this.state?.close();
+    this.state = undefined;
+    try {
+      this.journal?.close();
+    } catch {
+      // the next start cuts what is left
+    }
+    this.lock?.release();
+    this.lock = undefined;
+  }
+
+  async catchUp(): Promise<void> {
+    if (this.failed) throw this.failed;
+    if (this.stopped) throw new Error('the sidecar is closed');
+    for (let tries = 0; !this.trySwap(); tries++) {
+      if (tries > 2000) throw new Error(`${this.file}: the application held the write lock for 10 s`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  api(): Replicator {
+    return {
+      dbPath: this.file,
+      journalPath: this.paths.journal,
+      position: () => this.journal.position,
+      sync: this.pusher,
+      on: (event, fn) => this.emitter.on(event, fn),
+      catchUp: () => this.catchUp(),
+      close: async () => {
+        if (this.stopped) {
+          await this.pusher?.close();
+          return;
+        }
+        try {
+          await this.catchUp();
+        } catch {
+          // what is committed and not copied is copied at the next start
+        }
+        this.stop();
+        this.release();
+        await this.pusher?.close();
+      },
+    };
+  }
+}
+
+function sameCk(ck: [number, number] | undefined, p: WalPosition): boolean {
+  return ck !== undefined && ck[0] === p.ck0 && ck[1] === p.ck1;
+}
+
+function range(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let i = from; i <= to; i++) out.push(i);
+  return out;
+}
+
+function readFileAt(fd: number, out: Uint8Array, offset: number): void {
+  out.fill(0);
+  let got = 0;
+  while (got < out.length) {
+    const n = fs.readSync(fd, out, got, out.length - got, offset + got);
+    if (n === 0) break;
+    got += n;
+  }
+}
