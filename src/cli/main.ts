@@ -10,6 +10,7 @@ import { registerExec } from './exec.js';
 import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
+import { registerReplicate } from './replicate.js';
 import { registerRestore } from './restore.js';
 import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
@@ -65,6 +66,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerFollow(program);
   registerLog(program);
   registerPush(program);
+  registerReplicate(program);
   registerRestore(program);
   registerRevert(program);
   registerServe(program);

@@ -15,8 +15,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { historyPages } from '../api/recovery.js';
 import { journalPaths } from '../api/paths.js';
+import { historyPages } from '../api/recovery.js';
 import { appendChange, type Pages } from '../capture/outside.js';
 import {
   BODY_CHUNK_SIZE,
@@ -34,8 +34,8 @@ import { nodeRuntime } from '../node/index.js';
 import { Emitter } from '../sync/emitter.js';
 import type { Pusher } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
-import { type WalHeader, WalFile, type WalTransaction, sameGeneration, walIndexEnd } from './wal-file.js';
-import { type WalPosition, WalStateFile, readWalState } from './wal-state.js';
+import { sameGeneration, WalFile, type WalHeader, type WalTransaction, walIndexEnd } from './wal-file.js';
+import { readWalState, type WalPosition, WalStateFile } from './wal-state.js';
 
 export interface ReplicateOptions {
   /** Push every snapshot to this hub database as well. */
@@ -188,7 +188,9 @@ class Sidecar {
     const { paths } = this;
     const fsys = nodeRuntime.fs;
     if (fsys.exists(paths.replica)) {
-      throw new ReplicateError(`${this.file} is a replica (${paths.replica}): replicate follows the writer's database`);
+      throw new ReplicateError(
+        `${this.file} is a replica (${paths.replica}): replicate follows the writer's database`,
+      );
     }
     if (!fsys.exists(paths.dir)) fsys.mkdir(paths.dir);
     this.lock = fsys.tryLockExclusive?.(paths.lock);
@@ -238,7 +240,8 @@ class Sidecar {
     const head = this.journal.position;
     const h = this.wal.header();
     const end = h ? walIndexEnd(`${this.file}-shm`, h) : 0;
-    if (end === undefined) throw new Error(`cannot read the wal-index ${this.file}-shm: it does not describe ${this.wal.path}`);
+    if (end === undefined)
+      throw new Error(`cannot read the wal-index ${this.file}-shm: it does not describe ${this.wal.path}`);
     // Every committed transaction in the WAL, with the running checksum at each commit frame.
     const commits = new Map<number, [number, number]>();
     if (h) {
@@ -301,7 +304,9 @@ class Sidecar {
     this.cursor = { header: h, frame: walEnd, ck0: ck[0]!, ck1: ck[1]! };
     this.writeState(this.cursor, this.cursor);
     if (head.txid === 0n) {
-      this.say(`bootstrapped ${this.file}: txid ${this.journal.position.txid} is the database as it is (${now.dbPages} pages)`);
+      this.say(
+        `bootstrapped ${this.file}: txid ${this.journal.position.txid} is the database as it is (${now.dbPages} pages)`,
+      );
     } else if (!snap) {
       this.say(`resumed at txid ${head.txid}: the database is the journal's head`);
     } else {
@@ -320,7 +325,8 @@ class Sidecar {
     const raw = hdr.readUInt16BE(16);
     const pageSize = h?.pageSize ?? (raw === 1 ? 65536 : raw);
     let dbPages = Math.floor(fileSize / pageSize);
-    if (hdr.readUInt32BE(24) === hdr.readUInt32BE(92) && hdr.readUInt32BE(28) > 0) dbPages = hdr.readUInt32BE(28);
+    if (hdr.readUInt32BE(24) === hdr.readUInt32BE(92) && hdr.readUInt32BE(28) > 0)
+      dbPages = hdr.readUInt32BE(28);
     if (h && end > 0) {
       // The last commit frame's size is the database's.
       const b = Buffer.alloc(8);
@@ -354,7 +360,9 @@ class Sidecar {
     if (!cur.header || !sameGeneration(cur.header, h)) {
       if (cur.header && cur.frame > this.swapFrame) this.resetUnderUs();
       if (this.headPageSize !== 0 && h.pageSize !== this.headPageSize) {
-        throw new Error(`the WAL's page size changed from ${this.headPageSize} to ${h.pageSize} under the sidecar`);
+        throw new Error(
+          `the WAL's page size changed from ${this.headPageSize} to ${h.pageSize} under the sidecar`,
+        );
       }
       this.newGeneration(h);
     }
@@ -646,6 +654,8 @@ class Sidecar {
         }
         this.stop();
         this.release();
+        // A graceful stop: give the hub a few seconds to take what was captured.
+        await this.pusher?.flush(5_000).catch(() => undefined);
         await this.pusher?.close();
       },
     };

@@ -143,7 +143,10 @@ export class WalFile {
 
   /** Reads the page of frame `index` into `out` (pageSize bytes). */
   readPage(h: WalHeader, index: number, out: Uint8Array): void {
-    if (!this.ensureOpen() || readFull(this.fd!, out, frameOffset(h.pageSize, index) + FRAME_HEADER_SIZE) < out.length) {
+    if (
+      !this.ensureOpen() ||
+      readFull(this.fd!, out, frameOffset(h.pageSize, index) + FRAME_HEADER_SIZE) < out.length
+    ) {
       throw new Error(`${this.path}: frame ${index} is gone (the WAL was cut or removed under the sidecar)`);
     }
   }
