@@ -30,6 +30,7 @@ import {
   type SnapshotInfo,
 } from '../format/index.js';
 import { JournalWriter } from '../journal/journal-writer.js';
+import { findConflictingLock } from '../node/file-lock.js';
 import { nodeRuntime } from '../node/index.js';
 import { Emitter } from '../sync/emitter.js';
 import type { Pusher } from '../sync/pusher.js';
@@ -72,6 +73,11 @@ export interface Replicator {
   /** Copies what is committed, stops, releases everything (the hub lease in the background). */
   close(): Promise<void>;
 }
+
+/** The lock bytes of the wal-index (SQLite's os_unix.c): base offset, then WRITE, CKPT, RECOVER, READ(0..4). */
+const SHM_LOCKS = 120;
+const WAL_WRITE_LOCK = 0;
+const WAL_CKPT_LOCK = 1;
 
 /** Errors the user can act on (bad input, refused start): one line, exit 1. */
 export class ReplicateError extends Error {
@@ -163,14 +169,24 @@ class Sidecar {
   /** The cursor's frame at the last swap: the reader's read mark. */
   private swapFrame = 0;
   private swapAt = 0;
+  /** Salt-1 of the last WAL generation seen (it grows by one at each restart). */
+  private genSalt1: number | undefined;
+  /** The reader let go of its read transaction for an application's checkpoint (see yieldTo). */
+  private yielded = false;
+  private yielding = false;
   private watcher: fs.FSWatcher | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private soon: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   private failed: Error | undefined;
   private readonly pageBuf = new Map<number, Uint8Array>();
-  /** The database file, read only (pages no frame of the WAL holds). */
+  /**
+   * The database file and the wal-index, read only, open from after the native connections until after
+   * they are closed: closing a descriptor of a file drops every POSIX lock this process holds on it,
+   * SQLite's read locks included, so these are opened once and never closed in between.
+   */
   private dbFd: number | undefined;
+  private shmFd: number | undefined;
 
   constructor(
     readonly file: string,
@@ -209,6 +225,10 @@ class Sidecar {
     }
     writer.pragma(`busy_timeout = ${this.options.startTimeoutMs ?? 30_000}`);
     reader.pragma('busy_timeout = 5000');
+    this.dbFd = fs.openSync(this.file, 'r');
+    // The wal-index exists once a connection has read the database in WAL mode.
+    reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+    this.shmFd = fs.openSync(`${this.file}-shm`, 'r');
     if (fsys.fileSize(paths.journal) === 0) JournalWriter.create(fsys, paths.journal);
     this.journal = JournalWriter.open(fsys, paths.journal);
     this.journal.preallocate(1 << 20);
@@ -239,18 +259,8 @@ class Sidecar {
   private bringUp(saved: WalPosition[] | undefined): void {
     const head = this.journal.position;
     const h = this.wal.header();
-    const end = h ? walIndexEnd(`${this.file}-shm`, h) : 0;
-    if (end === undefined)
-      throw new Error(`cannot read the wal-index ${this.file}-shm: it does not describe ${this.wal.path}`);
-    // Every committed transaction in the WAL, with the running checksum at each commit frame.
-    const commits = new Map<number, [number, number]>();
-    if (h) {
-      for (const t of this.wal.transactions(h, 0, [h.ck0, h.ck1], end)) {
-        for (const [pgno, i] of t.pages) this.frames.set(pgno, i);
-        commits.set(t.commitFrame, [t.ck0, t.ck1]);
-      }
-    }
-    const walEnd = h ? Math.max(0, ...commits.keys()) : 0;
+    const end = this.committedEnd(h);
+    const scan = this.scanGeneration(h, end);
     const match = saved?.find(
       (p) =>
         h !== undefined &&
@@ -259,19 +269,17 @@ class Sidecar {
         p.salt1 === h.salt1 &&
         p.salt2 === h.salt2 &&
         p.pageSize === h.pageSize &&
-        (p.frame === 0 ? p.ck0 === h.ck0 && p.ck1 === h.ck1 : sameCk(commits.get(p.frame), p)),
+        (p.frame === 0 ? p.ck0 === h.ck0 && p.ck1 === h.ck1 : sameCk(scan.commits.get(p.frame), p)),
     );
     if (head.txid > 0n && match && h) {
       // Resume exactly: the transactions after the head's commit frame become snapshots. Their pages'
       // old content comes from the WAL (frames after the head) or from the journal's head state: the
       // database file may already hold later frames that a checkpoint copied while the sidecar was down.
-      this.frames = new Map();
-      for (const t of this.wal.transactions(h, 0, [h.ck0, h.ck1], match.frame)) {
-        for (const [pgno, i] of t.pages) this.frames.set(pgno, i);
-      }
+      this.frames = this.scanGeneration(h, match.frame).frames;
       this.since = new Map();
       this.base = historyPages(nodeRuntime.fs, this.paths, head.txid).pages;
       this.cursor = { header: h, frame: match.frame, ck0: match.ck0, ck1: match.ck1 };
+      this.genSalt1 = h.salt1;
       try {
         this.capture();
       } finally {
@@ -282,9 +290,59 @@ class Sidecar {
       this.say(`resumed at txid ${head.txid}; the journal is at txid ${this.journal.position.txid}`);
       return;
     }
-    // Bootstrap (an empty journal), or the WAL the head came from is gone: the database as it is now
-    // (the file with the WAL's committed frames over it) becomes one snapshot.
-    const now = this.currentPages(h, walEnd);
+    if (head.txid === 0n) {
+      const snap = this.recordDifference(undefined);
+      this.say(
+        `bootstrapped ${this.file}: txid ${this.journal.position.txid} is the database as it is (${snap?.dbPages ?? 0} pages)`,
+      );
+      return;
+    }
+    this.recordDifference(
+      `the WAL the journal's head (txid ${head.txid}) came from is gone (checkpointed and reset, or the journal mode switched, while the sidecar was stopped)`,
+    );
+  }
+
+  /** The committed end of the WAL now (0 without a WAL); throws when the wal-index does not describe it. */
+  private committedEnd(h: WalHeader | undefined): number {
+    if (!h) return 0;
+    for (let tries = 0; tries < 100; tries++) {
+      const end = walIndexEnd(this.shmFd!, h);
+      if (end !== undefined) return end;
+    }
+    throw new Error(`cannot read the wal-index ${this.file}-shm: it does not describe ${this.wal.path}`);
+  }
+
+  /** The latest frame of each page up to `end`, and every commit frame with its running checksum. */
+  private scanGeneration(
+    h: WalHeader | undefined,
+    end: number,
+  ): { frames: Map<number, number>; commits: Map<number, [number, number]>; last: Cursor } {
+    const frames = new Map<number, number>();
+    const commits = new Map<number, [number, number]>();
+    let last: Cursor = { header: h, frame: 0, ck0: h?.ck0 ?? 0, ck1: h?.ck1 ?? 0 };
+    if (h) {
+      for (const t of this.wal.transactions(h, 0, [h.ck0, h.ck1], end)) {
+        for (const [pgno, i] of t.pages) frames.set(pgno, i);
+        commits.set(t.commitFrame, [t.ck0, t.ck1]);
+        last = { header: h, frame: t.commitFrame, ck0: t.ck0, ck1: t.ck1 };
+      }
+    }
+    return { frames, commits, last };
+  }
+
+  /**
+   * Under SQLite's write lock: appends the database as it is now (the file with the WAL's committed
+   * frames over it) as one snapshot — the difference from the journal's head, flagged outside, or the
+   * first snapshot of an empty journal — and moves the cursor to the WAL's end. `reason` (a re-bootstrap)
+   * is told to the user. Used at startup and when the WAL changed in a way that may have lost frames.
+   */
+  private recordDifference(reason: string | undefined): SnapshotInfo | undefined {
+    const head = this.journal.position;
+    const h = this.wal.header();
+    const end = this.committedEnd(h);
+    const scan = this.scanGeneration(h, end);
+    this.frames = scan.frames;
+    const now = this.currentPages(h, scan.last.frame);
     let from: Pages | undefined;
     if (head.txid > 0n) {
       try {
@@ -299,34 +357,32 @@ class Sidecar {
     } finally {
       from?.close?.();
     }
-    if (snap) this.noteHead(snap);
-    const ck = h ? (commits.get(walEnd) ?? [h.ck0, h.ck1]) : [0, 0];
-    this.cursor = { header: h, frame: walEnd, ck0: ck[0]!, ck1: ck[1]! };
+    this.cursor = scan.last;
+    this.genSalt1 = h?.salt1;
     this.writeState(this.cursor, this.cursor);
-    if (head.txid === 0n) {
+    if (snap) this.noteHead(snap);
+    if (reason !== undefined) {
       this.say(
-        `bootstrapped ${this.file}: txid ${this.journal.position.txid} is the database as it is (${now.dbPages} pages)`,
-      );
-    } else if (!snap) {
-      this.say(`resumed at txid ${head.txid}: the database is the journal's head`);
-    } else {
-      this.say(
-        `the WAL the journal's head (txid ${head.txid}) came from is gone (checkpointed and reset, or the journal mode switched, while the sidecar was stopped): the database as it is now is txid ${snap.txid}, one outside snapshot; the transactions in between are not restorable one by one`,
+        snap
+          ? `${reason}: the database as it is now is txid ${snap.txid}, one outside snapshot; the transactions in between are not restorable one by one`
+          : `${reason}, but the database is the journal's head: nothing was lost`,
       );
     }
+    return snap;
   }
 
   /** The database as SQLite's readers see it at frame `end`: the file with the WAL's frames over it. */
   private currentPages(h: WalHeader | undefined, end: number): Pages {
-    const fd = fs.openSync(this.file, 'r');
+    const fd = this.dbFd!;
     const fileSize = fs.fstatSync(fd).size;
     const hdr = Buffer.alloc(100);
     fs.readSync(fd, hdr, 0, 100, 0);
     const raw = hdr.readUInt16BE(16);
     const pageSize = h?.pageSize ?? (raw === 1 ? 65536 : raw);
     let dbPages = Math.floor(fileSize / pageSize);
-    if (hdr.readUInt32BE(24) === hdr.readUInt32BE(92) && hdr.readUInt32BE(28) > 0)
+    if (hdr.readUInt32BE(24) === hdr.readUInt32BE(92) && hdr.readUInt32BE(28) > 0) {
       dbPages = hdr.readUInt32BE(28);
+    }
     if (h && end > 0) {
       // The last commit frame's size is the database's.
       const b = Buffer.alloc(8);
@@ -344,7 +400,6 @@ class Sidecar {
         if (h && i !== undefined && i <= end) this.wal.readPage(h, i, out);
         else readFileAt(fd, out, (pgno - 1) * pageSize);
       },
-      close: () => fs.closeSync(fd),
     };
   }
 
@@ -352,21 +407,17 @@ class Sidecar {
   private capture(): number {
     const h = this.wal.header();
     const cur = this.cursor;
-    if (!h) {
-      if (cur.header && cur.frame > this.swapFrame) this.resetUnderUs();
-      if (cur.header) this.newGeneration(undefined);
-      return 0;
-    }
-    if (!cur.header || !sameGeneration(cur.header, h)) {
-      if (cur.header && cur.frame > this.swapFrame) this.resetUnderUs();
-      if (this.headPageSize !== 0 && h.pageSize !== this.headPageSize) {
-        throw new Error(
-          `the WAL's page size changed from ${this.headPageSize} to ${h.pageSize} under the sidecar`,
-        );
+    const changed = cur.header ? !h || !sameGeneration(cur.header, h) : h !== undefined;
+    if (changed) {
+      const unsafe = this.unsafeChange(h);
+      if (unsafe) {
+        this.underWriteLock(() => this.recordDifference(unsafe));
+        return 1;
       }
       this.newGeneration(h);
     }
-    const end = walIndexEnd(`${this.file}-shm`, h);
+    if (!h) return 0;
+    const end = walIndexEnd(this.shmFd!, h);
     if (end === undefined || end <= this.cursor.frame) return 0;
     let n = 0;
     for (const t of this.wal.transactions(h, this.cursor.frame, [this.cursor.ck0, this.cursor.ck1], end)) {
@@ -376,23 +427,73 @@ class Sidecar {
     return n;
   }
 
-  /** A restart or truncation of the WAL that SQLite's locks should have prevented: stop, loudly. */
-  private resetUnderUs(): never {
-    throw new Error(
-      `the WAL of ${this.file} was reset while it held frames the sidecar had not copied (was it deleted, or is the file on a network file system?); restart the sidecar: it records the difference as one snapshot`,
-    );
+  /**
+   * Why the WAL's restart (new salts), truncation or removal, seen now, may have dropped frames the
+   * sidecar had not copied; undefined when it certainly did not. SQLite restarts the WAL only when every
+   * frame is in the database file and no reader uses the WAL: the sidecar's reader then sits on the
+   * file alone, placed there by a swap after every frame was copied (so no frame came after the swap),
+   * and it blocks every checkpoint of later frames (so one restart at most: salt-1 grows by one).
+   */
+  private unsafeChange(h: WalHeader | undefined): string | undefined {
+    const was = `the WAL of ${this.file} was reset`;
+    if (this.cursor.frame > this.swapFrame) return `${was} while it held frames not yet copied`;
+    if (h && this.genSalt1 !== undefined && h.salt1 !== (this.genSalt1 + 1) >>> 0) {
+      return `${was} more than once under the sidecar`;
+    }
+    if (h && this.headPageSize !== 0 && h.pageSize !== this.headPageSize) {
+      return `${was} with another page size (${this.headPageSize} → ${h.pageSize})`;
+    }
+    if (this.yielded && !this.fileIsHead()) {
+      return `${was} by the application's checkpoint and the database file is not the journal's head`;
+    }
+    return undefined;
+  }
+
+  /** True when the database file's pages are the journal's head (its checksum). */
+  private fileIsHead(): boolean {
+    const fd = this.dbFd!;
+    const size = this.headPageSize;
+    if (size === 0) return fs.fstatSync(fd).size === 0;
+    if (fs.fstatSync(fd).size < this.headPages * size) return false;
+    const page = this.page(size, 2);
+    let sum = 0n;
+    for (let pgno = 1; pgno <= this.headPages; pgno++) {
+      readFileAt(fd, page, (pgno - 1) * size);
+      sum ^= pageTerm(page, pgno);
+    }
+    return sum === this.journal.position.checksum;
   }
 
   /**
-   * The WAL restarted (new salts) or was truncated. SQLite does that only when every frame is in the
-   * database file and no reader uses the WAL; the sidecar's reader then sits on the database file
-   * alone, placed there by a swap after every frame was copied. So the file is the journal's head.
+   * The WAL restarted (new salts) or was truncated, safely (see unsafeChange): the database file is the
+   * journal's head.
    */
   private newGeneration(h: WalHeader | undefined): void {
     this.frames = new Map();
     this.swapFrame = 0;
+    this.yielded = false;
+    if (h) this.genSalt1 = h.salt1;
     this.cursor = { header: h, frame: 0, ck0: h?.ck0 ?? 0, ck1: h?.ck1 ?? 0 };
     if (h) this.writeState(this.cursor, this.cursor);
+  }
+
+  /** Runs `fn` holding SQLite's write lock (taken here unless a swap or startup holds it already). */
+  private underWriteLock<T>(fn: () => T): T {
+    const writer = this.writer!;
+    if (writer.inTransaction) return fn();
+    writer.pragma('busy_timeout = 10000');
+    try {
+      writer.exec('BEGIN IMMEDIATE');
+    } finally {
+      writer.pragma('busy_timeout = 0');
+    }
+    try {
+      const r = fn();
+      this.swapInside();
+      return r;
+    } finally {
+      writer.exec('COMMIT');
+    }
   }
 
   private page(size: number, slot: number): Uint8Array {
@@ -406,8 +507,7 @@ class Sidecar {
   }
 
   private readFilePage(pgno: number, out: Uint8Array): void {
-    this.dbFd ??= fs.openSync(this.file, 'r');
-    readFileAt(this.dbFd, out, (pgno - 1) * out.length);
+    readFileAt(this.dbFd!, out, (pgno - 1) * out.length);
   }
 
   /** One committed transaction of the WAL → one snapshot, diffed against each page's previous content. */
@@ -529,6 +629,61 @@ class Sidecar {
     reader.prepare('SELECT count(*) FROM sqlite_schema').get();
     this.swapFrame = this.cursor.frame;
     this.swapAt = Date.now();
+    this.yielded = false;
+  }
+
+  /**
+   * The process (pid) holding both SQLite's write lock and its checkpoint lock on the database: an
+   * application's FULL, RESTART or TRUNCATE checkpoint, waiting for readers (the sidecar's) to finish.
+   */
+  private blockingCheckpointer(): number | undefined {
+    const w = findConflictingLock(this.shmFd!, 'write', SHM_LOCKS + WAL_WRITE_LOCK, 1);
+    if (!w || w.pid === process.pid || w.pid <= 0) return undefined;
+    const c = findConflictingLock(this.shmFd!, 'write', SHM_LOCKS + WAL_CKPT_LOCK, 1);
+    return c && c.pid === w.pid ? w.pid : undefined;
+  }
+
+  /**
+   * Lets an application's blocking checkpoint (process `pid`) finish instead of waiting its whole busy
+   * timeout for the sidecar's read transaction: with every committed frame copied, the reader ends its
+   * transaction; if the checkpointer still holds the write lock then (so no frame can follow the ones
+   * copied until its restart), the reader waits until every frame is in the database file and begins
+   * again on the file alone, which lets the checkpointer restart or truncate the WAL. A restart seen
+   * afterwards is checked (the database file must be the journal's head, see unsafeChange).
+   */
+  private async yieldTo(pid: number): Promise<void> {
+    const reader = this.reader!;
+    const h = this.wal.header();
+    if (!h || !this.cursor.header || !sameGeneration(h, this.cursor.header)) return;
+    if (walIndexEnd(this.shmFd!, h) !== this.cursor.frame) return;
+    this.yielding = true;
+    reader.exec('COMMIT');
+    this.yielded = true;
+    try {
+      const h2 = this.wal.header();
+      const still =
+        this.blockingCheckpointer() === pid &&
+        h2 !== undefined &&
+        sameGeneration(h, h2) &&
+        walIndexEnd(this.shmFd!, h) === this.cursor.frame;
+      if (!still) return;
+      this.swapFrame = this.cursor.frame;
+      const until = Date.now() + 2000;
+      while (Date.now() < until && !this.stopped) {
+        await new Promise((r) => setTimeout(r, 1));
+        if (this.blockingCheckpointer() !== pid) break;
+        const b = new Uint8Array(100);
+        fs.readSync(this.shmFd!, b, 0, 100, 0);
+        const v = new DataView(b.buffer);
+        if (v.getUint32(96, true) >= v.getUint32(16, true)) break;
+      }
+    } finally {
+      if (!this.stopped) {
+        reader.exec('BEGIN');
+        reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+      }
+      this.yielding = false;
+    }
   }
 
   /** Tries a swap; false when an application holds the write lock (try again later). */
@@ -550,14 +705,18 @@ class Sidecar {
 
   /** One look at the WAL (from events and the poll). */
   tick(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.yielding) return;
     try {
       this.capture();
       const copied = this.cursor.frame - this.swapFrame;
       const due =
         copied >= (this.options.checkpointFrames ?? 1000) ||
         (copied > 0 && Date.now() - this.swapAt >= (this.options.checkpointMs ?? 1000));
-      if (due) this.trySwap();
+      if (due && this.trySwap()) return;
+      const pid = this.blockingCheckpointer();
+      if (pid !== undefined) {
+        this.yieldTo(pid).catch((e) => this.fail(e as Error));
+      }
     } catch (e) {
       this.fail(e as Error);
     }
@@ -612,8 +771,10 @@ class Sidecar {
     this.writer?.close();
     this.reader = this.writer = undefined;
     this.wal.close();
+    // Only now that no connection holds a lock (see dbFd).
     if (this.dbFd !== undefined) fs.closeSync(this.dbFd);
-    this.dbFd = undefined;
+    if (this.shmFd !== undefined) fs.closeSync(this.shmFd);
+    this.dbFd = this.shmFd = undefined;
     this.state?.close();
     this.state = undefined;
     try {
@@ -628,6 +789,7 @@ class Sidecar {
   async catchUp(): Promise<void> {
     if (this.failed) throw this.failed;
     if (this.stopped) throw new Error('the sidecar is closed');
+    while (this.yielding) await new Promise((r) => setTimeout(r, 1));
     for (let tries = 0; !this.trySwap(); tries++) {
       if (tries > 2000) throw new Error(`${this.file}: the application held the write lock for 10 s`);
       await new Promise((r) => setTimeout(r, 5));

@@ -203,21 +203,13 @@ export class WalFile {
  * The committed end of the WAL as the wal-index (`DB-shm`) says: its header's mxFrame, when both copies
  * of the header agree and name the salts of `h`. SQLite's readers see frames up to mxFrame only, so a
  * commit frame past it (a writer killed between writing it and publishing it) is not committed yet.
- * Undefined when the wal-index cannot say (missing, being rewritten, another generation): look again.
+ * Undefined when the wal-index cannot say (being rewritten, another generation): look again. `shm` is a
+ * descriptor the caller keeps open as long as its process has SQLite connections to the database:
+ * closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
  */
-export function walIndexEnd(shmPath: string, h: WalHeader): number | undefined {
+export function walIndexEnd(shm: number, h: WalHeader): number | undefined {
   const b = new Uint8Array(96);
-  let fd: number;
-  try {
-    fd = fs.openSync(shmPath, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    if (readFull(fd, b, 0) < 96) return undefined;
-  } finally {
-    fs.closeSync(fd);
-  }
+  if (readFull(shm, b, 0) < 96) return undefined;
   for (let i = 0; i < 48; i++) if (b[i] !== b[48 + i]) return undefined;
   // The wal-index is in the host's byte order (little-endian on every platform Node runs on here),
   // except the salts: SQLite copies their bytes from the WAL header as they are (big-endian).
