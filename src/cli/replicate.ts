@@ -81,6 +81,12 @@ Examples:
 /** Replicates one database until SIGINT/SIGTERM; rejects with the error that stopped it. */
 async function runOne(db: string, hub: HubOptions | undefined): Promise<void> {
   const r: Replicator = await replicate(db, { hub, onMessage: (line) => writeErr(`${line}\n`) });
+  const failure = new Promise<Error | undefined>((resolve) => {
+    const onSignal = (): void => resolve(undefined);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    r.on('error', (e) => resolve(e));
+  });
   writeErr(
     `replicating ${r.dbPath} at txid ${r.position().txid}${hub ? `, pushing to ${hub.db} on ${hub.url}` : ''} (Ctrl-C to stop)\n`,
   );
@@ -91,13 +97,8 @@ async function runOne(db: string, hub: HubOptions | undefined): Promise<void> {
     if (s.state === 'offline') writeErr(`hub unreachable, retrying: ${s.lastError}\n`);
     if (s.state === 'error') writeErr(`pushing stopped: ${s.lastError}\n`);
   });
-  const failure = await new Promise<Error | undefined>((resolve) => {
-    const onSignal = (): void => resolve(undefined);
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    r.on('error', (e) => resolve(e));
-  });
+  const error = await failure;
   await r.close();
-  if (failure) throw failure;
+  if (error) throw error;
   writeErr(`stopped at txid ${r.position().txid}\n`);
 }
