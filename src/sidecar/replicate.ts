@@ -112,7 +112,12 @@ export async function replicate(dbPath: string, options: ReplicateOptions = {}):
   }
   if (options.hub) {
     try {
-      s.pusher = await startWriterSync(nodeRuntime.fs, s.paths.journal, s.journal.end, options.hub);
+      // One lease holder per history: a sidecar restarted after a crash takes over its own lease.
+      const holder = options.hub.holder ?? `replicate-${hex(s.journal.journalId)}`;
+      s.pusher = await startWriterSync(nodeRuntime.fs, s.paths.journal, s.journal.end, {
+        ...options.hub,
+        holder,
+      });
     } catch (e) {
       s.release();
       throw e;
@@ -822,6 +827,10 @@ class Sidecar {
       },
     };
   }
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
 }
 
 function sameCk(ck: [number, number] | undefined, p: WalPosition): boolean {
