@@ -10,6 +10,8 @@ export interface Sidecar {
   ready: Promise<void>;
   /** Resolves with the exit code (null when killed by a signal). */
   exited: Promise<number | null>;
+  /** Resolves once stderr matches `re` (rejects if the process exits first). */
+  waitFor(re: RegExp): Promise<void>;
 }
 
 export function spawnSidecar(args: string[], env: Record<string, string> = {}): Sidecar {
@@ -18,6 +20,7 @@ export function spawnSidecar(args: string[], env: Record<string, string> = {}): 
     env: { ...process.env, ...env },
   });
   let err = '';
+  const waiters: { re: RegExp; resolve: () => void; reject: (e: Error) => void }[] = [];
   let onReady: () => void = () => {};
   let onFail: (e: Error) => void = () => {};
   const ready = new Promise<void>((resolve, reject) => {
@@ -28,13 +31,24 @@ export function spawnSidecar(args: string[], env: Record<string, string> = {}): 
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
     err += d;
     if (/^replicating /m.test(err)) onReady();
+    for (const w of waiters.splice(0)) {
+      if (w.re.test(err)) w.resolve();
+      else waiters.push(w);
+    }
   });
   proc.stdout!.resume();
   const exited = new Promise<number | null>((resolve) =>
     proc.on('close', (code) => {
       onFail(new Error(`the sidecar exited (${code}) before replicating: ${err}`));
+      for (const w of waiters.splice(0)) w.reject(new Error(`exited (${code}) before ${w.re}: ${err}`));
       resolve(code);
     }),
   );
-  return { proc, err: () => err, ready, exited };
+  const waitFor = (re: RegExp): Promise<void> =>
+    re.test(err)
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          waiters.push({ re, resolve, reject });
+        });
+  return { proc, err: () => err, ready, exited, waitFor };
 }
