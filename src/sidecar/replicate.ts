@@ -24,11 +24,13 @@ import {
   FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   FLAG_OUTSIDE,
+  JournalReader,
   loadHash,
   pageTerm,
   SnapshotBodyWriter,
   type SnapshotInfo,
 } from '../format/index.js';
+import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { findConflictingLock } from '../node/file-lock.js';
 import { nodeRuntime } from '../node/index.js';
@@ -266,16 +268,7 @@ class Sidecar {
     const h = this.wal.header();
     const end = this.committedEnd(h);
     const scan = this.scanGeneration(h, end);
-    const match = saved?.find(
-      (p) =>
-        h !== undefined &&
-        p.txid === head.txid &&
-        p.checksum === head.checksum &&
-        p.salt1 === h.salt1 &&
-        p.salt2 === h.salt2 &&
-        p.pageSize === h.pageSize &&
-        (p.frame === 0 ? p.ck0 === h.ck0 && p.ck1 === h.ck1 : sameCk(scan.commits.get(p.frame), p)),
-    );
+    const match = this.resumePoint(saved?.[0], h, scan.commits);
     if (head.txid > 0n && match && h) {
       // Resume exactly: the transactions after the head's commit frame become snapshots. Their pages'
       // old content comes from the WAL (frames after the head) or from the journal's head state: the
@@ -305,6 +298,42 @@ class Sidecar {
     this.recordDifference(
       `the WAL the journal's head (txid ${head.txid}) came from is gone (checkpointed and reset, or the journal mode switched, while the sidecar was stopped)`,
     );
+  }
+
+  /**
+   * Where in the WAL the journal's head came from, when the state file's position `p` still describes
+   * the WAL and the journal: same generation, its commit frame still there with the same running
+   * checksum, the journal's snapshot at its txid with its checksum. The head is then the commit that
+   * many transactions after it (each commit frame became exactly one snapshot).
+   */
+  private resumePoint(
+    p: WalPosition | undefined,
+    h: WalHeader | undefined,
+    commits: Map<number, [number, number]>,
+  ): { frame: number; ck0: number; ck1: number } | undefined {
+    const head = this.journal.position;
+    if (!p || !h || head.txid === 0n || p.txid > head.txid) return undefined;
+    if (p.salt1 !== h.salt1 || p.salt2 !== h.salt2 || p.pageSize !== h.pageSize) return undefined;
+    if (p.frame === 0 ? p.ck0 !== h.ck0 || p.ck1 !== h.ck1 : !sameCk(commits.get(p.frame), p))
+      return undefined;
+    if (this.journalChecksumAt(p.txid) !== p.checksum) return undefined;
+    const need = Number(head.txid - p.txid);
+    if (need === 0) return { frame: p.frame, ck0: p.ck0, ck1: p.ck1 };
+    const later = [...commits.keys()].filter((f) => f > p.frame);
+    const frame = later[need - 1];
+    if (frame === undefined) return undefined;
+    const [ck0, ck1] = commits.get(frame)!;
+    return { frame, ck0, ck1 };
+  }
+
+  /** The database checksum after `txid` in the journal (undefined when the journal does not hold it). */
+  private journalChecksumAt(txid: bigint): bigint | undefined {
+    const head = this.journal.position;
+    if (txid === head.txid) return head.checksum;
+    const reader = new JournalReader(fileSource(this.journal.handle));
+    if (txid === reader.header.baseTxid) return reader.header.baseChecksum;
+    for (const s of reader.snapshots()) if (s.txid === txid) return s.postChecksum;
+    return undefined;
   }
 
   /** The committed end of the WAL now (0 without a WAL); throws when the wal-index does not describe it. */
@@ -364,7 +393,7 @@ class Sidecar {
     }
     this.cursor = scan.last;
     this.genSalt1 = h?.salt1;
-    this.writeState(this.cursor, this.cursor);
+    this.writeState(this.cursor);
     if (snap) this.noteHead(snap);
     if (reason !== undefined) {
       this.say(
@@ -424,10 +453,31 @@ class Sidecar {
     if (!h) return 0;
     const end = walIndexEnd(this.shmFd!, h);
     if (end === undefined || end <= this.cursor.frame) return 0;
+    // A batch: every committed transaction found (up to 1,000 or 16 MiB), one fsync for all of them.
+    // The state file names where the batch starts; after a crash the journal's head is some snapshot of
+    // the batch, found again by counting commit frames from there (bringUp).
     let n = 0;
-    for (const t of this.wal.transactions(h, this.cursor.frame, [this.cursor.ck0, this.cursor.ck1], end)) {
-      this.appendTransaction(h, t);
-      n++;
+    let batch: SnapshotInfo[] = [];
+    let bytes = 0;
+    const flush = (): void => {
+      if (batch.length === 0) return;
+      this.journal.handle.sync();
+      for (const s of batch) this.noteHead(s);
+      batch = [];
+      bytes = 0;
+      this.writeState(this.cursor);
+    };
+    this.writeState(this.cursor);
+    try {
+      for (const t of this.wal.transactions(h, this.cursor.frame, [this.cursor.ck0, this.cursor.ck1], end)) {
+        const snap = this.appendTransaction(h, t);
+        batch.push(snap);
+        bytes += snap.length;
+        n++;
+        if (batch.length >= 1000 || bytes >= 16 << 20) flush();
+      }
+    } finally {
+      flush();
     }
     return n;
   }
@@ -479,7 +529,7 @@ class Sidecar {
     this.yielded = false;
     if (h) this.genSalt1 = h.salt1;
     this.cursor = { header: h, frame: 0, ck0: h?.ck0 ?? 0, ck1: h?.ck1 ?? 0 };
-    if (h) this.writeState(this.cursor, this.cursor);
+    if (h) this.writeState(this.cursor);
   }
 
   /** Runs `fn` holding SQLite's write lock (taken here unless a swap or startup holds it already). */
@@ -516,7 +566,7 @@ class Sidecar {
   }
 
   /** One committed transaction of the WAL → one snapshot, diffed against each page's previous content. */
-  private appendTransaction(h: WalHeader, t: WalTransaction): void {
+  private appendTransaction(h: WalHeader, t: WalTransaction): SnapshotInfo {
     const pageSize = h.pageSize;
     const prevPages = this.headPages;
     const dbPages = t.dbPages;
@@ -565,7 +615,6 @@ class Sidecar {
       }
       body.finish();
       const compressed = packer.finish();
-      const before = this.positionAt(this.cursor);
       const snap = appender.finish(
         {
           pageSize,
@@ -577,18 +626,16 @@ class Sidecar {
         body.patchCount,
         false,
       );
-      const next: Cursor = { header: h, frame: t.commitFrame, ck0: t.ck0, ck1: t.ck1 };
-      // The state file first (not fsynced), then the journal's fsync: after a crash the journal's head is
-      // either position, and the file names both.
-      this.state!.write(before, this.positionAt(next, snap));
-      this.journal.handle.sync();
+      // Confirmed now, durable at the batch's fsync (capture): nothing reads it before that.
       this.journal.confirm();
-      this.cursor = next;
+      this.cursor = { header: h, frame: t.commitFrame, ck0: t.ck0, ck1: t.ck1 };
       for (const [pgno, i] of t.pages) {
         this.frames.set(pgno, i);
         this.since?.set(pgno, i);
       }
-      this.noteHead(snap);
+      this.headPages = snap.dbPages;
+      this.headPageSize = snap.pageSize;
+      return snap;
     } catch (e) {
       if (this.journal.pending) this.journal.abandon(true);
       else appender.cancel();
@@ -596,6 +643,7 @@ class Sidecar {
     }
   }
 
+  /** A snapshot is durable: push it, tell listeners. */
   private noteHead(snap: SnapshotInfo): void {
     this.headPages = snap.dbPages;
     this.headPageSize = snap.pageSize;
@@ -617,8 +665,9 @@ class Sidecar {
     };
   }
 
-  private writeState(a: Cursor, b: Cursor): void {
-    this.state!.write(this.positionAt(a), this.positionAt(b));
+  private writeState(c: Cursor): void {
+    const p = this.positionAt(c);
+    this.state!.write(p, p);
   }
 
   /**
