@@ -181,6 +181,9 @@ class Sidecar {
   /** The reader let go of its read transaction for an application's checkpoint (see yieldTo). */
   private yielded = false;
   private yielding = false;
+  /** Compression: bodies left to store without trying, poor results in a row (noteCompression). */
+  private skipCompress = 0;
+  private poorBodies = 0;
   private watcher: fs.FSWatcher | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private soon: ReturnType<typeof setTimeout> | undefined;
@@ -594,7 +597,11 @@ class Sidecar {
     for (let p = Math.min(prevPages, dbPages) + 1; p <= Math.max(prevPages, dbPages); p++) touched.add(p);
     const order = full ? range(1, dbPages) : [...touched].sort((a, b) => a - b);
     const appender = this.journal.begin();
-    const packer = new BodyCompressor(appender.sink);
+    // Bodies that do not compress (random or already compressed data) are not tried for a while: the
+    // deflate would only take CPU from the application (limit 0: stored as they are).
+    const tryCompress = this.skipCompress === 0;
+    if (!tryCompress) this.skipCompress--;
+    const packer = new BodyCompressor(appender.sink, tryCompress ? undefined : 0);
     const body = new SnapshotBodyWriter(pageSize, packer.sink, new Uint8Array(BODY_CHUNK_SIZE));
     let checksum = full ? 0n : this.journal.position.checksum;
     try {
@@ -626,6 +633,7 @@ class Sidecar {
         body.patchCount,
         false,
       );
+      if (tryCompress) this.noteCompression(snap.length - 72 <= body.length * 0.9);
       // Confirmed now, durable at the batch's fsync (capture): nothing reads it before that.
       this.journal.confirm();
       this.cursor = { header: h, frame: t.commitFrame, ck0: t.ck0, ck1: t.ck1 };
@@ -640,6 +648,15 @@ class Sidecar {
       if (this.journal.pending) this.journal.abandon(true);
       else appender.cancel();
       throw e;
+    }
+  }
+
+  /** After 8 bodies in a row that deflate shrank by under 10 %, the next 64 are stored without trying. */
+  private noteCompression(shrank: boolean): void {
+    this.poorBodies = shrank ? 0 : this.poorBodies + 1;
+    if (this.poorBodies >= 8) {
+      this.poorBodies = 0;
+      this.skipCompress = 64;
     }
   }
 
