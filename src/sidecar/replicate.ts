@@ -49,6 +49,8 @@ export interface ReplicateOptions {
   checkpointFrames?: number;
   /** Swap at least this often while frames come in (ms, default 1000). */
   checkpointMs?: number;
+  /** While transactions keep coming, wait this long before looking again (ms, default 2; one fsync for more). */
+  coalesceMs?: number;
   /** How long startup waits for SQLite's write lock (ms, default 30 s). */
   startTimeoutMs?: number;
   /** Messages for the user (default: none). */
@@ -183,6 +185,8 @@ class Sidecar {
   private yielding = false;
   /** Compression: bodies left to store without trying, poor results in a row (noteCompression). */
   private skipCompress = 0;
+  /** Transactions the last look found (see watch). */
+  private lastFound = 0;
   private poorBodies = 0;
   private watcher: fs.FSWatcher | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -778,7 +782,7 @@ class Sidecar {
   tick(): void {
     if (this.stopped || this.yielding) return;
     try {
-      this.capture();
+      this.lastFound = this.capture();
       const copied = this.cursor.frame - this.swapFrame;
       const due =
         copied >= (this.options.checkpointFrames ?? 1000) ||
@@ -802,11 +806,16 @@ class Sidecar {
   }
 
   watch(): void {
+    // While transactions keep coming (the last look found some), wait a little before looking again, so
+    // that more of them share one fsync: fewer flushes competing with the application's own.
     const onChange = (): void => {
-      this.soon ??= setTimeout(() => {
-        this.soon = undefined;
-        this.tick();
-      }, 0);
+      this.soon ??= setTimeout(
+        () => {
+          this.soon = undefined;
+          this.tick();
+        },
+        this.lastFound > 0 ? (this.options.coalesceMs ?? 2) : 0,
+      );
     };
     try {
       // The directory: the WAL may be created, truncated or deleted.
