@@ -193,3 +193,24 @@ test('WAL reader: a frame whose checksum does not check ends the committed part 
   bytes[20]! ^= 1;
   assert.equal(decodeWalHeader(bytes.subarray(0, WAL_HEADER_SIZE)), undefined);
 });
+
+test('verify of a WAL database: frames not yet in the file are named, a checkpoint makes it comparable', async () => {
+  const dir = tempDir('mycelite-replicate-verify-');
+  const db = path.join(dir, 'app.db');
+  createWalDb(db);
+  const s = sidecar([db]);
+  await s.ready;
+  const app = new BetterSqlite3(db, { timeout: 5000 });
+  app.pragma('wal_autocheckpoint = 0');
+  for (let i = 1; i <= 10; i++) app.prepare("insert into t values (?, 'v')").run(i);
+  const early = await runCli(['verify', db]);
+  assert.equal(early.status, 1);
+  assert.match(early.stderr, /is in WAL mode and .*-wal holds \d+ frames not yet in the file/);
+  const [row] = app.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+  assert.equal(row!.busy, 0);
+  await stop(s);
+  app.close();
+  const late = await runCli(['verify', db]);
+  assert.equal(late.status, 0, late.stderr);
+  assert.match(late.stdout, /^ok: 11 snapshots, last txid 11/);
+});
