@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openReplica } from '../src/node/index.js';
+import { openReplica, type ReplicaDatabase } from '../src/node/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import { runCli } from './helpers/cli.js';
 import { startTestHub } from './helpers/hub.js';
@@ -31,7 +31,7 @@ after(async () => {
   cleanupTempDirs();
 });
 
-test('sidecar with --hub: SIGKILLed and restarted; replica byte-identical; restores from journal and hub match the writer', {
+test('sidecar with --hub, SIGKILLed and restarted: a replica follows live (read, reopened) and ends byte-identical; restores from journal and hub match the writer', {
   timeout: 120_000,
 }, async () => {
   const hub = await startTestHub(tempDir('mycelite-hubdata-'));
@@ -48,11 +48,23 @@ test('sidecar with --hub: SIGKILLed and restarted; replica byte-identical; resto
   });
   const rand = prng(7);
   let kills = 0;
+  // A replica that follows live from the start, read while it follows.
+  const reader = await hub.token('app', 'reader');
+  const replicaPath = path.join(dir, 'replica.db');
+  let replica: ReplicaDatabase | undefined;
+  const reads: number[] = [];
   while (writing) {
     const s = spawnSidecar(args, env);
     running.push(s);
     await Promise.race([s.ready, s.exited]);
+    if (!replica) {
+      const r = await openReplica(replicaPath, { hub: { url: hub.url, db: 'app', token: reader } });
+      closers.push(() => r.close());
+      await r.waitFor(1n, 20_000);
+      replica = r;
+    }
     await sleep(100 + rand() * 300);
+    reads.push((replica.prepare('select k from meta').get() as { k: number }).k);
     s.proc.kill('SIGKILL');
     assert.equal(await s.exited, null, s.err());
     kills++;
@@ -71,11 +83,14 @@ test('sidecar with --hub: SIGKILLed and restarted; replica byte-identical; resto
   const state = await new HubClient({ url: hub.url, db: 'app', token: env.MYCELITE_TOKEN }).state();
   assert.equal(state?.head.txid, head, 'the hub holds the whole journal');
 
-  const reader = await hub.token('app', 'reader');
-  const replicaPath = path.join(dir, 'replica.db');
-  const replica = await openReplica(replicaPath, { hub: { url: hub.url, db: 'app', token: reader } });
-  await replica.waitFor(head, 20_000);
-  await replica.close();
+  await replica!.waitFor(head, 20_000);
+  assert.equal((replica!.prepare('select k from meta').get() as { k: number }).k, 600);
+  await replica!.close();
+  assert.ok(reads.length >= 1 && reads.every((k, i) => k >= (reads[i - 1] ?? 0)), `reads ${reads}`);
+  const again = await openReplica(replicaPath, { hub: { url: hub.url, db: 'app', token: reader } });
+  await again.waitFor(head, 20_000);
+  assert.equal((again.prepare('select k from meta').get() as { k: number }).k, 600);
+  await again.close();
   assert.ok(fs.readFileSync(replicaPath).equals(checkpointed(db)), 'the replica is the writer database');
 
   // Random past points, restored from the local journal and from the hub alone.
