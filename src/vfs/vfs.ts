@@ -159,7 +159,14 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         // A WAL-format file (a restore or replica of a history `mycelite replicate` captured): this VFS
         // has no shared memory for a WAL, so uncaptured connections (replica, views, read-only opens)
         // read it as the rollback-format database it is otherwise (header bytes 18-19: 1, not 2).
-        if (!f.capture && f.mainDb && at <= 18 && at + n >= 20 && dest[18 - at] === 2 && dest[19 - at] === 2) {
+        if (
+          !f.capture &&
+          f.mainDb &&
+          at <= 18 &&
+          at + n >= 20 &&
+          dest[18 - at] === 2 &&
+          dest[19 - at] === 2
+        ) {
           dest[18 - at] = 1;
           dest[19 - at] = 1;
         }
