@@ -185,6 +185,7 @@ class Sidecar {
   private yielding = false;
   /** Compression: bodies left to store without trying, poor results in a row (noteCompression). */
   private skipCompress = 0;
+  private scratch: Uint8Array | undefined;
   /** Transactions the last look found (see watch). */
   private lastFound = 0;
   private poorBodies = 0;
@@ -606,7 +607,10 @@ class Sidecar {
     const tryCompress = this.skipCompress === 0;
     if (!tryCompress) this.skipCompress--;
     const packer = new BodyCompressor(appender.sink, tryCompress ? undefined : 0);
-    const body = new SnapshotBodyWriter(pageSize, packer.sink, new Uint8Array(BODY_CHUNK_SIZE));
+    // Every chunk is consumed (compressed, or written to the journal) before this returns: one scratch
+    // chunk serves every snapshot (as in the writer's capture).
+    this.scratch ??= new Uint8Array(BODY_CHUNK_SIZE);
+    const body = new SnapshotBodyWriter(pageSize, packer.sink, this.scratch);
     let checksum = full ? 0n : this.journal.position.checksum;
     try {
       for (const pgno of order) {
