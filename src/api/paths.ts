@@ -22,6 +22,7 @@ export function journalPaths(dbPath: string): {
   shared: string;
   rebase: string;
   rejected: string;
+  wal: string;
 } {
   const dir = `${dbPath}-mycelite`;
   return {
@@ -48,5 +49,7 @@ export function journalPaths(dbPath: string): {
     rebase: `${dir}/rebase`,
     /** A shared device's rejections not yet reported to the application (src/shared/rejections.ts). */
     rejected: `${dir}/rejected`,
+    /** The WAL sidecar's position: where in DB-wal the journal's head came from (src/sidecar/wal-state.ts). */
+    wal: `${dir}/wal`,
   };
 }

@@ -11,6 +11,7 @@ import { registerFollow } from './follow.js';
 import { registerLog } from './log.js';
 import { registerPush } from './push.js';
 import { registerQuery } from './query.js';
+import { registerReplicate } from './replicate.js';
 import { registerRestore } from './restore.js';
 import { registerRevert } from './revert.js';
 import { registerServe } from './serve.js';
@@ -68,6 +69,7 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   registerLog(program);
   registerPush(program);
   registerQuery(program);
+  registerReplicate(program);
   registerRestore(program);
   registerRevert(program);
   registerServe(program);

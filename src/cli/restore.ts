@@ -14,10 +14,14 @@ import {
   requireParentDirectory,
   writeOut,
 } from './common.js';
+import { restoreFromHub } from './hub-restore.js';
 import { describeRevert, revertCommand } from './revert.js';
 
 interface RestoreOptions {
   output: string;
+  hub?: string;
+  db?: string;
+  token?: string;
   txid?: bigint;
   at?: number;
   force?: boolean;
@@ -27,7 +31,7 @@ export function registerRestore(program: Command): void {
   program
     .command('restore')
     .description('rebuild a database from its journal, as of the latest snapshot or an earlier one')
-    .argument('<DB>', 'database file whose journal (DB-mycelite/journal) to replay')
+    .argument('[DB]', 'database file whose journal (DB-mycelite/journal) to replay (or --hub and --db)')
     .requiredOption('-o, --output <FILE>', 'file to write the restored database to')
     .addOption(
       new Option('--txid <N>', 'restore the state right after snapshot N (see mycelite log)')
@@ -40,6 +44,9 @@ export function registerRestore(program: Command): void {
       ),
     )
     .option('-f, --force', 'replace FILE if it exists')
+    .option('--hub <URL>', "instead of DB: restore from this hub's history (no local copy needed)")
+    .option('--db <NAME>', 'with --hub: the database name on the hub')
+    .option('--token <TOKEN>', 'with --hub: a reader token for NAME (default: $MYCELITE_TOKEN)')
     .addHelpText(
       'after',
       `
@@ -52,11 +59,51 @@ Z or +02:00 to be exact.
 Examples:
   $ mycelite restore app.db --output copy.db
   $ mycelite restore app.db --output then.db --txid 2
-  $ mycelite restore app.db --output then.db --at 2025-03-01T12:30:00Z`,
+  $ mycelite restore app.db --output then.db --at 2025-03-01T12:30:00Z
+  $ MYCELITE_TOKEN="$RT" mycelite restore --hub http://127.0.0.1:8080 --db app --txid 41 --output then.db`,
     )
-    .action(async (db: string, options: RestoreOptions) => {
-      await restoreCommand(db, options);
+    .action(async (db: string | undefined, options: RestoreOptions, cmd: Command) => {
+      if (options.hub !== undefined || options.db !== undefined) {
+        if (db !== undefined)
+          cmd.error('restore: give either DB or --hub and --db, not both', { exitCode: 2 });
+        if (options.hub === undefined || options.db === undefined) {
+          cmd.error('restore: --hub and --db go together', { exitCode: 2 });
+        }
+        await hubRestoreCommand(options);
+        return;
+      }
+      if (db === undefined) cmd.error('restore needs DB, or --hub URL --db NAME', { exitCode: 2 });
+      await restoreCommand(db!, options);
     });
+}
+
+async function hubRestoreCommand(options: RestoreOptions): Promise<void> {
+  requireParentDirectory(options.output);
+  const token = options.token ?? process.env['MYCELITE_TOKEN'];
+  if (!token) {
+    throw new Error(
+      `no token: pass --token or set MYCELITE_TOKEN (a reader token: mycelite token --db ${options.db} --role reader)`,
+    );
+  }
+  const s = await restoreFromHub({ url: options.hub!, db: options.db!, token }, options.output, {
+    target: targetOf(options),
+    force: options.force === true,
+  });
+  if (s === undefined) {
+    writeOut(`restored an empty database (the hub holds no snapshots) to ${options.output}\n`);
+  } else {
+    writeOut(
+      `restored txid ${s.txid} (${isoTime(s.timestamp)}) from ${options.db} on ${options.hub} to ${options.output} (${s.dbPages} page${s.dbPages === 1 ? '' : 's'})\n`,
+    );
+  }
+}
+
+function targetOf(options: RestoreOptions): Target {
+  return options.txid !== undefined
+    ? { txid: options.txid }
+    : options.at !== undefined
+      ? { at: options.at }
+      : 'latest';
 }
 
 export async function restoreCommand(dbPath: string, options: RestoreOptions): Promise<void> {

@@ -31,6 +31,13 @@ export interface PostStep {
   dbPages: number;
   /** Page 1 bytes 24–27 and 92–99, as the writer has them. */
   counter: Uint8Array;
+  /**
+   * Page 1 bytes 18–19 (the file format: 2 for a WAL database that `mycelite replicate` captured), as the
+   * writer has them. SQLite here sees a WAL-format file as rollback format (the VFS reads 2 as 1; it has
+   * no shared memory for a WAL), so what it writes to page 1 says 1: the post step puts the writer's
+   * bytes back. Absent in a step read back from the inflight marker.
+   */
+  format?: Uint8Array;
 }
 
 /** A validated snapshot as received: its encoded bytes and its header. */
@@ -173,6 +180,17 @@ export class ReplicaFile {
     }
   }
 
+  /** Page 1 bytes 18–19 as they are in the file (SQLite here may be shown other values, see PostStep). */
+  private fileFormat(): Uint8Array | undefined {
+    if (this.fs.fileSize(this.path) < 100) return undefined;
+    const f = this.fs.open(this.path, { readonly: true });
+    try {
+      return readAt(f, 18, 2);
+    } finally {
+      f.close();
+    }
+  }
+
   /** Page size and size in pages of the file as it is (0, 0 when empty). */
   shape(): { pageSize: number; pages: number } {
     const size = this.fs.fileSize(this.path);
@@ -245,7 +263,13 @@ export class ReplicaFile {
         if (e !== stop) throw e;
       }
     }
-    return { txid: last.txid, pageSize: last.pageSize, dbPages: last.dbPages, counter: getCounter(page1) };
+    return {
+      txid: last.txid,
+      pageSize: last.pageSize,
+      dbPages: last.dbPages,
+      counter: getCounter(page1),
+      format: page1.slice(18, 20),
+    };
   }
 
   /**
@@ -340,9 +364,11 @@ export class ReplicaFile {
     const pageSize = items[0]!.header.pageSize;
     const oldPages = Number(db.pragma('page_count', { simple: true }));
     const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
-    const put = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const format = this.fileFormat();
     const oldPage = (pgno: number): Uint8Array | undefined =>
-      pgno <= oldPages ? (read.get(pgno) as Uint8Array) : undefined;
+      pgno <= oldPages ? withFormat(read.get(pgno) as Uint8Array, pgno, format) : undefined;
+    const sqlitePut = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const put = { run: (pgno: number, page: Uint8Array) => sqlitePut.run(pgno, asRollback(page, pgno)) };
     const pages = new Map<number, Uint8Array>();
     /** Pages at or below this still hold the file's content where no snapshot named them. */
     let floor = oldPages;
@@ -387,9 +413,11 @@ export class ReplicaFile {
     const db = this.db;
     const oldPages = Number(db.pragma('page_count', { simple: true }));
     const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
-    const put = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const format = this.fileFormat();
     const oldPage = (pgno: number): Uint8Array | undefined =>
-      pgno <= oldPages ? (read.get(pgno) as Uint8Array) : undefined;
+      pgno <= oldPages ? withFormat(read.get(pgno) as Uint8Array, pgno, format) : undefined;
+    const sqlitePut = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const put = { run: (pgno: number, page: Uint8Array) => sqlitePut.run(pgno, asRollback(page, pgno)) };
     let sum = start;
     let next = 1; // the lowest page not yet looked at
     let pgno = 0;
@@ -466,14 +494,16 @@ export class ReplicaFile {
     const want = step.dbPages * step.pageSize;
     const f = this.fs.open(this.path, { sqliteLocks: true });
     try {
-      const counter = getCounter(readAt(f, 0, 100));
-      if (f.size() === want && sameBytes(counter, step.counter)) return true;
+      const head = readAt(f, 0, 100);
+      const formatOk = !step.format || sameBytes(head.subarray(18, 20), step.format);
+      if (f.size() === want && sameBytes(getCounter(head), step.counter) && formatOk) return true;
       if (!lockExclusive(f)) return false;
       try {
         const page1 = readAt(f, 0, 100);
         setCounter(page1, step.counter);
         f.write(page1.subarray(24, 28), 24);
         f.write(page1.subarray(92, 100), 92);
+        if (step.format) f.write(step.format, 18);
         if (f.size() > want) f.truncate(want);
         f.sync();
       } finally {
@@ -524,6 +554,23 @@ function getCounter(page1: Uint8Array): Uint8Array {
   out.set(page1.subarray(24, 28), 0);
   out.set(page1.subarray(92, 100), 4);
   return out;
+}
+
+/** Page 1 as SQLite here showed it, with the file's real format bytes (18–19) for checksums. */
+function withFormat(page: Uint8Array, pgno: number, format: Uint8Array | undefined): Uint8Array {
+  if (pgno !== 1 || !format || (page[18] === format[0] && page[19] === format[1])) return page;
+  const copy = page.slice();
+  copy.set(format, 18);
+  return copy;
+}
+
+/** What SQLite here gets to write for page 1 of a WAL-format database: the rollback-format bytes. */
+function asRollback(page: Uint8Array, pgno: number): Uint8Array {
+  if (pgno !== 1 || page[18] !== 2 || page[19] !== 2) return page;
+  const copy = page.slice();
+  copy[18] = 1;
+  copy[19] = 1;
+  return copy;
 }
 
 function setCounter(page1: Uint8Array, counter: Uint8Array): void {

@@ -28,6 +28,8 @@ interface OpenFile {
   capture: Capture | undefined;
   /** The capture of the database whose rollback journal this is. */
   journalOf: Capture | undefined;
+  /** The main database file of a connection. */
+  mainDb: boolean;
   deleteOnClose: boolean;
   /** A rollback journal kept elsewhere by journal durability: never fsynced. */
   noSync: boolean;
@@ -154,6 +156,20 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const got = f.handle.read(dest, at);
         // A transaction's first look at the header: was the file written by another program meanwhile?
         if (f.capture && at < 28) f.capture.onRead(at, dest);
+        // A WAL-format file (a restore or replica of a history `mycelite replicate` captured): this VFS
+        // has no shared memory for a WAL, so uncaptured connections (replica, views, read-only opens)
+        // read it as the rollback-format database it is otherwise (header bytes 18-19: 1, not 2).
+        if (
+          !f.capture &&
+          f.mainDb &&
+          at <= 18 &&
+          at + n >= 20 &&
+          dest[18 - at] === 2 &&
+          dest[19 - at] === 2
+        ) {
+          dest[18 - at] = 1;
+          dest[19 - at] = 1;
+        }
         return got < n ? capi.SQLITE_IOERR_SHORT_READ : 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_READ);
@@ -342,6 +358,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           flags,
           locks: mainDb && !handle.lock ? new LocalLocks(path) : undefined,
           capture,
+          mainDb,
           journalOf: flags & capi.SQLITE_OPEN_MAIN_JOURNAL ? journals.get(path) : undefined,
           deleteOnClose,
           noSync: moved !== undefined,
