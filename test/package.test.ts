@@ -115,6 +115,17 @@ describe('npm pack, installed into a new project', { timeout: 600_000 }, () => {
     assert.match(ok(run('npx', ['mycelite', '--help'], app, env), 'mycelite --help'), /Usage: mycelite/);
   });
 
+  test('without a compiler better-sqlite3 (optional) is not installed, and replicate says what to do', () => {
+    // Found merging issue 16 into 17: as a plain dependency, better-sqlite3 (no prebuilt binary reachable,
+    // no compiler) failed the whole install.
+    assert.equal(fs.existsSync(path.join(app, 'node_modules', 'better-sqlite3', 'build')), false);
+    fs.writeFileSync(path.join(app, 'wal.db'), '');
+    const r = run('npx', ['mycelite', 'replicate', 'wal.db'], app, env);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /better-sqlite3, which is not installed here .*npm install better-sqlite3/);
+    assert.equal(fs.existsSync(path.join(app, 'wal.db-mycelite')), false, 'nothing left behind');
+  });
+
   test('every export imports; open, write, restore', () => {
     const specifiers = Object.keys(PKG.exports).map((k) => `mycelite${k.slice(1)}`);
     const script = `

@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
 import { journalPaths } from '../api/paths.js';
 import { historyPages } from '../api/recovery.js';
 import { appendChange, type Pages } from '../capture/outside.js';
@@ -99,8 +99,24 @@ interface Cursor {
 }
 
 /** Starts the sidecar on `dbPath`. Resolves once the journal holds every transaction committed so far. */
+/** better-sqlite3, an optional dependency (it needs a prebuilt binary or a compiler to install). */
+let NativeDatabase: typeof BetterSqlite3 | undefined;
+
+async function loadNative(): Promise<typeof BetterSqlite3> {
+  if (NativeDatabase) return NativeDatabase;
+  try {
+    NativeDatabase = (await import('better-sqlite3')).default;
+  } catch (e) {
+    throw new ReplicateError(
+      `mycelite replicate reads the database through better-sqlite3, which is not installed here (${(e as Error).message.split('\n')[0]}): run \`npm install better-sqlite3\` (an optional dependency of mycelite: it did not install, e.g. without a compiler or a prebuilt binary for this platform)`,
+    );
+  }
+  return NativeDatabase;
+}
+
 export async function replicate(dbPath: string, options: ReplicateOptions = {}): Promise<Replicator> {
   await loadHash();
+  await loadNative();
   const file = path.resolve(dbPath);
   checkDatabase(file, dbPath);
   if (options.hub) {
@@ -230,9 +246,9 @@ class Sidecar {
         `${this.file}'s journal is held by another process (another mycelite replicate, or an application writing through Mycelite)`,
       );
     }
-    const reader = new BetterSqlite3(this.file, { fileMustExist: true });
+    const reader = new NativeDatabase!(this.file, { fileMustExist: true });
     this.reader = reader;
-    const writer = new BetterSqlite3(this.file, { fileMustExist: true });
+    const writer = new NativeDatabase!(this.file, { fileMustExist: true });
     this.writer = writer;
     const mode = String(writer.pragma('journal_mode', { simple: true }));
     if (mode !== 'wal') {
