@@ -321,6 +321,7 @@ class Sidecar {
   ): { frame: number; ck0: number; ck1: number } | undefined {
     const head = this.journal.position;
     if (!p || !h || head.txid === 0n || p.txid > head.txid) return undefined;
+    if (this.restartedAfter(p, h)) return { frame: 0, ck0: h.ck0, ck1: h.ck1 };
     if (p.salt1 !== h.salt1 || p.salt2 !== h.salt2 || p.pageSize !== h.pageSize) return undefined;
     if (p.frame === 0 ? p.ck0 !== h.ck0 || p.ck1 !== h.ck1 : !sameCk(commits.get(p.frame), p))
       return undefined;
@@ -332,6 +333,26 @@ class Sidecar {
     if (frame === undefined) return undefined;
     const [ck0, ck1] = commits.get(frame)!;
     return { frame, ck0, ck1 };
+  }
+
+  /**
+   * True when the WAL restarted exactly once since the head's position `p` (salt-1 one more), from the
+   * head: the database file is the head's state (checksum) and holds no frame of the new generation yet
+   * (the wal-index's nBackfill is 0 before and after the check). What SQLite does when the application
+   * writes after a clean stop of the sidecar (whose last swap checkpointed everything): its frames are
+   * all still there, so the sidecar resumes at the new generation's first frame.
+   */
+  private restartedAfter(p: WalPosition, h: WalHeader): boolean {
+    const head = this.journal.position;
+    if (p.txid !== head.txid || p.checksum !== head.checksum || p.salt1 === 0) return false;
+    if (h.salt1 !== (p.salt1 + 1) >>> 0 || h.pageSize !== this.headPageSize) return false;
+    const backfilled = (): number | undefined => {
+      if (walIndexEnd(this.shmFd!, h) === undefined) return undefined;
+      const b = Buffer.alloc(4);
+      fs.readSync(this.shmFd!, b, 0, 4, 96);
+      return b.readUInt32LE(0);
+    };
+    return backfilled() === 0 && this.fileIsHead() && backfilled() === 0;
   }
 
   /** The database checksum after `txid` in the journal (undefined when the journal does not hold it). */
