@@ -69,6 +69,8 @@ export interface Replicator {
   readonly journalPath: string;
   /** The journal's head. */
   position(): { txid: bigint; checksum: bigint };
+  /** Committed WAL frames not yet in the journal (the capture lag, in frames; 0 when caught up). */
+  pendingFrames(): number;
   /** The hub push, when `hub` was given. */
   readonly sync: Pusher | undefined;
   on<K extends keyof ReplicatorEvents>(event: K, fn: (arg: ReplicatorEvents[K]) => void): () => void;
@@ -891,6 +893,13 @@ class Sidecar {
     this.lock = undefined;
   }
 
+  pendingFrames(): number {
+    if (this.stopped || this.shmFd === undefined) return 0;
+    const h = this.cursor.header ?? this.wal.header();
+    const end = h ? walIndexEnd(this.shmFd, h) : undefined;
+    return end === undefined ? 0 : Math.max(0, end - this.cursor.frame);
+  }
+
   async catchUp(): Promise<void> {
     if (this.failed) throw this.failed;
     if (this.stopped) throw new Error('the sidecar is closed');
@@ -906,6 +915,7 @@ class Sidecar {
       dbPath: this.file,
       journalPath: this.paths.journal,
       position: () => this.journal.position,
+      pendingFrames: () => this.pendingFrames(),
       sync: this.pusher,
       on: (event, fn) => this.emitter.on(event, fn),
       catchUp: () => this.catchUp(),
