@@ -10,6 +10,7 @@ import { FLAG_OUTSIDE } from '../src/format/index.js';
 import { replicate } from '../src/sidecar/replicate.js';
 import { decodeWalHeader, WAL_HEADER_SIZE, WalFile } from '../src/sidecar/wal-file.js';
 import { runCli } from './helpers/cli.js';
+import { startTestHub } from './helpers/hub.js';
 import { type Sidecar, spawnSidecar } from './helpers/sidecar.js';
 import { cleanupTempDirs, journalOf, replayBytes, tempDir } from './helpers/util.js';
 import { checkJournal, checkpointed, createWalDb, startWriter } from './helpers/wal-app.js';
@@ -198,19 +199,50 @@ test('verify of a WAL database: frames not yet in the file are named, a checkpoi
   const dir = tempDir('mycelite-replicate-verify-');
   const db = path.join(dir, 'app.db');
   createWalDb(db);
-  const s = sidecar([db]);
-  await s.ready;
   const app = new BetterSqlite3(db, { timeout: 5000 });
   app.pragma('wal_autocheckpoint = 0');
+  const s = sidecar([db]);
+  await s.ready;
   for (let i = 1; i <= 10; i++) app.prepare("insert into t values (?, 'v')").run(i);
-  const early = await runCli(['verify', db]);
-  assert.equal(early.status, 1);
-  assert.match(early.stderr, /is in WAL mode and .*-wal holds \d+ frames not yet in the file/);
-  const [row] = app.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-  assert.equal(row!.busy, 0);
+  // Stopping copies everything and checkpoints it; what the application writes next stays in its WAL.
   await stop(s);
+  for (let i = 11; i <= 15; i++) app.prepare("insert into t values (?, 'v')").run(i);
+  const early = await runCli(['verify', db]);
+  assert.equal(early.status, 1, early.stdout);
+  assert.match(early.stderr, /is in WAL mode and .*-wal holds \d+ frames not yet in the file/);
+  const again = sidecar([db]);
+  await again.ready;
+  assert.match(again.err(), /resumed at txid 11; the journal is at txid 16/);
+  await stop(again);
   app.close();
   const late = await runCli(['verify', db]);
   assert.equal(late.status, 0, late.stderr);
-  assert.match(late.stdout, /^ok: 11 snapshots, last txid 11/);
+  assert.match(late.stdout, /^ok: 16 snapshots, last txid 16/);
+});
+
+test('mycelite push of a WAL database captured by the sidecar (the sidecar stopped): pushes its journal', async () => {
+  const dir = tempDir('mycelite-replicate-push-');
+  const db = path.join(dir, 'app.db');
+  createWalDb(db);
+  const s = sidecar([db]);
+  await s.ready;
+  await startWriter('node', db, 20, 'auto').done;
+  await stop(s);
+  const hub = await startTestHub(tempDir('mycelite-hubdata-'));
+  try {
+    const r = await runCli([
+      'push',
+      db,
+      '--hub',
+      hub.url,
+      '--db',
+      'app',
+      '--token',
+      await hub.token('app', 'writer'),
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /pushed 21 snapshots to app on .*: the hub is at txid 21/);
+  } finally {
+    await hub.close();
+  }
 });

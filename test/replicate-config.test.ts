@@ -52,6 +52,7 @@ test('config file: many databases, per-database lines, /metrics, SIGHUP reload, 
   assert.equal(m.get(`mycelite_replicate_txid{db=${JSON.stringify(b)}}`), 1);
   assert.equal(m.get(`mycelite_replicate_up{db=${JSON.stringify(b)}}`), 1);
   assert.ok(m.get(`mycelite_replicate_journal_bytes{db=${JSON.stringify(a)}}`)! > 0);
+  assert.equal(m.get(`mycelite_replicate_pending_frames{db=${JSON.stringify(a)}}`), 0);
 
   // Reload: b removed, c added; a unchanged keeps running.
   fs.writeFileSync(config, JSON.stringify({ databases: [{ path: 'a.db' }, { path: 'c.db' }] }));

@@ -60,6 +60,7 @@ Examples:
   $ WT=$(mycelite token --data hubdata --db app --role writer)
   $ mycelite push app.db --hub http://127.0.0.1:8080 --db app --token "$WT"
   $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
+  $ mycelite replicate app.db      # beside an application that writes app.db itself in WAL mode
 
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );

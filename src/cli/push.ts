@@ -85,7 +85,9 @@ export async function pushCommand(dbPath: string, options: PushOptions): Promise
   if (!fs.existsSync(file)) throw new Error(`${dbPath} does not exist`);
   const paths = journalPaths(file);
   if (options.watch) return watch(file, paths.journal, target, !!options.json);
-  if (fs.existsSync(paths.dir) && !writerLockFree(paths.lock)) {
+  // Another process is the writer, or the database is a WAL database `mycelite replicate` captures (our
+  // engine does not open those as a writer): push what the journal holds, as --watch does.
+  if (fs.existsSync(paths.dir) && (!writerLockFree(paths.lock) || isWalFormat(file))) {
     const tail = await openTail(file, paths.journal);
     const pusher = tailPusher(tail, target);
     await pusher.start();
@@ -266,6 +268,18 @@ function waiting(target: HubTarget, lastError: string | undefined): string {
   const why = lastError ?? 'no answer';
   if (why.includes('the hub failed')) return `the hub at ${target.url} fails: ${why}`;
   return `cannot reach the hub at ${target.url}: ${why}`;
+}
+
+/** True when the database file's header says WAL (bytes 18-19 are 2). */
+function isWalFormat(file: string): boolean {
+  const b = Buffer.alloc(2);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, b, 0, 2, 18);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return b[0] === 2 && b[1] === 2;
 }
 
 function plural(n: number): string {

@@ -174,6 +174,8 @@ async function serveMetrics(
       '# TYPE mycelite_replicate_snapshots_total counter',
       '# HELP mycelite_replicate_lag_seconds seconds since the last snapshot was captured',
       '# TYPE mycelite_replicate_lag_seconds gauge',
+      '# HELP mycelite_replicate_pending_frames committed WAL frames not yet in the journal (capture lag)',
+      '# TYPE mycelite_replicate_pending_frames gauge',
     ];
     for (const [p, r] of running) {
       const l = `{db=${JSON.stringify(p)}}`;
@@ -184,6 +186,7 @@ async function serveMetrics(
       const size = fs.statSync(r.replicator.journalPath, { throwIfNoEntry: false })?.size ?? 0;
       lines.push(`mycelite_replicate_journal_bytes${l} ${size}`);
       lines.push(`mycelite_replicate_snapshots_total${l} ${r.snapshots}`);
+      lines.push(`mycelite_replicate_pending_frames${l} ${r.replicator.pendingFrames()}`);
       if (r.lastSnapshotAt > 0) {
         lines.push(
           `mycelite_replicate_lag_seconds${l} ${((Date.now() - r.lastSnapshotAt) / 1000).toFixed(3)}`,

@@ -69,6 +69,8 @@ export interface Replicator {
   readonly journalPath: string;
   /** The journal's head. */
   position(): { txid: bigint; checksum: bigint };
+  /** Committed WAL frames not yet in the journal (the capture lag, in frames; 0 when caught up). */
+  pendingFrames(): number;
   /** The hub push, when `hub` was given. */
   readonly sync: Pusher | undefined;
   on<K extends keyof ReplicatorEvents>(event: K, fn: (arg: ReplicatorEvents[K]) => void): () => void;
@@ -337,6 +339,7 @@ class Sidecar {
   ): { frame: number; ck0: number; ck1: number } | undefined {
     const head = this.journal.position;
     if (!p || !h || head.txid === 0n || p.txid > head.txid) return undefined;
+    if (this.restartedAfter(p, h)) return { frame: 0, ck0: h.ck0, ck1: h.ck1 };
     if (p.salt1 !== h.salt1 || p.salt2 !== h.salt2 || p.pageSize !== h.pageSize) return undefined;
     if (p.frame === 0 ? p.ck0 !== h.ck0 || p.ck1 !== h.ck1 : !sameCk(commits.get(p.frame), p))
       return undefined;
@@ -348,6 +351,26 @@ class Sidecar {
     if (frame === undefined) return undefined;
     const [ck0, ck1] = commits.get(frame)!;
     return { frame, ck0, ck1 };
+  }
+
+  /**
+   * True when the WAL restarted exactly once since the head's position `p` (salt-1 one more), from the
+   * head: the database file is the head's state (checksum) and holds no frame of the new generation yet
+   * (the wal-index's nBackfill is 0 before and after the check). What SQLite does when the application
+   * writes after a clean stop of the sidecar (whose last swap checkpointed everything): its frames are
+   * all still there, so the sidecar resumes at the new generation's first frame.
+   */
+  private restartedAfter(p: WalPosition, h: WalHeader): boolean {
+    const head = this.journal.position;
+    if (p.txid !== head.txid || p.checksum !== head.checksum || p.salt1 === 0) return false;
+    if (h.salt1 !== (p.salt1 + 1) >>> 0 || h.pageSize !== this.headPageSize) return false;
+    const backfilled = (): number | undefined => {
+      if (walIndexEnd(this.shmFd!, h) === undefined) return undefined;
+      const b = Buffer.alloc(4);
+      fs.readSync(this.shmFd!, b, 0, 4, 96);
+      return b.readUInt32LE(0);
+    };
+    return backfilled() === 0 && this.fileIsHead() && backfilled() === 0;
   }
 
   /** The database checksum after `txid` in the journal (undefined when the journal does not hold it). */
@@ -886,6 +909,13 @@ class Sidecar {
     this.lock = undefined;
   }
 
+  pendingFrames(): number {
+    if (this.stopped || this.shmFd === undefined) return 0;
+    const h = this.cursor.header ?? this.wal.header();
+    const end = h ? walIndexEnd(this.shmFd, h) : undefined;
+    return end === undefined ? 0 : Math.max(0, end - this.cursor.frame);
+  }
+
   async catchUp(): Promise<void> {
     if (this.failed) throw this.failed;
     if (this.stopped) throw new Error('the sidecar is closed');
@@ -901,6 +931,7 @@ class Sidecar {
       dbPath: this.file,
       journalPath: this.paths.journal,
       position: () => this.journal.position,
+      pendingFrames: () => this.pendingFrames(),
       sync: this.pusher,
       on: (event, fn) => this.emitter.on(event, fn),
       catchUp: () => this.catchUp(),
