@@ -342,5 +342,4 @@ describe('shared databases under faults', () => {
     await a.sync!.flush(20_000);
     assert.equal(a.sync!.status().state, 'synced');
   });
-
 });

@@ -44,7 +44,7 @@ export interface WorkerHooks {
 }
 
 /** States in which sync is not working: only then is its last error shown. */
-const TROUBLED = new Set(['offline', 'error', 'connecting']);
+const TROUBLED = new Set(['offline', 'storage-unavailable', 'error', 'connecting']);
 
 export class WorkerDatabase {
   private travel: { txid: bigint; timestamp: number; db: Database } | undefined;

@@ -122,6 +122,8 @@ function describeStatus(s: ReplicaStatus, url: string, db: string): void {
   if (s.state === 'live') writeErr(`mycelite: live at txid ${s.txid}\n`);
   else if (s.state === 'offline')
     writeErr(`mycelite: offline (${s.lastError ?? 'no connection'}); retrying\n`);
+  else if (s.state === 'storage-unavailable')
+    writeErr(`mycelite: storage unavailable (${s.lastError ?? ''}); retrying\n`);
   else if (s.state === 'connecting' && s.lastError && /no database|not_found|not found/i.test(s.lastError)) {
     writeErr(`mycelite: ${url} has no database ${db} yet; waiting for a writer to push it\n`);
   }

@@ -109,6 +109,8 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
   try {
     const s = sync.status();
     if (s.state === 'offline') throw new Error(`cannot reach the hub at ${target.url}: ${s.lastError}`);
+    if (s.state === 'storage-unavailable')
+      throw new Error(`the hub at ${target.url} answers but its storage does not: ${s.lastError}`);
     await sync.flush(timeoutMs);
     const hubTxid = sync.status().hubTxid ?? 0n;
     if (json) writeOut(`${JSON.stringify({ pushed: count, hubTxid: hubTxid.toString(), db: target.db })}\n`);
@@ -136,6 +138,7 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
     if (s.state === lastState) return;
     lastState = s.state;
     if (s.state === 'offline') writeErr(`hub unreachable, retrying: ${s.lastError}\n`);
+    if (s.state === 'storage-unavailable') writeErr(`hub storage unavailable, retrying: ${s.lastError}\n`);
   });
 
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -6,6 +6,7 @@ import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@n
 import { headers, type MsgHdrs } from '@nats-io/transport-node';
 import { type DbMode, formatPosition, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_MODE, HDR_PART } from './nats-wire.js';
+import { StorageUnavailableError } from './storage.js';
 
 /** JetStream's error code for a publish whose expected last sequence is not the stream's. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -24,7 +25,10 @@ function isWrongSequence(e: unknown): boolean {
   );
 }
 
-/** Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`. */
+/**
+ * Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`; then
+ * StorageUnavailableError (the hub answers `503 storage_unavailable`).
+ */
 export async function retry<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + ms;
   for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
@@ -32,7 +36,7 @@ export async function retry<T>(ms: number, what: string, fn: () => Promise<T>): 
       return await fn();
     } catch (e) {
       if (Date.now() + wait > deadline) {
-        throw new Error(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
+        throw new StorageUnavailableError(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, wait));
     }

@@ -35,7 +35,13 @@ import {
   HDR_PART,
   parsePart,
 } from './nats-wire.js';
-import { type AppendListener, BeforeBaseError, type DbState, type EncodedSnapshot } from './storage.js';
+import {
+  type AppendListener,
+  BeforeBaseError,
+  type DbState,
+  type EncodedSnapshot,
+  StorageUnavailableError,
+} from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
 export interface AppendRef {
@@ -114,6 +120,8 @@ export class DbTail {
   failed: Error | undefined;
   /** Consumers made again (a stall, missed heartbeats, a reconnect): for tests and logs. */
   renewals = 0;
+  /** Messages read directly from the stream (a stalled consumer): for /metrics. */
+  directReads = 0;
   readonly listeners = new Set<AppendListener>();
   private pending: Pending | undefined;
   private waiters: Waiter[] = [];
@@ -219,6 +227,7 @@ export class DbTail {
         const seq = this.lastSeq + 1;
         const m = await source.get(seq);
         if (this.lastSeq >= seq) continue; // the consumer was faster
+        this.directReads++;
         this.take(
           m ? { seq, headers: m.header, data: m.data } : { seq, data: new Uint8Array(0), gone: true },
         );
@@ -303,7 +312,7 @@ export class DbTail {
         clearInterval(watchdog);
         this.waiters = this.waiters.filter((w) => w !== waiter);
         reject(
-          new Error(
+          new StorageUnavailableError(
             `NATS did not deliver ${what} of ${this.db} within ${ms} ms (the view holds ${this.lastSeq}); is the cluster up?`,
           ),
         );

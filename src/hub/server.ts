@@ -15,6 +15,7 @@ import { loadOrCreateKey } from './auth.js';
 import type { HubCompaction } from './compaction.js';
 import { FsStorage } from './fs-storage.js';
 import type { DamageReport } from './heads.js';
+import { watchHealth } from './health.js';
 import { ImageCache } from './image-cache.js';
 import { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
@@ -104,13 +105,16 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     streams: new Set(),
     followQueueLimit: options.followQueueLimit,
     web: options.web,
+    health: { ready: true },
   };
+  const stopHealth = await watchHealth(ctx, storage, metrics, log);
   const app = createApp(ctx);
   const sockets = new Set<Socket>();
   /** Sockets with a request in progress (the others are idle, or connected without a request yet). */
   const busy = new Set<Socket>();
   const server = await listen().catch(async (e: unknown) => {
     // Nothing is served: give the data directory back (its lock) before reporting.
+    stopHealth();
     await storage.close();
     await ctx.images.close();
     throw e;
@@ -171,6 +175,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     await stopped;
     clearInterval(poll);
     clearTimeout(timer);
+    stopHealth();
     await storage.close();
     await ctx.images.close();
     log.info('hub closed');

@@ -17,7 +17,8 @@ export type ErrorCode =
   | 'too_large'
   | 'does_not_apply'
   | 'lease_held'
-  | 'unavailable';
+  | 'unavailable'
+  | 'storage_unavailable';
 
 export const ERROR_STATUS: Record<ErrorCode, number> = {
   bad_name: 400,
@@ -35,6 +36,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   does_not_apply: 422,
   lease_held: 423,
   unavailable: 503,
+  storage_unavailable: 503,
 };
 
 /** A lease as JSON. */

@@ -7,12 +7,23 @@ import { type FileHeader, JournalFormatError, type SnapshotInfo } from '../forma
 import type { Position } from '../journal/journal-writer.js';
 import { DEAD_STREAM_MS, HubError, StreamParser, samePosition, toHex } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
-import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
 import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
 import { sameId } from './kept.js';
 import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
 
-export type ReplicaState = 'connecting' | 'catching-up' | 'live' | 'offline' | 'error' | 'closed';
+/**
+ * `offline`: the hub cannot be reached; `storage-unavailable`: the hub answers but its storage does not
+ * (NATS down), so nothing flows.
+ */
+export type ReplicaState =
+  | 'connecting'
+  | 'catching-up'
+  | 'live'
+  | 'offline'
+  | 'storage-unavailable'
+  | 'error'
+  | 'closed';
 
 export interface ReplicaStatus {
   state: ReplicaState;
@@ -224,7 +235,7 @@ export class Follower {
           await this.pause(this.options.notFoundRetryMs ?? 1000);
           continue;
         }
-        this.setStatus({ state: 'offline', lastError: err.message });
+        this.setStatus({ state: troubleState(err), lastError: err.message });
       }
       await this.pause(backoff);
       backoff = Math.min(max, backoff * 2);

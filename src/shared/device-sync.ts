@@ -14,7 +14,7 @@ import {
   type WirePosition,
 } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
-import type { HubClient, Lease } from '../sync/hub-client.js';
+import { type HubClient, type Lease, troubleState } from '../sync/hub-client.js';
 import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
 import type {
   Conflict,
@@ -187,7 +187,7 @@ export class DeviceSync implements WriterSync {
           for (const w of this.idle) w.reject(this.fatal);
           return;
         }
-        this.update('offline', (e as Error).message);
+        this.update(troubleState(e), (e as Error).message);
         await sleep(backoff, this.wake.signal);
         backoff = Math.min(backoff * 2, max);
       }
@@ -228,9 +228,10 @@ export class DeviceSync implements WriterSync {
     const { client, device } = this.o;
     const q = device.queue;
     // While the hub cannot be reached the device stays 'offline' (with the last error) through its retries.
-    if (this.state !== 'offline') this.update('pushing');
+    const troubled = (): boolean => this.state === 'offline' || this.state === 'storage-unavailable';
+    if (!troubled()) this.update('pushing');
     const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
-    if (this.state === 'offline') this.update('pushing'); // the hub answers again
+    if (troubled()) this.update('pushing'); // the hub answers again
     try {
       // Most rounds find the hub where this device left it: push at once (one round trip).
       if (q.base.txid > 0n) {

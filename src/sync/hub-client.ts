@@ -70,6 +70,11 @@ export class HubUnreachableError extends Error {
   }
 }
 
+/** How a transient failure shows in a status: the hub answers but its storage does not, or not at all. */
+export function troubleState(e: unknown): 'offline' | 'storage-unavailable' {
+  return e instanceof HubError && e.code === 'storage_unavailable' ? 'storage-unavailable' : 'offline';
+}
+
 export class HubClient {
   private readonly base: string;
   private readonly fetch: typeof fetch;

@@ -5,7 +5,7 @@
  */
 import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
-import type { HubClient, Lease } from './hub-client.js';
+import { type HubClient, type Lease, troubleState } from './hub-client.js';
 import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
 import { fatalFromHub, isTransient, notInHistory, otherMode, SyncError } from './push-errors.js';
 import {
@@ -82,7 +82,7 @@ export class Pusher implements WriterSync {
         this.closeJournal();
         throw err;
       }
-      this.update('offline', describe(e));
+      this.update(troubleState(e), describe(e));
     }
     this.loop = this.run();
   }
@@ -210,7 +210,7 @@ export class Pusher implements WriterSync {
           return;
         }
         backoff = backoff === 0 ? MIN_BACKOFF_MS : Math.min(backoff * 2, MAX_BACKOFF_MS);
-        this.update('offline', describe(e));
+        this.update(troubleState(e), describe(e));
         await this.sleep(backoff, false);
       }
     }
