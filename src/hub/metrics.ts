@@ -31,14 +31,16 @@ export class HubMetrics {
   readonly storageReady: Gauge;
   private readonly figures = new Map<string, Gauge>();
 
-  constructor(countDatabases: () => Promise<number>) {
+  /** `countDatabases`: undefined when the storage cannot tell now (the gauge keeps its last value). */
+  constructor(countDatabases: () => Promise<number | undefined>) {
     const registers = [this.registry];
     new Gauge({
       name: 'mycelite_databases',
       help: 'Databases stored by this hub',
       registers,
       async collect() {
-        this.set(await countDatabases());
+        const n = await countDatabases().catch(() => undefined);
+        if (n !== undefined) this.set(n);
       },
     });
     this.snapshotsReceived = new Counter({

@@ -222,8 +222,17 @@ export class NatsStorage implements HubStorage {
   static async start(options: NatsStorageOptions, onWait?: (message: string) => void): Promise<NatsStorage> {
     const s = new NatsStorage(options);
     await s.prepare();
-    s.linked = s.connectWaiting(onWait);
-    s.linked.catch(() => undefined); // told by health(); calls waiting on it get the error
+    // Resolves once the first attempt is over, connected or not: a cluster that is up is ready at once.
+    await new Promise<void>((first) => {
+      s.linked = s.connectWaiting((why) => {
+        first();
+        onWait?.(why);
+      });
+      s.linked.then(
+        () => first(),
+        () => first(), // told by health(); calls waiting on it get the error
+      );
+    });
     return s;
   }
 

@@ -89,7 +89,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     }));
   options.storage?.watchCompactions?.(logCompaction(log));
   options.storage?.watchDamage?.(logDamage(log));
-  const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
+  // Not asked while the storage is down: /metrics answers at once, whatever the storage does.
+  const metrics = new HubMetrics(async () =>
+    ctx.health.ready
+      ? within(
+          2000,
+          storage.list().then((l) => l.length),
+        )
+      : undefined,
+  );
   const ctx: HubContext = {
     storage,
     key,
@@ -192,6 +200,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
       return closing;
     },
   };
+}
+
+/** `p`, or undefined when it takes longer than `ms`. */
+function within<T>(ms: number, p: Promise<T>): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((r) => {
+    timer = setTimeout(() => r(undefined), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** Logs damage a storage found, loudly: a stored copy (and its repair) or a head file rebuilt. */
