@@ -11,13 +11,14 @@ import { journalPaths } from '../api/paths.js';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { describeHubUrls, parseHubUrls } from '../sync/hub-urls.js';
 import { CommittedTail } from '../sync/journal-tail.js';
 import { Pusher, type WriterSync } from '../sync/pusher.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { writeErr, writeOut } from './common.js';
+import { asUsage, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
-  hub: string;
+  hub: string[];
   db: string;
   token?: string;
   watch?: boolean;
@@ -35,7 +36,11 @@ export function registerPush(program: Command): void {
     .command('push')
     .description("push a database's snapshots to a hub (once, or --watch to keep pushing)")
     .argument('<DB>', 'database file (its journal is DB-mycelite/journal)')
-    .requiredOption('--hub <URL>', 'hub base URL, e.g. http://127.0.0.1:8080')
+    .requiredOption(
+      '--hub <URL>',
+      'hub base URL, e.g. http://127.0.0.1:8080; several hubs of one cluster separated by commas (the next is used when one fails)',
+      asUsage(parseHubUrls),
+    )
     .requiredOption('--db <NAME>', 'database name on the hub')
     .option('--token <TOKEN>', 'a writer token for NAME (default: $MYCELITE_TOKEN)')
     .option('--watch', 'keep running and push every snapshot as soon as it is committed, by any process')
@@ -108,15 +113,21 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
   });
   try {
     const s = sync.status();
-    if (s.state === 'offline') throw new Error(`cannot reach the hub at ${target.url}: ${s.lastError}`);
+    if (s.state === 'offline')
+      throw new Error(`cannot reach the hub at ${describeHubUrls(target.url)}: ${s.lastError}`);
     if (s.state === 'storage-unavailable')
-      throw new Error(`the hub at ${target.url} answers but its storage does not: ${s.lastError}`);
+      throw new Error(
+        `the hub at ${describeHubUrls(target.url)} answers but its storage does not: ${s.lastError}`,
+      );
     await sync.flush(timeoutMs);
     const hubTxid = sync.status().hubTxid ?? 0n;
     if (json) writeOut(`${JSON.stringify({ pushed: count, hubTxid: hubTxid.toString(), db: target.db })}\n`);
-    else if (count === 0) writeOut(`nothing to push: ${target.db} on ${target.url} is at txid ${hubTxid}\n`);
+    else if (count === 0)
+      writeOut(`nothing to push: ${target.db} on ${describeHubUrls(target.url)} is at txid ${hubTxid}\n`);
     else
-      writeOut(`pushed ${plural(count)} to ${target.db} on ${target.url}: the hub is at txid ${hubTxid}\n`);
+      writeOut(
+        `pushed ${plural(count)} to ${target.db} on ${describeHubUrls(target.url)}: the hub is at txid ${hubTxid}\n`,
+      );
   } finally {
     await sync.close();
   }
@@ -127,7 +138,7 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
   let tail = await openTail(file, journalPath);
   const pusher = tailPusher(tail, target);
   await pusher.start();
-  const where = `${target.db} on ${target.url}`;
+  const where = `${target.db} on ${describeHubUrls(target.url)}`;
   writeErr(`watching ${file}: pushing to ${where} (Ctrl-C to stop)\n`);
   pusher.on('pushed', (e) => {
     if (json) writeOut(`${JSON.stringify({ pushed: e.count, hubTxid: e.hubTxid.toString() })}\n`);

@@ -115,6 +115,8 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     web: options.web,
     health: { ready: true },
   };
+  const swept = await ctx.images.sweep();
+  if (swept > 0) log.info({ removed: swept }, 'removed images left by hubs that are gone');
   const stopHealth = await watchHealth(ctx, storage, metrics, log);
   const app = createApp(ctx);
   const sockets = new Set<Socket>();

@@ -56,6 +56,11 @@ export interface FollowOptions {
   hub: HubTarget;
   /** No byte for this long: the connection is dead, reconnect (ms; default 30 s). */
   deadStreamMs?: number;
+  /**
+   * How long the hub may take to answer a state request or a read from the replica's position before it
+   * counts as down (the next connection goes to the next hub of the list) (ms; default 10 s).
+   */
+  answerMs?: number;
   /** Reconnect backoff: first and longest wait (ms; default 100 and 5000). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -95,6 +100,9 @@ const defer: (f: () => void) => void =
   (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0));
 /** Resolves after the I/O already due has been handled (a macrotask). */
 const soon = (): Promise<void> => new Promise((r) => defer(r));
+
+/** Default of FollowOptions.answerMs. */
+const ANSWER_MS = 10_000;
 
 /** Errors that waiting will not fix: the follower stops. */
 const FATAL = new Set(['unauthorized', 'forbidden', 'bad_name', 'bad_request']);
@@ -257,7 +265,18 @@ export class Follower {
     const finished = this.store.takeFinishedReset();
     if (finished) this.events.emit('reset', finished);
     this.setStatus({ state: this.current.state === 'live' ? 'connecting' : this.current.state });
-    const state = await this.client.state(abort.signal);
+    // A hub that takes the connection and never answers is down too (a full image may take long: no limit).
+    const answerMs = this.options.answerMs ?? ANSWER_MS;
+    const answer = setTimeout(
+      () => abort.abort(new DOMException(`the hub did not answer within ${answerMs} ms`, 'TimeoutError')),
+      answerMs,
+    );
+    let state: Awaited<ReturnType<HubClient['state']>>;
+    try {
+      state = await this.client.state(abort.signal);
+    } finally {
+      clearTimeout(answer);
+    }
     if (!state) {
       throw new HubError({
         error: 'not_found',
@@ -270,11 +289,22 @@ export class Follower {
     // A reset is asked for once: if its image fails, the next connection asks from the position again.
     const image = this.wantReset || !pos || other;
     this.wantReset = false;
-    const body = await this.client.read(
-      image
-        ? { follow, signal: abort.signal }
-        : { after: pos, journalId: this.store.journalId, follow, signal: abort.signal },
-    );
+    const answerRead = image
+      ? undefined
+      : setTimeout(
+          () => abort.abort(new DOMException(`the hub did not answer within ${answerMs} ms`, 'TimeoutError')),
+          answerMs,
+        );
+    let body: ReadableStream<Uint8Array>;
+    try {
+      body = await this.client.read(
+        image
+          ? { follow, signal: abort.signal }
+          : { after: pos, journalId: this.store.journalId, follow, signal: abort.signal },
+      );
+    } finally {
+      clearTimeout(answerRead);
+    }
     this.setStatus({ state: 'catching-up', lastError: undefined });
     this.checkCaughtUp();
     const parser = new StreamParser({ stream: true, keepInflated: true });

@@ -15,6 +15,7 @@ import {
 } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { type HubClient, type Lease, troubleState } from '../sync/hub-client.js';
+import { describeHubUrls } from '../sync/hub-urls.js';
 import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
 import type {
   Conflict,
@@ -66,7 +67,7 @@ export class DeviceSync implements WriterSync {
   constructor(private readonly o: DeviceSyncOptions) {
     this.holder = o.holder ?? `device-${o.device.queue.device}`;
     const t = o.client.target;
-    this.at = `database ${t.db} on ${t.url}`;
+    this.at = `database ${t.db} on ${describeHubUrls(t.url)}`;
     o.device.onRecorded = () => {
       this.emitStatus();
       this.wake.abort();

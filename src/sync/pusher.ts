@@ -6,6 +6,7 @@
 import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
 import { type HubClient, type Lease, troubleState } from './hub-client.js';
+import { describeHubUrls } from './hub-urls.js';
 import type { IndexedSnapshot, JournalIndex } from './journal-index.js';
 import { fatalFromHub, isTransient, notInHistory, otherMode, SyncError } from './push-errors.js';
 import {
@@ -68,7 +69,7 @@ export class Pusher implements WriterSync {
     this.holder = options.holder ?? randomHolder();
     this.maxBatch = options.maxBatch ?? 16 * 1024 * 1024;
     const t = options.client.target;
-    this.at = `database ${t.db} on ${t.url}`;
+    this.at = `database ${t.db} on ${describeHubUrls(t.url)}`;
   }
 
   /** Takes the lease (or goes offline when the hub cannot be reached) and starts pushing. */
