@@ -8,6 +8,7 @@ import type { Position } from '../journal/journal-writer.js';
 import { DEAD_STREAM_MS, HubError, StreamParser, samePosition, toHex } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
+import { isTransient } from '../sync/push-errors.js';
 import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
 import { sameId } from './kept.js';
 import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
@@ -159,11 +160,14 @@ export class Follower {
 
   /** Catches up to the hub's head once (no live stream); resolves with the txid reached. */
   async catchUp(): Promise<bigint> {
+    // A hub that fails is tried no more: the next connection goes to the next hub of the list.
+    let hubsLeft = this.client.hubs - 1;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.connect(false);
         return this.store.position?.txid ?? 0n;
       } catch (e) {
+        if (isTransient(e) && hubsLeft-- > 0) continue;
         if (!this.isResetError(e) || attempt > 2) throw e;
         this.wantReset = true;
       }

@@ -91,6 +91,11 @@ export class HubClient {
     this.fetch = target.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
+  /** How many hubs the target names. */
+  get hubs(): number {
+    return this.urls.length;
+  }
+
   /** The hub in use now (the next request goes to it). */
   get url(): string {
     return this.urls[this.current]!;
