@@ -11,6 +11,12 @@ import type { HubStorage } from './storage.js';
 
 /** Between two health checks (ms). */
 export const HEALTH_EVERY_MS = 1000;
+/**
+ * How long a ready storage must keep failing its checks before the hub says it is not (ms): losing one
+ * NATS node (a reconnect, a request lost with it, a leader election) is not an outage, and refusing
+ * requests then would only make clients back off.
+ */
+export const DOWN_AFTER_MS = 3000;
 
 /**
  * Watches `storage` into `ctx.health`; resolves after the first check. The returned function stops it.
@@ -25,6 +31,8 @@ export async function watchHealth(
   if (!storage.health) return () => undefined;
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let failingSince: number | undefined;
+  let first = true;
   const check = async (): Promise<void> => {
     const h = await storage.health!().catch((e: unknown) => ({
       ready: false,
@@ -32,10 +40,15 @@ export async function watchHealth(
       figures: undefined,
     }));
     if (stopped) return;
+    if (h.figures) metrics.setFigures(h.figures);
     const was = ctx.health;
+    if (h.ready) failingSince = undefined;
+    else failingSince ??= Date.now();
+    const down = !h.ready && (first || !was.ready || Date.now() - failingSince! >= DOWN_AFTER_MS);
+    first = false;
+    if (!h.ready && !down) return; // not yet: a blip
     ctx.health = { ready: h.ready, message: h.message };
     metrics.storageReady.set(h.ready ? 1 : 0);
-    if (h.figures) metrics.setFigures(h.figures);
     if (h.ready && !was.ready) log.info('storage ready');
     else if (!h.ready && (was.ready || was.message !== h.message)) {
       log.warn({ why: h.message }, 'storage unavailable');

@@ -46,7 +46,17 @@ import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction }
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
 import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
-import { ensureStream, isNotFound, parseServers, publishParts, retry } from './nats-js.js';
+import {
+  attemptMs,
+  ensureStream,
+  FAST_ATTEMPT_MS,
+  FAST_TRIES,
+  isNotFound,
+  parseServers,
+  publishParts,
+  retry,
+  SLOW_ATTEMPT_MS,
+} from './nats-js.js';
 import { NatsLeases } from './nats-leases.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
@@ -86,19 +96,16 @@ export interface NatsStorageOptions {
   onDamage?: (db: string, report: DamageReport) => void;
 }
 
-/**
- * Timeout of one request (ms). Every request is retried until `timeoutMs`, so one that went to a node
- * that just died (a publish to a dead stream leader gets no answer) must give up early enough to be
- * sent again to the new leader; publishes carry a Nats-Msg-Id, so a second try is stored once.
- */
-const ATTEMPT_MS = 5000;
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
 
 /** The connection to the cluster, once made. */
 interface NatsLink {
   nc: NatsConnection;
   js: JetStreamClient;
+  /** Requests time out after FAST_ATTEMPT_MS... */
   jsm: JetStreamManager;
+  /** ...or, from attempt FAST_TRIES of a request on, after SLOW_ATTEMPT_MS (nats-js.ts). */
+  jsmSlow: JetStreamManager;
   /** For health probes: a short timeout. */
   probe: JetStreamManager;
   leases: NatsLeases;
@@ -153,6 +160,9 @@ export class NatsStorage implements HubStorage {
   private get jsm(): JetStreamManager {
     return this.link!.jsm;
   }
+  /** The manager for attempt `n` of a request (nats-js.ts, attemptMs). */
+  private readonly jsmAt = (n: number): JetStreamManager =>
+    n < FAST_TRIES ? this.link!.jsm : this.link!.jsmSlow;
   private get leases(): NatsLeases {
     return this.link!.leases;
   }
@@ -275,13 +285,15 @@ export class NatsStorage implements HubStorage {
     try {
       const names = this.names;
       const replicas = this.options.replicas ?? (nc.info?.cluster ? 3 : 1);
-      const attempt = Math.min(ATTEMPT_MS, this.timeoutMs);
-      const jsm = await retry(jsMs, 'reach JetStream', () => {
+      await retry(jsMs, 'reach JetStream', (n) => {
         if (this.closed) throw new Error('the hub storage is closed');
-        return jetstreamManager(nc, { timeout: attempt });
+        return jetstreamManager(nc, { timeout: attemptMs(n) });
       });
-      const js = jetstream(nc, { timeout: attempt });
-      await ensureStream(jsm, jsMs, {
+      const jsmSlow = await jetstreamManager(nc, { timeout: SLOW_ATTEMPT_MS, checkAPI: false });
+      const fast = await jetstreamManager(nc, { timeout: FAST_ATTEMPT_MS, checkAPI: false });
+      const js = jetstream(nc, { timeout: SLOW_ATTEMPT_MS });
+      const jsmAt = (n: number): JetStreamManager => (n < FAST_TRIES ? fast : jsmSlow);
+      await ensureStream(jsmAt, jsMs, {
         name: names.leaseStream,
         subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],
         num_replicas: replicas,
@@ -292,8 +304,8 @@ export class NatsStorage implements HubStorage {
       if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
       if (this.closed) throw new Error('the hub storage is closed');
       const probe = await jetstreamManager(nc, { timeout: PROBE_MS, checkAPI: false });
-      const leases = new NatsLeases(js, jsm, names, this.timeoutMs);
-      this.link = { nc, js, jsm, probe, leases, replicas, partBytes };
+      const leases = new NatsLeases(js, jsmAt, names, this.timeoutMs);
+      this.link = { nc, js, jsm: fast, jsmSlow, probe, leases, replicas, partBytes };
       this.connected = true;
       void this.watchConnection(nc);
       return this.link;
@@ -443,11 +455,13 @@ export class NatsStorage implements HubStorage {
   }
 
   private async streamInfo(db: string): Promise<StreamInfo | undefined> {
-    return retry(this.timeoutMs, 'read a stream', () =>
-      this.jsm.streams.info(this.names.stream(db)).catch((e: unknown) => {
-        if (isNotFound(e)) return undefined;
-        throw e;
-      }),
+    return retry(this.timeoutMs, 'read a stream', (n) =>
+      this.jsmAt(n)
+        .streams.info(this.names.stream(db))
+        .catch((e: unknown) => {
+          if (isNotFound(e)) return undefined;
+          throw e;
+        }),
     );
   }
 
@@ -464,9 +478,9 @@ export class NatsStorage implements HubStorage {
   async list(): Promise<string[]> {
     this.check();
     await this.linked;
-    return retry(this.timeoutMs, 'list the streams', async () => {
+    return retry(this.timeoutMs, 'list the streams', async (n) => {
       const out: string[] = [];
-      for await (const name of this.jsm.streams.names(this.names.allSnapshots)) {
+      for await (const name of this.jsmAt(n).streams.names(this.names.allSnapshots)) {
         const db = this.names.dbOfStream(name);
         if (db !== undefined) out.push(db);
       }
@@ -485,7 +499,7 @@ export class NatsStorage implements HubStorage {
   private async create(tail: DbTail): Promise<void> {
     const db = tail.db;
     if (!tail.started) {
-      await ensureStream(this.jsm, this.timeoutMs, {
+      await ensureStream(this.jsmAt, this.timeoutMs, {
         name: this.names.stream(db),
         subjects: [this.names.subject(db)],
         num_replicas: this.replicas,
@@ -493,8 +507,11 @@ export class NatsStorage implements HubStorage {
       });
     }
     if (tail.lastSeq === 0) {
-      await retry(this.timeoutMs, `create ${db}`, () =>
-        this.js.publish(this.names.subject(db), new Uint8Array(0), { msgID: 'created' }),
+      await retry(this.timeoutMs, `create ${db}`, (n) =>
+        this.js.publish(this.names.subject(db), new Uint8Array(0), {
+          msgID: 'created',
+          timeout: attemptMs(n),
+        }),
       );
     }
     await this.catchUp(tail);
@@ -642,7 +659,7 @@ export class NatsStorage implements HubStorage {
   private getter(db: string): TailSource['get'] {
     const stream = this.names.stream(db);
     return (seq) =>
-      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+      retry(this.timeoutMs, `read message ${seq}`, (n) => this.jsmAt(n).streams.getMessage(stream, { seq }));
   }
 
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
@@ -739,8 +756,8 @@ export class NatsStorage implements HubStorage {
       const next = tail.at(upTo + 1n);
       if (next) {
         const seq = next.ref.seqs[0]!;
-        await retry(this.timeoutMs, `purge ${db}`, () =>
-          this.jsm.streams.purge(this.names.stream(db), { seq }),
+        await retry(this.timeoutMs, `purge ${db}`, (n) =>
+          this.jsmAt(n).streams.purge(this.names.stream(db), { seq }),
         );
       }
       const outcome: CompactOutcome = {

@@ -69,8 +69,11 @@ interface Pending {
   data: Uint8Array[];
 }
 
-/** A wait that sees no new message for this long reads the missing ones itself and renews the consumer (ms). */
-const STALL_MS = 2000;
+/**
+ * A wait that sees no new message for this long reads the missing ones itself and renews the consumer
+ * (ms): a consumer on a node that died, or one made again after a reconnect that does not deliver.
+ */
+const STALL_MS = 1000;
 /** A view with subscribers and no message for this long checks the stream's last sequence (ms). */
 const FOLLOW_MS = 4000;
 
@@ -130,6 +133,8 @@ export class DbTail {
   private filling: Promise<void> | undefined;
   private follower: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
+  /** Between renew() and the next consumer's start. */
+  private renewing = false;
 
   /** `onDamaged` hears of an append skipped because a snapshot's trailer checksum fails. */
   constructor(
@@ -184,6 +189,7 @@ export class DbTail {
         break;
       }
       this.current = c;
+      this.renewing = false;
       void this.watch(c);
       try {
         for await (const m of c.messages) this.take(m);
@@ -213,6 +219,7 @@ export class DbTail {
     const c = this.current;
     if (!c || this.stopped) return;
     this.current = undefined;
+    this.renewing = true;
     this.renewals++;
     void c.messages.close();
   }
@@ -302,6 +309,9 @@ export class DbTail {
   waitSeq(seq: number, ms: number, what: string): Promise<void> {
     if (this.lastSeq >= seq) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
+    // No consumer now (one is being made again, which needs JetStream's meta leader: an election when
+    // its node died): read directly at once rather than after a stall.
+    if (this.renewing) this.recover(seq);
     return new Promise<void>((resolve, reject) => {
       let seen = this.lastSeq;
       const watchdog = setInterval(() => {
