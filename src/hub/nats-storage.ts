@@ -33,11 +33,9 @@ import {
   DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
-  jetstream,
-  jetstreamManager,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { concatBytes, type SnapshotHeader } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
@@ -49,15 +47,14 @@ import { Mutex } from './mutex.js';
 import {
   attemptMs,
   ensureStream,
-  FAST_ATTEMPT_MS,
   FAST_TRIES,
   isNotFound,
   parseServers,
   publishParts,
   retry,
-  SLOW_ATTEMPT_MS,
 } from './nats-js.js';
-import { NatsLeases } from './nats-leases.js';
+import type { NatsLeases } from './nats-leases.js';
+import { type NatsLink, openLink } from './nats-link.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type {
@@ -98,23 +95,6 @@ export interface NatsStorageOptions {
 
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
 
-/** The connection to the cluster, once made. */
-interface NatsLink {
-  nc: NatsConnection;
-  js: JetStreamClient;
-  /** Requests time out after FAST_ATTEMPT_MS... */
-  jsm: JetStreamManager;
-  /** ...or, from attempt FAST_TRIES of a request on, after SLOW_ATTEMPT_MS (nats-js.ts). */
-  jsmSlow: JetStreamManager;
-  /** For health probes: a short timeout. */
-  probe: JetStreamManager;
-  leases: NatsLeases;
-  replicas: number;
-  partBytes: number;
-}
-
-/** Timeout of a health probe (ms). */
-const PROBE_MS = 1500;
 /** Between two connection attempts of a storage that waits for NATS (ms). */
 const CONNECT_RETRY_MS = 1000;
 
@@ -271,48 +251,18 @@ export class NatsStorage implements HubStorage {
 
   /** One connection, with JetStream reached within `jsMs` (default: timeoutMs). */
   private async connect(jsMs = this.timeoutMs): Promise<NatsLink> {
-    const servers = this.servers;
-    const nc = await connect({
-      servers,
-      name: 'mycelite-hub',
-      maxReconnectAttempts: -1,
-      timeout: 5000,
-    }).catch((e: unknown) => {
-      throw new Error(
-        `cannot connect to NATS at ${servers.join(',')}: ${(e as Error).message}; start nats-server with -js, or fix --storage`,
-      );
-    });
-    try {
-      const names = this.names;
-      const replicas = this.options.replicas ?? (nc.info?.cluster ? 3 : 1);
-      await retry(jsMs, 'reach JetStream', (n) => {
-        if (this.closed) throw new Error('the hub storage is closed');
-        return jetstreamManager(nc, { timeout: attemptMs(n) });
-      });
-      const jsmSlow = await jetstreamManager(nc, { timeout: SLOW_ATTEMPT_MS, checkAPI: false });
-      const fast = await jetstreamManager(nc, { timeout: FAST_ATTEMPT_MS, checkAPI: false });
-      const js = jetstream(nc, { timeout: SLOW_ATTEMPT_MS });
-      const jsmAt = (n: number): JetStreamManager => (n < FAST_TRIES ? fast : jsmSlow);
-      await ensureStream(jsmAt, jsMs, {
-        name: names.leaseStream,
-        subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],
-        num_replicas: replicas,
-        max_msgs_per_subject: 1,
-      });
-      const max = nc.info?.max_payload ?? 1 << 20;
-      const partBytes = Math.min(this.options.partBytes ?? max, max - 8192);
-      if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
-      if (this.closed) throw new Error('the hub storage is closed');
-      const probe = await jetstreamManager(nc, { timeout: PROBE_MS, checkAPI: false });
-      const leases = new NatsLeases(js, jsmAt, names, this.timeoutMs);
-      this.link = { nc, js, jsm: fast, jsmSlow, probe, leases, replicas, partBytes };
-      this.connected = true;
-      void this.watchConnection(nc);
-      return this.link;
-    } catch (e) {
-      await nc.close().catch(() => undefined);
-      throw e;
-    }
+    const link = await openLink(
+      this.servers,
+      this.names,
+      this.options,
+      this.timeoutMs,
+      jsMs,
+      () => this.closed,
+    );
+    this.link = link;
+    this.connected = true;
+    void this.watchConnection(link.nc);
+    return link;
   }
 
   /**
