@@ -58,7 +58,11 @@ describe('nothing left behind', () => {
     assert.ok(!fs.existsSync(path.join(images, pid)), 'the dead hub’s images are gone');
     assert.ok(!fs.existsSync(legacy), 'and its older files');
     assert.equal(fs.readdirSync(running).length, 1, 'a running hub’s images stay');
-    assert.match(second.stderr(), /removed images left by hubs that are gone/);
+    // Its log line comes on stderr, after the "listening" line on stdout.
+    const logged = /removed images left by hubs that are gone/;
+    for (let i = 0; i < 100 && !logged.test(second.stderr()); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.match(second.stderr(), logged);
   });
 
   it('follow: a bad URL is a usage error, an unreachable hub leaves no replica', async () => {
