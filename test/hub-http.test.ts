@@ -128,12 +128,15 @@ describe('hub: health and metrics', () => {
   it('answers /healthz and /metrics without a token, and metrics name no database', async () => {
     const health = await fetch(`${t.url}/healthz`);
     assert.equal(health.status, 200);
-    assert.deepEqual(await health.json(), { ok: true });
+    assert.deepEqual(await health.json(), { ok: true, storage: 'ready' });
+    assert.deepEqual(await (await fetch(`${t.url}/readyz`)).json(), { ok: true, storage: 'ready' });
+    assert.deepEqual(await (await fetch(`${t.url}/livez`)).json(), { ok: true });
     const text = await (await fetch(`${t.url}/metrics`)).text();
     for (const m of [
       'mycelite_databases 1',
       'mycelite_snapshots_received_total 3',
       'mycelite_replicas_connected 0',
+      'mycelite_storage_ready 1',
     ]) {
       assert.ok(text.includes(m), `metrics lack ${m}`);
     }

@@ -17,6 +17,7 @@ import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
 import { readAt } from '../storage/file-system.js';
+import { describeHubUrls } from '../sync/hub-urls.js';
 import type {
   BenchResult,
   BrowserStatus,
@@ -44,7 +45,7 @@ export interface WorkerHooks {
 }
 
 /** States in which sync is not working: only then is its last error shown. */
-const TROUBLED = new Set(['offline', 'error', 'connecting']);
+const TROUBLED = new Set(['offline', 'storage-unavailable', 'error', 'connecting']);
 
 export class WorkerDatabase {
   private travel: { txid: bigint; timestamp: number; db: Database } | undefined;
@@ -167,7 +168,13 @@ export class WorkerDatabase {
   async setHub(hub: HubTarget): Promise<void> {
     const now = this.args.hub;
     const state = this.status().state;
-    if (now && now.url === hub.url && now.db === hub.db && state !== 'error') return;
+    if (
+      now &&
+      describeHubUrls(now.url) === describeHubUrls(hub.url) &&
+      now.db === hub.db &&
+      state !== 'error'
+    )
+      return;
     if (this.args.role === 'replica') {
       await this.follower?.close();
       this.args = { ...this.args, hub };

@@ -3,14 +3,18 @@
  * database. --once catches up to the hub's head and exits; otherwise it follows live until Ctrl-C.
  * --reset adopts the hub's history when it is another one than the replica's.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Command } from 'commander';
+import { journalPaths } from '../api/paths.js';
 import { asFound } from '../node/as-found.js';
 import { nodeRuntime } from '../node/index.js';
 import { checkDbName, HubError, toHex } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
 import { HubUnreachableError } from '../sync/hub-client.js';
-import { UsageError, writeErr, writeOut } from './common.js';
+import { parseHubUrls } from '../sync/hub-urls.js';
+import { asUsage, UsageError, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {
   db: string;
@@ -23,7 +27,11 @@ export function registerFollow(program: Command): void {
   program
     .command('follow')
     .description('keep a read-only replica of a hub database, applying each snapshot as it arrives')
-    .argument('<URL>', 'hub base URL, e.g. http://127.0.0.1:8080')
+    .argument(
+      '<URL>',
+      'hub base URL, e.g. http://127.0.0.1:8080; several hubs of one cluster separated by commas (the next is used when one fails)',
+      asUsage(parseHubUrls),
+    )
     .argument(
       '<REPLICA_DB>',
       'the replica database file (created if missing; its journal is REPLICA_DB-mycelite/)',
@@ -54,17 +62,18 @@ Examples:
   $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
   $ MYCELITE_TOKEN="$RT" mycelite follow http://127.0.0.1:8080 replica.db --db app`,
     )
-    .action(async (url: string, replica: string, options: FollowCliOptions) => {
+    .action(async (url: string[], replica: string, options: FollowCliOptions) => {
       await followCommand(url, replica, options);
     });
 }
 
 /** The command; when it fails, a replica or database it created is removed (left as it was found). */
-export function followCommand(url: string, replica: string, options: FollowCliOptions): Promise<void> {
-  return asFound(replica, () => followRun(url, replica, options));
+export function followCommand(urls: string[], replica: string, options: FollowCliOptions): Promise<void> {
+  return asFound(replica, () => followRun(urls, replica, options));
 }
 
-async function followRun(url: string, replica: string, options: FollowCliOptions): Promise<void> {
+async function followRun(urls: string[], replica: string, options: FollowCliOptions): Promise<void> {
+  const url = urls.join(',');
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {
     throw new UsageError(
@@ -73,8 +82,13 @@ async function followRun(url: string, replica: string, options: FollowCliOptions
   }
   const bad = checkDbName(options.db);
   if (bad) throw new UsageError(bad);
+  // A replica this command creates and never gives a snapshot (a hub that refuses, a failed --once) is
+  // removed again: nothing is left behind.
+  const file = path.resolve(replica);
+  const paths = journalPaths(file);
+  const created = !fs.existsSync(file) && !fs.existsSync(paths.dir);
   const store = await ReplicaStore.open(nodeRuntime, replica);
-  const follower = new Follower(store, { hub: { url, db: options.db, token }, reset: options.reset });
+  const follower = new Follower(store, { hub: { url: urls, db: options.db, token }, reset: options.reset });
   follower.events.on('reset', (r) => writeErr(`mycelite: ${describeReset(r)}\n`));
   const where = { url, db: options.db, replica };
   try {
@@ -88,7 +102,12 @@ async function followRun(url: string, replica: string, options: FollowCliOptions
     await followLive(follower, where);
   } finally {
     await follower.close();
+    const empty = store.position === undefined;
     store.close();
+    if (created && empty) {
+      fs.rmSync(paths.dir, { recursive: true, force: true });
+      fs.rmSync(file, { force: true });
+    }
   }
 }
 
@@ -128,6 +147,8 @@ function describeStatus(s: ReplicaStatus, url: string, db: string): void {
   if (s.state === 'live') writeErr(`mycelite: live at txid ${s.txid}\n`);
   else if (s.state === 'offline')
     writeErr(`mycelite: offline (${s.lastError ?? 'no connection'}); retrying\n`);
+  else if (s.state === 'storage-unavailable')
+    writeErr(`mycelite: storage unavailable (${s.lastError ?? ''}); retrying\n`);
   else if (s.state === 'connecting' && s.lastError && /no database|not_found|not found/i.test(s.lastError)) {
     writeErr(`mycelite: ${url} has no database ${db} yet; waiting for a writer to push it\n`);
   }

@@ -11,13 +11,14 @@ import { journalPaths } from '../api/paths.js';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { describeHubUrls, parseHubUrls } from '../sync/hub-urls.js';
 import { CommittedTail } from '../sync/journal-tail.js';
 import { Pusher, type SyncStatus, type WriterSync } from '../sync/pusher.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { UsageError, writeErr, writeOut } from './common.js';
+import { asUsage, UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
-  hub: string;
+  hub: string[];
   db: string;
   token?: string;
   watch?: boolean;
@@ -35,7 +36,11 @@ export function registerPush(program: Command): void {
     .command('push')
     .description("push a database's snapshots to a hub (once, or --watch to keep pushing)")
     .argument('<DB>', 'database file (its journal is DB-mycelite/journal)')
-    .requiredOption('--hub <URL>', 'hub base URL, e.g. http://127.0.0.1:8080')
+    .requiredOption(
+      '--hub <URL>',
+      'hub base URL, e.g. http://127.0.0.1:8080; several hubs of one cluster separated by commas (the next is used when one fails)',
+      asUsage(parseHubUrls),
+    )
     .requiredOption('--db <NAME>', 'database name on the hub')
     .option('--token <TOKEN>', 'a writer token for NAME (default: $MYCELITE_TOKEN)')
     .option('--watch', 'keep running and push every snapshot as soon as it is committed, by any process')
@@ -111,12 +116,19 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
   try {
     const s = sync.status();
     if (s.state === 'offline') throw new Error(`${waiting(target, s.lastError)}`);
+    if (s.state === 'storage-unavailable')
+      throw new Error(
+        `the hub at ${describeHubUrls(target.url)} answers but its storage does not: ${s.lastError}`,
+      );
     await sync.flush(timeoutMs);
     const hubTxid = sync.status().hubTxid ?? 0n;
     if (json) writeOut(`${JSON.stringify({ pushed: count, hubTxid: hubTxid.toString(), db: target.db })}\n`);
-    else if (count === 0) writeOut(`nothing to push: ${target.db} on ${target.url} is at txid ${hubTxid}\n`);
+    else if (count === 0)
+      writeOut(`nothing to push: ${target.db} on ${describeHubUrls(target.url)} is at txid ${hubTxid}\n`);
     else
-      writeOut(`pushed ${plural(count)} to ${target.db} on ${target.url}: the hub is at txid ${hubTxid}\n`);
+      writeOut(
+        `pushed ${plural(count)} to ${target.db} on ${describeHubUrls(target.url)}: the hub is at txid ${hubTxid}\n`,
+      );
   } finally {
     await sync.close();
   }
@@ -127,7 +139,7 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
   let tail = await openTail(file, journalPath);
   const pusher = tailPusher(tail, target);
   await pusher.start();
-  const where = `${target.db} on ${target.url}`;
+  const where = `${target.db} on ${describeHubUrls(target.url)}`;
   writeErr(`watching ${file}: pushing to ${where} (Ctrl-C to stop)\n`);
   pusher.on('pushed', (e) => {
     if (json) writeOut(`${JSON.stringify({ pushed: e.count, hubTxid: e.hubTxid.toString() })}\n`);
@@ -138,10 +150,12 @@ async function watch(file: string, journalPath: string, target: HubTarget, json:
   const say = (s: SyncStatus): void => {
     let line: string | undefined;
     if (s.state === 'offline') line = `${waiting(target, s.lastError)}; retrying`;
+    else if (s.state === 'storage-unavailable')
+      line = `the hub at ${describeHubUrls(target.url)} answers but its storage does not: ${s.lastError}; retrying`;
     else if ((s.state === 'synced' || s.state === 'pushing') && said !== undefined)
       line = 'the hub answers again';
     if (line === undefined || line === said) return;
-    said = s.state === 'offline' ? line : undefined;
+    said = s.state === 'offline' || s.state === 'storage-unavailable' ? line : undefined;
     writeErr(`mycelite: ${line}\n`);
   };
   say(pusher.status());
@@ -266,8 +280,9 @@ function writerLockFree(lockPath: string): boolean {
 /** Why pushing waits: the hub cannot be reached, or it answers with a failure (a full disk, say). */
 function waiting(target: HubTarget, lastError: string | undefined): string {
   const why = lastError ?? 'no answer';
-  if (why.includes('the hub failed')) return `the hub at ${target.url} fails: ${why}`;
-  return `cannot reach the hub at ${target.url}: ${why}`;
+  const at = describeHubUrls(target.url);
+  if (why.includes('the hub failed')) return `the hub at ${at} fails: ${why}`;
+  return `cannot reach the hub at ${at}: ${why}`;
 }
 
 /** True when the database file's header says WAL (bytes 18-19 are 2). */

@@ -36,13 +36,13 @@ export function registerServe(program: Command): void {
     .option('--max-body <SIZE>', 'largest push body, e.g. 64MiB or 1048576', '64MiB')
     .option(
       '--max-connections <N>',
-      'requests and follow streams served at once; more get 503 (/healthz and /metrics always answer)',
+      'requests and follow streams served at once; more get 503 (/livez, /readyz, /healthz and /metrics always answer)',
       '5000',
     )
     .option('--log-level <LEVEL>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .option(
       '--storage <URL>',
-      'keep journals and leases in NATS JetStream instead of --data (nats://host:port[,host:port...]): several hubs on one cluster serve the same databases (--data then holds only hub.key)',
+      'keep journals and leases in NATS JetStream instead of --data (nats://host:port[,host:port...]): several hubs on one cluster serve the same databases (--data then holds only hub.key and caches); a cluster that cannot be reached yet is waited for (/readyz says 503 until it answers)',
     )
     .option(
       '--retain <POLICY>',
@@ -78,6 +78,9 @@ stderr. Every database endpoint needs a token signed with the hub's key (DATA/hu
 address, so --host 0.0.0.0 serves the network with the same protection; put TLS in front (a proxy) when
 tokens cross an untrusted network. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: pushes in flight
 finish, follow streams end, nothing acknowledged is lost.
+
+Health: GET /livez is 200 while the process serves (liveness); GET /readyz, and /healthz, is 200 only
+while its storage answers too (readiness: route traffic on it), else 503 with the reason.
 
 Compaction: once a database's journal (DATA/dbs/NAME/journal) passes --compact-above and the database's
 size, at most once per --compact-every, the hub moves its older snapshots into DATA/dbs/NAME/history,
@@ -161,8 +164,16 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const compaction = options.compact ? compactionOptions(options) : false;
+  // A cluster that cannot be reached yet is waited for: the hub serves /livez meanwhile, /readyz says 503.
+  let told = false;
   const storage = options.storage
-    ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') })
+    ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') }, (why) => {
+        if (told) return;
+        told = true;
+        writeErr(
+          `mycelite hub: storage not ready, waiting for it (${why}); /readyz answers 503 until it is\n`,
+        );
+      })
     : undefined;
   const hub = await startHub({
     dataDir,

@@ -22,7 +22,7 @@ import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
 import type { HubMetrics } from './metrics.js';
 import { handlePush } from './push.js';
 import { handleRead } from './read.js';
-import type { HubStorage } from './storage.js';
+import { type HubStorage, StorageUnavailableError } from './storage.js';
 import { mountWeb, type WebOptions } from './web.js';
 
 /** Everything the routes share. */
@@ -46,6 +46,8 @@ export interface HubContext {
   followQueueLimit?: number;
   /** The demo web app (mycelite serve --demo). */
   web?: WebOptions;
+  /** Whether the storage answered at its last health check (src/hub/health.ts); always, without checks. */
+  health: { ready: boolean; message?: string };
 }
 
 export function errorResponse(e: HubError): Response {
@@ -73,13 +75,13 @@ export function createApp(ctx: HubContext): Hono {
   const app = new Hono();
 
   app.use('*', async (c, next) => {
-    if (ctx.closing && c.req.path !== '/healthz') {
+    const monitoring = MONITORING.has(c.req.path);
+    if (ctx.closing && !monitoring) {
       return errorResponse(
         new HubError({ error: 'unavailable', message: 'the hub is shutting down; retry' }),
       );
     }
     const busy = ctx.active + ctx.streams.size;
-    const monitoring = c.req.path === '/healthz' || c.req.path === '/metrics';
     if (busy >= ctx.maxActive && !monitoring) {
       return errorResponse(
         new HubError({
@@ -89,6 +91,10 @@ export function createApp(ctx: HubContext): Hono {
       );
     }
     await refuseDotSegments(ctx, c);
+    if (!ctx.health.ready && c.req.path.startsWith(`${API_PREFIX}/`)) {
+      // Answered at once (not after the storage's own timeouts): clients go on to another hub.
+      return errorResponse(storageUnavailable(ctx.health.message));
+    }
     ctx.active++;
     const started = performance.now();
     try {
@@ -109,9 +115,17 @@ export function createApp(ctx: HubContext): Hono {
     }
   });
 
-  app.get('/healthz', (c) =>
-    ctx.closing ? c.json({ ok: false, closing: true }, 503) : c.json({ ok: true }),
-  );
+  // Liveness: the process serves HTTP. Readiness (and /healthz, what load balancers ask): it can also
+  // serve databases, i.e. it is not shutting down and its storage answers.
+  app.get('/livez', (c) => c.json({ ok: true }));
+  const ready = (c: Context): Response => {
+    if (ctx.closing) return c.json({ ok: false, closing: true }, 503);
+    if (!ctx.health.ready)
+      return c.json({ ok: false, storage: 'unavailable', message: ctx.health.message ?? '' }, 503);
+    return c.json({ ok: true, storage: 'ready' });
+  };
+  app.get('/readyz', ready);
+  app.get('/healthz', ready);
 
   app.get('/metrics', async (c) =>
     c.body(await ctx.metrics.text(), 200, { 'content-type': ctx.metrics.contentType }),
@@ -185,6 +199,10 @@ export function createApp(ctx: HubContext): Hono {
 
   app.onError((e, c) => {
     if (e instanceof HubError) return errorResponse(e);
+    if (e instanceof StorageUnavailableError) {
+      ctx.log.warn({ err: e.message, method: c.req.method, path: c.req.path }, 'storage unavailable');
+      return errorResponse(storageUnavailable(e.message));
+    }
     if (e instanceof StoredCopyDamagedError) {
       // Never wrong bytes: the database is not served until its copy is repaired (logged loudly).
       ctx.log.error({ err: e, method: c.req.method, path: c.req.path }, 'damaged stored copy');
@@ -197,6 +215,16 @@ export function createApp(ctx: HubContext): Hono {
   });
 
   return app;
+}
+
+/** Paths that answer while the hub shuts down, is over its connection limit, or its storage is down. */
+const MONITORING = new Set(['/healthz', '/livez', '/readyz', '/metrics']);
+
+export function storageUnavailable(why: string | undefined): HubError {
+  return new HubError({
+    error: 'storage_unavailable',
+    message: `the hub runs but its storage does not answer${why ? ` (${why})` : ''}; retry, or use another hub`,
+  });
 }
 
 export function badRequest(message: string): HubError {

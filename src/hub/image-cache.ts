@@ -37,11 +37,37 @@ export class ImageCache {
   private readonly cached = new Map<string, Cached>();
   private readonly locks = new Map<string, Mutex>();
   private counter = 0;
+  /** This process's directory under `images`: hubs sharing a --data never touch each other's files. */
+  private readonly dir: string;
 
   constructor(
     private readonly storage: HubStorage,
-    private readonly dir: string,
-  ) {}
+    private readonly root: string,
+  ) {
+    this.dir = path.join(root, String(process.pid));
+  }
+
+  /**
+   * Removes what hub processes that are gone (SIGKILLed, crashed) left under `images`: their directories
+   * (named by process id) and, from hubs before them, files named with a dead process id. Run at start;
+   * returns how many entries it removed.
+   */
+  async sweep(): Promise<number> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.root);
+    } catch {
+      return 0; // no images yet
+    }
+    let removed = 0;
+    for (const name of names) {
+      const pid = /^\d+$/.test(name) ? Number(name) : legacyPid(name);
+      if (pid === undefined || pid === process.pid || alive(pid)) continue;
+      await fsp.rm(path.join(this.root, name), { recursive: true, force: true });
+      removed++;
+    }
+    return removed;
+  }
 
   /**
    * The image of `db` at `state.head` (built now unless cached), or at a later head when one was stored
@@ -101,11 +127,34 @@ export class ImageCache {
     }
   }
 
-  /** Waits for builds in progress and removes the cached images. */
+  /** Waits for builds in progress and removes the cached images (and this process's directory, if empty). */
   async close(): Promise<void> {
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     for (const c of this.cached.values()) await fsp.rm(c.path, { force: true });
     this.cached.clear();
+    await fsp.rmdir(this.dir).catch(() => undefined); // another hub of this process may still use it
+  }
+}
+
+/**
+ * The process id in the name of a file hubs wrote directly under `images` before each had its own
+ * directory: `DB.KEY.PID.image`, `DB.PID.N.pages`, `DB.PID.N.M.journal|db`.
+ */
+function legacyPid(name: string): number | undefined {
+  const m =
+    /\.(\d+)\.image$/.exec(name) ??
+    /\.(\d+)\.\d+\.pages$/.exec(name) ??
+    /\.(\d+)\.\d+\.\d+\.(?:journal|db)$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Whether process `pid` runs (on this machine: hubs sharing a --data share a machine). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

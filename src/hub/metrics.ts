@@ -16,6 +16,7 @@ export type PushRejectReason =
   | 'other_mode'
   | 'head_mismatch'
   | 'unavailable'
+  | 'storage_unavailable'
   | 'error';
 
 export class HubMetrics {
@@ -27,15 +28,19 @@ export class HubMetrics {
   readonly replicasConnected: Gauge;
   readonly replicaLag: Histogram;
   readonly pushRejected: Counter<'reason'>;
+  readonly storageReady: Gauge;
+  private readonly figures = new Map<string, Gauge>();
 
-  constructor(countDatabases: () => Promise<number>) {
+  /** `countDatabases`: undefined when the storage cannot tell now (the gauge keeps its last value). */
+  constructor(countDatabases: () => Promise<number | undefined>) {
     const registers = [this.registry];
     new Gauge({
       name: 'mycelite_databases',
       help: 'Databases stored by this hub',
       registers,
       async collect() {
-        this.set(await countDatabases());
+        const n = await countDatabases().catch(() => undefined);
+        if (n !== undefined) this.set(n);
       },
     });
     this.snapshotsReceived = new Counter({
@@ -75,7 +80,25 @@ export class HubMetrics {
       labelNames: ['reason'],
       registers,
     });
+    this.storageReady = new Gauge({
+      name: 'mycelite_storage_ready',
+      help: 'The storage answered at the last health check (1) or not (0)',
+      registers,
+    });
+    this.storageReady.set(1);
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Sets the storage's own figures (HubStorage.health), each a gauge, registered when first seen. */
+  setFigures(figures: Record<string, { help: string; value: number }>): void {
+    for (const [name, f] of Object.entries(figures)) {
+      let g = this.figures.get(name);
+      if (!g) {
+        g = new Gauge({ name, help: f.help, registers: [this.registry] });
+        this.figures.set(name, g);
+      }
+      g.set(f.value);
+    }
   }
 
   text(): Promise<string> {

@@ -6,6 +6,7 @@ import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@n
 import { headers, type MsgHdrs } from '@nats-io/transport-node';
 import { type DbMode, formatPosition, type WirePosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_MODE, HDR_PART } from './nats-wire.js';
+import { StorageUnavailableError } from './storage.js';
 
 /** JetStream's error code for a publish whose expected last sequence is not the stream's. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -24,15 +25,35 @@ function isWrongSequence(e: unknown): boolean {
   );
 }
 
-/** Runs `fn` until it resolves, retrying failures (a leader election, a reconnect) for up to `ms`. */
-export async function retry<T>(ms: number, what: string, fn: () => Promise<T>): Promise<T> {
+/**
+ * Timeout of one attempt of a request (ms): short for the first FAST_TRIES attempts, so that a request
+ * lost with a dead node (sent on the connection it was on, or to a stream leader that died) is sent
+ * again within a second, and a new stream leader is found about a second after its election (which
+ * takes nats-server 4-9 s); longer after, for a cluster that is merely slow. Publishes carry a
+ * Nats-Msg-Id, so a second try is stored once.
+ */
+export const FAST_ATTEMPT_MS = 1000;
+export const SLOW_ATTEMPT_MS = 5000;
+export const FAST_TRIES = 12;
+
+/** The timeout of attempt `attempt` (0 first). */
+export function attemptMs(attempt: number): number {
+  return attempt < FAST_TRIES ? FAST_ATTEMPT_MS : SLOW_ATTEMPT_MS;
+}
+
+/**
+ * Runs `fn(attempt)` until it resolves, retrying failures (a leader election, a reconnect) for up to
+ * `ms`; then StorageUnavailableError (the hub answers `503 storage_unavailable`). `fn` gives each
+ * attempt the timeout `attemptMs(attempt)`.
+ */
+export async function retry<T>(ms: number, what: string, fn: (attempt: number) => Promise<T>): Promise<T> {
   const deadline = Date.now() + ms;
-  for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+  for (let wait = 50, attempt = 0; ; wait = Math.min(wait * 2, 1000), attempt++) {
     try {
-      return await fn();
+      return await fn(attempt);
     } catch (e) {
       if (Date.now() + wait > deadline) {
-        throw new Error(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
+        throw new StorageUnavailableError(`NATS: could not ${what} within ${ms} ms: ${(e as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, wait));
     }
@@ -41,18 +62,23 @@ export async function retry<T>(ms: number, what: string, fn: () => Promise<T>): 
 
 /** Creates a stream unless it exists (another hub may create it at the same time: that is fine). */
 export async function ensureStream(
-  jsm: JetStreamManager,
+  jsm: JsmAt,
   ms: number,
   config: Partial<StreamConfig> & { name: string },
 ): Promise<void> {
-  await retry(ms, `create the stream ${config.name}`, async () => {
-    const exists = await jsm.streams.info(config.name).catch((e: unknown) => {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    });
-    if (!exists) await jsm.streams.add(config);
+  await retry(ms, `create the stream ${config.name}`, async (attempt) => {
+    const exists = await jsm(attempt)
+      .streams.info(config.name)
+      .catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      });
+    if (!exists) await jsm(attempt).streams.add(config);
   });
 }
+
+/** The JetStream manager for attempt `attempt` of a request (its timeout: attemptMs(attempt)). */
+export type JsmAt = (attempt: number) => JetStreamManager;
 
 /** Where a conditional publish goes and what it expects. */
 export interface ExpectingPublish {
@@ -75,11 +101,12 @@ export function publishExpecting(
   what: string,
   p: ExpectingPublish,
 ): Promise<PubAck | undefined> {
-  return retry(ms, what, () =>
+  return retry(ms, what, (attempt) =>
     js
       .publish(p.subject, p.data, {
         msgID: p.msgID,
         headers: p.headers,
+        timeout: attemptMs(attempt),
         expect: { lastSequence: p.lastSequence, streamName: p.stream },
       })
       .catch((e: unknown) => {

@@ -3,15 +3,15 @@
  * compare-and-set over the whole stream's last sequence — race-free across hubs, unlike per-subject
  * expectations or KV revisions on nats-server 2.9 (docs/ARCHITECTURE.md, "Scale-out on NATS").
  */
-import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
-import { isNotFound, publishExpecting, retry } from './nats-js.js';
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { isNotFound, type JsmAt, publishExpecting, retry } from './nats-js.js';
 import type { NatsNames } from './nats-wire.js';
 import { type StoredLease, sameLease } from './storage.js';
 
 export class NatsLeases {
   constructor(
     private readonly js: JetStreamClient,
-    private readonly jsm: JetStreamManager,
+    private readonly jsm: JsmAt,
     private readonly names: NatsNames,
     private readonly timeoutMs: number,
   ) {}
@@ -29,7 +29,9 @@ export class NatsLeases {
   async cas(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     const stream = this.names.leaseStream;
     for (let i = 0; i < 100; i++) {
-      const info = await retry(this.timeoutMs, 'read the lease stream', () => this.jsm.streams.info(stream));
+      const info = await retry(this.timeoutMs, 'read the lease stream', (n) =>
+        this.jsm(n).streams.info(stream),
+      );
       const last = info.state.last_seq;
       if (last === 0) {
         await retry(this.timeoutMs, 'create the lease stream', () =>
@@ -55,9 +57,9 @@ export class NatsLeases {
   }
 
   private async message(db: string): Promise<{ lease?: StoredLease; seq: number }> {
-    const m = await retry(this.timeoutMs, 'read a lease', () =>
-      this.jsm.streams
-        .getMessage(this.names.leaseStream, { last_by_subj: this.names.leaseSubject(db) })
+    const m = await retry(this.timeoutMs, 'read a lease', (n) =>
+      this.jsm(n)
+        .streams.getMessage(this.names.leaseStream, { last_by_subj: this.names.leaseSubject(db) })
         .catch((e: unknown) => {
           if (isNotFound(e)) return null;
           throw e;

@@ -33,11 +33,9 @@ import {
   DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
-  jetstream,
-  jetstreamManager,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { concatBytes, type SnapshotHeader } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
@@ -46,8 +44,17 @@ import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction }
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
 import { buildImageFile } from './image-cache.js';
 import { Mutex } from './mutex.js';
-import { ensureStream, isNotFound, parseServers, publishParts, retry } from './nats-js.js';
-import { NatsLeases } from './nats-leases.js';
+import {
+  attemptMs,
+  ensureStream,
+  FAST_TRIES,
+  isNotFound,
+  parseServers,
+  publishParts,
+  retry,
+} from './nats-js.js';
+import type { NatsLeases } from './nats-leases.js';
+import { type NatsLink, openLink } from './nats-link.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type {
@@ -58,7 +65,7 @@ import type {
   HubStorage,
   StoredLease,
 } from './storage.js';
-import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
+import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -86,47 +93,76 @@ export interface NatsStorageOptions {
   onDamage?: (db: string, report: DamageReport) => void;
 }
 
-/**
- * Timeout of one request (ms). Every request is retried until `timeoutMs`, so one that went to a node
- * that just died (a publish to a dead stream leader gets no answer) must give up early enough to be
- * sent again to the new leader; publishes carry a Nats-Msg-Id, so a second try is stored once.
- */
-const ATTEMPT_MS = 5000;
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
+
+/** Between two connection attempts of a storage that waits for NATS (ms). */
+const CONNECT_RETRY_MS = 1000;
 
 export class NatsStorage implements HubStorage {
   private readonly tails = new Map<string, Promise<DbTail>>();
+  private readonly views = new Set<DbTail>();
   private readonly locks = new Map<string, Mutex>();
   private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly advisories: Subscription[] = [];
   private readonly compactions = new CompactionRuns();
-  private readonly leases: NatsLeases;
   private compaction: ReturnType<typeof compactionSettings> | undefined;
   private closed = false;
   private heads!: Heads;
   private slot!: { dir: string; release(): void; temporary: boolean };
   private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
+  private link: NatsLink | undefined;
+  /** Resolves once connected (open(): at once; start(): whenever NATS answers). */
+  private linked!: Promise<NatsLink>;
+  /** Why the storage is not connected yet (start(): the last attempt's failure). */
+  private waiting: string;
+  private connected = false;
+  private reconnects = 0;
+  private probing: Promise<StorageHealth> | undefined;
+  readonly names: NatsNames;
+  private readonly servers: string[];
+  private readonly timeoutMs: number;
 
-  private constructor(
-    private readonly nc: NatsConnection,
-    private readonly js: JetStreamClient,
-    private readonly jsm: JetStreamManager,
-    readonly names: NatsNames,
-    private readonly replicas: number,
-    private readonly partBytes: number,
-    private readonly timeoutMs: number,
-  ) {
-    this.leases = new NatsLeases(js, jsm, names, timeoutMs);
-    void this.onReconnect();
+  private constructor(private readonly options: NatsStorageOptions) {
+    this.servers = parseServers(options.servers);
+    this.names = natsNames(options.prefix);
+    this.timeoutMs = options.timeoutMs ?? 20_000;
+    this.waiting = `connecting to NATS at ${this.servers.join(',')}`;
+    this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+    if (options.onDamage) this.damageListeners.push(options.onDamage);
+  }
+
+  private get nc(): NatsConnection {
+    return this.link!.nc;
+  }
+  private get js(): JetStreamClient {
+    return this.link!.js;
+  }
+  private get jsm(): JetStreamManager {
+    return this.link!.jsm;
+  }
+  /** The manager for attempt `n` of a request (nats-js.ts, attemptMs). */
+  private readonly jsmAt = (n: number): JetStreamManager =>
+    n < FAST_TRIES ? this.link!.jsm : this.link!.jsmSlow;
+  private get leases(): NatsLeases {
+    return this.link!.leases;
+  }
+  private get replicas(): number {
+    return this.link!.replicas;
+  }
+  private get partBytes(): number {
+    return this.link!.partBytes;
   }
 
   /**
    * After a reconnect (the hub's NATS node died), every view makes its consumer again: the client only
    * checks the old one, and when that one lived on the dead node the check fails forever.
    */
-  private async onReconnect(): Promise<void> {
-    for await (const s of this.nc.status()) {
+  private async watchConnection(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') this.connected = false;
       if (s.type !== 'reconnect') continue;
+      this.connected = true;
+      this.reconnects++;
       for (const t of this.tails.values())
         void t.then(
           (tail) => tail.renew(),
@@ -152,49 +188,139 @@ export class NatsStorage implements HubStorage {
     };
   }
 
-  /** Connects, and creates the stream and the lease bucket when they do not exist yet. */
+  /**
+   * Connects, and creates the lease stream when it does not exist yet; fails when NATS cannot be reached
+   * (or JetStream does not answer within `timeoutMs`).
+   */
   static async open(options: NatsStorageOptions): Promise<NatsStorage> {
-    const servers = parseServers(options.servers);
-    const timeoutMs = options.timeoutMs ?? 20_000;
-    const nc = await connect({
-      servers,
-      name: 'mycelite-hub',
-      maxReconnectAttempts: -1,
-      timeout: 5000,
-    }).catch((e: unknown) => {
-      throw new Error(
-        `cannot connect to NATS at ${servers.join(',')}: ${(e as Error).message}; start nats-server with -js, or fix --storage`,
-      );
-    });
+    const s = new NatsStorage(options);
+    await s.prepare();
+    s.linked = s.connect();
     try {
-      const names = natsNames(options.prefix);
-      const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
-      const attempt = Math.min(ATTEMPT_MS, timeoutMs);
-      const jsm = await retry(timeoutMs, 'reach JetStream', () => jetstreamManager(nc, { timeout: attempt }));
-      const js = jetstream(nc, { timeout: attempt });
-      await ensureStream(jsm, timeoutMs, {
-        name: names.leaseStream,
-        subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],
-        num_replicas: replicas,
-        max_msgs_per_subject: 1,
-      });
-      const max = nc.info?.max_payload ?? 1 << 20;
-      const partBytes = Math.min(options.partBytes ?? max, max - 8192);
-      if (partBytes < 1024) throw new Error(`the NATS max_payload ${max} is too small for snapshots`);
-      const s = new NatsStorage(nc, js, jsm, names, replicas, partBytes, timeoutMs);
-      s.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
-      if (options.onDamage) s.damageListeners.push(options.onDamage);
-      s.slot = await takeSlot(options.headsDir);
-      s.heads = new Heads(
-        (db) => path.join(s.slot.dir, db),
-        s,
-        (db, r) => s.reportDamage(db, r),
-      );
-      return s;
+      await s.linked;
     } catch (e) {
-      await nc.close().catch(() => undefined);
+      await s.close();
       throw e;
     }
+    return s;
+  }
+
+  /**
+   * The storage at once, connecting in the background: until NATS (and JetStream) answer, `health()`
+   * says why not and every other call waits. `onWait` hears each failed attempt (the hub logs it).
+   */
+  static async start(options: NatsStorageOptions, onWait?: (message: string) => void): Promise<NatsStorage> {
+    const s = new NatsStorage(options);
+    await s.prepare();
+    // Resolves once the first attempt is over, connected or not: a cluster that is up is ready at once.
+    await new Promise<void>((first) => {
+      s.linked = s.connectWaiting((why) => {
+        first();
+        onWait?.(why);
+      });
+      s.linked.then(
+        () => first(),
+        () => first(), // told by health(); calls waiting on it get the error
+      );
+    });
+    return s;
+  }
+
+  private async prepare(): Promise<void> {
+    this.slot = await takeSlot(this.options.headsDir);
+    this.heads = new Heads(
+      (db) => path.join(this.slot.dir, db),
+      this,
+      (db, r) => this.reportDamage(db, r),
+    );
+  }
+
+  private async connectWaiting(onWait?: (message: string) => void): Promise<NatsLink> {
+    for (;;) {
+      try {
+        return await this.connect(Number.POSITIVE_INFINITY);
+      } catch (e) {
+        if (this.closed) throw e;
+        this.waiting = `waiting for NATS: ${(e as Error).message}`;
+        onWait?.(this.waiting);
+        await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
+        if (this.closed) throw new Error('the hub storage is closed');
+      }
+    }
+  }
+
+  /** One connection, with JetStream reached within `jsMs` (default: timeoutMs). */
+  private async connect(jsMs = this.timeoutMs): Promise<NatsLink> {
+    const link = await openLink(
+      this.servers,
+      this.names,
+      this.options,
+      this.timeoutMs,
+      jsMs,
+      () => this.closed,
+    );
+    this.link = link;
+    this.connected = true;
+    void this.watchConnection(link.nc);
+    return link;
+  }
+
+  /**
+   * Ready when connected and JetStream answers (its meta leader: a quorum of the cluster), asked at
+   * most once at a time with a short timeout. Figures for /metrics either way.
+   */
+  health(): Promise<StorageHealth> {
+    this.probing ??= this.probe().finally(() => {
+      this.probing = undefined;
+    });
+    return this.probing;
+  }
+
+  private async probe(): Promise<StorageHealth> {
+    const figures = this.figures();
+    if (this.closed) return { ready: false, message: 'the hub storage is closed', figures };
+    const link = this.link;
+    if (!link) return { ready: false, message: this.waiting, figures };
+    if (!this.connected)
+      return {
+        ready: false,
+        message: `disconnected from NATS, reconnecting (${this.servers.join(',')})`,
+        figures,
+      };
+    try {
+      await link.probe.getAccountInfo();
+      return { ready: true, figures };
+    } catch (e) {
+      return { ready: false, message: `JetStream does not answer: ${(e as Error).message}`, figures };
+    }
+  }
+
+  private figures(): NonNullable<StorageHealth['figures']> {
+    let renewals = 0;
+    let directReads = 0;
+    for (const v of this.views) {
+      renewals += v.renewals;
+      directReads += v.directReads;
+    }
+    return {
+      mycelite_nats_connected: {
+        help: 'Connected to a NATS server (1) or not (0)',
+        value: this.connected ? 1 : 0,
+      },
+      mycelite_nats_reconnects: { help: 'Reconnections to NATS since start', value: this.reconnects },
+      mycelite_nats_views: {
+        help: 'Databases this hub follows (one ordered consumer each)',
+        value: this.views.size,
+      },
+      mycelite_nats_consumer_renewals: {
+        help: 'Consumers made again (missed heartbeats, a reconnect, a stall) since start',
+        value: renewals,
+      },
+      mycelite_nats_direct_reads: {
+        help: 'Messages read directly from a stream because its consumer stalled, since start',
+        value: directReads,
+      },
+    };
   }
 
   private check(): void {
@@ -230,6 +356,7 @@ export class NatsStorage implements HubStorage {
     if (!t) {
       this.names.stream(db); // checks the name
       t = (async () => {
+        await this.linked;
         const tail = new DbTail(db, (txid, why) =>
           this.reportDamage(db, {
             what: 'stored',
@@ -238,6 +365,7 @@ export class NatsStorage implements HubStorage {
             repaired: true,
           }),
         );
+        this.views.add(tail);
         if (!(await this.startTail(tail))) {
           // Not created yet: start when it is (a JetStream advisory; no polling).
           const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${this.names.stream(db)}`, {
@@ -277,11 +405,13 @@ export class NatsStorage implements HubStorage {
   }
 
   private async streamInfo(db: string): Promise<StreamInfo | undefined> {
-    return retry(this.timeoutMs, 'read a stream', () =>
-      this.jsm.streams.info(this.names.stream(db)).catch((e: unknown) => {
-        if (isNotFound(e)) return undefined;
-        throw e;
-      }),
+    return retry(this.timeoutMs, 'read a stream', (n) =>
+      this.jsmAt(n)
+        .streams.info(this.names.stream(db))
+        .catch((e: unknown) => {
+          if (isNotFound(e)) return undefined;
+          throw e;
+        }),
     );
   }
 
@@ -297,9 +427,10 @@ export class NatsStorage implements HubStorage {
 
   async list(): Promise<string[]> {
     this.check();
-    return retry(this.timeoutMs, 'list the streams', async () => {
+    await this.linked;
+    return retry(this.timeoutMs, 'list the streams', async (n) => {
       const out: string[] = [];
-      for await (const name of this.jsm.streams.names(this.names.allSnapshots)) {
+      for await (const name of this.jsmAt(n).streams.names(this.names.allSnapshots)) {
         const db = this.names.dbOfStream(name);
         if (db !== undefined) out.push(db);
       }
@@ -318,7 +449,7 @@ export class NatsStorage implements HubStorage {
   private async create(tail: DbTail): Promise<void> {
     const db = tail.db;
     if (!tail.started) {
-      await ensureStream(this.jsm, this.timeoutMs, {
+      await ensureStream(this.jsmAt, this.timeoutMs, {
         name: this.names.stream(db),
         subjects: [this.names.subject(db)],
         num_replicas: this.replicas,
@@ -326,8 +457,11 @@ export class NatsStorage implements HubStorage {
       });
     }
     if (tail.lastSeq === 0) {
-      await retry(this.timeoutMs, `create ${db}`, () =>
-        this.js.publish(this.names.subject(db), new Uint8Array(0), { msgID: 'created' }),
+      await retry(this.timeoutMs, `create ${db}`, (n) =>
+        this.js.publish(this.names.subject(db), new Uint8Array(0), {
+          msgID: 'created',
+          timeout: attemptMs(n),
+        }),
       );
     }
     await this.catchUp(tail);
@@ -475,7 +609,7 @@ export class NatsStorage implements HubStorage {
   private getter(db: string): TailSource['get'] {
     const stream = this.names.stream(db);
     return (seq) =>
-      retry(this.timeoutMs, `read message ${seq}`, () => this.jsm.streams.getMessage(stream, { seq }));
+      retry(this.timeoutMs, `read message ${seq}`, (n) => this.jsmAt(n).streams.getMessage(stream, { seq }));
   }
 
   async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
@@ -572,8 +706,8 @@ export class NatsStorage implements HubStorage {
       const next = tail.at(upTo + 1n);
       if (next) {
         const seq = next.ref.seqs[0]!;
-        await retry(this.timeoutMs, `purge ${db}`, () =>
-          this.jsm.streams.purge(this.names.stream(db), { seq }),
+        await retry(this.timeoutMs, `purge ${db}`, (n) =>
+          this.jsmAt(n).streams.purge(this.names.stream(db), { seq }),
         );
       }
       const outcome: CompactOutcome = {
@@ -642,11 +776,13 @@ export class NatsStorage implements HubStorage {
 
   async getLease(db: string): Promise<StoredLease | undefined> {
     this.check();
+    await this.linked;
     return this.leases.get(db);
   }
 
   async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
+    await this.linked;
     // In this process, lease changes and appends of a database take turns (an append's lease check
     // then sees every change made here before it); across hubs the stream's sequence check decides.
     return this.lock(db).run(() => this.leases.cas(db, expected, next));
@@ -678,7 +814,8 @@ export class NatsStorage implements HubStorage {
     for (const sub of this.advisories) sub.unsubscribe();
     for (const t of this.tails.values()) await t.then((tail) => tail.stop()).catch(() => undefined);
     this.tails.clear();
-    await this.nc.close();
+    this.views.clear();
+    await this.link?.nc.close();
   }
 }
 
@@ -705,14 +842,20 @@ async function takeSlot(
   }
 }
 
-/** Opens the storage of `mycelite serve --storage nats://host:port[,host:port...]`. */
+/**
+ * Opens the storage of `mycelite serve --storage nats://host:port[,host:port...]`. With `onWait`, a
+ * cluster that cannot be reached yet is waited for in the background (NatsStorage.start), each failed
+ * attempt told to `onWait`; without it, it is an error.
+ */
 export function openNatsStorage(
   url: string,
   options: Omit<NatsStorageOptions, 'servers'> = {},
+  onWait?: (message: string) => void,
 ): Promise<NatsStorage> {
   if (!/^(nats|tls):\/\//.test(url.trim()))
     throw new Error(
       `--storage ${JSON.stringify(url)} is not a NATS URL: use nats://host:port[,host:port...]`,
     );
+  if (onWait) return NatsStorage.start({ ...options, servers: url }, onWait);
   return NatsStorage.open({ ...options, servers: url });
 }

@@ -35,7 +35,13 @@ import {
   HDR_PART,
   parsePart,
 } from './nats-wire.js';
-import { type AppendListener, BeforeBaseError, type DbState, type EncodedSnapshot } from './storage.js';
+import {
+  type AppendListener,
+  BeforeBaseError,
+  type DbState,
+  type EncodedSnapshot,
+  StorageUnavailableError,
+} from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
 export interface AppendRef {
@@ -63,8 +69,11 @@ interface Pending {
   data: Uint8Array[];
 }
 
-/** A wait that sees no new message for this long reads the missing ones itself and renews the consumer (ms). */
-const STALL_MS = 2000;
+/**
+ * A wait that sees no new message for this long reads the missing ones itself and renews the consumer
+ * (ms): a consumer on a node that died, or one made again after a reconnect that does not deliver.
+ */
+const STALL_MS = 1000;
 /** A view with subscribers and no message for this long checks the stream's last sequence (ms). */
 const FOLLOW_MS = 4000;
 
@@ -114,6 +123,8 @@ export class DbTail {
   failed: Error | undefined;
   /** Consumers made again (a stall, missed heartbeats, a reconnect): for tests and logs. */
   renewals = 0;
+  /** Messages read directly from the stream (a stalled consumer): for /metrics. */
+  directReads = 0;
   readonly listeners = new Set<AppendListener>();
   private pending: Pending | undefined;
   private waiters: Waiter[] = [];
@@ -122,6 +133,8 @@ export class DbTail {
   private filling: Promise<void> | undefined;
   private follower: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
+  /** Between renew() and the next consumer's start. */
+  private renewing = false;
 
   /** `onDamaged` hears of an append skipped because a snapshot's trailer checksum fails. */
   constructor(
@@ -176,6 +189,7 @@ export class DbTail {
         break;
       }
       this.current = c;
+      this.renewing = false;
       void this.watch(c);
       try {
         for await (const m of c.messages) this.take(m);
@@ -205,6 +219,7 @@ export class DbTail {
     const c = this.current;
     if (!c || this.stopped) return;
     this.current = undefined;
+    this.renewing = true;
     this.renewals++;
     void c.messages.close();
   }
@@ -219,6 +234,7 @@ export class DbTail {
         const seq = this.lastSeq + 1;
         const m = await source.get(seq);
         if (this.lastSeq >= seq) continue; // the consumer was faster
+        this.directReads++;
         this.take(
           m ? { seq, headers: m.header, data: m.data } : { seq, data: new Uint8Array(0), gone: true },
         );
@@ -293,6 +309,9 @@ export class DbTail {
   waitSeq(seq: number, ms: number, what: string): Promise<void> {
     if (this.lastSeq >= seq) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
+    // No consumer now (one is being made again, which needs JetStream's meta leader: an election when
+    // its node died): read directly at once rather than after a stall.
+    if (this.renewing) this.recover(seq);
     return new Promise<void>((resolve, reject) => {
       let seen = this.lastSeq;
       const watchdog = setInterval(() => {
@@ -303,7 +322,7 @@ export class DbTail {
         clearInterval(watchdog);
         this.waiters = this.waiters.filter((w) => w !== waiter);
         reject(
-          new Error(
+          new StorageUnavailableError(
             `NATS did not deliver ${what} of ${this.db} within ${ms} ms (the view holds ${this.lastSeq}); is the cluster up?`,
           ),
         );

@@ -15,6 +15,7 @@ import { loadOrCreateKey } from './auth.js';
 import type { HubCompaction } from './compaction.js';
 import { FsStorage } from './fs-storage.js';
 import type { DamageReport } from './heads.js';
+import { watchHealth } from './health.js';
 import { ImageCache } from './image-cache.js';
 import { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
@@ -88,7 +89,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     }));
   options.storage?.watchCompactions?.(logCompaction(log));
   options.storage?.watchDamage?.(logDamage(log));
-  const metrics = new HubMetrics(() => storage.list().then((l) => l.length));
+  // Not asked while the storage is down: /metrics answers at once, whatever the storage does.
+  const metrics = new HubMetrics(async () =>
+    ctx.health.ready
+      ? within(
+          2000,
+          storage.list().then((l) => l.length),
+        )
+      : undefined,
+  );
   const ctx: HubContext = {
     storage,
     key,
@@ -104,13 +113,18 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     streams: new Set(),
     followQueueLimit: options.followQueueLimit,
     web: options.web,
+    health: { ready: true },
   };
+  const swept = await ctx.images.sweep();
+  if (swept > 0) log.info({ removed: swept }, 'removed images left by hubs that are gone');
+  const stopHealth = await watchHealth(ctx, storage, metrics, log);
   const app = createApp(ctx);
   const sockets = new Set<Socket>();
   /** Sockets with a request in progress (the others are idle, or connected without a request yet). */
   const busy = new Set<Socket>();
   const server = await listen().catch(async (e: unknown) => {
     // Nothing is served: give the data directory back (its lock) before reporting.
+    stopHealth();
     await storage.close();
     await ctx.images.close();
     throw e;
@@ -171,6 +185,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     await stopped;
     clearInterval(poll);
     clearTimeout(timer);
+    stopHealth();
     await storage.close();
     await ctx.images.close();
     log.info('hub closed');
@@ -187,6 +202,15 @@ export async function startHub(options: HubOptions): Promise<Hub> {
       return closing;
     },
   };
+}
+
+/** `p`, or undefined when it takes longer than `ms`. */
+function within<T>(ms: number, p: Promise<T>): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<undefined>((r) => {
+    timer = setTimeout(() => r(undefined), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** Logs damage a storage found, loudly: a stored copy (and its repair) or a head file rebuilt. */

@@ -123,8 +123,34 @@ export interface HubStorage {
   watchDamage?(listener: (db: string, report: DamageReport) => void): void;
   /** Optional: calls `listener` after each automatic compaction of a database (or its failure), e.g. to log it. */
   watchCompactions?(listener: (db: string, outcome: CompactOutcome | Error, ms: number) => void): void;
+  /**
+   * Optional: whether the storage answers now (a storage without it always does), with figures for
+   * /metrics. The hub asks every second: readiness (/readyz) and the refusal of database requests with
+   * `503 storage_unavailable` while it does not.
+   */
+  health?(): Promise<StorageHealth>;
   /** Finishes in-flight appends and releases files. */
   close(): Promise<void>;
+}
+
+/** What `HubStorage.health()` tells. */
+export interface StorageHealth {
+  ready: boolean;
+  /** Why it is not ready (one line). */
+  message?: string;
+  /** Named figures for /metrics (gauges; names are Prometheus metric names). */
+  figures?: Record<string, { help: string; value: number }>;
+}
+
+/**
+ * The storage cannot be reached (NATS down, no JetStream quorum): the request is answered
+ * `503 storage_unavailable`, which clients retry (on another hub when they know several).
+ */
+export class StorageUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StorageUnavailableError';
+  }
 }
 
 /**

@@ -18,7 +18,8 @@ export type ErrorCode =
   | 'does_not_apply'
   | 'lease_held'
   | 'unavailable'
-  | 'internal';
+  | 'internal'
+  | 'storage_unavailable';
 
 export const ERROR_STATUS: Record<ErrorCode, number> = {
   bad_name: 400,
@@ -37,6 +38,7 @@ export const ERROR_STATUS: Record<ErrorCode, number> = {
   lease_held: 423,
   unavailable: 503,
   internal: 500,
+  storage_unavailable: 503,
 };
 
 /** A lease as JSON. */

@@ -7,12 +7,24 @@ import { type FileHeader, JournalFormatError, type SnapshotInfo } from '../forma
 import type { Position } from '../journal/journal-writer.js';
 import { DEAD_STREAM_MS, HubError, StreamParser, samePosition, toHex } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
-import { HubClient, type HubTarget } from '../sync/hub-client.js';
+import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
+import { isTransient } from '../sync/push-errors.js';
 import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
 import { sameId } from './kept.js';
 import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
 
-export type ReplicaState = 'connecting' | 'catching-up' | 'live' | 'offline' | 'error' | 'closed';
+/**
+ * `offline`: the hub cannot be reached; `storage-unavailable`: the hub answers but its storage does not
+ * (NATS down), so nothing flows.
+ */
+export type ReplicaState =
+  | 'connecting'
+  | 'catching-up'
+  | 'live'
+  | 'offline'
+  | 'storage-unavailable'
+  | 'error'
+  | 'closed';
 
 export interface ReplicaStatus {
   state: ReplicaState;
@@ -45,6 +57,11 @@ export interface FollowOptions {
   hub: HubTarget;
   /** No byte for this long: the connection is dead, reconnect (ms; default 30 s). */
   deadStreamMs?: number;
+  /**
+   * How long the hub may take to answer a state request or a read from the replica's position before it
+   * counts as down (the next connection goes to the next hub of the list) (ms; default 10 s).
+   */
+  answerMs?: number;
   /** Reconnect backoff: first and longest wait (ms; default 100 and 5000). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -84,6 +101,9 @@ const defer: (f: () => void) => void =
   (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0));
 /** Resolves after the I/O already due has been handled (a macrotask). */
 const soon = (): Promise<void> => new Promise((r) => defer(r));
+
+/** Default of FollowOptions.answerMs. */
+const ANSWER_MS = 10_000;
 
 /** Errors that waiting will not fix: the follower stops. */
 const FATAL = new Set(['unauthorized', 'forbidden', 'bad_name', 'bad_request']);
@@ -140,11 +160,14 @@ export class Follower {
 
   /** Catches up to the hub's head once (no live stream); resolves with the txid reached. */
   async catchUp(): Promise<bigint> {
+    // A hub that fails is tried no more: the next connection goes to the next hub of the list.
+    let hubsLeft = this.client.hubs - 1;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.connect(false);
         return this.store.position?.txid ?? 0n;
       } catch (e) {
+        if (isTransient(e) && hubsLeft-- > 0) continue;
         if (!this.isResetError(e) || attempt > 2) throw e;
         this.wantReset = true;
       }
@@ -224,7 +247,7 @@ export class Follower {
           await this.pause(this.options.notFoundRetryMs ?? 1000);
           continue;
         }
-        this.setStatus({ state: 'offline', lastError: err.message });
+        this.setStatus({ state: troubleState(err), lastError: err.message });
       }
       await this.pause(backoff);
       backoff = Math.min(max, backoff * 2);
@@ -246,7 +269,18 @@ export class Follower {
     const finished = this.store.takeFinishedReset();
     if (finished) this.events.emit('reset', finished);
     this.setStatus({ state: this.current.state === 'live' ? 'connecting' : this.current.state });
-    const state = await this.client.state(abort.signal);
+    // A hub that takes the connection and never answers is down too (a full image may take long: no limit).
+    const answerMs = this.options.answerMs ?? ANSWER_MS;
+    const answer = setTimeout(
+      () => abort.abort(new DOMException(`the hub did not answer within ${answerMs} ms`, 'TimeoutError')),
+      answerMs,
+    );
+    let state: Awaited<ReturnType<HubClient['state']>>;
+    try {
+      state = await this.client.state(abort.signal);
+    } finally {
+      clearTimeout(answer);
+    }
     if (!state) {
       throw new HubError({
         error: 'not_found',
@@ -259,11 +293,22 @@ export class Follower {
     // A reset is asked for once: if its image fails, the next connection asks from the position again.
     const image = this.wantReset || !pos || other;
     this.wantReset = false;
-    const body = await this.client.read(
-      image
-        ? { follow, signal: abort.signal }
-        : { after: pos, journalId: this.store.journalId, follow, signal: abort.signal },
-    );
+    const answerRead = image
+      ? undefined
+      : setTimeout(
+          () => abort.abort(new DOMException(`the hub did not answer within ${answerMs} ms`, 'TimeoutError')),
+          answerMs,
+        );
+    let body: ReadableStream<Uint8Array>;
+    try {
+      body = await this.client.read(
+        image
+          ? { follow, signal: abort.signal }
+          : { after: pos, journalId: this.store.journalId, follow, signal: abort.signal },
+      );
+    } finally {
+      clearTimeout(answerRead);
+    }
     this.setStatus({ state: 'catching-up', lastError: undefined });
     this.checkCaughtUp();
     const parser = new StreamParser({ stream: true, keepInflated: true });

@@ -14,7 +14,8 @@ import {
   type WirePosition,
 } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
-import type { HubClient, Lease } from '../sync/hub-client.js';
+import { type HubClient, type Lease, troubleState } from '../sync/hub-client.js';
+import { describeHubUrls } from '../sync/hub-urls.js';
 import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
 import type {
   Conflict,
@@ -66,7 +67,7 @@ export class DeviceSync implements WriterSync {
   constructor(private readonly o: DeviceSyncOptions) {
     this.holder = o.holder ?? `device-${o.device.queue.device}`;
     const t = o.client.target;
-    this.at = `database ${t.db} on ${t.url}`;
+    this.at = `database ${t.db} on ${describeHubUrls(t.url)}`;
     o.device.onRecorded = () => {
       this.emitStatus();
       this.wake.abort();
@@ -187,7 +188,7 @@ export class DeviceSync implements WriterSync {
           for (const w of this.idle) w.reject(this.fatal);
           return;
         }
-        this.update('offline', (e as Error).message);
+        this.update(troubleState(e), (e as Error).message);
         await sleep(backoff, this.wake.signal);
         backoff = Math.min(backoff * 2, max);
       }
@@ -228,9 +229,10 @@ export class DeviceSync implements WriterSync {
     const { client, device } = this.o;
     const q = device.queue;
     // While the hub cannot be reached the device stays 'offline' (with the last error) through its retries.
-    if (this.state !== 'offline') this.update('pushing');
+    const troubled = (): boolean => this.state === 'offline' || this.state === 'storage-unavailable';
+    if (!troubled()) this.update('pushing');
     const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
-    if (this.state === 'offline') this.update('pushing'); // the hub answers again
+    if (troubled()) this.update('pushing'); // the hub answers again
     try {
       // Most rounds find the hub where this device left it: push at once (one round trip).
       if (q.base.txid > 0n) {

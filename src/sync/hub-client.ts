@@ -20,11 +20,16 @@ import {
   toHex,
   type WirePosition,
 } from '../protocol/index.js';
+import { type HubUrls, parseHubUrls } from './hub-urls.js';
 
 /** Which database on which hub, and the token that opens it. */
 export interface HubTarget {
-  /** Base URL of the hub, e.g. `http://127.0.0.1:8080`. */
-  url: string;
+  /**
+   * Base URL of the hub, e.g. `http://127.0.0.1:8080`; or several hubs that serve the same databases
+   * (hubs on one NATS cluster), as an array or one string with commas: the client uses one and moves to
+   * the next when it cannot be reached, times out, or answers 5xx (its storage unavailable).
+   */
+  url: HubUrls;
   /** Database name on the hub. */
   db: string;
   /** A token for `db` (see `mycelite token`). */
@@ -70,14 +75,35 @@ export class HubUnreachableError extends Error {
   }
 }
 
+/** How a transient failure shows in a status: the hub answers but its storage does not, or not at all. */
+export function troubleState(e: unknown): 'offline' | 'storage-unavailable' {
+  return e instanceof HubError && e.code === 'storage_unavailable' ? 'storage-unavailable' : 'offline';
+}
+
 export class HubClient {
-  private readonly base: string;
+  private readonly urls: string[];
+  private current = 0;
   private readonly fetch: typeof fetch;
 
+  /** Throws when `target.url` is not one or more http(s) URLs. */
   constructor(readonly target: HubTarget) {
-    const url = target.url.replace(/\/+$/, '');
-    this.base = `${url}${API_PREFIX}/db/${encodeURIComponent(target.db)}`;
+    this.urls = parseHubUrls(target.url);
     this.fetch = target.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** How many hubs the target names. */
+  get hubs(): number {
+    return this.urls.length;
+  }
+
+  /** The hub in use now (the next request goes to it). */
+  get url(): string {
+    return this.urls[this.current]!;
+  }
+
+  /** Moves on from hub `i` to the next one (unless another request did already). */
+  private failed(i: number): void {
+    if (this.current === i) this.current = (i + 1) % this.urls.length;
   }
 
   /** The database's journal id, head, mode and lease; undefined when the hub has no such database. */
@@ -97,7 +123,7 @@ export class HubClient {
     const head = fromJsonPosition(j.head);
     const mode = parseMode(j.mode);
     if (!journalId || !head || !mode)
-      throw new Error(`hub ${this.target.url} sent a malformed state for ${this.target.db}`);
+      throw new Error(`hub ${this.url} sent a malformed state for ${this.target.db}`);
     return { journalId, head, mode, lease: j.lease ? toLease(j.lease) : null };
   }
 
@@ -153,7 +179,7 @@ export class HubClient {
     );
     const j = (await res.json()) as { head: unknown; appended: number; skipped: number };
     const head = fromJsonPosition(j.head);
-    if (!head) throw new Error(`hub ${this.target.url} answered a push with a malformed head`);
+    if (!head) throw new Error(`hub ${this.url} answered a push with a malformed head`);
     return { head, appended: j.appended, skipped: j.skipped };
   }
 
@@ -168,26 +194,47 @@ export class HubClient {
     }
     if (options.follow) q.set('follow', '1');
     const res = await this.call(`/snapshots?${q}`, { signal: options.signal }, 'read snapshots');
-    if (!res.body) throw new HubUnreachableError(`hub ${this.target.url} sent no body`);
+    if (!res.body) throw new HubUnreachableError(`hub ${this.url} sent no body`);
     return res.body;
   }
 
+  /**
+   * One request, to the hub in use; when it cannot be reached or answers 5xx, to the next hub (each at
+   * most once per call). A request aborted by its signal's timeout moves the next call on too.
+   */
   private async call(path: string, init: RequestInit, what: string, ok: number[] = []): Promise<Response> {
     const headers = new Headers(init.headers);
     headers.set('authorization', `Bearer ${this.target.token}`);
-    let res: Response;
-    try {
-      res = await this.fetch(`${this.base}${path}`, { ...init, headers });
-    } catch (e) {
-      if ((e as Error).name === 'AbortError') throw e;
-      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      const why = cause?.code ?? cause?.message ?? (e as Error).message;
-      throw new HubUnreachableError(`cannot ${what} at ${this.target.url} (${this.target.db}): ${why}`, {
-        cause: e,
-      });
+    const where = (url: string): string => `${what} at ${url} (${this.target.db})`;
+    for (let tried = 1; ; tried++) {
+      const i = this.current;
+      const url = this.urls[i]!;
+      const last = tried >= this.urls.length;
+      let res: Response;
+      try {
+        res = await this.fetch(`${url}${API_PREFIX}/db/${encodeURIComponent(this.target.db)}${path}`, {
+          ...init,
+          headers,
+        });
+      } catch (e) {
+        const signal = init.signal;
+        if (signal?.aborted) {
+          if ((signal.reason as Error | undefined)?.name === 'TimeoutError') this.failed(i);
+          throw e;
+        }
+        if ((e as Error).name === 'AbortError') throw e;
+        this.failed(i);
+        if (!last) continue;
+        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+        const why = cause?.code ?? cause?.message ?? (e as Error).message;
+        throw new HubUnreachableError(`cannot ${where(url)}: ${why}`, { cause: e });
+      }
+      if (res.ok || ok.includes(res.status)) return res;
+      const err = hubErrorFrom(res.status, await res.text(), where(url));
+      if (res.status < 500) throw err;
+      this.failed(i);
+      if (last || init.signal?.aborted) throw err;
     }
-    if (res.ok || ok.includes(res.status)) return res;
-    throw hubErrorFrom(res.status, await res.text(), `${what} at ${this.target.url} (${this.target.db})`);
   }
 }
 

@@ -12,6 +12,7 @@ import {
   type WirePosition,
 } from '../protocol/index.js';
 import { HubUnreachableError } from './hub-client.js';
+import { describeHubUrls, type HubUrls } from './hub-urls.js';
 
 /** An error that stops pushing for good (two histories, another writer, a refused token...). */
 export class SyncError extends Error {
@@ -55,8 +56,8 @@ export function tokenClaims(token: string): { db?: unknown; role?: unknown; exp?
 }
 
 /** A SyncError for a hub error that a retry cannot cure. */
-export function fatalFromHub(e: HubError, where: { url: string; db: string; token: string }): SyncError {
-  const at = `database ${where.db} on ${where.url}`;
+export function fatalFromHub(e: HubError, where: { url: HubUrls; db: string; token: string }): SyncError {
+  const at = `database ${where.db} on ${describeHubUrls(where.url)}`;
   switch (e.code) {
     case 'unauthorized':
       return new SyncError(

@@ -5,7 +5,8 @@
  */
 import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
-import type { HubClient, Lease } from './hub-client.js';
+import { type HubClient, type Lease, troubleState } from './hub-client.js';
+import { describeHubUrls } from './hub-urls.js';
 import { type IndexedSnapshot, JournalIndex } from './journal-index.js';
 import { fatalFromHub, isTransient, notInHistory, otherMode, SyncError } from './push-errors.js';
 import {
@@ -68,7 +69,7 @@ export class Pusher implements WriterSync {
     this.holder = options.holder ?? randomHolder();
     this.maxBatch = options.maxBatch ?? 16 * 1024 * 1024;
     const t = options.client.target;
-    this.at = `database ${t.db} on ${t.url}`;
+    this.at = `database ${t.db} on ${describeHubUrls(t.url)}`;
   }
 
   /** Takes the lease (or goes offline when the hub cannot be reached) and starts pushing. */
@@ -82,7 +83,7 @@ export class Pusher implements WriterSync {
         this.closeJournal();
         throw err;
       }
-      this.update('offline', describe(e));
+      this.update(troubleState(e), describe(e));
     }
     this.loop = this.run();
   }
@@ -210,7 +211,7 @@ export class Pusher implements WriterSync {
           return;
         }
         backoff = backoff === 0 ? MIN_BACKOFF_MS : Math.min(backoff * 2, MAX_BACKOFF_MS);
-        this.update('offline', describe(e));
+        this.update(troubleState(e), describe(e));
         await this.sleep(backoff, false);
       }
     }

@@ -6,6 +6,7 @@ import { fileSource } from '../journal/file-source.js';
 import { checkDbName, type WirePosition } from '../protocol/index.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
+import { describeHubUrls, parseHubUrls } from './hub-urls.js';
 import { JournalIndex } from './journal-index.js';
 import { type JournalBytes, Pusher } from './pusher.js';
 
@@ -28,19 +29,16 @@ export interface HubOptions extends HubTarget {
 
 /** Why `hub` cannot be used, or undefined when it looks right. */
 export function checkHubOptions(hub: HubOptions, role: 'writer' | 'reader' = 'writer'): string | undefined {
-  let url: URL | undefined;
   try {
-    url = new URL(hub.url);
-  } catch {
-    url = undefined;
+    parseHubUrls(hub.url);
+  } catch (e) {
+    return (e as Error).message;
   }
-  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    return `hub URL ${JSON.stringify(hub.url)} is not an http(s) URL (e.g. http://127.0.0.1:8080)`;
-  }
+  const at = describeHubUrls(hub.url);
   const bad = checkDbName(hub.db);
-  if (bad) return `hub ${hub.url}: ${bad}`;
+  if (bad) return `hub ${at}: ${bad}`;
   if (!hub.token)
-    return `hub ${hub.url}: no token (a ${role} token: mycelite token --db ${hub.db} --role ${role})`;
+    return `hub ${at}: no token (a ${role} token: mycelite token --db ${hub.db} --role ${role})`;
   return undefined;
 }
 

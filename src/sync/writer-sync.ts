@@ -1,7 +1,18 @@
 /** What a writer's `db.sync` offers, and the bookkeeping of its `flush()` calls. Runtime-neutral. */
 import type { Lease } from './hub-client.js';
 
-export type SyncState = 'connecting' | 'pushing' | 'synced' | 'offline' | 'error' | 'closed';
+/**
+ * `offline`: the hub cannot be reached; `storage-unavailable`: the hub answers but its storage does not
+ * (NATS down), so nothing can be pushed through it.
+ */
+export type SyncState =
+  | 'connecting'
+  | 'pushing'
+  | 'synced'
+  | 'offline'
+  | 'storage-unavailable'
+  | 'error'
+  | 'closed';
 
 /** Where pushing stands. */
 export interface SyncStatus {
@@ -10,7 +21,7 @@ export interface SyncStatus {
   localTxid: bigint;
   /** Last txid the hub is known to hold; undefined until the hub has been asked. */
   hubTxid: bigint | undefined;
-  /** The last error (why the state is 'offline' or 'error'). */
+  /** The last error (why the state is 'offline', 'storage-unavailable' or 'error'). */
   lastError?: string;
   /** The write lease, as last granted or renewed. */
   lease?: Lease;

@@ -33,6 +33,8 @@ export interface NatsCluster {
   kill(i: number): Promise<void>;
   /** Starts node `i` again (same ports, same store) and waits until JetStream answers again. */
   restart(i: number): Promise<void>;
+  /** Starts every node that is not running (same ports and stores) and waits until JetStream answers. */
+  startAll(): Promise<void>;
   /** Everything node `i` logged. */
   log(i: number): string;
   stop(): Promise<void>;
@@ -152,6 +154,11 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     },
     async restart(i) {
       launch(nodes[i]!);
+      await ready();
+      await current();
+    },
+    async startAll() {
+      for (const n of nodes) if (!n.proc || n.proc.exitCode !== null || n.proc.signalCode !== null) launch(n);
       await ready();
       await current();
     },

@@ -1,0 +1,158 @@
+/**
+ * A hub's health tells the truth about its storage (issue 20, item 1), on a real 3-node NATS cluster
+ * with real `mycelite serve --storage` processes: with every nats-server SIGKILLed, /readyz and /healthz
+ * answer 503 while /livez stays 200, database requests are answered 503 storage_unavailable at once
+ * (not after the storage's 20 s of retries), a live replica and a writer show `storage-unavailable`, and
+ * /metrics says so; a hub started while NATS is down listens and waits for it; once the cluster is back
+ * both hubs are ready, and the writer's commits reach the replicas byte for byte.
+ */
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
+import { HubError } from '../src/protocol/index.js';
+import { HubClient } from '../src/sync/hub-client.js';
+import { caughtUp, followReplica, type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
+
+const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
+
+/** Resolves once `probe` is true (asked every 100 ms), rejects after `ms` with `what`. */
+async function until(what: string, ms: number, probe: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await probe()) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const status = async (url: string, p: string): Promise<number> => (await fetch(`${url}${p}`)).status;
+
+function metric(text: string, name: string): number | undefined {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Resolves with the first status `state` a replica or writer reports (or has now). */
+function reaches<S extends { state: string }>(
+  current: () => S,
+  on: (fn: (s: S) => void) => () => void,
+  state: string,
+): Promise<S> {
+  return new Promise((resolve) => {
+    const now = current();
+    if (now.state === state) return resolve(now);
+    const off = on((s) => {
+      if (s.state !== state) return;
+      off();
+      resolve(s);
+    });
+  });
+}
+
+describe('hub health on NATS', { skip }, () => {
+  let cluster: NatsCluster;
+  let dir: string;
+  let keyDir: string;
+  const hubs: SpawnedHub[] = [];
+  const cleanups: (() => Promise<void> | void)[] = [];
+
+  before(async () => {
+    cluster = await startNatsCluster(3);
+    dir = tempDir();
+    keyDir = tempDir('mycelite-hub-');
+  });
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+    for (const h of hubs) await h.kill();
+    await cluster?.stop();
+    cleanupTempDirs();
+  });
+
+  it('readiness follows the storage; clients show storage-unavailable; a hub waits for NATS at start', async () => {
+    const a = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+    hubs.push(a);
+    for (const p of ['/livez', '/readyz', '/healthz']) assert.equal(await status(a.url, p), 200, p);
+    const w: MyceliteDatabase = await open(path.join(dir, 'w.db'), {
+      hub: { url: a.url, db: 'app', token: await a.token('app', 'writer') },
+    });
+    cleanups.push(async () => {
+      if (w.open) w.close();
+      await w.sync?.close();
+    });
+    w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v)');
+    const r: ReplicaDatabase = await followReplica(path.join(dir, 'r.db'), a, cleanups);
+    await caughtUp(w, r);
+    assert.equal(r.status().state, 'live');
+    const before = await (await fetch(`${a.url}/metrics`)).text();
+    assert.equal(metric(before, 'mycelite_storage_ready'), 1);
+    assert.equal(metric(before, 'mycelite_nats_connected'), 1);
+    assert.ok((metric(before, 'mycelite_nats_views') ?? 0) >= 1, 'the hub follows the database');
+
+    // The whole cluster goes down.
+    const replicaDown = reaches(
+      () => r.status(),
+      (fn) => r.on('status', fn),
+      'storage-unavailable',
+    );
+    for (let i = 0; i < 3; i++) await cluster.kill(i);
+    await until('/readyz says 503', 30_000, async () => (await status(a.url, '/readyz')) === 503);
+    const ready = await fetch(`${a.url}/readyz`);
+    const body = (await ready.json()) as { ok: boolean; storage: string; message: string };
+    assert.equal(body.ok, false);
+    assert.equal(body.storage, 'unavailable');
+    assert.match(body.message, /NATS|JetStream/);
+    assert.equal(await status(a.url, '/healthz'), 503, '/healthz no longer says OK with storage down');
+    assert.equal(await status(a.url, '/livez'), 200, 'the process itself is alive');
+    const down = await (await fetch(`${a.url}/metrics`)).text();
+    assert.equal(metric(down, 'mycelite_storage_ready'), 0);
+    assert.equal(metric(down, 'mycelite_nats_connected'), 0);
+
+    // A database request is answered at once, not after the storage's retries.
+    const client = new HubClient({ url: a.url, db: 'app', token: await a.token('app', 'reader') });
+    const asked = Date.now();
+    await assert.rejects(client.state(), (e: unknown) => {
+      assert.ok(e instanceof HubError);
+      assert.equal(e.code, 'storage_unavailable');
+      assert.equal(e.status, 503);
+      return true;
+    });
+    assert.ok(Date.now() - asked < 5000, `answered in ${Date.now() - asked} ms`);
+
+    const rs = await replicaDown;
+    assert.match(rs.lastError ?? '', /storage/);
+    const writerDown = reaches(
+      () => w.sync!.status(),
+      (fn) => w.sync!.on('status', fn),
+      'storage-unavailable',
+    );
+    w.prepare('INSERT INTO t(v) VALUES (?)').run('while NATS is down');
+    const ws = await writerDown;
+    assert.match(ws.lastError ?? '', /storage/);
+
+    // A hub started now listens, says it waits, and is not ready.
+    const b = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+    hubs.push(b);
+    assert.equal(await status(b.url, '/livez'), 200);
+    assert.equal(await status(b.url, '/readyz'), 503);
+    assert.match(b.stderr(), /storage not ready, waiting for it/);
+
+    // The cluster comes back: both hubs are ready, and everything flows again.
+    await cluster.startAll();
+    await until('hub A ready again', 30_000, async () => (await status(a.url, '/readyz')) === 200);
+    await until('hub B ready', 30_000, async () => (await status(b.url, '/readyz')) === 200);
+    w.prepare('INSERT INTO t(v) VALUES (?)').run('after');
+    await caughtUp(w, r, 30_000);
+    const rb = await followReplica(path.join(dir, 'rb.db'), b, cleanups);
+    await caughtUp(w, rb, 30_000);
+    assert.equal(fileHash(path.join(dir, 'r.db')), fileHash(path.join(dir, 'w.db')));
+    assert.equal(fileHash(path.join(dir, 'rb.db')), fileHash(path.join(dir, 'w.db')));
+    await until('replica live', 10_000, () => r.status().state === 'live');
+    assert.equal(r.status().lastError, undefined, 'no error left once live');
+    await until('writer synced', 10_000, () => w.sync!.status().state === 'synced');
+    assert.equal(w.sync!.status().lastError, undefined, 'no error left once synced');
+    assert.match(a.stderr(), /storage unavailable/);
+  });
+});
