@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { JournalFormatError } from '../format/index.js';
+import { parseHubUrls } from '../sync/hub-urls.js';
 
 /** Ends a command with an exit code; its message (if any) was already printed. */
 export class CliExit extends Error {
@@ -134,6 +135,15 @@ function isCalendarDate(v: string): boolean {
 }
 
 /** Wraps a value parser so that its error becomes commander's "invalid argument" (exit 2, with usage). */
+/** The hub URLs of a command's argument (commas between several); a bad one is a usage error. */
+export function hubUrlsOf(value: string): string[] {
+  try {
+    return parseHubUrls(value);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
 export const asUsage =
   <T>(parse: (v: string) => T) =>
   (value: string): T => {

@@ -13,8 +13,7 @@ import { checkDbName, HubError, toHex } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
 import { HubUnreachableError } from '../sync/hub-client.js';
-import { parseHubUrls } from '../sync/hub-urls.js';
-import { asUsage, UsageError, writeErr, writeOut } from './common.js';
+import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {
   db: string;
@@ -30,7 +29,6 @@ export function registerFollow(program: Command): void {
     .argument(
       '<URL>',
       'hub base URL, e.g. http://127.0.0.1:8080; several hubs of one cluster separated by commas (the next is used when one fails)',
-      asUsage(parseHubUrls),
     )
     .argument(
       '<REPLICA_DB>',
@@ -62,17 +60,18 @@ Examples:
   $ mycelite follow http://127.0.0.1:8080 replica.db --db app --token "$RT" --once
   $ MYCELITE_TOKEN="$RT" mycelite follow http://127.0.0.1:8080 replica.db --db app`,
     )
-    .action(async (url: string[], replica: string, options: FollowCliOptions) => {
+    .action(async (url: string, replica: string, options: FollowCliOptions) => {
       await followCommand(url, replica, options);
     });
 }
 
 /** The command; when it fails, a replica or database it created is removed (left as it was found). */
-export function followCommand(urls: string[], replica: string, options: FollowCliOptions): Promise<void> {
-  return asFound(replica, () => followRun(urls, replica, options));
+export function followCommand(hub: string, replica: string, options: FollowCliOptions): Promise<void> {
+  return asFound(replica, () => followRun(hub, replica, options));
 }
 
-async function followRun(urls: string[], replica: string, options: FollowCliOptions): Promise<void> {
+async function followRun(hub: string, replica: string, options: FollowCliOptions): Promise<void> {
+  const urls = hubUrlsOf(hub);
   const url = urls.join(',');
   const token = options.token ?? process.env['MYCELITE_TOKEN'];
   if (!token) {

@@ -11,14 +11,14 @@ import { journalPaths } from '../api/paths.js';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
-import { describeHubUrls, parseHubUrls } from '../sync/hub-urls.js';
+import { describeHubUrls } from '../sync/hub-urls.js';
 import { CommittedTail } from '../sync/journal-tail.js';
 import { Pusher, type SyncStatus, type WriterSync } from '../sync/pusher.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { asUsage, UsageError, writeErr, writeOut } from './common.js';
+import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
-  hub: string[];
+  hub: string;
   db: string;
   token?: string;
   watch?: boolean;
@@ -39,7 +39,6 @@ export function registerPush(program: Command): void {
     .requiredOption(
       '--hub <URL>',
       'hub base URL, e.g. http://127.0.0.1:8080; several hubs of one cluster separated by commas (the next is used when one fails)',
-      asUsage(parseHubUrls),
     )
     .requiredOption('--db <NAME>', 'database name on the hub')
     .option('--token <TOKEN>', 'a writer token for NAME (default: $MYCELITE_TOKEN)')
@@ -81,7 +80,7 @@ export async function pushCommand(dbPath: string, options: PushOptions): Promise
       `no token: pass --token or set MYCELITE_TOKEN (a writer token: mycelite token --db ${options.db} --role writer)`,
     );
   }
-  const target: HubTarget = { url: options.hub, db: options.db, token };
+  const target: HubTarget = { url: hubUrlsOf(options.hub), db: options.db, token };
   const bad = checkHubOptions(target);
   if (bad) throw new UsageError(bad);
   const timeoutMs = Number(options.timeout) * 1000;
