@@ -120,7 +120,7 @@ describe('losing a NATS node', { skip }, () => {
   });
 
   it('the stream leader: sync waits for the election (4-9 s in nats-server) and little more', async () => {
-    // Measured here: 4.6-7.5 s (it was 10.3-14.2 s: two or three 5 s timeouts around the election).
+    // Measured here: 4.6-7.9 s (it was 10.3-14.2 s: two or three 5 s timeouts around the election).
     const r = await failoverRound('leader', 0, 12_000);
     assert.ok(r.equal, 'the replica equals the writer');
     assert.ok(r.pushStallMs < 11_000, `push stall ${r.pushStallMs.toFixed(0)} ms`);

@@ -37,9 +37,9 @@ export interface BrowserStatus {
   role: Role;
   /** A shared database (every device writes; see OpenArgs.shared). */
   shared: boolean;
-  /** The writer's sync state (connecting, pushing, synced, offline, error, closed; 'local' without a hub), or the replica's (connecting, catching-up, live, offline, error, closed). */
+  /** The writer's sync state (connecting, pushing, synced, offline, storage-unavailable, error, closed; 'local' without a hub), or the replica's (connecting, catching-up, live, offline, storage-unavailable, error, closed). */
   state: string;
-  /** The hub answers (state is neither offline nor error). */
+  /** The hub answers and serves (state is none of connecting, offline, storage-unavailable, error). */
   online: boolean;
   /** The database's last txid (0: empty). */
   txid: bigint;
