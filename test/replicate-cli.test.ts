@@ -8,7 +8,9 @@ import { after, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { FLAG_OUTSIDE } from '../src/format/index.js';
 import { replicate } from '../src/sidecar/replicate.js';
+import { journalPaths } from '../src/api/paths.js';
 import { decodeWalHeader, WAL_HEADER_SIZE, WalFile } from '../src/sidecar/wal-file.js';
+import { readWalState, WalStateFile } from '../src/sidecar/wal-state.js';
 import { runCli } from './helpers/cli.js';
 import { startTestHub } from './helpers/hub.js';
 import { type Sidecar, spawnSidecar } from './helpers/sidecar.js';
@@ -244,5 +246,51 @@ test('mycelite push of a WAL database captured by the sidecar (the sidecar stopp
     assert.match(r.stdout, /pushed 21 snapshots to app on .*: the hub is at txid 21/);
   } finally {
     await hub.close();
+  }
+});
+
+test('a state file that lies about where the head came from (a later commit frame) is caught by the check at start: one outside snapshot, said loudly; the journal is the database', async () => {
+  const dir = tempDir('mycelite-replicate-check-');
+  const db = path.join(dir, 'app.db');
+  createWalDb(db);
+  const lines: string[] = [];
+  const r = await replicate(db, { onMessage: (l) => lines.push(l) });
+  const app = new BetterSqlite3(db);
+  try {
+    app.prepare("insert into t values (1, 'a')").run();
+    await r.close();
+    // While the sidecar is stopped: a transaction writing new pages, then one touching meta only.
+    app.exec('begin; create table other(x blob); insert into other values (randomblob(20000)); commit');
+    app.prepare('update meta set k = 1').run();
+    const wal = new WalFile(`${db}-wal`);
+    const h = wal.header()!;
+    const txs = [...wal.transactions(h, 0, [h.ck0, h.ck1], Number.MAX_SAFE_INTEGER)];
+    wal.close();
+    assert.equal(txs.length, 2);
+    // The lie: the journal's head came from the first one's commit frame (it came from before it).
+    const state = readWalState(journalPaths(db).wal)!;
+    const lie = {
+      ...state[1]!,
+      salt1: h.salt1,
+      salt2: h.salt2,
+      pageSize: h.pageSize,
+      frame: txs[0]!.commitFrame,
+      ck0: txs[0]!.ck0,
+      ck1: txs[0]!.ck1,
+    };
+    const f = new WalStateFile(journalPaths(db).wal);
+    f.write(lie, lie);
+    f.close();
+    const again = await replicate(db, { onMessage: (l) => lines.push(l) });
+    await again.close();
+    assert.ok(
+      lines.some((l) => /check at start: the journal's head \(txid \d+\) is not .*\(a defect/.test(l)),
+      lines.join('\n'),
+    );
+    assert.equal((await checkJournalFlags(db)).outside, 1);
+    app.pragma('wal_checkpoint(TRUNCATE)');
+    assert.ok((await replayBytes(db)).equals(fs.readFileSync(db)), "the journal's replay is the database");
+  } finally {
+    app.close();
   }
 });

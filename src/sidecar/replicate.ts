@@ -200,6 +200,12 @@ class Sidecar {
   private genSalt1: number | undefined;
   /** The reader let go of its read transaction for an application's checkpoint (see yieldTo). */
   private yielded = false;
+  /**
+   * While the reader was off the WAL (yieldTo), a checkpoint may have copied frames past the cursor into
+   * the database file: until the cursor passes this frame, the old content of pages comes from the
+   * journal's head state, not the file (see capture). 0: the file holds nothing past the cursor.
+   */
+  private fileAheadUntil = 0;
   private yielding = false;
   /** Compression: bodies left to store without trying, poor results in a row (noteCompression). */
   private skipCompress = 0;
@@ -283,6 +289,7 @@ class Sidecar {
     try {
       this.bringUp(saved);
       this.swapInside();
+      this.checkHead('at start');
     } finally {
       writer.exec('COMMIT');
     }
@@ -300,17 +307,9 @@ class Sidecar {
       // old content comes from the WAL (frames after the head) or from the journal's head state: the
       // database file may already hold later frames that a checkpoint copied while the sidecar was down.
       this.frames = this.scanGeneration(h, match.frame).frames;
-      this.since = new Map();
-      this.base = historyPages(nodeRuntime.fs, this.paths, head.txid).pages;
       this.cursor = { header: h, frame: match.frame, ck0: match.ck0, ck1: match.ck1 };
       this.genSalt1 = h.salt1;
-      try {
-        this.capture();
-      } finally {
-        this.base.close?.();
-        this.base = undefined;
-        this.since = undefined;
-      }
+      this.fromHead(() => this.capture());
       this.say(`resumed at txid ${head.txid}; the journal is at txid ${this.journal.position.txid}`);
       return;
     }
@@ -364,13 +363,42 @@ class Sidecar {
     const head = this.journal.position;
     if (p.txid !== head.txid || p.checksum !== head.checksum || p.salt1 === 0) return false;
     if (h.salt1 !== (p.salt1 + 1) >>> 0 || h.pageSize !== this.headPageSize) return false;
-    const backfilled = (): number | undefined => {
-      if (walIndexEnd(this.shmFd!, h) === undefined) return undefined;
-      const b = Buffer.alloc(4);
-      fs.readSync(this.shmFd!, b, 0, 4, 96);
-      return b.readUInt32LE(0);
-    };
+    const backfilled = (): number | undefined =>
+      walIndexEnd(this.shmFd!, h) === undefined ? undefined : this.backfilled();
     return backfilled() === 0 && this.fileIsHead() && backfilled() === 0;
+  }
+
+  /** The wal-index's nBackfill: the frames of the WAL's current generation already in the database file. */
+  private backfilled(): number {
+    const b = Buffer.alloc(4);
+    fs.readSync(this.shmFd!, b, 0, 4, 96);
+    return b.readUInt32LE(0);
+  }
+
+  /**
+   * Under SQLite's write lock, with every committed transaction copied: checks that the database as
+   * SQLite's readers see it (the file with the WAL's committed frames over it, read afresh) is the
+   * journal's head (its checksum). If not — a defect, never expected — the difference is recorded as one
+   * outside snapshot and said loudly, so the journal never ends short of or apart from the database.
+   * Reads the whole database: done at start and at a clean stop only.
+   */
+  private checkHead(when: string): void {
+    const head = this.journal.position;
+    if (head.txid === 0n) return;
+    const h = this.wal.header();
+    const end = this.committedEnd(h);
+    const { frames } = this.scanGeneration(h, end);
+    const now = this.currentPages(h, end, frames);
+    const page = this.page(now.pageSize, 2);
+    let sum = 0n;
+    for (let pgno = 1; pgno <= now.dbPages; pgno++) {
+      now.readPage(pgno, page);
+      sum ^= pageTerm(page, pgno);
+    }
+    if (sum === head.checksum && now.dbPages === this.headPages) return;
+    this.recordDifference(
+      `check ${when}: the journal's head (txid ${head.txid}) is not ${this.file} as it is (a defect of the sidecar: please report it with this line)`,
+    );
   }
 
   /** The database checksum after `txid` in the journal (undefined when the journal does not hold it). */
@@ -453,7 +481,7 @@ class Sidecar {
   }
 
   /** The database as SQLite's readers see it at frame `end`: the file with the WAL's frames over it. */
-  private currentPages(h: WalHeader | undefined, end: number): Pages {
+  private currentPages(h: WalHeader | undefined, end: number, frames = this.frames): Pages {
     const fd = this.dbFd!;
     const fileSize = fs.fstatSync(fd).size;
     const hdr = Buffer.alloc(100);
@@ -472,7 +500,6 @@ class Sidecar {
       fs.closeSync(wfd);
       dbPages = b.readUInt32BE(4);
     }
-    const frames = this.frames;
     return {
       pageSize,
       dbPages,
@@ -484,8 +511,31 @@ class Sidecar {
     };
   }
 
+  /**
+   * Runs `fn` (a capture) taking the old content of pages from the WAL's frames written since now, else
+   * from the journal's head state rather than the database file: for when the file may already hold
+   * frames past the cursor (a checkpoint copied them while the sidecar was stopped or its reader was off
+   * the WAL).
+   */
+  private fromHead<T>(fn: () => T): T {
+    this.since = new Map();
+    this.base = historyPages(nodeRuntime.fs, this.paths, this.journal.position.txid).pages;
+    try {
+      return fn();
+    } finally {
+      this.base.close?.();
+      this.base = undefined;
+      this.since = undefined;
+    }
+  }
+
   /** Copies every committed transaction after the cursor into the journal. Returns how many. */
   private capture(): number {
+    if (this.fileAheadUntil > 0 && this.base === undefined) {
+      const n = this.fromHead(() => this.capture());
+      if (this.fileAheadUntil <= this.cursor.frame) this.fileAheadUntil = 0;
+      return n;
+    }
     const h = this.wal.header();
     const cur = this.cursor;
     const changed = cur.header ? !h || !sameGeneration(cur.header, h) : h !== undefined;
@@ -574,6 +624,7 @@ class Sidecar {
     this.frames = new Map();
     this.swapFrame = 0;
     this.yielded = false;
+    this.fileAheadUntil = 0;
     if (h) this.genSalt1 = h.salt1;
     this.cursor = { header: h, frame: 0, ck0: h?.ck0 ?? 0, ck1: h?.ck1 ?? 0 };
     if (h) this.writeState(this.cursor);
@@ -799,13 +850,31 @@ class Sidecar {
       if (!this.stopped) {
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+        this.noteFileAhead(h);
       }
       this.yielding = false;
     }
   }
 
-  /** Tries a swap; false when an application holds the write lock (try again later). */
-  private trySwap(): boolean {
+  /**
+   * After the reader was off the WAL (generation `h`): when a checkpoint copied frames past the cursor
+   * into the database file meanwhile (the application committed and checkpointed in that window), the
+   * file is no longer the old content of the pages those frames wrote. Until the cursor passes the
+   * reader's new read mark (at most the WAL's committed end now; nothing past it can be copied while the
+   * reader holds it), captures take old content from the journal's head state instead (fromHead).
+   */
+  private noteFileAhead(h: WalHeader): void {
+    const now = this.wal.header();
+    if (!now || !sameGeneration(now, h)) return; // a restart: unsafeChange decides
+    if (this.backfilled() <= this.cursor.frame) return;
+    this.fileAheadUntil = Math.max(this.fileAheadUntil, this.committedEnd(now));
+  }
+
+  /**
+   * Tries a swap (and with `check`, checkHead after it); false when an application holds the write lock
+   * (try again later).
+   */
+  private trySwap(opts: { check?: string } = {}): boolean {
     const writer = this.writer!;
     try {
       writer.exec('BEGIN IMMEDIATE');
@@ -815,6 +884,7 @@ class Sidecar {
     }
     try {
       this.swapInside();
+      if (opts.check) this.checkHead(opts.check);
     } finally {
       writer.exec('COMMIT');
     }
@@ -916,11 +986,11 @@ class Sidecar {
     return end === undefined ? 0 : Math.max(0, end - this.cursor.frame);
   }
 
-  async catchUp(): Promise<void> {
+  async catchUp(opts: { check?: string } = {}): Promise<void> {
     if (this.failed) throw this.failed;
     if (this.stopped) throw new Error('the sidecar is closed');
     while (this.yielding) await new Promise((r) => setTimeout(r, 1));
-    for (let tries = 0; !this.trySwap(); tries++) {
+    for (let tries = 0; !this.trySwap(opts); tries++) {
       if (tries > 2000) throw new Error(`${this.file}: the application held the write lock for 10 s`);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -941,7 +1011,7 @@ class Sidecar {
           return;
         }
         try {
-          await this.catchUp();
+          await this.catchUp({ check: 'at stop' });
         } catch {
           // what is committed and not copied is copied at the next start
         }
