@@ -174,18 +174,59 @@ describe('open', () => {
     }
   });
 
-  test('a database file in WAL mode is refused at open, saying how to convert it', async () => {
+  test('a WAL database native SQLite left with committed frames in its WAL: open() has native SQLite fold them in and switch to rollback mode, warns, and captures from there', async () => {
+    const dir = tempDir();
+    const dbPath = path.join(dir, 'wal.db');
+    // A native application that commits in WAL mode and dies without closing: its frames stay in the WAL.
+    const app = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import D from 'better-sqlite3'; const d = new D(${JSON.stringify(dbPath)}); d.pragma('journal_mode = WAL');
+         d.exec('create table t(a); with recursive c(x) as (select 1 union all select x + 1 from c where x < 100) insert into t select x from c');
+         process.kill(process.pid, 'SIGKILL');`,
+      ],
+      { cwd: path.dirname(fileURLToPath(import.meta.url)), encoding: 'utf8' },
+    );
+    assert.equal(app.signal, 'SIGKILL', app.stderr);
+    assert.ok(fs.statSync(`${dbPath}-wal`).size > 0, 'the frames are in the WAL');
+    const warned: string[] = [];
+    const db = await open(dbPath, { onWarning: (w) => warned.push(w.code) });
+    try {
+      assert.deepEqual(warned, ['left_wal']);
+      assert.equal(db.warnings[0]?.code, 'left_wal');
+      assert.equal((db.prepare('select count(*) as n from t').get() as { n: number }).n, 100);
+      db.exec('insert into t values (101)');
+    } finally {
+      db.close();
+    }
+    assert.equal(fs.readFileSync(dbPath)[18], 1, 'rollback mode');
+    assert.equal(fs.existsSync(`${dbPath}-wal`), false);
+    await assertReplay(dbPath, 'after leaving WAL');
+    const again = new BetterSqlite3(dbPath, { readonly: true });
+    assert.equal((again.prepare('select count(*) as n from t').get() as { n: number }).n, 101);
+    again.close();
+  });
+
+  test('a WAL database another connection has open is refused at open, saying what to do; nothing is created or changed', async () => {
     const dir = tempDir();
     const dbPath = path.join(dir, 'wal.db');
     const n = new BetterSqlite3(dbPath);
-    n.pragma('journal_mode = WAL');
-    n.exec('CREATE TABLE t(a); INSERT INTO t VALUES (1)');
-    n.close();
-    await assert.rejects(open(dbPath), (e: Error) => {
-      assert.match(e.message, /WAL/);
-      assert.match(e.message, /journal_mode=DELETE/i);
-      return true;
-    });
+    try {
+      n.pragma('journal_mode = WAL');
+      n.exec('CREATE TABLE t(a); INSERT INTO t VALUES (1)');
+      const before = fs.readFileSync(dbPath);
+      await assert.rejects(open(dbPath), (e: Error) => {
+        assert.match(e.message, /is in WAL mode and another process has it open/);
+        assert.match(e.message, /mycelite replicate/);
+        return true;
+      });
+      assert.ok(fs.readFileSync(dbPath).equals(before), 'the file is as it was');
+      assert.deepEqual(fs.readdirSync(dir).sort(), ['wal.db', 'wal.db-shm', 'wal.db-wal']);
+    } finally {
+      n.close();
+    }
   });
 
   test('a second writer is refused, in another process and in this one', async () => {

@@ -38,8 +38,10 @@ export interface OpenWarning {
    * - `outside_change`: the database was written by another program; the change is now a snapshot.
    * - `history_damaged`: the background check found a damaged snapshot in the history (the database is
    *   fine; the points from it on cannot be restored from this copy).
+   * - `left_wal`: the database was in WAL mode (native SQLite left it so); native SQLite folded the WAL
+   *   into the file and switched it to rollback mode before Mycelite opened it (Node only).
    */
-  code: 'journal_missing' | 'journal_damaged' | 'outside_change' | 'history_damaged';
+  code: 'journal_missing' | 'journal_damaged' | 'outside_change' | 'history_damaged' | 'left_wal';
   /** One line saying what happened and what was kept where. */
   message: string;
   /** Where the damaged journal was copied to. */

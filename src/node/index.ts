@@ -21,7 +21,15 @@ import { NodeFileSystem } from './node-fs.js';
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
 
-import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, OpenError, refuseWal } from '../api/open.js';
+import {
+  badTimeout,
+  DEFAULT_TIMEOUT,
+  lagsJournal,
+  OpenError,
+  type OpenWarning,
+  refuseWal,
+} from '../api/open.js';
+import { leaveWal } from './from-wal.js';
 
 export { SyncError } from '../sync/push-errors.js';
 export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
@@ -102,5 +110,14 @@ export function open(
   options?: MyceliteOptions & { readonly?: boolean },
 ): Promise<MyceliteDatabase | Database> {
   if (options?.readonly === true) return openReadonly(file, { timeout: options.timeout });
-  return asFound(file, () => openWith(nodeRuntime, file, options));
+  return asFound(file, async () => {
+    const left = await leaveWal(path.resolve(file), file);
+    if (left) {
+      if (options?.onWarning) options.onWarning(left);
+      else console.warn(`mycelite: warning: ${left.message}`);
+    }
+    const db = await openWith(nodeRuntime, file, options);
+    if (left) (db.warnings as OpenWarning[]).unshift(left);
+    return db;
+  });
 }
