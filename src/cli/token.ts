@@ -1,7 +1,7 @@
 /** `mycelite token`: mint a token for one database and one role with the hub's key. */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/index.js';
+import { loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/auth.js';
 import { checkDbName } from '../protocol/index.js';
 import { UsageError, writeOut } from './common.js';
 import { DEFAULT_DATA_DIR } from './serve.js';

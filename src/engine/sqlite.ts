@@ -5,7 +5,7 @@
  * This file must not import any `node:` module: it also runs in browsers.
  * @module
  */
-import sqlite3InitModule, { type Sqlite3Static } from '@sqlite.org/sqlite-wasm';
+import type { Sqlite3Static } from '@sqlite.org/sqlite-wasm';
 
 /** The initialised `@sqlite.org/sqlite-wasm` module object (`capi`, `wasm`, `oo1`, ...). */
 export type Sqlite3 = Sqlite3Static;
@@ -24,9 +24,12 @@ const quiet = (): void => {};
  */
 export function loadSqlite(): Promise<Sqlite3> {
   if (loading === undefined) {
-    // The published typings omit init()'s options parameter on purpose, but Emscripten honours it.
-    const init = sqlite3InitModule as unknown as InitModule;
-    const promise = init({ print: quiet, printErr: quiet });
+    // Imported here, not at the top: the module is large (parsing it is a good part of a command line
+    // call that never opens a database, e.g. `mycelite --help`). The published typings omit init()'s
+    // options parameter on purpose, but Emscripten honours it.
+    const promise = import('@sqlite.org/sqlite-wasm').then((m) =>
+      (m.default as unknown as InitModule)({ print: quiet, printErr: quiet }),
+    );
     loading = promise;
     promise.catch(() => {
       if (loading === promise) loading = undefined;
