@@ -15,8 +15,9 @@ const BIN = path.join(HERE, '..', '..', 'bin', 'mycelite.js');
 const opts = new Command('bench-cli')
   .option('--runs <n>', 'runs per command (median)', (v) => Number(v), 15)
   .option('--dir <dir>', 'scratch directory', '.bench')
+  .option('--vs <bin>', "another checkout's bin/mycelite.js to time beside this one (e.g. before a change)")
   .parse()
-  .opts<{ runs: number; dir: string }>();
+  .opts<{ runs: number; dir: string; vs?: string }>();
 
 fs.mkdirSync(opts.dir, { recursive: true });
 const dir = fs.mkdtempSync(path.join(opts.dir, 'cli-'));
@@ -35,6 +36,12 @@ const cells: [string, string, string[]][] = [
   ['mycelite --version', process.execPath, [BIN, '--version']],
   ['mycelite exec DB "select 1"', process.execPath, [BIN, 'exec', db, 'select 1']],
   ['mycelite query DB "select 1"', process.execPath, [BIN, 'query', db, 'select 1']],
+  ...(opts.vs
+    ? ([
+        ['other: mycelite --version', process.execPath, [opts.vs, '--version']],
+        ['other: mycelite exec DB "select 1"', process.execPath, [opts.vs, 'exec', db, 'select 1']],
+      ] as [string, string, string[]][])
+    : []),
   ...(hasSqlite3
     ? [['sqlite3 DB "select 1"', 'sqlite3', [db, 'select 1']] as [string, string, string[]]]
     : []),

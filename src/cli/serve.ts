@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_RETENTION, describeRetention, parseDuration, parseRetention } from '../history/policy.js';
 import type { HubCompaction } from '../hub/compaction.js';
+import { startHub } from '../hub/index.js';
+import { openNatsStorage } from '../hub/nats-storage.js';
 import { builtWebDir, isLoopback } from '../hub/web.js';
 import { UsageError, writeErr, writeOut } from './common.js';
 
@@ -164,12 +166,6 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const compaction = options.compact ? compactionOptions(options) : false;
   // A cluster that cannot be reached yet is waited for: the hub serves /livez meanwhile, /readyz says 503.
   let told = false;
-  // Loaded here, not with the command line: the hub's dependencies (HTTP server, NATS client, logging,
-  // metrics) are not needed by the other commands, and loading them cost every command's start.
-  const [{ startHub }, { openNatsStorage }] = await Promise.all([
-    import('../hub/index.js'),
-    import('../hub/nats-storage.js'),
-  ]);
   const storage = options.storage
     ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') }, (why) => {
         if (told) return;
