@@ -256,3 +256,50 @@ describe('open() reads only what follows the synced marker', () => {
     }
   });
 });
+
+describe("open() does not read the compacted history's snapshots", () => {
+  /** Reads of the history file during `run`. */
+  async function historyReads<T>(run: () => Promise<T>): Promise<{ value: T; reads: number }> {
+    const before = counting.calls.get('history.read') ?? 0;
+    const value = await run();
+    return { value, reads: (counting.calls.get('history.read') ?? 0) - before };
+  }
+
+  test('where the history ends is kept beside it (checked against its last header): a damaged note is found by a scan again, with the same result', async () => {
+    const file = path.join(tempDir(), 'c.db');
+    const db = await openWith(runtime, file, {});
+    db.exec('create table t(id integer primary key, v blob)');
+    const insert = db.prepare('insert into t(v) values (randomblob(32))');
+    for (let i = 0; i < 1500; i++) insert.run();
+    db.compact({});
+    db.close();
+    const history = `${file}-mycelite/history`;
+    assert.ok(fs.existsSync(history), 'compacted');
+    const opens: { reads: number; rows: number; txid: bigint }[] = [];
+    const openOnce = async (): Promise<void> => {
+      const { value: d, reads } = await historyReads(() => openWith(runtime, file, {}));
+      try {
+        opens.push({ reads, rows: count(d), txid: d.position().txid });
+      } finally {
+        d.close();
+      }
+    };
+    await openOnce(); // the first open after the compaction scans the history once
+    await openOnce();
+    const note = `${history}.end`;
+    const bytes = fs.readFileSync(note);
+    bytes[20]! ^= 1;
+    fs.writeFileSync(note, bytes);
+    await openOnce(); // a damaged note: scanned again
+    await openOnce();
+    assert.ok(opens[0]!.reads > 1000, `the first open scans the history: ${opens[0]!.reads} reads`);
+    assert.ok(opens[1]!.reads <= 2, `then it reads its last header only: ${opens[1]!.reads} reads`);
+    assert.ok(opens[2]!.reads > 1000, `a damaged note is not trusted: ${opens[2]!.reads} reads`);
+    assert.ok(opens[3]!.reads <= 2, `and is written again: ${opens[3]!.reads} reads`);
+    for (const o of opens) {
+      assert.equal(o.rows, 1500);
+      assert.equal(o.txid, opens[0]!.txid);
+    }
+    assert.ok((await replayMatches(file)).ok, 'the history and journal still replay to the database');
+  });
+});

@@ -12,6 +12,7 @@ import {
   JournalFormatError,
   JournalReader,
   SNAPSHOT_HEADER_SIZE,
+  xxh64,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
@@ -110,16 +111,103 @@ function sameId(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** Where the history file at `path` ends (its last snapshot, or its base when it holds none); undefined without one. */
-export function historyEnd(fs: FileSystem, path: string): { txid: bigint; checksum: bigint } | undefined {
+/**
+ * Where the history file at `path` ends (its last snapshot, or its base when it holds none); undefined
+ * without one. Finding it reads every snapshot header of the history. With `cache` (a file path), what
+ * was found is kept there — the history's size, its last snapshot's offset, txid and checksum, sealed with
+ * XXH64 — and used next time only when the history still has that size and its last snapshot's header at
+ * that offset (checked by its own checksum) names that txid and checksum and ends the file: open() then
+ * reads 64 bytes of the history instead of all of it (a history that has another size, a damaged or
+ * missing cache: scanned again, and the cache rewritten).
+ */
+export function historyEnd(
+  fs: FileSystem,
+  path: string,
+  options: { cache?: string } = {},
+): { txid: bigint; checksum: bigint } | undefined {
   if (!fs.exists(path)) return undefined;
   const f = fs.open(path, { readonly: true });
   try {
+    const size = f.size();
+    const cached = options.cache ? readEndCache(fs, options.cache, f, size) : undefined;
+    if (cached) return cached;
     const r = new JournalReader(fileSource(f), { merged: true, whole: true });
     let end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
-    for (const s of r.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
+    let last = -1;
+    for (const s of r.snapshots()) {
+      end = { txid: s.txid, checksum: s.postChecksum };
+      last = s.offset;
+    }
+    if (options.cache && last >= 0) writeEndCache(fs, options.cache, { size, last, ...end });
     return end;
   } finally {
     f.close();
+  }
+}
+
+const END_CACHE_SIZE = 40;
+
+interface EndCache {
+  size: number;
+  last: number;
+  txid: bigint;
+  checksum: bigint;
+}
+
+function readEndCache(
+  fs: FileSystem,
+  cache: string,
+  history: FileHandle,
+  size: number,
+): { txid: bigint; checksum: bigint } | undefined {
+  try {
+    if (!fs.exists(cache)) return undefined;
+    const c = fs.open(cache, { readonly: true });
+    let b: Uint8Array;
+    try {
+      if (c.size() !== END_CACHE_SIZE) return undefined;
+      b = new Uint8Array(END_CACHE_SIZE);
+      c.read(b, 0);
+    } finally {
+      c.close();
+    }
+    const v = new DataView(b.buffer);
+    if (v.getBigUint64(32, true) !== xxh64(b.subarray(0, 32))) return undefined;
+    const e: EndCache = {
+      size: Number(v.getBigUint64(0, true)),
+      last: Number(v.getBigUint64(8, true)),
+      txid: v.getBigUint64(16, true),
+      checksum: v.getBigUint64(24, true),
+    };
+    if (e.size !== size || e.last < FILE_HEADER_SIZE || e.last + SNAPSHOT_HEADER_SIZE > size) return undefined;
+    const hb = new Uint8Array(SNAPSHOT_HEADER_SIZE);
+    history.read(hb, e.last);
+    const h = decodeSnapshotHeader(hb);
+    if (!h || typeof h === 'string') return undefined;
+    if (h.txid !== e.txid || h.postChecksum !== e.checksum || e.last + h.length !== size) return undefined;
+    return { txid: e.txid, checksum: e.checksum };
+  } catch {
+    return undefined;
+  }
+}
+
+function writeEndCache(fs: FileSystem, cache: string, e: EndCache): void {
+  const b = new Uint8Array(END_CACHE_SIZE);
+  const v = new DataView(b.buffer);
+  v.setBigUint64(0, BigInt(e.size), true);
+  v.setBigUint64(8, BigInt(e.last), true);
+  v.setBigUint64(16, e.txid, true);
+  v.setBigUint64(24, e.checksum, true);
+  v.setBigUint64(32, xxh64(b.subarray(0, 32)), true);
+  try {
+    const c = fs.open(cache, { create: true });
+    try {
+      c.truncate(0);
+      c.write(b, 0);
+    } finally {
+      c.close();
+    }
+  } catch {
+    // a cache: the next open scans again
   }
 }

@@ -35,7 +35,7 @@ export class InjectedFault extends Error {
 /**
  * The role of a file from its path (docs/FORMAT.md names them): `journal`, `spill`, `inflight`, `lock`,
  * `replica` (the marker), `synced` (journal durability's marker), `dir` (the journal directory), `journal-reset` (a replica's new journal),
- * `journal-tmp` (a compaction's rewritten journal), `history` (the history file and its temp file), `compact` (a compaction's scratch database and lock),
+ * `journal-tmp` (a compaction's rewritten journal), `history` (the history file and its temp file), `history-end` (where open() found it ends), `compact` (a compaction's scratch database and lock),
  * `rollback` (SQLite's `-journal`, or where journal durability keeps it),
  * `kept` (a history a replica's reset kept aside: `DB.replaced-…`, its journal directory and files),
  * `wal`, `tmp` (an atomic write's temp file), `temp` (SQLite's temp files) or `db`.
@@ -47,6 +47,7 @@ export function roleOf(path: string): string {
   if (/-mycelite\/journal\.reset$/.test(path)) return 'journal-reset';
   if (/-mycelite\/journal\.tmp$/.test(path)) return 'journal-tmp';
   if (/-mycelite\/history(\.tmp)?$/.test(path)) return 'history';
+  if (/-mycelite\/history\.end$/.test(path)) return 'history-end';
   if (/-mycelite\/compact-(scratch|lock)$/.test(path)) return 'compact';
   const m = /-mycelite\/(spill|inflight|lock|replica|synced|rollback)$/.exec(path);
   if (m) return m[1]!;
