@@ -34,11 +34,15 @@ if (!Number.isSafeInteger(max) || max < 1000 || !Number.isSafeInteger(runs) || r
   process.exit(2);
 }
 if (!fs.existsSync(CHROMIUM)) {
-  process.stderr.write(`bench-browser-length: no Chromium at ${CHROMIUM} (install chromium or set $CHROMIUM)\n`);
+  process.stderr.write(
+    `bench-browser-length: no Chromium at ${CHROMIUM} (install chromium or set $CHROMIUM)\n`,
+  );
   process.exit(1);
 }
 if (!fs.existsSync(path.join(WEB, 'mycelite-browser.js'))) {
-  process.stderr.write(`bench-browser-length: the library bundle is not built: run node dist/scripts/build-web.js\n`);
+  process.stderr.write(
+    `bench-browser-length: the library bundle is not built: run node dist/scripts/build-web.js\n`,
+  );
   process.exit(1);
 }
 const sizes = [1_000, 100_000, 1_000_000].filter((n) => n <= max);
@@ -46,7 +50,12 @@ if (!sizes.includes(max)) sizes.push(max);
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-hub-'));
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-chromium-'));
-const hub = await startHub({ dataDir: data, port: 0, logLevel: 'silent', web: { dir: WEB, demoTokens: false } });
+const hub = await startHub({
+  dataDir: data,
+  port: 0,
+  logLevel: 'silent',
+  web: { dir: WEB, demoTokens: false },
+});
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
@@ -104,7 +113,9 @@ try {
     connectMs: Number(median(samples.get(n)!.map((s) => s.connectMs)).toFixed(1)),
     firstQueryMs: Number(median(samples.get(n)!.map((s) => s.firstQueryMs)).toFixed(1)),
   }));
-  console.log(JSON.stringify({ runs, chromium: context.browser()?.version() ?? 'persistent', sizes: out }, null, 2));
+  console.log(
+    JSON.stringify({ runs, chromium: context.browser()?.version() ?? 'persistent', sizes: out }, null, 2),
+  );
 } finally {
   await context.close();
   await hub.close();

@@ -146,6 +146,8 @@ export class WriterCompactor {
     if (result.end) {
       fs.rename(`${paths.history}.tmp`, paths.history);
       fs.syncDir(paths.history);
+      // Where the new history ends, for the next open() (which then reads one header of it).
+      historyEnd(fs, paths.history, { cached: true });
     }
     // The history may reach past the journal's start (this compaction's, or one `mycelite compact` ran
     // while this writer had the journal): start the journal after it.

@@ -152,7 +152,7 @@ function joinHistory(ctx: RecoveryContext, scan: JournalScan): JournalScan {
   let end: Position | undefined;
   let journalId: Uint8Array;
   try {
-    end = historyEnd(fs, paths.history, { cache: `${paths.history}.end` });
+    end = historyEnd(fs, paths.history, { cached: true });
     const f = fs.open(paths.history, { readonly: true });
     try {
       journalId = decodeFileHeader(readAt(f, 0, FILE_HEADER_SIZE)).journalId;

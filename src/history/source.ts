@@ -113,8 +113,8 @@ function sameId(a: Uint8Array, b: Uint8Array): boolean {
 
 /**
  * Where the history file at `path` ends (its last snapshot, or its base when it holds none); undefined
- * without one. Finding it reads every snapshot header of the history. With `cache` (a file path), what
- * was found is kept there — the history's size, its last snapshot's offset, txid and checksum, sealed with
+ * without one. Finding it reads every snapshot header of the history. With `cached`, what was found is
+ * kept in `PATH.end` (docs/FORMAT.md) — the history's size, its last snapshot's offset, txid and checksum, sealed with
  * XXH64 — and used next time only when the history still has that size and its last snapshot's header at
  * that offset (checked by its own checksum) names that txid and checksum and ends the file: open() then
  * reads 64 bytes of the history instead of all of it (a history that has another size, a damaged or
@@ -123,14 +123,15 @@ function sameId(a: Uint8Array, b: Uint8Array): boolean {
 export function historyEnd(
   fs: FileSystem,
   path: string,
-  options: { cache?: string } = {},
+  options: { cached?: boolean } = {},
 ): { txid: bigint; checksum: bigint } | undefined {
   if (!fs.exists(path)) return undefined;
+  const cache = options.cached ? `${path}.end` : undefined;
   const f = fs.open(path, { readonly: true });
   try {
     const size = f.size();
-    const cached = options.cache ? readEndCache(fs, options.cache, f, size) : undefined;
-    if (cached) return cached;
+    const found = cache ? readEndCache(fs, cache, f, size) : undefined;
+    if (found) return found;
     const r = new JournalReader(fileSource(f), { merged: true, whole: true });
     let end = { txid: r.header.baseTxid, checksum: r.header.baseChecksum };
     let last = -1;
@@ -138,7 +139,7 @@ export function historyEnd(
       end = { txid: s.txid, checksum: s.postChecksum };
       last = s.offset;
     }
-    if (options.cache && last >= 0) writeEndCache(fs, options.cache, { size, last, ...end });
+    if (cache && last >= 0) writeEndCache(fs, cache, { size, last, ...end });
     return end;
   } finally {
     f.close();
@@ -179,7 +180,8 @@ function readEndCache(
       txid: v.getBigUint64(16, true),
       checksum: v.getBigUint64(24, true),
     };
-    if (e.size !== size || e.last < FILE_HEADER_SIZE || e.last + SNAPSHOT_HEADER_SIZE > size) return undefined;
+    if (e.size !== size || e.last < FILE_HEADER_SIZE || e.last + SNAPSHOT_HEADER_SIZE > size)
+      return undefined;
     const hb = new Uint8Array(SNAPSHOT_HEADER_SIZE);
     history.read(hb, e.last);
     const h = decodeSnapshotHeader(hb);
