@@ -18,6 +18,8 @@ export type Workload = 'a' | 'b' | 'c' | 'r';
 
 export interface RunResult {
   ms: number;
+  /** CPU time (user + system, all threads) of the timed part: steadier than `ms` on a shared machine. */
+  cpuMs: number;
   dbBytes: number;
   journalBytes: number;
   replayEqual: boolean | null;
@@ -52,9 +54,19 @@ function rows(n: number, seed: number): [string, string][] {
   return Array.from({ length: n }, () => [hexOf(8), hexOf(42)]);
 }
 
+/** CPU time of this process so far, ms (user + system, every thread). */
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** CPU time when the timed part started (set by settle). */
+let cpu0 = 0;
+
 /** Collects the data generation's garbage before the clock starts (bench.ts runs with --expose-gc). */
 function settle(): number {
   (globalThis as { gc?: () => void }).gc?.();
+  cpu0 = cpuNow();
   return performance.now();
 }
 
@@ -153,11 +165,13 @@ export async function benchRun(
   const file = path.join(dir, `${workload}.db`);
   const db = await openDb(config, file);
   const ms = await runWorkload(db, workload, scale, 20261127);
+  const cpuMs = cpuNow() - cpu0;
   db.close();
   const journal = path.join(`${file}-mycelite`, 'journal');
   const journalBytes = fs.existsSync(journal) ? fs.statSync(journal).size : 0;
   return {
     ms,
+    cpuMs,
     dbBytes: fs.statSync(file).size,
     journalBytes,
     replayEqual: config.startsWith('mycelite') ? await replayEqual(file) : null,

@@ -139,13 +139,17 @@ function printWorkloads(results: Record<string, Record<Config, RunResult[]>>): R
 function printTmpfs(results: Record<string, Record<Config, RunResult[]>>, dir: string): Record<string, unknown> {
   const rows: Record<string, unknown> = {};
   console.log(`\nOn tmpfs (${dir}), median of ${runs}${opts.quick ? ', quick sizes' : ''}:`);
-  console.log('workload | native ms | engine ms (×native) | mycelite ms (×native) | capture overhead | journal/db');
-  console.log('---|---:|---:|---:|---:|---:');
+  console.log(
+    'workload | native ms | engine ms (×native) | mycelite ms (×native) | capture overhead | CPU ms native / engine / mycelite (mycelite ×native) | journal/db',
+  );
+  console.log('---|---:|---:|---:|---:|---:|---:');
   for (const [w, byConfig] of Object.entries(results)) {
     const ms = (c: Config): number => median(byConfig[c].map((r) => r.ms));
+    const cpu = (c: Config): number => median(byConfig[c].map((r) => r.cpuMs));
     const n = ms('native');
     const e = ms('engine');
     const m = ms('mycelite');
+    const [nc, ec, mc] = [cpu('native'), cpu('engine'), cpu('mycelite')];
     const ratio = median(byConfig.mycelite.map((r) => r.journalBytes / r.dbBytes));
     const replay = byConfig.mycelite.every((r) => r.replayEqual === true);
     rows[w] = {
@@ -155,11 +159,14 @@ function printTmpfs(results: Record<string, Record<Config, RunResult[]>>, dir: s
       vsNative: m / n,
       engineVsNative: e / n,
       captureOverhead: m / e - 1,
+      cpuMs: { native: nc, engine: ec, mycelite: mc },
+      cpuVsNative: mc / nc,
+      engineCpuVsNative: ec / nc,
       journalOverDb: ratio,
       replay,
     };
     console.log(
-      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`}`,
+      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${nc.toFixed(0)} / ${ec.toFixed(0)} / ${mc.toFixed(0)} (${(mc / nc).toFixed(2)}×) | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`}`,
     );
   }
   return rows;

@@ -32,6 +32,8 @@ export class PageOverlay {
   private memory = 0;
   private spill: FileHandle | undefined;
   private spillEnd = 0;
+  /** Where write-back gathers runs of chunks (at most 1 MiB; a fresh 1 MiB per commit was garbage). */
+  private run = new Uint8Array(0);
   /** Size of the file as SQLite sees it; -1 while nothing is held. */
   private logical = -1;
   /** The file's bytes at or past this offset are not seen (a truncate cut them off). */
@@ -172,7 +174,6 @@ export class PageOverlay {
     this.zeroCutRange(size);
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
     const per = Math.max(1, Math.floor((1 << 20) / u));
-    let run: Uint8Array | undefined;
     let written = 0;
     let end = size; // the file's size as the writes below leave it
     let i = 0;
@@ -184,7 +185,7 @@ export class PageOverlay {
       if (j === i + 1 && typeof c !== 'number') {
         this.file.write(c, first * u);
       } else {
-        run ??= new Uint8Array(per * u);
+        const run = this.runBuffer((j - i) * u);
         for (let k = i; k < j; k++) {
           const ck = this.chunks.get(indexes[k]!)!;
           const dest = run.subarray((k - i) * u, (k - i + 1) * u);
@@ -200,6 +201,12 @@ export class PageOverlay {
     if (end !== this.logical) this.file.truncate(this.logical);
     this.keepClean();
     return written;
+  }
+
+  /** A buffer of at least `bytes` for gathering a run of chunks, kept for the next write-back. */
+  private runBuffer(bytes: number): Uint8Array {
+    if (this.run.length < bytes) this.run = new Uint8Array(bytes);
+    return this.run;
   }
 
   /** Writes zeros over the file's bytes in [floor, min(size, logical)) that no held chunk covers. */
