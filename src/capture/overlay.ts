@@ -38,6 +38,11 @@ export class PageOverlay {
   private logical = -1;
   /** The file's bytes at or past this offset are not seen (a truncate cut them off). */
   private floor = 0;
+  /**
+   * The file's size when holding started: nothing writes the file until the write-back (SQLite's
+   * RESERVED lock keeps other writers out), so the write-back need not ask again.
+   */
+  private fileSize = 0;
 
   constructor(
     private readonly file: FileHandle,
@@ -57,6 +62,7 @@ export class PageOverlay {
     this.unit = unit;
     this.logical = this.file.size();
     this.floor = this.logical;
+    this.fileSize = this.logical;
   }
 
   /** Reads into `buf` from `offset` as the file would read with the writes applied; returns bytes read. */
@@ -170,7 +176,7 @@ export class PageOverlay {
     // The file is written before it is cut, so that a crash anywhere in here leaves each byte with its
     // old or its new value (what redo at open needs): first zeros where a truncate cut the file and it
     // grew back without writes, then the chunks, then the size.
-    const size = this.file.size();
+    const size = this.fileSize;
     this.zeroCutRange(size);
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
     const per = Math.max(1, Math.floor((1 << 20) / u));
