@@ -98,6 +98,30 @@ function workloadTable(base: string, configs = CONFIGS): Record<string, Record<C
   return results;
 }
 
+/** The medians both workload tables show: native, engine and Mycelite ms, their ratios, journal/db. */
+function common(byConfig: Record<Config, RunResult[]>): {
+  ms: (c: Config) => number;
+  row: Record<string, number>;
+  text: string;
+  journalOverDb: number;
+} {
+  const ms = (c: Config): number => median(byConfig[c].map((r) => r.ms));
+  const [n, e, m] = [ms('native'), ms('engine'), ms('mycelite')];
+  return {
+    ms,
+    row: {
+      nativeMs: n,
+      engineMs: e,
+      myceliteMs: m,
+      vsNative: m / n,
+      engineVsNative: e / n,
+      captureOverhead: m / e - 1,
+    },
+    text: `${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}%`,
+    journalOverDb: median(byConfig.mycelite.map((r) => r.journalBytes / r.dbBytes)),
+  };
+}
+
 function printWorkloads(results: Record<string, Record<Config, RunResult[]>>): Record<string, unknown> {
   const rows: Record<string, unknown> = {};
   console.log(
@@ -108,35 +132,25 @@ function printWorkloads(results: Record<string, Record<Config, RunResult[]>>): R
   );
   console.log('---|---:|---:|---:|---:|---:|---:|---');
   for (const [w, byConfig] of Object.entries(results)) {
-    const ms = (c: Config): number => median(byConfig[c].map((r) => r.ms));
+    const { ms, row, text, journalOverDb } = common(byConfig);
     const n = ms('native');
-    const e = ms('engine');
-    const m = ms('mycelite');
     const q = ms('mycelite-sqlite');
-    const my = byConfig.mycelite;
-    const ratio = median(my.map((r) => r.journalBytes / r.dbBytes));
-    const replay = [...my, ...byConfig['mycelite-sqlite']].every((r) => r.replayEqual === true);
-    rows[w] = {
-      nativeMs: n,
-      engineMs: e,
-      myceliteMs: m,
-      vsNative: m / n,
-      engineVsNative: e / n,
-      captureOverhead: m / e - 1,
-      sqliteDurabilityMs: q,
-      sqliteDurabilityVsNative: q / n,
-      journalOverDb: ratio,
-      replay,
-    };
+    const replay = [...byConfig.mycelite, ...byConfig['mycelite-sqlite']].every(
+      (r) => r.replayEqual === true,
+    );
+    rows[w] = { ...row, sqliteDurabilityMs: q, sqliteDurabilityVsNative: q / n, journalOverDb, replay };
     console.log(
-      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${q.toFixed(0)} (${(q / n).toFixed(2)}×) | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`} | ${replay ? 'yes' : 'NO'}`,
+      `${w} | ${text} | ${q.toFixed(0)} (${(q / n).toFixed(2)}×) | ${w === 'r' ? '-' : `${journalOverDb.toFixed(2)}×`} | ${replay ? 'yes' : 'NO'}`,
     );
   }
   return rows;
 }
 
 /** The tmpfs table: the writer's and the engine's CPU cost against native (no fsync cost to hide it). */
-function printTmpfs(results: Record<string, Record<Config, RunResult[]>>, dir: string): Record<string, unknown> {
+function printTmpfs(
+  results: Record<string, Record<Config, RunResult[]>>,
+  dir: string,
+): Record<string, unknown> {
   const rows: Record<string, unknown> = {};
   console.log(`\nOn tmpfs (${dir}), median of ${runs}${opts.quick ? ', quick sizes' : ''}:`);
   console.log(
@@ -144,29 +158,20 @@ function printTmpfs(results: Record<string, Record<Config, RunResult[]>>, dir: s
   );
   console.log('---|---:|---:|---:|---:|---:|---:');
   for (const [w, byConfig] of Object.entries(results)) {
-    const ms = (c: Config): number => median(byConfig[c].map((r) => r.ms));
+    const { row, text, journalOverDb } = common(byConfig);
     const cpu = (c: Config): number => median(byConfig[c].map((r) => r.cpuMs));
-    const n = ms('native');
-    const e = ms('engine');
-    const m = ms('mycelite');
     const [nc, ec, mc] = [cpu('native'), cpu('engine'), cpu('mycelite')];
-    const ratio = median(byConfig.mycelite.map((r) => r.journalBytes / r.dbBytes));
     const replay = byConfig.mycelite.every((r) => r.replayEqual === true);
     rows[w] = {
-      nativeMs: n,
-      engineMs: e,
-      myceliteMs: m,
-      vsNative: m / n,
-      engineVsNative: e / n,
-      captureOverhead: m / e - 1,
+      ...row,
       cpuMs: { native: nc, engine: ec, mycelite: mc },
       cpuVsNative: mc / nc,
       engineCpuVsNative: ec / nc,
-      journalOverDb: ratio,
+      journalOverDb,
       replay,
     };
     console.log(
-      `${w} | ${n.toFixed(0)} | ${e.toFixed(0)} (${(e / n).toFixed(2)}×) | ${m.toFixed(0)} (${(m / n).toFixed(2)}×) | ${((m / e - 1) * 100).toFixed(1)}% | ${nc.toFixed(0)} / ${ec.toFixed(0)} / ${mc.toFixed(0)} (${(mc / nc).toFixed(2)}×) | ${w === 'r' ? '-' : `${ratio.toFixed(2)}×`}`,
+      `${w} | ${text} | ${nc.toFixed(0)} / ${ec.toFixed(0)} / ${mc.toFixed(0)} (${(mc / nc).toFixed(2)}×) | ${w === 'r' ? '-' : `${journalOverDb.toFixed(2)}×`}`,
     );
   }
   return rows;

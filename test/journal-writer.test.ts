@@ -59,7 +59,11 @@ test('a small snapshot goes to the file in one write, a large one streams, a can
     const body = new SnapshotBodyWriter(4096, a.sink);
     for (let p = 1; p <= pages; p++) body.addFullPage(p, new Uint8Array(4096).fill(p));
     body.finish();
-    const s = a.finish({ pageSize: 4096, dbPages: pages, flags: 0, postChecksum: 0n, commitTag: 0 }, pages, true);
+    const s = a.finish(
+      { pageSize: 4096, dbPages: pages, flags: 0, postChecksum: 0n, commitTag: 0 },
+      pages,
+      true,
+    );
     j.confirm();
     assert.equal(s.length, 64 + body.length + 8);
     return s.length;
