@@ -18,6 +18,8 @@ export type Workload = 'a' | 'b' | 'c' | 'r';
 
 export interface RunResult {
   ms: number;
+  /** CPU time (user + system, all threads) of the timed part: steadier than `ms` on a shared machine. */
+  cpuMs: number;
   dbBytes: number;
   journalBytes: number;
   replayEqual: boolean | null;
@@ -37,18 +39,35 @@ interface Db {
   close(): unknown;
 }
 
-/** Rows of the workloads: k = 16 hex characters, v = 84 hex characters, from a fixed seed. */
+/**
+ * Rows of the workloads: k = 16 hex characters, v = 84 hex characters, from a fixed seed. The strings are
+ * flat (one hex encoding each, not 42 concatenations): a rope's flattening would otherwise land inside
+ * the timed part, in whichever configuration first reads it.
+ */
 function rows(n: number, seed: number): [string, string][] {
   const rand = prng(seed);
   const hexOf = (bytes: number): string => {
-    let s = '';
-    for (let i = 0; i < bytes; i++)
-      s += Math.floor(rand() * 256)
-        .toString(16)
-        .padStart(2, '0');
-    return s;
+    const b = Buffer.alloc(bytes);
+    for (let i = 0; i < bytes; i++) b[i] = Math.floor(rand() * 256);
+    return b.toString('hex');
   };
   return Array.from({ length: n }, () => [hexOf(8), hexOf(42)]);
+}
+
+/** CPU time of this process so far, ms (user + system, every thread). */
+function cpuNow(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** CPU time when the timed part started (set by settle). */
+let cpu0 = 0;
+
+/** Collects the data generation's garbage before the clock starts (bench.ts runs with --expose-gc). */
+function settle(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  cpu0 = cpuNow();
+  return performance.now();
 }
 
 async function openDb(config: Config, file: string): Promise<Db> {
@@ -84,7 +103,7 @@ async function runWorkload(db: Db, workload: Workload, scale: number, seed: numb
   if (workload === 'a') {
     const txs = n(200);
     const data = rows(txs * 100, seed);
-    const t0 = performance.now();
+    const t0 = settle();
     for (let t = 0; t < txs; t++) insertTx(db, data, t * 100, 100);
     return performance.now() - t0;
   }
@@ -92,7 +111,7 @@ async function runWorkload(db: Db, workload: Workload, scale: number, seed: numb
     const count = n(2000);
     const data = rows(count, seed);
     const ins = db.prepare('INSERT INTO t(k, v) VALUES (?, ?)');
-    const t0 = performance.now();
+    const t0 = settle();
     for (let i = 0; i < count; i++) ins.run(data[i]![0], data[i]![1]);
     return performance.now() - t0;
   }
@@ -109,7 +128,7 @@ async function runWorkload(db: Db, workload: Workload, scale: number, seed: numb
     const values = rows(txs * per, seed + 2).map((r) => r[1]);
     const ids = Array.from({ length: txs * per }, id);
     const upd = db.prepare('UPDATE t SET v = ? WHERE id = ?');
-    const t0 = performance.now();
+    const t0 = settle();
     for (let t = 0; t < txs; t++) {
       db.exec('BEGIN');
       for (let i = t * per; i < (t + 1) * per; i++) upd.run(values[i], ids[i]);
@@ -120,7 +139,7 @@ async function runWorkload(db: Db, workload: Workload, scale: number, seed: numb
   const count = n(100_000);
   const ids = Array.from({ length: count }, id);
   const sel = db.prepare('SELECT v FROM t WHERE id = ?');
-  const t0 = performance.now();
+  const t0 = settle();
   for (let i = 0; i < count; i++) sel.get(ids[i]);
   return performance.now() - t0;
 }
@@ -146,11 +165,13 @@ export async function benchRun(
   const file = path.join(dir, `${workload}.db`);
   const db = await openDb(config, file);
   const ms = await runWorkload(db, workload, scale, 20261127);
+  const cpuMs = cpuNow() - cpu0;
   db.close();
   const journal = path.join(`${file}-mycelite`, 'journal');
   const journalBytes = fs.existsSync(journal) ? fs.statSync(journal).size : 0;
   return {
     ms,
+    cpuMs,
     dbBytes: fs.statSync(file).size,
     journalBytes,
     replayEqual: config.startsWith('mycelite') ? await replayEqual(file) : null,

@@ -1,6 +1,7 @@
 /**
- * `npm run bench -- --quick` as a smoke test: every workload runs under the three configurations, the
- * journal replays to the database, and the replication figures are produced. No timing is asserted.
+ * `npm run bench -- --quick` as a smoke test: every workload runs under the three configurations (on the
+ * disk, and on tmpfs where there is one), the journal replays to the database, and the replication
+ * figures are produced. No timing is asserted.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -26,6 +27,8 @@ test('bench --quick runs every workload and configuration, and the replays equal
   assert.equal(r.status, 0, r.stderr + r.stdout);
   const out = JSON.parse(fs.readFileSync(json, 'utf8')) as {
     workloads: Record<string, { nativeMs: number; engineMs: number; myceliteMs: number; replay: boolean }>;
+    tmpfs?: Record<string, { cpuMs: Record<string, number>; replay: boolean }>;
+    'exec select 1': { myceliteMs: number };
     replication: Record<string, Record<string, unknown>>;
     shared: Record<string, Record<string, number>>;
     length: Record<string, { openMs: number; journalMB: number }>;
@@ -35,6 +38,14 @@ test('bench --quick runs every workload and configuration, and the replays equal
     assert.equal(row.replay, true, `workload ${w}: replay differs from the database`);
     for (const ms of [row.nativeMs, row.engineMs, row.myceliteMs]) assert.ok(ms > 0, `workload ${w}`);
   }
+  if (fs.existsSync('/dev/shm')) {
+    assert.deepEqual(Object.keys(out.tmpfs ?? {}), ['a', 'b', 'c', 'r'], 'the tmpfs table is there');
+    for (const [w, row] of Object.entries(out.tmpfs!)) {
+      assert.equal(row.replay, true, `tmpfs workload ${w}: replay differs from the database`);
+      for (const cpu of Object.values(row.cpuMs)) assert.ok(cpu > 0, `tmpfs workload ${w}: CPU time`);
+    }
+  }
+  assert.ok(out['exec select 1'].myceliteMs > 0, 'mycelite exec "select 1" timed');
   const lag = out.replication['lag, 1 replica'] as { commits: number; replicaLagMs: { n: number } };
   assert.equal(lag.replicaLagMs.n, lag.commits, 'the replica applied every commit');
   assert.ok((out.replication['apply'] as { MBps: number }).MBps > 0);

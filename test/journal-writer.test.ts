@@ -1,9 +1,13 @@
 /** JournalWriter details that the capture and replica rely on. */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
+import { JournalReader, loadHash, memorySource, SnapshotBodyWriter } from '../src/format/index.js';
 import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
+import type { FileHandle, OpenOptions } from '../src/storage/file-system.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
@@ -31,4 +35,61 @@ test('dropLast after an append gives back the snapshot before as the last one (i
   } finally {
     j.close();
   }
+});
+
+test('a small snapshot goes to the file in one write, a large one streams, a cancelled one writes nothing; all read back', async () => {
+  await loadHash();
+  const writes: number[] = [];
+  class Counting extends NodeFileSystem {
+    override open(p: string, options?: OpenOptions): FileHandle {
+      const h = super.open(p, options);
+      const write = h.write.bind(h);
+      h.write = (b, offset) => {
+        writes.push(b.length);
+        write(b, offset);
+      };
+      return h;
+    }
+  }
+  const file = path.join(tempDir(), 'journal');
+  const j = JournalWriter.open(new Counting(), file);
+  const append = (pages: number): number => {
+    writes.length = 0;
+    const a = j.begin();
+    const body = new SnapshotBodyWriter(4096, a.sink);
+    for (let p = 1; p <= pages; p++) body.addFullPage(p, new Uint8Array(4096).fill(p));
+    body.finish();
+    const s = a.finish(
+      { pageSize: 4096, dbPages: pages, flags: 0, postChecksum: 0n, commitTag: 0 },
+      pages,
+      true,
+    );
+    j.confirm();
+    assert.equal(s.length, 64 + body.length + 8);
+    return s.length;
+  };
+  try {
+    const small = append(2);
+    assert.deepEqual(writes, [small], 'header, body and trailer in one write');
+    append(40); // 160 KiB of body: streamed as it comes, then trailer and header
+    assert.ok(writes.length >= 3, `the large body streamed (${writes.length} writes)`);
+    const size = fs.statSync(file).size;
+    writes.length = 0;
+    const a = j.begin();
+    a.sink(new Uint8Array(100));
+    a.cancel();
+    assert.deepEqual(writes, [], 'a cancelled small snapshot never reached the file');
+    assert.equal(fs.statSync(file).size, size);
+  } finally {
+    j.close();
+  }
+  const r = new JournalReader(memorySource(fs.readFileSync(file)), { verify: true });
+  assert.deepEqual(
+    [...r.snapshots()].map((s) => [s.txid, s.dbPages]),
+    [
+      [1n, 2],
+      [2n, 40],
+    ],
+  );
+  assert.equal(r.tornBytes, 0);
 });

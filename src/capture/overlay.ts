@@ -32,10 +32,17 @@ export class PageOverlay {
   private memory = 0;
   private spill: FileHandle | undefined;
   private spillEnd = 0;
+  /** Where write-back gathers runs of chunks (at most 1 MiB; a fresh 1 MiB per commit was garbage). */
+  private run = new Uint8Array(0);
   /** Size of the file as SQLite sees it; -1 while nothing is held. */
   private logical = -1;
   /** The file's bytes at or past this offset are not seen (a truncate cut them off). */
   private floor = 0;
+  /**
+   * The file's size when holding started: nothing writes the file until the write-back (SQLite's
+   * RESERVED lock keeps other writers out), so the write-back need not ask again.
+   */
+  private fileSize = 0;
 
   constructor(
     private readonly file: FileHandle,
@@ -55,6 +62,7 @@ export class PageOverlay {
     this.unit = unit;
     this.logical = this.file.size();
     this.floor = this.logical;
+    this.fileSize = this.logical;
   }
 
   /** Reads into `buf` from `offset` as the file would read with the writes applied; returns bytes read. */
@@ -168,11 +176,10 @@ export class PageOverlay {
     // The file is written before it is cut, so that a crash anywhere in here leaves each byte with its
     // old or its new value (what redo at open needs): first zeros where a truncate cut the file and it
     // grew back without writes, then the chunks, then the size.
-    const size = this.file.size();
+    const size = this.fileSize;
     this.zeroCutRange(size);
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
     const per = Math.max(1, Math.floor((1 << 20) / u));
-    let run: Uint8Array | undefined;
     let written = 0;
     let end = size; // the file's size as the writes below leave it
     let i = 0;
@@ -184,7 +191,7 @@ export class PageOverlay {
       if (j === i + 1 && typeof c !== 'number') {
         this.file.write(c, first * u);
       } else {
-        run ??= new Uint8Array(per * u);
+        const run = this.runBuffer((j - i) * u);
         for (let k = i; k < j; k++) {
           const ck = this.chunks.get(indexes[k]!)!;
           const dest = run.subarray((k - i) * u, (k - i + 1) * u);
@@ -200,6 +207,12 @@ export class PageOverlay {
     if (end !== this.logical) this.file.truncate(this.logical);
     this.keepClean();
     return written;
+  }
+
+  /** A buffer of at least `bytes` for gathering a run of chunks, kept for the next write-back. */
+  private runBuffer(bytes: number): Uint8Array {
+    if (this.run.length < bytes) this.run = new Uint8Array(bytes);
+    return this.run;
   }
 
   /** Writes zeros over the file's bytes in [floor, min(size, logical)) that no held chunk covers. */

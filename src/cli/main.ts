@@ -5,19 +5,28 @@
 import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliExit, describeError, describeStack, UsageError, writeErr, writeOut } from './common.js';
-import { registerCompact } from './compact.js';
-import { registerExec } from './exec.js';
-import { registerFollow } from './follow.js';
-import { registerLog } from './log.js';
-import { registerPush } from './push.js';
-import { registerQuery } from './query.js';
-import { registerReplicate } from './replicate.js';
-import { registerRestore } from './restore.js';
-import { registerRevert } from './revert.js';
-import { registerServe } from './serve.js';
-import { registerSync } from './sync.js';
-import { registerToken } from './token.js';
-import { registerVerify } from './verify.js';
+
+type Register = (program: Command) => void;
+
+/**
+ * Each command's module, loaded when needed: `mycelite exec` need not load the hub, NATS and metrics
+ * modules (they were most of its start-up time). In the order of `--help`.
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  compact: async () => (await import('./compact.js')).registerCompact,
+  exec: async () => (await import('./exec.js')).registerExec,
+  follow: async () => (await import('./follow.js')).registerFollow,
+  log: async () => (await import('./log.js')).registerLog,
+  push: async () => (await import('./push.js')).registerPush,
+  query: async () => (await import('./query.js')).registerQuery,
+  replicate: async () => (await import('./replicate.js')).registerReplicate,
+  restore: async () => (await import('./restore.js')).registerRestore,
+  revert: async () => (await import('./revert.js')).registerRevert,
+  serve: async () => (await import('./serve.js')).registerServe,
+  sync: async () => (await import('./sync.js')).registerSync,
+  token: async () => (await import('./token.js')).registerToken,
+  verify: async () => (await import('./verify.js')).registerVerify,
+};
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
@@ -32,8 +41,12 @@ function packageVersion(): string {
   }
 }
 
-/** Builds the command tree. Commander errors are thrown (exitOverride), never process.exit. */
-export function buildProgram(): Command {
+/**
+ * Builds the command tree. Commander errors are thrown (exitOverride), never process.exit. Given the
+ * arguments, and their first one names a command, only that command is registered (the others' modules
+ * are not loaded); otherwise (help, version, a typo) all are.
+ */
+export async function buildProgram(argv: string[] = []): Promise<Command> {
   const program = new Command('mycelite');
   program
     .description('Physical, single-writer replication for SQLite: every committed transaction is a snapshot')
@@ -64,19 +77,10 @@ Examples:
 
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );
-  registerCompact(program);
-  registerExec(program);
-  registerFollow(program);
-  registerLog(program);
-  registerPush(program);
-  registerQuery(program);
-  registerReplicate(program);
-  registerRestore(program);
-  registerRevert(program);
-  registerServe(program);
-  registerSync(program);
-  registerToken(program);
-  registerVerify(program);
+  const first = argv[0];
+  const names = first !== undefined && Object.hasOwn(COMMANDS, first) ? [first] : Object.keys(COMMANDS);
+  const registers = await Promise.all(names.map((name) => COMMANDS[name]!()));
+  for (const register of registers) register(program);
   for (const cmd of program.commands) {
     cmd.showHelpAfterError(`(see mycelite ${cmd.name()} --help)`);
   }
@@ -90,7 +94,7 @@ export async function main(argv: string[]): Promise<number> {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return EXIT_OK;
