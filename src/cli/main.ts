@@ -78,7 +78,13 @@ Examples:
 Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
     );
   const first = argv[0];
-  const names = first !== undefined && Object.hasOwn(COMMANDS, first) ? [first] : Object.keys(COMMANDS);
+  // A command: its module alone; `--version`: none; anything else (help, a mistyped command): all of them.
+  const names =
+    first !== undefined && Object.hasOwn(COMMANDS, first)
+      ? [first]
+      : argv.length === 1 && (first === '-V' || first === '--version')
+        ? []
+        : Object.keys(COMMANDS);
   const registers = await Promise.all(names.map((name) => COMMANDS[name]!()));
   for (const register of registers) register(program);
   for (const cmd of program.commands) {
