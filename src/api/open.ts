@@ -11,35 +11,21 @@ import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import { journalPaths, missingDirectory } from '../journal/paths.js';
 import { isWalDatabase } from '../journal/sqlite-header.js';
-import { readSyncedMarker } from '../journal/synced-marker.js';
+import { readSyncedMarker, setSyncedMarker } from '../journal/synced-marker.js';
 import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
 import type { PendingQueue } from '../shared/pending.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, Runtime } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../sync/writer-start.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import type { ViewTarget } from '../timetravel/page-index.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
 import { checkHistory, type HistoryCheck } from './history-check.js';
-import { journalPaths, missingDirectory } from './paths.js';
-import {
-  historyPages,
-  type OpenWarning,
-  RecoveryError,
-  recordOutsideChange,
-  recoverWriter,
-  setSyncedMarker,
-} from './recovery.js';
-
-/** What the runtime provides. */
-export interface Runtime {
-  fs: FileSystem;
-  /** An absolute, normalized path for `path`. */
-  resolve(path: string): string;
-  tempPath(): string;
-}
+import { type OpenWarning, RecoveryError, recordOutsideChange, recoverWriter } from './recovery.js';
 
 /** Options of `open`. */
 export interface MyceliteOptions {

@@ -13,20 +13,19 @@ import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
-import { historyEnd, openHistory } from '../history/source.js';
+import { historyEnd } from '../history/source.js';
 import { hasDamage, type JournalScan, type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import type { JournalPaths } from '../journal/paths.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import {
   fingerprintOf,
   readSyncedMarker,
   type SyncedMarker,
   sameFingerprint,
-  writeSyncedMarker,
 } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
-import { PageIndex, type ViewTarget } from '../timetravel/page-index.js';
-import type { journalPaths } from './paths.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import { fileIs, rebuild, redoAside } from './redo.js';
 
 /** Something open() did to keep the user's data that the user must hear about. */
@@ -56,7 +55,7 @@ export interface RecoveryContext {
   dbPath: string;
   /** The path as the user gave it (for messages). */
   name: string;
-  paths: ReturnType<typeof journalPaths>;
+  paths: JournalPaths;
   holdsWrites: boolean;
   warn: (w: OpenWarning) => void;
 }
@@ -443,33 +442,6 @@ export function oldState(ctx: Pick<RecoveryContext, 'fs' | 'paths'>, head: Posit
   }
 }
 
-/**
- * The database as of the point `at` names, page by page, read from the history (a time-travel page
- * index: nothing is written). Close `pages` when done. Throws ViewRangeError for a point not kept.
- */
-export function historyPages(
-  fs: FileSystem,
-  paths: Pick<ReturnType<typeof journalPaths>, 'journal' | 'history'>,
-  at: ViewTarget,
-): { pages: Pages; snapshot: SnapshotInfo } {
-  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-  try {
-    const index = new PageIndex(history.source, at);
-    return {
-      snapshot: index.target,
-      pages: {
-        pageSize: index.pageSize,
-        dbPages: index.dbPages,
-        readPage: (pgno, out) => index.readPage(pgno, out),
-        close: () => history.close(),
-      },
-    };
-  } catch (e) {
-    history.close();
-    throw e;
-  }
-}
-
 /** Copies the journal file as it is to `journal.damaged-TIME` beside it (fsynced); returns the path. */
 function copyAside(ctx: RecoveryContext): string {
   const { fs, paths } = ctx;
@@ -497,44 +469,13 @@ function copyAside(ctx: RecoveryContext): string {
   return path;
 }
 
-/** Writes the synced marker for the journal's head, the file fsynced first (its creation made durable). */
-export function setSyncedMarker(
-  fs: FileSystem,
-  dbPath: string,
-  path: string,
-  head: Position,
-  extra: { checkedTxid: bigint; holdsWrites: boolean; offset?: number },
-): FileHandle {
-  const created = !fs.exists(path);
-  const f = fs.open(path, { create: true });
-  try {
-    let fingerprint: ReturnType<typeof fingerprintOf> = { size: 0, page1: 0n };
-    if (fs.exists(dbPath)) {
-      const d = fs.open(dbPath);
-      try {
-        d.sync();
-        fingerprint = fingerprintOf(d);
-      } finally {
-        d.close();
-      }
-    }
-    writeSyncedMarker(f, { ...head, fingerprint, ...extra });
-    f.sync();
-    if (created) fs.syncDir(path);
-    return f;
-  } catch (e) {
-    f.close();
-    throw e;
-  }
-}
-
 /**
  * Records a change another program made to the database while the writer had it open (between two of
  * its transactions): one outside snapshot from the journal's head to the file's content, fsynced.
  */
 export function recordOutsideChange(
   fs: FileSystem,
-  paths: ReturnType<typeof journalPaths>,
+  paths: JournalPaths,
   journal: JournalWriter,
   dbPath: string,
 ): SnapshotInfo | undefined {

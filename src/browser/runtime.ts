@@ -2,8 +2,7 @@
  * The browser runtime of `openWith`: files in an OPFS pool, temporary files (under /tmp/) in memory.
  * Paths are absolute, '/'-separated names inside the pool; they never reach a real file system.
  */
-import type { Runtime } from '../api/open.js';
-import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, OpenOptions, Runtime } from '../storage/file-system.js';
 import { MemoryFileSystem } from './memory-fs.js';
 
 /** Where temporary files live: memory, not OPFS. */

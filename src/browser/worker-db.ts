@@ -6,12 +6,12 @@
  * syncing when one is set (`setHub`).
  */
 import { type MyceliteDatabase, openWith } from '../api/open.js';
-import { journalPaths } from '../api/paths.js';
 import { Database } from '../engine/database.js';
 import type { BindValue } from '../engine/sqlite.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import { decodeFileHeader, FILE_HEADER_SIZE } from '../format/index.js';
 import { openHistory } from '../history/source.js';
+import { journalPaths } from '../journal/paths.js';
 import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';

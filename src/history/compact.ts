@@ -17,7 +17,7 @@ import {
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
-import { PageFile } from '../restore/page-file.js';
+import { PageFile } from '../journal/page-file.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { HistoryWriter } from './history-writer.js';
 import { type RetentionPolicy, retainedPoints } from './policy.js';

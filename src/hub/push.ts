@@ -23,7 +23,7 @@ import {
   toJsonPosition,
   type WirePosition,
 } from '../protocol/index.js';
-import { authorizeName, badRequest, type HubContext } from './app.js';
+import { authorizeName, badRequest, type HubContext } from './context.js';
 import { checkAndRenew, checkEpoch } from './lease.js';
 import type { PushRejectReason } from './metrics.js';
 import type { DbState, EncodedSnapshot } from './storage.js';

@@ -21,7 +21,7 @@ import {
   toJsonPosition,
   type WirePosition,
 } from '../protocol/index.js';
-import { authorizeName, badRequest, type HubContext, notFound } from './app.js';
+import { authorizeName, badRequest, type HubContext, notFound } from './context.js';
 import type { Image } from './image-cache.js';
 import { BeforeBaseError, type DbState } from './storage.js';
 

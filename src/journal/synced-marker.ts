@@ -13,6 +13,7 @@
  */
 import { pageTerm, xxh64 } from '../format/index.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import type { Position } from './journal-writer.js';
 import { readPageSize } from './sqlite-header.js';
 
 /** A journal position: a txid and the database checksum after it. */
@@ -111,4 +112,35 @@ export function fingerprintOf(db: FileHandle): FileFingerprint {
 /** True when both fingerprints describe the same file. */
 export function sameFingerprint(a: FileFingerprint, b: FileFingerprint): boolean {
   return a.size === b.size && a.page1 === b.page1;
+}
+
+/** Writes the synced marker for the journal's head, the file fsynced first (its creation made durable). */
+export function setSyncedMarker(
+  fs: FileSystem,
+  dbPath: string,
+  path: string,
+  head: Position,
+  extra: { checkedTxid: bigint; holdsWrites: boolean; offset?: number },
+): FileHandle {
+  const created = !fs.exists(path);
+  const f = fs.open(path, { create: true });
+  try {
+    let fingerprint: ReturnType<typeof fingerprintOf> = { size: 0, page1: 0n };
+    if (fs.exists(dbPath)) {
+      const d = fs.open(dbPath);
+      try {
+        d.sync();
+        fingerprint = fingerprintOf(d);
+      } finally {
+        d.close();
+      }
+    }
+    writeSyncedMarker(f, { ...head, fingerprint, ...extra });
+    f.sync();
+    if (created) fs.syncDir(path);
+    return f;
+  } catch (e) {
+    f.close();
+    throw e;
+  }
 }

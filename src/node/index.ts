@@ -12,11 +12,10 @@
  * db.close();
  * ```
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
+import { type MyceliteDatabase, type MyceliteOptions, openWith } from '../api/open.js';
 import { asFound } from './as-found.js';
-import { NodeFileSystem } from './node-fs.js';
+import { nodeRuntime } from './runtime.js';
 
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
 export { OpenError } from '../api/open.js';
@@ -48,16 +47,8 @@ export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-clie
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';
 export { openAt } from './open-at.js';
 export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';
+export { nodeRuntime } from './runtime.js';
 export { Database };
-
-let counter = 0;
-
-/** The Node.js runtime: real files through node:fs. */
-export const nodeRuntime: Runtime = {
-  fs: new NodeFileSystem(),
-  resolve: (p) => path.resolve(p),
-  tempPath: () => path.join(os.tmpdir(), `mycelite-${process.pid}-${Date.now()}-${counter++}`),
-};
 
 /** Options of `openReadonly()`. */
 export interface ReadonlyOptions {

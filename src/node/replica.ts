@@ -19,7 +19,7 @@ import type { Position } from '../journal/journal-writer.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
 import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { nodeRuntime } from './index.js';
+import { nodeRuntime } from './runtime.js';
 
 export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
 export type { ReplicaReset } from '../replica/replica.js';

@@ -5,10 +5,11 @@
  * replica that `mycelite log/restore/verify` read. Nothing here ever deletes an old history.
  * Runtime-neutral.
  */
-import { journalPaths } from '../api/paths.js';
+
 import { JournalReader, type SnapshotInfo } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { Position } from '../journal/journal-writer.js';
+import { journalPaths } from '../journal/paths.js';
 import { toHex } from '../protocol/index.js';
 import type { FileSystem } from '../storage/file-system.js';
 

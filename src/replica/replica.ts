@@ -15,8 +15,6 @@
  * moved aside and the new one renamed in (see `reset` and `resolveReset`).
  */
 
-import type { Runtime } from '../api/open.js';
-import { journalPaths, missingDirectory } from '../api/paths.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
   checkSnapshotChecksum,
@@ -35,8 +33,15 @@ import {
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { journalPaths, missingDirectory } from '../journal/paths.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import {
+  type FileHandle,
+  type FileSystem,
+  type Runtime,
+  readAt,
+  writeFileAtomic,
+} from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import {
   ApplyBusyError,

@@ -18,8 +18,8 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { checkpointBefore, findPoint, type Target } from '../history/points.js';
+import { PageFile } from '../journal/page-file.js';
 import type { FileHandle } from '../storage/file-system.js';
-import { PageFile } from './page-file.js';
 
 export { type Target, TargetNotFoundError } from '../history/points.js';
 

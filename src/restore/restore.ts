@@ -3,7 +3,6 @@
  * database for writing.
  */
 
-import { journalPaths } from '../api/paths.js';
 import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
@@ -15,6 +14,7 @@ import {
   type SnapshotInfo,
 } from '../format/index.js';
 import { type HistorySource, openHistory } from '../history/source.js';
+import { journalPaths } from '../journal/paths.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';

@@ -17,8 +17,6 @@
  * src/shared/device-sync.ts. Runtime-neutral.
  */
 
-import type { journalPaths } from '../api/paths.js';
-import { historyPages } from '../api/recovery.js';
 import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
@@ -36,10 +34,12 @@ import {
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter, Position } from '../journal/journal-writer.js';
-import { PageFile } from '../restore/page-file.js';
+import { PageFile } from '../journal/page-file.js';
+import type { JournalPaths } from '../journal/paths.js';
 import { redo } from '../restore/replay.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
 import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';
 import { renumber, writeIntent } from './suffix.js';
@@ -84,7 +84,7 @@ export interface RebaseReport<C = unknown, O = unknown> {
 }
 
 /** The paths of a device's files. */
-export type DevicePaths = ReturnType<typeof journalPaths>;
+export type DevicePaths = JournalPaths;
 
 export interface DeviceParts<C, O> {
   fs: FileSystem;

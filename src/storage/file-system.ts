@@ -58,6 +58,14 @@ export interface FileSystem {
   tryLockExclusive?(path: string): { release(): void } | undefined;
 }
 
+/** What a runtime (Node, a browser) gives Mycelite: its files, and how it names paths. */
+export interface Runtime {
+  fs: FileSystem;
+  /** An absolute, normalized path for `path`. */
+  resolve(path: string): string;
+  tempPath(): string;
+}
+
 /** Reads exactly `length` bytes at `offset` (zeros past end of file). */
 export function readAt(file: FileHandle, offset: number, length: number): Uint8Array {
   const buf = new Uint8Array(length);
