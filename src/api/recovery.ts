@@ -26,6 +26,7 @@ import {
 } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { historyPages } from '../timetravel/history-pages.js';
+import { RecoveryError, step } from './errors.js';
 import { fileIs, rebuild, redoAside } from './redo.js';
 
 /** Something open() did to keep the user's data that the user must hear about. */
@@ -65,14 +66,6 @@ export interface Recovered {
   journal: JournalWriter;
   /** Snapshot bodies known good up to this txid (from the marker, when the journal is the same). */
   checkedTxid: bigint;
-}
-
-/** Raised for a state open() must not repair on its own (the message says what to do). */
-export class RecoveryError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RecoveryError';
-  }
 }
 
 /** Runs the recovery steps in order; the database file and journal agree when it returns. */
@@ -126,15 +119,6 @@ export function recoverWriter(ctx: RecoveryContext): Recovered {
   } catch (e) {
     journal.close();
     throw e;
-  }
-}
-
-function step<T>(name: string, run: () => T): T {
-  try {
-    return run();
-  } catch (e) {
-    if (e instanceof RecoveryError) throw e;
-    throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -17,17 +17,18 @@ import { type MyceliteDatabase, type MyceliteOptions, openWith } from '../api/op
 import { asFound } from './as-found.js';
 import { nodeRuntime } from './runtime.js';
 
+export { OpenError } from '../api/errors.js';
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
-export { OpenError } from '../api/open.js';
 
-import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, OpenError, refuseWal } from '../api/open.js';
+import { OpenError } from '../api/errors.js';
+import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, refuseWal } from '../api/open.js';
 
 export { SyncError } from '../sync/push-errors.js';
 export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
 
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import { installMyceliteVfs } from '../vfs/vfs.js';
+import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 
 export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
@@ -71,8 +72,8 @@ export async function openReadonly(file: string, options: ReadonlyOptions = {}):
   const behind = await lagsJournal(nodeRuntime, resolved);
   if (behind) throw new OpenError(`cannot open ${file} read-only: ${behind}`);
   const sqlite3 = await loadSqlite();
-  installMyceliteVfs(sqlite3, 'mycelite', { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
-  const db = Database.open(sqlite3, resolved, { readonly: true, vfs: 'mycelite' });
+  installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
+  const db = Database.open(sqlite3, resolved, { readonly: true, vfs: MYCELITE_VFS });
   db.pragma(`busy_timeout = ${options.timeout ?? DEFAULT_TIMEOUT}`);
   return db;
 }

@@ -42,7 +42,7 @@ import {
   readAt,
   writeFileAtomic,
 } from '../storage/file-system.js';
-import { installMyceliteVfs } from '../vfs/vfs.js';
+import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import {
   ApplyBusyError,
   ChecksumMismatchError,
@@ -55,7 +55,6 @@ import {
 } from './apply.js';
 import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, sameId } from './kept.js';
 
-const VFS_NAME = 'mycelite';
 /**
  * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
  * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept. Always
@@ -174,11 +173,11 @@ export class ReplicaStore {
     let file: ReplicaFile | undefined;
     let store: ReplicaStore | undefined;
     try {
-      installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
+      installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
       if (creating) fs.syncDir(dbPath);
       if (!hasJournal && !resetting) writeFileAtomic(fs, p.replica, (f) => f.write(REPLICA_TAG, 0));
-      file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
+      file = new ReplicaFile(sqlite3, fs, dbPath, MYCELITE_VFS);
       marker = fs.open(p.inflight, { create: true });
       store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release());
       await store.recover();
@@ -561,7 +560,7 @@ export class ReplicaStore {
       if (journal?.last) writeFileAtomic(fs, this.dbPath, (out) => replay(fileSource(journal.handle), out));
       else writeFileAtomic(fs, this.dbPath, () => {});
     } finally {
-      this.file = new ReplicaFile(this.sqlite3, fs, this.dbPath, VFS_NAME);
+      this.file = new ReplicaFile(this.sqlite3, fs, this.dbPath, MYCELITE_VFS);
     }
     this.onReplaced?.();
   }

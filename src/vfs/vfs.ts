@@ -49,6 +49,9 @@ export interface MyceliteVfs {
   forget(path: string): void;
 }
 
+/** The name the Mycelite VFS is registered under, for the writer, replicas and read-only connections. */
+export const MYCELITE_VFS = 'mycelite';
+
 const installed = new Map<string, MyceliteVfs>();
 
 /** Registers (once per name) the Mycelite VFS with the loaded SQLite module. */
