@@ -3,6 +3,7 @@
  * the write lease. Snapshots are real ones from the real writer. Every refusal is checked to leave the
  * stored journal unchanged.
  */
+
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,6 +11,8 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import type { Position } from '../src/format/index.js';
+import { toHex } from '../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
   EMPTY_POSITION,
@@ -18,8 +21,6 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
   HEADER_MODE,
-  toHex,
-  type WirePosition,
 } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {
@@ -40,7 +41,7 @@ let wt: string;
 let rt: string;
 let epoch: number;
 
-const pos = (h: History, n: number): WirePosition =>
+const pos = (h: History, n: number): Position =>
   n === 0
     ? EMPTY_POSITION
     : { txid: h.snapshots[n - 1]!.header.txid, checksum: h.snapshots[n - 1]!.header.postChecksum };
@@ -51,7 +52,7 @@ const body = (h: History, from: number, to: number): Uint8Array =>
 async function push(opts: {
   db?: string;
   token?: string | null;
-  base: WirePosition;
+  base: Position;
   bytes: Uint8Array;
   journal?: Uint8Array;
   epoch?: number;

@@ -6,6 +6,7 @@
 // names; bodies that never end (chunked and slow) and slowloris headers, cut by the server's timeouts;
 // hundreds of connections against a small limit (a clear 503, bounded memory, the limit released); and no
 // secret — key or token — in a CLI hub's logs even at debug level.
+
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -14,6 +15,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import { toHex } from '../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
   EMPTY_POSITION,
@@ -21,7 +23,6 @@ import {
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
-  toHex,
 } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {

@@ -3,14 +3,15 @@
  * database into a new journal, then hand out a better-sqlite3-like connection whose every committed
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
+
 import { Capture } from '../capture/capture.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
-import { JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
+import { JournalReader, loadHash, type Position, type SnapshotInfo } from '../format/index.js';
 import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
 import { type JournalPaths, journalPaths, missingDirectory } from '../journal/paths.js';
 import { isWalDatabase } from '../journal/sqlite-header.js';
 import { readSyncedMarker, setSyncedMarker } from '../journal/synced-marker.js';

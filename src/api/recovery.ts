@@ -12,10 +12,17 @@
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
-import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
+import {
+  decodeFileHeader,
+  FILE_HEADER_SIZE,
+  type Position,
+  type SnapshotInfo,
+  samePosition,
+  xxh64,
+} from '../format/index.js';
 import { historyEnd } from '../history/source.js';
 import { hasDamage, type JournalScan, type KnownPoint, scanJournal } from '../journal/journal-scan.js';
-import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { JournalWriter } from '../journal/journal-writer.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import {
@@ -309,7 +316,13 @@ function catchUp(
   try {
     // Clean: the marker is the head and the file is as the marker saw it (constant time).
     const print = good?.fingerprint;
-    if (!interrupted && good && samePoint(good, head) && print && sameFingerprint(fingerprintOf(db), print)) {
+    if (
+      !interrupted &&
+      good &&
+      samePosition(good, head) &&
+      print &&
+      sameFingerprint(fingerprintOf(db), print)
+    ) {
       return 'equal';
     }
     // A file SQLite shrank at its commit point and a crash kept from truncating (durability 'sqlite').
@@ -345,10 +358,6 @@ function missingDatabase(ctx: RecoveryContext, head: Position): RecoveryError {
     `${ctx.name} is missing or empty but its journal holds ${head.txid} snapshots: restore it with ` +
       `\`mycelite restore ${ctx.name} --output ${ctx.name}\`, or move ${ctx.paths.dir} away to start a new history`,
   );
-}
-
-function samePoint(a: Position, b: Position): boolean {
-  return a.txid === b.txid && a.checksum === b.checksum;
 }
 
 /**

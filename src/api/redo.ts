@@ -3,11 +3,11 @@
  * up to the journal"): compare it with a journal state, redo the snapshots after the synced marker aside,
  * or rebuild it from the whole history.
  */
-import type { ByteSource } from '../format/index.js';
+
+import type { ByteSource, Position } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
-import type { Position } from '../journal/journal-writer.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { readPageSize } from '../journal/sqlite-header.js';
 import { redo, redoPoint, replay } from '../restore/replay.js';

@@ -2,14 +2,15 @@
  * The hub's HTTP routes (docs/PROTOCOL.md, "Endpoints") as a hono app. Every `/v1` request is
  * authorized first (before its name is used or its body is read); every error is `{error, message}`.
  */
+
 import { type Context, Hono } from 'hono';
+import { toHex } from '../format/index.js';
 import {
   API_PREFIX,
   DEFAULT_LEASE_TTL_MS,
   HubError,
   MAX_LEASE_TTL_MS,
   MIN_LEASE_TTL_MS,
-  toHex,
   toJsonPosition,
 } from '../protocol/index.js';
 import { verifyToken } from './auth.js';

@@ -36,9 +36,9 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { concatBytes, type SnapshotHeader } from '../format/index.js';
+import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import type { DbMode } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
@@ -469,7 +469,7 @@ export class NatsStorage implements HubStorage {
 
   async append(
     db: string,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
@@ -552,7 +552,7 @@ export class NatsStorage implements HubStorage {
   private async publish(
     db: string,
     expectSeq: number,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     mode: DbMode,

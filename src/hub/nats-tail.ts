@@ -7,6 +7,7 @@
  * `waitSeq()` lets callers wait until the view holds a given stream sequence, which makes state() exact
  * across hubs (src/hub/nats-storage.ts).
  */
+
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import {
@@ -15,17 +16,12 @@ import {
   decodeSnapshotHeader,
   FLAG_FULL_IMAGE,
   memorySource,
+  type Position,
   type SnapshotHeader,
-} from '../format/index.js';
-import {
-  type DbMode,
-  parseJournalId,
-  parseMode,
-  parsePosition,
   samePosition,
   toHex,
-  type WirePosition,
-} from '../protocol/index.js';
+} from '../format/index.js';
+import { type DbMode, parseJournalId, parseMode, parsePosition } from '../protocol/index.js';
 import {
   HDR_APPEND,
   HDR_BASE,
@@ -105,8 +101,8 @@ export class DbTail {
   journalId: Uint8Array | undefined;
   /** The database's mode: that of the first append (every later one has the same). */
   mode: DbMode = 'single';
-  base: WirePosition = { txid: 0n, checksum: 0n };
-  head: WirePosition = { txid: 0n, checksum: 0n };
+  base: Position = { txid: 0n, checksum: 0n };
+  head: Position = { txid: 0n, checksum: 0n };
   headTimestamp = 0;
   /** snaps[i] is snapshot base.txid + 1 + i. */
   readonly snaps: IndexedSnapshot[] = [];

@@ -2,8 +2,16 @@
  * `POST /v1/db/{name}/snapshots` (docs/PROTOCOL.md, "push"): checks in the protocol's order, and stores
  * nothing unless the whole body arrived and validated and it continues the hub's head.
  */
+
 import type { Context } from 'hono';
-import { FLAG_FULL_IMAGE, JournalFormatError } from '../format/index.js';
+import {
+  FLAG_FULL_IMAGE,
+  JournalFormatError,
+  type Position,
+  sameBytes,
+  samePosition,
+  toHex,
+} from '../format/index.js';
 import {
   type DbMode,
   describeMode,
@@ -18,10 +26,7 @@ import {
   parseMode,
   parsePosition,
   StreamParser,
-  samePosition,
-  toHex,
   toJsonPosition,
-  type WirePosition,
 } from '../protocol/index.js';
 import { authorizeName, badRequest, type HubContext } from './context.js';
 import { checkAndRenew, checkEpoch } from './lease.js';
@@ -69,7 +74,7 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   // 4. mode and history
   const state = await ctx.storage.state(name);
   if (state && state.mode !== mode) throw otherMode(state, mode);
-  if (state && toHex(state.journalId) !== toHex(journalId)) throw otherHistory(state);
+  if (state && !sameBytes(state.journalId, journalId)) throw otherHistory(state);
   // 5. idempotence: skip what the hub holds already
   if (!state) {
     // A new database: the history starts at the body's base, from the empty database or a full image.
@@ -113,7 +118,7 @@ async function append(
   ctx: HubContext,
   c: Context,
   { name, epoch, journalId, mode, creating }: Pushing,
-  head: WirePosition,
+  head: Position,
   rest: EncodedSnapshot[],
   skipped: number,
 ): Promise<Response> {
@@ -142,12 +147,7 @@ async function append(
 }
 
 /** Reads and validates the whole body; throws 400 bad_body (with the byte offset) or 413. */
-async function readBody(
-  c: Context,
-  base: WirePosition,
-  length: number,
-  max: number,
-): Promise<EncodedSnapshot[]> {
+async function readBody(c: Context, base: Position, length: number, max: number): Promise<EncodedSnapshot[]> {
   const body = c.req.raw.body;
   if (!body) throw badRequest('the push has no body');
   const parser = new StreamParser({ stream: false, base, maxSnapshot: max });
@@ -199,7 +199,7 @@ function tooLarge(limit: number, size: number): HubError {
   });
 }
 
-function headMismatch(head: WirePosition, why: string): HubError {
+function headMismatch(head: Position, why: string): HubError {
   return new HubError({
     error: 'head_mismatch',
     message: `the push does not continue the hub's head ${head.txid} (${why}); read the head and push from there`,

@@ -16,7 +16,7 @@
 import * as path from 'node:path';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import type { Position } from '../journal/journal-writer.js';
+import type { Position } from '../format/index.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
 import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
 import { checkHubOptions } from '../sync/writer-start.js';

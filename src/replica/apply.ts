@@ -14,10 +14,11 @@ import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import {
   FLAG_FULL_IMAGE,
-  hex,
+  hex64,
   memorySource,
   pageTerm,
   type SnapshotHeader,
+  sameBytes,
   samePage,
   walkPatches,
 } from '../format/index.js';
@@ -114,7 +115,7 @@ export function checkImage(bytes: Uint8Array, h: SnapshotHeader): void {
   }
   if (sum !== h.postChecksum) {
     throw new ImageMismatchError(
-      `${what} gives checksum ${hex(sum)}, not its postChecksum ${hex(h.postChecksum)}: ` +
+      `${what} gives checksum ${hex64(sum)}, not its postChecksum ${hex64(h.postChecksum)}: ` +
         'the hub sent a damaged image, nothing was changed',
     );
   }
@@ -282,7 +283,7 @@ export class ReplicaFile {
     const full = (h.flags & FLAG_FULL_IMAGE) !== 0;
     if (!full && h.preChecksum !== current) {
       throw new ChecksumMismatchError(
-        `snapshot ${h.txid} starts from checksum ${hex(h.preChecksum)} but the replica is at ${hex(current)}`,
+        `snapshot ${h.txid} starts from checksum ${hex64(h.preChecksum)} but the replica is at ${hex64(current)}`,
       );
     }
     const shape = this.shape();
@@ -313,7 +314,7 @@ export class ReplicaFile {
     const what = `snapshots ${first.txid}..${last.txid}`;
     if (first.preChecksum !== current) {
       throw new ChecksumMismatchError(
-        `${what} start from checksum ${hex(first.preChecksum)} but the replica is at ${hex(current)}`,
+        `${what} start from checksum ${hex64(first.preChecksum)} but the replica is at ${hex64(current)}`,
       );
     }
     const shape = this.shape();
@@ -341,7 +342,7 @@ export class ReplicaFile {
       const sum = write();
       if (sum !== expect) {
         throw new ChecksumMismatchError(
-          `${what} would give checksum ${hex(sum)}, not the postChecksum ${hex(expect)}: ` +
+          `${what} would give checksum ${hex64(sum)}, not the postChecksum ${hex64(expect)}: ` +
             'the replica database differs from the history it follows',
         );
       }
@@ -576,12 +577,6 @@ function asRollback(page: Uint8Array, pgno: number): Uint8Array {
 function setCounter(page1: Uint8Array, counter: Uint8Array): void {
   page1.set(counter.subarray(0, 4), 24);
   page1.set(counter.subarray(4, 12), 92);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 export { getCounter, setCounter };

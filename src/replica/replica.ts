@@ -23,16 +23,18 @@ import {
   type FileHeader,
   FLAG_FULL_IMAGE,
   FORMAT_VERSION,
-  hex,
+  hex64,
   JournalFormatError,
   JournalReader,
   loadHash,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
   type SnapshotInfo,
+  sameBytes,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths, missingDirectory } from '../journal/paths.js';
 import { replay } from '../restore/replay.js';
 import {
@@ -53,7 +55,7 @@ import {
   ReplicaFile,
   unpack,
 } from './apply.js';
-import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, sameId } from './kept.js';
+import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath } from './kept.js';
 
 /**
  * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
@@ -349,7 +351,7 @@ export class ReplicaStore {
     const step = this.file.plan(bytes, h);
     this.setMarker(step, undefined, suffix);
     try {
-      if (kept && old && !sameId(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
+      if (kept && old && !sameBytes(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
       await this.applyRetrying(() => this.file.apply(bytes, h, 0n));
     } catch (e) {
       if (!(e instanceof ChecksumMismatchError)) throw e; // the marker stays: recover() settles it
@@ -448,7 +450,7 @@ export class ReplicaStore {
     return {
       from: before?.last ? positionOf(before) : undefined,
       to: positionOf(after),
-      otherHistory: before?.last !== undefined && !sameId(before.journalId, after.journalId),
+      otherHistory: before?.last !== undefined && !sameBytes(before.journalId, after.journalId),
       keptAt: before?.last ? kept : undefined,
     };
   }
@@ -600,7 +602,7 @@ export class ReplicaStore {
   checkDatabase(): { ok: boolean; checksum: string; expected: string } {
     const pos = this.journal?.position ?? { txid: 0n, checksum: 0n };
     const sum = this.file.checksum();
-    return { ok: sum === pos.checksum, checksum: hex(sum), expected: hex(pos.checksum) };
+    return { ok: sum === pos.checksum, checksum: hex64(sum), expected: hex64(pos.checksum) };
   }
 
   /** True while an apply did not finish (a failed apply): call `recover()` before going on. */

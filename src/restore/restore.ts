@@ -7,7 +7,7 @@ import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
   FLAG_OUTSIDE,
-  hex,
+  hex64,
   JournalFormatError,
   JournalReader,
   loadHash,
@@ -214,7 +214,7 @@ export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerat
         bytes: s.length,
         dbPages: s.dbPages,
         pageSize: s.pageSize,
-        checksum: hex(s.postChecksum),
+        checksum: hex64(s.postChecksum),
       };
     }
   } finally {

@@ -27,13 +27,15 @@ import {
   FORMAT_VERSION,
   JournalReader,
   memorySource,
+  type Position,
   type SnapshotHeader,
   type SnapshotInfo,
+  samePosition,
   walkPatches,
 } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
 import { PageFile } from '../journal/page-file.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { redo } from '../restore/replay.js';
@@ -370,7 +372,7 @@ export class Device<C = unknown, O = unknown> {
     } else {
       const { snapshots } = this.suffix();
       const at = this.p.queue.base;
-      const isBase = from.txid === at.txid && from.checksum === at.checksum;
+      const isBase = samePosition(from, at);
       // A point is a txid and its checksum: another device's snapshot may have the txid of one of ours.
       const i = isBase
         ? 0
@@ -405,7 +407,7 @@ export class Device<C = unknown, O = unknown> {
   /** The hub holds the local snapshots up to `head` (a point after the base): they are no longer pending. */
   pushed(head: Position): void {
     const q = this.p.queue;
-    if (head.txid === q.base.txid && head.checksum === q.base.checksum) return;
+    if (samePosition(head, q.base)) return;
     if (this.localPoint(head) !== 'in') {
       // A base the journal does not hold would make the device state unusable: refuse it here.
       throw new Error(`txid ${head.txid} is not a point of the local history after the base`);

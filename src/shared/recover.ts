@@ -9,9 +9,15 @@
  *    a record whose snapshots are gone is dropped. The journal's tail is then exactly the pending changes.
  */
 
-import { FLAG_OUTSIDE, JournalReader, type SnapshotInfo, walkPatches } from '../format/index.js';
+import {
+  FLAG_OUTSIDE,
+  JournalReader,
+  type Position,
+  type SnapshotInfo,
+  walkPatches,
+} from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
 import { setSyncedMarker } from '../journal/synced-marker.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';

@@ -14,6 +14,7 @@ import {
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotInfo,
+  sameBytes,
 } from '../format/index.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { JournalIndex, readNewSnapshots } from './journal-index.js';
@@ -75,8 +76,8 @@ export class CommittedTail {
     try {
       const unchanged =
         this.source.size() >= last.offset + last.length &&
-        equal(this.source.read(last.offset, SNAPSHOT_HEADER_SIZE), header) &&
-        equal(this.source.read(trailerAt, SNAPSHOT_TRAILER_SIZE), trailer);
+        sameBytes(this.source.read(last.offset, SNAPSHOT_HEADER_SIZE), header) &&
+        sameBytes(this.source.read(trailerAt, SNAPSHOT_TRAILER_SIZE), trailer);
       state = !unchanged
         ? 'changed'
         : this.hotJournalNonce() === last.commitTag
@@ -130,10 +131,4 @@ export class CommittedTail {
     const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
     return nonce === 0 ? undefined : nonce;
   }
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
