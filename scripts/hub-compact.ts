@@ -14,9 +14,8 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import type { Position } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
-import type { EncodedSnapshot } from '../src/hub/storage.js';
 import { open } from '../src/node/index.js';
-import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { readJournal } from '../test/helpers/hub.js';
 import { percentile } from './measure.js';
 

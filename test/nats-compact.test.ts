@@ -24,10 +24,10 @@ import type { CompactOutcome } from '../src/hub/compact-worker.js';
 import { ImageCache } from '../src/hub/image-cache.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { natsNames } from '../src/hub/nats-wire.js';
-import { BeforeBaseError, type EncodedSnapshot } from '../src/hub/storage.js';
+import { BeforeBaseError } from '../src/hub/storage.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
 import {
   concatBytes,

@@ -24,7 +24,7 @@ import { historyEnd } from '../history/source.js';
 import { hasDamage, type JournalScan, type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import type { JournalPaths } from '../journal/paths.js';
-import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { hotJournalNonce, readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import {
   fingerprintOf,
   readSyncedMarker,
@@ -198,17 +198,8 @@ function rollBackHotJournal(
   known: KnownPoint | undefined,
 ): JournalScan | undefined {
   const { fs, dbPath } = ctx;
-  const rj = `${dbPath}-journal`;
-  if (fs.fileSize(rj) < 28) return undefined;
-  const head = new Uint8Array(28);
-  const f = fs.open(rj, { readonly: true });
-  try {
-    f.read(head, 0);
-  } finally {
-    f.close();
-  }
-  if (head[0] === 0) return undefined;
-  const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
+  const nonce = hotJournalNonce(fs, dbPath);
+  if (nonce === undefined) return undefined;
   let out = scan;
   if (scan.last && nonce !== 0 && scan.last.commitTag === nonce) {
     const j = fs.open(ctx.paths.journal);

@@ -31,7 +31,7 @@ import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { checkDbName, type DbMode } from '../protocol/index.js';
+import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
@@ -40,14 +40,7 @@ import { readModeFile, writeModeFile } from './fs-mode.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
 import { findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
-import type {
-  AppendListener,
-  AppendResult,
-  DbState,
-  EncodedSnapshot,
-  HubStorage,
-  StoredLease,
-} from './storage.js';
+import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
 import { runJob } from './worker.js';
 

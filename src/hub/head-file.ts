@@ -27,10 +27,10 @@ import {
 } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { NodeFileSystem } from '../node/node-fs.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { hashingSource, redo } from '../restore/replay.js';
 import type { FileHandle } from '../storage/file-system.js';
 import { applyChecked, DoesNotApplyError, type PageCount, type PageStore } from './page-check.js';
-import type { EncodedSnapshot } from './storage.js';
 
 /** The position the head file's pages hold: a state of one history, and its page geometry. */
 export interface HeadPosition extends PageCount {

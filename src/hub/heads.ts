@@ -27,9 +27,10 @@ import { checkpointBefore } from '../history/points.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { NodeFileSystem } from '../node/node-fs.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { HeadFile, type HeadPosition, type Staged } from './head-file.js';
 import { DoesNotApplyError } from './page-check.js';
-import type { DbState, EncodedSnapshot, HubStorage } from './storage.js';
+import type { DbState, HubStorage } from './storage.js';
 
 export type { Staged } from './head-file.js';
 export { DoesNotApplyError } from './page-check.js';

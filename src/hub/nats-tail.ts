@@ -21,7 +21,13 @@ import {
   samePosition,
   toHex,
 } from '../format/index.js';
-import { type DbMode, parseJournalId, parseMode, parsePosition } from '../protocol/index.js';
+import {
+  type DbMode,
+  type EncodedSnapshot,
+  parseJournalId,
+  parseMode,
+  parsePosition,
+} from '../protocol/index.js';
 import {
   HDR_APPEND,
   HDR_BASE,
@@ -31,13 +37,7 @@ import {
   HDR_PART,
   parsePart,
 } from './nats-wire.js';
-import {
-  type AppendListener,
-  BeforeBaseError,
-  type DbState,
-  type EncodedSnapshot,
-  StorageUnavailableError,
-} from './storage.js';
+import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
 export interface AppendRef {

@@ -16,6 +16,7 @@ import {
   type DbMode,
   describeMode,
   EMPTY_POSITION,
+  type EncodedSnapshot,
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
@@ -31,7 +32,7 @@ import {
 import { authorizeName, badRequest, type HubContext } from './context.js';
 import { checkAndRenew, checkEpoch } from './lease.js';
 import type { PushRejectReason } from './metrics.js';
-import type { DbState, EncodedSnapshot } from './storage.js';
+import type { DbState } from './storage.js';
 
 export async function handlePush(ctx: HubContext, c: Context): Promise<Response> {
   try {

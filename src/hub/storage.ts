@@ -5,15 +5,9 @@
  */
 
 import { type Position, type SnapshotHeader, sameBytes, samePosition } from '../format/index.js';
-import type { DbMode } from '../protocol/index.js';
+import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import type { DamageReport } from './heads.js';
-
-/** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
-export interface EncodedSnapshot {
-  bytes: Uint8Array;
-  header: SnapshotHeader;
-}
 
 /** What the hub holds of one database. */
 export interface DbState {

@@ -49,6 +49,14 @@ export interface StreamParserOptions {
   keepInflated?: boolean;
 }
 
+/** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
+export interface EncodedSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+  /** The same snapshot with its body inflated, when the stream parser kept it (`keepInflated`). */
+  raw?: UnpackedSnapshot;
+}
+
 /** A snapshot with its body uncompressed: for walking its patches, never for storing. */
 export interface UnpackedSnapshot {
   bytes: Uint8Array;

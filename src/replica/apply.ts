@@ -22,7 +22,8 @@ import {
   samePage,
   walkPatches,
 } from '../format/index.js';
-import { type UnpackedSnapshot, unpackSnapshot } from '../protocol/stream.js';
+import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { type EncodedSnapshot, unpackSnapshot } from '../protocol/stream.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
@@ -39,14 +40,6 @@ export interface PostStep {
    * bytes back. Absent in a step read back from the inflight marker.
    */
   format?: Uint8Array;
-}
-
-/** A validated snapshot as received: its encoded bytes and its header. */
-export interface EncodedSnapshot {
-  bytes: Uint8Array;
-  header: SnapshotHeader;
-  /** The same snapshot with its body inflated, when the stream parser kept it. */
-  raw?: UnpackedSnapshot;
 }
 
 /**
@@ -198,12 +191,8 @@ export class ReplicaFile {
     if (size < 100) return { pageSize: 0, pages: 0 };
     const f = this.fs.open(this.path, { readonly: true });
     try {
-      const h = readAt(f, 0, 100);
-      const v = new DataView(h.buffer);
-      const ps = v.getUint16(16) === 1 ? 65536 : v.getUint16(16);
-      const inHeader = v.getUint32(28);
-      const pages = inHeader > 0 && v.getUint32(24) === v.getUint32(92) ? inHeader : Math.floor(size / ps);
-      return { pageSize: ps, pages };
+      const pageSize = readPageSize(f);
+      return { pageSize, pages: readDbPages(f, pageSize) };
     } finally {
       f.close();
     }

@@ -12,11 +12,11 @@ import {
   samePosition,
   toHex,
 } from '../format/index.js';
-import { DEAD_STREAM_MS, HubError, StreamParser } from '../protocol/index.js';
+import { DEAD_STREAM_MS, type EncodedSnapshot, HubError, StreamParser } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
 import { isTransient } from '../sync/push-errors.js';
-import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
+import { ChecksumMismatchError } from './apply.js';
 import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
 
 /**

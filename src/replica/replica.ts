@@ -36,6 +36,7 @@ import {
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths, missingDirectory } from '../journal/paths.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
 import {
   type FileHandle,
@@ -49,7 +50,6 @@ import {
   ApplyBusyError,
   ChecksumMismatchError,
   checkImage,
-  type EncodedSnapshot,
   ImageMismatchError,
   type PostStep,
   ReplicaFile,

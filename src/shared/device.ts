@@ -540,7 +540,7 @@ export class Device<C = unknown, O = unknown> {
   private rewriteTail(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
     const { fs, paths, capture, journal, queue } = this.p;
     // The file (and the journal, written without fsyncs) must be durable at the final state first.
-    capture.checkpoint(true);
+    capture.checkpoint({ force: true });
     const first = incoming[0]!.header;
     const target = incoming[incoming.length - 1]!.header;
     const parts: Uint8Array[] = [];

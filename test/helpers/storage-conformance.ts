@@ -9,8 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Position, xxh64 } from '../../src/format/index.js';
-import type { EncodedSnapshot, HubStorage, StoredLease } from '../../src/hub/index.js';
-import { EMPTY_POSITION } from '../../src/protocol/index.js';
+import type { HubStorage, StoredLease } from '../../src/hub/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../../src/protocol/index.js';
 import { concatBytes, damage, type History, makeHistory, sampleStatements, tamper } from './hub.js';
 import { replayTo, sha256 } from './util.js';
 
