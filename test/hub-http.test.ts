@@ -29,12 +29,15 @@ import {
   makeHistory,
   sampleStatements,
   startTestHub,
+  TestClock,
   type TestHub,
 } from './helpers/hub.js';
 import { cleanupTempDirs, sha256, tempDir } from './helpers/util.js';
 
 const LIMIT = 24 * 1024;
 let t: TestHub;
+/** The hub's clock: leases expire when a test moves it. */
+const clock = new TestClock();
 let h: History;
 let other: History;
 let wt: string;
@@ -106,7 +109,7 @@ before(async () => {
   const dir = tempDir();
   h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(10, 3000));
   other = await makeHistory(path.join(dir, 'b.db'), sampleStatements(3));
-  t = await startTestHub(undefined, { maxBody: LIMIT });
+  t = await startTestHub(undefined, { maxBody: LIMIT, now: clock.now });
   wt = await t.token('app', 'writer');
   rt = await t.token('app', 'reader');
   epoch = (await new HubClient({ url: t.url, db: 'app', token: wt }).takeLease('w1', 60_000)).epoch;
@@ -469,7 +472,7 @@ describe('hub: write lease', () => {
       },
     );
     await a.push(body(h, 0, 1), { journalId: h.journalId, base: EMPTY_POSITION, epoch: 1 });
-    await new Promise((r) => setTimeout(r, 1100)); // the lease expires
+    clock.advance(1100); // the lease expires
     const bob = await a.takeLease('bob', 60_000);
     assert.equal(bob.epoch, 2);
     const before = stored(db);

@@ -32,11 +32,14 @@ import {
   makeHistory,
   sampleStatements,
   startTestHub,
+  TestClock,
   type TestHub,
 } from './helpers/hub.js';
 import { cleanupTempDirs, sha256, tempDir } from './helpers/util.js';
 
 let t: TestHub;
+/** The hub's clock: leases expire when a test moves it. */
+const clock = new TestClock();
 let h: History;
 let writer: string;
 let epoch: number;
@@ -59,7 +62,12 @@ function stored(): string {
 
 before(async () => {
   h = await makeHistory(path.join(tempDir(), 'a.db'), sampleStatements(6, 500));
-  t = await startTestHub(undefined, { maxBody: 64 * 1024, requestTimeoutMs: 1500, headersTimeoutMs: 700 });
+  t = await startTestHub(undefined, {
+    maxBody: 64 * 1024,
+    requestTimeoutMs: 1500,
+    headersTimeoutMs: 700,
+    now: clock.now,
+  });
   writer = await t.token('app', 'writer');
   epoch = (await new HubClient({ url: t.url, db: 'app', token: writer }).takeLease('w1', 600_000)).epoch;
   await new HubClient({ url: t.url, db: 'app', token: writer }).push(body(0, 3), {
@@ -170,7 +178,7 @@ describe('security: auth matrix on every endpoint', () => {
     const mine = new HubClient({ url: t.url, db: 'fenced', token: await t.token('fenced', 'writer') });
     const first = await mine.takeLease('old', 1000);
     await mine.push(body(0, 1), { journalId: h.journalId, base: pos(0), epoch: first.epoch });
-    await new Promise((r) => setTimeout(r, 1100)); // the old lease expires
+    clock.advance(1100); // the old lease expires
     const next = await mine.takeLease('new', 60_000);
     assert.equal(next.epoch, first.epoch + 1);
     const journal = path.join(t.dir, 'dbs', 'fenced', 'journal');

@@ -95,7 +95,7 @@ export function createApp(ctx: HubContext): Hono {
     const name = await authorizeName(ctx, c, 'reader');
     const state = await ctx.storage.state(name);
     if (!state) throw notFound(name);
-    const lease = activeLease(await ctx.storage.getLease(name));
+    const lease = activeLease(await ctx.storage.getLease(name), ctx.now());
     return c.json({
       name,
       journal: toHex(state.journalId),
@@ -120,7 +120,7 @@ export function createApp(ctx: HubContext): Hono {
     ) {
       throw badRequest(`"ttlMs" must be an integer from ${MIN_LEASE_TTL_MS} to ${MAX_LEASE_TTL_MS}`);
     }
-    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number);
+    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number, ctx.now);
     ctx.log.info({ db: name, epoch: lease.epoch }, 'lease taken');
     return c.json({ ...jsonLease(lease), holder: lease.holder });
   });

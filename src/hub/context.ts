@@ -32,6 +32,8 @@ export interface HubContext {
   followQueueLimit?: number;
   /** The demo web app (mycelite serve --demo). */
   web?: WebOptions;
+  /** The hub's clock (ms since the epoch): write leases expire by it. */
+  now: () => number;
   /** Whether the storage answered at its last health check (src/hub/health.ts); always, without checks. */
   health: { ready: boolean; message?: string };
 }

@@ -68,7 +68,7 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   const mode = parseMode(c.req.header(HEADER_MODE));
   if (!mode) throw badRequest(`header ${HEADER_MODE} must be "single" or "shared" (absent: single)`);
   // 2. the lease (a push renews it)
-  await checkAndRenew(ctx.storage, name, epoch);
+  await checkAndRenew(ctx.storage, name, epoch, ctx.now);
   // 3. the whole body, validated
   const snapshots = await readBody(c, base, length, ctx.maxBody);
   ctx.metrics.bytesReceived.inc(length);

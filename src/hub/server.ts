@@ -52,6 +52,8 @@ export interface HubOptions {
   web?: WebOptions;
   /** Where logs go (default stderr). */
   logDestination?: pino.DestinationStream;
+  /** The hub's clock (ms since the epoch; default Date.now): write leases expire by it (tests move it). */
+  now?: () => number;
   /** Time to receive a whole request, headers and body, before the connection is cut (ms; default 120 s). */
   requestTimeoutMs?: number;
   /** Time to receive a request's headers before the connection is cut (ms; default 20 s). */
@@ -114,6 +116,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     streams: new Set(),
     followQueueLimit: options.followQueueLimit,
     web: options.web,
+    now: options.now ?? Date.now,
     health: { ready: true },
   };
   const swept = await ctx.images.sweep();

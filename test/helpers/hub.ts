@@ -61,6 +61,18 @@ async function tokenWith(key: Uint8Array, db: string, role: Role, ttlSeconds = 3
 }
 
 /**
+ * A clock a test moves by hand, for a hub's `now`: real time plus what the test advanced it by, so a
+ * lease expires at once instead of after a wait.
+ */
+export class TestClock {
+  private ahead = 0;
+  readonly now = (): number => Date.now() + this.ahead;
+  advance(ms: number): void {
+    this.ahead += ms;
+  }
+}
+
+/**
  * Starts a hub in this process on 127.0.0.1, port 0, logs silent (override with `options`). The data
  * directory is `dir`, or a new temp dir (not removed: call `fs.rmSync(t.dir, …)` if you care).
  */
