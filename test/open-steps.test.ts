@@ -28,7 +28,7 @@ function causes(e: unknown): unknown[] {
 for (const [label, step] of [
   ['journal.read', 'read the journal'],
   ['synced.sync', 'set the synced marker'],
-  ['inflight.open', 'set the synced marker'],
+  ['inflight.open', 'read the inflight marker'],
 ] as const) {
   test(`a fault at ${label} fails open() in the step "${step}", with the fault as its cause`, async () => {
     const file = path.join(tempDir('open-steps-'), 'app.db');
