@@ -414,9 +414,9 @@ export class ReplicaStore {
     }
     if (kept && k && !fs.exists(k.journal)) {
       fs.delete(`${kept}.partial`);
-      fs.delete(kept, true);
+      fs.delete(kept, { syncDir: true });
     }
-    fs.delete(resetPath(this.journalPath), true);
+    fs.delete(resetPath(this.journalPath), { syncDir: true });
     if (this.markerReset || this.readMarker()?.kept !== undefined) this.clearMarker();
   }
 

@@ -580,7 +580,7 @@ export class Device<C = unknown, O = unknown> {
     writeIntent(fs, paths.rebase, { cut, tail, state });
     journal.replaceSuffix(fs, cut, tail);
     queue.rewrite({ txid: target.txid, checksum: target.postChecksum }, records);
-    fs.delete(paths.rebase, true);
+    fs.delete(paths.rebase, { syncDir: true });
     capture.afterRawWrite();
     this.kept = [];
   }

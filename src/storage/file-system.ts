@@ -42,13 +42,19 @@ export interface OpenOptions {
 }
 
 /** A directory tree of files. */
+/** Options of FileSystem.delete. */
+export interface DeleteOptions {
+  /** Make the deletion durable (fsync the directory), as `syncDir` does. */
+  syncDir?: boolean;
+}
+
 export interface FileSystem {
   open(path: string, options?: OpenOptions): FileHandle;
   exists(path: string): boolean;
   /** Size in bytes of the file at `path` (0 when missing). */
   fileSize(path: string): number;
   /** Deletes the file; with `syncDir`, makes the deletion durable. A missing file is not an error. */
-  delete(path: string, syncDir?: boolean): void;
+  delete(path: string, options?: DeleteOptions): void;
   /** Makes the creation, deletion or rename of entries in the directory holding `path` durable. */
   syncDir(path: string): void;
   mkdir(path: string): void;

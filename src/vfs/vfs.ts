@@ -307,7 +307,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const p = wasm.cstrToJs(zName) as string;
         const moved = rollbackFor(p);
         if (moved) moved.clear();
-        else fs.delete(p, syncDir !== 0);
+        else fs.delete(p, { syncDir: syncDir !== 0 });
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_DELETE);
