@@ -30,7 +30,7 @@ import {
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
-import { type JournalPaths, journalPaths } from '../journal/paths.js';
+import { journalPaths } from '../journal/paths.js';
 import { findConflictingLock } from '../node/file-lock.js';
 import { nodeRuntime } from '../node/runtime.js';
 import { Emitter } from '../sync/emitter.js';
@@ -175,7 +175,7 @@ function checkDatabase(file: string, shown: string): void {
 }
 
 class Sidecar {
-  readonly paths: JournalPaths;
+  readonly paths: ReturnType<typeof journalPaths>;
   readonly emitter = new Emitter<ReplicatorEvents>();
   journal!: JournalWriter;
   pusher: Pusher | undefined;
