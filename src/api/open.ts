@@ -145,8 +145,9 @@ export async function openWith(
   const [sqlite3] = await Promise.all([loadSqlite(), loadHash()]);
   const plan = checkOptions(rt, path, options);
   const w = new Writer(rt.fs, plan, options);
+  // Its errors say all there is (another writer holds it; the file-lock addon did not load): as they are.
+  w.takeLock();
   try {
-    step('take the writer lock', () => w.takeLock());
     step('check the database is not in WAL mode', () => w.refuseWal());
     const vfs = step('install the VFS', () =>
       installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs: w.fs, tempPath: rt.tempPath }),
