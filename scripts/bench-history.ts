@@ -21,7 +21,6 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { journalPaths } from '../src/api/paths.js';
 import {
   compressBody,
   FLAG_COMPRESSED,
@@ -37,6 +36,7 @@ import { checkpointBefore } from '../src/history/points.js';
 import { parseRetention } from '../src/history/policy.js';
 import { openHistory } from '../src/history/source.js';
 import { fileSource } from '../src/journal/file-source.js';
+import { journalPaths } from '../src/journal/paths.js';
 import { open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { compactDatabase } from '../src/restore/compact-database.js';

@@ -20,11 +20,10 @@ import { JournalReader, loadHash, type SnapshotInfo } from '../src/format/index.
 import { HeadFile } from '../src/hub/head-file.js';
 import { buildImageFile, ImageCache } from '../src/hub/image-cache.js';
 import { FsStorage } from '../src/hub/index.js';
-import type { EncodedSnapshot } from '../src/hub/storage.js';
 import { fileSource } from '../src/journal/file-source.js';
 import { open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { percentile } from './measure.js';
 
 const opts = new Command('bench-hub-verify')

@@ -7,14 +7,15 @@
  *
  *   node dist/scripts/hub-compact.js [--rows 2000] [--txns 600] [--probe 150]
  */
+
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command } from 'commander';
+import type { Position } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
-import type { EncodedSnapshot } from '../src/hub/storage.js';
 import { open } from '../src/node/index.js';
-import { EMPTY_POSITION, type WirePosition } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { readJournal } from '../test/helpers/hub.js';
 import { percentile } from './measure.js';
 
@@ -41,7 +42,7 @@ try {
   const h = await readJournal(`${dbPath}-mycelite/journal`);
   const snaps = h.snapshots;
   const s = await FsStorage.open(path.join(dir, 'hub'), { compaction: false });
-  let head: WirePosition = EMPTY_POSITION;
+  let head: Position = EMPTY_POSITION;
   const push = async (batch: EncodedSnapshot[]): Promise<number> => {
     const t0 = performance.now();
     const r = await s.append('db', head, h.journalId, batch);

@@ -1,5 +1,5 @@
 // Network faults between a writer, the hub and replicas, through a fault-injecting TCP proxy on loopback
-// (test/helpers/fault-proxy.ts): every chunk delayed, all traffic stalled then released, every request
+// (test/helpers/tcp-proxy.ts): every chunk delayed, all traffic stalled then released, every request
 // duplicated (the hub receives each push, lease call and read twice), a stall ended by a cut, and the hub
 // restarted on another port behind the proxy. After each phase: nothing lost (the hub holds every snapshot
 // the writer committed), nothing twice (the hub's journal equals the writer's, snapshot for snapshot), and
@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
-import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { readJournal, startTestHub, type TestHub } from './helpers/hub.js';
 import { prng } from './helpers/replica.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -55,7 +55,7 @@ test('delays, stalls, duplicated requests and a hub restart: nothing lost, nothi
   const dir = tempDir();
   let hub = await startTestHub(path.join(dir, 'hub'));
   cleanups.push(() => hub.close());
-  const proxy: FaultProxy = await startFaultProxy(hub.port);
+  const proxy: TcpProxy = await startTcpProxy(hub.port);
   cleanups.push(() => proxy.close());
   const writerPath = path.join(dir, 'w.db');
   const db = await open(writerPath, {

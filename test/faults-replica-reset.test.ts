@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { openWith, type Runtime } from '../src/api/open.js';
+import { openWith } from '../src/api/open.js';
 import {
   decodeFileHeader,
   encodeFileHeader,
@@ -26,6 +26,7 @@ import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
 import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
+import type { Runtime } from '../src/storage/file-system.js';
 import { prng, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, journalOf, tempDir } from './helpers/util.js';
 

@@ -5,29 +5,50 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { snapshotsAfter } from './helpers/replica.js';
+import { type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
+import type { Runtime } from '../src/storage/file-system.js';
+import { type Encoded, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, replayBytes, sha256, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());
 
-/** The replica's private crash-window steps, reached for exactly (as a crash would leave them). */
+/**
+ * The reset's crash window below needs a marker of another history with our txid and change counter,
+ * which no single failed operation of a real reset leaves: it is still set through the private method.
+ */
 interface Internals {
   setMarker(step: unknown): void;
-  file: { plan(bytes: Uint8Array, h: unknown): unknown };
+}
+
+// The append's crash windows are reached through the labelled fault file system: the replica's own file
+// operations fail at one label (src/storage/faulty-fs.ts), leaving its files as a crash there would.
+const faulty = new FaultyFileSystem(new NodeFileSystem());
+const faultyRuntime: Runtime = { ...nodeRuntime, fs: faulty };
+
+/** Appends `last` to the replica with `plan` armed: the append fails there, after its inflight marker. */
+async function failAppendAt(store: ReplicaStore, last: Encoded, plan: FaultPlan): Promise<void> {
+  const fired = faulty.fired.length;
+  faulty.arm(plan);
+  try {
+    await assert.rejects(store.append(last.bytes, last.header));
+  } finally {
+    faulty.disarm();
+  }
+  assert.deepEqual(faulty.fired.slice(fired), [plan], `the fault at ${plan.label} fired`);
 }
 
 /** A writer with three snapshots and a replica holding the first two; returns the third. */
-async function setup(dir: string) {
+async function setup(dir: string, rt: Runtime = nodeRuntime) {
   const wPath = path.join(dir, 'w.db');
   const rPath = path.join(dir, 'r.db');
   const w = await open(wPath);
   w.exec('create table t(a, b); insert into t values (1, randomblob(3000))');
   w.exec('insert into t values (2, randomblob(100))');
   const journal = `${wPath}-mycelite/journal`;
-  const store = await ReplicaStore.open(nodeRuntime, rPath);
+  const store = await ReplicaStore.open(rt, rPath);
   const { file, snaps } = snapshotsAfter(journal, 0n);
   for (const [i, s] of snaps.entries()) {
     if (i === 0) await store.reset(file, s.bytes, s.header);
@@ -39,12 +60,10 @@ async function setup(dir: string) {
 }
 
 test('a crash after the inflight marker, inside the journal append: the replica reopens at the snapshot before, and takes it again', async () => {
-  const { w, wPath, rPath, store, last } = await setup(tempDir());
-  const internals = store as unknown as Internals;
-  internals.setMarker(internals.file.plan(last.bytes, last.header));
+  const { w, wPath, rPath, store, last } = await setup(tempDir(), faultyRuntime);
+  // Half the snapshot reached the journal (a short write): a torn tail.
+  await failAppendAt(store, last, { label: 'journal.write', nth: 1, kind: 'short' });
   store.close();
-  // Half the snapshot reached the journal: a torn tail.
-  fs.appendFileSync(`${rPath}-mycelite/journal`, last.bytes.subarray(0, last.bytes.length >> 1));
   const again = await ReplicaStore.open(nodeRuntime, rPath);
   try {
     assert.equal(again.position!.txid, last.header.txid - 1n);
@@ -59,13 +78,10 @@ test('a crash after the inflight marker, inside the journal append: the replica 
 });
 
 test('a crash after the journal append, before the apply: reopening applies the snapshot', async () => {
-  const { w, wPath, rPath, store, last } = await setup(tempDir());
-  const internals = store as unknown as Internals;
-  internals.setMarker(internals.file.plan(last.bytes, last.header));
+  const { w, wPath, rPath, store, last } = await setup(tempDir(), faultyRuntime);
+  // The whole snapshot is in the journal; its fsync fails, before the apply.
+  await failAppendAt(store, last, { label: 'journal.sync', nth: 1, kind: 'EIO' });
   store.close();
-  const j = JournalWriter.open(nodeRuntime.fs, `${rPath}-mycelite/journal`);
-  j.appendEncoded(last.bytes, last.header, true);
-  j.close();
   const again = await ReplicaStore.open(nodeRuntime, rPath);
   try {
     const at = again.position!;

@@ -9,10 +9,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import fc from 'fast-check';
-import { journalPaths } from '../src/api/paths.js';
 import type { Database } from '../src/engine/database.js';
 import { JournalReader, memorySource } from '../src/format/index.js';
 import { parseRetention, retainedPoints } from '../src/history/policy.js';
+import { journalPaths } from '../src/journal/paths.js';
 import {
   logDatabase,
   nodeRuntime,

@@ -11,10 +11,10 @@ import { decodeFileHeader, JournalReader, loadHash, memorySource } from '../src/
 import { openHistory } from '../src/history/source.js';
 import type { CompactOutcome } from '../src/hub/compact-worker.js';
 import { FsStorage } from '../src/hub/index.js';
-import { BeforeBaseError, type EncodedSnapshot } from '../src/hub/storage.js';
+import { BeforeBaseError } from '../src/hub/storage.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { EMPTY_POSITION } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
 import {
   caughtUp,

@@ -3,14 +3,15 @@
  * restarted, it still holds every acknowledged push, its journals are valid, and pushing resumes from its
  * head. Also the `serve` and `token` command lines.
  */
+
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
-import { JournalReader, memorySource } from '../src/format/index.js';
-import { EMPTY_POSITION, type WirePosition } from '../src/protocol/index.js';
+import { JournalReader, memorySource, type Position } from '../src/format/index.js';
+import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {
   concatBytes,
@@ -42,7 +43,7 @@ after(async () => {
   cleanupTempDirs();
 });
 
-const posOf = (h: History, n: number): WirePosition =>
+const posOf = (h: History, n: number): Position =>
   n === 0 ? EMPTY_POSITION : { txid: BigInt(n), checksum: h.snapshots[n - 1]!.header.postChecksum };
 
 async function clients(hub: SpawnedHub, db: string): Promise<{ w: HubClient; r: HubClient }> {

@@ -3,6 +3,7 @@
  * the write lease. Snapshots are real ones from the real writer. Every refusal is checked to leave the
  * stored journal unchanged.
  */
+
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,6 +11,8 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import type { Position } from '../src/format/index.js';
+import { toHex } from '../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
   EMPTY_POSITION,
@@ -18,8 +21,6 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
   HEADER_MODE,
-  toHex,
-  type WirePosition,
 } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {
@@ -28,19 +29,22 @@ import {
   makeHistory,
   sampleStatements,
   startTestHub,
+  TestClock,
   type TestHub,
 } from './helpers/hub.js';
 import { cleanupTempDirs, sha256, tempDir } from './helpers/util.js';
 
 const LIMIT = 24 * 1024;
 let t: TestHub;
+/** The hub's clock: leases expire when a test moves it. */
+const clock = new TestClock();
 let h: History;
 let other: History;
 let wt: string;
 let rt: string;
 let epoch: number;
 
-const pos = (h: History, n: number): WirePosition =>
+const pos = (h: History, n: number): Position =>
   n === 0
     ? EMPTY_POSITION
     : { txid: h.snapshots[n - 1]!.header.txid, checksum: h.snapshots[n - 1]!.header.postChecksum };
@@ -51,7 +55,7 @@ const body = (h: History, from: number, to: number): Uint8Array =>
 async function push(opts: {
   db?: string;
   token?: string | null;
-  base: WirePosition;
+  base: Position;
   bytes: Uint8Array;
   journal?: Uint8Array;
   epoch?: number;
@@ -105,7 +109,7 @@ before(async () => {
   const dir = tempDir();
   h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(10, 3000));
   other = await makeHistory(path.join(dir, 'b.db'), sampleStatements(3));
-  t = await startTestHub(undefined, { maxBody: LIMIT });
+  t = await startTestHub(undefined, { maxBody: LIMIT, now: clock.now });
   wt = await t.token('app', 'writer');
   rt = await t.token('app', 'reader');
   epoch = (await new HubClient({ url: t.url, db: 'app', token: wt }).takeLease('w1', 60_000)).epoch;
@@ -468,7 +472,7 @@ describe('hub: write lease', () => {
       },
     );
     await a.push(body(h, 0, 1), { journalId: h.journalId, base: EMPTY_POSITION, epoch: 1 });
-    await new Promise((r) => setTimeout(r, 1100)); // the lease expires
+    clock.advance(1100); // the lease expires
     const bob = await a.takeLease('bob', 60_000);
     assert.equal(bob.epoch, 2);
     const before = stored(db);

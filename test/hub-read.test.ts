@@ -3,13 +3,14 @@
  * beats, slow followers, the connection limit and graceful shutdown. A stream's bytes (beats removed) are
  * a valid journal, so they are checked by replaying them, as a replica would.
  */
+
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FLAG_FULL_IMAGE, memorySource } from '../src/format/index.js';
+import { FLAG_FULL_IMAGE, memorySource, type Position, toHex } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { EMPTY_POSITION, formatPosition, toHex, type WirePosition } from '../src/protocol/index.js';
+import { EMPTY_POSITION, formatPosition } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {
@@ -30,7 +31,7 @@ let reader: HubClient;
 let writer: HubClient;
 let epoch: number;
 
-const pos = (n: number): WirePosition =>
+const pos = (n: number): Position =>
   n === 0
     ? EMPTY_POSITION
     : { txid: h.snapshots[n - 1]!.header.txid, checksum: h.snapshots[n - 1]!.header.postChecksum };
@@ -149,7 +150,7 @@ describe('hub: follow', () => {
     const w = new HubClient({ url: t.url, db: 'live', token: await t.token('live', 'writer') });
     const r = new HubClient({ url: t.url, db: 'live', token: await t.token('live', 'reader') });
     const e = (await w.takeLease('w')).epoch;
-    const p = (n: number): WirePosition =>
+    const p = (n: number): Position =>
       n === 0 ? EMPTY_POSITION : { txid: BigInt(n), checksum: h2.snapshots[n - 1]!.header.postChecksum };
     await w.push(h2.snapshots[0]!.bytes, { journalId: h2.journalId, base: p(0), epoch: e });
     const s = new StreamItems(await r.read({ after: p(1), journalId: h2.journalId, follow: true }));

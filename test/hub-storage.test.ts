@@ -8,8 +8,7 @@ import { it } from 'node:test';
 import { loadHash } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
 import { checkEpoch } from '../src/hub/lease.js';
-import type { EncodedSnapshot } from '../src/hub/storage.js';
-import { EMPTY_POSITION, type HubError } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot, type HubError } from '../src/protocol/index.js';
 import { concatBytes, makeHistory, sampleStatements } from './helpers/hub.js';
 import { storageConformance } from './helpers/storage-conformance.js';
 

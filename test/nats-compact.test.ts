@@ -5,6 +5,7 @@
  * the base fail with BeforeBaseError, images start at the checkpoint; over HTTP, replicas stay
  * byte-equal, a lagging one resets and a new one bootstraps. On a real 3-node cluster.
  */
+
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,15 +13,21 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { encodeFileHeader, FORMAT_VERSION, loadHash, memorySource } from '../src/format/index.js';
+import {
+  encodeFileHeader,
+  FORMAT_VERSION,
+  loadHash,
+  memorySource,
+  type Position,
+} from '../src/format/index.js';
 import type { CompactOutcome } from '../src/hub/compact-worker.js';
 import { ImageCache } from '../src/hub/image-cache.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { natsNames } from '../src/hub/nats-wire.js';
-import { BeforeBaseError, type EncodedSnapshot } from '../src/hub/storage.js';
+import { BeforeBaseError } from '../src/hub/storage.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { EMPTY_POSITION, type WirePosition } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
 import {
   concatBytes,
@@ -87,7 +94,7 @@ describe('compaction on NATS', { skip }, () => {
     const snaps = h.snapshots as EncodedSnapshot[];
     const a = await storage();
     const b = await storage();
-    let head: WirePosition = EMPTY_POSITION;
+    let head: Position = EMPTY_POSITION;
     for (let i = 0; i < 30; i += 5) {
       const r = await a.append('x', head, h.journalId, snaps.slice(i, i + 5));
       assert.ok(r.ok);

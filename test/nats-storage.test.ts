@@ -3,6 +3,7 @@
  * shared backend has: two storages (two hubs) racing to append, an append through one heard live by the
  * other's subscriber, snapshots bigger than a NATS message, and a torn append left by a dying hub.
  */
+
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,10 +11,11 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
+import type { Position } from '../src/format/index.js';
+import { toHex } from '../src/format/index.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_MODE, HDR_PART, natsNames } from '../src/hub/nats-wire.js';
-import type { EncodedSnapshot } from '../src/hub/storage.js';
-import { EMPTY_POSITION, toHex, type WirePosition } from '../src/protocol/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { concatBytes, type History, makeHistory, sampleStatements } from './helpers/hub.js';
 import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { storageConformance } from './helpers/storage-conformance.js';
@@ -68,7 +70,7 @@ async function publishWhole(
   prefix: string,
   db: string,
   journalId: Uint8Array,
-  base: WirePosition,
+  base: Position,
   snapshots: EncodedSnapshot[],
   mode?: string,
 ): Promise<void> {
@@ -112,7 +114,7 @@ if (!skip) {
 const SERIES =
   'with recursive n(i) as (select 1 union all select i + 1 from n where i < 1000) insert into t(v) select randomblob(3000) from n';
 
-const after0 = (s: EncodedSnapshot): WirePosition => ({
+const after0 = (s: EncodedSnapshot): Position => ({
   txid: s.header.txid,
   checksum: s.header.postChecksum,
 });

@@ -13,6 +13,7 @@ import {
   JournalReader,
   loadHash,
   memorySource,
+  toHex,
 } from '../src/format/index.js';
 import { open } from '../src/node/index.js';
 import {
@@ -23,7 +24,6 @@ import {
   parsePosition,
   type StreamItem,
   StreamParser,
-  toHex,
 } from '../src/protocol/index.js';
 import { concatBytes } from './helpers/hub.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';

@@ -7,7 +7,14 @@ import { after, test } from 'node:test';
 import { type MyceliteDatabase, OpenError, open, SyncError } from '../src/node/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import type { SyncState } from '../src/sync/pusher.js';
-import { concatBytes, makeHistory, sampleStatements, startTestHub, type TestHub } from './helpers/hub.js';
+import {
+  concatBytes,
+  makeHistory,
+  sampleStatements,
+  startTestHub,
+  TestClock,
+  type TestHub,
+} from './helpers/hub.js';
 import { freePort, startTcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, journalEnd, journalOf, tempDir } from './helpers/util.js';
 
@@ -164,7 +171,8 @@ test('a reader token cannot push: clear refusal, hub unchanged', async () => {
 });
 
 test('a writer whose lease was taken over after expiry stops with an error (stale epoch)', async () => {
-  const h = await hub();
+  const clock = new TestClock();
+  const h = await hub(undefined, { now: clock.now });
   const proxy = await startTcpProxy(h.port);
   const token = await h.token('fence', 'writer');
   const file = path.join(tempDir(), 'fence.db');
@@ -174,7 +182,7 @@ test('a writer whose lease was taken over after expiry stops with an error (stal
   const epoch = db.sync!.status().lease!.epoch;
   // Cut the writer off until its lease expires, then let another holder take it.
   proxy.setDown(true);
-  await new Promise((r) => setTimeout(r, 1_500));
+  clock.advance(1_500); // the hub's clock passes the lease's expiry
   const other = new HubClient({ url: h.url, db: 'fence', token });
   const taken = await other.takeLease('someone-else', 60_000);
   assert.ok(taken.epoch > epoch);
@@ -198,8 +206,18 @@ test('an idle writer renews its lease; closing releases it for the next writer',
   a.exec('create table t(a)');
   await a.sync!.flush(10_000);
   const first = a.sync!.status().lease!;
-  // Three TTLs without a commit: the lease must still be a's (renewed, same epoch).
-  await new Promise((r) => setTimeout(r, 3_600));
+  // Without a commit, past the first lease's expiry: renewals (status events) keep the lease a's.
+  await new Promise<void>((resolve) => {
+    const renewed = (): void => {
+      const lease = a.sync!.status().lease;
+      if (lease && lease.expiresAt.getTime() - first.expiresAt.getTime() > 1_200) {
+        stop();
+        resolve();
+      }
+    };
+    const stop = a.sync!.on('status', renewed);
+    renewed();
+  });
   const other = new HubClient({ url: h.url, db: 'idle', token });
   await assert.rejects(other.takeLease('intruder', 60_000), /lease/);
   const renewed = a.sync!.status().lease!;

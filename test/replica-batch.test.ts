@@ -9,11 +9,13 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { FLAG_COMPRESSED, memorySource, type SnapshotHeader, walkPatches } from '../src/format/index.js';
-import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
 import { StreamParser } from '../src/protocol/index.js';
 import { ChecksumMismatchError } from '../src/replica/apply.js';
 import { ReplicaStore } from '../src/replica/replica.js';
+import { type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
+import type { Runtime } from '../src/storage/file-system.js';
 import { type Encoded, prng, reencode, snapshotsAfter } from './helpers/replica.js';
 import {
   cleanupTempDirs,
@@ -31,13 +33,13 @@ const CHILD = fileURLToPath(new URL('./helpers/batch-child.js', import.meta.url)
 const items = (snaps: Encoded[]) => snaps.map((s) => ({ bytes: s.bytes, header: s.header }));
 
 /** A writer with a first table and a replica holding it (from the writer's first snapshot on). */
-async function setup(dir: string) {
+async function setup(dir: string, rt: Runtime = nodeRuntime) {
   const wPath = path.join(dir, 'w.db');
   const rPath = path.join(dir, 'r.db');
   const w = await open(wPath);
   w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, b BLOB); CREATE INDEX ta ON t(a)');
   const journal = `${wPath}-mycelite/journal`;
-  const store = await ReplicaStore.open(nodeRuntime, rPath);
+  const store = await ReplicaStore.open(rt, rPath);
   const { file, snaps } = snapshotsAfter(journal, 0n);
   await store.reset(file, snaps[0]!.bytes, snaps[0]!.header);
   await store.appendBatch(items(snaps.slice(1)));
@@ -125,27 +127,29 @@ test('a batch whose last postChecksum lies is refused whole; the journal is cut 
   }
 });
 
-/** The replica's private crash-window steps, reached for exactly (as a crash would leave them). */
-interface Internals {
-  setMarker(step: unknown, batch?: { first: bigint; offset: number; pre: bigint }): void;
-  file: { planBatch(items: unknown): unknown; applyBatch(items: unknown, current: bigint): void };
-  journal: JournalWriter;
-}
+// The crash windows of a batch are reached through the labelled fault file system: the replica's own file
+// operations fail at one label (src/storage/faulty-fs.ts), leaving its files as a crash there would.
+const faulty = new FaultyFileSystem(new NodeFileSystem());
+const faultyRuntime: Runtime = { ...nodeRuntime, fs: faulty };
 
-/** Sets the batch marker as appendBatch does and returns what a crash-window test needs. */
-async function markBatch(dir: string) {
-  const s = await setup(dir);
+/**
+ * A writer, a replica over the fault file system, and a batch the replica has not taken; the batch's
+ * append then fails at `plan` (after its inflight marker was set, as appendBatch does first).
+ */
+async function failBatchAt(dir: string, plan: FaultPlan) {
+  const s = await setup(dir, faultyRuntime);
   work(s.w, prng(9), 8);
   const snaps = snapshotsAfter(s.journal, s.store.position!.txid).snaps;
-  const internals = s.store as unknown as Internals;
-  const offset = internals.journal.end;
   const at = s.store.position!;
-  internals.setMarker(internals.file.planBatch(items(snaps)), {
-    first: snaps[0]!.header.txid,
-    offset,
-    pre: at.checksum,
-  });
-  return { ...s, snaps, at, offset, internals };
+  const fired = faulty.fired.length;
+  faulty.arm(plan);
+  try {
+    await assert.rejects(s.store.appendBatch(items(snaps)));
+  } finally {
+    faulty.disarm();
+  }
+  assert.deepEqual(faulty.fired.slice(fired), [plan], `the fault at ${plan.label} fired`);
+  return { ...s, snaps, at };
 }
 
 async function reopenConverges(rPath: string, wPath: string, journal: string, txid: bigint): Promise<void> {
@@ -162,11 +166,10 @@ async function reopenConverges(rPath: string, wPath: string, journal: string, tx
 }
 
 test('a crash inside the batch append (a torn tail): the replica reopens before the batch and takes it again', async () => {
-  const { w, wPath, rPath, journal, store, snaps, at } = await markBatch(tempDir());
+  // The second snapshot's write is short: the first is whole, half of the second follows it.
+  const plan: FaultPlan = { label: 'journal.write', nth: 2, kind: 'short' };
+  const { w, wPath, rPath, journal, store, at } = await failBatchAt(tempDir(), plan);
   store.close();
-  const j = `${rPath}-mycelite/journal`;
-  fs.appendFileSync(j, snaps[0]!.bytes);
-  fs.appendFileSync(j, snaps[1]!.bytes.subarray(0, snaps[1]!.bytes.length >> 1));
   try {
     // The journal is cut back to the start of the batch (its fsync never finished).
     await reopenConverges(rPath, wPath, journal, at.txid);
@@ -176,7 +179,9 @@ test('a crash inside the batch append (a torn tail): the replica reopens before 
 });
 
 test('a power loss inside the batch append (damage followed by a whole snapshot): the journal is cut back to the batch', async () => {
-  const { w, wPath, rPath, journal, store, snaps, at } = await markBatch(tempDir());
+  // The marker is set and nothing of the batch reached the journal; then the bytes a power loss leaves.
+  const plan: FaultPlan = { label: 'journal.write', nth: 1, kind: 'EIO' };
+  const { w, wPath, rPath, journal, store, snaps, at } = await failBatchAt(tempDir(), plan);
   store.close();
   const j = `${rPath}-mycelite/journal`;
   const damaged = snaps[0]!.bytes.slice();
@@ -191,11 +196,10 @@ test('a power loss inside the batch append (damage followed by a whole snapshot)
 });
 
 test('a crash after the batch append, before or inside the apply: reopening applies the batch', async () => {
-  const { w, wPath, rPath, journal, store, snaps } = await markBatch(tempDir());
+  // Every snapshot of the batch is written; its one fsync fails, before the apply starts.
+  const plan: FaultPlan = { label: 'journal.sync', nth: 1, kind: 'EIO' };
+  const { w, wPath, rPath, journal, store } = await failBatchAt(tempDir(), plan);
   store.close();
-  const j = JournalWriter.open(nodeRuntime.fs, `${rPath}-mycelite/journal`);
-  for (const s of snaps) j.appendEncoded(s.bytes, s.header, true);
-  j.close();
   try {
     await reopenConverges(rPath, wPath, journal, w.position().txid);
   } finally {
@@ -204,9 +208,9 @@ test('a crash after the batch append, before or inside the apply: reopening appl
 });
 
 test('a crash after the batch committed, before its post step: reopening finishes it', async () => {
-  const { w, wPath, rPath, journal, store, snaps, at, internals } = await markBatch(tempDir());
-  for (const s of snaps) internals.journal.appendEncoded(s.bytes, s.header, true);
-  internals.file.applyBatch(items(snaps), at.checksum);
+  // SQLite committed the batch; the post step's first write to the file (page 1's counter) fails.
+  const plan: FaultPlan = { label: 'db.write', nth: 1, kind: 'EIO' };
+  const { w, wPath, rPath, journal, store } = await failBatchAt(tempDir(), plan);
   store.close();
   try {
     await reopenConverges(rPath, wPath, journal, w.position().txid);

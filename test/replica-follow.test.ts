@@ -3,12 +3,13 @@
 // from the start of history). Resets (the hub no longer has their position, or holds another history)
 // are in test/replica-reset.test.ts.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encodeFileHeader } from '../src/format/index.js';
+import { encodeFileHeader, JournalReader, memorySource } from '../src/format/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../src/node/index.js';
 import { parseJournalId } from '../src/protocol/index.js';
 import { type CliRun, runCli } from './helpers/cli.js';
@@ -236,6 +237,20 @@ test('a stream that goes silent is given up and reconnected; a refused token sto
   assert.equal(bad.status().state, 'error');
 });
 
+/** The txid of the last whole snapshot of a journal another process may be appending to (0n: none yet). */
+function lastTxid(journal: string): bigint {
+  let last = 0n;
+  try {
+    const reader = new JournalReader(memorySource(new Uint8Array(fs.readFileSync(journal))), {
+      merged: true,
+    });
+    for (const s of reader.snapshots()) last = s.txid;
+  } catch {
+    // a snapshot being written: the ones before it count
+  }
+  return last;
+}
+
 test("a read transaction held on the replica's own handle delays an apply, which then completes", async () => {
   const dir = tempDir();
   const { hub } = await hubAndProxy();
@@ -249,7 +264,14 @@ test("a read transaction held on the replica's own handle delays an apply, which
   const at = r.position()!.txid;
   burst(w, 5);
   await w.sync!.flush(10_000);
-  await sleep(600);
+  // The event: a new snapshot reached the replica's journal (it is appended before its apply, which
+  // waits for the read). Only then is "not applied" a fact rather than "not applied yet".
+  const rJournal = path.join(dir, 'r.db-mycelite', 'journal');
+  const until = Date.now() + 20_000;
+  while (lastTxid(rJournal) <= at) {
+    assert.ok(Date.now() < until, 'the new snapshots reach the replica');
+    await sleep(20);
+  }
   assert.equal(r.position()!.txid, at, 'nothing is applied while the read lasts');
   assert.equal(
     r.prepare('SELECT count(*) FROM t').pluck().get(),

@@ -6,6 +6,7 @@
 // names; bodies that never end (chunked and slow) and slowloris headers, cut by the server's timeouts;
 // hundreds of connections against a small limit (a clear 503, bounded memory, the limit released); and no
 // secret — key or token — in a CLI hub's logs even at debug level.
+
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -14,6 +15,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import { toHex } from '../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
   EMPTY_POSITION,
@@ -21,7 +23,6 @@ import {
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
-  toHex,
 } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
 import {
@@ -31,11 +32,14 @@ import {
   makeHistory,
   sampleStatements,
   startTestHub,
+  TestClock,
   type TestHub,
 } from './helpers/hub.js';
 import { cleanupTempDirs, sha256, tempDir } from './helpers/util.js';
 
 let t: TestHub;
+/** The hub's clock: leases expire when a test moves it. */
+const clock = new TestClock();
 let h: History;
 let writer: string;
 let epoch: number;
@@ -58,7 +62,12 @@ function stored(): string {
 
 before(async () => {
   h = await makeHistory(path.join(tempDir(), 'a.db'), sampleStatements(6, 500));
-  t = await startTestHub(undefined, { maxBody: 64 * 1024, requestTimeoutMs: 1500, headersTimeoutMs: 700 });
+  t = await startTestHub(undefined, {
+    maxBody: 64 * 1024,
+    requestTimeoutMs: 1500,
+    headersTimeoutMs: 700,
+    now: clock.now,
+  });
   writer = await t.token('app', 'writer');
   epoch = (await new HubClient({ url: t.url, db: 'app', token: writer }).takeLease('w1', 600_000)).epoch;
   await new HubClient({ url: t.url, db: 'app', token: writer }).push(body(0, 3), {
@@ -169,7 +178,7 @@ describe('security: auth matrix on every endpoint', () => {
     const mine = new HubClient({ url: t.url, db: 'fenced', token: await t.token('fenced', 'writer') });
     const first = await mine.takeLease('old', 1000);
     await mine.push(body(0, 1), { journalId: h.journalId, base: pos(0), epoch: first.epoch });
-    await new Promise((r) => setTimeout(r, 1100)); // the old lease expires
+    clock.advance(1100); // the old lease expires
     const next = await mine.takeLease('new', 60_000);
     assert.equal(next.epoch, first.epoch + 1);
     const journal = path.join(t.dir, 'dbs', 'fenced', 'journal');

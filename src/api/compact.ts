@@ -10,8 +10,8 @@ import { buildHistory, type CompactResult } from '../history/compact.js';
 import { DEFAULT_RETENTION, parseRetention, type RetentionPolicy } from '../history/policy.js';
 import { historyEnd } from '../history/source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
+import type { JournalPaths } from '../journal/paths.js';
 import type { FileSystem } from '../storage/file-system.js';
-import type { journalPaths } from './paths.js';
 
 /** History options of `open` (`history: false` turns automatic compaction off). */
 export interface HistoryOptions {
@@ -41,7 +41,7 @@ const DEFAULT_COMPACT_AT = 64 << 20;
 export interface WriterCompactorParts {
   fs: FileSystem;
   dbPath: string;
-  paths: ReturnType<typeof journalPaths>;
+  paths: JournalPaths;
   journal: JournalWriter;
   /** The txid the hub is known to hold (undefined: no hub; null: a hub whose head is not known yet). */
   hubTxid: () => bigint | undefined | null;

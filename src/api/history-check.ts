@@ -12,8 +12,8 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { openHistory } from '../history/source.js';
+import type { JournalPaths } from '../journal/paths.js';
 import type { FileSystem } from '../storage/file-system.js';
-import type { journalPaths } from './paths.js';
 
 /** What the check found. */
 export interface HistoryCheck {
@@ -40,7 +40,7 @@ const REST_MS = 16;
  */
 export async function checkHistory(
   fs: FileSystem,
-  paths: ReturnType<typeof journalPaths>,
+  paths: JournalPaths,
   fromTxid: bigint,
   upTo: bigint,
   stopped: () => boolean,

@@ -3,43 +3,31 @@
  * database into a new journal, then hand out a better-sqlite3-like connection whose every committed
  * transaction becomes one snapshot. Runtime-neutral: the runtime (Node, browser) supplies the files.
  */
+
 import { Capture } from '../capture/capture.js';
 import { Database } from '../engine/database.js';
-import { loadSqlite } from '../engine/sqlite.js';
-import { JournalReader, loadHash, type SnapshotInfo } from '../format/index.js';
+import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
+import { JournalReader, loadHash, type Position, type SnapshotInfo } from '../format/index.js';
 import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
 import { openHistory } from '../history/source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import { type JournalPaths, journalPaths, missingDirectory } from '../journal/paths.js';
 import { isWalDatabase } from '../journal/sqlite-header.js';
-import { readSyncedMarker } from '../journal/synced-marker.js';
+import { readSyncedMarker, setSyncedMarker } from '../journal/synced-marker.js';
 import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
 import type { PendingQueue } from '../shared/pending.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, Runtime } from '../storage/file-system.js';
 import { SyncError } from '../sync/push-errors.js';
 import type { Pusher, WriterSync } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../sync/writer-start.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import type { ViewTarget } from '../timetravel/page-index.js';
-import { installMyceliteVfs } from '../vfs/vfs.js';
+import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import { type CompactCallOptions, type HistoryOptions, WriterCompactor } from './compact.js';
+import { OpenError, RecoveryError, step } from './errors.js';
 import { checkHistory, type HistoryCheck } from './history-check.js';
-import { journalPaths, missingDirectory } from './paths.js';
-import {
-  historyPages,
-  type OpenWarning,
-  RecoveryError,
-  recordOutsideChange,
-  recoverWriter,
-  setSyncedMarker,
-} from './recovery.js';
-
-/** What the runtime provides. */
-export interface Runtime {
-  fs: FileSystem;
-  /** An absolute, normalized path for `path`. */
-  resolve(path: string): string;
-  tempPath(): string;
-}
+import { type OpenWarning, recordOutsideChange, recoverWriter } from './recovery.js';
 
 /** Options of `open`. */
 export interface MyceliteOptions {
@@ -140,208 +128,327 @@ export interface RevertResult {
 
 export type { HistoryCheck, HubOptions, OpenWarning };
 
-/** Errors a user can act on when opening. */
-export class OpenError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'OpenError';
-  }
-}
-
-const VFS_NAME = 'mycelite';
 /** Zeros kept written past the end of the journal (JournalWriter.preallocate). */
 const JOURNAL_AHEAD = 1 << 20;
 
-/** Opens (creating if missing) the database at `path` through Mycelite. */
+/**
+ * Opens (creating if missing) the database at `path` through Mycelite: a list of named steps, each adding
+ * its name to the error it throws (docs/ARCHITECTURE.md, "Recovery (at open)"). The options are checked
+ * before anything is created; recovery runs under the writer lock; then the parts of the writer are made
+ * in order, each from those made before it.
+ */
 export async function openWith(
   rt: Runtime,
   path: string,
   options: MyceliteOptions = {},
 ): Promise<MyceliteDatabase> {
   const [sqlite3] = await Promise.all([loadSqlite(), loadHash()]);
-  const { fs } = rt;
-  const dbPath = rt.resolve(path);
-  const p = journalPaths(dbPath);
-  const missing = missingDirectory((f) => fs.exists(f), dbPath);
-  if (missing) throw new OpenError(`cannot open ${path}: ${missing}`);
-  if (options.fileMustExist === true && !fs.exists(dbPath)) {
-    throw new OpenError(`cannot open ${path}: it does not exist (fileMustExist)`);
+  const plan = checkOptions(rt, path, options);
+  const w = new Writer(rt.fs, plan, options);
+  // Its errors say all there is (another writer holds it; the file-lock addon did not load): as they are.
+  w.takeLock();
+  try {
+    step('check the database is not in WAL mode', () => w.refuseWal());
+    const vfs = step('install the VFS', () =>
+      installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs: w.fs, tempPath: rt.tempPath }),
+    );
+    step('delete the moved rollback journal', () => w.fs.delete(plan.paths.rollback));
+    if (plan.shared) step('prepare the shared device', () => beforeRecovery(w.fs, plan.paths));
+    w.recover(sqlite3); // recoverWriter: its own named steps
+    step('set the synced marker', () => w.setMarkers());
+    if (plan.shared) step('open the shared device state', () => w.openDeviceState());
+    step('write zeros ahead of the journal', () => w.journal!.preallocate(JOURNAL_AHEAD));
+    const capture = step('start the capture', () => w.startCapture());
+    vfs.expect(plan.dbPath, capture);
+    const db = step('open the database', () => w.openDatabase(sqlite3));
+    step('bootstrap the journal from the database', () => w.bootstrap());
+    if (plan.shared) step('start the shared device', () => w.startDevice(plan.shared!));
+    else if (options.hub) await w.startPushing(options.hub);
+    const historyCheck = w.checkHistoryInBackground();
+    return decorate(db, w, historyCheck, () => w.close(() => vfs.forget(plan.dbPath)));
+  } catch (e) {
+    w.abandon();
+    if (e instanceof OpenError) throw e;
+    if (e instanceof RecoveryError) throw new OpenError(e.message);
+    throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
   }
+}
+
+/** What the options of one open() come to, once checked. */
+interface OpenPlan {
+  /** The path as the user gave it (for messages). */
+  name: string;
+  dbPath: string;
+  paths: JournalPaths;
+  holdsWrites: boolean;
+  /** A shared database's device options (undefined: not shared). */
+  shared: SharedOptions | undefined;
+  /** The database file or its journal directory is new: their directory is fsynced once SQLite made them. */
+  creating: boolean;
+}
+
+/**
+ * Checks the options and the place before anything is created or locked: each thing open() would
+ * otherwise fail on later is an OpenError that says what to change (a bad retention policy fails open(),
+ * not a later commit).
+ */
+function checkOptions(rt: Runtime, name: string, options: MyceliteOptions): OpenPlan {
+  const { fs } = rt;
+  const dbPath = rt.resolve(name);
+  const paths = journalPaths(dbPath);
+  const refuse = (why: string): OpenError => new OpenError(`cannot open ${name}: ${why}`);
+  const missing = missingDirectory((f) => fs.exists(f), dbPath);
+  if (missing) throw refuse(missing);
+  if (options.fileMustExist === true && !fs.exists(dbPath)) throw refuse('it does not exist (fileMustExist)');
   const timeoutError = badTimeout(options.timeout);
-  if (timeoutError) throw new OpenError(`cannot open ${path}: ${timeoutError}`);
+  if (timeoutError) throw refuse(timeoutError);
   const durability = options.durability ?? 'journal';
   if (durability !== 'journal' && durability !== 'sqlite') {
-    throw new OpenError(
-      `cannot open ${path}: durability must be 'journal' or 'sqlite', not ${String(durability)}`,
-    );
+    throw refuse(`durability must be 'journal' or 'sqlite', not ${String(durability)}`);
   }
-  if (options.hub) {
-    const bad = checkHubOptions(options.hub);
-    if (bad) throw new OpenError(`cannot open ${path}: ${bad}`);
-  }
-  if (fs.exists(p.replica)) {
+  const badHub = options.hub ? checkHubOptions(options.hub) : undefined;
+  if (badHub) throw refuse(badHub);
+  if (fs.exists(paths.replica)) {
     throw new OpenError(
-      `${path} is a replica (it follows a hub; see ${p.replica}): writing to it would fork its history. ` +
+      `${name} is a replica (it follows a hub; see ${paths.replica}): writing to it would fork its history. ` +
         "Read it with openReplica() or openReadonly() (`mycelite query` on the command line), or write to the writer's database",
     );
   }
-  // A new database file or journal directory is durable only once its directory is fsynced (below).
-  const creating = !fs.exists(dbPath) || !fs.exists(p.dir);
-  fs.mkdir(p.dir);
-  const writerLock = fs.tryLockExclusive?.(p.lock);
-  if (fs.tryLockExclusive && !writerLock) {
-    throw new OpenError(
-      `${path} is already open for writing (a connection in this or another process holds ${p.lock}); Mycelite allows one writer per database: close it first, or open read-only`,
-    );
-  }
-  const warnings: OpenWarning[] = [];
-  const warn = (w: OpenWarning): void => {
-    warnings.push(w);
-    if (options.onWarning) options.onWarning(w);
-    else console.warn(`mycelite: warning: ${w.message}`);
-  };
-  let journal: JournalWriter | undefined;
-  let db: Database | undefined;
-  let inflight: FileHandle | undefined;
-  let synced: FileHandle | undefined;
-  let pusher: Pusher | undefined;
-  let queue: PendingQueue | undefined;
-  let device: ReturnType<typeof startDevice> | undefined;
+  const retain = options.history === false ? undefined : options.history?.retain;
   try {
-    if (fs.fileSize(dbPath) > 0) refuseWal(fs, dbPath, path);
-    const vfs = installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
-    fs.delete(p.rollback);
-    const holdsWrites = durability === 'journal';
-    // A device of a shared database stays one: every writer of it records its changes.
-    const shared =
-      options.shared === true || (options.shared === undefined && fs.exists(p.shared))
-        ? {}
-        : options.shared || undefined;
-    if (shared) beforeRecovery(fs, p);
+    if (retain !== undefined) parseRetention(retain);
+  } catch (e) {
+    throw refuse(`history.retain: ${(e as Error).message}`);
+  }
+  // A device of a shared database stays one: every writer of it records its changes.
+  const shared =
+    options.shared === true || (options.shared === undefined && fs.exists(paths.shared))
+      ? {}
+      : options.shared || undefined;
+  return {
+    name,
+    dbPath,
+    paths,
+    holdsWrites: durability === 'journal',
+    shared,
+    creating: !fs.exists(dbPath) || !fs.exists(paths.dir),
+  };
+}
+
+/**
+ * The parts of a writer, made one step at a time by openWith, each from those made before it. The
+ * callbacks the parts give each other (a commit noted to the device, pusher and compactor; a checkpoint
+ * the compactor asks of the capture; the hub's txid it asks of the pusher) go through here: until a part
+ * exists, a callback to it has nothing to do.
+ */
+class Writer {
+  readonly warnings: OpenWarning[] = [];
+  private lock: { release(): void } | undefined;
+  journal: JournalWriter | undefined;
+  /** Snapshot bodies known good up to this txid (recovery carries it over from the marker). */
+  private checkedTxid = 0n;
+  /** Once the background check passed, every snapshot is known good: checked, or appended by this writer. */
+  private historyGood = false;
+  private closing = false;
+  private synced: FileHandle | undefined;
+  private inflight: FileHandle | undefined;
+  private queue: PendingQueue | undefined;
+  private capture: Capture | undefined;
+  private db: Database | undefined;
+  compactor: WriterCompactor | undefined;
+  private pusher: Pusher | undefined;
+  device: ReturnType<typeof startDevice> | undefined;
+
+  constructor(
+    readonly fs: FileSystem,
+    readonly plan: OpenPlan,
+    private readonly options: MyceliteOptions,
+  ) {}
+
+  /** What the connection syncs through: the pusher, or the shared device's sync. */
+  get sync(): WriterSync | undefined {
+    return this.pusher ?? this.device?.sync;
+  }
+
+  /** Makes the journal directory and takes the writer lock (one writer per database). */
+  takeLock(): void {
+    const { fs, plan } = this;
+    fs.mkdir(plan.paths.dir);
+    this.lock = fs.tryLockExclusive?.(plan.paths.lock);
+    if (fs.tryLockExclusive && !this.lock) {
+      throw new OpenError(
+        `${plan.name} is already open for writing (a connection in this or another process holds ${plan.paths.lock}); Mycelite allows one writer per database: close it first, or open read-only`,
+      );
+    }
+  }
+
+  refuseWal(): void {
+    if (this.fs.fileSize(this.plan.dbPath) > 0) refuseWal(this.fs, this.plan.dbPath, this.plan.name);
+  }
+
+  warn(w: OpenWarning): void {
+    this.warnings.push(w);
+    if (this.options.onWarning) this.options.onWarning(w);
+    else console.warn(`mycelite: warning: ${w.message}`);
+  }
+
+  /** Brings the database file and the journal into agreement (src/api/recovery.ts) and opens the journal. */
+  recover(sqlite3: Sqlite3): void {
+    const { fs, plan } = this;
     const recovered = recoverWriter({
       fs,
       sqlite3,
-      vfsName: VFS_NAME,
-      dbPath,
-      name: path,
-      paths: p,
-      holdsWrites,
-      warn,
+      vfsName: MYCELITE_VFS,
+      dbPath: plan.dbPath,
+      name: plan.name,
+      paths: plan.paths,
+      holdsWrites: plan.holdsWrites,
+      warn: (w) => this.warn(w),
     });
-    journal = recovered.journal;
-    const checkedTxid = recovered.checkedTxid;
-    // Once the background check passed, every snapshot is known good: checked, or appended by this writer.
-    let historyGood = false;
-    synced = setSyncedMarker(fs, dbPath, p.synced, journal.position, {
-      checkedTxid,
-      holdsWrites,
+    this.journal = recovered.journal;
+    this.checkedTxid = recovered.checkedTxid;
+  }
+
+  /** Writes the synced marker for the journal's head and opens the inflight marker. */
+  setMarkers(): void {
+    const { fs, plan } = this;
+    const journal = this.journal!;
+    this.synced = setSyncedMarker(fs, plan.dbPath, plan.paths.synced, journal.position, {
+      checkedTxid: this.checkedTxid,
+      holdsWrites: plan.holdsWrites,
       offset: journal.headOffset,
     });
-    inflight = fs.open(p.inflight, { create: true });
-    if (shared) queue = openDeviceState(fs, p, dbPath, journal, { checkedTxid, holdsWrites });
+    this.inflight = fs.open(plan.paths.inflight, { create: true });
+  }
 
-    // Appends overwrite zeros written ahead: their fdatasync does not change the file's size.
-    journal.preallocate(JOURNAL_AHEAD);
-    if (options.history !== false) parseHistoryOptions(options.history, path);
-    const writer = journal;
-    const compactor: WriterCompactor = new WriterCompactor(
+  openDeviceState(): void {
+    const { fs, plan } = this;
+    this.queue = openDeviceState(fs, plan.paths, plan.dbPath, this.journal!, {
+      checkedTxid: this.checkedTxid,
+      holdsWrites: plan.holdsWrites,
+    });
+  }
+
+  /** Makes the compactor and the Capture that turns each commit into a snapshot. */
+  startCapture(): Capture {
+    const { fs, plan, options } = this;
+    const journal = this.journal!;
+    this.compactor = new WriterCompactor(
       {
         fs,
-        dbPath,
-        paths: p,
-        journal: writer,
-        hubTxid: () =>
-          queue ? queue.base.txid : options.hub ? (pusher?.status().hubTxid ?? null) : undefined,
-        rebased: () => pusher?.rebase(reopenJournal(fs, p.journal, writer.end)),
-        busy: () => db?.inTransaction === true,
-        checkpoint: () => capture.checkpoint(),
+        dbPath: plan.dbPath,
+        paths: plan.paths,
+        journal,
+        hubTxid: () => this.hubTxid(),
+        rebased: () => this.pusher?.rebase(reopenJournal(fs, plan.paths.journal, journal.end)),
+        busy: () => this.db?.inTransaction === true,
+        checkpoint: () => this.capture?.checkpoint(),
       },
       options.history,
     );
-    const noteSnapshot = (snapshot: SnapshotInfo): void => {
-      device?.device.noteSnapshot(snapshot);
-      pusher?.noteSnapshot(snapshot);
-      options.onSnapshot?.(snapshot);
-      compactor.noteCommit();
-    };
-    const capture = new Capture(journal, {
+    this.capture = new Capture(journal, {
       fs,
-      spillPath: p.spill,
+      spillPath: plan.paths.spill,
       memoryBudget: options.memoryBudget,
-      onSnapshot: noteSnapshot,
-      inflight,
-      holdWrites: holdsWrites ? { rollbackPath: p.rollback } : undefined,
-      synced: { file: synced, checkedTxid: () => (historyGood ? writer.position.txid : checkedTxid) },
-      onOutsideChange: () => {
-        const snap = recordOutsideChange(fs, p, writer, dbPath);
-        if (!snap) return;
-        noteSnapshot(snap);
-        warn({
-          code: 'outside_change',
-          message: `${path} was changed by another program (not through Mycelite) while open: the change was recorded as snapshot ${snap.txid} (an outside change)`,
-          txid: snap.txid,
-        });
+      onSnapshot: (snapshot) => this.noteSnapshot(snapshot),
+      inflight: this.inflight,
+      holdWrites: plan.holdsWrites ? { rollbackPath: plan.paths.rollback } : undefined,
+      synced: {
+        file: this.synced!,
+        checkedTxid: () => (this.historyGood ? journal.position.txid : this.checkedTxid),
       },
+      onOutsideChange: () => this.recordOutsideChange(),
     });
-    vfs.expect(dbPath, capture);
-    db = Database.open(sqlite3, dbPath, { vfs: VFS_NAME });
-    db.pragma(`busy_timeout = ${options.timeout ?? DEFAULT_TIMEOUT}`);
-    if (creating) fs.syncDir(dbPath);
+    return this.capture;
+  }
 
-    if (journal.position.txid === 0n && fs.fileSize(dbPath) > 0) capture.bootstrap();
+  /** The txid the hub holds, for compaction (undefined: no hub; null: not known yet). */
+  private hubTxid(): bigint | undefined | null {
+    if (this.queue) return this.queue.base.txid;
+    return this.options.hub ? (this.pusher?.status().hubTxid ?? null) : undefined;
+  }
+
+  private noteSnapshot(snapshot: SnapshotInfo): void {
+    this.device?.device.noteSnapshot(snapshot);
+    this.pusher?.noteSnapshot(snapshot);
+    this.options.onSnapshot?.(snapshot);
+    this.compactor?.noteCommit();
+  }
+
+  /** Another program wrote the database between two transactions: its change becomes a snapshot. */
+  private recordOutsideChange(): void {
+    const { fs, plan } = this;
+    const snap = recordOutsideChange(fs, plan.paths, this.journal!, plan.dbPath);
+    if (!snap) return;
+    this.noteSnapshot(snap);
+    this.warn({
+      code: 'outside_change',
+      message: `${plan.name} was changed by another program (not through Mycelite) while open: the change was recorded as snapshot ${snap.txid} (an outside change)`,
+      txid: snap.txid,
+    });
+  }
+
+  openDatabase(sqlite3: Sqlite3): Database {
+    const { fs, plan } = this;
+    this.db = Database.open(sqlite3, plan.dbPath, { vfs: MYCELITE_VFS });
+    this.db.pragma(`busy_timeout = ${this.options.timeout ?? DEFAULT_TIMEOUT}`);
+    if (plan.creating) fs.syncDir(plan.dbPath);
+    return this.db;
+  }
+
+  /** A database with content and an empty journal (opened through Mycelite for the first time): snapshot 1. */
+  bootstrap(): void {
+    const capture = this.capture!;
+    if (this.journal!.position.txid === 0n && this.fs.fileSize(this.plan.dbPath) > 0) capture.bootstrap();
     capture.resetCounter();
-    if (shared && queue) {
-      device = startDevice({
-        fs,
-        paths: p,
-        dbPath,
-        db,
-        capture,
-        journal,
-        queue,
-        options: shared,
-        hub: options.hub,
-      });
-    } else if (options.hub) {
-      try {
-        // Indexed from the head on: the whole journal only if the hub is behind it.
-        const at = journal.headOffset;
-        const from = at === undefined ? undefined : { offset: at, ...journal.position };
-        pusher = await startWriterSync(fs, p.journal, journal.end, options.hub, from);
-      } catch (e) {
-        if (!(e instanceof SyncError)) throw e;
-        const { url, db } = options.hub;
-        throw new OpenError(`cannot open ${path} as the writer of ${db} on ${url}: ${e.message}`, {
+  }
+
+  startDevice(options: SharedOptions): void {
+    const { fs, plan } = this;
+    this.device = startDevice({
+      fs,
+      paths: plan.paths,
+      dbPath: plan.dbPath,
+      db: this.db!,
+      capture: this.capture!,
+      journal: this.journal!,
+      queue: this.queue!,
+      options,
+      hub: this.options.hub,
+    });
+  }
+
+  /** Takes the hub's write lease and starts pushing; a hub that refuses is an OpenError saying why. */
+  async startPushing(hub: HubOptions): Promise<void> {
+    const journal = this.journal!;
+    // Indexed from the head on: the whole journal only if the hub is behind it.
+    const at = journal.headOffset;
+    const from = at === undefined ? undefined : { offset: at, ...journal.position };
+    try {
+      this.pusher = await startWriterSync(this.fs, this.plan.paths.journal, journal.end, hub, from);
+    } catch (e) {
+      if (!(e instanceof SyncError))
+        throw new Error(`start pushing to the hub: ${(e as Error).message}`, { cause: e });
+      throw new OpenError(
+        `cannot open ${this.plan.name} as the writer of ${hub.db} on ${hub.url}: ${e.message}`,
+        {
           cause: e,
-        });
-      }
+        },
+      );
     }
-    const sync: WriterSync | undefined = pusher ?? device?.sync;
-    const conn = db;
-    const revert = (at: ViewTarget): RevertResult => {
-      if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
-      if (device)
-        throw new Error('revert: not on a shared database yet (its other devices would not see it)');
-      const { pages, snapshot: target } = historyPages(fs, p, at);
-      try {
-        // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.
-        const snapshot = capture.exclusively(() => capture.revert(pages));
-        // Its cached pages and schema are of the state before: let SQLite read the file again.
-        conn.resetCache();
-        return { target: { txid: target.txid, timestamp: target.timestamp }, snapshot };
-      } finally {
-        pages.close?.();
-      }
-    };
-    // Snapshot bodies not known good yet are checked in the background; damage is a warning at once.
-    let closing = false;
-    const historyCheck = checkHistory(fs, p, checkedTxid, journal.position.txid, () => closing).then((r) => {
-      if (r.ok) historyGood = true;
+  }
+
+  /** Snapshot bodies not known good yet are checked in the background; damage is a warning at once. */
+  checkHistoryInBackground(): Promise<HistoryCheck> {
+    const { fs, plan } = this;
+    const head = this.journal!.position.txid;
+    return checkHistory(fs, plan.paths, this.checkedTxid, head, () => this.closing).then((r) => {
+      if (r.ok) this.historyGood = true;
       if (r.damage) {
-        warn({
+        this.warn({
           code: 'history_damaged',
           message:
-            `${path}: snapshot ${r.damage.txid} of its history is damaged (${r.damage.message}): points from txid ` +
+            `${plan.name}: snapshot ${r.damage.txid} of its history is damaged (${r.damage.message}): points from txid ` +
             `${r.damage.txid} on cannot be restored from this copy (a hub's copy may be whole); the database ` +
             'itself is fine and goes on. `mycelite verify` shows the details',
           txid: r.damage.txid,
@@ -349,36 +456,48 @@ export async function openWith(
       }
       return r;
     });
-    const extras = { warnings, revert, historyCheck };
-    return decorate(db, journal, p.journal, sync, compactor, extras, () => {
-      closing = true;
-      const dev = device;
-      void (dev ? dev.close() : sync?.close());
-      vfs.forget(dbPath);
-      journal?.close();
-      inflight?.close();
-      synced?.close();
-      writerLock?.release();
-      return capture.closeError;
-    });
-  } catch (e) {
-    db?.close();
-    journal?.close();
-    inflight?.close();
-    synced?.close();
-    writerLock?.release();
-    if (e instanceof OpenError) throw e;
-    if (e instanceof RecoveryError) throw new OpenError(e.message);
-    throw new OpenError(`open ${path}: ${(e as Error).message}`, { cause: e });
   }
-}
 
-/** Checks the history options up front, so a bad policy fails open() rather than a later commit. */
-function parseHistoryOptions(o: HistoryOptions | undefined, path: string): void {
-  try {
-    if (o?.retain !== undefined) parseRetention(o.retain);
-  } catch (e) {
-    throw new OpenError(`cannot open ${path}: history.retain: ${(e as Error).message}`);
+  /** Takes the database back to an earlier point as one new snapshot (see MyceliteDatabase.revert). */
+  revert(at: ViewTarget): RevertResult {
+    const conn = this.db!;
+    const capture = this.capture!;
+    if (conn.inTransaction) throw new Error('revert: commit or roll back the open transaction first');
+    if (this.device)
+      throw new Error('revert: not on a shared database yet (its other devices would not see it)');
+    const { pages, snapshot: target } = historyPages(this.fs, this.plan.paths, at);
+    try {
+      // SQLite's EXCLUSIVE lock keeps other connections out while the file changes under it.
+      const snapshot = capture.exclusively(() => capture.revert(pages));
+      // Its cached pages and schema are of the state before: let SQLite read the file again.
+      conn.resetCache();
+      return { target: { txid: target.txid, timestamp: target.timestamp }, snapshot };
+    } finally {
+      pages.close?.();
+    }
+  }
+
+  /** At the connection's close: stops syncing, closes the files, releases the lock. */
+  close(forgetVfs: () => void): Error | undefined {
+    this.closing = true;
+    const dev = this.device;
+    void (dev ? dev.close() : this.sync?.close());
+    forgetVfs();
+    this.closeFiles();
+    return this.capture!.closeError;
+  }
+
+  /** After a failed open: closes what was made, releases the lock. */
+  abandon(): void {
+    this.db?.close();
+    this.closeFiles();
+  }
+
+  private closeFiles(): void {
+    this.journal?.close();
+    this.inflight?.close();
+    this.synced?.close();
+    this.lock?.release();
   }
 }
 
@@ -428,23 +547,22 @@ export async function lagsJournal(rt: Runtime, dbPath: string): Promise<string |
 
 function decorate(
   db: Database,
-  journal: JournalWriter,
-  journalPath: string,
-  sync: WriterSync | undefined,
-  compactor: WriterCompactor,
-  extras: Pick<MyceliteDatabase, 'warnings' | 'revert' | 'historyCheck'>,
+  w: Writer,
+  historyCheck: Promise<HistoryCheck>,
   cleanup: () => Error | undefined,
 ): MyceliteDatabase {
   const engineClose = db.close.bind(db);
+  const journal = w.journal!;
+  const compactor = w.compactor!;
   let closed = false;
   return Object.defineProperties(db, {
-    journalPath: { value: journalPath, enumerable: true },
-    warnings: { value: extras.warnings, enumerable: true },
-    historyCheck: { value: extras.historyCheck },
-    sync: { value: sync, enumerable: true },
+    journalPath: { value: w.plan.paths.journal, enumerable: true },
+    warnings: { value: w.warnings, enumerable: true },
+    historyCheck: { value: historyCheck },
+    sync: { value: w.sync, enumerable: true },
     position: { value: () => journal.position },
     compact: { value: (o?: CompactCallOptions) => compactor.compact(o ?? {}) },
-    revert: { value: extras.revert },
+    revert: { value: (at: ViewTarget) => w.revert(at) },
     close: {
       value: () => {
         engineClose();

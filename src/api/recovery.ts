@@ -12,21 +12,28 @@
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
-import { decodeFileHeader, FILE_HEADER_SIZE, type SnapshotInfo, xxh64 } from '../format/index.js';
-import { historyEnd, openHistory } from '../history/source.js';
+import {
+  decodeFileHeader,
+  FILE_HEADER_SIZE,
+  type Position,
+  type SnapshotInfo,
+  samePosition,
+  xxh64,
+} from '../format/index.js';
+import { historyEnd } from '../history/source.js';
 import { hasDamage, type JournalScan, type KnownPoint, scanJournal } from '../journal/journal-scan.js';
-import { JournalWriter, type Position } from '../journal/journal-writer.js';
-import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { JournalWriter } from '../journal/journal-writer.js';
+import type { JournalPaths } from '../journal/paths.js';
+import { hotJournalNonce, readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import {
   fingerprintOf,
   readSyncedMarker,
   type SyncedMarker,
   sameFingerprint,
-  writeSyncedMarker,
 } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
-import { PageIndex, type ViewTarget } from '../timetravel/page-index.js';
-import type { journalPaths } from './paths.js';
+import { historyPages } from '../timetravel/history-pages.js';
+import { RecoveryError, step } from './errors.js';
 import { fileIs, rebuild, redoAside } from './redo.js';
 
 /** Something open() did to keep the user's data that the user must hear about. */
@@ -58,7 +65,7 @@ export interface RecoveryContext {
   dbPath: string;
   /** The path as the user gave it (for messages). */
   name: string;
-  paths: ReturnType<typeof journalPaths>;
+  paths: JournalPaths;
   holdsWrites: boolean;
   warn: (w: OpenWarning) => void;
 }
@@ -68,14 +75,6 @@ export interface Recovered {
   journal: JournalWriter;
   /** Snapshot bodies known good up to this txid (from the marker, when the journal is the same). */
   checkedTxid: bigint;
-}
-
-/** Raised for a state open() must not repair on its own (the message says what to do). */
-export class RecoveryError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RecoveryError';
-  }
 }
 
 /** Runs the recovery steps in order; the database file and journal agree when it returns. */
@@ -129,15 +128,6 @@ export function recoverWriter(ctx: RecoveryContext): Recovered {
   } catch (e) {
     journal.close();
     throw e;
-  }
-}
-
-function step<T>(name: string, run: () => T): T {
-  try {
-    return run();
-  } catch (e) {
-    if (e instanceof RecoveryError) throw e;
-    throw new Error(`${name}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -210,17 +200,8 @@ function rollBackHotJournal(
   known: KnownPoint | undefined,
 ): JournalScan | undefined {
   const { fs, dbPath } = ctx;
-  const rj = `${dbPath}-journal`;
-  if (fs.fileSize(rj) < 28) return undefined;
-  const head = new Uint8Array(28);
-  const f = fs.open(rj, { readonly: true });
-  try {
-    f.read(head, 0);
-  } finally {
-    f.close();
-  }
-  if (head[0] === 0) return undefined;
-  const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
+  const nonce = hotJournalNonce(fs, dbPath);
+  if (nonce === undefined) return undefined;
   let out = scan;
   if (scan.last && nonce !== 0 && scan.last.commitTag === nonce) {
     const j = fs.open(ctx.paths.journal);
@@ -328,7 +309,13 @@ function catchUp(
   try {
     // Clean: the marker is the head and the file is as the marker saw it (constant time).
     const print = good?.fingerprint;
-    if (!interrupted && good && samePoint(good, head) && print && sameFingerprint(fingerprintOf(db), print)) {
+    if (
+      !interrupted &&
+      good &&
+      samePosition(good, head) &&
+      print &&
+      sameFingerprint(fingerprintOf(db), print)
+    ) {
       return 'equal';
     }
     // A file SQLite shrank at its commit point and a crash kept from truncating (durability 'sqlite').
@@ -364,10 +351,6 @@ function missingDatabase(ctx: RecoveryContext, head: Position): RecoveryError {
     `${ctx.name} is missing or empty but its journal holds ${head.txid} snapshots: restore it with ` +
       `\`mycelite restore ${ctx.name} --output ${ctx.name}\`, or move ${ctx.paths.dir} away to start a new history`,
   );
-}
-
-function samePoint(a: Position, b: Position): boolean {
-  return a.txid === b.txid && a.checksum === b.checksum;
 }
 
 /**
@@ -445,33 +428,6 @@ export function oldState(ctx: Pick<RecoveryContext, 'fs' | 'paths'>, head: Posit
   }
 }
 
-/**
- * The database as of the point `at` names, page by page, read from the history (a time-travel page
- * index: nothing is written). Close `pages` when done. Throws ViewRangeError for a point not kept.
- */
-export function historyPages(
-  fs: FileSystem,
-  paths: Pick<ReturnType<typeof journalPaths>, 'journal' | 'history'>,
-  at: ViewTarget,
-): { pages: Pages; snapshot: SnapshotInfo } {
-  const history = openHistory(fs, paths, () => new Error(`${paths.journal} is missing`));
-  try {
-    const index = new PageIndex(history.source, at);
-    return {
-      snapshot: index.target,
-      pages: {
-        pageSize: index.pageSize,
-        dbPages: index.dbPages,
-        readPage: (pgno, out) => index.readPage(pgno, out),
-        close: () => history.close(),
-      },
-    };
-  } catch (e) {
-    history.close();
-    throw e;
-  }
-}
-
 /** Copies the journal file as it is to `journal.damaged-TIME` beside it (fsynced); returns the path. */
 function copyAside(ctx: RecoveryContext): string {
   const { fs, paths } = ctx;
@@ -499,44 +455,13 @@ function copyAside(ctx: RecoveryContext): string {
   return path;
 }
 
-/** Writes the synced marker for the journal's head, the file fsynced first (its creation made durable). */
-export function setSyncedMarker(
-  fs: FileSystem,
-  dbPath: string,
-  path: string,
-  head: Position,
-  extra: { checkedTxid: bigint; holdsWrites: boolean; offset?: number },
-): FileHandle {
-  const created = !fs.exists(path);
-  const f = fs.open(path, { create: true });
-  try {
-    let fingerprint: ReturnType<typeof fingerprintOf> = { size: 0, page1: 0n };
-    if (fs.exists(dbPath)) {
-      const d = fs.open(dbPath);
-      try {
-        d.sync();
-        fingerprint = fingerprintOf(d);
-      } finally {
-        d.close();
-      }
-    }
-    writeSyncedMarker(f, { ...head, fingerprint, ...extra });
-    f.sync();
-    if (created) fs.syncDir(path);
-    return f;
-  } catch (e) {
-    f.close();
-    throw e;
-  }
-}
-
 /**
  * Records a change another program made to the database while the writer had it open (between two of
  * its transactions): one outside snapshot from the journal's head to the file's content, fsynced.
  */
 export function recordOutsideChange(
   fs: FileSystem,
-  paths: ReturnType<typeof journalPaths>,
+  paths: JournalPaths,
   journal: JournalWriter,
   dbPath: string,
 ): SnapshotInfo | undefined {

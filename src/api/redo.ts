@@ -3,21 +3,21 @@
  * up to the journal"): compare it with a journal state, redo the snapshots after the synced marker aside,
  * or rebuild it from the whole history.
  */
-import type { ByteSource } from '../format/index.js';
+
+import type { ByteSource, Position } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { fileSource } from '../journal/file-source.js';
-import type { Position } from '../journal/journal-writer.js';
+import type { JournalPaths } from '../journal/paths.js';
 import { readPageSize } from '../journal/sqlite-header.js';
 import { redo, redoPoint, replay } from '../restore/replay.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
-import type { journalPaths } from './paths.js';
 
 /** A database file and its journal's files. */
 export interface DatabaseFiles {
   fs: FileSystem;
-  paths: ReturnType<typeof journalPaths>;
+  paths: JournalPaths;
   dbPath: string;
 }
 

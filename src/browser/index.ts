@@ -122,7 +122,7 @@ export class BrowserDatabase {
 
   private constructor(private readonly options: ConnectOptions & { role: Role }) {
     this.channel = new BroadcastChannel(channelName(options.name, options.role));
-    this.channel.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, false);
+    this.channel.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, 'channel');
   }
 
   /** Opens the database in this tab, or connects to the tab that has it. */
@@ -183,7 +183,7 @@ export class BrowserDatabase {
   private async becomeLeader(): Promise<void> {
     const url = this.options.workerUrl ?? new URL('./mycelite-worker.js', import.meta.url);
     const worker = new Worker(url, { type: 'module', name: `mycelite ${this.options.name}` });
-    worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, true);
+    worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, 'worker');
     worker.onerror = (e) => {
       for (const p of this.pending.values()) p.reject(new Error(`the database worker failed: ${e.message}`));
     };
@@ -205,7 +205,8 @@ export class BrowserDatabase {
     });
   }
 
-  private receive(m: Message, fromWorker: boolean): void {
+  /** A message from this tab's worker, or from another tab over the BroadcastChannel. */
+  private receive(m: Message, from: 'worker' | 'channel'): void {
     if (m.kind === 'res') {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -215,7 +216,7 @@ export class BrowserDatabase {
       else p.reject(new Error(m.error));
       return;
     }
-    if (m.kind !== 'event' || (this.leader && !fromWorker)) return;
+    if (m.kind !== 'event' || (this.leader && from !== 'worker')) return;
     this.last = m.status;
     if (m.event === 'conflict') this.events.emit('conflict', m.detail);
     else if (m.event === 'rejected') this.events.emit('rejected', m.detail);

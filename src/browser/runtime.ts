@@ -2,8 +2,7 @@
  * The browser runtime of `openWith`: files in an OPFS pool, temporary files (under /tmp/) in memory.
  * Paths are absolute, '/'-separated names inside the pool; they never reach a real file system.
  */
-import type { Runtime } from '../api/open.js';
-import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
+import type { DeleteOptions, FileHandle, FileSystem, OpenOptions, Runtime } from '../storage/file-system.js';
 import { MemoryFileSystem } from './memory-fs.js';
 
 /** Where temporary files live: memory, not OPFS. */
@@ -29,8 +28,8 @@ class RoutedFileSystem implements FileSystem {
   fileSize(path: string): number {
     return this.pick(path).fileSize(path);
   }
-  delete(path: string, syncDir?: boolean): void {
-    this.pick(path).delete(path, syncDir);
+  delete(path: string, options?: DeleteOptions): void {
+    this.pick(path).delete(path, options);
   }
   syncDir(path: string): void {
     this.pick(path).syncDir(path);

@@ -5,19 +5,21 @@
  * memory), sha256 of the file and a commit benchmark. Either opens without a hub (local only) and starts
  * syncing when one is set (`setHub`).
  */
+
 import { type MyceliteDatabase, openWith } from '../api/open.js';
-import { journalPaths } from '../api/paths.js';
 import { Database } from '../engine/database.js';
 import type { BindValue } from '../engine/sqlite.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import { decodeFileHeader, FILE_HEADER_SIZE } from '../format/index.js';
 import { openHistory } from '../history/source.js';
+import { journalPaths } from '../journal/paths.js';
 import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
 import { readAt } from '../storage/file-system.js';
 import { describeHubUrls } from '../sync/hub-urls.js';
+import { MYCELITE_VFS } from '../vfs/vfs.js';
 import type {
   BenchResult,
   BrowserStatus,
@@ -134,10 +136,10 @@ export class WorkerDatabase {
 
   private async openReplica(): Promise<void> {
     this.store = await ReplicaStore.open(this.rt, this.dbPath);
-    this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: 'mycelite' });
+    this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: MYCELITE_VFS });
     this.store.onReplaced = () => {
       this.reader?.close();
-      this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: 'mycelite' });
+      this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: MYCELITE_VFS });
     };
     if (this.args.hub) this.follow(this.args.hub);
   }
@@ -329,7 +331,7 @@ export class WorkerDatabase {
         journal.close();
         out.close();
       }
-      const db = Database.open(this.sqlite3, TRAVEL_PATH, { readonly: true, vfs: 'mycelite' });
+      const db = Database.open(this.sqlite3, TRAVEL_PATH, { readonly: true, vfs: MYCELITE_VFS });
       this.travel = { txid, timestamp, db };
     }
     const rows = this.travel.db.prepare(sql).all(...params) as Row[];

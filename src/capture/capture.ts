@@ -25,7 +25,7 @@ import {
   samePage,
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
-import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { readDbPages, readPageSize, rollbackJournalNonce } from '../journal/sqlite-header.js';
 import { fingerprintOf, writeSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
@@ -180,7 +180,7 @@ export class Capture {
    * the synced marker (so a crash redoes only what follows, and a clean open checks the file in constant
    * time). Between transactions only.
    */
-  checkpoint(force = false): void {
+  checkpoint({ force = false }: { force?: boolean } = {}): void {
     const synced = this.options.synced;
     if (!synced || !this.db || this.behind || this.journal.pending) return;
     if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return;
@@ -268,7 +268,7 @@ export class Capture {
   /** SQLite wrote to the database's rollback journal: remember the nonce of its first header. */
   onRollbackJournalWrite(offset: number, bytes: Uint8Array): void {
     if (offset !== 0 || bytes.length < 16) return;
-    const nonce = ((bytes[12]! << 24) | (bytes[13]! << 16) | (bytes[14]! << 8) | bytes[15]!) >>> 0;
+    const nonce = rollbackJournalNonce(bytes);
     if (nonce !== 0) this.nonce = nonce;
   }
 

@@ -6,7 +6,7 @@ import {
   parseRetention,
   type RetentionPolicy,
 } from '../history/policy.js';
-import { nodeRuntime } from '../node/index.js';
+import { nodeRuntime } from '../node/runtime.js';
 import { compactDatabase } from '../restore/compact-database.js';
 import { asUsage, jsonInteger, parseIsoTime, progressLine, writeOut } from './common.js';
 

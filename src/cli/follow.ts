@@ -3,13 +3,15 @@
  * database. --once catches up to the hub's head and exits; otherwise it follows live until Ctrl-C.
  * --reset adopts the hub's history when it is another one than the replica's.
  */
+
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { journalPaths } from '../api/paths.js';
+import { toHex } from '../format/index.js';
+import { journalPaths } from '../journal/paths.js';
 import { asFound } from '../node/as-found.js';
-import { nodeRuntime } from '../node/index.js';
-import { checkDbName, HubError, toHex } from '../protocol/index.js';
+import { nodeRuntime } from '../node/runtime.js';
+import { checkDbName, HubError } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
 import { HubUnreachableError } from '../sync/hub-client.js';

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { nodeRuntime } from '../node/index.js';
+import { nodeRuntime } from '../node/runtime.js';
 import { HubError } from '../protocol/index.js';
 import type { Target } from '../restore/replay.js';
 import { restoreDatabase } from '../restore/restore.js';

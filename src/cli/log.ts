@@ -1,6 +1,6 @@
 /** `mycelite log DB [--json]`: list the snapshots of a database's journal. */
 import type { Command } from 'commander';
-import { nodeRuntime } from '../node/index.js';
+import { nodeRuntime } from '../node/runtime.js';
 import { logDatabase } from '../restore/restore.js';
 import { isoTime, jsonInteger, writeOut } from './common.js';
 

@@ -7,8 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { journalPaths } from '../api/paths.js';
 import { loadHash } from '../format/index.js';
+import { journalPaths } from '../journal/paths.js';
 import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../sync/hub-client.js';
 import { describeHubUrls } from '../sync/hub-urls.js';

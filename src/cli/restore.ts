@@ -1,8 +1,8 @@
 /** `mycelite restore DB --output FILE [--txid N | --at ISO-8601] [--force]`: rebuild a database from its journal. */
 import * as path from 'node:path';
 import { type Command, Option } from 'commander';
-import { journalPaths } from '../api/paths.js';
-import { nodeRuntime } from '../node/index.js';
+import { journalPaths } from '../journal/paths.js';
+import { nodeRuntime } from '../node/runtime.js';
 import type { Target } from '../restore/replay.js';
 import { logDatabase, restoreDatabase } from '../restore/restore.js';
 import {

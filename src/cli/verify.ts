@@ -1,7 +1,7 @@
 /** `mycelite verify DB [--json]`: check a journal and that its replay equals the database. */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { nodeRuntime } from '../node/index.js';
+import { nodeRuntime } from '../node/runtime.js';
 import { verifyDatabase } from '../restore/restore.js';
 import { WalFile, walIndexEnd } from '../sidecar/wal-file.js';
 import { CliExit, describeError, journalErrorLocation, jsonInteger, writeErr, writeOut } from './common.js';

@@ -201,7 +201,7 @@ export class Database {
 
   /** Prepares a single SQL statement. Throws RangeError if `sql` holds none or more than one. */
   prepare(sql: string): Statement {
-    return this.prepareStatement(sql, false);
+    return this.prepareStatement(sql);
   }
 
   /**
@@ -210,7 +210,7 @@ export class Database {
    */
   pragma(source: string, options: PragmaOptions = {}): unknown {
     if (typeof source !== 'string') throw new TypeError('Expected first argument to be a string');
-    const stmt = this.prepareStatement(`PRAGMA ${source}`, true);
+    const stmt = this.prepareStatement(`PRAGMA ${source}`, { pragma: true });
     try {
       return options.simple === true ? stmt.pluck().get() : stmt.all();
     } finally {
@@ -347,7 +347,8 @@ export class Database {
     return h;
   }
 
-  private prepareStatement(sql: string, pragma: boolean): Statement {
+  /** `pragma`: the statement is the `PRAGMA` that `pragma()` runs. */
+  private prepareStatement(sql: string, { pragma = false }: { pragma?: boolean } = {}): Statement {
     if (typeof sql !== 'string') throw new TypeError('Expected first argument to be a string');
     const h = this.affirmOpen();
     const b = this.b;
@@ -369,7 +370,7 @@ export class Database {
 
   private getController(): Controller {
     if (this.controller === undefined) {
-      const prep = (sql: string) => this.prepareStatement(sql, false);
+      const prep = (sql: string) => this.prepareStatement(sql);
       this.controller = {
         begin: {
           default: prep('BEGIN'),

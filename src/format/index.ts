@@ -8,5 +8,6 @@ export * from './errors.js';
 export * from './file-header.js';
 export * from './hash.js';
 export * from './journal-reader.js';
+export * from './position.js';
 export * from './snapshot-body.js';
 export * from './snapshot-header.js';

@@ -3,6 +3,7 @@
  * checksums). Finds a torn tail and tells it apart from corruption (docs/FORMAT.md, "Validation").
  */
 import type { ByteSource } from './byte-source.js';
+import { hex64 } from './bytes.js';
 import { FILE_HEADER_SIZE, FLAG_MERGED, SNAPSHOT_HEADER_SIZE, SNAPSHOT_TRAILER_SIZE } from './constants.js';
 import { JournalFormatError } from './errors.js';
 import { decodeFileHeader, type FileHeader } from './file-header.js';
@@ -99,7 +100,7 @@ export class JournalReader {
       if (h.timestamp < time) throw bad('snapshot timestamp goes backwards');
       if (h.preChecksum !== checksum) {
         throw bad(
-          `snapshot's base checksum ${hex(h.preChecksum)} is not the previous state ${hex(checksum)}`,
+          `snapshot's base checksum ${hex64(h.preChecksum)} is not the previous state ${hex64(checksum)}`,
         );
       }
       yield { ...h, offset };
@@ -174,9 +175,4 @@ export function checkSnapshotChecksum(src: ByteSource, offset: number, h: Snapsh
   const t = src.read(bodyEnd, SNAPSHOT_TRAILER_SIZE);
   const stored = new DataView(t.buffer, t.byteOffset, 8).getBigUint64(0, true);
   return stored === hash.digest();
-}
-
-/** A checksum as 16 hex digits. */
-export function hex(n: bigint): string {
-  return n.toString(16).padStart(16, '0');
 }

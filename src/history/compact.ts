@@ -10,14 +10,14 @@ import {
   FILE_HEADER_SIZE,
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
-  hex,
+  hex64,
   JournalReader,
   PositionMismatchError,
   type SnapshotBodyWriter,
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
-import { PageFile } from '../restore/page-file.js';
+import { PageFile } from '../journal/page-file.js';
 import type { FileHandle, FileSystem } from '../storage/file-system.js';
 import { HistoryWriter } from './history-writer.js';
 import { type RetentionPolicy, retainedPoints } from './policy.js';
@@ -150,7 +150,7 @@ export function buildHistory(
       const sum = state.checksum();
       if (sum !== prev!.postChecksum) {
         throw new PositionMismatchError(
-          `compaction rebuilt txid ${prev!.txid} with checksum ${hex(sum)}, not ${hex(prev!.postChecksum)}: nothing was changed`,
+          `compaction rebuilt txid ${prev!.txid} with checksum ${hex64(sum)}, not ${hex64(prev!.postChecksum)}: nothing was changed`,
         );
       }
       out.sync();
@@ -206,7 +206,7 @@ export function rebaseJournalFile(
       cut = s.offset + s.length;
     }
     if (cut < 0 || (cut === FILE_HEADER_SIZE && reader.header.baseChecksum !== base.checksum)) {
-      throw new Error(`${path} does not hold txid ${base.txid} with checksum ${hex(base.checksum)}`);
+      throw new Error(`${path} does not hold txid ${base.txid} with checksum ${hex64(base.checksum)}`);
     }
     const end = reader.end;
     const tmp = `${path}.tmp`;

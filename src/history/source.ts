@@ -8,10 +8,11 @@ import {
   type ByteSource,
   decodeSnapshotHeader,
   FILE_HEADER_SIZE,
-  hex,
+  hex64,
   JournalFormatError,
   JournalReader,
   SNAPSHOT_HEADER_SIZE,
+  sameBytes,
   xxh64,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
@@ -54,7 +55,7 @@ export function openHistory(fs: FileSystem, paths: HistoryPaths, missing: () => 
     let end = { txid: hr.header.baseTxid, checksum: hr.header.baseChecksum };
     for (const s of hr.snapshots()) end = { txid: s.txid, checksum: s.postChecksum };
     const jr = new JournalReader(jsrc);
-    if (!sameId(hr.header.journalId, jr.header.journalId)) {
+    if (!sameBytes(hr.header.journalId, jr.header.journalId)) {
       throw new JournalFormatError(`${paths.history} belongs to another history than ${paths.journal}`, 16);
     }
     // The journal's part: its snapshots after the history's end (a crash between the two renames of a
@@ -83,7 +84,7 @@ export function openHistory(fs: FileSystem, paths: HistoryPaths, missing: () => 
     }
     if (at.checksum !== end.checksum) {
       throw new JournalFormatError(
-        `${paths.history} and ${paths.journal} disagree at txid ${end.txid} (${hex(end.checksum)} vs ${hex(at.checksum)})`,
+        `${paths.history} and ${paths.journal} disagree at txid ${end.txid} (${hex64(end.checksum)} vs ${hex64(at.checksum)})`,
         cut,
       );
     }
@@ -105,10 +106,6 @@ export function openHistory(fs: FileSystem, paths: HistoryPaths, missing: () => 
     close();
     throw e;
   }
-}
-
-function sameId(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**

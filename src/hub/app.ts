@@ -2,74 +2,32 @@
  * The hub's HTTP routes (docs/PROTOCOL.md, "Endpoints") as a hono app. Every `/v1` request is
  * authorized first (before its name is used or its body is read); every error is `{error, message}`.
  */
+
 import { type Context, Hono } from 'hono';
-import type pino from 'pino';
+import { toHex } from '../format/index.js';
 import {
   API_PREFIX,
-  checkDbName,
   DEFAULT_LEASE_TTL_MS,
-  type ErrorBody,
   HubError,
   MAX_LEASE_TTL_MS,
   MIN_LEASE_TTL_MS,
-  toHex,
   toJsonPosition,
 } from '../protocol/index.js';
-import { authorize, type Role, verifyToken } from './auth.js';
+import { verifyToken } from './auth.js';
+import {
+  authorizeName,
+  badRequest,
+  errorResponse,
+  type HubContext,
+  notFound,
+  storageUnavailable,
+} from './context.js';
 import { StoredCopyDamagedError } from './heads.js';
-import type { ImageCache } from './image-cache.js';
 import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
-import type { HubMetrics } from './metrics.js';
 import { handlePush } from './push.js';
 import { handleRead } from './read.js';
-import { type HubStorage, StorageUnavailableError } from './storage.js';
-import { mountWeb, type WebOptions } from './web.js';
-
-/** Everything the routes share. */
-export interface HubContext {
-  storage: HubStorage;
-  key: Uint8Array;
-  maxBody: number;
-  beatMs: number;
-  log: pino.Logger;
-  metrics: HubMetrics;
-  images: ImageCache;
-  /** Requests served at once past which new ones get 503. */
-  maxActive: number;
-  active: number;
-  closing: boolean;
-  /** Pushes in flight (close waits for them). */
-  pushes: Set<Promise<unknown>>;
-  /** Open read streams (close ends them). */
-  streams: Set<{ end(): void }>;
-  /** Bytes a follower may have queued in memory before it is served from disk instead. */
-  followQueueLimit?: number;
-  /** The demo web app (mycelite serve --demo). */
-  web?: WebOptions;
-  /** Whether the storage answered at its last health check (src/hub/health.ts); always, without checks. */
-  health: { ready: boolean; message?: string };
-}
-
-export function errorResponse(e: HubError): Response {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (e.status === 503) headers['retry-after'] = '1';
-  return new Response(JSON.stringify(e.body satisfies ErrorBody), { status: e.status, headers });
-}
-
-/** Authorizes the request for `role` on its `:name`, then checks the name: the name of a request. */
-export async function authorizeName(ctx: HubContext, c: Context, role: Role): Promise<string> {
-  const name = c.req.param('name') ?? '';
-  await authorize(ctx.key, c.req.header('authorization'), name, role).catch((e: unknown) => {
-    // A refused token for a malformed name is still refused as unauthorized (nothing learned).
-    if (e instanceof HubError && e.code === 'forbidden' && checkDbName(name)) {
-      throw new HubError({ error: 'bad_name', message: checkDbName(name)! });
-    }
-    throw e;
-  });
-  const bad = checkDbName(name);
-  if (bad) throw new HubError({ error: 'bad_name', message: bad });
-  return name;
-}
+import { StorageUnavailableError } from './storage.js';
+import { mountWeb } from './web.js';
 
 export function createApp(ctx: HubContext): Hono {
   const app = new Hono();
@@ -137,7 +95,7 @@ export function createApp(ctx: HubContext): Hono {
     const name = await authorizeName(ctx, c, 'reader');
     const state = await ctx.storage.state(name);
     if (!state) throw notFound(name);
-    const lease = activeLease(await ctx.storage.getLease(name));
+    const lease = activeLease(await ctx.storage.getLease(name), ctx.now());
     return c.json({
       name,
       journal: toHex(state.journalId),
@@ -162,7 +120,7 @@ export function createApp(ctx: HubContext): Hono {
     ) {
       throw badRequest(`"ttlMs" must be an integer from ${MIN_LEASE_TTL_MS} to ${MAX_LEASE_TTL_MS}`);
     }
-    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number);
+    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number, ctx.now);
     ctx.log.info({ db: name, epoch: lease.epoch }, 'lease taken');
     return c.json({ ...jsonLease(lease), holder: lease.holder });
   });
@@ -219,24 +177,6 @@ export function createApp(ctx: HubContext): Hono {
 
 /** Paths that answer while the hub shuts down, is over its connection limit, or its storage is down. */
 const MONITORING = new Set(['/healthz', '/livez', '/readyz', '/metrics']);
-
-export function storageUnavailable(why: string | undefined): HubError {
-  return new HubError({
-    error: 'storage_unavailable',
-    message: `the hub runs but its storage does not answer${why ? ` (${why})` : ''}; retry, or use another hub`,
-  });
-}
-
-export function badRequest(message: string): HubError {
-  return new HubError({ error: 'bad_request', message });
-}
-
-export function notFound(name: string): HubError {
-  return new HubError({
-    error: 'not_found',
-    message: `the hub has no database ${JSON.stringify(name)} (nothing was pushed to it yet)`,
-  });
-}
 
 /**
  * URL parsing turns `/v1/db/../x` (or `%2e%2e`) into another path before routing; the raw request line

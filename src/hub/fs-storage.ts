@@ -14,6 +14,7 @@
  * from before the base fail with BeforeBaseError (readers reset from a full image). The swap happens in
  * the database's append order; reads in flight keep the old journal file open and finish from it.
  */
+
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -22,6 +23,7 @@ import {
   encodeFileHeader,
   FORMAT_VERSION,
   JournalReader,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
 } from '../format/index.js';
@@ -29,7 +31,7 @@ import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { checkDbName, type DbMode, type WirePosition } from '../protocol/index.js';
+import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
@@ -38,14 +40,7 @@ import { readModeFile, writeModeFile } from './fs-mode.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
 import { findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
-import type {
-  AppendListener,
-  AppendResult,
-  DbState,
-  EncodedSnapshot,
-  HubStorage,
-  StoredLease,
-} from './storage.js';
+import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
 import { runJob } from './worker.js';
 
@@ -57,12 +52,12 @@ interface Entry {
   writer: JournalWriter;
   reader: fsp.FileHandle;
   journalId: Uint8Array;
-  base: WirePosition;
+  base: Position;
   mode: DbMode;
   /** offsets[i] is where snapshot base.txid + 1 + i starts. */
   offsets: number[];
   /** The durable head and the offset after it (appends in progress are not visible before their fsync). */
-  head: WirePosition;
+  head: Position;
   end: number;
   headTimestamp: number;
   /** Size of the database at the head (bytes), for the compaction threshold. */
@@ -246,7 +241,7 @@ export class FsStorage implements HubStorage {
 
   async append(
     db: string,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
@@ -312,7 +307,7 @@ export class FsStorage implements HubStorage {
     db: string,
     e: Entry | undefined,
     journalId: Uint8Array,
-    base: WirePosition,
+    base: Position,
     snapshots: EncodedSnapshot[],
   ): Promise<Staged | AppendResult> {
     try {
@@ -379,7 +374,7 @@ export class FsStorage implements HubStorage {
   private async create(
     dir: string,
     journalId: Uint8Array,
-    base: WirePosition,
+    base: Position,
     snapshots: EncodedSnapshot[],
     mode: DbMode,
   ) {

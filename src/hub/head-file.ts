@@ -11,6 +11,7 @@
  * pages are written only after the storage made it durable: the record goes to not-exact first, then
  * the pages, then the truncate (write before truncate), then the record to exact at the new position.
  */
+
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -18,6 +19,7 @@ import {
   type ByteSource,
   JournalFormatError,
   memorySource,
+  type Position,
   PositionMismatchError,
   pageTerm,
   type SnapshotInfo,
@@ -25,11 +27,10 @@ import {
 } from '../format/index.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import type { WirePosition } from '../protocol/index.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { hashingSource, redo } from '../restore/replay.js';
 import type { FileHandle } from '../storage/file-system.js';
 import { applyChecked, DoesNotApplyError, type PageCount, type PageStore } from './page-check.js';
-import type { EncodedSnapshot } from './storage.js';
 
 /** The position the head file's pages hold: a state of one history, and its page geometry. */
 export interface HeadPosition extends PageCount {
@@ -89,7 +90,7 @@ export class HeadFile {
   }
 
   /** Starts over with no pages at `base` of history `journalId` (the empty database, or before a full image). */
-  reset(journalId: Uint8Array, base: WirePosition): void {
+  reset(journalId: Uint8Array, base: Position): void {
     this.invalidate();
     this.pages.truncate(0);
     this.pos = { journalId, txid: base.txid, checksum: base.checksum, pageSize: 0, dbPages: 0 };

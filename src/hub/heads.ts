@@ -8,6 +8,7 @@
  * Both storages call it in their per-database append order, so a head file is never used by two
  * operations at once.
  */
+
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import {
@@ -16,17 +17,20 @@ import {
   FORMAT_VERSION,
   JournalFormatError,
   JournalReader,
+  type Position,
   PositionMismatchError,
   type SnapshotInfo,
+  sameBytes,
+  samePosition,
 } from '../format/index.js';
 import { checkpointBefore } from '../history/points.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { toHex, type WirePosition } from '../protocol/index.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { HeadFile, type HeadPosition, type Staged } from './head-file.js';
 import { DoesNotApplyError } from './page-check.js';
-import type { DbState, EncodedSnapshot, HubStorage } from './storage.js';
+import type { DbState, HubStorage } from './storage.js';
 
 export type { Staged } from './head-file.js';
 export { DoesNotApplyError } from './page-check.js';
@@ -102,8 +106,8 @@ export class Heads {
     const hf = this.file(db);
     const p = hf.pos;
     const head = state.head;
-    if (p && toHex(p.journalId) === toHex(state.journalId)) {
-      if (hf.exact && p.txid === head.txid && p.checksum === head.checksum) return hf;
+    if (p && sameBytes(p.journalId, state.journalId)) {
+      if (hf.exact && samePosition(p, head)) return hf;
       if (p.txid <= head.txid && (await this.holds(db, state, p))) {
         try {
           await this.forward(db, hf, state);
@@ -127,7 +131,7 @@ export class Heads {
     db: string,
     state: DbState | undefined,
     journalId: Uint8Array,
-    base: WirePosition,
+    base: Position,
     snapshots: EncodedSnapshot[],
   ): Promise<Staged> {
     if (!state) {
@@ -329,7 +333,7 @@ export class Heads {
   private async spool(
     db: string,
     journalId: Uint8Array,
-    base: WirePosition,
+    base: Position,
     upTo: bigint,
     merged: boolean,
     first?: AsyncIterable<Uint8Array>,

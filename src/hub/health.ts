@@ -5,7 +5,7 @@
  * ended: their replicas reconnect and hear `503 storage_unavailable` instead of staying "live" on beats.
  */
 import type pino from 'pino';
-import type { HubContext } from './app.js';
+import type { HubContext } from './context.js';
 import type { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
 

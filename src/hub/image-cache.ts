@@ -9,8 +9,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader } from '../format/index.js';
-import { toHex } from '../protocol/index.js';
+import { encodeFileHeader, FORMAT_VERSION, type SnapshotHeader, toHex } from '../format/index.js';
 import { type ImageJob, PAGES_MISMATCH, type PagesJob } from './image-worker.js';
 import { Mutex } from './mutex.js';
 import type { DbState, HubStorage } from './storage.js';

@@ -5,7 +5,7 @@
  * journal file (or a database's compacted history joined with its live journal, from its last checkpoint).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { hex, loadHash, pageTerm, type SnapshotHeader } from '../format/index.js';
+import { hex64, loadHash, pageTerm, type SnapshotHeader } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
@@ -63,7 +63,7 @@ export function encodePages(job: PagesJob): SnapshotHeader {
     });
     if (sum !== job.fields.postChecksum) {
       throw new Error(
-        `${PAGES_MISMATCH} checksum ${hex(job.fields.postChecksum)} of txid ${job.fields.txid} but ${hex(sum)}`,
+        `${PAGES_MISMATCH} checksum ${hex64(job.fields.postChecksum)} of txid ${job.fields.txid} but ${hex64(sum)}`,
       );
     }
     imageFile.sync();

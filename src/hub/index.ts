@@ -1,4 +1,6 @@
 /** The Mycelite hub (docs/PROTOCOL.md): HTTP server, storage, auth. Node only. */
+
+export type { EncodedSnapshot } from '../protocol/index.js';
 export {
   KEY_ENV,
   loadOrCreateKey,
@@ -11,4 +13,4 @@ export {
 export { FsStorage } from './fs-storage.js';
 export { NatsStorage, type NatsStorageOptions, openNatsStorage } from './nats-storage.js';
 export { type Hub, type HubOptions, startHub } from './server.js';
-export type { AppendResult, DbState, EncodedSnapshot, HubStorage, StoredLease } from './storage.js';
+export type { AppendResult, DbState, HubStorage, StoredLease } from './storage.js';

@@ -25,9 +25,10 @@ export async function takeLease(
   db: string,
   holder: string,
   ttlMs = DEFAULT_LEASE_TTL_MS,
+  clock: () => number = Date.now,
 ): Promise<StoredLease> {
   for (let i = 0; i < TRIES; i++) {
-    const now = Date.now();
+    const now = clock();
     const current = await storage.getLease(db);
     const live = current && current.holder !== '' && current.expiresAt > now;
     if (live && current.holder !== holder) {
@@ -64,11 +65,16 @@ export async function releaseLease(storage: HubStorage, db: string, epoch: numbe
  * Checks that `epoch` is the current lease's and renews it (a push renews the lease). A lease that
  * expired but was not taken by anyone since is still current; a released one is not.
  */
-export async function checkAndRenew(storage: HubStorage, db: string, epoch: number): Promise<void> {
+export async function checkAndRenew(
+  storage: HubStorage,
+  db: string,
+  epoch: number,
+  clock: () => number = Date.now,
+): Promise<void> {
   for (let i = 0; i < TRIES; i++) {
     const current = await storage.getLease(db);
     if (!current || current.epoch !== epoch || current.holder === '') throw staleEpoch(current, epoch);
-    const now = Date.now();
+    const now = clock();
     const ttlMs = current.ttlMs ?? DEFAULT_LEASE_TTL_MS;
     // Renew only when a noticeable part of the TTL has passed, to spare a write per push.
     if (current.expiresAt - now > (ttlMs * 2) / 3) return;

@@ -2,9 +2,11 @@
  * The JetStream calls NATS storage makes, with the retries and error tests they need: a leader election
  * or a reconnect is retried; a publish that expected another last sequence is "someone came first".
  */
+
 import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@nats-io/jetstream';
 import { headers, type MsgHdrs } from '@nats-io/transport-node';
-import { type DbMode, formatPosition, type WirePosition } from '../protocol/index.js';
+import type { Position } from '../format/index.js';
+import { type DbMode, formatPosition } from '../protocol/index.js';
 import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_MODE, HDR_PART } from './nats-wire.js';
 import { StorageUnavailableError } from './storage.js';
 
@@ -138,7 +140,7 @@ export interface PartsRecord {
   /** The journal id, in hex. */
   journal: string;
   /** The position the record continues. */
-  base: WirePosition;
+  base: Position;
   /** Set for a checkpoint: the txid it stands at. */
   checkpoint?: bigint;
   /** Set for an append: the database's mode. */

@@ -36,9 +36,9 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { concatBytes, type SnapshotHeader } from '../format/index.js';
+import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
-import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
@@ -57,14 +57,7 @@ import type { NatsLeases } from './nats-leases.js';
 import { type NatsLink, openLink } from './nats-link.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
-import type {
-  AppendListener,
-  AppendResult,
-  DbState,
-  EncodedSnapshot,
-  HubStorage,
-  StoredLease,
-} from './storage.js';
+import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
 
 export interface NatsStorageOptions {
@@ -469,7 +462,7 @@ export class NatsStorage implements HubStorage {
 
   async append(
     db: string,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
@@ -552,7 +545,7 @@ export class NatsStorage implements HubStorage {
   private async publish(
     db: string,
     expectSeq: number,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     mode: DbMode,

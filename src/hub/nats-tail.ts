@@ -7,6 +7,7 @@
  * `waitSeq()` lets callers wait until the view holds a given stream sequence, which makes state() exact
  * across hubs (src/hub/nats-storage.ts).
  */
+
 import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import {
@@ -15,16 +16,17 @@ import {
   decodeSnapshotHeader,
   FLAG_FULL_IMAGE,
   memorySource,
+  type Position,
   type SnapshotHeader,
+  samePosition,
+  toHex,
 } from '../format/index.js';
 import {
   type DbMode,
+  type EncodedSnapshot,
   parseJournalId,
   parseMode,
   parsePosition,
-  samePosition,
-  toHex,
-  type WirePosition,
 } from '../protocol/index.js';
 import {
   HDR_APPEND,
@@ -35,13 +37,7 @@ import {
   HDR_PART,
   parsePart,
 } from './nats-wire.js';
-import {
-  type AppendListener,
-  BeforeBaseError,
-  type DbState,
-  type EncodedSnapshot,
-  StorageUnavailableError,
-} from './storage.js';
+import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';
 
 /** Where an append's bytes are: its parts' stream sequences and lengths. */
 export interface AppendRef {
@@ -105,8 +101,8 @@ export class DbTail {
   journalId: Uint8Array | undefined;
   /** The database's mode: that of the first append (every later one has the same). */
   mode: DbMode = 'single';
-  base: WirePosition = { txid: 0n, checksum: 0n };
-  head: WirePosition = { txid: 0n, checksum: 0n };
+  base: Position = { txid: 0n, checksum: 0n };
+  head: Position = { txid: 0n, checksum: 0n };
   headTimestamp = 0;
   /** snaps[i] is snapshot base.txid + 1 + i. */
   readonly snaps: IndexedSnapshot[] = [];

@@ -11,7 +11,7 @@
 import {
   type ByteSource,
   FLAG_FULL_IMAGE,
-  hex,
+  hex64,
   pageTerm,
   type SnapshotHeader,
   walkPatches,
@@ -114,7 +114,7 @@ export function applyChecked(
   if (sum !== h.postChecksum) {
     throw new DoesNotApplyError(
       h.txid,
-      `its pages give the database checksum ${hex(sum)}, not the ${hex(h.postChecksum)} it claims`,
+      `its pages give the database checksum ${hex64(sum)}, not the ${hex64(h.postChecksum)} it claims`,
     );
   }
   return { checksum: sum, pageSize: ps, dbPages: h.dbPages };

@@ -2,12 +2,21 @@
  * `POST /v1/db/{name}/snapshots` (docs/PROTOCOL.md, "push"): checks in the protocol's order, and stores
  * nothing unless the whole body arrived and validated and it continues the hub's head.
  */
+
 import type { Context } from 'hono';
-import { FLAG_FULL_IMAGE, JournalFormatError } from '../format/index.js';
+import {
+  FLAG_FULL_IMAGE,
+  JournalFormatError,
+  type Position,
+  sameBytes,
+  samePosition,
+  toHex,
+} from '../format/index.js';
 import {
   type DbMode,
   describeMode,
   EMPTY_POSITION,
+  type EncodedSnapshot,
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
@@ -18,15 +27,12 @@ import {
   parseMode,
   parsePosition,
   StreamParser,
-  samePosition,
-  toHex,
   toJsonPosition,
-  type WirePosition,
 } from '../protocol/index.js';
-import { authorizeName, badRequest, type HubContext } from './app.js';
+import { authorizeName, badRequest, type HubContext } from './context.js';
 import { checkAndRenew, checkEpoch } from './lease.js';
 import type { PushRejectReason } from './metrics.js';
-import type { DbState, EncodedSnapshot } from './storage.js';
+import type { DbState } from './storage.js';
 
 export async function handlePush(ctx: HubContext, c: Context): Promise<Response> {
   try {
@@ -62,14 +68,14 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   const mode = parseMode(c.req.header(HEADER_MODE));
   if (!mode) throw badRequest(`header ${HEADER_MODE} must be "single" or "shared" (absent: single)`);
   // 2. the lease (a push renews it)
-  await checkAndRenew(ctx.storage, name, epoch);
+  await checkAndRenew(ctx.storage, name, epoch, ctx.now);
   // 3. the whole body, validated
   const snapshots = await readBody(c, base, length, ctx.maxBody);
   ctx.metrics.bytesReceived.inc(length);
   // 4. mode and history
   const state = await ctx.storage.state(name);
   if (state && state.mode !== mode) throw otherMode(state, mode);
-  if (state && toHex(state.journalId) !== toHex(journalId)) throw otherHistory(state);
+  if (state && !sameBytes(state.journalId, journalId)) throw otherHistory(state);
   // 5. idempotence: skip what the hub holds already
   if (!state) {
     // A new database: the history starts at the body's base, from the empty database or a full image.
@@ -113,7 +119,7 @@ async function append(
   ctx: HubContext,
   c: Context,
   { name, epoch, journalId, mode, creating }: Pushing,
-  head: WirePosition,
+  head: Position,
   rest: EncodedSnapshot[],
   skipped: number,
 ): Promise<Response> {
@@ -142,12 +148,7 @@ async function append(
 }
 
 /** Reads and validates the whole body; throws 400 bad_body (with the byte offset) or 413. */
-async function readBody(
-  c: Context,
-  base: WirePosition,
-  length: number,
-  max: number,
-): Promise<EncodedSnapshot[]> {
+async function readBody(c: Context, base: Position, length: number, max: number): Promise<EncodedSnapshot[]> {
   const body = c.req.raw.body;
   if (!body) throw badRequest('the push has no body');
   const parser = new StreamParser({ stream: false, base, maxSnapshot: max });
@@ -199,7 +200,7 @@ function tooLarge(limit: number, size: number): HubError {
   });
 }
 
-function headMismatch(head: WirePosition, why: string): HubError {
+function headMismatch(head: Position, why: string): HubError {
   return new HubError({
     error: 'head_mismatch',
     message: `the push does not continue the hub's head ${head.txid} (${why}); read the head and push from there`,

@@ -8,20 +8,18 @@
  * queue; a follower that falls behind (a slow reader: the stream is pulled only as fast as the socket
  * drains) drops its queue past a limit and reads the gap from storage instead, so memory stays bounded.
  */
+
 import type { Context } from 'hono';
-import { encodeFileHeader, FORMAT_VERSION } from '../format/index.js';
+import { encodeFileHeader, FORMAT_VERSION, type Position, sameBytes, samePosition } from '../format/index.js';
 import {
   BEAT_BYTES,
   CONTENT_TYPE_STREAM,
   HubError,
   parseJournalId,
   parsePosition,
-  samePosition,
-  toHex,
   toJsonPosition,
-  type WirePosition,
 } from '../protocol/index.js';
-import { authorizeName, badRequest, type HubContext, notFound } from './app.js';
+import { authorizeName, badRequest, type HubContext, notFound } from './context.js';
 import type { Image } from './image-cache.js';
 import { BeforeBaseError, type DbState } from './storage.js';
 
@@ -37,7 +35,7 @@ export async function handleRead(ctx: HubContext, c: Context): Promise<Response>
   if ((from === undefined) === (afterText === undefined)) {
     throw badRequest('give either after=TXID:CHECKSUM (with journal=ID) or from=image');
   }
-  let after: WirePosition | undefined;
+  let after: Position | undefined;
   let journal: Uint8Array | undefined;
   if (afterText !== undefined) {
     after = parsePosition(afterText);
@@ -78,7 +76,7 @@ async function checkPosition(
   ctx: HubContext,
   name: string,
   state: DbState,
-  after: WirePosition,
+  after: Position,
   journal: Uint8Array | undefined,
 ): Promise<void> {
   const reset = (why: string): HubError =>
@@ -87,7 +85,7 @@ async function checkPosition(
       message: `the reader's position ${after.txid} is not in the hub's history (${why}); read again with from=image`,
       head: toJsonPosition(state.head),
     });
-  if (journal && toHex(journal) !== toHex(state.journalId)) throw reset('another journal id');
+  if (journal && !sameBytes(journal, state.journalId)) throw reset('another journal id');
   if (after.txid > state.head.txid) throw reset(`the hub's head is ${state.head.txid}`);
   if (after.txid < state.base.txid) throw reset(`the hub holds history from ${state.base.txid} on`);
   if (after.txid === state.base.txid) {
@@ -149,7 +147,7 @@ class Follower {
     );
   }
 
-  begin(state: DbState, start: WirePosition, sent: bigint, image?: Image): void {
+  begin(state: DbState, start: Position, sent: bigint, image?: Image): void {
     this.header = encodeFileHeader({
       version: FORMAT_VERSION,
       journalId: state.journalId,

@@ -10,9 +10,10 @@ import { serve } from '@hono/node-server';
 import pino from 'pino';
 import { loadHash } from '../format/index.js';
 import { DEFAULT_MAX_BODY } from '../protocol/index.js';
-import { createApp, type HubContext } from './app.js';
+import { createApp } from './app.js';
 import { loadOrCreateKey } from './auth.js';
 import type { HubCompaction } from './compaction.js';
+import type { HubContext } from './context.js';
 import { FsStorage } from './fs-storage.js';
 import type { DamageReport } from './heads.js';
 import { watchHealth } from './health.js';
@@ -51,6 +52,8 @@ export interface HubOptions {
   web?: WebOptions;
   /** Where logs go (default stderr). */
   logDestination?: pino.DestinationStream;
+  /** The hub's clock (ms since the epoch; default Date.now): write leases expire by it (tests move it). */
+  now?: () => number;
   /** Time to receive a whole request, headers and body, before the connection is cut (ms; default 120 s). */
   requestTimeoutMs?: number;
   /** Time to receive a request's headers before the connection is cut (ms; default 20 s). */
@@ -113,6 +116,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     streams: new Set(),
     followQueueLimit: options.followQueueLimit,
     web: options.web,
+    now: options.now ?? Date.now,
     health: { ready: true },
   };
   const swept = await ctx.images.sweep();

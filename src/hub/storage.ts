@@ -3,25 +3,20 @@
  * leases. The filesystem implementation is src/hub/fs-storage.ts; a scale-out backend (NATS JetStream)
  * implements the same interface and passes the same conformance suite (test/helpers/storage-conformance.ts).
  */
-import type { SnapshotHeader } from '../format/index.js';
-import { type DbMode, samePosition, toHex, type WirePosition } from '../protocol/index.js';
+
+import { type Position, type SnapshotHeader, sameBytes, samePosition } from '../format/index.js';
+import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
 import type { DamageReport } from './heads.js';
-
-/** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
-export interface EncodedSnapshot {
-  bytes: Uint8Array;
-  header: SnapshotHeader;
-}
 
 /** What the hub holds of one database. */
 export interface DbState {
   /** The history's id (16 bytes). */
   journalId: Uint8Array;
   /** The position before the first stored snapshot (0:0 for a history from the start). */
-  base: WirePosition;
+  base: Position;
   /** The position after the last stored snapshot (= base when none). */
-  head: WirePosition;
+  head: Position;
   /** Timestamp (ms) of the head snapshot; 0 when none. */
   headTimestamp: number;
   /** The mode the database was created with (`single` for one created before modes existed). */
@@ -73,7 +68,7 @@ export interface HubStorage {
    */
   append(
     db: string,
-    expectedHead: WirePosition,
+    expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
     precondition?: () => Promise<void>,
@@ -175,19 +170,19 @@ export function sameLease(a: StoredLease | undefined, b: StoredLease | undefined
  * cannot. The mode is checked first: its refusal says what the writer must do instead.
  */
 export function appendRefusal(
-  held: { journalId?: Uint8Array; head: WirePosition; mode: DbMode } | undefined,
-  expectedHead: WirePosition,
+  held: { journalId?: Uint8Array; head: Position; mode: DbMode } | undefined,
+  expectedHead: Position,
   journalId: Uint8Array,
   mode: DbMode,
 ): 'head_mismatch' | 'other_history' | 'other_mode' | undefined {
   if (!held?.journalId) return undefined;
   if (held.mode !== mode) return 'other_mode';
-  if (toHex(held.journalId) !== toHex(journalId)) return 'other_history';
+  if (!sameBytes(held.journalId, journalId)) return 'other_history';
   return samePosition(held.head, expectedHead) ? undefined : 'head_mismatch';
 }
 
 /** What every backend's `append` requires of its caller: snapshots that continue `expectedHead`. */
-export function checkAppend(expectedHead: WirePosition, snapshots: EncodedSnapshot[]): void {
+export function checkAppend(expectedHead: Position, snapshots: EncodedSnapshot[]): void {
   if (snapshots.length === 0) throw new Error('append: no snapshots');
   const first = snapshots[0]!.header;
   if (first.txid !== expectedHead.txid + 1n || first.preChecksum !== expectedHead.checksum) {

@@ -3,10 +3,15 @@
  * problem, and what lies after them (a torn tail, zeros written ahead, or damage). A writer's recovery
  * decides from this what to keep before anything is cut (src/api/recovery.ts).
  */
-import { type FileHeader, JournalFormatError, JournalReader, type SnapshotInfo } from '../format/index.js';
+import {
+  type FileHeader,
+  JournalFormatError,
+  JournalReader,
+  type Position,
+  type SnapshotInfo,
+} from '../format/index.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { fileSource } from './file-source.js';
-import type { Position } from './journal-writer.js';
 
 /** A journal as found. */
 export interface JournalScan {

@@ -11,6 +11,7 @@ import {
   FILE_HEADER_SIZE,
   FORMAT_VERSION,
   JournalReader,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotHeader,
@@ -19,12 +20,6 @@ import {
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { fileSource } from './file-source.js';
 import { type JournalScan, scanJournal } from './journal-scan.js';
-
-/** Where a history stands: the last txid and the database checksum after it. */
-export interface Position {
-  txid: bigint;
-  checksum: bigint;
-}
 
 /** The history a new journal starts: its id and the position before its first snapshot. */
 export interface JournalStart {

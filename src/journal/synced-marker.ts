@@ -11,7 +11,7 @@
  * (u64; 0 when not known), XXH64 of the first 64 bytes. Version 2 ("MYCSYNC2", 64 bytes: no offset, the
  * hash at 56) and the 32-byte version 1 ("MYCSYNC1": txid, checksum, hash; no fingerprint) are still read.
  */
-import { pageTerm, xxh64 } from '../format/index.js';
+import { type Position, pageTerm, xxh64 } from '../format/index.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { readPageSize } from './sqlite-header.js';
 
@@ -111,4 +111,35 @@ export function fingerprintOf(db: FileHandle): FileFingerprint {
 /** True when both fingerprints describe the same file. */
 export function sameFingerprint(a: FileFingerprint, b: FileFingerprint): boolean {
   return a.size === b.size && a.page1 === b.page1;
+}
+
+/** Writes the synced marker for the journal's head, the file fsynced first (its creation made durable). */
+export function setSyncedMarker(
+  fs: FileSystem,
+  dbPath: string,
+  path: string,
+  head: Position,
+  extra: { checkedTxid: bigint; holdsWrites: boolean; offset?: number },
+): FileHandle {
+  const created = !fs.exists(path);
+  const f = fs.open(path, { create: true });
+  try {
+    let fingerprint: ReturnType<typeof fingerprintOf> = { size: 0, page1: 0n };
+    if (fs.exists(dbPath)) {
+      const d = fs.open(dbPath);
+      try {
+        d.sync();
+        fingerprint = fingerprintOf(d);
+      } finally {
+        d.close();
+      }
+    }
+    writeSyncedMarker(f, { ...head, fingerprint, ...extra });
+    f.sync();
+    if (created) fs.syncDir(path);
+    return f;
+  } catch (e) {
+    f.close();
+    throw e;
+  }
 }

@@ -7,9 +7,9 @@
  */
 import * as fs from 'node:fs';
 import type BetterSqlite3 from 'better-sqlite3';
-import { OpenError } from '../api/open.js';
-import { journalPaths } from '../api/paths.js';
+import { OpenError } from '../api/errors.js';
 import type { OpenWarning } from '../api/recovery.js';
+import { journalPaths } from '../journal/paths.js';
 
 /** True when the file's header says WAL mode (file format versions 2). */
 function isWalFile(file: string): boolean {

@@ -12,23 +12,16 @@
  * db.close();
  * ```
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { type MyceliteDatabase, type MyceliteOptions, openWith, type Runtime } from '../api/open.js';
+import { type MyceliteDatabase, type MyceliteOptions, openWith } from '../api/open.js';
 import { asFound } from './as-found.js';
-import { NodeFileSystem } from './node-fs.js';
+import { nodeRuntime } from './runtime.js';
 
+export { OpenError } from '../api/errors.js';
 export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
-export { OpenError } from '../api/open.js';
 
-import {
-  badTimeout,
-  DEFAULT_TIMEOUT,
-  lagsJournal,
-  OpenError,
-  type OpenWarning,
-  refuseWal,
-} from '../api/open.js';
+import { OpenError } from '../api/errors.js';
+import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, type OpenWarning, refuseWal } from '../api/open.js';
 import { leaveWal } from './from-wal.js';
 
 export { SyncError } from '../sync/push-errors.js';
@@ -36,7 +29,7 @@ export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/push
 
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import { installMyceliteVfs } from '../vfs/vfs.js';
+import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 
 export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
@@ -56,16 +49,8 @@ export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-clie
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';
 export { openAt } from './open-at.js';
 export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';
+export { nodeRuntime } from './runtime.js';
 export { Database };
-
-let counter = 0;
-
-/** The Node.js runtime: real files through node:fs. */
-export const nodeRuntime: Runtime = {
-  fs: new NodeFileSystem(),
-  resolve: (p) => path.resolve(p),
-  tempPath: () => path.join(os.tmpdir(), `mycelite-${process.pid}-${Date.now()}-${counter++}`),
-};
 
 /** Options of `openReadonly()`. */
 export interface ReadonlyOptions {
@@ -88,8 +73,8 @@ export async function openReadonly(file: string, options: ReadonlyOptions = {}):
   const behind = await lagsJournal(nodeRuntime, resolved);
   if (behind) throw new OpenError(`cannot open ${file} read-only: ${behind}`);
   const sqlite3 = await loadSqlite();
-  installMyceliteVfs(sqlite3, 'mycelite', { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
-  const db = Database.open(sqlite3, resolved, { readonly: true, vfs: 'mycelite' });
+  installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs: nodeRuntime.fs, tempPath: nodeRuntime.tempPath });
+  const db = Database.open(sqlite3, resolved, { readonly: true, vfs: MYCELITE_VFS });
   db.pragma(`busy_timeout = ${options.timeout ?? DEFAULT_TIMEOUT}`);
   return db;
 }

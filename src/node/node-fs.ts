@@ -1,7 +1,13 @@
 /** The FileSystem interface over node:fs (synchronous calls, real files, real fsync). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { FileHandle, FileSystem, LockLevel, OpenOptions } from '../storage/file-system.js';
+import type {
+  DeleteOptions,
+  FileHandle,
+  FileSystem,
+  LockLevel,
+  OpenOptions,
+} from '../storage/file-system.js';
 import { tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
 import { beginSync, syncThreadAvailable } from './sync-thread.js';
@@ -101,7 +107,7 @@ export class NodeFileSystem implements FileSystem {
     return fs.statSync(p, { throwIfNoEntry: false })?.size ?? 0;
   }
 
-  delete(p: string, syncDir = false): void {
+  delete(p: string, { syncDir = false }: DeleteOptions = {}): void {
     try {
       fs.unlinkSync(p);
     } catch (e) {

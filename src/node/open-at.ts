@@ -11,7 +11,7 @@
  */
 import type { Database } from '../engine/database.js';
 import { openView, type ViewTarget } from '../timetravel/view.js';
-import { nodeRuntime } from './index.js';
+import { nodeRuntime } from './runtime.js';
 
 /**
  * Opens a read-only view of the database at `file` as it was at txid `at`, or at the last snapshot at or

@@ -12,14 +12,16 @@
  * await db.close();
  * ```
  */
+
 import * as path from 'node:path';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
-import type { Position } from '../journal/journal-writer.js';
+import type { Position } from '../format/index.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
 import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
 import { checkHubOptions } from '../sync/writer-start.js';
-import { nodeRuntime } from './index.js';
+import { MYCELITE_VFS } from '../vfs/vfs.js';
+import { nodeRuntime } from './runtime.js';
 
 export type { AppliedSnapshot, ReplicaEvents, ReplicaState, ReplicaStatus } from '../replica/follower.js';
 export type { ReplicaReset } from '../replica/replica.js';
@@ -60,7 +62,7 @@ export async function openReplica(file: string, options: ReplicaOptions): Promis
   const dbPath = path.resolve(file);
   let reader: Database;
   try {
-    reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
+    reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: MYCELITE_VFS });
   } catch (e) {
     store.close(); // gives the replica's lock back
     throw e;
@@ -68,7 +70,7 @@ export async function openReplica(file: string, options: ReplicaOptions): Promis
   store.onReplaced = () => {
     // A rebuild renamed a new file over the database: read the new one.
     reader.close();
-    reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: 'mycelite' });
+    reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: MYCELITE_VFS });
   };
   const follower = new Follower(store, options);
   if (options.onSnapshot) follower.events.on('snapshot', options.onSnapshot);

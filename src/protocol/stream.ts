@@ -16,13 +16,13 @@ import {
   JournalFormatError,
   maxBodyLength,
   memorySource,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotHeader,
   walkPatches,
 } from '../format/index.js';
 import { BEAT_MAGIC, BEAT_SIZE } from './constants.js';
-import type { WirePosition } from './position.js';
 
 const SNAP_MAGIC = 0x50414e53; // 'SNAP' little-endian
 
@@ -42,11 +42,19 @@ export interface StreamParserOptions {
   /** True for a read stream (starts with a file header, may hold beats); false for a push body. */
   stream: boolean;
   /** For a push body: the position before its first snapshot. A stream takes it from its file header. */
-  base?: WirePosition;
+  base?: Position;
   /** Largest snapshot accepted (bytes); larger is an error. Default: unlimited. */
   maxSnapshot?: number;
   /** Hand out the inflated body of each compressed snapshot (`raw`), so a replica inflates it once. */
   keepInflated?: boolean;
+}
+
+/** A validated, encoded snapshot (its bytes exactly as in a journal) and its decoded header. */
+export interface EncodedSnapshot {
+  bytes: Uint8Array;
+  header: SnapshotHeader;
+  /** The same snapshot with its body inflated, when the stream parser kept it (`keepInflated`). */
+  raw?: UnpackedSnapshot;
 }
 
 /** A snapshot with its body uncompressed: for walking its patches, never for storing. */
@@ -77,7 +85,7 @@ export class StreamParser {
   private offset = 0;
   private sawHeader: boolean;
   /** The position after the last item handed out. */
-  position: WirePosition | undefined;
+  position: Position | undefined;
   private lastTime = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: StreamParserOptions) {

@@ -14,14 +14,16 @@ import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import {
   FLAG_FULL_IMAGE,
-  hex,
+  hex64,
   memorySource,
   pageTerm,
   type SnapshotHeader,
+  sameBytes,
   samePage,
   walkPatches,
 } from '../format/index.js';
-import { type UnpackedSnapshot, unpackSnapshot } from '../protocol/stream.js';
+import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
+import { type EncodedSnapshot, unpackSnapshot } from '../protocol/stream.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
@@ -38,14 +40,6 @@ export interface PostStep {
    * bytes back. Absent in a step read back from the inflight marker.
    */
   format?: Uint8Array;
-}
-
-/** A validated snapshot as received: its encoded bytes and its header. */
-export interface EncodedSnapshot {
-  bytes: Uint8Array;
-  header: SnapshotHeader;
-  /** The same snapshot with its body inflated, when the stream parser kept it. */
-  raw?: UnpackedSnapshot;
 }
 
 /**
@@ -114,7 +108,7 @@ export function checkImage(bytes: Uint8Array, h: SnapshotHeader): void {
   }
   if (sum !== h.postChecksum) {
     throw new ImageMismatchError(
-      `${what} gives checksum ${hex(sum)}, not its postChecksum ${hex(h.postChecksum)}: ` +
+      `${what} gives checksum ${hex64(sum)}, not its postChecksum ${hex64(h.postChecksum)}: ` +
         'the hub sent a damaged image, nothing was changed',
     );
   }
@@ -197,12 +191,8 @@ export class ReplicaFile {
     if (size < 100) return { pageSize: 0, pages: 0 };
     const f = this.fs.open(this.path, { readonly: true });
     try {
-      const h = readAt(f, 0, 100);
-      const v = new DataView(h.buffer);
-      const ps = v.getUint16(16) === 1 ? 65536 : v.getUint16(16);
-      const inHeader = v.getUint32(28);
-      const pages = inHeader > 0 && v.getUint32(24) === v.getUint32(92) ? inHeader : Math.floor(size / ps);
-      return { pageSize: ps, pages };
+      const pageSize = readPageSize(f);
+      return { pageSize, pages: readDbPages(f, pageSize) };
     } finally {
       f.close();
     }
@@ -282,7 +272,7 @@ export class ReplicaFile {
     const full = (h.flags & FLAG_FULL_IMAGE) !== 0;
     if (!full && h.preChecksum !== current) {
       throw new ChecksumMismatchError(
-        `snapshot ${h.txid} starts from checksum ${hex(h.preChecksum)} but the replica is at ${hex(current)}`,
+        `snapshot ${h.txid} starts from checksum ${hex64(h.preChecksum)} but the replica is at ${hex64(current)}`,
       );
     }
     const shape = this.shape();
@@ -313,7 +303,7 @@ export class ReplicaFile {
     const what = `snapshots ${first.txid}..${last.txid}`;
     if (first.preChecksum !== current) {
       throw new ChecksumMismatchError(
-        `${what} start from checksum ${hex(first.preChecksum)} but the replica is at ${hex(current)}`,
+        `${what} start from checksum ${hex64(first.preChecksum)} but the replica is at ${hex64(current)}`,
       );
     }
     const shape = this.shape();
@@ -341,7 +331,7 @@ export class ReplicaFile {
       const sum = write();
       if (sum !== expect) {
         throw new ChecksumMismatchError(
-          `${what} would give checksum ${hex(sum)}, not the postChecksum ${hex(expect)}: ` +
+          `${what} would give checksum ${hex64(sum)}, not the postChecksum ${hex64(expect)}: ` +
             'the replica database differs from the history it follows',
         );
       }
@@ -576,12 +566,6 @@ function asRollback(page: Uint8Array, pgno: number): Uint8Array {
 function setCounter(page1: Uint8Array, counter: Uint8Array): void {
   page1.set(counter.subarray(0, 4), 24);
   page1.set(counter.subarray(4, 12), 92);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 export { getCounter, setCounter };

@@ -3,14 +3,20 @@
  * replica or a reset) and apply each as it arrives, reconnecting after network drops and dead streams
  * (docs/PROTOCOL.md, "Replica behaviour"). Runtime-neutral.
  */
-import { type FileHeader, JournalFormatError, type SnapshotInfo } from '../format/index.js';
-import type { Position } from '../journal/journal-writer.js';
-import { DEAD_STREAM_MS, HubError, StreamParser, samePosition, toHex } from '../protocol/index.js';
+import {
+  type FileHeader,
+  JournalFormatError,
+  type Position,
+  type SnapshotInfo,
+  sameBytes,
+  samePosition,
+  toHex,
+} from '../format/index.js';
+import { DEAD_STREAM_MS, type EncodedSnapshot, HubError, StreamParser } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
 import { isTransient } from '../sync/push-errors.js';
-import { ChecksumMismatchError, type EncodedSnapshot } from './apply.js';
-import { sameId } from './kept.js';
+import { ChecksumMismatchError } from './apply.js';
 import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
 
 /**
@@ -417,7 +423,7 @@ export class Follower {
   private otherHistory(journalId: Uint8Array, txid: bigint): boolean {
     const ours = this.store.journalId;
     const pos = this.store.position;
-    if (!ours || !pos || sameId(ours, journalId)) return false;
+    if (!ours || !pos || sameBytes(ours, journalId)) return false;
     if (this.mayAdopt) return true;
     throw new OtherHistoryError(
       { journalId, txid },
@@ -429,7 +435,7 @@ export class Follower {
   /** The stream must continue our own history from our exact position. */
   private checkHeader(h: FileHeader, pos: Position): void {
     if (
-      !sameId(h.journalId, this.store.journalId!) ||
+      !sameBytes(h.journalId, this.store.journalId!) ||
       !samePosition({ txid: h.baseTxid, checksum: h.baseChecksum }, pos)
     ) {
       throw new HubError({

@@ -5,11 +5,10 @@
  * replica that `mycelite log/restore/verify` read. Nothing here ever deletes an old history.
  * Runtime-neutral.
  */
-import { journalPaths } from '../api/paths.js';
-import { JournalReader, type SnapshotInfo } from '../format/index.js';
+
+import { JournalReader, type Position, type SnapshotInfo, toHex } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { Position } from '../journal/journal-writer.js';
-import { toHex } from '../protocol/index.js';
+import { journalPaths } from '../journal/paths.js';
 import type { FileSystem } from '../storage/file-system.js';
 
 /** The contents of a replica's tag file (`-mycelite/replica`). */
@@ -83,9 +82,4 @@ export function historyOf(fs: FileSystem, path: string): History | undefined {
   } finally {
     f.close();
   }
-}
-
-/** True when two journal ids are the same history. */
-export function sameId(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

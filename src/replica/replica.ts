@@ -15,8 +15,6 @@
  * moved aside and the new one renamed in (see `reset` and `resolveReset`).
  */
 
-import type { Runtime } from '../api/open.js';
-import { journalPaths, missingDirectory } from '../api/paths.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
   checkSnapshotChecksum,
@@ -25,32 +23,40 @@ import {
   type FileHeader,
   FLAG_FULL_IMAGE,
   FORMAT_VERSION,
-  hex,
+  hex64,
   JournalFormatError,
   JournalReader,
   loadHash,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
   type SnapshotInfo,
+  sameBytes,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import { JournalWriter, type Position } from '../journal/journal-writer.js';
+import { JournalWriter } from '../journal/journal-writer.js';
+import { journalPaths, missingDirectory } from '../journal/paths.js';
+import type { EncodedSnapshot } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
-import { installMyceliteVfs } from '../vfs/vfs.js';
+import {
+  type FileHandle,
+  type FileSystem,
+  type Runtime,
+  readAt,
+  writeFileAtomic,
+} from '../storage/file-system.js';
+import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import {
   ApplyBusyError,
   ChecksumMismatchError,
   checkImage,
-  type EncodedSnapshot,
   ImageMismatchError,
   type PostStep,
   ReplicaFile,
   unpack,
 } from './apply.js';
-import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath, sameId } from './kept.js';
+import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath } from './kept.js';
 
-const VFS_NAME = 'mycelite';
 /**
  * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
  * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept. Always
@@ -169,11 +175,11 @@ export class ReplicaStore {
     let file: ReplicaFile | undefined;
     let store: ReplicaStore | undefined;
     try {
-      installMyceliteVfs(sqlite3, VFS_NAME, { fs, tempPath: rt.tempPath });
+      installMyceliteVfs(sqlite3, MYCELITE_VFS, { fs, tempPath: rt.tempPath });
       if (!fs.exists(dbPath)) fs.open(dbPath, { create: true }).close();
       if (creating) fs.syncDir(dbPath);
       if (!hasJournal && !resetting) writeFileAtomic(fs, p.replica, (f) => f.write(REPLICA_TAG, 0));
-      file = new ReplicaFile(sqlite3, fs, dbPath, VFS_NAME);
+      file = new ReplicaFile(sqlite3, fs, dbPath, MYCELITE_VFS);
       marker = fs.open(p.inflight, { create: true });
       store = new ReplicaStore(rt, dbPath, file, sqlite3, marker, () => lock?.release());
       await store.recover();
@@ -345,7 +351,7 @@ export class ReplicaStore {
     const step = this.file.plan(bytes, h);
     this.setMarker(step, undefined, suffix);
     try {
-      if (kept && old && !sameId(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
+      if (kept && old && !sameBytes(old.journalId, stream.journalId)) copyFile(fs, this.dbPath, kept);
       await this.applyRetrying(() => this.file.apply(bytes, h, 0n));
     } catch (e) {
       if (!(e instanceof ChecksumMismatchError)) throw e; // the marker stays: recover() settles it
@@ -408,9 +414,9 @@ export class ReplicaStore {
     }
     if (kept && k && !fs.exists(k.journal)) {
       fs.delete(`${kept}.partial`);
-      fs.delete(kept, true);
+      fs.delete(kept, { syncDir: true });
     }
-    fs.delete(resetPath(this.journalPath), true);
+    fs.delete(resetPath(this.journalPath), { syncDir: true });
     if (this.markerReset || this.readMarker()?.kept !== undefined) this.clearMarker();
   }
 
@@ -444,7 +450,7 @@ export class ReplicaStore {
     return {
       from: before?.last ? positionOf(before) : undefined,
       to: positionOf(after),
-      otherHistory: before?.last !== undefined && !sameId(before.journalId, after.journalId),
+      otherHistory: before?.last !== undefined && !sameBytes(before.journalId, after.journalId),
       keptAt: before?.last ? kept : undefined,
     };
   }
@@ -556,7 +562,7 @@ export class ReplicaStore {
       if (journal?.last) writeFileAtomic(fs, this.dbPath, (out) => replay(fileSource(journal.handle), out));
       else writeFileAtomic(fs, this.dbPath, () => {});
     } finally {
-      this.file = new ReplicaFile(this.sqlite3, fs, this.dbPath, VFS_NAME);
+      this.file = new ReplicaFile(this.sqlite3, fs, this.dbPath, MYCELITE_VFS);
     }
     this.onReplaced?.();
   }
@@ -596,7 +602,7 @@ export class ReplicaStore {
   checkDatabase(): { ok: boolean; checksum: string; expected: string } {
     const pos = this.journal?.position ?? { txid: 0n, checksum: 0n };
     const sum = this.file.checksum();
-    return { ok: sum === pos.checksum, checksum: hex(sum), expected: hex(pos.checksum) };
+    return { ok: sum === pos.checksum, checksum: hex64(sum), expected: hex64(pos.checksum) };
   }
 
   /** True while an apply did not finish (a failed apply): call `recover()` before going on. */

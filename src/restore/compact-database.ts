@@ -5,12 +5,13 @@
  * changes — and the writer starts its journal after it at its next compaction (docs/ARCHITECTURE.md,
  * "History"). Runtime-neutral.
  */
-import { journalPaths } from '../api/paths.js';
+
 import { JournalReader, loadHash } from '../format/index.js';
 import { buildHistory, type CompactResult, installHistory, rebaseJournalFile } from '../history/compact.js';
 import type { RetentionPolicy } from '../history/policy.js';
 import { historyEnd } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
+import { type JournalPaths, journalPaths } from '../journal/paths.js';
 import type { FileSystem } from '../storage/file-system.js';
 
 export interface CompactDatabaseOptions {
@@ -99,7 +100,7 @@ export async function compactDatabase(
  * may be left. Rewrites the journal to start after the history; deletes the stale copy. Only with the
  * writer lock held. Returns true when the journal was rewritten.
  */
-function finishInstall(fs: FileSystem, paths: ReturnType<typeof journalPaths>): boolean {
+function finishInstall(fs: FileSystem, paths: JournalPaths): boolean {
   const stale = `${paths.journal}.tmp`;
   if (!fs.exists(paths.history)) {
     fs.delete(stale);

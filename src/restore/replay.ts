@@ -6,7 +6,7 @@ import {
   type ByteSource,
   checkSnapshotChecksum,
   createXxh64,
-  hex,
+  hex64,
   isPlainImage,
   JournalFormatError,
   JournalReader,
@@ -18,8 +18,8 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { checkpointBefore, findPoint, type Target } from '../history/points.js';
+import { PageFile } from '../journal/page-file.js';
 import type { FileHandle } from '../storage/file-system.js';
-import { PageFile } from './page-file.js';
 
 export { type Target, TargetNotFoundError } from '../history/points.js';
 
@@ -58,7 +58,7 @@ export function replay(
     const sum = pages.checksum();
     if (sum !== last.postChecksum) {
       throw new PositionMismatchError(
-        `replayed database checksum ${hex(sum)} is not snapshot ${last.txid}'s ${hex(last.postChecksum)}`,
+        `replayed database checksum ${hex64(sum)} is not snapshot ${last.txid}'s ${hex64(last.postChecksum)}`,
       );
     }
   }
@@ -84,7 +84,7 @@ export function redo(
     throw new PositionMismatchError(`txid ${from.txid} is not a point of the journal`);
   }
   if (at >= 0 && all[at]!.postChecksum !== from.checksum) {
-    throw new PositionMismatchError(`txid ${from.txid}'s checksum is not ${hex(from.checksum)}`);
+    throw new PositionMismatchError(`txid ${from.txid}'s checksum is not ${hex64(from.checksum)}`);
   }
   applySnapshots(journal, all.slice(at + 1), new PageFile(out), false);
   return { snapshot: all[all.length - 1], applied: all.length - at - 1 };

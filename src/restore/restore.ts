@@ -3,18 +3,18 @@
  * database for writing.
  */
 
-import { journalPaths } from '../api/paths.js';
 import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
   FLAG_OUTSIDE,
-  hex,
+  hex64,
   JournalFormatError,
   JournalReader,
   loadHash,
   type SnapshotInfo,
 } from '../format/index.js';
 import { type HistorySource, openHistory } from '../history/source.js';
+import { journalPaths } from '../journal/paths.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
 import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
@@ -214,7 +214,7 @@ export async function* logDatabase(fs: FileSystem, dbPath: string): AsyncGenerat
         bytes: s.length,
         dbPages: s.dbPages,
         pageSize: s.pageSize,
-        checksum: hex(s.postChecksum),
+        checksum: hex64(s.postChecksum),
       };
     }
   } finally {

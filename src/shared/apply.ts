@@ -206,7 +206,8 @@ function applyChangeset(
     const choice = chosen ?? defaultChoice(conflict);
     const answer = answerFor(conflict, choice);
     conflicts.push({ conflict, choice });
-    if (answer === ABORT) reason ??= chosen === undefined ? whyRejected() : rejection(conflict, true);
+    if (answer === ABORT)
+      reason ??= chosen === undefined ? whyRejected() : rejection(conflict, { handlerChose: true });
     return answer;
   };
   const onConflict = (eConflict: number, iter: number): number => {
@@ -221,7 +222,7 @@ function applyChangeset(
       const shape = shapes.get(change.table.toLowerCase())!;
       const conflict = conflictOf(kind, change, shape.rowidKey);
       return decide(conflict, () => {
-        const why = rejection(conflict, false, shape.rowidKey);
+        const why = rejection(conflict, { rowidKey: shape.rowidKey });
         if (kind !== 'constraint') return why;
         const message = constraintMessage(db, change, shape);
         return message === undefined

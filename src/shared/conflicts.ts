@@ -136,10 +136,14 @@ export function conflictOf(
 }
 
 /**
- * Why a conflict rejects the local transaction, in one line. `rowidKey`: the table has no PRIMARY KEY
- * (its rows are keyed by rowid, which devices mint offline like an INTEGER PRIMARY KEY).
+ * Why a conflict rejects the local transaction, in one line. `handlerChose`: the application's conflict
+ * handler rejected it; `rowidKey`: the table has no PRIMARY KEY (its rows are keyed by rowid, which
+ * devices mint offline like an INTEGER PRIMARY KEY).
  */
-export function rejection(c: Conflict, handlerChose: boolean, rowidKey = false): string {
+export function rejection(
+  c: Conflict,
+  { handlerChose = false, rowidKey = false }: { handlerChose?: boolean; rowidKey?: boolean } = {},
+): string {
   const what = `${c.op} of "${c.table}" ${show(c.key)}`;
   if (handlerChose) return `the conflict handler rejected it at a ${c.kind} conflict: ${what}`;
   switch (c.kind) {

@@ -4,15 +4,9 @@
  * hub's new snapshots in (a rebase, src/shared/device.ts), pushes the local ones and releases the lease
  * at once. Offline it waits with backoff while local commits go on. Runtime-neutral.
  */
-import {
-  type DbMode,
-  HubError,
-  otherModeAdvice,
-  StreamParser,
-  toHex,
-  toJsonPosition,
-  type WirePosition,
-} from '../protocol/index.js';
+
+import { type Position, sameBytes } from '../format/index.js';
+import { type DbMode, HubError, otherModeAdvice, StreamParser, toJsonPosition } from '../protocol/index.js';
 import { Emitter } from '../sync/emitter.js';
 import { type HubClient, type Lease, troubleState } from '../sync/hub-client.js';
 import { describeHubUrls } from '../sync/hub-urls.js';
@@ -216,7 +210,7 @@ export class DeviceSync implements WriterSync {
       }
       return 'again';
     }
-    if (toHex(hub.journalId) !== toHex(device.journalId)) {
+    if (!sameBytes(hub.journalId, device.journalId)) {
       await this.adopt(hub.journalId);
       return 'again';
     }
@@ -247,7 +241,7 @@ export class DeviceSync implements WriterSync {
       if (now) this.checkMode(now.mode);
       if (!now) {
         await this.pushSuffix(lease, undefined);
-      } else if (toHex(now.journalId) !== toHex(device.journalId)) {
+      } else if (!sameBytes(now.journalId, device.journalId)) {
         await this.adopt(now.journalId);
         await this.pushSuffix(lease, now.head);
       } else {
@@ -335,7 +329,7 @@ export class DeviceSync implements WriterSync {
   }
 
   /** Pushes the local snapshots after the hub's `head` (a point of the local history). */
-  private async pushSuffix(lease: Lease, head: WirePosition | undefined): Promise<void> {
+  private async pushSuffix(lease: Lease, head: Position | undefined): Promise<void> {
     const { client, device } = this.o;
     // What was committed when the round began: later commits wait for the next round, so that a device
     // that keeps writing does not keep the lease from the others.
@@ -423,7 +417,7 @@ export class DeviceSync implements WriterSync {
   }
 
   /** Reads a stream to its end (no follow): the snapshots it holds. */
-  private async readAll(o: { after?: WirePosition; journalId?: Uint8Array }): Promise<IncomingSnapshot[]> {
+  private async readAll(o: { after?: Position; journalId?: Uint8Array }): Promise<IncomingSnapshot[]> {
     const stream = await this.o.client.read({ ...o, follow: false });
     const parser = new StreamParser({ stream: true });
     const out: IncomingSnapshot[] = [];

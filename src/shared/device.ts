@@ -17,8 +17,6 @@
  * src/shared/device-sync.ts. Runtime-neutral.
  */
 
-import type { journalPaths } from '../api/paths.js';
-import { historyPages } from '../api/recovery.js';
 import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
@@ -29,17 +27,21 @@ import {
   FORMAT_VERSION,
   JournalReader,
   memorySource,
+  type Position,
   type SnapshotHeader,
   type SnapshotInfo,
+  samePosition,
   walkPatches,
 } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
-import { PageFile } from '../restore/page-file.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import { PageFile } from '../journal/page-file.js';
+import type { JournalPaths } from '../journal/paths.js';
 import { redo } from '../restore/replay.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
 import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';
 import { renumber, writeIntent } from './suffix.js';
@@ -84,7 +86,7 @@ export interface RebaseReport<C = unknown, O = unknown> {
 }
 
 /** The paths of a device's files. */
-export type DevicePaths = ReturnType<typeof journalPaths>;
+export type DevicePaths = JournalPaths;
 
 export interface DeviceParts<C, O> {
   fs: FileSystem;
@@ -370,7 +372,7 @@ export class Device<C = unknown, O = unknown> {
     } else {
       const { snapshots } = this.suffix();
       const at = this.p.queue.base;
-      const isBase = from.txid === at.txid && from.checksum === at.checksum;
+      const isBase = samePosition(from, at);
       // A point is a txid and its checksum: another device's snapshot may have the txid of one of ours.
       const i = isBase
         ? 0
@@ -405,7 +407,7 @@ export class Device<C = unknown, O = unknown> {
   /** The hub holds the local snapshots up to `head` (a point after the base): they are no longer pending. */
   pushed(head: Position): void {
     const q = this.p.queue;
-    if (head.txid === q.base.txid && head.checksum === q.base.checksum) return;
+    if (samePosition(head, q.base)) return;
     if (this.localPoint(head) !== 'in') {
       // A base the journal does not hold would make the device state unusable: refuse it here.
       throw new Error(`txid ${head.txid} is not a point of the local history after the base`);
@@ -538,7 +540,7 @@ export class Device<C = unknown, O = unknown> {
   private rewriteTail(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
     const { fs, paths, capture, journal, queue } = this.p;
     // The file (and the journal, written without fsyncs) must be durable at the final state first.
-    capture.checkpoint(true);
+    capture.checkpoint({ force: true });
     const first = incoming[0]!.header;
     const target = incoming[incoming.length - 1]!.header;
     const parts: Uint8Array[] = [];
@@ -578,7 +580,7 @@ export class Device<C = unknown, O = unknown> {
     writeIntent(fs, paths.rebase, { cut, tail, state });
     journal.replaceSuffix(fs, cut, tail);
     queue.rewrite({ txid: target.txid, checksum: target.postChecksum }, records);
-    fs.delete(paths.rebase, true);
+    fs.delete(paths.rebase, { syncDir: true });
     capture.afterRawWrite();
     this.kept = [];
   }

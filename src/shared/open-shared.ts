@@ -1,9 +1,3 @@
-/**
- * What `open(path, { shared })` adds to a writer (src/api/open.ts): the device's recovery around the
- * writer's, its state, the recording of each transaction's change, and the sync with the hub.
- */
-import type { Capture } from '../capture/capture.js';
-import type { Database } from '../engine/database.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { DEAD_STREAM_MS } from '../protocol/index.js';
 import type { FileSystem } from '../storage/file-system.js';
@@ -12,7 +6,7 @@ import { timedFetch } from '../sync/timed-fetch.js';
 import type { Conflict, ConflictChoice } from '../sync/writer-sync.js';
 import { applyLocalChange } from './apply.js';
 import { ChangeRecorder } from './changes.js';
-import { Device, type DevicePaths } from './device.js';
+import { Device, type DeviceParts, type DevicePaths } from './device.js';
 import { DeviceSync } from './device-sync.js';
 import { PendingQueue } from './pending.js';
 import { finishInterruptedRewrite, pairPending } from './recover.js';
@@ -53,17 +47,15 @@ export function openDeviceState(
 }
 
 /** Once SQLite is open: the device, recording every committed transaction, and its sync if a hub is set. */
-export function startDevice(o: {
-  fs: FileSystem;
-  paths: DevicePaths;
-  dbPath: string;
-  db: Database;
-  capture: Capture;
-  journal: JournalWriter;
-  queue: PendingQueue;
-  options: SharedOptions;
-  hub?: HubTarget & { holder?: string; leaseTtlMs?: number; maxBatch?: number; requestTimeoutMs?: number };
-}): { device: Device<Conflict, ConflictChoice>; sync: DeviceSync | undefined; close(): Promise<void> } {
+export function startDevice(
+  o: Pick<
+    DeviceParts<Conflict, ConflictChoice>,
+    'fs' | 'paths' | 'dbPath' | 'db' | 'capture' | 'journal' | 'queue'
+  > & {
+    options: SharedOptions;
+    hub?: HubTarget & { holder?: string; leaseTtlMs?: number; maxBatch?: number; requestTimeoutMs?: number };
+  },
+): { device: Device<Conflict, ConflictChoice>; sync: DeviceSync | undefined; close(): Promise<void> } {
   const { db, queue, journal } = o;
   // A database that had content before it was shared (bootstrapped): that content is the device's own
   // base, not a change to merge.

@@ -9,12 +9,19 @@
  *    a record whose snapshots are gone is dropped. The journal's tail is then exactly the pending changes.
  */
 
-import { historyPages, setSyncedMarker } from '../api/recovery.js';
-import { FLAG_OUTSIDE, JournalReader, type SnapshotInfo, walkPatches } from '../format/index.js';
+import {
+  FLAG_OUTSIDE,
+  JournalReader,
+  type Position,
+  type SnapshotInfo,
+  walkPatches,
+} from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { JournalWriter, Position } from '../journal/journal-writer.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import { setSyncedMarker } from '../journal/synced-marker.js';
 import type { FileSystem } from '../storage/file-system.js';
 import { ShadowFile } from '../storage/shadow-file.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import type { DevicePaths } from './device.js';
 import type { PendingQueue } from './pending.js';
 import { finishRewrite, readIntent } from './suffix.js';

@@ -71,5 +71,5 @@ export function keptRejections(fs: FileSystem, path: string, pending: ReadonlySe
 
 /** Forgets the kept rejections (they were reported). */
 export function clearRejections(fs: FileSystem, path: string): void {
-  if (fs.exists(path)) fs.delete(path, true);
+  if (fs.exists(path)) fs.delete(path, { syncDir: true });
 }

@@ -85,7 +85,7 @@ export function finishRewrite(
     j.close();
   }
   writeFileAtomic(fs, paths.shared, (f) => f.write(r.state, 0));
-  fs.delete(paths.rebase, true);
+  fs.delete(paths.rebase, { syncDir: true });
 }
 
 /**

@@ -15,8 +15,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { journalPaths } from '../api/paths.js';
-import { historyPages } from '../api/recovery.js';
 import { appendChange, type Pages } from '../capture/outside.js';
 import {
   BODY_CHUNK_SIZE,
@@ -32,11 +30,13 @@ import {
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
+import { journalPaths } from '../journal/paths.js';
 import { findConflictingLock } from '../node/file-lock.js';
-import { nodeRuntime } from '../node/index.js';
+import { nodeRuntime } from '../node/runtime.js';
 import { Emitter } from '../sync/emitter.js';
 import type { Pusher } from '../sync/pusher.js';
 import { checkHubOptions, type HubOptions, startWriterSync } from '../sync/writer-start.js';
+import { historyPages } from '../timetravel/history-pages.js';
 import { sameGeneration, WalFile, type WalHeader, type WalTransaction, walIndexEnd } from './wal-file.js';
 import { readWalState, type WalPosition, WalStateFile } from './wal-state.js';
 

@@ -5,7 +5,7 @@
  * fails the Nth call of a label with EIO, ENOSPC or a short write (half of the bytes reach the file, then
  * ENOSPC). Runtime-neutral; used by the fault tests (test/faults*.test.ts, docs/RELIABILITY.md).
  */
-import type { FileHandle, FileSystem, LockLevel, OpenOptions } from './file-system.js';
+import type { DeleteOptions, FileHandle, FileSystem, LockLevel, OpenOptions } from './file-system.js';
 
 export type FaultKind = 'EIO' | 'ENOSPC' | 'short';
 
@@ -126,9 +126,9 @@ export class FaultyFileSystem implements FileSystem {
     return this.inner.fileSize(path);
   }
 
-  delete(path: string, syncDir?: boolean): void {
+  delete(path: string, options?: DeleteOptions): void {
     this.check(this.label(path, 'delete'), 'delete');
-    this.inner.delete(path, syncDir);
+    this.inner.delete(path, options);
   }
 
   syncDir(path: string): void {

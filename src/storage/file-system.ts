@@ -42,13 +42,19 @@ export interface OpenOptions {
 }
 
 /** A directory tree of files. */
+/** Options of FileSystem.delete. */
+export interface DeleteOptions {
+  /** Make the deletion durable (fsync the directory), as `syncDir` does. */
+  syncDir?: boolean;
+}
+
 export interface FileSystem {
   open(path: string, options?: OpenOptions): FileHandle;
   exists(path: string): boolean;
   /** Size in bytes of the file at `path` (0 when missing). */
   fileSize(path: string): number;
   /** Deletes the file; with `syncDir`, makes the deletion durable. A missing file is not an error. */
-  delete(path: string, syncDir?: boolean): void;
+  delete(path: string, options?: DeleteOptions): void;
   /** Makes the creation, deletion or rename of entries in the directory holding `path` durable. */
   syncDir(path: string): void;
   mkdir(path: string): void;
@@ -56,6 +62,14 @@ export interface FileSystem {
   rename(from: string, to: string): void;
   /** Takes an exclusive lock held until released or the process ends; false when another holds it. */
   tryLockExclusive?(path: string): { release(): void } | undefined;
+}
+
+/** What a runtime (Node, a browser) gives Mycelite: its files, and how it names paths. */
+export interface Runtime {
+  fs: FileSystem;
+  /** An absolute, normalized path for `path`. */
+  resolve(path: string): string;
+  tempPath(): string;
 }
 
 /** Reads exactly `length` bytes at `offset` (zeros past end of file). */

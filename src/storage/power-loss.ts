@@ -6,12 +6,12 @@
  * - a file's **data and size** as of its last successful `sync()` (fdatasync: data and size, not its
  *   name); a new file holds nothing durable until it is synced;
  * - a **directory entry** (a file's creation, deletion, rename; a `mkdir`) only once the directory
- *   holding it was synced (`syncDir`, or `delete(path, true)`); a file in a directory whose own creation
+ *   holding it was synced (`syncDir`, or `delete(path, { syncDir: true })`); a file in a directory whose own creation
  *   is not durable is gone with it;
  * - a **failed sync** (fsyncgate): the writes it should have flushed are never durable, and a later sync
  *   that succeeds does not make them so (Linux may mark the pages clean after a failed writeback).
  *
- * At a chosen sync point (`crashAt`: the Nth `sync`, `syncDir` or `delete(path, true)` of any file, or of
+ * At a chosen sync point (`crashAt`: the Nth `sync`, `syncDir` or `delete(path, { syncDir: true })` of any file, or of
  * one label such as `journal.sync`, labels as in faulty-fs.ts) the world stops: that call and every later
  * one throws `PowerLossError`, except closing files and releasing locks. `recover()` then rewrites the
  * real files to the durable state: unsynced writes dropped, sizes back, files created without a directory
@@ -24,7 +24,7 @@
  * test/fsync-failure.test.ts (docs/RELIABILITY.md, "Power loss").
  */
 import { roleOf } from './faulty-fs.js';
-import type { FileHandle, FileSystem, LockLevel, OpenOptions } from './file-system.js';
+import type { DeleteOptions, FileHandle, FileSystem, LockLevel, OpenOptions } from './file-system.js';
 
 /** Thrown by every call after the simulated power cut. */
 export class PowerLossError extends Error {
@@ -363,17 +363,17 @@ export class PowerLossFileSystem implements FileSystem {
     return this.inner.fileSize(p);
   }
 
-  delete(p: string, syncDir?: boolean): void {
+  delete(p: string, options?: DeleteOptions): void {
     this.alive();
     if (!this.tracked(p)) {
-      this.inner.delete(p, syncDir);
+      this.inner.delete(p, options);
       return;
     }
     this.knowFile(p);
     if (!this.inner.exists(p)) return;
     this.inner.delete(p);
     if (this.entries.has(p)) this.change([{ path: p, entry: undefined }]);
-    if (syncDir) this.syncDir(p);
+    if (options?.syncDir) this.syncDir(p);
   }
 
   syncDir(p: string): void {

@@ -2,6 +2,9 @@
  * HTTP client of a hub (docs/PROTOCOL.md), over `fetch`: runs in Node and in browsers. Every hub error
  * answer becomes a HubError with the hub's code; a hub that cannot be reached becomes HubUnreachableError.
  */
+
+import type { Position } from '../format/index.js';
+import { toHex } from '../format/index.js';
 import {
   API_PREFIX,
   CONTENT_TYPE_SNAPSHOTS,
@@ -17,8 +20,6 @@ import {
   type JsonLease,
   parseJournalId,
   parseMode,
-  toHex,
-  type WirePosition,
 } from '../protocol/index.js';
 import { type HubUrls, parseHubUrls } from './hub-urls.js';
 
@@ -41,7 +42,7 @@ export interface HubTarget {
 /** What the hub holds of a database. */
 export interface DbState {
   journalId: Uint8Array;
-  head: WirePosition;
+  head: Position;
   /** How the database is written, stored when it was created (a hub from before modes: `single`). */
   mode: DbMode;
   lease: Lease | null;
@@ -53,14 +54,14 @@ export interface Lease {
 }
 
 export interface PushResult {
-  head: WirePosition;
+  head: Position;
   appended: number;
   skipped: number;
 }
 
 export interface ReadOptions {
   /** The reader's position and journal id; omit both for `from=image`. */
-  after?: WirePosition;
+  after?: Position;
   journalId?: Uint8Array;
   /** Keep the response open and receive new snapshots live. */
   follow?: boolean;
@@ -158,7 +159,7 @@ export class HubClient {
    */
   async push(
     body: Uint8Array,
-    meta: { journalId: Uint8Array; base: WirePosition; epoch: number; mode?: DbMode },
+    meta: { journalId: Uint8Array; base: Position; epoch: number; mode?: DbMode },
     signal?: AbortSignal,
   ): Promise<PushResult> {
     const res = await this.call(

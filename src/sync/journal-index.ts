@@ -9,10 +9,10 @@ import {
   decodeSnapshotHeader,
   FILE_HEADER_SIZE,
   JournalReader,
+  type Position,
   SNAPSHOT_HEADER_SIZE,
   type SnapshotInfo,
 } from '../format/index.js';
-import type { WirePosition } from '../protocol/index.js';
 
 /** The fields of a snapshot the index keeps. */
 export type IndexedSnapshot = Pick<SnapshotInfo, 'txid' | 'offset' | 'length' | 'postChecksum'>;
@@ -23,7 +23,7 @@ export interface SnapshotRange {
   end: number;
   count: number;
   /** Position after the last snapshot of the range. */
-  last: WirePosition;
+  last: Position;
 }
 
 export class JournalIndex {
@@ -38,7 +38,7 @@ export class JournalIndex {
   constructor(
     readonly journalId: Uint8Array,
     /** The position before the first snapshot indexed (the journal's base, from its file header, or `from`). */
-    readonly base: WirePosition,
+    readonly base: Position,
     /**
      * Set when the index starts after a snapshot of the journal (`scan`'s `from`), not at its base: the
      * snapshots before are not indexed (`JournalIndex.scan` without `from` indexes them all).
@@ -52,7 +52,7 @@ export class JournalIndex {
    * only the snapshots after it are indexed — constant time at open, however long the history — when it is
    * there as described; else all of them.
    */
-  static scan(src: ByteSource, limit?: number, from?: { offset: number } & WirePosition): JournalIndex {
+  static scan(src: ByteSource, limit?: number, from?: { offset: number } & Position): JournalIndex {
     const bounded: ByteSource =
       limit === undefined ? src : { size: () => Math.min(limit, src.size()), read: (o, n) => src.read(o, n) };
     if (from) {
@@ -80,7 +80,7 @@ export class JournalIndex {
   }
 
   /** The position after the last indexed snapshot. */
-  get last(): WirePosition {
+  get last(): Position {
     if (this.count === 0) return this.base;
     return { txid: this.base.txid + BigInt(this.count), checksum: this.checksums[this.count - 1]! };
   }
@@ -120,7 +120,7 @@ export class JournalIndex {
   }
 
   /** True when `p` is a state of this history that the index reaches. */
-  contains(p: WirePosition): boolean {
+  contains(p: Position): boolean {
     return this.checksumAt(p.txid) === p.checksum;
   }
 

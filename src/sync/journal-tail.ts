@@ -14,7 +14,9 @@ import {
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
   type SnapshotInfo,
+  sameBytes,
 } from '../format/index.js';
+import { hotJournalNonce } from '../journal/sqlite-header.js';
 import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
 import { JournalIndex, readNewSnapshots } from './journal-index.js';
 
@@ -75,8 +77,8 @@ export class CommittedTail {
     try {
       const unchanged =
         this.source.size() >= last.offset + last.length &&
-        equal(this.source.read(last.offset, SNAPSHOT_HEADER_SIZE), header) &&
-        equal(this.source.read(trailerAt, SNAPSHOT_TRAILER_SIZE), trailer);
+        sameBytes(this.source.read(last.offset, SNAPSHOT_HEADER_SIZE), header) &&
+        sameBytes(this.source.read(trailerAt, SNAPSHOT_TRAILER_SIZE), trailer);
       state = !unchanged
         ? 'changed'
         : this.hotJournalNonce() === last.commitTag
@@ -113,27 +115,12 @@ export class CommittedTail {
 
   /** The nonce of a hot rollback journal beside the database, or undefined (none, or committed). */
   private hotJournalNonce(): number | undefined {
-    const rj = `${this.dbPath}-journal`;
-    if (this.fs.fileSize(rj) < 28) return undefined;
-    let head: Uint8Array;
+    let nonce: number | undefined;
     try {
-      const f = this.fs.open(rj, { readonly: true });
-      try {
-        head = readAt(f, 0, 28);
-      } finally {
-        f.close();
-      }
+      nonce = hotJournalNonce(this.fs, this.dbPath);
     } catch {
       return undefined; // deleted meanwhile: a transaction that had not reached its commit ended
     }
-    if (head[0] === 0) return undefined;
-    const nonce = ((head[12]! << 24) | (head[13]! << 16) | (head[14]! << 8) | head[15]!) >>> 0;
     return nonce === 0 ? undefined : nonce;
   }
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -2,15 +2,9 @@
  * What a writer makes of a hub's answers: which errors are worth a retry, and messages for the others
  * that say what happened and what to do. Runtime-neutral.
  */
-import {
-  type DbMode,
-  describeMode,
-  HubError,
-  hex64,
-  otherModeAdvice,
-  toHex,
-  type WirePosition,
-} from '../protocol/index.js';
+
+import { hex64, type Position, sameBytes, toHex } from '../format/index.js';
+import { type DbMode, describeMode, HubError, otherModeAdvice } from '../protocol/index.js';
 import { HubUnreachableError } from './hub-client.js';
 import { describeHubUrls, type HubUrls } from './hub-urls.js';
 
@@ -134,12 +128,12 @@ export function otherMode(at: string, stored: DbMode, e?: HubError): SyncError {
 
 /** The hub's head is not a state of the local journal. */
 export function notInHistory(
-  head: WirePosition,
+  head: Position,
   hubJournal: Uint8Array,
-  local: { journalId: Uint8Array; last: WirePosition },
+  local: { journalId: Uint8Array; last: Position },
   at: string,
 ): SyncError {
-  const same = toHex(hubJournal) === toHex(local.journalId);
+  const same = sameBytes(hubJournal, local.journalId);
   const why = !same
     ? `holds another history (journal ${toHex(hubJournal)}, head ${head.txid}) than this database (journal ${toHex(local.journalId)})`
     : head.txid > local.last.txid

@@ -3,7 +3,8 @@
  * every committed snapshot of the local journal as soon as it is noted, in batches, from the hub's head.
  * Offline it retries with backoff while local commits go on; two histories never mix. Runtime-neutral.
  */
-import { EMPTY_POSITION, HubError, type WirePosition } from '../protocol/index.js';
+import { type Position, sameBytes } from '../format/index.js';
+import { EMPTY_POSITION, HubError } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
 import { type HubClient, type Lease, troubleState } from './hub-client.js';
 import { describeHubUrls } from './hub-urls.js';
@@ -52,7 +53,7 @@ export class Pusher implements WriterSync {
   private lastError: string | undefined;
   private fatal: SyncError | undefined;
   /** The hub's head as last known; undefined when it must be read again. */
-  private hubHead: WirePosition | undefined;
+  private hubHead: Position | undefined;
   private lease: Lease | undefined;
   private leaseAt = 0;
   private stopped = false;
@@ -269,7 +270,7 @@ export class Pusher implements WriterSync {
         this.hubHead = EMPTY_POSITION;
       } else {
         if (st.mode !== 'single') throw otherMode(this.at, st.mode);
-        const same = st.journalId.every((b, i) => b === index.journalId[i]);
+        const same = sameBytes(st.journalId, index.journalId);
         if (!same || !index.contains(st.head)) throw notInHistory(st.head, st.journalId, index, this.at);
         this.hubHead = st.head;
       }
@@ -286,7 +287,7 @@ export class Pusher implements WriterSync {
     this.options.index = JournalIndex.scan({ size: () => end, read: (o, n) => journal.read(o, n) }, end);
   }
 
-  private async pushAfter(base: WirePosition): Promise<void> {
+  private async pushAfter(base: Position): Promise<void> {
     const { index, journal, client } = this.options;
     const range = index.rangeAfter(base.txid, this.maxBatch);
     this.lastBatch = range.count;

@@ -2,8 +2,9 @@
  * Starting a writer's sync: check the hub options, index the journal, take the lease. What `open(path,
  * {hub})` calls once the database is recovered. Runtime-neutral (files through the storage interface).
  */
+import type { Position } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import { checkDbName, type WirePosition } from '../protocol/index.js';
+import { checkDbName } from '../protocol/index.js';
 import { type FileSystem, readAt } from '../storage/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
 import { describeHubUrls, parseHubUrls } from './hub-urls.js';
@@ -51,7 +52,7 @@ export function reopenJournal(
   fs: FileSystem,
   journalPath: string,
   end: number,
-  from?: { offset: number } & WirePosition,
+  from?: { offset: number } & Position,
 ): { journal: JournalBytes; index: JournalIndex } {
   const file = fs.open(journalPath, { readonly: true });
   try {
@@ -76,7 +77,7 @@ export async function startWriterSync(
   journalPath: string,
   end: number,
   hub: HubOptions,
-  from?: { offset: number } & WirePosition,
+  from?: { offset: number } & Position,
 ): Promise<Pusher> {
   const { journal, index } = reopenJournal(fs, journalPath, end, from);
   const pusher = new Pusher({

@@ -3,13 +3,13 @@
  * straight from its journal through a page index. Nothing is written: the view is a virtual file served
  * by a read-only VFS ("mycelite-views"), and pages are built on first read and cached.
  */
-import type { Runtime } from '../api/open.js';
-import { journalPaths } from '../api/paths.js';
+
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { loadHash } from '../format/index.js';
 import { openHistory } from '../history/source.js';
-import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
+import { journalPaths } from '../journal/paths.js';
+import type { FileHandle, FileSystem, OpenOptions, Runtime } from '../storage/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { PageIndex, ViewRangeError, type ViewTarget } from './page-index.js';
 

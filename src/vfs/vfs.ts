@@ -49,6 +49,9 @@ export interface MyceliteVfs {
   forget(path: string): void;
 }
 
+/** The name the Mycelite VFS is registered under, for the writer, replicas and read-only connections. */
+export const MYCELITE_VFS = 'mycelite';
+
 const installed = new Map<string, MyceliteVfs>();
 
 /** Registers (once per name) the Mycelite VFS with the loaded SQLite module. */
@@ -304,7 +307,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const p = wasm.cstrToJs(zName) as string;
         const moved = rollbackFor(p);
         if (moved) moved.clear();
-        else fs.delete(p, syncDir !== 0);
+        else fs.delete(p, { syncDir: syncDir !== 0 });
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_DELETE);

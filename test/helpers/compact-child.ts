@@ -10,10 +10,10 @@
  *   `done <bytes>`      installed: history renamed, journal rebased; bytes of history + journal
  */
 import { writeSync } from 'node:fs';
-import { journalPaths } from '../../src/api/paths.js';
 import { loadHash } from '../../src/format/index.js';
 import { buildHistory, installHistory } from '../../src/history/compact.js';
 import { parseRetention } from '../../src/history/policy.js';
+import { journalPaths } from '../../src/journal/paths.js';
 import { NodeFileSystem } from '../../src/node/node-fs.js';
 
 const [dbPath, policy, nowArg, upToArg] = process.argv.slice(2);

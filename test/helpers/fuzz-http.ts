@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
-import { JournalReader, memorySource } from '../../src/format/index.js';
+import { JournalReader, memorySource, toHex } from '../../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
   EMPTY_POSITION,
@@ -12,7 +12,6 @@ import {
   HEADER_BASE,
   HEADER_EPOCH,
   HEADER_JOURNAL,
-  toHex,
 } from '../../src/protocol/index.js';
 import { HubClient } from '../../src/sync/hub-client.js';
 import { type Corpus, describe, FuzzFailure, headerArb, mutate, mutationsArb } from './fuzz.js';

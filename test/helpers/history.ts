@@ -1,9 +1,9 @@
 /** Helpers of the history tests: a fake clock for the writer, compaction, restore hashes, leftovers. */
 import * as fs from 'node:fs';
-import { journalPaths } from '../../src/api/paths.js';
 import { JournalReader, loadHash, type SnapshotInfo } from '../../src/format/index.js';
 import { buildHistory, type CompactOptions, installHistory } from '../../src/history/compact.js';
 import { openHistory } from '../../src/history/source.js';
+import { journalPaths } from '../../src/journal/paths.js';
 import { NodeFileSystem } from '../../src/node/node-fs.js';
 import type { Target } from '../../src/restore/replay.js';
 import { logDatabase, restoreDatabase } from '../../src/restore/restore.js';

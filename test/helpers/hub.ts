@@ -21,9 +21,14 @@ import {
   xxh64,
 } from '../../src/format/index.js';
 import { loadOrCreateKey, mintToken, type Role } from '../../src/hub/auth.js';
-import { type EncodedSnapshot, type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
+import { type Hub, type HubOptions, startHub } from '../../src/hub/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '../../src/node/index.js';
-import { type StreamItem, StreamParser, unpackSnapshot } from '../../src/protocol/index.js';
+import {
+  type EncodedSnapshot,
+  type StreamItem,
+  StreamParser,
+  unpackSnapshot,
+} from '../../src/protocol/index.js';
 
 /** bin/mycelite.js of this checkout (tests run from dist/test/). */
 export const MYCELITE_BIN = fileURLToPath(new URL('../../../bin/mycelite.js', import.meta.url));
@@ -53,6 +58,18 @@ async function tokenWith(key: Uint8Array, db: string, role: Role, ttlSeconds = 3
     .setIssuedAt(past)
     .setExpirationTime(past + 1)
     .sign(key);
+}
+
+/**
+ * A clock a test moves by hand, for a hub's `now`: real time plus what the test advanced it by, so a
+ * lease expires at once instead of after a wait.
+ */
+export class TestClock {
+  private ahead = 0;
+  readonly now = (): number => Date.now() + this.ahead;
+  advance(ms: number): void {
+    this.ahead += ms;
+  }
 }
 
 /**

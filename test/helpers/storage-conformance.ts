@@ -2,14 +2,15 @@
  * The conformance suite of HubStorage (src/hub/storage.ts): every backend (filesystem now, NATS JetStream
  * later) runs it. Snapshots are real ones, written by the real writer.
  */
+
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { xxh64 } from '../../src/format/index.js';
-import type { EncodedSnapshot, HubStorage, StoredLease } from '../../src/hub/index.js';
-import { EMPTY_POSITION, type WirePosition } from '../../src/protocol/index.js';
+import { type Position, xxh64 } from '../../src/format/index.js';
+import type { HubStorage, StoredLease } from '../../src/hub/index.js';
+import { EMPTY_POSITION, type EncodedSnapshot } from '../../src/protocol/index.js';
 import { concatBytes, damage, type History, makeHistory, sampleStatements, tamper } from './hub.js';
 import { replayTo, sha256 } from './util.js';
 
@@ -22,18 +23,13 @@ export interface StorageFixture {
    * Stores `snapshots` (whole, the first continuing `base`, each the one before) after the stored ones
    * of `db`, behind the storage's back, one append each: what a copy damaged where it is stored holds.
    */
-  storeBehind(
-    db: string,
-    journalId: Uint8Array,
-    base: WirePosition,
-    snapshots: EncodedSnapshot[],
-  ): Promise<void>;
+  storeBehind(db: string, journalId: Uint8Array, base: Position, snapshots: EncodedSnapshot[]): Promise<void>;
   /** The directory of the head file of `db` (head.db, head.pos) of the storage this fixture opens. */
   headDir(db: string): string;
   cleanup(): Promise<void>;
 }
 
-const after0 = (s: EncodedSnapshot): WirePosition => ({
+const after0 = (s: EncodedSnapshot): Position => ({
   txid: s.header.txid,
   checksum: s.header.postChecksum,
 });

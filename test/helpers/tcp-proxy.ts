@@ -1,7 +1,10 @@
 /**
- * A tiny TCP proxy on loopback for network-failure tests: forwards connections to a target port, and
- * can refuse connections (down), cut every open connection, or cut one connection once after a given
- * number of bytes in one direction (a connection dropped mid-body or mid-answer).
+ * The TCP proxy on loopback of the network-failure tests: forwards connections to a target port, and can
+ * refuse connections (down), cut every open connection, cut one connection once after a given number of
+ * bytes in one direction (a connection dropped mid-body or mid-answer), delay every chunk, stall all
+ * traffic (connections stay open, no byte moves) until released, duplicate every request (each client
+ * connection is mirrored to a second upstream connection whose answers are thrown away, so the server
+ * receives every request twice), and retarget (a restarted hub).
  */
 import * as net from 'node:net';
 
@@ -17,8 +20,16 @@ export interface TcpProxy {
    * once, right after forwarding exactly `bytes` of them.
    */
   cutOnceAfter(bytes: number, direction: 'up' | 'down'): void;
-  /** How many cuts happened so far. */
+  /** How many cuts `cutOnceAfter` made so far. */
   cuts(): number;
+  /** Delay of each chunk, random in [min, max] ms, per direction in order (0, 0: none). */
+  setDelay(minMs: number, maxMs: number): void;
+  /** While stalled, bytes are held (in order) and delivered on release. */
+  setStalled(stalled: boolean): void;
+  /** While on, new connections are mirrored to a second upstream connection (answers discarded). */
+  setDuplicate(on: boolean): void;
+  /** Connections mirrored so far. */
+  duplicated(): number;
   /** Points the proxy at another target port (e.g. a restarted hub). */
   retarget(port: number): void;
   close(): Promise<void>;
@@ -29,7 +40,48 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   let down = false;
   let cutCount = 0;
   let arm: { left: number; direction: 'up' | 'down' } | undefined;
+  let delay: [number, number] = [0, 0];
+  let stalled = false;
+  let duplicate = false;
+  let mirrored = 0;
   const sockets = new Set<net.Socket>();
+  const held: (() => void)[] = [];
+
+  /**
+   * A pipe that keeps order: each chunk waits for its delay (and a stall) after the previous one. The
+   * armed cut is counted as chunks arrive; the connection is cut once its last bytes were written.
+   */
+  const pipe = (from: net.Socket, to: net.Socket[], direction: 'up' | 'down', cut: () => void): void => {
+    let chain = Promise.resolve();
+    from.on('data', (data: Buffer) => {
+      let chunk = data;
+      let last = false;
+      if (arm && arm.direction === direction) {
+        if (chunk.length > arm.left) {
+          chunk = chunk.subarray(0, arm.left);
+          arm = undefined;
+          cutCount++;
+          last = true;
+        } else {
+          arm.left -= chunk.length;
+        }
+      }
+      const [lo, hi] = delay;
+      const ms = hi > 0 ? lo + Math.random() * (hi - lo) : 0;
+      chain = chain
+        .then(() => (ms > 0 ? new Promise<void>((r) => setTimeout(r, ms)) : undefined))
+        .then(() => (stalled ? new Promise<void>((r) => held.push(r)) : undefined))
+        .then(() => {
+          const live = to.filter((t) => !t.destroyed);
+          if (last) {
+            if (chunk.length > 0 && live[0]) live[0].write(chunk, cut);
+            else cut();
+            return;
+          }
+          for (const t of live) t.write(chunk);
+        });
+    });
+  };
 
   const server = net.createServer((client) => {
     if (down) {
@@ -37,43 +89,31 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       return;
     }
     const upstream = net.connect(target, '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
+    const shadow = duplicate ? net.connect(target, '127.0.0.1') : undefined;
+    if (shadow) mirrored++;
+    const all = [client, upstream, ...(shadow ? [shadow] : [])];
+    for (const s of all) sockets.add(s);
     const cut = (): void => {
-      client.destroy();
-      upstream.destroy();
+      for (const s of all) {
+        s.destroy();
+        sockets.delete(s);
+      }
     };
-    const forward = (from: net.Socket, to: net.Socket, direction: 'up' | 'down'): void => {
-      from.on('data', (chunk: Buffer) => {
-        if (arm && arm.direction === direction) {
-          if (chunk.length > arm.left) {
-            const head = chunk.subarray(0, arm.left);
-            arm = undefined;
-            cutCount++;
-            if (head.length > 0) to.write(head, cut);
-            else cut();
-            return;
-          }
-          arm.left -= chunk.length;
-        }
-        to.write(chunk);
-      });
-    };
-    forward(client, upstream, 'up');
-    forward(upstream, client, 'down');
-    const cleanup = (): void => {
-      sockets.delete(client);
-      sockets.delete(upstream);
-      cut();
-    };
-    client.on('close', cleanup).on('error', cleanup);
-    upstream.on('close', cleanup).on('error', cleanup);
+    pipe(client, shadow ? [upstream, shadow] : [upstream], 'up', cut);
+    pipe(upstream, [client], 'down', cut);
+    shadow?.on('data', () => {}); // answers of the duplicate are dropped
+    shadow?.on('error', () => {});
+    client.on('close', cut).on('error', cut);
+    upstream.on('close', cut).on('error', cut);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
   const cutAll = (): void => {
     for (const s of sockets) s.destroy();
     sockets.clear();
+  };
+  const release = (): void => {
+    for (const r of held.splice(0)) r();
   };
   return {
     port,
@@ -87,11 +127,24 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       arm = { left: bytes, direction };
     },
     cuts: () => cutCount,
+    setDelay(minMs, maxMs) {
+      delay = [minMs, maxMs];
+    },
+    setStalled(s) {
+      stalled = s;
+      if (!s) release();
+    },
+    setDuplicate(on) {
+      duplicate = on;
+    },
+    duplicated: () => mirrored,
     retarget(p) {
       target = p;
     },
     close: () =>
       new Promise<void>((resolve) => {
+        stalled = false;
+        release();
         cutAll();
         server.close(() => resolve());
       }),

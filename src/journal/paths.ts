@@ -6,24 +6,28 @@ export function missingDirectory(exists: (path: string) => boolean, dbPath: stri
   return exists(parent) ? undefined : `directory ${parent} does not exist (create it first)`;
 }
 
+/** The journal directory of a database and the files in it (see journalPaths). */
+export type JournalPaths = Record<
+  | 'dir'
+  | 'journal'
+  | 'lock'
+  | 'spill'
+  | 'inflight'
+  | 'synced'
+  | 'rollback'
+  | 'replica'
+  | 'history'
+  | 'scratch'
+  | 'compactLock'
+  | 'shared'
+  | 'rebase'
+  | 'rejected'
+  | 'wal',
+  string
+>;
+
 /** The journal directory and its files for the database at `dbPath`. */
-export function journalPaths(dbPath: string): {
-  dir: string;
-  journal: string;
-  lock: string;
-  spill: string;
-  inflight: string;
-  synced: string;
-  rollback: string;
-  replica: string;
-  history: string;
-  scratch: string;
-  compactLock: string;
-  shared: string;
-  rebase: string;
-  rejected: string;
-  wal: string;
-} {
+export function journalPaths(dbPath: string): JournalPaths {
   const dir = `${dbPath}-mycelite`;
   return {
     dir,
