@@ -102,6 +102,8 @@ export class FsStorage implements HubStorage {
   private readonly compactions = new CompactionRuns();
   /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
   private readonly generations = new Map<string, number>();
+  /** Databases whose indexed snapshots this process checked (it created them, or its check passed). */
+  private readonly checked = new Set<string>();
   private readonly stopping = new AbortController();
   private readonly heads: Heads;
   private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
@@ -254,7 +256,9 @@ export class FsStorage implements HubStorage {
       retired: false,
     };
     this.entries.set(db, e);
-    if (e.checkedFrom > FILE_HEADER_SIZE) this.checkOlder(db, e, file);
+    if (this.checked.has(db)) e.checkedFrom = FILE_HEADER_SIZE;
+    else if (e.checkedFrom > FILE_HEADER_SIZE) this.checkOlder(db, e, file);
+    else this.checked.add(db);
     return e;
   }
 
@@ -266,6 +270,7 @@ export class FsStorage implements HubStorage {
       (bad) => {
         if (!bad) {
           e.checkedFrom = FILE_HEADER_SIZE;
+          if (this.entries.get(db) === e) this.checked.add(db);
           return undefined;
         }
         void this.lock(db)
@@ -310,6 +315,7 @@ export class FsStorage implements HubStorage {
         const staged = await this.stage(db, undefined, journalId, expectedHead, snapshots);
         if (!('end' in staged)) return staged;
         await this.create(dir, journalId, expectedHead, snapshots, mode);
+        this.checked.add(db);
         e = (await this.entry(db))!;
         this.heads.commit(db, staged);
         this.publish(db, snapshots, this.stateOf(e));
@@ -716,7 +722,9 @@ function readHeader(db: string, file: string): JournalReader['header'] {
   try {
     return new JournalReader(fileSource(f)).header;
   } catch (e) {
-    throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, { cause: e });
+    throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, {
+      cause: e,
+    });
   } finally {
     f.close();
   }

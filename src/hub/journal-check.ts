@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import {
+  blockSource,
   FILE_HEADER_SIZE,
   JournalFormatError,
   JournalReader,
@@ -45,7 +46,7 @@ export function findDamage(db: string, file: string, range: CheckRange = {}): Da
   const f = nodeFs.open(file, { readonly: true });
   let bad: Damage | undefined;
   try {
-    const src = fileSource(f);
+    const src = blockSource(fileSource(f));
     let reader: JournalReader;
     try {
       reader = new JournalReader(src, { from: range.from });
