@@ -17,10 +17,10 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import * as http from 'node:http';
 import { loadOrCreateKey, mintToken } from '../src/hub/auth.js';
 import { open, openReplica } from '../src/node/index.js';
 

@@ -5,10 +5,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { concatBytes, JournalReader, memorySource } from '../src/format/index.js';
+import { concatBytes, FILE_HEADER_SIZE, JournalReader, memorySource } from '../src/format/index.js';
 import { FsStorage } from '../src/hub/index.js';
 import { nodeRuntime, open, openReplica } from '../src/node/index.js';
 import { restoreDatabase } from '../src/restore/restore.js';
+import { runCli } from './helpers/cli.js';
 import { startTestHub } from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
@@ -156,5 +157,47 @@ test('a replica far behind the head takes the hub image, not the history since i
     assert.equal(fileHash(slowPath), fileHash(wPath));
   } finally {
     for (const c of closers) await c();
+  }
+});
+
+test('mycelite push of a backlog that takes longer than --timeout goes on while the hub takes snapshots, and stores them all', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'w.db');
+  const db = await open(file, { history: false });
+  db.exec('pragma synchronous = OFF; create table t(id integer primary key, v blob)');
+  const insert = db.prepare('insert into t(v) values (randomblob(100))');
+  for (let i = 0; i < 2000; i++) insert.run();
+  db.close();
+  // Bodies of at most 4 KiB: about 20 snapshots per request, so the backlog takes 100 requests or more.
+  const hub = await startTestHub(undefined, { maxBody: 4096 });
+  try {
+    const started = performance.now();
+    const r = await runCli([
+      'push',
+      file,
+      '--hub',
+      hub.url,
+      '--db',
+      'app',
+      '--token',
+      await hub.token('app', 'writer'),
+      '--timeout',
+      '0.2',
+    ]);
+    const ms = performance.now() - started;
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /pushed 2,?001 snapshots .* txid 2001/);
+    assert.ok(ms > 200, `the push took longer than its --timeout (${ms.toFixed(0)} ms)`);
+    const journal = fs.readFileSync(`${file}-mycelite/journal`);
+    const stored = fs.readFileSync(path.join(hub.dir, 'dbs', 'app', 'journal'));
+    const snaps = [...new JournalReader(memorySource(stored)).snapshots()];
+    assert.equal(snaps.length, 2001, 'every snapshot is stored');
+    const body = stored.subarray(FILE_HEADER_SIZE);
+    assert.ok(
+      body.equals(journal.subarray(FILE_HEADER_SIZE, stored.length)),
+      "the hub's copy is the writer's",
+    );
+  } finally {
+    await hub.close();
   }
 });

@@ -327,13 +327,8 @@ export class FsStorage implements HubStorage {
       if (!('end' in staged)) return staged;
       const start = e.writer.end;
       const indexed = e.offsets.count;
-      const added: number[] = [];
       try {
-        for (const s of snapshots) {
-          added.push(e.writer.end);
-          e.writer.appendEncoded(s.bytes, s.header, false);
-        }
-        e.offsets.push(added);
+        e.offsets.push(e.writer.appendEncodedAll(snapshots));
         await Promise.all([e.reader.datasync(), e.offsets.sync()]);
       } catch (err) {
         // Nothing of a failed append may stay: cut the file back and reopen it next time. Cut it before

@@ -150,7 +150,7 @@ async function readBody(
 ): Promise<EncodedSnapshot[]> {
   const body = c.req.raw.body;
   if (!body) throw badRequest('the push has no body');
-  const parser = new StreamParser({ stream: false, base, maxSnapshot: max });
+  const parser = new StreamParser({ stream: false, base, maxSnapshot: max, keepInflated: true });
   const out: EncodedSnapshot[] = [];
   let received = 0;
   const reader = body.getReader();
@@ -169,7 +169,8 @@ async function readBody(
       received += chunk.value.length;
       if (received > max) throw tooLarge(max, received);
       for (const item of parser.push(chunk.value)) {
-        if (item.kind === 'snapshot') out.push({ bytes: item.bytes.slice(), header: item.header });
+        if (item.kind === 'snapshot')
+          out.push({ bytes: item.bytes.slice(), header: item.header, raw: item.raw });
       }
     }
     if (received !== length)

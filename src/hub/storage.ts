@@ -12,6 +12,8 @@ import type { DamageReport } from './heads.js';
 export interface EncodedSnapshot {
   bytes: Uint8Array;
   header: SnapshotHeader;
+  /** A compressed snapshot's body inflated, as the push's parser checked it (the page check walks it). */
+  raw?: { bytes: Uint8Array; header: SnapshotHeader };
 }
 
 /** What the hub holds of one database. */
