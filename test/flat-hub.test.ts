@@ -165,11 +165,19 @@ test('mycelite push of a backlog that takes longer than --timeout goes on while 
   const file = path.join(dir, 'w.db');
   const db = await open(file, { history: false });
   db.exec('pragma synchronous = OFF; create table t(id integer primary key, v blob)');
-  const insert = db.prepare('insert into t(v) values (randomblob(100))');
-  for (let i = 0; i < 2000; i++) insert.run();
+  const insert = db.prepare('insert into t(v) values (randomblob(500))');
+  for (let i = 0; i < 6000; i++) insert.run();
   db.close();
-  // Bodies of at most 4 KiB: about 20 snapshots per request, so the backlog takes 100 requests or more.
-  const hub = await startTestHub(undefined, { maxBody: 4096 });
+  // Bodies of at most 64 KiB (about 100 snapshots each), each append held 100 ms by the storage: the
+  // backlog takes 60 requests and 6 s or more, with progress every 100 ms or so.
+  const data = tempDir('mycelite-hubdata-');
+  const storage = await FsStorage.open(data);
+  const append = storage.append.bind(storage);
+  storage.append = async (...args) => {
+    await new Promise((r) => setTimeout(r, 100));
+    return append(...args);
+  };
+  const hub = await startTestHub(data, { maxBody: 64 * 1024, storage });
   try {
     const started = performance.now();
     const r = await runCli([
@@ -182,16 +190,16 @@ test('mycelite push of a backlog that takes longer than --timeout goes on while 
       '--token',
       await hub.token('app', 'writer'),
       '--timeout',
-      '0.2',
+      '2',
     ]);
     const ms = performance.now() - started;
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /pushed 2,?001 snapshots .* txid 2001/);
-    assert.ok(ms > 200, `the push took longer than its --timeout (${ms.toFixed(0)} ms)`);
+    assert.match(r.stdout, /pushed 6,?001 snapshots .* txid 6001/);
+    assert.ok(ms > 2000, `the push took longer than its --timeout (${ms.toFixed(0)} ms)`);
     const journal = fs.readFileSync(`${file}-mycelite/journal`);
-    const stored = fs.readFileSync(path.join(hub.dir, 'dbs', 'app', 'journal'));
+    const stored = fs.readFileSync(path.join(data, 'dbs', 'app', 'journal'));
     const snaps = [...new JournalReader(memorySource(stored)).snapshots()];
-    assert.equal(snaps.length, 2001, 'every snapshot is stored');
+    assert.equal(snaps.length, 6001, 'every snapshot is stored');
     const body = stored.subarray(FILE_HEADER_SIZE);
     assert.ok(
       body.equals(journal.subarray(FILE_HEADER_SIZE, stored.length)),
