@@ -11,7 +11,8 @@
  * the backlog's push (`mycelite push`, a process: snapshots/s) and while idle; the replica catching up
  * on the backlog by replaying it (`imageBehind: false`: snapshots/s); a new replica (image) against
  * copying the database file over loopback HTTP (`min(runs, 3)` pairs, interleaved, medians); the hub
- * restarted: its RSS and the time of the first request for the database. Prints one JSON object.
+ * restarted: the time of the first request for the database, of the check of the journal's older part
+ * (in a worker), and the RSS once that is done. Prints one JSON object.
  *
  *   node dist/scripts/bench-length.js [--dir DIR] [--runs N] [--max N] [--quick] [--skip-hub]
  */
@@ -52,15 +53,32 @@ interface Served {
   url: string;
   proc: ChildProcess;
   rssMiB(): number;
+  /** Resolves when the hub logs a line matching `re` (its log is on stderr, level info). */
+  logged(re: RegExp): Promise<string>;
   stop(): Promise<void>;
 }
 
 async function serve(data: string): Promise<Served> {
   const proc = spawn(
     process.execPath,
-    [BIN, 'serve', '--data', data, '--port', '0', '--log-level', 'warn', '--no-compact'],
-    { stdio: ['ignore', 'pipe', 'ignore'] },
+    [BIN, 'serve', '--data', data, '--port', '0', '--log-level', 'info', '--no-compact'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  const lines: string[] = [];
+  const waiting: { re: RegExp; resolve: (l: string) => void }[] = [];
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+    for (let nl = err.indexOf('\n'); nl >= 0; nl = err.indexOf('\n')) {
+      const line = err.slice(0, nl);
+      err = err.slice(nl + 1);
+      lines.push(line);
+      for (const w of waiting.filter((x) => x.re.test(line))) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout!.on('data', (d: Buffer) => {
@@ -76,6 +94,12 @@ async function serve(data: string): Promise<Served> {
     proc,
     rssMiB: () =>
       Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8'))![1]) / 1024,
+    logged: (re) => {
+      const seen = lines.find((l) => re.test(l));
+      return seen !== undefined
+        ? Promise.resolve(seen)
+        : new Promise((resolve) => waiting.push({ re, resolve }));
+    },
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;
@@ -126,6 +150,7 @@ interface HubRow {
   hubRssIdleMiB: number;
   restartedRssEmptyMiB: number;
   restartedFirstRequestMs: number;
+  restartedCheckS: number;
   restartedRssMiB: number;
 }
 
@@ -180,6 +205,8 @@ async function hubSide(file: string, n: number, more: () => Promise<void>): Prom
     if (!res.ok) throw new Error(`state after restart: ${res.status}`);
     await res.arrayBuffer();
     const restartedFirstRequestMs = performance.now() - t0;
+    // The journal's older part is checked in a worker after a start: idle means after that check.
+    const checked = JSON.parse(await hub.logged(/stored journal checked/)) as { ms: number };
     await sleep(2000);
     const newReplicaS = median(news) / 1000;
     const copyS = median(copies) / 1000;
@@ -195,6 +222,7 @@ async function hubSide(file: string, n: number, more: () => Promise<void>): Prom
       hubRssIdleMiB: round(hubRssIdleMiB),
       restartedRssEmptyMiB: round(restartedRssEmptyMiB),
       restartedFirstRequestMs: round(restartedFirstRequestMs),
+      restartedCheckS: round(checked.ms / 1000, 2),
       restartedRssMiB: round(hub.rssMiB()),
     };
   } finally {

@@ -89,6 +89,8 @@ export interface FsStorageOptions {
   compaction?: HubCompaction | false;
   /** Called when a stored journal or a head file is found damaged (and what was done about it). */
   onDamage?: (db: string, report: DamageReport) => void;
+  /** Called when the check of a journal's older part after a start ends (bytes checked, its time). */
+  onChecked?: (db: string, check: { bytes: number; ms: number; damaged: boolean }) => void;
 }
 
 export class FsStorage implements HubStorage {
@@ -107,6 +109,7 @@ export class FsStorage implements HubStorage {
   private readonly stopping = new AbortController();
   private readonly heads: Heads;
   private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
+  private readonly onChecked: FsStorageOptions['onChecked'];
 
   private constructor(
     readonly dataDir: string,
@@ -115,6 +118,7 @@ export class FsStorage implements HubStorage {
   ) {
     this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
     if (options.onDamage) this.damageListeners.push(options.onDamage);
+    this.onChecked = options.onChecked;
     this.heads = new Heads(
       (db) => this.dir(db),
       this,
@@ -266,8 +270,11 @@ export class FsStorage implements HubStorage {
   private checkOlder(db: string, e: Entry, file: string): void {
     const job: CheckJob = { db, file, upTo: e.checkedFrom };
     const url = new URL('./check-worker.js', import.meta.url);
+    const started = performance.now();
     e.olderCheck = runJob<Damage | null>(url, job, 'checking the stored journal', this.stopping.signal).then(
       (bad) => {
+        const ms = performance.now() - started;
+        this.onChecked?.(db, { bytes: job.upTo, ms, damaged: bad !== null });
         if (!bad) {
           e.checkedFrom = FILE_HEADER_SIZE;
           if (this.entries.get(db) === e) this.checked.add(db);
