@@ -47,6 +47,8 @@ const base = fs.mkdtempSync(path.join(values.dir, 'length-'));
 
 const BIN = fileURLToPath(new URL('../../bin/mycelite.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** How long the hub is left alone before its RSS is read (shorter for the smoke test). */
+const settleMs = values.quick ? 200 : 1000;
 
 /** A `mycelite serve` process on loopback (port 0). */
 interface Served {
@@ -158,7 +160,7 @@ interface HubRow {
 async function hubSide(file: string, n: number, more: () => Promise<void>): Promise<HubRow> {
   const data = path.join(base, `hub${n}`);
   let hub = await serve(data);
-  await sleep(1000);
+  await sleep(settleMs);
   const hubRssEmptyMiB = hub.rssMiB();
   const key = loadOrCreateKey(data);
   const token = (role: 'writer' | 'reader'): Promise<string> =>
@@ -194,11 +196,11 @@ async function hubSide(file: string, n: number, more: () => Promise<void>): Prom
       fs.rmSync(`${fresh}-mycelite`, { recursive: true, force: true });
       fs.rmSync(path.join(base, `copy${n}-${i}.db`), { force: true });
     }
-    await sleep(2000);
+    await sleep(2 * settleMs);
     const hubRssIdleMiB = hub.rssMiB();
     await hub.stop();
     hub = await serve(data);
-    await sleep(1000);
+    await sleep(settleMs);
     const restartedRssEmptyMiB = hub.rssMiB();
     t0 = performance.now();
     const res = await fetch(`${hub.url}/v1/db/x`, { headers: { authorization: `Bearer ${target.token}` } });
@@ -207,7 +209,7 @@ async function hubSide(file: string, n: number, more: () => Promise<void>): Prom
     const restartedFirstRequestMs = performance.now() - t0;
     // The journal's older part is checked in a worker after a start: idle means after that check.
     const checked = JSON.parse(await hub.logged(/stored journal checked/)) as { ms: number };
-    await sleep(2000);
+    await sleep(2 * settleMs);
     const newReplicaS = median(news) / 1000;
     const copyS = median(copies) / 1000;
     const round = (x: number, d = 1): number => Number(x.toFixed(d));
