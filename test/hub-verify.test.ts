@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
-import { JournalReader, memorySource } from '../src/format/index.js';
+import { JournalFormatError, JournalReader, memorySource } from '../src/format/index.js';
 import { open } from '../src/node/index.js';
 import { EMPTY_POSITION, HubError } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
@@ -178,12 +178,24 @@ function snapshotOffsets(file: string): Map<bigint, { offset: number; length: nu
   return out;
 }
 
-test('a hub copy damaged on disk is found at first use, cut back and kept aside, never served, and repaired by the next push', async () => {
+test('a hub copy damaged on disk is found at first use (the tail at once, the rest before it is served), cut back and kept aside, never served, and repaired by the next push', async () => {
   const data = tempDir('mycelite-hubdata-');
   const dir = tempDir();
   const file = path.join(dir, 'app.db');
   const lines: string[] = [];
-  const logs = { logLevel: 'warn', logDestination: { write: (l: string) => lines.push(l) } };
+  let damaged = (): void => {};
+  const found = new Promise<void>((resolve) => {
+    damaged = resolve;
+  });
+  const logs = {
+    logLevel: 'warn',
+    logDestination: {
+      write: (l: string) => {
+        lines.push(l);
+        if (/damaged at snapshot/.test(l)) damaged();
+      },
+    },
+  };
   let h = await startTestHub(data, logs);
   const port = h.port;
   const target = { url: h.url, db: 'app', token: await h.token('app', 'writer') };
@@ -209,8 +221,31 @@ test('a hub copy damaged on disk is found at first use, cut back and kept aside,
     h = await startTestHub(data, { ...logs, port });
     closers.push(() => h.close());
     const reader = new HubClient({ url: h.url, db: 'app', token: await h.token('app', 'reader') });
+    // Opening it reads only what follows its offset index (here: nothing), so it answers at once; the
+    // older part is checked in a worker, and reads of it wait for that check.
+    assert.equal((await reader.state())?.head.txid, 11n, 'opened without reading the indexed part');
+    const early = reader.read({
+      after: { txid: 1n, checksum: writer.snapshots[0]!.header.postChecksum },
+      journalId: (await reader.state())!.journalId,
+    });
+    await found;
     const state = await reader.state();
-    assert.equal(state?.head.txid, 5n, 'cut back to the last good snapshot at first use');
+    assert.equal(state?.head.txid, 5n, 'cut back to the last good snapshot by the check');
+    const served: bigint[] = [];
+    let failure: unknown;
+    try {
+      const items = new StreamItems(await early);
+      for (let i = await items.next(); i; i = await items.next()) {
+        if (i.kind === 'snapshot') served.push(i.header.txid);
+      }
+    } catch (e) {
+      failure = e;
+    }
+    assert.ok(!(failure instanceof JournalFormatError), `the damaged snapshot was served: ${failure}`);
+    assert.ok(
+      served.every((t) => t < 6n),
+      `a read begun before the check ended served ${served.join(',')}`,
+    );
     const kept = fs
       .readdirSync(path.join(data, 'dbs', 'app'))
       .filter((n) => n.startsWith('journal.damaged-'));

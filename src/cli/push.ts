@@ -45,7 +45,7 @@ export function registerPush(program: Command): void {
     .option('--watch', 'keep running and push every snapshot as soon as it is committed, by any process')
     .option(
       '--timeout <SECONDS>',
-      'without --watch: give up when the hub has not taken everything by then',
+      'without --watch: give up when the hub has taken nothing for this long (a long backlog goes on while it moves)',
       '60',
     )
     .option('--json', 'print the result as JSON lines')
@@ -119,7 +119,16 @@ async function report(sync: WriterSync, target: HubTarget, timeoutMs: number, js
       throw new Error(
         `the hub at ${describeHubUrls(target.url)} answers but its storage does not: ${s.lastError}`,
       );
-    await sync.flush(timeoutMs);
+    // The timeout is for a hub that stopped taking snapshots: a long backlog goes on while it moves.
+    for (;;) {
+      const before = count;
+      try {
+        await sync.flush(timeoutMs);
+        break;
+      } catch (e) {
+        if (count === before) throw e;
+      }
+    }
     const hubTxid = sync.status().hubTxid ?? 0n;
     if (json) writeOut(`${JSON.stringify({ pushed: count, hubTxid: hubTxid.toString(), db: target.db })}\n`);
     else if (count === 0)

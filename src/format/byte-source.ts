@@ -57,3 +57,26 @@ export class ChunkReader {
     return this.buf.subarray(rel, rel + n);
   }
 }
+
+/**
+ * A ByteSource that reads `src` in blocks of `block` bytes and answers small reads from the last block,
+ * so a scan of many small snapshots costs one read per block instead of two or three per snapshot.
+ * Returned views stay valid (each block is a new array); reads larger than a block go straight through.
+ */
+export function blockSource(src: ByteSource, block = 1 << 20): ByteSource {
+  let buf: Uint8Array = new Uint8Array(0);
+  let at = 0;
+  return {
+    size: () => src.size(),
+    read(offset, length) {
+      if (offset >= at && offset + length <= at + buf.length)
+        return buf.subarray(offset - at, offset - at + length);
+      if (length >= block) return src.read(offset, length);
+      const n = Math.min(block, src.size() - offset);
+      if (n < length) return src.read(offset, length); // past the end: the source says so
+      buf = src.read(offset, n);
+      at = offset;
+      return buf.subarray(0, length);
+    },
+  };
+}

@@ -1,12 +1,14 @@
 /**
  * HubStorage on the filesystem: `DATA/dbs/<name>/journal` in the exact journal format (docs/FORMAT.md),
  * `DATA/dbs/<name>/mode` (src/hub/fs-mode.ts) and `DATA/dbs/<name>/lease.json`. Writes to one database
- * are serialized; an append is durable (fsync) before it resolves. After a database is first opened, an
- * in-memory index (txid → offset) serves reads from any position without rescanning.
+ * are serialized; an append is durable (fsync) before it resolves. An index of offsets on disk
+ * (`DATA/dbs/<name>/offsets`, src/hub/fs-index.ts) serves reads from any position: the hub holds no
+ * per-snapshot state in memory, and opening a database reads only the journal's tail after the index.
  *
  * Every push is checked against the database's pages at the head (`DATA/dbs/<name>/head.db`,
  * src/hub/heads.ts) before it is appended. A journal is checked whole when it is first opened (every
- * snapshot's checksum and structure): a damaged one is cut back to before its first damaged snapshot,
+ * snapshot's checksum and structure: the tail at once, the part the index covers in a worker thread,
+ * reads of that part waiting for it): a damaged one is cut back to before its first damaged snapshot,
  * the damaged file kept beside it (`journal.damaged-TIME`), so the writer's next push re-supplies the rest.
  *
  * Compaction (src/hub/compaction.ts): once a journal grows past its threshold, its older snapshots move
@@ -21,6 +23,7 @@ import * as path from 'node:path';
 import {
   decodeSnapshotHeader,
   encodeFileHeader,
+  FILE_HEADER_SIZE,
   FORMAT_VERSION,
   JournalReader,
   type Position,
@@ -29,16 +32,19 @@ import {
 } from '../format/index.js';
 import { installHistory } from '../history/compact.js';
 import { fileSource } from '../journal/file-source.js';
+import { type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
 import { writeFileAtomic } from '../storage/file-system.js';
+import type { CheckJob } from './check-worker.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { OffsetIndex } from './fs-index.js';
 import { FsLeases } from './fs-leases.js';
 import { readModeFile, writeModeFile } from './fs-mode.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
-import { findDamage, keepAndCut } from './journal-check.js';
+import { type Damage, findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
@@ -54,8 +60,14 @@ interface Entry {
   journalId: Uint8Array;
   base: Position;
   mode: DbMode;
-  /** offsets[i] is where snapshot base.txid + 1 + i starts. */
-  offsets: number[];
+  /** Entry i is where snapshot base.txid + 1 + i starts (on disk). */
+  offsets: OffsetIndex;
+  /**
+   * The check of the snapshots before `checkedFrom` (checked by an earlier run, when their index entries
+   * were written) running in a worker: reads of them wait for it. Resolves with the damage it found.
+   */
+  olderCheck?: Promise<Damage | undefined>;
+  checkedFrom: number;
   /** The durable head and the offset after it (appends in progress are not visible before their fsync). */
   head: Position;
   end: number;
@@ -72,6 +84,8 @@ export interface FsStorageOptions {
   compaction?: HubCompaction | false;
   /** Called when a stored journal or a head file is found damaged (and what was done about it). */
   onDamage?: (db: string, report: DamageReport) => void;
+  /** Called when the check of a journal's older part after a start ends (bytes checked, its time). */
+  onChecked?: (db: string, check: { bytes: number; ms: number; damaged: boolean }) => void;
 }
 
 export class FsStorage implements HubStorage {
@@ -85,9 +99,12 @@ export class FsStorage implements HubStorage {
   private readonly compactions = new CompactionRuns();
   /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
   private readonly generations = new Map<string, number>();
+  /** Databases whose indexed snapshots this process checked (it created them, or its check passed). */
+  private readonly checked = new Set<string>();
   private readonly stopping = new AbortController();
   private readonly heads: Heads;
   private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
+  private readonly onChecked: FsStorageOptions['onChecked'];
 
   private constructor(
     readonly dataDir: string,
@@ -96,6 +113,7 @@ export class FsStorage implements HubStorage {
   ) {
     this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
     if (options.onDamage) this.damageListeners.push(options.onDamage);
+    this.onChecked = options.onChecked;
     this.heads = new Heads(
       (db) => this.dir(db),
       this,
@@ -173,59 +191,100 @@ export class FsStorage implements HubStorage {
       .sort();
   }
 
-  /** Opens `db` (once) or returns undefined when it has no journal. */
+  /**
+   * Opens `db` (once) or returns undefined when it has no journal. Reads the journal's header, the last
+   * entry of its offset index (checked against the snapshot it names) and the snapshots after it, which
+   * it checks whole; the part before is checked in a worker thread (`olderCheck`).
+   */
   private async entry(db: string): Promise<Entry | undefined> {
     const cached = this.entries.get(db);
     if (cached) return cached;
-    const file = path.join(this.dir(db), 'journal');
+    const dir = this.dir(db);
+    const file = path.join(dir, 'journal');
     if (!fs.existsSync(file)) return undefined;
-    const mode = readModeFile(db, this.dir(db));
-    this.checkJournal(db, file); // may cut a damaged journal back (a new generation)
+    const mode = readModeFile(db, dir);
     const generation = this.generations.get(db) ?? 0;
-    const writer = JournalWriter.open(nodeFs, file); // cuts a torn tail
-    const offsets: number[] = [];
-    let headTimestamp = 0;
-    let dbBytes = 0;
-    const scan = nodeFs.open(file, { readonly: true });
-    let reader: JournalReader;
+    const header = readHeader(db, file);
+    const offsets = OffsetIndex.open(path.join(dir, 'offsets'), header.journalId, header.baseTxid);
+    let writer: JournalWriter;
     let handle: fsp.FileHandle;
+    let known: KnownPoint | undefined;
     try {
-      reader = new JournalReader(fileSource(scan));
-      for (const s of reader.snapshots()) {
-        offsets.push(s.offset);
-        headTimestamp = s.timestamp;
-        dbBytes = s.dbPages * s.pageSize;
+      known = lastIndexed(file, offsets, header.baseTxid);
+      const tail: number[] = [];
+      const bad = findDamage(db, file, {
+        from: known?.offset,
+        onSnapshot: (s) => {
+          if (s.offset !== known?.offset) tail.push(s.offset);
+        },
+      });
+      if (bad) {
+        if (known && bad.offset <= known.offset) offsets.cut(offsets.count - 1);
+        this.cutJournal(db, file, bad.offset, bad.txid, bad.message); // a new generation
       }
+      offsets.push(tail);
+      if (tail.length > 0) await offsets.sync();
+      writer = JournalWriter.fromScan(nodeFs, scanJournal(nodeFs, file, known)); // cuts a torn tail
       handle = await fsp.open(file, 'r');
     } catch (e) {
-      writer.close();
+      offsets.close();
       throw e;
-    } finally {
-      scan.close();
     }
     const again = this.entries.get(db); // another caller opened it meanwhile
     const stale = (this.generations.get(db) ?? 0) !== generation; // the file was replaced meanwhile
     if (again || stale) {
       writer.close();
+      offsets.close();
       await handle.close();
       return again ?? this.entry(db);
     }
+    const last = writer.last;
     const e: Entry = {
       writer,
       reader: handle,
-      journalId: reader.header.journalId,
-      base: { txid: reader.header.baseTxid, checksum: reader.header.baseChecksum },
+      journalId: header.journalId,
+      base: { txid: header.baseTxid, checksum: header.baseChecksum },
       mode,
       offsets,
+      checkedFrom: known && known.offset > FILE_HEADER_SIZE ? known.offset : FILE_HEADER_SIZE,
       head: writer.position,
       end: writer.end,
-      headTimestamp,
-      dbBytes,
+      headTimestamp: last?.timestamp ?? 0,
+      dbBytes: last ? last.dbPages * last.pageSize : 0,
       users: 0,
       retired: false,
     };
     this.entries.set(db, e);
+    if (this.checked.has(db)) e.checkedFrom = FILE_HEADER_SIZE;
+    else if (e.checkedFrom > FILE_HEADER_SIZE) this.checkOlder(db, e, file);
+    else this.checked.add(db);
     return e;
+  }
+
+  /** Checks the part of `e`'s journal before `checkedFrom` in a worker; damage is cut like any found. */
+  private checkOlder(db: string, e: Entry, file: string): void {
+    const job: CheckJob = { db, file, upTo: e.checkedFrom };
+    const url = new URL('./check-worker.js', import.meta.url);
+    const started = performance.now();
+    e.olderCheck = runJob<Damage | null>(url, job, 'checking the stored journal', this.stopping.signal).then(
+      (bad) => {
+        const ms = performance.now() - started;
+        this.onChecked?.(db, { bytes: job.upTo, ms, damaged: bad !== null });
+        if (!bad) {
+          e.checkedFrom = FILE_HEADER_SIZE;
+          if (this.entries.get(db) === e) this.checked.add(db);
+          return undefined;
+        }
+        void this.lock(db)
+          .run(async () => {
+            if (this.entries.get(db) !== e) return; // replaced meanwhile (a compaction, a cut)
+            await this.cutAt(db, e, new StoredCopyDamagedError(db, bad.txid, bad.message), bad);
+          })
+          .catch(() => undefined);
+        return bad;
+      },
+      () => undefined, // stopped with the storage; the next start checks again
+    );
   }
 
   private stateOf(e: Entry): DbState {
@@ -258,6 +317,7 @@ export class FsStorage implements HubStorage {
         const staged = await this.stage(db, undefined, journalId, expectedHead, snapshots);
         if (!('end' in staged)) return staged;
         await this.create(dir, journalId, expectedHead, snapshots, mode);
+        this.checked.add(db);
         e = (await this.entry(db))!;
         this.heads.commit(db, staged);
         this.publish(db, snapshots, this.stateOf(e));
@@ -268,17 +328,19 @@ export class FsStorage implements HubStorage {
       const staged = await this.stage(db, e, journalId, expectedHead, snapshots);
       if (!('end' in staged)) return staged;
       const start = e.writer.end;
-      const added: number[] = [];
+      const indexed = e.offsets.count;
       try {
-        for (const s of snapshots) {
-          added.push(e.writer.end);
-          e.writer.appendEncoded(s.bytes, s.header, false);
-        }
-        await e.reader.datasync();
+        e.offsets.push(e.writer.appendEncodedAll(snapshots));
+        await Promise.all([e.reader.datasync(), e.offsets.sync()]);
       } catch (err) {
         // Nothing of a failed append may stay: cut the file back and reopen it next time. Cut it before
         // forgetting the entry, so that a read (which opens the journal unlocked) cannot reopen it meanwhile.
         await fsp.truncate(path.join(dir, 'journal'), start).catch(() => undefined);
+        try {
+          e.offsets.cut(indexed);
+        } catch {
+          // checked against the journal at the next open
+        }
         this.forget(db);
         e.writer.close();
         this.retire(e);
@@ -286,7 +348,6 @@ export class FsStorage implements HubStorage {
       }
       this.heads.commit(db, staged);
       const last = snapshots[snapshots.length - 1]!.header;
-      e.offsets.push(...added);
       e.head = e.writer.position;
       e.end = e.writer.end;
       e.headTimestamp = Math.max(e.headTimestamp, last.timestamp);
@@ -331,24 +392,18 @@ export class FsStorage implements HubStorage {
     }
   }
 
-  /**
-   * Checks the journal `file` of `db` whole (src/hub/journal-check.ts); when a snapshot is damaged, keeps
-   * the file aside and cuts the journal before it. Throws StoredCopyDamagedError when it cannot be cut.
-   */
-  private checkJournal(db: string, file: string): void {
-    const bad = findDamage(db, file);
-    if (bad) this.cutJournal(db, file, bad.offset, bad.txid, bad.message);
-  }
-
   /** Cuts the journal of `db` (open as `e`) before the stored snapshot `err.txid`; the new entry. */
-  private async cutAt(db: string, e: Entry, err: StoredCopyDamagedError): Promise<Entry> {
+  private async cutAt(db: string, e: Entry, err: StoredCopyDamagedError, found?: Damage): Promise<Entry> {
     if (err.txid <= e.base.txid) throw err; // in the compacted history: nothing to cut the journal back to
-    const offset = e.offsets[Number(err.txid - e.base.txid - 1n)];
-    if (offset === undefined) throw err;
+    const i = Number(err.txid - e.base.txid - 1n);
+    if (i >= e.offsets.count) throw err;
+    const offset = e.offsets.at(i);
     this.forget(db);
     e.writer.close();
+    e.offsets.cut(i);
     this.retire(e);
-    this.cutJournal(db, path.join(this.dir(db), 'journal'), offset, err.txid, err.message);
+    const why = found?.message ?? err.message;
+    this.cutJournal(db, path.join(this.dir(db), 'journal'), offset, err.txid, why);
     const again = await this.entry(db);
     if (!again) throw err;
     return again;
@@ -388,14 +443,25 @@ export class FsStorage implements HubStorage {
       baseTxid: base.txid,
       baseChecksum: base.checksum,
     });
+    const starts: number[] = [];
     writeFileAtomic(nodeFs, path.join(dir, 'journal'), (f) => {
       f.write(header, 0);
       let at = header.length;
       for (const s of snapshots) {
+        starts.push(at);
         f.write(s.bytes, at);
         at += s.bytes.length;
       }
     });
+    // Their offsets, so that opening it reads nothing of them again (checked as they arrived).
+    const offsets = OffsetIndex.open(path.join(dir, 'offsets'), journalId, base.txid);
+    try {
+      offsets.cut(0);
+      offsets.push(starts);
+      await offsets.sync();
+    } finally {
+      offsets.close();
+    }
   }
 
   private publish(db: string, snapshots: EncodedSnapshot[], state: DbState): void {
@@ -427,13 +493,20 @@ export class FsStorage implements HubStorage {
 
   private release(e: Entry): void {
     e.users--;
-    if (e.retired && e.users === 0) void e.reader.close().catch(() => undefined);
+    if (e.retired && e.users === 0) closeReads(e);
   }
 
   /** Stops using `e` (the caller removed it from the map): its read handle closes after the last read. */
   private retire(e: Entry): void {
     e.retired = true;
-    if (e.users === 0) void e.reader.close().catch(() => undefined);
+    if (e.users === 0) closeReads(e);
+  }
+
+  /** Where the snapshot after `after` starts in `e`'s journal (its end past the head). */
+  private startOf(e: Entry, after: bigint): number {
+    if (after <= e.base.txid) return FILE_HEADER_SIZE;
+    if (after >= e.head.txid) return e.end;
+    return e.offsets.at(Number(after - e.base.txid));
   }
 
   read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array> {
@@ -441,8 +514,19 @@ export class FsStorage implements HubStorage {
     const self = this;
     return {
       async *[Symbol.asyncIterator]() {
-        const e = await self.acquire(db);
+        let e = await self.acquire(db);
         if (!e) throw new Error(`read: no database ${db}`);
+        // Snapshots the older check has not passed yet wait for it (damage found is never served).
+        if (e.olderCheck && e.checkedFrom > FILE_HEADER_SIZE && self.startOf(e, after) < e.checkedFrom) {
+          const check = e.olderCheck;
+          self.release(e);
+          const bad = await check;
+          if (bad && bad.txid > after) {
+            throw new Error(`read: the hub's copy of ${db} is damaged at snapshot ${bad.txid}`);
+          }
+          e = await self.acquire(db);
+          if (!e) throw new Error(`read: no database ${db}`);
+        }
         try {
           const head = e.head.txid;
           if (after < e.base.txid) {
@@ -455,7 +539,7 @@ export class FsStorage implements HubStorage {
           }
           // The range is fixed now, on this entry's file: a compaction meanwhile does not change it.
           const at = (txid: bigint): number =>
-            txid > head ? e.end : e.offsets[Number(txid - e.base.txid - 1n)]!;
+            txid > head ? e.end : e.offsets.at(Number(txid - e.base.txid - 1n));
           const start = at(after + 1n);
           const end = at(upTo + 1n);
           for (let p = start; p < end; ) {
@@ -480,7 +564,7 @@ export class FsStorage implements HubStorage {
     try {
       if (txid <= e.base.txid || txid > e.head.txid) return undefined;
       const buf = new Uint8Array(SNAPSHOT_HEADER_SIZE);
-      await e.reader.read(buf, 0, SNAPSHOT_HEADER_SIZE, e.offsets[Number(txid - e.base.txid - 1n)]!);
+      await e.reader.read(buf, 0, SNAPSHOT_HEADER_SIZE, e.offsets.at(Number(txid - e.base.txid - 1n)));
       const h = decodeSnapshotHeader(buf);
       if (h === undefined || typeof h === 'string') throw new Error(`snapshot ${txid} of ${db} is damaged`);
       return h;
@@ -620,5 +704,55 @@ export class FsStorage implements HubStorage {
     this.entries.clear();
     this.listeners.clear();
     this.dirLock.release();
+  }
+}
+
+/** Closes what reads of `e` use (after the last read of a retired entry). */
+function closeReads(e: Entry): void {
+  e.offsets.close();
+  void e.reader.close().catch(() => undefined);
+}
+
+/** The file header of the journal `file` of `db`; a damaged one is a StoredCopyDamagedError. */
+function readHeader(db: string, file: string): JournalReader['header'] {
+  const f = nodeFs.open(file, { readonly: true });
+  try {
+    return new JournalReader(fileSource(f)).header;
+  } catch (e) {
+    throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, {
+      cause: e,
+    });
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * The snapshot the last entry of `offsets` names, when the journal `file` holds it there (its header
+ * decodes, with the entry's txid); entries that do not are dropped (an append cut back, a lost write).
+ */
+function lastIndexed(file: string, offsets: OffsetIndex, baseTxid: bigint): KnownPoint | undefined {
+  const f = nodeFs.open(file, { readonly: true });
+  try {
+    const size = f.size();
+    for (let tries = 0; offsets.count > 0; tries++) {
+      if (tries === 16) {
+        offsets.cut(0);
+        break;
+      }
+      const offset = offsets.at(offsets.count - 1);
+      if (offset >= FILE_HEADER_SIZE && offset + SNAPSHOT_HEADER_SIZE <= size) {
+        const buf = new Uint8Array(SNAPSHOT_HEADER_SIZE);
+        f.read(buf, offset);
+        const h = decodeSnapshotHeader(buf);
+        if (typeof h === 'object' && h.txid === baseTxid + BigInt(offsets.count)) {
+          return { offset, txid: h.txid, checksum: h.postChecksum };
+        }
+      }
+      offsets.cut(offsets.count - 1);
+    }
+    return undefined;
+  } finally {
+    f.close();
   }
 }

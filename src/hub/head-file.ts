@@ -116,7 +116,8 @@ export class HeadFile {
     let at: PageCount = from;
     let txid = from.txid;
     for (const s of snapshots) {
-      at = applyChecked(store, at, memorySource(s.bytes), 0, s.header);
+      const body = s.raw ?? s; // inflated once, by the push's parser
+      at = applyChecked(store, at, memorySource(body.bytes), 0, body.header);
       txid = s.header.txid;
     }
     return { from, end: { ...at, journalId: from.journalId, txid }, pages: store.map, floor: store.floor };

@@ -5,7 +5,14 @@
  * deleted), so nothing the hub held is lost.
  */
 import * as fs from 'node:fs';
-import { FILE_HEADER_SIZE, JournalFormatError, JournalReader, walkPatches } from '../format/index.js';
+import {
+  blockSource,
+  FILE_HEADER_SIZE,
+  JournalFormatError,
+  JournalReader,
+  type SnapshotInfo,
+  walkPatches,
+} from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { hashingSource } from '../restore/replay.js';
@@ -20,19 +27,29 @@ export interface Damage {
   message: string;
 }
 
+/** Which part of a journal to check. */
+export interface CheckRange {
+  /** Start at the snapshot at this offset (one known from elsewhere: the offset index), not the first. */
+  from?: number;
+  /** Stop before the snapshot at or past this offset (the part checked already). */
+  upTo?: number;
+  /** Told each snapshot found whole, in order. */
+  onSnapshot?: (s: SnapshotInfo) => void;
+}
+
 /**
- * The first damaged snapshot of the journal `file` of database `db`, or undefined when every one is
- * whole (a torn tail is not damage: the journal's writer cuts it). Throws StoredCopyDamagedError when
- * the damage is in the file header (there is nothing to cut back to).
+ * The first damaged snapshot of the journal `file` of database `db` (in `range`: default all), or
+ * undefined when every one is whole (a torn tail is not damage: the journal's writer cuts it). Throws
+ * StoredCopyDamagedError when the damage is in the file header (there is nothing to cut back to).
  */
-export function findDamage(db: string, file: string): Damage | undefined {
+export function findDamage(db: string, file: string, range: CheckRange = {}): Damage | undefined {
   const f = nodeFs.open(file, { readonly: true });
   let bad: Damage | undefined;
   try {
-    const src = fileSource(f);
+    const src = blockSource(fileSource(f));
     let reader: JournalReader;
     try {
-      reader = new JournalReader(src);
+      reader = new JournalReader(src, { from: range.from });
     } catch (e) {
       throw new StoredCopyDamagedError(db, 0n, `its journal's file header: ${(e as Error).message}`, {
         cause: e,
@@ -41,6 +58,7 @@ export function findDamage(db: string, file: string): Damage | undefined {
     let cur: { offset: number; length: number } | undefined;
     try {
       for (const s of reader.snapshots()) {
+        if (range.upTo !== undefined && s.offset >= range.upTo) break;
         cur = s;
         const hashed = hashingSource(src, s);
         walkPatches(hashed, s.offset, s);
@@ -48,6 +66,7 @@ export function findDamage(db: string, file: string): Damage | undefined {
           bad = { offset: s.offset, txid: s.txid, message: 'its checksum does not match its bytes' };
           break;
         }
+        range.onSnapshot?.(s);
       }
     } catch (e) {
       if (!(e instanceof JournalFormatError)) throw e;

@@ -151,7 +151,7 @@ async function append(
 async function readBody(c: Context, base: Position, length: number, max: number): Promise<EncodedSnapshot[]> {
   const body = c.req.raw.body;
   if (!body) throw badRequest('the push has no body');
-  const parser = new StreamParser({ stream: false, base, maxSnapshot: max });
+  const parser = new StreamParser({ stream: false, base, maxSnapshot: max, keepInflated: true });
   const out: EncodedSnapshot[] = [];
   let received = 0;
   const reader = body.getReader();
@@ -170,7 +170,8 @@ async function readBody(c: Context, base: Position, length: number, max: number)
       received += chunk.value.length;
       if (received > max) throw tooLarge(max, received);
       for (const item of parser.push(chunk.value)) {
-        if (item.kind === 'snapshot') out.push({ bytes: item.bytes.slice(), header: item.header });
+        if (item.kind === 'snapshot')
+          out.push({ bytes: item.bytes.slice(), header: item.header, raw: item.raw });
       }
     }
     if (received !== length)

@@ -89,6 +89,8 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     (await FsStorage.open(dataDir, {
       compaction: logged(options.compaction, log),
       onDamage: logDamage(log),
+      onChecked: (db, c) =>
+        log.info({ db, bytes: c.bytes, ms: Math.round(c.ms), damaged: c.damaged }, 'stored journal checked'),
     }));
   options.storage?.watchCompactions?.(logCompaction(log));
   options.storage?.watchDamage?.(logDamage(log));

@@ -80,6 +80,24 @@ export interface FollowOptions {
    * it such a hub is refused (OtherHistoryError, state `error`), and so is any later change of history.
    */
   reset?: boolean;
+  /**
+   * A replica more than this many snapshots behind the hub's head takes the hub's image (of the head)
+   * instead of the snapshots after its position, like a reset within its history: its old journal is
+   * kept aside (event `reset`, `keptAt`). Default: the larger of 10,000 and 4 × the database's pages
+   * (each snapshot writes one page or more, so past that replaying costs more than the image). `false`:
+   * always replay.
+   */
+  imageBehind?: number | false;
+}
+
+/** Default of FollowOptions.imageBehind: the floor, and the multiple of the database's pages. */
+export const IMAGE_BEHIND_MIN = 10_000;
+export const IMAGE_BEHIND_PAGES = 4;
+
+/** How many snapshots behind a replica of `dbPages` pages takes the image (undefined: never). */
+export function imageBehindLimit(option: number | false | undefined, dbPages: number): bigint | undefined {
+  if (option === false) return undefined;
+  return BigInt(option ?? Math.max(IMAGE_BEHIND_MIN, IMAGE_BEHIND_PAGES * dbPages));
 }
 
 /**
@@ -296,8 +314,11 @@ export class Follower {
     this.noteHub(state.head.txid);
     const pos = this.store.position;
     const other = this.otherHistory(state.journalId, state.head.txid);
+    // Far behind the head, the image is cheaper than the snapshots since (the history stays on the hub).
+    const limit = pos && !other ? imageBehindLimit(this.options.imageBehind, this.store.dbPages) : undefined;
+    const far = limit !== undefined && state.head.txid - pos!.txid > limit;
     // A reset is asked for once: if its image fails, the next connection asks from the position again.
-    const image = this.wantReset || !pos || other;
+    const image = this.wantReset || !pos || other || far;
     this.wantReset = false;
     const answerRead = image
       ? undefined

@@ -212,6 +212,11 @@ export class ReplicaStore {
     return this.journal!.position;
   }
 
+  /** Pages of the database at the journal's last snapshot (0 for a new replica). */
+  get dbPages(): number {
+    return this.journal?.last?.dbPages ?? 0;
+  }
+
   /** Makes a waiting apply give up (it is finished at the next open or `recover()`). */
   interrupt(): void {
     this.interrupted = true;

@@ -3,7 +3,7 @@
  * every committed snapshot of the local journal as soon as it is noted, in batches, from the hub's head.
  * Offline it retries with backoff while local commits go on; two histories never mix. Runtime-neutral.
  */
-import { type Position, sameBytes } from '../format/index.js';
+import { blockSource, type Position, sameBytes } from '../format/index.js';
 import { EMPTY_POSITION, HubError } from '../protocol/index.js';
 import { Emitter } from './emitter.js';
 import { type HubClient, type Lease, troubleState } from './hub-client.js';
@@ -284,7 +284,10 @@ export class Pusher implements WriterSync {
   private indexAll(): void {
     const { index, journal } = this.options;
     const end = index.end;
-    this.options.index = JournalIndex.scan({ size: () => end, read: (o, n) => journal.read(o, n) }, end);
+    this.options.index = JournalIndex.scan(
+      blockSource({ size: () => end, read: (o, n) => journal.read(o, n) }),
+      end,
+    );
   }
 
   private async pushAfter(base: Position): Promise<void> {
