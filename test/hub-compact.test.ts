@@ -16,6 +16,7 @@ import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/i
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
+import { runCli } from './helpers/cli.js';
 import {
   caughtUp,
   concatBytes,
@@ -326,5 +327,53 @@ test('a mycelite serve process killed (SIGKILL) again and again while it compact
   assert.ok(compacted >= 3, `compactions ran between the kills (${compacted})`);
   t.diagnostic(
     `${compacted} compactions logged over 5 SIGKILL cycles; hub journal base ${journalBase(hubFiles(hubDir).journal)}`,
+  );
+});
+
+test("restore --hub reaches a point the hub compacted into its history (its history file and the snapshots after it): the writer's own restore of that point, byte for byte", async () => {
+  const dir = tempDir();
+  let compacted: (o: CompactOutcome) => void = () => {};
+  const firstCompaction = new Promise<CompactOutcome>((resolve) => {
+    compacted = resolve;
+  });
+  const compaction = {
+    minBytes: 1024,
+    everyMs: 0,
+    retain: 'forever:all',
+    onCompaction: (_db: string, o: CompactOutcome | Error) => {
+      if (!(o instanceof Error) && o.end) compacted(o);
+    },
+  };
+  const hub = await startTestHub(tempDir('mycelite-hub-'), { compaction });
+  cleanups.push(() => hub.close());
+  const wPath = path.join(dir, 'w.db');
+  const w = await writer(wPath, hub);
+  w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
+  burst(w, 40);
+  await w.sync!.flush(10_000); // the push that creates the database on the hub
+  burst(w, 20);
+  await w.sync!.flush(10_000); // an append: the hub's journal is due for compaction
+  const outcome = await firstCompaction;
+  const txid = 5n;
+  assert.ok(outcome.end!.txid > txid, `the hub compacted past txid ${txid} (to ${outcome.end!.txid})`);
+  const reader = { MYCELITE_TOKEN: await hub.token('app', 'reader') };
+  const fromHub = path.join(dir, 'hub-5.db');
+  const local = path.join(dir, 'local-5.db');
+  const a = await runCli(
+    ['restore', '--hub', hub.url, '--db', 'app', '--txid', String(txid), '--output', fromHub],
+    reader,
+  );
+  assert.equal(a.status, 0, a.stderr);
+  const b = await runCli(['restore', wPath, '--txid', String(txid), '--output', local]);
+  assert.equal(b.status, 0, b.stderr);
+  assert.equal(fileHash(fromHub), fileHash(local));
+  // The latest point too, and nothing of the scratch space is left.
+  const latest = path.join(dir, 'hub-latest.db');
+  const c = await runCli(['restore', '--hub', hub.url, '--db', 'app', '--output', latest], reader);
+  assert.equal(c.status, 0, c.stderr);
+  assert.equal(fileHash(latest), fileHash(wPath));
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((f) => f.startsWith('.mycelite-restore-')),
+    [],
   );
 });

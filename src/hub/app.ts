@@ -23,6 +23,7 @@ import {
   storageUnavailable,
 } from './context.js';
 import { StoredCopyDamagedError } from './heads.js';
+import { handleHistory } from './history-file.js';
 import { activeLease, jsonLease, releaseLease, takeLease } from './lease.js';
 import { handlePush } from './push.js';
 import { handleRead } from './read.js';
@@ -146,6 +147,8 @@ export function createApp(ctx: HubContext): Hono {
   });
 
   app.get(`${db}/snapshots`, (c) => handleRead(ctx, c));
+
+  app.get(`${db}/history`, (c) => handleHistory(ctx, c));
 
   if (ctx.web) mountWeb(app, ctx.web, ctx.key);
 

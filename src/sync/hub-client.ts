@@ -185,6 +185,20 @@ export class HubClient {
   }
 
   /** Opens a read stream (docs/PROTOCOL.md, "read, catch up, follow live"). */
+  /**
+   * The database's compacted history file as the hub keeps it (docs/PROTOCOL.md, "history"): the
+   * retained points before its snapshots' base; undefined when the hub keeps none.
+   */
+  async history(signal?: AbortSignal): Promise<ReadableStream<Uint8Array> | undefined> {
+    const res = await this.call('/history', { signal }, 'read history', [404]);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return undefined;
+    }
+    if (!res.body) throw new HubUnreachableError(`hub ${this.url} sent no body`);
+    return res.body;
+  }
+
   async read(options: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     const q = new URLSearchParams();
     if (options.after) {
