@@ -10,23 +10,18 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { OpenError } from '../api/errors.js';
 import type { OpenWarning } from '../api/recovery.js';
 import { journalPaths } from '../journal/paths.js';
+import { isWalDatabase } from '../journal/sqlite-header.js';
+import { nodeRuntime } from './runtime.js';
 
-/** True when the file's header says WAL mode (file format versions 2). */
+/** True when the file's header says WAL mode: the same test as refuseWal's, so what open() would refuse is what is switched. */
 function isWalFile(file: string): boolean {
-  let fd: number;
+  const fsys = nodeRuntime.fs;
+  if (!fsys.exists(file)) return false;
+  const f = fsys.open(file, { readonly: true });
   try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return false;
-  }
-  try {
-    const head = Buffer.alloc(20);
-    if (fs.readSync(fd, head, 0, 20, 0) < 20) return false;
-    return (
-      head.subarray(0, 16).toString('latin1') === 'SQLite format 3\0' && head[18] === 2 && head[19] === 2
-    );
+    return f.size() >= 100 && isWalDatabase(f);
   } finally {
-    fs.closeSync(fd);
+    f.close();
   }
 }
 
