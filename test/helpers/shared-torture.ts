@@ -177,8 +177,9 @@ class HistoryWalk {
   private pageSize = 0;
   private at = { txid: 0n, checksum: 0n };
   private journal: Uint8Array | undefined;
-  private count = 0;
   private ids = new Set<string>();
+  /** Rows that left the history: id → the snapshot that took them out. */
+  private missing = new Map<string, bigint>();
   snapshots = 0;
 
   /** Walks the snapshots after the last one walked; returns the problems found. */
@@ -202,22 +203,32 @@ class HistoryWalk {
           problems.push(`hub history: snapshot ${h.txid} does not follow txid ${this.at.txid}`);
           return problems;
         }
+        const pages: number[] = [];
+        walkPatches(memorySource(item.bytes), 0, h, (pgno) => {
+          if (pages[pages.length - 1] !== pgno) pages.push(pgno);
+        });
         this.apply(item.bytes, h);
         this.at = { txid: h.txid, checksum: h.postChecksum };
         this.snapshots++;
-        const n = this.rows(false);
-        if (n < this.count)
-          problems.push(`hub history: snapshot ${h.txid} took ${this.count - n} row(s) out of log`);
-        this.count = n;
+        const before = this.ids;
+        this.rows();
+        const gone = [...before].filter((id) => !this.ids.has(id));
+        if (gone.length > 0) {
+          problems.push(
+            `hub history: snapshot ${h.txid} took ${gone.length} row(s) out of log: ${gone.join(', ')} ` +
+              `(its header: dbPages ${h.dbPages}, timestamp ${h.timestamp}, commitTag ${h.commitTag}, ` +
+              `pages ${pages.join(' ')})`,
+          );
+          for (const id of gone) this.missing.set(id, h.txid);
+        }
+        for (const [id, at] of this.missing) {
+          if (!this.ids.has(id)) continue;
+          problems.push(`hub history: log row ${id}, out since snapshot ${at}, came back at ${h.txid}`);
+          this.missing.delete(id);
+        }
       }
     }
     parser.end();
-    // Every row seen at the last walk is still there, and nothing twice (the key guarantees once).
-    const before = this.ids;
-    this.rows(true);
-    for (const id of before) {
-      if (!this.ids.has(id)) problems.push(`hub history: log row ${id} left the hub's history`);
-    }
     return problems;
   }
 
@@ -236,17 +247,14 @@ class HistoryWalk {
     });
   }
 
-  /** Rows of log in the current image (their ids kept when `keep`). */
-  private rows(keep: boolean): number {
-    if (this.image.length === 0) return 0;
+  /** Reads the ids of log in the current image into `ids`. */
+  private rows(): void {
+    this.ids = new Set();
+    if (this.image.length === 0) return;
     const db = new BetterSqlite3(Buffer.from(this.image));
     try {
       const has = db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'log'").get();
-      if (!has) return 0;
-      if (!keep) return Number(db.prepare('SELECT count(*) FROM log').pluck().get());
-      const ids = db.prepare('SELECT id FROM log').pluck().all() as string[];
-      this.ids = new Set(ids);
-      return ids.length;
+      if (has) this.ids = new Set(db.prepare('SELECT id FROM log').pluck().all() as string[]);
     } finally {
       db.close();
     }
