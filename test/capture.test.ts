@@ -158,17 +158,26 @@ describe('open', () => {
     assert.equal(fileHash(first), original, 'restore at txid 1 is the bootstrapped database');
   });
 
-  test('journal_mode=WAL through Mycelite is refused with a message naming WAL', async () => {
+  test('journal_mode=WAL through Mycelite answers the mode it keeps, as SQLite does without shared memory; with locking_mode=EXCLUSIVE it is refused naming WAL', async () => {
     const dir = tempDir();
     const dbPath = path.join(dir, 'w.db');
     const db = await open(dbPath);
     try {
       db.exec('CREATE TABLE t(a)');
-      assert.throws(() => db.pragma('journal_mode = WAL'), /WAL/);
-      assert.equal(String(db.pragma('journal_mode', { simple: true })).toLowerCase(), 'delete');
+      // What an application that sets WAL at start sees: the pragma runs and returns the mode kept.
+      assert.equal(db.pragma('journal_mode = WAL', { simple: true }), 'delete');
+      db.pragma('journal_mode = TRUNCATE');
+      assert.equal(db.pragma('journal_mode = WAL', { simple: true }), 'truncate');
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'truncate');
       db.exec('INSERT INTO t VALUES (1)');
       assert.equal(db.position().txid, 2n);
-      await assertReplay(dbPath, 'after refused WAL');
+      assert.ok(!fs.existsSync(`${dbPath}-wal`), 'no WAL file');
+      db.pragma('locking_mode = EXCLUSIVE');
+      assert.throws(() => db.pragma('journal_mode = WAL'), /journal_mode=WAL.*EXCLUSIVE/);
+      db.pragma('locking_mode = NORMAL');
+      db.exec('INSERT INTO t VALUES (2)');
+      assert.equal(db.position().txid, 3n);
+      await assertReplay(dbPath, 'after WAL was asked for');
     } finally {
       db.close();
     }

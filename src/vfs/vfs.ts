@@ -31,6 +31,8 @@ interface OpenFile {
   /** The main database file of a connection. */
   mainDb: boolean;
   deleteOnClose: boolean;
+  /** `PRAGMA locking_mode=EXCLUSIVE` was run on this connection (SQLite would then try WAL without shm). */
+  exclusive?: boolean;
   /** A rollback journal kept elsewhere by journal durability: never fsynced. */
   noSync: boolean;
   /**
@@ -127,7 +129,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
           f.capture?.onCommitPhaseTwo();
           return 0;
         }
-        if (op === capi.SQLITE_FCNTL_PRAGMA && f.capture) return pragma(pArg);
+        if (op === capi.SQLITE_FCNTL_PRAGMA && f.capture) return pragma(f, pArg);
         return capi.SQLITE_NOTFOUND;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR);
@@ -243,16 +245,24 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
   };
 
-  /** SQLITE_FCNTL_PRAGMA on a captured database: refuse WAL with a clear error. */
-  const pragma = (pArg: number): number => {
+  /**
+   * SQLITE_FCNTL_PRAGMA on a captured database. `journal_mode=WAL` is answered as SQLite answers it on
+   * any VFS without shared memory: the mode stays what it was, and the pragma returns it (an application
+   * that sets WAL at start runs unchanged). With `locking_mode=EXCLUSIVE` SQLite would go to WAL without
+   * shared memory, which Mycelite does not capture: refused, as is `journal_mode=OFF`.
+   */
+  const pragma = (f: OpenFile, pArg: number): number => {
     const name = wasm.cstrToJs(wasm.peekPtr(pArg + 4) as number)?.toLowerCase();
     const valuePtr = wasm.peekPtr(pArg + 8) as number;
     const value = valuePtr ? wasm.cstrToJs(valuePtr)?.toLowerCase() : undefined;
+    if (name === 'locking_mode' && (value === 'exclusive' || value === 'normal')) {
+      f.exclusive = value === 'exclusive';
+    }
     const refusal =
       name !== 'journal_mode'
         ? undefined
-        : value === 'wal'
-          ? 'Mycelite does not support journal_mode=WAL yet'
+        : value === 'wal' && f.exclusive
+          ? 'Mycelite does not support journal_mode=WAL yet (with locking_mode=EXCLUSIVE SQLite would switch to it)'
           : value === 'off'
             ? 'Mycelite does not support journal_mode=OFF: without a journal SQLite cannot roll back, so the database and its history would disagree'
             : undefined;
