@@ -17,7 +17,8 @@ import { Emitter } from '../sync/emitter.js';
 import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
 import { isTransient } from '../sync/push-errors.js';
 import { ChecksumMismatchError } from './apply.js';
-import { BATCH_BYTES, batchCost, type ReplicaReset, type ReplicaStore } from './replica.js';
+import { BATCH_BYTES, batchCost } from './batch.js';
+import type { ReplicaReset, ReplicaStore } from './replica.js';
 
 /**
  * `offline`: the hub cannot be reached; `storage-unavailable`: the hub answers but its storage does not

@@ -6,7 +6,13 @@
  * Runtime-neutral.
  */
 
-import { JournalReader, type Position, type SnapshotInfo, toHex } from '../format/index.js';
+import {
+  JournalFormatError,
+  JournalReader,
+  type Position,
+  type SnapshotInfo,
+  toHex,
+} from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { journalPaths } from '../journal/paths.js';
 import type { FileSystem } from '../storage/file-system.js';
@@ -82,4 +88,19 @@ export function historyOf(fs: FileSystem, path: string): History | undefined {
   } finally {
     f.close();
   }
+}
+
+/** The image a reset's new journal holds, or undefined when the file is not a whole one. */
+export function newImage(fs: FileSystem, path: string): SnapshotInfo | undefined {
+  try {
+    return historyOf(fs, path)?.last;
+  } catch (e) {
+    if (e instanceof JournalFormatError) return undefined;
+    throw e;
+  }
+}
+
+/** The position of the history's last snapshot, or its base. */
+export function positionOf(h: History): Position {
+  return h.last ? { txid: h.last.txid, checksum: h.last.postChecksum } : h.base;
 }

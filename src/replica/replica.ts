@@ -17,18 +17,14 @@
 
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import {
-  checkSnapshotChecksum,
-  decodeSnapshotHeader,
   encodeFileHeader,
   type FileHeader,
   FLAG_FULL_IMAGE,
   FORMAT_VERSION,
   hex64,
-  JournalFormatError,
   JournalReader,
   loadHash,
   type Position,
-  SNAPSHOT_HEADER_SIZE,
   type SnapshotHeader,
   type SnapshotInfo,
   sameBytes,
@@ -38,13 +34,7 @@ import { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths, missingDirectory } from '../journal/paths.js';
 import type { EncodedSnapshot } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import {
-  type FileHandle,
-  type FileSystem,
-  type Runtime,
-  readAt,
-  writeFileAtomic,
-} from '../storage/file-system.js';
+import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../storage/file-system.js';
 import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import {
   ApplyBusyError,
@@ -55,42 +45,9 @@ import {
   ReplicaFile,
   unpack,
 } from './apply.js';
-import { copyFile, type History, historyOf, keptSuffix, REPLICA_TAG, resetPath } from './kept.js';
-
-/**
- * Marker: 1 (one snapshot), 2 (a batch) or 3 (a reset), the post step (28 bytes), then for a batch 24
- * more bytes, for a reset the length (2 bytes) and the suffix of where the old history is kept. Always
- * written whole, at least MARKER_SIZE bytes (zeros after), so the file's size never shrinks: after a power
- * loss a file's data and its size can come from different writes, and a batch marker cut to a single
- * one's size read as offset 0.
- */
-const MARKER_SIZE = 53;
-const MARKER_ONE = 1;
-const MARKER_BATCH = 2;
-const MARKER_RESET = 3;
-/** Longest suffix of a kept history in a reset's marker (bytes). */
-const MAX_KEPT_SUFFIX = 256;
-/** Most memory the pages of one batch may take (bytes), see `batchCost`. */
-export const BATCH_BYTES = 32 << 20;
-
-/**
- * What applying `s` in a batch holds in memory at most: its bytes, its inflated body and a whole page
- * per patch (both at most about a page per patch).
- */
-export function batchCost(s: EncodedSnapshot): number {
-  return s.bytes.length + 2 * s.header.patchCount * s.header.pageSize;
-}
-
-/** A set inflight marker: the post step of the last snapshot, and where the marked apply started. */
-interface Marker extends PostStep {
-  /** The first snapshot of the apply (= txid for one snapshot). */
-  first: bigint;
-  /** For a batch: where its first snapshot starts in the journal, and its preChecksum. */
-  offset?: number;
-  pre?: bigint;
-  /** For a reset: the suffix of the database's path the old history goes to; '' for none. */
-  kept?: string;
-}
+import { copyFile, historyOf, keptSuffix, newImage, positionOf, REPLICA_TAG, resetPath } from './kept.js';
+import { encodeMarker, type Marker, readMarker } from './marker.js';
+import { openJournal } from './open-journal.js';
 
 /**
  * What a reset did: the history the replica had (undefined for a new replica) and the one it has now,
@@ -624,29 +581,12 @@ export class ReplicaStore {
     batch?: { first: bigint; offset: number; pre: bigint },
     kept?: string,
   ): void {
-    const name = new TextEncoder().encode(kept ?? '');
-    if (name.length > MAX_KEPT_SUFFIX) throw new Error(`suffix too long: ${kept}`);
+    const b = encodeMarker(step, batch, kept);
     this.markerSet = true;
     this.markerReset = kept !== undefined;
     this.markerTxid = step.txid;
     this.markerFirst = batch?.first ?? step.txid;
     this.markerPre = batch?.pre ?? 0n;
-    const b = new Uint8Array(Math.max(MARKER_SIZE, kept !== undefined ? 31 + name.length : 0));
-    const v = new DataView(b.buffer);
-    b[0] = batch ? MARKER_BATCH : kept !== undefined ? MARKER_RESET : MARKER_ONE;
-    v.setBigUint64(1, step.txid, true);
-    v.setUint32(9, step.pageSize, true);
-    v.setUint32(13, step.dbPages, true);
-    b.set(step.counter, 17);
-    if (batch) {
-      v.setBigUint64(29, batch.first, true);
-      v.setBigUint64(37, BigInt(batch.offset), true);
-      v.setBigUint64(45, batch.pre, true);
-    }
-    if (kept !== undefined) {
-      v.setUint16(29, name.length, true);
-      b.set(name, 31);
-    }
     this.marker.write(b, 0);
     this.marker.sync();
   }
@@ -667,74 +607,4 @@ export class ReplicaStore {
     this.marker.close();
     this.release();
   }
-}
-
-function readMarker(file: FileHandle): Marker | undefined {
-  const b = readAt(file, 0, 31 + MAX_KEPT_SUFFIX);
-  if (b[0] !== MARKER_ONE && b[0] !== MARKER_BATCH && b[0] !== MARKER_RESET) return undefined;
-  const v = new DataView(b.buffer);
-  const txid = v.getBigUint64(1, true);
-  const m: Marker = {
-    txid,
-    pageSize: v.getUint32(9, true),
-    dbPages: v.getUint32(13, true),
-    counter: b.slice(17, 29),
-    first: txid,
-  };
-  if (b[0] === MARKER_BATCH) {
-    m.first = v.getBigUint64(29, true);
-    m.offset = Number(v.getBigUint64(37, true));
-    m.pre = v.getBigUint64(45, true);
-  }
-  if (b[0] === MARKER_RESET) {
-    const n = Math.min(v.getUint16(29, true), MAX_KEPT_SUFFIX);
-    m.kept = new TextDecoder().decode(b.subarray(31, 31 + n));
-  }
-  return m;
-}
-
-/** The image a reset's new journal holds, or undefined when the file is not a whole one. */
-function newImage(fs: FileSystem, path: string): SnapshotInfo | undefined {
-  try {
-    return historyOf(fs, path)?.last;
-  } catch (e) {
-    if (e instanceof JournalFormatError) return undefined;
-    throw e;
-  }
-}
-
-function positionOf(h: History): Position {
-  return h.last ? { txid: h.last.txid, checksum: h.last.postChecksum } : h.base;
-}
-
-/**
- * Opens the replica's journal. A batch's snapshots are fsynced together, so a power loss while they
- * were written can leave any of them damaged, not only the last; nothing of the batch was applied then
- * (the apply starts after the fsync), so unless every snapshot past the batch's start is whole (header
- * and trailer checksums), the journal is cut back to that start.
- */
-function openJournal(fs: FileSystem, path: string, m: Marker | undefined): JournalWriter {
-  if (m?.offset !== undefined && fs.fileSize(path) > m.offset) {
-    const f = fs.open(path);
-    try {
-      const src = fileSource(f);
-      const size = src.size();
-      let at = m.offset;
-      while (at < size) {
-        const h =
-          size - at >= SNAPSHOT_HEADER_SIZE
-            ? decodeSnapshotHeader(src.read(at, SNAPSHOT_HEADER_SIZE))
-            : undefined;
-        if (!h || typeof h === 'string' || at + h.length > size || !checkSnapshotChecksum(src, at, h)) break;
-        at += h.length;
-      }
-      if (at < size) {
-        f.truncate(m.offset);
-        f.sync();
-      }
-    } finally {
-      f.close();
-    }
-  }
-  return JournalWriter.open(fs, path);
 }
