@@ -12,6 +12,10 @@ import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
 
+// Runs take 20–60 s (longer on a loaded machine); one that hangs fails here, its processes stopped and its
+// files (with trace.log, each device's .log) kept, instead of running into CI's limit.
+const HANG_MS = 8 * 60_000;
+
 let passed = false;
 after(() => {
   if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
@@ -19,12 +23,14 @@ after(() => {
 
 test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGKILLed; all converge', {
   skip,
+  timeout: HANG_MS,
 }, async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture-nats');
   const s = await runSharedTorture({
     dir,
     iterations: 3,
+    signal: t.signal,
     seed,
     devices: 3,
     storage: 'nats',

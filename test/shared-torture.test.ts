@@ -9,17 +9,24 @@ import { after, test } from 'node:test';
 import { runSharedTorture } from './helpers/shared-torture.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
+// Runs take 20–60 s (longer on a loaded machine); one that hangs fails here, its processes stopped and its
+// files (with trace.log, each device's .log) kept, instead of running into CI's limit.
+const HANG_MS = 8 * 60_000;
+
 let passed = false;
 after(() => {
   if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
 });
 
-test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all converge and nothing is lost', async (t) => {
+test('shared torture: devices offline and SIGKILLed, the hub SIGKILLed; all converge and nothing is lost', {
+  timeout: HANG_MS,
+}, async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture');
   const s = await runSharedTorture({
     dir,
     iterations: 3,
+    signal: t.signal,
     seed,
     devices: 3,
     forceFaults: true,

@@ -137,7 +137,14 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
   };
 
   for (const n of nodes) launch(n);
-  await ready();
+  try {
+    await ready();
+  } catch (e) {
+    // Nothing stays behind: a live nats-server would keep the test process from exiting.
+    for (const n of nodes) n.proc?.kill('SIGKILL');
+    fs.rmSync(root, { recursive: true, force: true });
+    throw e;
+  }
 
   const exitOf = (p: ChildProcess): Promise<void> =>
     p.exitCode !== null || p.signalCode !== null

@@ -66,8 +66,10 @@ export interface SharedTortureOptions {
   /** How long devices may take to converge before it counts as a problem (ms, default 120 s). */
   convergeMs?: number;
   onIteration?: (i: number, stats: SharedTortureStats, problems: string[]) => void;
-  /** Progress lines (faults, phases), for debugging a run. */
+  /** Progress lines (faults, phases), for debugging a run (they also go to DIR/trace.log). */
   trace?: (line: string) => void;
+  /** Aborting it stops every process of the run (a test's `t.signal`: its timeout). */
+  signal?: AbortSignal;
 }
 
 export interface SharedTortureStats {
@@ -313,9 +315,14 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const maxSteps = o.steps ?? 6;
   const maxJoins = o.joins ?? 0;
   const convergeMs = o.convergeMs ?? 120_000;
-  const trace = o.trace ?? (() => {});
   const name = 'shared';
   fs.mkdirSync(o.dir, { recursive: true });
+  // Every step also goes to DIR/trace.log (kept with the files of a failed or hung run).
+  const traceFile = path.join(o.dir, 'trace.log');
+  const trace = (line: string): void => {
+    fs.appendFileSync(traceFile, `${new Date().toISOString()} ${line}\n`);
+    o.trace?.(line);
+  };
   const stats: SharedTortureStats = {
     iterations: 0,
     kills: { hub: 0, device: 0 },
@@ -365,10 +372,17 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   }
   const hubs: (SpawnedHub | undefined)[] = [];
   const ports: number[] = [];
-  for (let i = 0; i < hubDirs.length; i++) {
-    const h = await spawnHub(hubDirs[i]!, 0, hubArgs[i]);
-    hubs.push(h);
-    ports.push(h.port);
+  try {
+    for (let i = 0; i < hubDirs.length; i++) {
+      const h = await spawnHub(hubDirs[i]!, 0, hubArgs[i]);
+      hubs.push(h);
+      ports.push(h.port);
+    }
+  } catch (e) {
+    // A hub that does not start: nothing may stay behind (a live nats-server keeps the test process up).
+    for (const h of hubs) await h?.kill('SIGKILL');
+    await cluster?.stop();
+    throw e;
   }
   const restartHub = async (i: number): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
@@ -392,12 +406,18 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
   const offline: boolean[] = [];
   const devices: (Proc | undefined)[] = [];
   const conflictsSeen: number[] = [];
+  const outsideSeen: number[] = [];
   const reportedLost = new Set<string>();
   const startDevice = (i: number): void => {
-    devices[i] = start(
+    const d = start(
       [DEVICE, dbs[i]!, proxies[i]!.url, name, wtoken, `d${i}`, String(int(1, 2 ** 31 - 1))],
       o.killInEvents ? { SHARED_DEVICE_KILL_IN_EVENTS: '1' } : {},
     );
+    // Everything a device says on stderr (warnings, errors), across its restarts, kept beside its file.
+    const log = `${dbs[i]}.log`;
+    fs.appendFileSync(log, `--- start ${new Date().toISOString()}\n`);
+    d.p.stderr!.on('data', (chunk: string) => fs.appendFileSync(log, chunk));
+    devices[i] = d;
   };
   /** SIGKILLs device `i`, noting whether it died inside a rebase's rewrite (its intent file is there). */
   const killDevice = async (i: number): Promise<void> => {
@@ -494,6 +514,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     for (let i = 1; i < dbs.length; i++) {
       if (hashes[i] !== hashes[0]) diverged(`d${i}'s file differs from d0's at hub txid ${head}`);
     }
+    trace('check: follow --once');
     const follow = await runCli(['follow', anyHub().url, replica, '--db', name, '--once'], {
       MYCELITE_TOKEN: rtoken,
     });
@@ -501,6 +522,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     else if (fileHash(replica) !== hashes[0])
       diverged(`the replica differs from the devices at txid ${head}`);
     // verify: every snapshot checks and the journal's replay is the file.
+    trace('check: verify');
     for (const file of [...dbs, replica]) {
       const v = await verifyDatabase(nodeRuntime.fs, file, `${file}.verify-tmp`);
       fs.rmSync(`${file}.verify-tmp`, { force: true });
@@ -515,6 +537,7 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       }
     }
     // Each device's journal holds the hub's snapshots at the same txids.
+    trace('check: journals against the hub');
     const hubSnaps = await retried(() => hubSnapshots(client()));
     for (let i = 0; i < dbs.length; i++) {
       const mine = journalSnapshots(`${dbs[i]}-mycelite/journal`);
@@ -558,7 +581,15 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       }
       conflictsSeen[i] = r.conflicts.length;
     }
+    // Nothing but the devices writes their files: an outside change at an open is a defect (it would
+    // record, and push, whatever state a crash left as the user's change).
+    for (let i = 0; i < dbs.length; i++) {
+      const said = lines(`${dbs[i]}.log`).filter((l) => /outside change/.test(l));
+      for (const l of said.slice(outsideSeen[i] ?? 0)) lost(`d${i}: ${l}`);
+      outsideSeen[i] = said.length;
+    }
     // The hub's history: log rows only ever added.
+    trace('check: the hub history walk');
     const found = await retried(() => walk.walk(client()));
     stats.hubSnapshots = walk.snapshots;
     for (const p of found) lost(p);
@@ -634,6 +665,23 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
     }
   };
 
+  /** Stops every process of the run (at its end, or when the caller aborts a run that hangs). */
+  const stopAll = async (): Promise<void> => {
+    trace('stopping devices');
+    for (const d of devices) await killProc(d);
+    trace('stopping hubs');
+    for (const h of hubs) await h?.kill('SIGKILL');
+    trace('stopping the NATS cluster');
+    await cluster?.stop();
+    trace('closing proxies');
+    for (const p of proxies) await p.close();
+    trace('stopped');
+  };
+  const onAbort = (): void => {
+    trace('aborted by the caller (a test timeout?): stopping everything');
+    void stopAll();
+  };
+  o.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     for (let i = 0; i < nDevices; i++) await addDevice();
     for (let it = 0; it < o.iterations; it++) {
@@ -673,10 +721,8 @@ export async function runSharedTorture(o: SharedTortureOptions): Promise<SharedT
       if (!at) break; // nothing more can be learnt from devices that do not converge
     }
   } finally {
-    for (const d of devices) await killProc(d);
-    for (const h of hubs) await h?.kill('SIGKILL');
-    for (const p of proxies) await p.close();
-    await cluster?.stop();
+    o.signal?.removeEventListener('abort', onAbort);
+    await stopAll();
   }
   return stats;
 }
