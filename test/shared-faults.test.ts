@@ -242,6 +242,67 @@ describe('shared databases under faults', () => {
     assert.equal(fileHash(again.name), fileHash(a.name));
   });
 
+  test("a power cut after a rebase and more commits keeps them: the synced marker follows the rebase's renumbered journal", async () => {
+    // Found by the torture (a snapshot of the hub's history took a row out of log): a rebase renumbers the
+    // journal after the base (the hub's snapshots, then the pending changes again), but the synced marker
+    // kept the txid its checkpoint gave it before the rewrite. Once later commits brought the journal's
+    // head up to that txid, a crash that kept their write-backs from the file (a power cut: they are made
+    // durable by the next checkpoint; or a SIGKILL between a commit's point and its write-back) met a
+    // marker "at the head": no redo, and the file as found was recorded as an outside change that took
+    // acknowledged commits back out (and was pushed to every device).
+    const h = await startTestHub();
+    cleanups.push(() => h.close());
+    const dir = tempDir();
+    let offline = false;
+    const aPath = path.join(dir, 'a.db');
+    const a = await device(h, aPath, (inner) => async (input, init) => {
+      if (offline) throw new TypeError('fetch failed (offline)');
+      return inner(input, init);
+    });
+    a.exec(SCHEMA);
+    await a.sync!.flush(20_000);
+    await idle(a);
+    const b = await device(h, path.join(dir, 'b.db'));
+    await idle(b);
+    // A, offline, commits three changes while B pushes one: A's rebase renumbers its journal after the
+    // base from base+3 (its own)+1 (the reset)+3 (applied again) down to base+1+3.
+    offline = true;
+    const add = a.prepare('insert into entries values (?, ?, ?)');
+    for (const id of ['a1', 'a2', 'a3']) add.run(id, 'alice', 1);
+    b.prepare('insert into entries values (?, ?, ?)').run('b1', 'bob', 2);
+    await b.sync!.flush(20_000);
+    const rebased = new Promise<void>((r) => a.sync!.on('received', () => r()));
+    offline = false;
+    await rebased;
+    await a.sync!.flush(20_000);
+    // The rebase made the file durable (a checkpoint): what a power cut from here on leaves of it.
+    const durable = fs.readFileSync(aPath);
+    offline = true;
+    const head = a.position().txid;
+    for (const id of ['a4', 'a5', 'a6']) add.run(id, 'alice', 1); // acknowledged
+    assert.equal(a.position().txid, head + 3n);
+    // The power cut: the journal, device state and marker as they are (fsynced at each commit), the file
+    // as last made durable (the write-backs since were not fsynced).
+    const cut = path.join(dir, 'cut');
+    fs.mkdirSync(cut);
+    fs.writeFileSync(path.join(cut, 'a.db'), durable);
+    fs.cpSync(`${aPath}-mycelite`, path.join(cut, 'a.db-mycelite'), { recursive: true });
+    fs.rmSync(path.join(cut, 'a.db-mycelite', 'lock'), { force: true });
+    const warnings: string[] = [];
+    const again = await open(path.join(cut, 'a.db'), {
+      shared: true,
+      onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+    });
+    cleanups.push(() => again.close());
+    assert.deepEqual(warnings, [], 'no outside change: the journal redoes the commits the file lost');
+    assert.deepEqual(
+      again.prepare('select id from entries order by id').raw().all(),
+      [['a1'], ['a2'], ['a3'], ['a4'], ['a5'], ['a6'], ['b1']],
+      'every acknowledged commit is there',
+    );
+    assert.equal(again.position().txid, head + 3n);
+  });
+
   test('a kept rejection whose change is still pending (its rebase was undone) is forgotten, not reported', () => {
     const dir = tempDir();
     const file = path.join(dir, 'rejected');

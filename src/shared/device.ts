@@ -582,6 +582,10 @@ export class Device<C = unknown, O = unknown> {
     queue.rewrite({ txid: target.txid, checksum: target.postChecksum }, records);
     fs.delete(paths.rebase, { syncDir: true });
     capture.afterRawWrite();
+    // The synced marker names the head before the rewrite (its txid in the old numbering): point it at the
+    // rewritten head, the same state. Left behind, it would claim a later txid than commits made after
+    // this one reach, and a crash that kept their write-backs from the file would not redo them.
+    capture.checkpoint({ force: true });
     this.kept = [];
   }
 }
