@@ -4,16 +4,22 @@
  * (each compaction stores the history in the object store and a checkpoint naming it); then the writer's
  * files and that hub are gone, and `mycelite restore --hub` against a new hub (empty --data, no
  * compaction) restores points before each checkpoint byte for byte as the writer's own journal did.
- * On a real 3-node cluster.
+ * A reader of the history racing compactions always gets a whole one, and each compaction removes the
+ * history it replaced. On a real 3-node cluster.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Objm } from '@nats-io/obj';
+import { connect } from '@nats-io/transport-node';
+import { JournalReader, loadHash, memorySource, type Position } from '../src/format/index.js';
+import { NatsStorage } from '../src/hub/nats-storage.js';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
+import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { runCli } from './helpers/cli.js';
-import { type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { concatBytes, makeHistory, type SpawnedHub, spawnHub } from './helpers/hub.js';
 import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
@@ -129,5 +135,93 @@ describe('compacted history on NATS', { skip }, () => {
     t.diagnostic(
       `checkpoints at txid ${first} and ${second}; restored txids ${points.join(', ')} and the latest`,
     );
+  });
+
+  it('a history read while compactions replace it is whole, and a compaction removes the history it replaced', async (t) => {
+    await loadHash();
+    const dir = tempDir();
+    const h = await makeHistory(
+      path.join(dir, 'a.db'),
+      ['create table t(id integer primary key, v blob)'].concat(
+        Array.from({ length: 79 }, (_, i) =>
+          i % 3 === 2
+            ? `update t set v = randomblob(2000) where id % 4 = ${i % 4}`
+            : 'insert into t(v) values (randomblob(2000))',
+        ),
+      ),
+    );
+    const a = await NatsStorage.open({
+      servers: cluster.servers,
+      prefix: 'hr',
+      compaction: { retain: 'forever:all', minBytes: 1 << 30, everyMs: 0 },
+    });
+    const b = await NatsStorage.open({ servers: cluster.servers, prefix: 'hr', compaction: false });
+    cleanups.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    /** The history b serves, whole: where it ends. */
+    const historyEnd = async (): Promise<bigint | undefined> => {
+      const it = await b.history('x');
+      if (!it) return undefined;
+      const parts: Uint8Array[] = [];
+      for await (const chunk of it) parts.push(chunk);
+      const reader = new JournalReader(memorySource(concatBytes(parts)), {
+        merged: true,
+        whole: true,
+        verify: true,
+      });
+      let end = reader.header.baseTxid;
+      for (const s of reader.snapshots()) end = s.txid;
+      return end;
+    };
+    let head: Position = EMPTY_POSITION;
+    const push = async (upTo: number): Promise<void> => {
+      const r = await a.append('x', head, h.journalId, h.snapshots.slice(Number(head.txid), upTo));
+      assert.ok(r.ok);
+      head = r.state.head;
+    };
+    await push(20);
+    assert.equal(await historyEnd(), undefined, 'nothing compacted yet: no history');
+    assert.equal((await a.compact('x'))?.end?.txid, 19n);
+    assert.equal(await historyEnd(), 19n, 'the history ends at the checkpoint');
+    let checkpoint = 19n;
+    let reads = 0;
+    for (let to = 30; to <= 80; to += 10) {
+      await push(to);
+      // Two readers read the history again and again while the compaction runs.
+      let done = false;
+      const compaction = a.compact('x').finally(() => {
+        done = true;
+      });
+      const ends: (bigint | undefined)[] = [];
+      const reading = async (): Promise<void> => {
+        do ends.push(await historyEnd());
+        while (!done);
+      };
+      await Promise.all([reading(), reading()]);
+      const outcome = await compaction;
+      reads += ends.length;
+      const next = outcome?.end?.txid;
+      assert.equal(next, BigInt(to - 1));
+      for (const end of ends)
+        assert.ok(
+          end === checkpoint || end === next,
+          `a whole history, ending at ${end} (${checkpoint} or ${next})`,
+        );
+      checkpoint = next!;
+      assert.equal(await historyEnd(), checkpoint);
+    }
+    t.diagnostic(`${reads} reads of the history during 6 compactions`);
+    // Each compaction removed the history it replaced: one object is left, the last one.
+    const nc = await connect({ servers: cluster.servers });
+    try {
+      const store = await new Objm(nc).open('HR_HISTORY');
+      const names = (await store.list()).filter((o) => !o.deleted).map((o) => o.name);
+      assert.equal(names.length, 1, names.join(', '));
+      assert.match(names[0]!, new RegExp(`^x/${checkpoint}-`));
+    } finally {
+      await nc.close();
+    }
   });
 });
