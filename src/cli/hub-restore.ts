@@ -4,9 +4,9 @@
  * hub's stream from txid 0 is a valid journal (docs/PROTOCOL.md, "read"): it is written to a scratch
  * directory beside FILE, replayed like any local journal (every snapshot checked, the result's checksum
  * compared), renamed to FILE, and the scratch directory removed. A hub that compacted its older
- * snapshots: its compacted history file (a hub on files keeps the points its `--retain` names) and the
- * stream from where it ends, joined like a local history and journal; a hub that keeps no history file
- * (NATS) streams from an image of its head: then only the head and later can be restored here.
+ * snapshots: its compacted history file (the points its `--retain` names; a hub on files or on NATS) and
+ * the stream from where it ends, joined like a local history and journal; a hub that keeps no history
+ * file streams from an image of its head: then only the head and later can be restored here.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

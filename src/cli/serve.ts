@@ -87,9 +87,8 @@ size, at most once per --compact-every, the hub moves its older snapshots into D
 keeping the points --retain names. The default, ${DEFAULT_RETENTION}, keeps
 ${describeRetention(parseRetention(DEFAULT_RETENTION))}.
 It runs beside pushes and reads; a replica whose position was compacted away starts again from a full
-image of the head. With --storage (NATS) the hub keeps no history: it stores a checkpoint (the full
-image of the head - 1) in the stream and purges the messages before it (--retain and --checkpoint-ratio
-do not apply).
+image of the head. With --storage (NATS) the hub stores the history in the cluster's object store, a
+checkpoint (the full image of the head - 1) in the stream, and purges the messages before it.
 
 Examples:
   $ mycelite serve --data hubdata --port 8080

@@ -160,10 +160,41 @@ function alive(pid: number): boolean {
 let stems = 0;
 
 /**
+ * Writes what `storage` holds of `db` up to txid `upTo` (≤ the head) into the file `file` as a journal:
+ * the checkpoint that stands for everything before the base (if any), then the snapshots after the base,
+ * streamed from storage in bounded chunks. For a storage without files (NATS).
+ */
+export async function writeStoredJournal(
+  storage: HubStorage,
+  db: string,
+  state: Pick<DbState, 'journalId' | 'base'>,
+  upTo: bigint,
+  file: string,
+): Promise<void> {
+  const checkpoint = state.base.txid > 0n ? await storage.checkpoint?.(db, state.base.txid) : undefined;
+  const j = await fsp.open(file, 'w');
+  try {
+    const header = encodeFileHeader({
+      version: FORMAT_VERSION,
+      journalId: state.journalId,
+      createdAt: Date.now(),
+      baseTxid: checkpoint ? state.base.txid - 1n : state.base.txid,
+      baseChecksum: checkpoint ? checkpoint.header.preChecksum : state.base.checksum,
+    });
+    await j.write(header);
+    if (checkpoint) for await (const chunk of checkpoint.chunks) await j.write(chunk);
+    for await (const chunk of storage.read(db, state.base.txid, upTo)) await j.write(chunk);
+  } finally {
+    await j.close();
+  }
+}
+
+/**
  * Builds the full image of `db` at txid `upTo` (≤ `state.head`) into the file `out`, using `stem` for
  * temporary files: from the storage's files (history joined with the journal) when it has them, else
- * from its checkpoint at the base (if any) and the snapshots after it, copied into a temporary journal.
- * The replay and the encoding run in a worker thread.
+ * from its checkpoint at the base (if any) and the snapshots after it, copied into a temporary journal
+ * (writeStoredJournal), or read from `written` when the caller wrote that journal already. The replay
+ * and the encoding run in a worker thread.
  */
 export async function buildImageFile(
   storage: HubStorage,
@@ -172,31 +203,14 @@ export async function buildImageFile(
   upTo: bigint,
   stem: string,
   out: string,
+  written?: string,
 ): Promise<SnapshotHeader> {
-  const journal = `${stem}.${stems}.journal`;
+  const journal = written ?? `${stem}.${stems}.journal`;
   const replayed = `${stem}.${stems++}.db`;
   try {
-    const files = await storage.historyFiles?.(db);
-    if (!files) {
-      // 1. The stored history as a journal file (streamed from storage in bounded chunks), after the
-      // checkpoint that stands for everything before the base.
-      const checkpoint = state.base.txid > 0n ? await storage.checkpoint?.(db, state.base.txid) : undefined;
-      const j = await fsp.open(journal, 'w');
-      try {
-        const header = encodeFileHeader({
-          version: FORMAT_VERSION,
-          journalId: state.journalId,
-          createdAt: Date.now(),
-          baseTxid: checkpoint ? state.base.txid - 1n : state.base.txid,
-          baseChecksum: checkpoint ? checkpoint.header.preChecksum : state.base.checksum,
-        });
-        await j.write(header);
-        if (checkpoint) for await (const chunk of checkpoint.chunks) await j.write(chunk);
-        for await (const chunk of storage.read(db, state.base.txid, upTo)) await j.write(chunk);
-      } finally {
-        await j.close();
-      }
-    }
+    const files = written ? undefined : await storage.historyFiles?.(db);
+    // 1. The stored history as a journal file.
+    if (!files && !written) await writeStoredJournal(storage, db, state, upTo, journal);
     // 2. Replay it (verifying every snapshot and the final checksum), 3. encode the pages: in a worker
     // thread, so that the hub keeps serving meanwhile.
     const job: ImageJob = files
@@ -209,7 +223,7 @@ export async function buildImageFile(
       throw e;
     }
   } finally {
-    await fsp.rm(journal, { force: true });
+    if (!written) await fsp.rm(journal, { force: true });
     await fsp.rm(replayed, { force: true });
   }
 }

@@ -7,7 +7,15 @@ import type { JetStreamClient, JetStreamManager, PubAck, StreamConfig } from '@n
 import { headers, type MsgHdrs } from '@nats-io/transport-node';
 import type { Position } from '../format/index.js';
 import { type DbMode, formatPosition } from '../protocol/index.js';
-import { HDR_APPEND, HDR_BASE, HDR_CHECKPOINT, HDR_JOURNAL, HDR_MODE, HDR_PART } from './nats-wire.js';
+import {
+  HDR_APPEND,
+  HDR_BASE,
+  HDR_CHECKPOINT,
+  HDR_HISTORY,
+  HDR_JOURNAL,
+  HDR_MODE,
+  HDR_PART,
+} from './nats-wire.js';
 import { StorageUnavailableError } from './storage.js';
 
 /** JetStream's error code for a publish whose expected last sequence is not the stream's. */
@@ -143,6 +151,8 @@ export interface PartsRecord {
   base: Position;
   /** Set for a checkpoint: the txid it stands at. */
   checkpoint?: bigint;
+  /** For a checkpoint: the object holding the compacted history that ends at it. */
+  history?: string;
   /** Set for an append: the database's mode. */
   mode?: DbMode;
   /** Prefix of the parts' message ids (JetStream drops a repeated id: a retried publish stores once). */
@@ -170,6 +180,7 @@ export async function publishParts(
     h.set(HDR_JOURNAL, record.journal);
     h.set(HDR_BASE, formatPosition(record.base));
     if (record.checkpoint !== undefined) h.set(HDR_CHECKPOINT, String(record.checkpoint));
+    if (record.history !== undefined) h.set(HDR_HISTORY, record.history);
     if (record.mode !== undefined) h.set(HDR_MODE, record.mode);
     const ack = await publishExpecting(js, ms, what, {
       subject: record.subject,

@@ -19,10 +19,14 @@
  * - Mode: every append carries the database's mode (Mycelite-Mode); a view takes it from the first
  *   append it reads, so a database exists with its mode or not at all, and an append of the other mode
  *   is refused before it is published.
- * - Compaction (retention): once the snapshots after a database's base pass a threshold, a hub stores a
- *   checkpoint (the full image of the head − 1, as parts marked Mycelite-Checkpoint) and purges the
- *   messages before the append that follows it. Views move their base up to the checkpoint; reads from
- *   before it fail with BeforeBaseError (readers reset from a full image), and images start at it.
+ * - Compaction (retention): once the snapshots after a database's base pass a threshold, a hub moves
+ *   them into the database's compacted history under the retention policy (as a hub on files does, in a
+ *   worker thread: the previous history and the snapshots up to the head − 1), stores that history in
+ *   the object store (src/hub/nats-history.ts), then a checkpoint (the full image of the head − 1, as
+ *   parts marked Mycelite-Checkpoint, naming the history in Mycelite-History), and purges the messages
+ *   before the append that follows it. Views move their base up to the checkpoint; reads from before it
+ *   fail with BeforeBaseError (readers reset from a full image), images start at it, and `history()`
+ *   serves the history the current checkpoint names.
  */
 
 import * as fs from 'node:fs';
@@ -39,11 +43,12 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
-import type { CompactOutcome } from './compact-worker.js';
+import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
-import { buildImageFile } from './image-cache.js';
+import { buildImageFile, writeStoredJournal } from './image-cache.js';
 import { Mutex } from './mutex.js';
+import { HistoryGoneError, NatsHistories } from './nats-history.js';
 import {
   attemptMs,
   ensureStream,
@@ -59,6 +64,7 @@ import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
+import { runJob } from './worker.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -72,8 +78,8 @@ export interface NatsStorageOptions {
   /** How long an operation may wait for the cluster (a leader election, a reconnect) (default 20 s). */
   timeoutMs?: number;
   /**
-   * Automatic compaction (default: on, src/hub/compaction.ts; `retain` and `checkpointRatio` do not
-   * apply: a stream keeps one checkpoint and what follows it); false: never.
+   * Automatic compaction (default: on, src/hub/compaction.ts): the stream keeps one checkpoint and what
+   * follows it, the object store the compacted history before it (`retain`, `checkpointRatio`); false: never.
    */
   compaction?: HubCompaction | false;
   /**
@@ -110,6 +116,7 @@ export class NatsStorage implements HubStorage {
   private waiting: string;
   private connected = false;
   private reconnects = 0;
+  private histories_: NatsHistories | undefined;
   private probing: Promise<StorageHealth> | undefined;
   readonly names: NatsNames;
   private readonly servers: string[];
@@ -144,6 +151,17 @@ export class NatsStorage implements HubStorage {
   }
   private get partBytes(): number {
     return this.link!.partBytes;
+  }
+  /** The compacted histories, in the deployment's object store. */
+  private get histories(): NatsHistories {
+    this.histories_ ??= new NatsHistories(
+      this.js,
+      () => this.jsm,
+      this.names.historyBucket,
+      this.replicas,
+      this.timeoutMs,
+    );
+    return this.histories_;
   }
 
   /**
@@ -642,6 +660,36 @@ export class NatsStorage implements HubStorage {
     };
   }
 
+  /**
+   * The compacted history the database's checkpoint names, copied whole from the object store into a
+   * temporary file first (then unlinked: the open file is what is read), so that a compaction that
+   * removes the object meanwhile does not cut it; one removed before it was copied is followed to the
+   * checkpoint that replaced it. Undefined when the checkpoint names none (or there is no checkpoint).
+   */
+  async history(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+    this.check();
+    const tail = await this.tail(db);
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-history-'));
+    try {
+      const file = path.join(dir, 'history');
+      for (let attempt = 0; ; attempt++) {
+        if (!(await this.catchUp(tail))) return undefined;
+        const name = tail.checkpoint?.history;
+        if (!name) return undefined;
+        try {
+          await this.histories.download(name, file);
+        } catch (e) {
+          if (!(e instanceof HistoryGoneError) || attempt >= 3) throw e;
+          continue; // a compaction removed it: its checkpoint names the next one
+        }
+        const fd = await fsp.open(file, 'r');
+        return fd.createReadStream();
+      }
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  }
+
   /** Calls `listener` after each compaction (or its failure) besides the settings' onCompaction. */
   watchCompactions(listener: NonNullable<HubCompaction['onCompaction']>): void {
     const c = this.compaction;
@@ -665,10 +713,13 @@ export class NatsStorage implements HubStorage {
   }
 
   /**
-   * Compacts `db` now (unless this hub runs one already: then waits for it): builds the full image of
-   * the head − 1 (in a worker thread), stores it as a checkpoint after the stream's last message, then
-   * purges the messages before the append that follows it. Resolves with what it did, or undefined when
-   * there was nothing to do (or another hub did it first).
+   * Compacts `db` now (unless this hub runs one already: then waits for it): moves the snapshots up to
+   * the head − 1 into the database's compacted history under the retention policy (the previous history,
+   * from the object store, joined with the stream copied into a journal file; in a worker thread) and
+   * builds the full image of the head − 1; stores the history as a new object, then the image as a
+   * checkpoint naming it after the stream's last message, then purges the messages before the append
+   * that follows it and removes the history the checkpoint replaced. Resolves with what it did, or
+   * undefined when there was nothing to do (or another hub did it first).
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
@@ -679,20 +730,56 @@ export class NatsStorage implements HubStorage {
     const c = this.compaction ?? compactionSettings({});
     const started = Date.now();
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-checkpoint-'));
+    /** The history this compaction stored, until a checkpoint names it (removed if none does). */
+    let uploaded: string | undefined;
     try {
       const tail = await this.tail(db);
       if (!(await this.catchUp(tail))) return undefined;
       const state = tail.state();
       if (!state || state.head.txid - state.base.txid < 2n) return undefined;
       const upTo = state.head.txid - 1n;
-      const bytesBefore = tail.bytes + (tail.checkpoint?.header.length ?? 0);
-      const pointsBefore = tail.snaps.length;
+      const previous = tail.checkpoint?.history;
+      const paths: CompactJob['paths'] = {
+        journal: path.join(dir, 'journal'),
+        history: path.join(dir, 'history'),
+        scratch: path.join(dir, 'scratch'),
+      };
       const out = path.join(dir, 'image');
-      const header = await buildImageFile(this, db, state, upTo, path.join(dir, 'build'), out);
+      let built: CompactOutcome;
+      let header: SnapshotHeader;
+      try {
+        await writeStoredJournal(this, db, state, upTo, paths.journal);
+        if (previous) await this.histories.download(previous, paths.history);
+        const job: CompactJob = {
+          paths,
+          policy: c.retain,
+          now: Date.now(),
+          upTo,
+          checkpointRatio: c.checkpointRatio,
+        };
+        built = await runJob<CompactOutcome>(
+          new URL('./compact-worker.js', import.meta.url),
+          job,
+          'compaction',
+        );
+        header = await buildImageFile(this, db, state, upTo, path.join(dir, 'build'), out, paths.journal);
+      } catch (e) {
+        // Another hub compacted meanwhile (it purged what this one read, or removed the history it
+        // read): its compaction stands.
+        if ((await this.catchUp(tail)) && tail.base.txid > state.base.txid) return undefined;
+        throw e;
+      }
+      const end = built.end;
+      if (!end || end.txid !== upTo || end.checksum !== header.postChecksum)
+        throw new Error(
+          `compaction of ${db}: the history ends at ${end?.txid}, not at the checkpoint ${upTo}`,
+        );
+      const historyBytes = (await fsp.stat(`${paths.history}.tmp`)).size;
+      uploaded = await this.histories.upload(db, upTo, `${paths.history}.tmp`);
       const image = new Uint8Array(await fsp.readFile(out));
       const swapStart = performance.now();
       const stored = await this.lock(db).run(() =>
-        this.storeCheckpoint(tail, state.journalId, header, image),
+        this.storeCheckpoint(tail, state.journalId, header, image, uploaded!),
       );
       if (!stored) return undefined;
       // Everything before the append holding upTo + 1 is now stood for by the checkpoint.
@@ -703,16 +790,17 @@ export class NatsStorage implements HubStorage {
           this.jsmAt(n).streams.purge(this.names.stream(db), { seq }),
         );
       }
+      if (tail.checkpoint?.history === uploaded) {
+        uploaded = undefined; // named by the checkpoint: it stays
+        // The histories the checkpoint replaced (the one this compaction started from; another hub's,
+        // stored meanwhile) are no longer named by any checkpoint.
+        for (const old of new Set([previous, stored.replaced]))
+          if (old) await this.histories.remove(old).catch(() => undefined);
+      }
       const outcome: CompactOutcome = {
-        pointsBefore,
-        pointsAfter: tail.snaps.length,
-        pointsDropped: pointsBefore - tail.snaps.length,
-        first: upTo,
-        upTo,
-        bytesBefore,
-        bytesAfter: tail.bytes + image.length,
-        checkpoints: 1,
-        unchanged: false,
+        ...built,
+        bytesBefore: built.bytesBefore,
+        bytesAfter: historyBytes + tail.bytes + image.length,
         end: { txid: upTo, checksum: header.postChecksum },
         swapMs: performance.now() - swapStart,
       };
@@ -722,20 +810,23 @@ export class NatsStorage implements HubStorage {
       c.onCompaction?.(db, err as Error, Date.now() - started);
       throw err;
     } finally {
+      if (uploaded) await this.histories.remove(uploaded).catch(() => undefined);
       await fsp.rm(dir, { recursive: true, force: true });
     }
   }
 
   /**
-   * Publishes `image` as a checkpoint after the stream's last message, its parts in a row (each
-   * expecting the one before, as appends do); true once this hub's view holds it as its base.
+   * Publishes `image` as a checkpoint naming the history `history` after the stream's last message, its
+   * parts in a row (each expecting the one before, as appends do). Once this hub's view holds it as its
+   * base: the history the checkpoint before it named (`replaced`); undefined when it did not get there.
    */
   private async storeCheckpoint(
     tail: DbTail,
     journalId: Uint8Array,
     header: SnapshotHeader,
     image: Uint8Array,
-  ): Promise<boolean> {
+    history: string,
+  ): Promise<{ replaced: string | undefined } | undefined> {
     const db = tail.db;
     const parts = splitParts(image, this.partBytes);
     const journal = toHex(journalId);
@@ -746,10 +837,14 @@ export class NatsStorage implements HubStorage {
       journal,
       base: { txid: header.txid - 1n, checksum: header.preChecksum },
       checkpoint: header.txid,
+      history,
     };
     for (let attempt = 0; attempt < 5; attempt++) {
       await this.catchUp(tail);
-      if (tail.base.txid >= header.txid) return tail.base.txid === header.txid; // another hub did it
+      // another hub did it
+      if (tail.base.txid >= header.txid)
+        return tail.base.txid === header.txid ? { replaced: undefined } : undefined;
+      const replaced = tail.checkpoint?.history;
       const what = `store the checkpoint of ${db}`;
       const msgPrefix = `${db}/${journal}/cp-${header.txid}-${attempt}`;
       const r = await publishParts(
@@ -762,9 +857,9 @@ export class NatsStorage implements HubStorage {
       );
       if (!('seq' in r)) continue; // another hub appended meanwhile: start again after it
       await tail.waitSeq(r.seq, this.timeoutMs, `sequence ${r.seq}`);
-      return tail.base.txid === header.txid;
+      return tail.base.txid === header.txid ? { replaced } : undefined;
     }
-    return false;
+    return undefined;
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {

@@ -32,6 +32,7 @@ import {
   HDR_APPEND,
   HDR_BASE,
   HDR_CHECKPOINT,
+  HDR_HISTORY,
   HDR_JOURNAL,
   HDR_MODE,
   HDR_PART,
@@ -56,6 +57,8 @@ interface Pending {
   key: string;
   /** A checkpoint (a full image standing for everything up to its txid), not an append. */
   checkpoint: boolean;
+  /** A checkpoint's Mycelite-History (the compacted history ending at it), when it has one. */
+  history?: string;
   n: number;
   journal: string;
   base: string;
@@ -108,8 +111,11 @@ export class DbTail {
   readonly snaps: IndexedSnapshot[] = [];
   /** Bytes of the snapshots in `snaps`. */
   bytes = 0;
-  /** The full image of the base, when a compaction stored one (the messages before it may be purged). */
-  checkpoint: { header: SnapshotHeader; ref: AppendRef } | undefined;
+  /**
+   * The full image of the base, when a compaction stored one (the messages before it may be purged), and
+   * the name of the compacted history that ends at it (src/hub/nats-history.ts), when one was kept.
+   */
+  checkpoint: { header: SnapshotHeader; ref: AppendRef; history?: string } | undefined;
   /** The stream sequence of the last message read (complete, torn or not an append). */
   lastSeq = 0;
   /** Set once the consumer runs (the stream exists). */
@@ -380,6 +386,7 @@ export class DbTail {
       this.pending = {
         key,
         checkpoint: h?.has(HDR_CHECKPOINT) ?? false,
+        history: h?.has(HDR_HISTORY) ? h.get(HDR_HISTORY) : undefined,
         n: part.n,
         journal: h?.get(HDR_JOURNAL) ?? '',
         base: h?.get(HDR_BASE) ?? '',
@@ -477,7 +484,11 @@ export class DbTail {
       this.bytes -= dropped.reduce((n, d) => n + d.header.length, 0);
       this.base = { txid: h.txid, checksum: h.postChecksum };
     }
-    this.checkpoint = { header: h, ref: { seqs: p.seqs, lens: p.data.map((d) => d.length) } };
+    this.checkpoint = {
+      header: h,
+      ref: { seqs: p.seqs, lens: p.data.map((d) => d.length) },
+      history: p.history || undefined,
+    };
   }
 }
 

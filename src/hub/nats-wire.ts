@@ -26,6 +26,12 @@ export const HDR_MODE = 'Mycelite-Mode';
  * purged); Mycelite-Base is then the position before the image.
  */
 export const HDR_CHECKPOINT = 'Mycelite-Checkpoint';
+/**
+ * On the parts of a checkpoint: the name, in the deployment's object store (`NatsNames.historyBucket`),
+ * of the compacted history that ends at the checkpoint's txid (src/hub/nats-history.ts); absent on
+ * checkpoints stored before hubs kept one.
+ */
+export const HDR_HISTORY = 'Mycelite-History';
 
 /** Names of one hub deployment's JetStream objects, from a prefix (default `mycelite`). */
 export interface NatsNames {
@@ -39,6 +45,8 @@ export interface NatsNames {
   /** The stream of every database's lease (the last message per subject is the lease). */
   leaseStream: string;
   leaseSubject(db: string): string;
+  /** The object store of the compacted histories (src/hub/nats-history.ts). */
+  historyBucket: string;
 }
 
 /**
@@ -67,6 +75,7 @@ export function natsNames(prefix = 'mycelite'): NatsNames {
     allSnapshots: `${prefix}.snap.>`,
     leaseStream: `${prefix.toUpperCase()}_LEASES`,
     leaseSubject: (db) => `${prefix}.lease.${token(db)}`,
+    historyBucket: `${prefix.toUpperCase()}_HISTORY`,
   };
 }
 

@@ -101,6 +101,15 @@ export interface HubStorage {
    */
   historyFiles?(db: string): Promise<{ journal: string; history: string } | undefined>;
   /**
+   * Optional, for a storage that compacts: the database's compacted history as it keeps it (the bytes
+   * of a history file, docs/FORMAT.md, "History": the points its retention policy kept, ending at or
+   * after its base), for `GET /v1/db/NAME/history`. What it returns is whole: a compaction meanwhile
+   * does not change it (the reader's next read after its end may then answer `reset`). Undefined when
+   * it keeps none for the database (nothing compacted yet). Files: DATA/dbs/NAME/history; NATS: the
+   * object the database's checkpoint names (src/hub/nats-history.ts).
+   */
+  history?(db: string): Promise<AsyncIterable<Uint8Array> | undefined>;
+  /**
    * Optional, for a storage that drops what comes before its base (NATS after a compaction): the full
    * image of snapshot `txid` (the base) it keeps instead, or undefined when it holds none for that txid.
    */
