@@ -6,19 +6,27 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { haveNatsServer } from './helpers/nats-cluster.js';
+import { killSpawnedHubs } from './helpers/hub.js';
+import { haveNatsServer, stopNatsClusters } from './helpers/nats-cluster.js';
 import { runSharedTorture } from './helpers/shared-torture.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
 
 let passed = false;
-after(() => {
-  if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
-});
+after(
+  async () => {
+    // Every hub and nats-server, also those of a run that failed or timed out half-way.
+    await killSpawnedHubs();
+    await stopNatsClusters();
+    if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
+  },
+  { timeout: 120_000 },
+);
 
 test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGKILLed; all converge', {
   skip,
+  timeout: 900_000, // several times its run on a loaded 2-CPU machine: a hang fails
 }, async (t) => {
   const seed = Number(process.env['TORTURE_SEED'] ?? Date.now() % 2 ** 31);
   const dir = path.join(tempDir(), 'shared-torture-nats');
