@@ -33,13 +33,19 @@ import {
   concatBytes,
   followReplica,
   type History,
+  killSpawnedHubs,
   makeHistory,
   type SpawnedHub,
   spawnHub,
   caughtUp as waitCaughtUp,
 } from './helpers/hub.js';
-import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
+import {
+  haveNatsServer,
+  type NatsCluster,
+  startNatsCluster,
+  stopNatsClusters,
+} from './helpers/nats-cluster.js';
+import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
 
 const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
 const nodeFs = new NodeFileSystem();
@@ -50,32 +56,49 @@ async function readAll(st: NatsStorage, db: string, from: bigint, upTo: bigint):
   return concatBytes(parts);
 }
 
-describe('compaction on NATS', { skip }, () => {
+// Several times what they take on a loaded 2-CPU machine: a hang fails, naming what hung.
+const TEST_MS = 240_000;
+const HOOK_MS = 120_000;
+/** What one close in an after-hook may take. */
+const CLOSE_MS = 20_000;
+
+describe('compaction on NATS', { skip, timeout: 2 * TEST_MS + 3 * HOOK_MS }, () => {
   let cluster: NatsCluster;
   let dir: string;
   let h: History & { dbPath: string };
   const cleanups: (() => Promise<void> | void)[] = [];
 
-  before(async () => {
-    await loadHash();
-    cluster = await startNatsCluster(3);
-    dir = tempDir();
-    h = await makeHistory(
-      path.join(dir, 'a.db'),
-      ['create table t(id integer primary key, v blob)'].concat(
-        Array.from({ length: 59 }, (_, i) =>
-          i % 3 === 2
-            ? `update t set v = randomblob(3000) where id % 4 = ${i % 4}`
-            : 'insert into t(v) values (randomblob(3000))',
+  before(
+    async () => {
+      await loadHash();
+      cluster = await startNatsCluster(3);
+      dir = tempDir();
+      h = await makeHistory(
+        path.join(dir, 'a.db'),
+        ['create table t(id integer primary key, v blob)'].concat(
+          Array.from({ length: 59 }, (_, i) =>
+            i % 3 === 2
+              ? `update t set v = randomblob(3000) where id % 4 = ${i % 4}`
+              : 'insert into t(v) values (randomblob(3000))',
+          ),
         ),
-      ),
-    );
-  });
-  after(async () => {
-    for (const c of cleanups.reverse()) await c();
-    await cluster?.stop();
-    cleanupTempDirs();
-  });
+      );
+    },
+    { timeout: HOOK_MS },
+  );
+  after(
+    async () => {
+      try {
+        await runCleanups(cleanups, CLOSE_MS);
+      } finally {
+        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
+        await killSpawnedHubs();
+        await stopNatsClusters();
+        cleanupTempDirs();
+      }
+    },
+    { timeout: HOOK_MS },
+  );
 
   async function storage(
     options: Partial<Parameters<typeof NatsStorage.open>[0]> = {},
@@ -90,7 +113,9 @@ describe('compaction on NATS', { skip }, () => {
     return st;
   }
 
-  it('a checkpoint moves every hub’s base, purges the stream, and images start at it', async () => {
+  it('a checkpoint moves every hub’s base, purges the stream, and images start at it', {
+    timeout: TEST_MS,
+  }, async () => {
     const snaps = h.snapshots as EncodedSnapshot[];
     const a = await storage();
     const b = await storage();
@@ -177,25 +202,28 @@ describe('compaction on NATS', { skip }, () => {
   describe('over HTTP, two hubs', () => {
     let a: SpawnedHub;
     let b: SpawnedHub;
-    before(async () => {
-      const keyDir = tempDir('mycelite-hub-');
-      const args = [
-        '--storage',
-        cluster.url,
-        '--compact-above',
-        '1KiB',
-        '--compact-every',
-        '1s',
-        '--log-level',
-        'info',
-      ];
-      a = await spawnHub(keyDir, 0, args);
-      b = await spawnHub(keyDir, 0, args);
-      cleanups.push(
-        () => a.kill(),
-        () => b.kill(),
-      );
-    });
+    before(
+      async () => {
+        const keyDir = tempDir('mycelite-hub-');
+        const args = [
+          '--storage',
+          cluster.url,
+          '--compact-above',
+          '1KiB',
+          '--compact-every',
+          '1s',
+          '--log-level',
+          'info',
+        ];
+        a = await spawnHub(keyDir, 0, args);
+        b = await spawnHub(keyDir, 0, args);
+        cleanups.push(
+          () => a.kill(),
+          () => b.kill(),
+        );
+      },
+      { timeout: HOOK_MS },
+    );
 
     const replica = (file: string, hub: SpawnedHub): Promise<ReplicaDatabase> =>
       followReplica(file, hub, cleanups, { maxBackoffMs: 300 });
@@ -211,7 +239,9 @@ describe('compaction on NATS', { skip }, () => {
 
     const caughtUp = (w: MyceliteDatabase, r: ReplicaDatabase): Promise<void> => waitCaughtUp(w, r, 30_000);
 
-    it('replicas stay byte-equal while the hubs compact; a lagging one resets, a new one bootstraps', async (t) => {
+    it('replicas stay byte-equal while the hubs compact; a lagging one resets, a new one bootstraps', {
+      timeout: TEST_MS,
+    }, async (t) => {
       const wPath = path.join(dir, 'w.db');
       const w = await open(wPath, { hub: { url: a.url, db: 'app', token: await a.token('app', 'writer') } });
       cleanups.push(async () => {

@@ -10,33 +10,58 @@ import { after, before, describe, it } from 'node:test';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
-import { followReplica, type SpawnedHub, spawnHub, caughtUp as waitCaughtUp } from './helpers/hub.js';
-import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
+import {
+  followReplica,
+  killSpawnedHubs,
+  type SpawnedHub,
+  spawnHub,
+  caughtUp as waitCaughtUp,
+} from './helpers/hub.js';
+import {
+  haveNatsServer,
+  type NatsCluster,
+  startNatsCluster,
+  stopNatsClusters,
+} from './helpers/nats-cluster.js';
+import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
 
 const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
+// Several times what they take on a loaded 2-CPU machine: a hang fails, naming what hung.
+const TEST_MS = 240_000;
+const HOOK_MS = 120_000;
+/** What one close in an after-hook may take. */
+const CLOSE_MS = 20_000;
 
-describe('two hubs on one NATS cluster', { skip }, () => {
+describe('two hubs on one NATS cluster', { skip, timeout: 3 * TEST_MS + 2 * HOOK_MS }, () => {
   let cluster: NatsCluster;
   let dir: string;
   let a: SpawnedHub;
   let b: SpawnedHub;
   const cleanups: (() => Promise<void> | void)[] = [];
 
-  before(async () => {
-    cluster = await startNatsCluster(3);
-    dir = tempDir();
-    const keyDir = tempDir('mycelite-hub-'); // both hubs: the same key (hub.key), nothing else here
-    a = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
-    b = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
-  });
-  after(async () => {
-    for (const c of cleanups.reverse()) await c();
-    await a?.kill();
-    await b?.kill();
-    await cluster?.stop();
-    cleanupTempDirs();
-  });
+  before(
+    async () => {
+      cluster = await startNatsCluster(3);
+      dir = tempDir();
+      const keyDir = tempDir('mycelite-hub-'); // both hubs: the same key (hub.key), nothing else here
+      a = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+      b = await spawnHub(keyDir, 0, ['--storage', cluster.url]);
+    },
+    { timeout: HOOK_MS },
+  );
+  after(
+    async () => {
+      try {
+        await runCleanups(cleanups, CLOSE_MS);
+      } finally {
+        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
+        await killSpawnedHubs();
+        await stopNatsClusters();
+        cleanupTempDirs();
+      }
+    },
+    { timeout: HOOK_MS },
+  );
 
   async function writer(file: string, hub: SpawnedHub, db = 'app'): Promise<MyceliteDatabase> {
     const w = await open(file, { hub: { url: hub.url, db, token: await hub.token(db, 'writer') } });
@@ -58,7 +83,9 @@ describe('two hubs on one NATS cluster', { skip }, () => {
   const caughtUp = (w: MyceliteDatabase, r: ReplicaDatabase, ms = 30_000): Promise<void> =>
     waitCaughtUp(w, r, ms);
 
-  it('a writer pushing through hub A reaches replicas following hub B, live and byte for byte', async () => {
+  it('a writer pushing through hub A reaches replicas following hub B, live and byte for byte', {
+    timeout: TEST_MS,
+  }, async () => {
     const w = await writer(path.join(dir, 'w.db'), a);
     w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
     await w.sync!.flush(20_000);
@@ -90,7 +117,7 @@ describe('two hubs on one NATS cluster', { skip }, () => {
     assert.equal(fileHash(path.join(dir, 'rb.db')), fileHash(path.join(dir, 'w.db')));
   });
 
-  it('a NATS node SIGKILLed mid-stream: nothing is lost, sync goes on', async () => {
+  it('a NATS node SIGKILLed mid-stream: nothing is lost, sync goes on', { timeout: TEST_MS }, async () => {
     const w = await writer(path.join(dir, 'w2.db'), a, 'nodes');
     w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
     const r = await replica(path.join(dir, 'r2.db'), b, 'nodes');
@@ -110,7 +137,9 @@ describe('two hubs on one NATS cluster', { skip }, () => {
     assert.equal(fileHash(path.join(dir, 'r2.db')), fileHash(path.join(dir, 'w2.db')));
   });
 
-  it('a hub SIGKILLed: its replica goes on through the other hub from its own position', async () => {
+  it('a hub SIGKILLed: its replica goes on through the other hub from its own position', {
+    timeout: TEST_MS,
+  }, async () => {
     const w = await writer(path.join(dir, 'w3.db'), b, 'failover');
     w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
     burst(w, 30);

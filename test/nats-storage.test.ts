@@ -17,8 +17,14 @@ import { NatsStorage } from '../src/hub/nats-storage.js';
 import { HDR_APPEND, HDR_BASE, HDR_JOURNAL, HDR_MODE, HDR_PART, natsNames } from '../src/hub/nats-wire.js';
 import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { concatBytes, type History, makeHistory, sampleStatements } from './helpers/hub.js';
-import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import {
+  haveNatsServer,
+  type NatsCluster,
+  startNatsCluster,
+  stopNatsClusters,
+} from './helpers/nats-cluster.js';
 import { storageConformance } from './helpers/storage-conformance.js';
+import { settles } from './helpers/util.js';
 
 const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
 let cluster: Promise<NatsCluster> | undefined;
@@ -28,9 +34,17 @@ const getCluster = (): Promise<NatsCluster> => {
 };
 let fixtureCount = 0;
 
-after(async () => {
-  if (cluster) await (await cluster).stop();
-});
+// Several times what they take on a loaded 2-CPU machine: a hang fails, naming what hung.
+const TEST_MS = 120_000;
+const HOOK_MS = 120_000;
+
+after(
+  async () => {
+    // Every nats-server this process started, also when the cluster's start failed or timed out.
+    await stopNatsClusters();
+  },
+  { timeout: HOOK_MS },
+);
 
 /** Removes everything a prefix made on the cluster. */
 async function dropPrefix(servers: string[], prefix: string): Promise<void> {
@@ -125,7 +139,7 @@ async function readAll(st: NatsStorage, db: string, from: bigint, upTo: bigint):
   return concatBytes(parts);
 }
 
-describe('NatsStorage across hubs', { skip }, () => {
+describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }, () => {
   let c: NatsCluster;
   let dir: string;
   let h: History;
@@ -137,23 +151,31 @@ describe('NatsStorage across hubs', { skip }, () => {
     return st;
   };
 
-  before(async () => {
-    c = await getCluster();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-st-'));
-    h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(12, 3000));
-    // Two transactions of ~3 MB each: snapshots bigger than NATS's 1 MB message limit.
-    big = await makeHistory(path.join(dir, 'big.db'), [
-      'create table t(id integer primary key, v blob)',
-      SERIES,
-      SERIES,
-    ]);
-  });
-  after(async () => {
-    for (const st of open) await st.close().catch(() => undefined);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  before(
+    async () => {
+      c = await getCluster();
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-st-'));
+      h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(12, 3000));
+      // Two transactions of ~3 MB each: snapshots bigger than NATS's 1 MB message limit.
+      big = await makeHistory(path.join(dir, 'big.db'), [
+        'create table t(id integer primary key, v blob)',
+        SERIES,
+        SERIES,
+      ]);
+    },
+    { timeout: HOOK_MS },
+  );
+  after(
+    async () => {
+      for (const st of open) await settles(st.close(), 20_000, 'a storage close').catch(() => undefined);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+    { timeout: HOOK_MS },
+  );
 
-  it('two hubs appending from the same head: exactly one wins, the other learns the head', async () => {
+  it('two hubs appending from the same head: exactly one wins, the other learns the head', {
+    timeout: TEST_MS,
+  }, async () => {
     const a = await storage('race');
     const b = await storage('race');
     await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2));
@@ -182,7 +204,9 @@ describe('NatsStorage across hubs', { skip }, () => {
     assert.deepEqual(await readAll(b, 'app', 0n, 12n), whole);
   });
 
-  it('a subscriber on hub B hears of appends made through hub A, in order', async () => {
+  it('a subscriber on hub B hears of appends made through hub A, in order', {
+    timeout: TEST_MS,
+  }, async () => {
     const a = await storage('live');
     const b = await storage('live');
     const seen: bigint[] = [];
@@ -197,7 +221,9 @@ describe('NatsStorage across hubs', { skip }, () => {
     assert.deepEqual(seen, [1n, 2n, 3n, 4n, 5n, 6n, 7n]);
   });
 
-  it('stores snapshots bigger than a NATS message in parts, and reads them back exactly', async () => {
+  it('stores snapshots bigger than a NATS message in parts, and reads them back exactly', {
+    timeout: TEST_MS,
+  }, async () => {
     assert.ok(big.snapshots[1]!.bytes.length > 2 << 20, 'a multi-MB snapshot');
     const a = await storage('big');
     const r = await a.append('big', EMPTY_POSITION, big.journalId, big.snapshots);
@@ -227,7 +253,9 @@ describe('NatsStorage across hubs', { skip }, () => {
     }
   });
 
-  it('skips an append torn by a dying hub, and the next append continues after it', async () => {
+  it('skips an append torn by a dying hub, and the next append continues after it', {
+    timeout: TEST_MS,
+  }, async () => {
     const a = await storage('torn');
     await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 3));
     // A hub stored the first of two parts of 4..5 and died.
@@ -252,7 +280,9 @@ describe('NatsStorage across hubs', { skip }, () => {
     );
   });
 
-  it('a stream from before modes is single-writer; an append of the other mode stored behind its back is skipped', async () => {
+  it('a stream from before modes is single-writer; an append of the other mode stored behind its back is skipped', {
+    timeout: TEST_MS,
+  }, async () => {
     const prefix = 'oldmode';
     const names = natsNames(prefix);
     const nc = await connect({ servers: c.servers });
@@ -286,7 +316,9 @@ describe('NatsStorage across hubs', { skip }, () => {
     );
   });
 
-  it('a shared database stays shared for a hub that starts after a compaction purged its first appends', async () => {
+  it('a shared database stays shared for a hub that starts after a compaction purged its first appends', {
+    timeout: TEST_MS,
+  }, async () => {
     const a = await storage('cpmode');
     let head = EMPTY_POSITION;
     for (let i = 0; i < 9; i += 3) {
@@ -305,7 +337,9 @@ describe('NatsStorage across hubs', { skip }, () => {
   });
 
   // Last: it kills a node (and starts it again) under the shared cluster.
-  it('a subscriber whose consumer’s node is SIGKILLed goes on hearing appends, without any wait', async () => {
+  it('a subscriber whose consumer’s node is SIGKILLed goes on hearing appends, without any wait', {
+    timeout: TEST_MS,
+  }, async () => {
     const a = await storage('nodeloss');
     const b = await storage('nodeloss');
     const seen: bigint[] = [];

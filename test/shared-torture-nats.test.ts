@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { haveNatsServer } from './helpers/nats-cluster.js';
+import { killSpawnedHubs } from './helpers/hub.js';
+import { haveNatsServer, stopNatsClusters } from './helpers/nats-cluster.js';
 import { runSharedTorture } from './helpers/shared-torture.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
@@ -17,9 +18,15 @@ const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get i
 const HANG_MS = 8 * 60_000;
 
 let passed = false;
-after(() => {
-  if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
-});
+after(
+  async () => {
+    // Every hub and nats-server, also those of a run that failed or timed out half-way.
+    await killSpawnedHubs();
+    await stopNatsClusters();
+    if (passed) cleanupTempDirs(); // else the files stay for inspection (their path is in the failure)
+  },
+  { timeout: 120_000 },
+);
 
 test('shared torture on NATS: two hubs, devices offline and SIGKILLed, hubs SIGKILLed; all converge', {
   skip,

@@ -96,6 +96,12 @@ const DUPLICATE_WINDOW_NS = 120 * 1e9;
 
 /** Between two connection attempts of a storage that waits for NATS (ms). */
 const CONNECT_RETRY_MS = 1000;
+/**
+ * Longest wait of `NatsStorage.start` for its first connection attempt (ms): a cluster that is reached but
+ * cannot serve yet (no quorum, too few nodes for the lease stream's replicas) keeps an attempt going for
+ * `timeoutMs`, and the hub must listen (and say why it is not ready) meanwhile.
+ */
+const START_WAIT_MS = 5000;
 
 export class NatsStorage implements HubStorage {
   private readonly tails = new Map<string, Promise<DbTail>>();
@@ -224,7 +230,9 @@ export class NatsStorage implements HubStorage {
     const s = new NatsStorage(options);
     await s.prepare();
     // Resolves once the first attempt is over, connected or not: a cluster that is up is ready at once.
+    // One that takes longer is waited for in the background (START_WAIT_MS).
     await new Promise<void>((first) => {
+      setTimeout(first, START_WAIT_MS).unref();
       s.linked = s.connectWaiting((why) => {
         first();
         onWait?.(why);
@@ -249,7 +257,9 @@ export class NatsStorage implements HubStorage {
   private async connectWaiting(onWait?: (message: string) => void): Promise<NatsLink> {
     for (;;) {
       try {
-        return await this.connect(Number.POSITIVE_INFINITY);
+        // Each attempt ends (after timeoutMs at most): one that waited for JetStream for ever (no quorum,
+        // a lease stream that cannot be placed) was never told, and kept the hub from listening.
+        return await this.connect();
       } catch (e) {
         if (this.closed) throw e;
         this.waiting = `waiting for NATS: ${(e as Error).message}`;

@@ -17,7 +17,7 @@ import { connect } from '@nats-io/transport-node';
 import { open, openReplica } from '../../src/node/index.js';
 import { spawnHub } from './hub.js';
 import { type NatsCluster, startNatsCluster } from './nats-cluster.js';
-import { fileHash } from './util.js';
+import { fileHash, settles } from './util.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -130,11 +130,14 @@ export async function failoverRound(
     const equal = fileHash(path.join(dir, 'w.db')) === fileHash(path.join(dir, 'r.db'));
     return { kase, killed, led, pushStallMs, replicaStallMs, commits, equal };
   } finally {
-    w.close();
-    await w.sync?.close();
-    await r.close();
-    await hub.kill();
-    await cluster.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      w.close();
+      await settles(w.sync?.close(), 20_000, "the writer's sync close");
+      await settles(r.close(), 20_000, 'the replica close');
+    } finally {
+      await hub.kill();
+      await cluster.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
 }

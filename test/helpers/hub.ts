@@ -105,11 +105,34 @@ export interface SpawnedHub {
   exited: Promise<number | string>;
 }
 
+/** Every hub `spawnHub` started that has not exited yet (listening or not). */
+const running = new Map<ChildProcess, Promise<unknown>>();
+
+/**
+ * SIGKILLs every hub `spawnHub` started in this process that still runs, and waits for them to exit: for
+ * after-hooks, so that a test that failed or timed out (even inside `spawnHub`) leaves no hub behind.
+ */
+export async function killSpawnedHubs(): Promise<void> {
+  for (const proc of running.keys())
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  await Promise.all(running.values());
+}
+
+/** How long `spawnHub` waits for the hub's "listening on" line by default (ms). */
+export const HUB_LISTEN_MS = 60_000;
+
 /**
  * Runs `mycelite serve --data DIR --port PORT` (port 0 by default) as a child process and waits for its
- * "listening on URL" line. Extra CLI arguments go in `args` (e.g. ['--max-body', '1MiB']).
+ * "listening on URL" line. Extra CLI arguments go in `args` (e.g. ['--max-body', '1MiB']). A hub that
+ * does not listen within `listenMs` is killed (SIGKILL) and the call rejects with what it logged: a hub
+ * that never listens is a failure, not a test (and a child process) waiting for ever.
  */
-export async function spawnHub(dir: string, port = 0, args: string[] = []): Promise<SpawnedHub> {
+export async function spawnHub(
+  dir: string,
+  port = 0,
+  args: string[] = [],
+  { listenMs = HUB_LISTEN_MS }: { listenMs?: number } = {},
+): Promise<SpawnedHub> {
   const key = loadOrCreateKey(dir); // created before the child starts, so both use the same key
   const proc = spawn(
     process.execPath,
@@ -123,12 +146,15 @@ export async function spawnHub(dir: string, port = 0, args: string[] = []): Prom
   const exited = new Promise<number | string>((resolve) => {
     proc.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
   });
+  running.set(proc, exited);
+  void exited.then(() => running.delete(proc));
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     const onData = (d: string): void => {
       out += d;
       const m = /listening on (http:\/\/\S+)/.exec(out);
       if (m) {
+        clearTimeout(late);
         proc.stdout!.off('data', onData);
         proc.stdout!.resume(); // keep draining
         resolve(m[1]!);
@@ -136,6 +162,13 @@ export async function spawnHub(dir: string, port = 0, args: string[] = []): Prom
     };
     proc.stdout!.setEncoding('utf8').on('data', onData);
     void exited.then((code) => reject(new Error(`mycelite serve exited (${code}) before listening: ${err}`)));
+    const late = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(
+        new Error(`mycelite serve ${args.join(' ')} did not listen within ${listenMs} ms (killed): ${err}`),
+      );
+    }, listenMs);
+    void exited.then(() => clearTimeout(late));
   });
   return {
     url,

@@ -1,8 +1,8 @@
 /**
  * A real 3-node NATS JetStream cluster on loopback for tests and scripts: `nats-server` child processes
  * (Debian's package; `.ci/run` installs it) with -js, a cluster port and routes to the others, a temp
- * store dir per node and unique server names. `startNatsCluster()` waits until JetStream answers (a meta
- * leader is elected and every node has joined); `kill(i)` SIGKILLs a node and `restart(i)` starts it
+ * store dir per node and unique server names. `startNatsCluster()` waits until every node answers
+ * JetStream (a meta leader is elected and every node has joined); `kill(i)` SIGKILLs a node and `restart(i)` starts it
  * again on the same ports and store.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -56,7 +56,47 @@ export function haveNatsServer(): boolean {
   return spawnSync(NATS_SERVER, ['--version']).status === 0;
 }
 
+/** The nodes of every cluster this process started (for `stopNatsClusters`). */
+const started = new Set<ChildProcess>();
+
+/**
+ * SIGKILLs every nats-server this process started that still runs, and waits for them to exit: for
+ * after-hooks, so that a test that failed or timed out (even inside `startNatsCluster`) leaves none behind.
+ */
+export async function stopNatsClusters(): Promise<void> {
+  const exits: Promise<void>[] = [];
+  for (const p of started) {
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    exits.push(exitOf(p));
+  }
+  await Promise.all(exits);
+}
+
+function exitOf(p: ChildProcess): Promise<void> {
+  return p.exitCode !== null || p.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => p.once('exit', () => resolve()));
+}
+
+/** A node exited while the cluster was started (typically: a port it was given was taken meanwhile). */
+class NodeExitedError extends Error {}
+
+/**
+ * Starts a cluster of `size` nodes on free ports and waits until every node answers JetStream. A node
+ * that exits meanwhile (another process took one of its ports between the pick and nats-server's bind)
+ * makes it start again on other ports, up to 3 times.
+ */
 export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(size);
+    } catch (e) {
+      if (!(e instanceof NodeExitedError) || attempt >= 3) throw e;
+    }
+  }
+}
+
+async function startOnce(size: number): Promise<NatsCluster> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-'));
   const nodes: Node[] = [];
   for (let i = 0; i < size; i++) {
@@ -89,30 +129,48 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
       n.log += `spawn failed: ${e.message}\n`;
     });
     n.proc = proc;
+    started.add(proc);
   };
+  const logs = (): string => nodes.map((n) => `${n.name}: ${n.log.slice(-2000)}`).join('\n');
 
-  /** Waits until JetStream answers with every node in the meta group (or 30 s passed). */
+  /**
+   * Waits until every node runs and answers JetStream on its own port (each has joined the cluster: a
+   * node alone has no meta leader), or 30 s passed. (Asking the cluster as a whole was not enough: with
+   * one node of three gone, JetStream answers, but a stream of 3 replicas cannot be placed.)
+   */
   const ready = async (): Promise<void> => {
     const deadline = Date.now() + 30_000;
     let last: unknown;
-    while (Date.now() < deadline) {
-      try {
-        const nc = await connect({ servers, timeout: 1000, reconnect: false });
+    for (const n of nodes) {
+      for (;;) {
+        const p = n.proc!;
+        if (p.exitCode !== null || p.signalCode !== null)
+          throw new NodeExitedError(
+            `nats-server ${n.name} exited (${p.exitCode ?? p.signalCode}); logs:\n${logs()}`,
+          );
         try {
-          const jsm = await jetstreamManager(nc, { timeout: 2000 });
-          await jsm.getAccountInfo();
-          return;
-        } finally {
-          await nc.close();
+          const nc = await connect({
+            servers: [`nats://127.0.0.1:${n.port}`],
+            timeout: 1000,
+            reconnect: false,
+          });
+          try {
+            const jsm = await jetstreamManager(nc, { timeout: 2000 });
+            await jsm.getAccountInfo();
+            break;
+          } finally {
+            await nc.close();
+          }
+        } catch (e) {
+          last = e;
+          if (Date.now() > deadline)
+            throw new Error(
+              `the NATS cluster did not become ready in 30 s (${n.name}: ${(last as Error)?.message}); logs:\n${logs()}`,
+            );
+          await sleep(100);
         }
-      } catch (e) {
-        last = e;
-        await sleep(100);
       }
     }
-    throw new Error(
-      `the NATS cluster did not become ready in 30 s (${(last as Error)?.message}); logs:\n${nodes.map((n) => n.log.slice(-2000)).join('\n')}`,
-    );
   };
 
   /** Waits until every stream has a leader and all its replicas are current (a restarted node caught up). */
@@ -136,20 +194,22 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     }
   };
 
+  const stop = async (): Promise<void> => {
+    for (const n of nodes) {
+      const p = n.proc;
+      if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      if (p) await exitOf(p);
+    }
+    fs.rmSync(root, { recursive: true, force: true });
+  };
+
   for (const n of nodes) launch(n);
   try {
     await ready();
   } catch (e) {
-    // Nothing stays behind: a live nats-server would keep the test process from exiting.
-    for (const n of nodes) n.proc?.kill('SIGKILL');
-    fs.rmSync(root, { recursive: true, force: true });
+    await stop();
     throw e;
   }
-
-  const exitOf = (p: ChildProcess): Promise<void> =>
-    p.exitCode !== null || p.signalCode !== null
-      ? Promise.resolve()
-      : new Promise((resolve) => p.once('exit', () => resolve()));
 
   return {
     url: servers.join(','),
@@ -170,13 +230,6 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
       await current();
     },
     log: (i) => nodes[i]!.log,
-    async stop() {
-      for (const n of nodes) {
-        const p = n.proc;
-        if (p && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-        if (p) await exitOf(p);
-      }
-      fs.rmSync(root, { recursive: true, force: true });
-    },
+    stop,
   };
 }

@@ -91,3 +91,36 @@ export function journalEnd(file: string): number {
   for (const _ of r.snapshots());
   return r.end;
 }
+
+/**
+ * Resolves once `p` settles (its rejection is thrown), or rejects when it did not within `ms`: a close
+ * awaited in a hook or a `finally` that hangs is a failure naming `what`, not a test waiting for ever.
+ */
+export async function settles<T>(p: Promise<T> | T, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([Promise.resolve(p), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs `cleanups` last first, each bounded by `ms` (settles), all of them whatever the others do; then
+ * throws the first failure. For after-hooks: kill child processes in a `finally` around it.
+ */
+export async function runCleanups(cleanups: (() => unknown)[], ms: number): Promise<void> {
+  const errors: unknown[] = [];
+  for (const [i, c] of [...cleanups].reverse().entries()) {
+    try {
+      await settles(c(), ms, `cleanup ${cleanups.length - i} of ${cleanups.length}`);
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  cleanups.length = 0;
+  if (errors.length > 0) throw errors[0];
+}
