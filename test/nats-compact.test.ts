@@ -33,21 +33,16 @@ import {
   concatBytes,
   followReplica,
   type History,
-  killSpawnedHubs,
   makeHistory,
   type SpawnedHub,
   spawnHub,
   caughtUp as waitCaughtUp,
 } from './helpers/hub.js';
-import {
-  haveNatsServer,
-  type NatsCluster,
-  startNatsCluster,
-  stopNatsClusters,
-} from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
+import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { afterNatsTests, HOOK_MS, natsSkip, TEST_MS } from './helpers/nats-test.js';
+import { fileHash, tempDir } from './helpers/util.js';
 
-const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
+const skip = natsSkip;
 const nodeFs = new NodeFileSystem();
 
 async function readAll(st: NatsStorage, db: string, from: bigint, upTo: bigint): Promise<Uint8Array> {
@@ -55,12 +50,6 @@ async function readAll(st: NatsStorage, db: string, from: bigint, upTo: bigint):
   for await (const chunk of st.read(db, from, upTo)) parts.push(chunk);
   return concatBytes(parts);
 }
-
-// Several times what they take on a loaded 2-CPU machine: a hang fails, naming what hung.
-const TEST_MS = 240_000;
-const HOOK_MS = 120_000;
-/** What one close in an after-hook may take. */
-const CLOSE_MS = 20_000;
 
 describe('compaction on NATS', { skip, timeout: 2 * TEST_MS + 3 * HOOK_MS }, () => {
   let cluster: NatsCluster;
@@ -88,14 +77,7 @@ describe('compaction on NATS', { skip, timeout: 2 * TEST_MS + 3 * HOOK_MS }, () 
   );
   after(
     async () => {
-      try {
-        await runCleanups(cleanups, CLOSE_MS);
-      } finally {
-        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
-        await killSpawnedHubs();
-        await stopNatsClusters();
-        cleanupTempDirs();
-      }
+      await afterNatsTests(cleanups);
     },
     { timeout: HOOK_MS },
   );

@@ -13,20 +13,11 @@ import { type MyceliteDatabase, open, openReplica, type ReplicaDatabase } from '
 import { runCli } from './helpers/cli.js';
 import { failoverRound } from './helpers/failover.js';
 import { caughtUp, killSpawnedHubs, type SpawnedHub, spawnHub } from './helpers/hub.js';
-import {
-  haveNatsServer,
-  type NatsCluster,
-  startNatsCluster,
-  stopNatsClusters,
-} from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
+import { type NatsCluster, startNatsCluster, stopNatsClusters } from './helpers/nats-cluster.js';
+import { afterNatsTests, HOOK_MS, natsSkip, TEST_MS } from './helpers/nats-test.js';
+import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
-const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
-// Several times what they take on a loaded 2-CPU machine (about 25 s a test): a hang fails, naming what hung.
-const TEST_MS = 240_000;
-const HOOK_MS = 120_000;
-/** What one close in an after-hook may take (a writer's releases its lease within 2 s). */
-const CLOSE_MS = 20_000;
+const skip = natsSkip;
 
 /** A loopback port nothing listens on. */
 async function deadPort(): Promise<number> {
@@ -60,14 +51,7 @@ describe('a list of hubs', { skip, timeout: TEST_MS + 2 * HOOK_MS }, () => {
   after(
     async () => {
       for (const h of hubs) h.proc.kill('SIGCONT');
-      try {
-        await runCleanups(cleanups, CLOSE_MS);
-      } finally {
-        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
-        await killSpawnedHubs();
-        await stopNatsClusters();
-        cleanupTempDirs();
-      }
+      await afterNatsTests(cleanups);
     },
     { timeout: HOOK_MS },
   );

@@ -12,21 +12,12 @@ import { after, before, describe, it } from 'node:test';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
-import { caughtUp, followReplica, killSpawnedHubs, type SpawnedHub, spawnHub } from './helpers/hub.js';
-import {
-  haveNatsServer,
-  type NatsCluster,
-  startNatsCluster,
-  stopNatsClusters,
-} from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
+import { caughtUp, followReplica, type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { afterNatsTests, HOOK_MS, natsSkip, TEST_MS } from './helpers/nats-test.js';
+import { fileHash, tempDir } from './helpers/util.js';
 
-const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
-// Several times what they take on a loaded 2-CPU machine (15-30 s a test): a hang fails, naming what hung.
-const TEST_MS = 240_000;
-const HOOK_MS = 120_000;
-/** What one close in an after-hook may take. */
-const CLOSE_MS = 20_000;
+const skip = natsSkip;
 
 /** Resolves once `probe` is true (asked every 100 ms), rejects after `ms` with `what`. */
 async function until(what: string, ms: number, probe: () => Promise<boolean> | boolean): Promise<void> {
@@ -79,14 +70,7 @@ describe('hub health on NATS', { skip, timeout: 2 * TEST_MS + 2 * HOOK_MS }, () 
   );
   after(
     async () => {
-      try {
-        await runCleanups(cleanups, CLOSE_MS);
-      } finally {
-        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
-        await killSpawnedHubs();
-        await stopNatsClusters();
-        cleanupTempDirs();
-      }
+      await afterNatsTests(cleanups);
     },
     { timeout: HOOK_MS },
   );

@@ -10,27 +10,12 @@ import { after, before, describe, it } from 'node:test';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
 import { HubClient } from '../src/sync/hub-client.js';
-import {
-  followReplica,
-  killSpawnedHubs,
-  type SpawnedHub,
-  spawnHub,
-  caughtUp as waitCaughtUp,
-} from './helpers/hub.js';
-import {
-  haveNatsServer,
-  type NatsCluster,
-  startNatsCluster,
-  stopNatsClusters,
-} from './helpers/nats-cluster.js';
-import { cleanupTempDirs, fileHash, runCleanups, tempDir } from './helpers/util.js';
+import { followReplica, type SpawnedHub, spawnHub, caughtUp as waitCaughtUp } from './helpers/hub.js';
+import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { afterNatsTests, HOOK_MS, natsSkip, TEST_MS } from './helpers/nats-test.js';
+import { fileHash, tempDir } from './helpers/util.js';
 
-const skip = haveNatsServer() ? false : 'nats-server is not installed (apt-get install nats-server)';
-// Several times what they take on a loaded 2-CPU machine: a hang fails, naming what hung.
-const TEST_MS = 240_000;
-const HOOK_MS = 120_000;
-/** What one close in an after-hook may take. */
-const CLOSE_MS = 20_000;
+const skip = natsSkip;
 
 describe('two hubs on one NATS cluster', { skip, timeout: 3 * TEST_MS + 2 * HOOK_MS }, () => {
   let cluster: NatsCluster;
@@ -51,14 +36,7 @@ describe('two hubs on one NATS cluster', { skip, timeout: 3 * TEST_MS + 2 * HOOK
   );
   after(
     async () => {
-      try {
-        await runCleanups(cleanups, CLOSE_MS);
-      } finally {
-        // Every hub and nats-server, also one a failed or timed-out test had not handed over yet.
-        await killSpawnedHubs();
-        await stopNatsClusters();
-        cleanupTempDirs();
-      }
+      await afterNatsTests(cleanups);
     },
     { timeout: HOOK_MS },
   );
