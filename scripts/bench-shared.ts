@@ -19,7 +19,7 @@ import { Command } from 'commander';
 import { mintToken } from '../src/hub/auth.js';
 import { startHub } from '../src/hub/index.js';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const opts = new Command('bench-shared')

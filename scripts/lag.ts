@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { loadOrCreateKey, mintToken } from '../src/hub/index.js';
 import { open, openReplica } from '../src/node/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { FrameScanner, percentile } from './measure.js';
 
 const BIN = fileURLToPath(new URL('../../bin/mycelite.js', import.meta.url));

@@ -19,8 +19,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadHash } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import { PowerLossFileSystem } from '../src/storage/power-loss.js';
+import { FaultyFileSystem } from '../src/files/faulty-fs.js';
+import { PowerLossFileSystem } from '../src/files/power-loss.js';
 import {
   type CaseResult,
   type CrashCase,

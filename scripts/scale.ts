@@ -20,7 +20,7 @@ import { Command } from 'commander';
 import { loadOrCreateKey, mintToken } from '../src/hub/index.js';
 import { open } from '../src/node/index.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { makeHistory, sampleStatements } from '../test/helpers/hub.js';
 import { startNatsCluster } from '../test/helpers/nats-cluster.js';
 import { FrameScanner, percentile } from './measure.js';

@@ -1,4 +1,4 @@
-// I/O fault injection on a replica (src/storage/faulty-fs.ts): snapshots of a real writer (inserts, deletes,
+// I/O fault injection on a replica (src/files/faulty-fs.ts): snapshots of a real writer (inserts, deletes,
 // VACUUM, a page size change) are applied to a replica whose file system fails one labelled operation —
 // each label the apply uses, at its first, middle and last call, with EIO, ENOSPC or a short write. The
 // fault must reach the caller; after it clears, the replica reopened (recovery) continues from its own
@@ -12,8 +12,8 @@ import { JournalReader, loadHash, memorySource } from '../src/format/index.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 

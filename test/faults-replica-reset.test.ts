@@ -1,5 +1,5 @@
 // Crash safety of a replica's reset (ReplicaStore.reset) on an existing replica: every labelled file
-// operation the reset uses (src/storage/faulty-fs.ts) fails once — at its first, middle and last call,
+// operation the reset uses (src/files/faulty-fs.ts) fails once — at its first, middle and last call,
 // with EIO, ENOSPC or a short write — for a reset within the replica's history and for another history
 // (whose image also changes the page size). After the fault, the replica is recovered the way the follower
 // does (recover() on the same store) or the way a crash does (closed and opened again), and must be in
@@ -25,8 +25,8 @@ import { writeImageSnapshot } from '../src/journal/image.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { prng, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, journalOf, tempDir } from './helpers/util.js';
 

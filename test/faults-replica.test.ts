@@ -8,8 +8,8 @@ import { after, test } from 'node:test';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { type Encoded, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, replayBytes, sha256, tempDir } from './helpers/util.js';
 
@@ -24,7 +24,7 @@ interface Internals {
 }
 
 // The append's crash windows are reached through the labelled fault file system: the replica's own file
-// operations fail at one label (src/storage/faulty-fs.ts), leaving its files as a crash there would.
+// operations fail at one label (src/files/faulty-fs.ts), leaving its files as a crash there would.
 const faulty = new FaultyFileSystem(new NodeFileSystem());
 const faultyRuntime: Runtime = { ...nodeRuntime, fs: faulty };
 

@@ -1,4 +1,4 @@
-// I/O fault injection (src/storage/faulty-fs.ts): a real writer workload (open, transactions, a spilling
+// I/O fault injection (src/files/faulty-fs.ts): a real writer workload (open, transactions, a spilling
 // transaction, VACUUM) runs over a FileSystem that fails one labelled operation — every label the workload
 // uses, at its first, middle and last call, with EIO, ENOSPC and a short write. The fault must come back to
 // the caller as an error; the journal never holds corruption (it verifies; a torn tail is allowed); the same
@@ -13,8 +13,8 @@ import { JournalFormatError, JournalReader, loadHash, memorySource } from '../sr
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { verifyDatabase } from '../src/restore/restore.js';
-import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { cleanupTempDirs, nativeIntegrity, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());
@@ -278,7 +278,7 @@ for (const durability of DURABILITIES)
   });
 
 test('fault labels: the role of a file comes from its path, the method names the operation', async () => {
-  const { roleOf, InjectedFault } = await import('../src/storage/faulty-fs.js');
+  const { roleOf, InjectedFault } = await import('../src/files/faulty-fs.js');
   const cases: [string, string][] = [
     ['/d/a.db', 'db'],
     ['/d/a.db-journal', 'rollback'],

@@ -12,8 +12,8 @@ import { JournalReader, memorySource, xxh64 } from '../src/format/index.js';
 import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { startTestHub } from './helpers/hub.js';
 import { cleanupTempDirs, journalOf, replayMatches, tempDir } from './helpers/util.js';
 

@@ -2,7 +2,7 @@
 // write as clean and report success at the next fsync, so after a failed fsync a writer must never take
 // the data it covered as durable. The file system here is PowerLossFileSystem over FaultyFileSystem: a
 // sync that fails (EIO) makes nothing durable, and a later sync that succeeds does not make those writes
-// durable either (src/storage/power-loss.ts). Each case fails one fsync, goes on as a program would, cuts
+// durable either (src/files/power-loss.ts). Each case fails one fsync, goes on as a program would, cuts
 // the power, recovers the files and reopens: the failed commit is absent, no acknowledged commit is lost,
 // replay == database, integrity ok. docs/RELIABILITY.md, "Fsync failure".
 import assert from 'node:assert/strict';
@@ -14,8 +14,8 @@ import { loadHash } from '../src/format/index.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { verifyDatabase } from '../src/restore/restore.js';
-import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import { PowerLossFileSystem, type RecoverOptions } from '../src/storage/power-loss.js';
+import { FaultyFileSystem } from '../src/files/faulty-fs.js';
+import { PowerLossFileSystem, type RecoverOptions } from '../src/files/power-loss.js';
 import { powerRuntime, scratchDir } from './helpers/power-loss.js';
 import { nativeIntegrity } from './helpers/util.js';
 

@@ -17,7 +17,7 @@ import { journalPaths } from '../src/journal/paths.js';
 import { open } from '../src/node/index.js';
 import { compactDatabase } from '../src/restore/compact-database.js';
 import { verifyDatabase } from '../src/restore/restore.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import {
   compact,
   fileHashes,

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import { JournalReader, memorySource, type Position } from '../src/format/index.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

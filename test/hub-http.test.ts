@@ -22,7 +22,7 @@ import {
   HEADER_JOURNAL,
   HEADER_MODE,
 } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

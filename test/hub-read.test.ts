@@ -12,7 +12,7 @@ import { FLAG_FULL_IMAGE, memorySource, type Position, toHex } from '../src/form
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION, formatPosition } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

@@ -8,8 +8,8 @@ import BetterSqlite3 from 'better-sqlite3';
 import { JournalFormatError, JournalReader, memorySource } from '../src/format/index.js';
 import { open } from '../src/node/index.js';
 import { EMPTY_POSITION, HubError } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
-import type { SyncError } from '../src/sync/push-errors.js';
+import { HubClient } from '../src/client/hub-client.js';
+import type { SyncError } from '../src/client/push-errors.js';
 import { runCli } from './helpers/cli.js';
 import {
   concatBytes,

@@ -7,7 +7,7 @@ import { JournalReader, loadHash, memorySource, SnapshotBodyWriter } from '../sr
 import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import type { FileHandle, OpenOptions } from '../src/storage/file-system.js';
+import type { FileHandle, OpenOptions } from '../src/files/file-system.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 

@@ -8,8 +8,8 @@ import { OpenError } from '../src/api/errors.js';
 import { openWith } from '../src/api/open.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { FaultyFileSystem, InjectedFault } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { FaultyFileSystem, InjectedFault } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());

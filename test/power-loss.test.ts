@@ -1,4 +1,4 @@
-// Power loss, simulated (src/storage/power-loss.ts): the writer runs small versions of the benchmark
+// Power loss, simulated (src/files/power-loss.ts): the writer runs small versions of the benchmark
 // workloads a, b and c under both durabilities, and the power is cut at its sync points (every one, or
 // every k-th to keep this file under a minute; `npm run power-loss` runs them all); the files are rewritten
 // to what a disk would hold — nothing unsynced (strict), or a seeded torn mix — and the writer is reopened:
@@ -11,8 +11,8 @@ import { after, test } from 'node:test';
 import { openWith } from '../src/api/open.js';
 import { JournalReader, loadHash, memorySource, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src/storage/power-loss.js';
+import { FaultyFileSystem } from '../src/files/faulty-fs.js';
+import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src/files/power-loss.js';
 import {
   type Durability,
   powerRuntime,

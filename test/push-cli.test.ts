@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { runCli } from './helpers/cli.js';
 import { MYCELITE_BIN, startTestHub, type TestHub } from './helpers/hub.js';
 import { freePort } from './helpers/tcp-proxy.js';

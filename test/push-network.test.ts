@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { type SpawnedHub, spawnHub, startTestHub, type TestHub } from './helpers/hub.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, journalEnd, journalOf, tempDir } from './helpers/util.js';

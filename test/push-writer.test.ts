@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { type MyceliteDatabase, OpenError, open, SyncError } from '../src/node/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
-import type { SyncState } from '../src/sync/pusher.js';
+import { HubClient } from '../src/client/hub-client.js';
+import type { SyncState } from '../src/client/pusher.js';
 import {
   concatBytes,
   makeHistory,

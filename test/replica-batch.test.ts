@@ -14,8 +14,8 @@ import { NodeFileSystem } from '../src/node/node-fs.js';
 import { StreamParser } from '../src/protocol/index.js';
 import { ChecksumMismatchError } from '../src/replica/apply.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/storage/faulty-fs.js';
-import type { Runtime } from '../src/storage/file-system.js';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { type Encoded, prng, reencode, snapshotsAfter } from './helpers/replica.js';
 import {
   cleanupTempDirs,
@@ -128,7 +128,7 @@ test('a batch whose last postChecksum lies is refused whole; the journal is cut 
 });
 
 // The crash windows of a batch are reached through the labelled fault file system: the replica's own file
-// operations fail at one label (src/storage/faulty-fs.ts), leaving its files as a crash there would.
+// operations fail at one label (src/files/faulty-fs.ts), leaving its files as a crash there would.
 const faulty = new FaultyFileSystem(new NodeFileSystem());
 const faultyRuntime: Runtime = { ...nodeRuntime, fs: faulty };
 

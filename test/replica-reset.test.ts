@@ -13,7 +13,7 @@ import { after, test } from 'node:test';
 import { isPlainImage, PATCH_HEADER_SIZE, SNAPSHOT_HEADER_SIZE, toHex } from '../src/format/index.js';
 import { type MyceliteDatabase, open, openReplica, type ReplicaEvents } from '../src/node/index.js';
 import { StreamParser } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { runCli } from './helpers/cli.js';
 import { caughtUp, followReplica, startTestHub, type TestHub } from './helpers/hub.js';
 import { reencode } from './helpers/replica.js';

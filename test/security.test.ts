@@ -24,7 +24,7 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
 } from '../src/protocol/index.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

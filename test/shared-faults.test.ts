@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type MyceliteDatabase, nodeRuntime, open } from '../src/node/index.js';
 import { clearRejections, keepRejections, keptRejections } from '../src/shared/rejections.js';
-import { HubClient } from '../src/sync/hub-client.js';
+import { HubClient } from '../src/client/hub-client.js';
 import { startTestHub, type TestHub } from './helpers/hub.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';

@@ -11,7 +11,7 @@ import { DEFAULT_RETENTION, parseRetention, type RetentionPolicy } from '../hist
 import { historyEnd } from '../history/source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 
 /** History options of `open` (`history: false` turns automatic compaction off). */
 export interface HistoryOptions {

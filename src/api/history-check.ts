@@ -13,7 +13,7 @@ import {
 } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 
 /** What the check found. */
 export interface HistoryCheck {

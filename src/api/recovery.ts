@@ -31,7 +31,7 @@ import {
   type SyncedMarker,
   sameFingerprint,
 } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import { RecoveryError, step } from './errors.js';
 import { fileIs, rebuild, redoAside } from './redo.js';

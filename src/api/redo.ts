@@ -11,8 +11,8 @@ import { fileSource } from '../journal/file-source.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { readPageSize } from '../journal/sqlite-header.js';
 import { redo, redoPoint, replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
-import { ShadowFile } from '../storage/shadow-file.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 
 /** A database file and its journal's files. */
 export interface DatabaseFiles {

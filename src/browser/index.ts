@@ -25,7 +25,7 @@
  * await db.setHub({ url: location.origin, db: 'budget', token }); // sync from now on
  * ```
  */
-import { Emitter } from '../sync/emitter.js';
+import { Emitter } from '../client/emitter.js';
 import {
   type BenchResult,
   type BrowserStatus,

@@ -2,7 +2,7 @@
  * An in-memory FileSystem: SQLite's temporary files in the browser worker, and time-travel copies of a
  * database (a replay into memory, queried read-only). Nothing here is durable.
  */
-import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, OpenOptions } from '../files/file-system.js';
 
 interface Entry {
   data: Uint8Array;

@@ -2,9 +2,9 @@
  * Messages between a page, its database worker and the other tabs of the origin (BroadcastChannel).
  * Everything is structured-clone data (bigints included).
  */
-import type { ConflictEvent } from '../sync/writer-sync.js';
+import type { ConflictEvent } from '../client/writer-sync.js';
 
-export type { Conflict, ConflictChoice, ConflictEvent, ConflictKind } from '../sync/writer-sync.js';
+export type { Conflict, ConflictChoice, ConflictEvent, ConflictKind } from '../client/writer-sync.js';
 
 /** A writer commits and pushes to the hub; a replica follows the hub, read-only. */
 export type Role = 'writer' | 'replica';

@@ -17,7 +17,7 @@
  * throws with what to do. Handles stay open until `close()`; another worker (tab) cannot open the same
  * pool meanwhile, which is the cross-tab exclusion the writer relies on (together with a Web Lock).
  */
-import type { FileHandle, FileSystem, OpenOptions } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, OpenOptions } from '../files/file-system.js';
 import { type OpfsDirectoryHandle, opfsDirectory, type SyncAccessHandle } from './opfs-types.js';
 
 const HEADER = 4096;

@@ -2,7 +2,7 @@
  * The browser runtime of `openWith`: files in an OPFS pool, temporary files (under /tmp/) in memory.
  * Paths are absolute, '/'-separated names inside the pool; they never reach a real file system.
  */
-import type { DeleteOptions, FileHandle, FileSystem, OpenOptions, Runtime } from '../storage/file-system.js';
+import type { DeleteOptions, FileHandle, FileSystem, OpenOptions, Runtime } from '../files/file-system.js';
 import { MemoryFileSystem } from './memory-fs.js';
 
 /** Where temporary files live: memory, not OPFS. */

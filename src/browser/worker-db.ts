@@ -17,8 +17,8 @@ import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
-import { readAt } from '../storage/file-system.js';
-import { describeHubUrls } from '../sync/hub-urls.js';
+import { readAt } from '../files/file-system.js';
+import { describeHubUrls } from '../client/hub-urls.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
 import type {
   BenchResult,

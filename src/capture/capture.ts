@@ -27,8 +27,8 @@ import {
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { readDbPages, readPageSize, rollbackJournalNonce } from '../journal/sqlite-header.js';
 import { fingerprintOf, writeSyncedMarker } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
-import { ShadowFile } from '../storage/shadow-file.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
 import { appendChange, type ChangeOptions, filePages, type Pages } from './outside.js';

@@ -4,7 +4,7 @@
  * transaction and is worthless after a crash. It lives in memory up to a budget and in a file past it,
  * is never fsynced, and SQLite's delete of it just empties it.
  */
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 
 /** The moved rollback journal of one database. */
 export class MovedRollback {

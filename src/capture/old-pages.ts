@@ -2,7 +2,7 @@
  * The content pages had when their transaction began, kept until the transaction commits. Held in memory
  * up to a budget; past it, spilled to a scratch file so a transaction of any size runs in bounded memory.
  */
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 
 /** An old page: its bytes, a spill-file offset, or `null` when the page did not exist. */
 type Entry = Uint8Array | number | null;

@@ -17,7 +17,7 @@ import {
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
-import type { FileHandle } from '../storage/file-system.js';
+import type { FileHandle } from '../files/file-system.js';
 
 /** A database state, page by page (a file, or a time-travel page index over the history). */
 export interface Pages {

@@ -8,7 +8,7 @@
  * Writes are kept in chunks of a fixed size (the database's page size), in memory up to a budget and in
  * a spill file past it, so a transaction of any size runs in bounded memory.
  */
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 
 /** A chunk's bytes, or its offset in the spill file. */
 type Chunk = Uint8Array | number;

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { JournalFormatError } from '../format/index.js';
-import { parseHubUrls } from '../sync/hub-urls.js';
+import { parseHubUrls } from '../client/hub-urls.js';
 
 /** Ends a command with an exit code; its message (if any) was already printed. */
 export class CliExit extends Error {

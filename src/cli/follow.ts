@@ -14,7 +14,7 @@ import { nodeRuntime } from '../node/runtime.js';
 import { checkDbName, HubError } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
-import { HubUnreachableError } from '../sync/hub-client.js';
+import { HubUnreachableError } from '../client/hub-client.js';
 import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {

@@ -16,8 +16,8 @@ import { nodeRuntime } from '../node/runtime.js';
 import { HubError } from '../protocol/index.js';
 import type { Target } from '../restore/replay.js';
 import { restoreDatabase } from '../restore/restore.js';
-import { HubClient, type HubTarget } from '../sync/hub-client.js';
-import { checkHubOptions } from '../sync/writer-start.js';
+import { HubClient, type HubTarget } from '../client/hub-client.js';
+import { checkHubOptions } from '../client/writer-start.js';
 
 export async function restoreFromHub(
   target: HubTarget,

@@ -2,7 +2,7 @@
  * `mycelite push DB --hub URL --db NAME [--token T] [--watch]`: push a database's snapshots to a hub. Once:
  * opens DB as its writer (recovering it), pushes the backlog and exits. With --watch (or when another
  * process is DB's writer): reads the journal without being the writer and pushes each snapshot once it
- * is certainly committed (src/sync/journal-tail.ts).
+ * is certainly committed (src/client/journal-tail.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,11 +10,11 @@ import type { Command } from 'commander';
 import { loadHash } from '../format/index.js';
 import { journalPaths } from '../journal/paths.js';
 import { nodeRuntime, open } from '../node/index.js';
-import { HubClient, type HubTarget } from '../sync/hub-client.js';
-import { describeHubUrls } from '../sync/hub-urls.js';
-import { CommittedTail } from '../sync/journal-tail.js';
-import { Pusher, type SyncStatus, type WriterSync } from '../sync/pusher.js';
-import { checkHubOptions } from '../sync/writer-start.js';
+import { HubClient, type HubTarget } from '../client/hub-client.js';
+import { describeHubUrls } from '../client/hub-urls.js';
+import { CommittedTail } from '../client/journal-tail.js';
+import { Pusher, type SyncStatus, type WriterSync } from '../client/pusher.js';
+import { checkHubOptions } from '../client/writer-start.js';
 import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {

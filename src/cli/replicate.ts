@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { runDaemon } from '../sidecar/daemon.js';
 import { type Replicator, replicate } from '../sidecar/replicate.js';
-import type { HubOptions } from '../sync/writer-start.js';
+import type { HubOptions } from '../client/writer-start.js';
 import { writeErr } from './common.js';
 
 interface ReplicateCliOptions {

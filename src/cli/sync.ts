@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { asFound } from '../node/as-found.js';
 import { open } from '../node/index.js';
-import { checkHubOptions } from '../sync/writer-start.js';
+import { checkHubOptions } from '../client/writer-start.js';
 import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
 
 interface SyncOptions {

@@ -18,7 +18,7 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { PageFile } from '../journal/page-file.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 import { HistoryWriter } from './history-writer.js';
 import { type RetentionPolicy, retainedPoints } from './policy.js';
 import { type HistoryPaths, openHistory } from './source.js';

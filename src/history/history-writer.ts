@@ -18,7 +18,7 @@ import {
   type SnapshotHeader,
 } from '../format/index.js';
 import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
-import type { FileHandle } from '../storage/file-system.js';
+import type { FileHandle } from '../files/file-system.js';
 
 /** The header fields of a snapshot besides its length, patchCount and body flags. */
 export type PointFields = Omit<SnapshotHeader, 'length' | 'patchCount'>;

@@ -16,7 +16,7 @@ import {
   xxh64,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { FileHandle, FileSystem } from '../storage/file-system.js';
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 
 /** Where a database's journal and compacted history are. */
 export interface HistoryPaths {

@@ -36,7 +36,7 @@ import { type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
-import { writeFileAtomic } from '../storage/file-system.js';
+import { writeFileAtomic } from '../files/file-system.js';
 import type { CheckJob } from './check-worker.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';

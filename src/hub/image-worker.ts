@@ -11,7 +11,7 @@ import { fileSource } from '../journal/file-source.js';
 import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { replay } from '../restore/replay.js';
-import type { FileHandle } from '../storage/file-system.js';
+import type { FileHandle } from '../files/file-system.js';
 import type { WorkerAnswer } from './worker.js';
 
 /** Encodes the pages of the file `pages` (a copy of a head file) as the image `fields` describes. */

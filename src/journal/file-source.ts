@@ -1,6 +1,6 @@
 /** A format ByteSource over a storage FileHandle. */
 import type { ByteSource } from '../format/index.js';
-import { type FileHandle, readAt } from '../storage/file-system.js';
+import { type FileHandle, readAt } from '../files/file-system.js';
 
 /** Reads `file` as a ByteSource; its size is taken once, at creation. */
 export function fileSource(file: FileHandle): ByteSource {

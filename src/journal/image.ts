@@ -14,7 +14,7 @@ import {
   SnapshotBodyWriter,
   type SnapshotHeader,
 } from '../format/index.js';
-import { type FileHandle, readAt } from '../storage/file-system.js';
+import { type FileHandle, readAt } from '../files/file-system.js';
 
 /** What an image snapshot says besides its pages: normally copied from the snapshot it stands for. */
 export interface ImageFields {

@@ -10,7 +10,7 @@ import {
   type Position,
   type SnapshotInfo,
 } from '../format/index.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 import { fileSource } from './file-source.js';
 
 /** A journal as found. */

@@ -17,7 +17,7 @@ import {
   type SnapshotHeader,
   type SnapshotInfo,
 } from '../format/index.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
 import { fileSource } from './file-source.js';
 import { type JournalScan, scanJournal } from './journal-scan.js';
 

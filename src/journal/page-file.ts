@@ -4,7 +4,7 @@
  * wrote (docs/FORMAT.md, "Database checksum") as it goes, so a restore need not read the file back.
  */
 import { pageTerm, zeroPage } from '../format/index.js';
-import type { FileHandle } from '../storage/file-system.js';
+import type { FileHandle } from '../files/file-system.js';
 
 /** A file of pages that snapshots are applied to. */
 export class PageFile {

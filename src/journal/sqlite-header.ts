@@ -1,5 +1,5 @@
 /** Facts read from the 100-byte header of a SQLite database file (https://www.sqlite.org/fileformat.html). */
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 
 /** The page size stored at offset 16 (big-endian u16; 1 means 65536). */
 export function readPageSize(db: FileHandle): number {

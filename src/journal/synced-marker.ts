@@ -12,7 +12,7 @@
  * hash at 56) and the 32-byte version 1 ("MYCSYNC1": txid, checksum, hash; no fingerprint) are still read.
  */
 import { type Position, pageTerm, xxh64 } from '../format/index.js';
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import { readPageSize } from './sqlite-header.js';
 
 /** A journal position: a txid and the database checksum after it. */

@@ -24,8 +24,8 @@ import { OpenError } from '../api/errors.js';
 import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, type OpenWarning, refuseWal } from '../api/open.js';
 import { leaveWal } from './from-wal.js';
 
-export { SyncError } from '../sync/push-errors.js';
-export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../sync/pusher.js';
+export { SyncError } from '../client/push-errors.js';
+export type { SyncEvents, SyncState, SyncStatus, WriterSync } from '../client/pusher.js';
 
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
@@ -45,7 +45,7 @@ export {
 } from '../replica/follower.js';
 export { ReplicaOpenError, type ReplicaReset } from '../replica/replica.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
-export { HubClient, type HubTarget, HubUnreachableError } from '../sync/hub-client.js';
+export { HubClient, type HubTarget, HubUnreachableError } from '../client/hub-client.js';
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';
 export { openAt } from './open-at.js';
 export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';

@@ -7,7 +7,7 @@ import type {
   FileSystem,
   LockLevel,
   OpenOptions,
-} from '../storage/file-system.js';
+} from '../files/file-system.js';
 import { tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
 import { beginSync, syncThreadAvailable } from './sync-thread.js';

@@ -19,7 +19,7 @@ import { loadSqlite } from '../engine/sqlite.js';
 import type { Position } from '../format/index.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
 import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
-import { checkHubOptions } from '../sync/writer-start.js';
+import { checkHubOptions } from '../client/writer-start.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
 import { nodeRuntime } from './runtime.js';
 

@@ -1,7 +1,7 @@
 /** The Node.js runtime of `openWith`: real files through node:fs, temporary files in the OS's directory. */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Runtime } from '../storage/file-system.js';
+import type { Runtime } from '../files/file-system.js';
 import { NodeFileSystem } from './node-fs.js';
 
 let counter = 0;

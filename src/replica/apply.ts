@@ -24,7 +24,7 @@ import {
 } from '../format/index.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import { type EncodedSnapshot, unpackSnapshot } from '../protocol/stream.js';
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
 export interface PostStep {

@@ -13,9 +13,9 @@ import {
   toHex,
 } from '../format/index.js';
 import { DEAD_STREAM_MS, type EncodedSnapshot, HubError, StreamParser } from '../protocol/index.js';
-import { Emitter } from '../sync/emitter.js';
-import { HubClient, type HubTarget, troubleState } from '../sync/hub-client.js';
-import { isTransient } from '../sync/push-errors.js';
+import { Emitter } from '../client/emitter.js';
+import { HubClient, type HubTarget, troubleState } from '../client/hub-client.js';
+import { isTransient } from '../client/push-errors.js';
 import { ChecksumMismatchError } from './apply.js';
 import { BATCH_BYTES, batchCost } from './batch.js';
 import type { ReplicaReset, ReplicaStore } from './replica.js';

@@ -15,7 +15,7 @@ import {
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { journalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 
 /** The contents of a replica's tag file (`-mycelite/replica`). */
 export const REPLICA_TAG = new TextEncoder().encode('replica\n');

@@ -2,7 +2,7 @@
  * A replica's inflight marker (`-mycelite/inflight`), encoded and decoded: which apply (one snapshot, a
  * batch, a reset) was under way, and what its post step must make true (see replica.ts). Runtime-neutral.
  */
-import { type FileHandle, readAt } from '../storage/file-system.js';
+import { type FileHandle, readAt } from '../files/file-system.js';
 import type { PostStep } from './apply.js';
 
 /**

@@ -34,7 +34,7 @@ import { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths, missingDirectory } from '../journal/paths.js';
 import type { EncodedSnapshot } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../files/file-system.js';
 import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import {
   ApplyBusyError,

@@ -12,7 +12,7 @@ import type { RetentionPolicy } from '../history/policy.js';
 import { historyEnd } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { type JournalPaths, journalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 
 export interface CompactDatabaseOptions {
   policy: RetentionPolicy;

@@ -19,7 +19,7 @@ import {
 } from '../format/index.js';
 import { checkpointBefore, findPoint, type Target } from '../history/points.js';
 import { PageFile } from '../journal/page-file.js';
-import type { FileHandle } from '../storage/file-system.js';
+import type { FileHandle } from '../files/file-system.js';
 
 export { type Target, TargetNotFoundError } from '../history/points.js';
 

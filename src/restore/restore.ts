@@ -16,8 +16,8 @@ import {
 import { type HistorySource, openHistory } from '../history/source.js';
 import { journalPaths } from '../journal/paths.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../storage/file-system.js';
-import { ShadowFile } from '../storage/shadow-file.js';
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import { type Progress, redo, redoPoint, replay, type Target } from './replay.js';
 
 /** Options of restoreDatabase. */

@@ -7,10 +7,10 @@
 
 import { type Position, sameBytes } from '../format/index.js';
 import { type DbMode, HubError, otherModeAdvice, StreamParser, toJsonPosition } from '../protocol/index.js';
-import { Emitter } from '../sync/emitter.js';
-import { type HubClient, type Lease, troubleState } from '../sync/hub-client.js';
-import { describeHubUrls } from '../sync/hub-urls.js';
-import { fatalFromHub, isTransient, SyncError } from '../sync/push-errors.js';
+import { Emitter } from '../client/emitter.js';
+import { type HubClient, type Lease, troubleState } from '../client/hub-client.js';
+import { describeHubUrls } from '../client/hub-urls.js';
+import { fatalFromHub, isTransient, SyncError } from '../client/push-errors.js';
 import type {
   Conflict,
   ConflictChoice,
@@ -18,8 +18,8 @@ import type {
   SyncState,
   SyncStatus,
   WriterSync,
-} from '../sync/writer-sync.js';
-import { FlushWaiters } from '../sync/writer-sync.js';
+} from '../client/writer-sync.js';
+import { FlushWaiters } from '../client/writer-sync.js';
 import { type Device, DeviceBusyError, type IncomingSnapshot, type RebaseReport } from './device.js';
 
 export interface DeviceSyncOptions {

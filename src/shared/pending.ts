@@ -12,7 +12,7 @@
  * Appends are fsynced; everything else is a whole new file renamed into place.
  */
 import { concatBytes, type Position, xxh64 } from '../format/index.js';
-import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
 import type { LocalChange } from './changes.js';
 
 export type { LocalChange };

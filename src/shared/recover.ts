@@ -19,8 +19,8 @@ import {
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { setSyncedMarker } from '../journal/synced-marker.js';
-import type { FileSystem } from '../storage/file-system.js';
-import { ShadowFile } from '../storage/shadow-file.js';
+import type { FileSystem } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { DevicePaths } from './device.js';
 import type { PendingQueue } from './pending.js';

@@ -10,7 +10,7 @@
  * File: UTF-8, one JSON object per line, `{"seq":"12","reason":"…"}`; replaced whole (atomically).
  * Runtime-neutral.
  */
-import { type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
 
 /** A rejected local change: its sequence number and why. */
 export interface Rejection {

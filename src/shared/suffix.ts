@@ -18,7 +18,7 @@ import {
   xxh64,
 } from '../format/index.js';
 import { writeSuffix } from '../journal/journal-writer.js';
-import { type FileSystem, readAt, writeFileAtomic } from '../storage/file-system.js';
+import { type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
 
 const MAGIC = new TextEncoder().encode('MYCREBS1');
 

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import type { HubOptions } from '../sync/writer-start.js';
+import type { HubOptions } from '../client/writer-start.js';
 import { type Replicator, replicate } from './replicate.js';
 
 export interface DaemonEntry {

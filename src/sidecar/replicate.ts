@@ -20,7 +20,7 @@
 import * as path from 'node:path';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime } from '../node/runtime.js';
-import { checkHubOptions, startWriterSync } from '../sync/writer-start.js';
+import { checkHubOptions, startWriterSync } from '../client/writer-start.js';
 import { checkDatabase } from './checks.js';
 import { loadNative } from './native.js';
 import { ReplicateError, type ReplicateOptions, type Replicator } from './replicator.js';

@@ -1,7 +1,7 @@
 /** The sidecar's public face: its options, events, the `Replicator` it returns, its error. */
 import type { SnapshotInfo } from '../format/index.js';
-import type { Pusher } from '../sync/pusher.js';
-import type { HubOptions } from '../sync/writer-start.js';
+import type { Pusher } from '../client/pusher.js';
+import type { HubOptions } from '../client/writer-start.js';
 
 export interface ReplicateOptions {
   /** Push every snapshot to this hub database as well. */

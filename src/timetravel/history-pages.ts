@@ -3,7 +3,7 @@ import type { Pages } from '../capture/outside.js';
 import type { SnapshotInfo } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../storage/file-system.js';
+import type { FileSystem } from '../files/file-system.js';
 import { PageIndex, type ViewTarget } from './page-index.js';
 
 /**

@@ -2,7 +2,7 @@
  * SQLite's locking protocol between connections of one process, for storage that has no locks of its
  * own (the fallback when a FileHandle offers none). One table per file path.
  */
-import type { LockLevel } from '../storage/file-system.js';
+import type { LockLevel } from '../files/file-system.js';
 
 interface Table {
   shared: number;

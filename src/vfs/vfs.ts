@@ -10,7 +10,7 @@ import type { Capture } from '../capture/capture.js';
 import type { MovedRollback } from '../capture/moved-rollback.js';
 import { setIoErrorDetail } from '../engine/errors.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
-import type { FileHandle, FileSystem, LockLevel } from '../storage/file-system.js';
+import type { FileHandle, FileSystem, LockLevel } from '../files/file-system.js';
 import { LocalLocks } from './local-locks.js';
 
 /** How the VFS reaches the runtime beyond files. */

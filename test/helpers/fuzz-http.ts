@@ -13,7 +13,7 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
 } from '../../src/protocol/index.js';
-import { HubClient } from '../../src/sync/hub-client.js';
+import { HubClient } from '../../src/client/hub-client.js';
 import { type Corpus, describe, FuzzFailure, headerArb, mutate, mutationsArb } from './fuzz.js';
 import { concatBytes, startTestHub, type TestHub } from './hub.js';
 import { sha256, tempDir } from './util.js';

@@ -25,7 +25,7 @@ import {
 import { authorize, verifyToken } from '../../src/hub/auth.js';
 import { EMPTY_POSITION, HubError, StreamParser } from '../../src/protocol/index.js';
 import { replay } from '../../src/restore/replay.js';
-import type { FileHandle } from '../../src/storage/file-system.js';
+import type { FileHandle } from '../../src/files/file-system.js';
 import { concatBytes, type History, makeHistory } from './hub.js';
 import { sha256 } from './util.js';
 

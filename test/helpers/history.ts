@@ -7,8 +7,8 @@ import { journalPaths } from '../../src/journal/paths.js';
 import { NodeFileSystem } from '../../src/node/node-fs.js';
 import type { Target } from '../../src/restore/replay.js';
 import { logDatabase, restoreDatabase } from '../../src/restore/restore.js';
-import { roleOf } from '../../src/storage/faulty-fs.js';
-import type { FileSystem } from '../../src/storage/file-system.js';
+import { roleOf } from '../../src/files/faulty-fs.js';
+import type { FileSystem } from '../../src/files/file-system.js';
 import { sha256 } from './util.js';
 
 export const nodeFs = new NodeFileSystem();
@@ -74,7 +74,7 @@ export function leftovers(db: string): string[] {
   return [`${p.history}.tmp`, `${p.journal}.tmp`, p.scratch].filter((f) => fs.existsSync(f));
 }
 
-/** Fault labels for the compaction's files (src/storage/faulty-fs.ts roleOf knows the writer's only). */
+/** Fault labels for the compaction's files (src/files/faulty-fs.ts roleOf knows the writer's only). */
 export function historyRole(path: string): string {
   if (/-mycelite\/history$/.test(path)) return 'history';
   if (/-mycelite\/history\.tmp$/.test(path)) return 'history-tmp';

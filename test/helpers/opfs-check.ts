@@ -6,8 +6,8 @@
  */
 import { OpfsPoolFileSystem } from '../../src/browser/opfs-pool.js';
 import { opfsDirectory, type SyncAccessHandle } from '../../src/browser/opfs-types.js';
-import { readAt, writeFileAtomic } from '../../src/storage/file-system.js';
-import { ShadowFile } from '../../src/storage/shadow-file.js';
+import { readAt, writeFileAtomic } from '../../src/files/file-system.js';
+import { ShadowFile } from '../../src/files/shadow-file.js';
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const str = (b: Uint8Array): string => new TextDecoder().decode(b);

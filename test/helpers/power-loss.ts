@@ -1,5 +1,5 @@
 /**
- * Power-loss harness (src/storage/power-loss.ts), shared by test/power-loss.test.ts and
+ * Power-loss harness (src/files/power-loss.ts), shared by test/power-loss.test.ts and
  * scripts/power-loss.ts. Small versions of the benchmark workloads a, b and c
  * (../shared/bench/WORKLOADS.md) run on a writer whose file system cuts the power at one sync point;
  * the files are then rewritten to what a disk would hold (strict: nothing unsynced; every directory change
@@ -25,9 +25,9 @@ import { type MyceliteDatabase, openWith } from '../../src/api/open.js';
 import { nodeRuntime } from '../../src/node/index.js';
 import { ReplicaStore } from '../../src/replica/replica.js';
 import { restoreDatabase, verifyDatabase } from '../../src/restore/restore.js';
-import type { FaultPlan, FaultyFileSystem } from '../../src/storage/faulty-fs.js';
-import type { Runtime } from '../../src/storage/file-system.js';
-import type { CrashPlan, PowerLossFileSystem, RecoverOptions } from '../../src/storage/power-loss.js';
+import type { FaultPlan, FaultyFileSystem } from '../../src/files/faulty-fs.js';
+import type { Runtime } from '../../src/files/file-system.js';
+import type { CrashPlan, PowerLossFileSystem, RecoverOptions } from '../../src/files/power-loss.js';
 import { prng } from './prng.js';
 import { snapshotsAfter } from './replica.js';
 import { nativeIntegrity } from './util.js';

@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import { nodeRuntime } from '../../src/node/index.js';
 import { ReplicaStore } from '../../src/replica/replica.js';
-import { HubClient } from '../../src/sync/hub-client.js';
+import { HubClient } from '../../src/client/hub-client.js';
 import { type Proc, sleep, start } from './child.js';
 import { MYCELITE_BIN, readJournal, type SpawnedHub, spawnHub } from './hub.js';
 import { prng } from './replica.js';

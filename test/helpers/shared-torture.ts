@@ -27,7 +27,7 @@ import { JournalReader, loadHash, memorySource, walkPatches } from '../../src/fo
 import { nodeRuntime } from '../../src/node/index.js';
 import { StreamParser } from '../../src/protocol/index.js';
 import { verifyDatabase } from '../../src/restore/restore.js';
-import { HubClient, HubUnreachableError } from '../../src/sync/hub-client.js';
+import { HubClient, HubUnreachableError } from '../../src/client/hub-client.js';
 import { type Proc, sleep, start } from './child.js';
 import { runCli } from './cli.js';
 import { type SpawnedHub, spawnHub } from './hub.js';

@@ -5,7 +5,7 @@
 import type { Position } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { checkDbName } from '../protocol/index.js';
-import { type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileSystem, readAt } from '../files/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
 import { describeHubUrls, parseHubUrls } from './hub-urls.js';
 import { JournalIndex } from './journal-index.js';

@@ -17,7 +17,7 @@ import {
   sameBytes,
 } from '../format/index.js';
 import { hotJournalNonce } from '../journal/sqlite-header.js';
-import { type FileHandle, type FileSystem, readAt } from '../storage/file-system.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import { JournalIndex, readNewSnapshots } from './journal-index.js';
 
 export interface TailPoll {
