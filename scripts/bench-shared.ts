@@ -16,10 +16,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { HubClient } from '../src/client/hub-client.js';
 import { mintToken } from '../src/hub/auth.js';
 import { startHub } from '../src/hub/index.js';
 import { type MyceliteDatabase, open } from '../src/node/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const opts = new Command('bench-shared')

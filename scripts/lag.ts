@@ -16,9 +16,9 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { HubClient } from '../src/client/hub-client.js';
 import { loadOrCreateKey, mintToken } from '../src/hub/index.js';
 import { open, openReplica } from '../src/node/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 import { FrameScanner, percentile } from './measure.js';
 
 const BIN = fileURLToPath(new URL('../../bin/mycelite.js', import.meta.url));

@@ -17,10 +17,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadHash } from '../src/format/index.js';
-import { NodeFileSystem } from '../src/node/node-fs.js';
 import { FaultyFileSystem } from '../src/files/faulty-fs.js';
 import { PowerLossFileSystem } from '../src/files/power-loss.js';
+import { loadHash } from '../src/format/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
 import {
   type CaseResult,
   type CrashCase,

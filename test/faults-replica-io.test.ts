@@ -8,12 +8,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { openWith } from '../src/api/open.js';
+import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { JournalReader, loadHash, memorySource } from '../src/format/index.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
-import type { Runtime } from '../src/files/file-system.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 

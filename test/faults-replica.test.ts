@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
-import type { Runtime } from '../src/files/file-system.js';
 import { type Encoded, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, replayBytes, sha256, tempDir } from './helpers/util.js';
 

@@ -8,12 +8,12 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type MyceliteDatabase, type OpenWarning, openWith } from '../src/api/open.js';
+import { FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { JournalReader, memorySource, xxh64 } from '../src/format/index.js';
 import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { FaultyFileSystem } from '../src/files/faulty-fs.js';
-import type { Runtime } from '../src/files/file-system.js';
 import { startTestHub } from './helpers/hub.js';
 import { cleanupTempDirs, journalOf, replayMatches, tempDir } from './helpers/util.js';
 

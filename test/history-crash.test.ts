@@ -11,13 +11,13 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import { parseRetention, retainedPoints } from '../src/history/policy.js';
 import { openHistory } from '../src/history/source.js';
 import { journalPaths } from '../src/journal/paths.js';
 import { open } from '../src/node/index.js';
 import { compactDatabase } from '../src/restore/compact-database.js';
 import { verifyDatabase } from '../src/restore/restore.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import {
   compact,
   fileHashes,

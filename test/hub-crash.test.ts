@@ -10,9 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
+import { HubClient } from '../src/client/hub-client.js';
 import { JournalReader, memorySource, type Position } from '../src/format/index.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

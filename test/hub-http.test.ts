@@ -11,6 +11,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import { HubClient } from '../src/client/hub-client.js';
 import type { Position } from '../src/format/index.js';
 import { toHex } from '../src/format/index.js';
 import {
@@ -22,7 +23,6 @@ import {
   HEADER_JOURNAL,
   HEADER_MODE,
 } from '../src/protocol/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

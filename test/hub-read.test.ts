@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { HubClient } from '../src/client/hub-client.js';
 import { FLAG_FULL_IMAGE, memorySource, type Position, toHex } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION, formatPosition } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
-import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

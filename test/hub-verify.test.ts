@@ -5,11 +5,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
+import { HubClient } from '../src/client/hub-client.js';
+import type { SyncError } from '../src/client/push-errors.js';
 import { JournalFormatError, JournalReader, memorySource } from '../src/format/index.js';
 import { open } from '../src/node/index.js';
 import { EMPTY_POSITION, HubError } from '../src/protocol/index.js';
-import { HubClient } from '../src/client/hub-client.js';
-import type { SyncError } from '../src/client/push-errors.js';
 import { runCli } from './helpers/cli.js';
 import {
   concatBytes,

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
+import type { FileHandle, OpenOptions } from '../src/files/file-system.js';
 import { JournalReader, loadHash, memorySource, SnapshotBodyWriter } from '../src/format/index.js';
 import { JournalWriter } from '../src/journal/journal-writer.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import type { FileHandle, OpenOptions } from '../src/files/file-system.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 

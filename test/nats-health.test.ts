@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { HubClient } from '../src/client/hub-client.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 import { caughtUp, followReplica, type SpawnedHub, spawnHub } from './helpers/hub.js';
 import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { afterNatsTests, HOOK_MS, natsSkip, TEST_MS } from './helpers/nats-test.js';

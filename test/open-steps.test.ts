@@ -6,10 +6,10 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { OpenError } from '../src/api/errors.js';
 import { openWith } from '../src/api/open.js';
-import { nodeRuntime } from '../src/node/index.js';
-import { NodeFileSystem } from '../src/node/node-fs.js';
 import { FaultyFileSystem, InjectedFault } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
+import { nodeRuntime } from '../src/node/index.js';
+import { NodeFileSystem } from '../src/node/node-fs.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { JournalReader, loadHash, memorySource, type SnapshotInfo } from '../src/format/index.js';
-import { nodeRuntime, open } from '../src/node/index.js';
 import { JournalIndex } from '../src/client/journal-index.js';
 import { CommittedTail } from '../src/client/journal-tail.js';
+import { JournalReader, loadHash, memorySource, type SnapshotInfo } from '../src/format/index.js';
+import { nodeRuntime, open } from '../src/node/index.js';
 import { cleanupTempDirs, journalOf, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());

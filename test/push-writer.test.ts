@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { type MyceliteDatabase, OpenError, open, SyncError } from '../src/node/index.js';
 import { HubClient } from '../src/client/hub-client.js';
 import type { SyncState } from '../src/client/pusher.js';
+import { type MyceliteDatabase, OpenError, open, SyncError } from '../src/node/index.js';
 import {
   concatBytes,
   makeHistory,

@@ -8,14 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
+import type { Runtime } from '../src/files/file-system.js';
 import { FLAG_COMPRESSED, memorySource, type SnapshotHeader, walkPatches } from '../src/format/index.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { StreamParser } from '../src/protocol/index.js';
 import { ChecksumMismatchError } from '../src/replica/apply.js';
 import { ReplicaStore } from '../src/replica/replica.js';
-import { type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
-import type { Runtime } from '../src/files/file-system.js';
 import { type Encoded, prng, reencode, snapshotsAfter } from './helpers/replica.js';
 import {
   cleanupTempDirs,

@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import { HubClient } from '../src/client/hub-client.js';
 import { toHex } from '../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
@@ -24,7 +25,6 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
 } from '../src/protocol/index.js';
-import { HubClient } from '../src/client/hub-client.js';
 import {
   concatBytes,
   type History,

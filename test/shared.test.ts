@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type MyceliteDatabase, open } from '../src/node/index.js';
 import type { ConflictEvent } from '../src/client/writer-sync.js';
+import { type MyceliteDatabase, open } from '../src/node/index.js';
 import { startTestHub, type TestHub } from './helpers/hub.js';
 import { cleanupTempDirs, fileHash, replayMatches, tempDir } from './helpers/util.js';
 

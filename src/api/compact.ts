@@ -6,12 +6,12 @@
  * only snapshots the hub already holds leave the live journal. Runtime-neutral.
  */
 
+import type { FileSystem } from '../files/file-system.js';
 import { buildHistory, type CompactResult } from '../history/compact.js';
 import { DEFAULT_RETENTION, parseRetention, type RetentionPolicy } from '../history/policy.js';
 import { historyEnd } from '../history/source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../files/file-system.js';
 
 /** History options of `open` (`history: false` turns automatic compaction off). */
 export interface HistoryOptions {

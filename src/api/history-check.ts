@@ -4,6 +4,8 @@
  * structure), 4 ms at a time with 16 ms of rest between, so it takes a fifth of the CPU at most. Damage is reported at once
  * (a warning), never built upon silently; the database file itself is not affected by it.
  */
+
+import type { FileSystem } from '../files/file-system.js';
 import {
   checkSnapshotChecksum,
   JournalFormatError,
@@ -13,7 +15,6 @@ import {
 } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../files/file-system.js';
 
 /** What the check found. */
 export interface HistoryCheck {

@@ -5,8 +5,12 @@
  */
 
 import { Capture } from '../capture/capture.js';
+import { SyncError } from '../client/push-errors.js';
+import type { Pusher, WriterSync } from '../client/pusher.js';
+import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../client/writer-start.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
+import type { FileHandle, FileSystem, Runtime } from '../files/file-system.js';
 import { JournalReader, loadHash, type Position, type SnapshotInfo } from '../format/index.js';
 import type { CompactResult } from '../history/compact.js';
 import { parseRetention } from '../history/policy.js';
@@ -17,10 +21,6 @@ import { isWalDatabase } from '../journal/sqlite-header.js';
 import { readSyncedMarker, setSyncedMarker } from '../journal/synced-marker.js';
 import { beforeRecovery, openDeviceState, type SharedOptions, startDevice } from '../shared/open-shared.js';
 import type { PendingQueue } from '../shared/pending.js';
-import type { FileHandle, FileSystem, Runtime } from '../files/file-system.js';
-import { SyncError } from '../client/push-errors.js';
-import type { Pusher, WriterSync } from '../client/pusher.js';
-import { checkHubOptions, type HubOptions, reopenJournal, startWriterSync } from '../client/writer-start.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { ViewTarget } from '../timetravel/page-index.js';
 import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';

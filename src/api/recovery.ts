@@ -12,6 +12,7 @@
 import { appendOutsideChange, NO_PAGES, type Pages } from '../capture/outside.js';
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import {
   decodeFileHeader,
   FILE_HEADER_SIZE,
@@ -31,7 +32,6 @@ import {
   type SyncedMarker,
   sameFingerprint,
 } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import { RecoveryError, step } from './errors.js';
 import { fileIs, rebuild, redoAside } from './redo.js';

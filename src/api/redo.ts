@@ -4,6 +4,8 @@
  * or rebuild it from the whole history.
  */
 
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import type { ByteSource, Position } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { databaseChecksum } from '../journal/db-checksum.js';
@@ -11,8 +13,6 @@ import { fileSource } from '../journal/file-source.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { readPageSize } from '../journal/sqlite-header.js';
 import { redo, redoPoint, replay } from '../restore/replay.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
-import { ShadowFile } from '../files/shadow-file.js';
 
 /** A database file and its journal's files. */
 export interface DatabaseFiles {

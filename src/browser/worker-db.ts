@@ -7,9 +7,11 @@
  */
 
 import { type MyceliteDatabase, openWith } from '../api/open.js';
+import { describeHubUrls } from '../client/hub-urls.js';
 import { Database } from '../engine/database.js';
 import type { BindValue } from '../engine/sqlite.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
+import { readAt } from '../files/file-system.js';
 import { decodeFileHeader, FILE_HEADER_SIZE } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { journalPaths } from '../journal/paths.js';
@@ -17,8 +19,6 @@ import { Follower } from '../replica/follower.js';
 import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
-import { readAt } from '../files/file-system.js';
-import { describeHubUrls } from '../client/hub-urls.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
 import type {
   BenchResult,

@@ -14,6 +14,9 @@
  * commit's only one, and the writes reach the file after the commit (docs/ARCHITECTURE.md, "Journal
  * durability").
  */
+
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import {
   BODY_CHUNK_SIZE,
   BodyCompressor,
@@ -27,8 +30,6 @@ import {
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { readDbPages, readPageSize, rollbackJournalNonce } from '../journal/sqlite-header.js';
 import { fingerprintOf, writeSyncedMarker } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
-import { ShadowFile } from '../files/shadow-file.js';
 import { MovedRollback } from './moved-rollback.js';
 import { OldPages } from './old-pages.js';
 import { appendChange, type ChangeOptions, filePages, type Pages } from './outside.js';

@@ -5,6 +5,8 @@
  * and the file is never changed to fit the journal; and a revert, one snapshot taking the database back
  * to an earlier state, so that history stays linear and replicas follow it.
  */
+
+import type { FileHandle } from '../files/file-system.js';
 import {
   BODY_CHUNK_SIZE,
   BodyCompressor,
@@ -17,7 +19,6 @@ import {
 } from '../format/index.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
-import type { FileHandle } from '../files/file-system.js';
 
 /** A database state, page by page (a file, or a time-travel page index over the history). */
 export interface Pages {

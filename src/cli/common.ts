@@ -5,8 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { JournalFormatError } from '../format/index.js';
 import { parseHubUrls } from '../client/hub-urls.js';
+import { JournalFormatError } from '../format/index.js';
 
 /** Ends a command with an exit code; its message (if any) was already printed. */
 export class CliExit extends Error {

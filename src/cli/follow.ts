@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { HubUnreachableError } from '../client/hub-client.js';
 import { toHex } from '../format/index.js';
 import { journalPaths } from '../journal/paths.js';
 import { asFound } from '../node/as-found.js';
@@ -14,7 +15,6 @@ import { nodeRuntime } from '../node/runtime.js';
 import { checkDbName, HubError } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
-import { HubUnreachableError } from '../client/hub-client.js';
 import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {

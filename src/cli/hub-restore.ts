@@ -10,14 +10,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { HubClient, type HubTarget } from '../client/hub-client.js';
+import { checkHubOptions } from '../client/writer-start.js';
 import { loadHash } from '../format/index.js';
 import { historyEnd } from '../history/source.js';
 import { nodeRuntime } from '../node/runtime.js';
 import { HubError } from '../protocol/index.js';
 import type { Target } from '../restore/replay.js';
 import { restoreDatabase } from '../restore/restore.js';
-import { HubClient, type HubTarget } from '../client/hub-client.js';
-import { checkHubOptions } from '../client/writer-start.js';
 
 export async function restoreFromHub(
   target: HubTarget,

@@ -7,14 +7,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { loadHash } from '../format/index.js';
-import { journalPaths } from '../journal/paths.js';
-import { nodeRuntime, open } from '../node/index.js';
 import { HubClient, type HubTarget } from '../client/hub-client.js';
 import { describeHubUrls } from '../client/hub-urls.js';
 import { CommittedTail } from '../client/journal-tail.js';
 import { Pusher, type SyncStatus, type WriterSync } from '../client/pusher.js';
 import { checkHubOptions } from '../client/writer-start.js';
+import { loadHash } from '../format/index.js';
+import { journalPaths } from '../journal/paths.js';
+import { nodeRuntime, open } from '../node/index.js';
 import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
 
 interface PushOptions {

@@ -4,9 +4,9 @@
  * `mycelite replicate --config FILE`: many databases in one process (src/sidecar/daemon.ts).
  */
 import type { Command } from 'commander';
+import type { HubOptions } from '../client/writer-start.js';
 import { runDaemon } from '../sidecar/daemon.js';
 import { type Replicator, replicate } from '../sidecar/replicate.js';
-import type { HubOptions } from '../client/writer-start.js';
 import { writeErr } from './common.js';
 
 interface ReplicateCliOptions {

@@ -3,9 +3,9 @@
  * database with its hub (docs/ARCHITECTURE.md, "Shared databases").
  */
 import type { Command } from 'commander';
+import { checkHubOptions } from '../client/writer-start.js';
 import { asFound } from '../node/as-found.js';
 import { open } from '../node/index.js';
-import { checkHubOptions } from '../client/writer-start.js';
 import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
 
 interface SyncOptions {

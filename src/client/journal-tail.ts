@@ -7,6 +7,8 @@
  * is still there unchanged and no hot rollback journal carries its commitTag (a crash inside its
  * transaction: the next open cuts it off). Runtime-neutral: runs over the storage interface.
  */
+
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import {
   type ByteSource,
   decodeFileHeader,
@@ -17,7 +19,6 @@ import {
   sameBytes,
 } from '../format/index.js';
 import { hotJournalNonce } from '../journal/sqlite-header.js';
-import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import { JournalIndex, readNewSnapshots } from './journal-index.js';
 
 export interface TailPoll {

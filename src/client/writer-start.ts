@@ -2,10 +2,11 @@
  * Starting a writer's sync: check the hub options, index the journal, take the lease. What `open(path,
  * {hub})` calls once the database is recovered. Runtime-neutral (files through the storage interface).
  */
+
+import { type FileSystem, readAt } from '../files/file-system.js';
 import type { Position } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { checkDbName } from '../protocol/index.js';
-import { type FileSystem, readAt } from '../files/file-system.js';
 import { HubClient, type HubTarget } from './hub-client.js';
 import { describeHubUrls, parseHubUrls } from './hub-urls.js';
 import { JournalIndex } from './journal-index.js';

@@ -6,6 +6,8 @@
  * the old files (history first, then journal), and readers join the two files whatever state a crash
  * left (docs/FORMAT.md, "History"). Runtime-neutral.
  */
+
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 import {
   FILE_HEADER_SIZE,
   FLAG_FULL_IMAGE,
@@ -18,7 +20,6 @@ import {
   walkPatches,
 } from '../format/index.js';
 import { PageFile } from '../journal/page-file.js';
-import type { FileHandle, FileSystem } from '../files/file-system.js';
 import { HistoryWriter } from './history-writer.js';
 import { type RetentionPolicy, retainedPoints } from './policy.js';
 import { type HistoryPaths, openHistory } from './source.js';

@@ -3,6 +3,8 @@
  * merged from pages, or full images of a scratch database. Each snapshot's header and trailer are written
  * once its body is (the header's place is kept). Runtime-neutral.
  */
+
+import type { FileHandle } from '../files/file-system.js';
 import {
   BODY_COMPRESS_LIMIT,
   BodyCompressor,
@@ -18,7 +20,6 @@ import {
   type SnapshotHeader,
 } from '../format/index.js';
 import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
-import type { FileHandle } from '../files/file-system.js';
 
 /** The header fields of a snapshot besides its length, patchCount and body flags. */
 export type PointFields = Omit<SnapshotHeader, 'length' | 'patchCount'>;

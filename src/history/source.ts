@@ -4,6 +4,8 @@
  * result is a ByteSource that JournalReader (with `merged: true`), replay and the time-travel page index
  * read like any journal. Runtime-neutral.
  */
+
+import type { FileHandle, FileSystem } from '../files/file-system.js';
 import {
   type ByteSource,
   decodeSnapshotHeader,
@@ -16,7 +18,6 @@ import {
   xxh64,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
-import type { FileHandle, FileSystem } from '../files/file-system.js';
 
 /** Where a database's journal and compacted history are. */
 export interface HistoryPaths {

@@ -4,8 +4,8 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { NodeFileSystem } from '../node/node-fs.js';
 import { writeFileAtomic } from '../files/file-system.js';
+import { NodeFileSystem } from '../node/node-fs.js';
 import { type StoredLease, sameLease } from './storage.js';
 
 const nodeFs = new NodeFileSystem();

@@ -5,9 +5,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../files/file-system.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { type DbMode, parseMode } from '../protocol/index.js';
-import { writeFileAtomic } from '../files/file-system.js';
 
 const nodeFs = new NodeFileSystem();
 

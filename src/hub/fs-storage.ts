@@ -20,6 +20,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { writeFileAtomic } from '../files/file-system.js';
 import {
   decodeSnapshotHeader,
   encodeFileHeader,
@@ -36,7 +37,6 @@ import { type KnownPoint, scanJournal } from '../journal/journal-scan.js';
 import { JournalWriter } from '../journal/journal-writer.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
-import { writeFileAtomic } from '../files/file-system.js';
 import type { CheckJob } from './check-worker.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';

@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import type { FileHandle } from '../files/file-system.js';
 import {
   type ByteSource,
   JournalFormatError,
@@ -29,7 +30,6 @@ import { databaseChecksum } from '../journal/db-checksum.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { EncodedSnapshot } from '../protocol/index.js';
 import { hashingSource, redo } from '../restore/replay.js';
-import type { FileHandle } from '../files/file-system.js';
 import { applyChecked, DoesNotApplyError, type PageCount, type PageStore } from './page-check.js';
 
 /** The position the head file's pages hold: a state of one history, and its page geometry. */

@@ -5,13 +5,13 @@
  * journal file (or a database's compacted history joined with its live journal, from its last checkpoint).
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import type { FileHandle } from '../files/file-system.js';
 import { hex64, loadHash, pageTerm, type SnapshotHeader } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { type ImageFields, writeImageSnapshot } from '../journal/image.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import { replay } from '../restore/replay.js';
-import type { FileHandle } from '../files/file-system.js';
 import type { WorkerAnswer } from './worker.js';
 
 /** Encodes the pages of the file `pages` (a copy of a head file) as the image `fields` describes. */

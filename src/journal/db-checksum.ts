@@ -1,6 +1,7 @@
 /** The database checksum of a file (docs/FORMAT.md, "Database checksum"). */
-import { pageTerm } from '../format/index.js';
+
 import type { FileHandle } from '../files/file-system.js';
+import { pageTerm } from '../format/index.js';
 
 /** XOR of XXH64(page, seed = pgno) over the pages of `file`, read in 1 MiB chunks. */
 export function databaseChecksum(file: FileHandle, pageSize: number): bigint {

@@ -1,6 +1,7 @@
 /** A format ByteSource over a storage FileHandle. */
-import type { ByteSource } from '../format/index.js';
+
 import { type FileHandle, readAt } from '../files/file-system.js';
+import type { ByteSource } from '../format/index.js';
 
 /** Reads `file` as a ByteSource; its size is taken once, at creation. */
 export function fileSource(file: FileHandle): ByteSource {

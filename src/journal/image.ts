@@ -3,6 +3,8 @@
  * hub to bootstrap a replica at its head. The snapshot is streamed in bounded memory: its length is known
  * in advance, so the header goes first, the body in chunks, the trailer last.
  */
+
+import { type FileHandle, readAt } from '../files/file-system.js';
 import {
   createXxh64,
   encodeSnapshotHeader,
@@ -14,7 +16,6 @@ import {
   SnapshotBodyWriter,
   type SnapshotHeader,
 } from '../format/index.js';
-import { type FileHandle, readAt } from '../files/file-system.js';
 
 /** What an image snapshot says besides its pages: normally copied from the snapshot it stands for. */
 export interface ImageFields {

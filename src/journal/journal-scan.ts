@@ -3,6 +3,8 @@
  * problem, and what lies after them (a torn tail, zeros written ahead, or damage). A writer's recovery
  * decides from this what to keep before anything is cut (src/api/recovery.ts).
  */
+
+import type { FileSystem } from '../files/file-system.js';
 import {
   type FileHeader,
   JournalFormatError,
@@ -10,7 +12,6 @@ import {
   type Position,
   type SnapshotInfo,
 } from '../format/index.js';
-import type { FileSystem } from '../files/file-system.js';
 import { fileSource } from './file-source.js';
 
 /** A journal as found. */

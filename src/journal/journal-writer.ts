@@ -4,6 +4,8 @@
  * 64 KiB is held and written with its header and trailer in one write. Until `confirm()`
  * a snapshot is tentative and `abandon()` cuts it off again (docs/ARCHITECTURE.md, "Commit protocol").
  */
+
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
 import {
   createXxh64,
   encodeFileHeader,
@@ -17,7 +19,6 @@ import {
   type SnapshotHeader,
   type SnapshotInfo,
 } from '../format/index.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
 import { fileSource } from './file-source.js';
 import { type JournalScan, scanJournal } from './journal-scan.js';
 

@@ -3,8 +3,9 @@
  * small runs to the same page cost one read and one write. It keeps the database checksum of what it
  * wrote (docs/FORMAT.md, "Database checksum") as it goes, so a restore need not read the file back.
  */
-import { pageTerm, zeroPage } from '../format/index.js';
+
 import type { FileHandle } from '../files/file-system.js';
+import { pageTerm, zeroPage } from '../format/index.js';
 
 /** A file of pages that snapshots are applied to. */
 export class PageFile {

@@ -11,8 +11,9 @@
  * (u64; 0 when not known), XXH64 of the first 64 bytes. Version 2 ("MYCSYNC2", 64 bytes: no offset, the
  * hash at 56) and the 32-byte version 1 ("MYCSYNC1": txid, checksum, hash; no fingerprint) are still read.
  */
-import { type Position, pageTerm, xxh64 } from '../format/index.js';
+
 import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
+import { type Position, pageTerm, xxh64 } from '../format/index.js';
 import { readPageSize } from './sqlite-header.js';
 
 /** A journal position: a txid and the database checksum after it. */

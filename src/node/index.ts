@@ -31,6 +31,7 @@ import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 
+export { HubClient, type HubTarget, HubUnreachableError } from '../client/hub-client.js';
 export { SqliteError } from '../engine/errors.js';
 export { Statement } from '../engine/statement.js';
 export { JournalFormatError, PositionMismatchError } from '../format/errors.js';
@@ -45,7 +46,6 @@ export {
 } from '../replica/follower.js';
 export { ReplicaOpenError, type ReplicaReset } from '../replica/replica.js';
 export { logDatabase, restoreDatabase, verifyDatabase } from '../restore/restore.js';
-export { HubClient, type HubTarget, HubUnreachableError } from '../client/hub-client.js';
 export { ViewRangeError, type ViewTarget } from '../timetravel/view.js';
 export { openAt } from './open-at.js';
 export { openReplica, type ReplicaDatabase, type ReplicaOptions } from './replica.js';

@@ -1,13 +1,7 @@
 /** The FileSystem interface over node:fs (synchronous calls, real files, real fsync). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type {
-  DeleteOptions,
-  FileHandle,
-  FileSystem,
-  LockLevel,
-  OpenOptions,
-} from '../files/file-system.js';
+import type { DeleteOptions, FileHandle, FileSystem, LockLevel, OpenOptions } from '../files/file-system.js';
 import { tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
 import { beginSync, syncThreadAvailable } from './sync-thread.js';

@@ -14,12 +14,12 @@
  */
 
 import * as path from 'node:path';
+import { checkHubOptions } from '../client/writer-start.js';
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import type { Position } from '../format/index.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
 import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
-import { checkHubOptions } from '../client/writer-start.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
 import { nodeRuntime } from './runtime.js';
 

@@ -12,6 +12,7 @@
  */
 import { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
+import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 import {
   FLAG_FULL_IMAGE,
   hex64,
@@ -24,7 +25,6 @@ import {
 } from '../format/index.js';
 import { readDbPages, readPageSize } from '../journal/sqlite-header.js';
 import { type EncodedSnapshot, unpackSnapshot } from '../protocol/stream.js';
-import { type FileHandle, type FileSystem, readAt } from '../files/file-system.js';
 
 /** What must hold after a snapshot is applied: its txid, size, and the change-counter bytes of page 1. */
 export interface PostStep {

@@ -3,6 +3,10 @@
  * replica or a reset) and apply each as it arrives, reconnecting after network drops and dead streams
  * (docs/PROTOCOL.md, "Replica behaviour"). Runtime-neutral.
  */
+
+import { Emitter } from '../client/emitter.js';
+import { HubClient, type HubTarget, troubleState } from '../client/hub-client.js';
+import { isTransient } from '../client/push-errors.js';
 import {
   type FileHeader,
   JournalFormatError,
@@ -13,9 +17,6 @@ import {
   toHex,
 } from '../format/index.js';
 import { DEAD_STREAM_MS, type EncodedSnapshot, HubError, StreamParser } from '../protocol/index.js';
-import { Emitter } from '../client/emitter.js';
-import { HubClient, type HubTarget, troubleState } from '../client/hub-client.js';
-import { isTransient } from '../client/push-errors.js';
 import { ChecksumMismatchError } from './apply.js';
 import { BATCH_BYTES, batchCost } from './batch.js';
 import type { ReplicaReset, ReplicaStore } from './replica.js';

@@ -6,6 +6,7 @@
  * Runtime-neutral.
  */
 
+import type { FileSystem } from '../files/file-system.js';
 import {
   JournalFormatError,
   JournalReader,
@@ -15,7 +16,6 @@ import {
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { journalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../files/file-system.js';
 
 /** The contents of a replica's tag file (`-mycelite/replica`). */
 export const REPLICA_TAG = new TextEncoder().encode('replica\n');

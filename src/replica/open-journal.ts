@@ -1,7 +1,7 @@
+import type { FileSystem } from '../files/file-system.js';
 import { checkSnapshotChecksum, decodeSnapshotHeader, SNAPSHOT_HEADER_SIZE } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import { JournalWriter } from '../journal/journal-writer.js';
-import type { FileSystem } from '../files/file-system.js';
 import type { Marker } from './marker.js';
 
 /**

@@ -16,6 +16,7 @@
  */
 
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
+import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../files/file-system.js';
 import {
   encodeFileHeader,
   type FileHeader,
@@ -34,7 +35,6 @@ import { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths, missingDirectory } from '../journal/paths.js';
 import type { EncodedSnapshot } from '../protocol/index.js';
 import { replay } from '../restore/replay.js';
-import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../files/file-system.js';
 import { installMyceliteVfs, MYCELITE_VFS } from '../vfs/vfs.js';
 import {
   ApplyBusyError,

@@ -6,13 +6,13 @@
  * "History"). Runtime-neutral.
  */
 
+import type { FileSystem } from '../files/file-system.js';
 import { JournalReader, loadHash } from '../format/index.js';
 import { buildHistory, type CompactResult, installHistory, rebaseJournalFile } from '../history/compact.js';
 import type { RetentionPolicy } from '../history/policy.js';
 import { historyEnd } from '../history/source.js';
 import { fileSource } from '../journal/file-source.js';
 import { type JournalPaths, journalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../files/file-system.js';
 
 export interface CompactDatabaseOptions {
   policy: RetentionPolicy;

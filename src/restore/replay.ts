@@ -2,6 +2,7 @@
  * Replay and restore: apply a journal's snapshots, in order, to build the database as of any snapshot.
  */
 
+import type { FileHandle } from '../files/file-system.js';
 import {
   type ByteSource,
   checkSnapshotChecksum,
@@ -19,7 +20,6 @@ import {
 } from '../format/index.js';
 import { checkpointBefore, findPoint, type Target } from '../history/points.js';
 import { PageFile } from '../journal/page-file.js';
-import type { FileHandle } from '../files/file-system.js';
 
 export { type Target, TargetNotFoundError } from '../history/points.js';
 

@@ -3,6 +3,8 @@
  * database for writing.
  */
 
+import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import {
   FLAG_FULL_IMAGE,
   FLAG_MERGED,
@@ -16,8 +18,6 @@ import {
 import { type HistorySource, openHistory } from '../history/source.js';
 import { journalPaths } from '../journal/paths.js';
 import { readSyncedMarker } from '../journal/synced-marker.js';
-import { type FileHandle, type FileSystem, writeFileAtomic } from '../files/file-system.js';
-import { ShadowFile } from '../files/shadow-file.js';
 import { type Progress, redo, redoPoint, replay, type Target } from './replay.js';
 
 /** Options of restoreDatabase. */

@@ -5,8 +5,6 @@
  * at once. Offline it waits with backoff while local commits go on. Runtime-neutral.
  */
 
-import { type Position, sameBytes } from '../format/index.js';
-import { type DbMode, HubError, otherModeAdvice, StreamParser, toJsonPosition } from '../protocol/index.js';
 import { Emitter } from '../client/emitter.js';
 import { type HubClient, type Lease, troubleState } from '../client/hub-client.js';
 import { describeHubUrls } from '../client/hub-urls.js';
@@ -20,6 +18,8 @@ import type {
   WriterSync,
 } from '../client/writer-sync.js';
 import { FlushWaiters } from '../client/writer-sync.js';
+import { type Position, sameBytes } from '../format/index.js';
+import { type DbMode, HubError, otherModeAdvice, StreamParser, toJsonPosition } from '../protocol/index.js';
 import { type Device, DeviceBusyError, type IncomingSnapshot, type RebaseReport } from './device.js';
 
 export interface DeviceSyncOptions {

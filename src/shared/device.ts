@@ -20,6 +20,8 @@
 import { type Capture, LockBusyError } from '../capture/capture.js';
 import { filePages } from '../capture/outside.js';
 import type { Database } from '../engine/database.js';
+import { type FileSystem, readAt } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import {
   type ByteSource,
   concatBytes,
@@ -39,8 +41,6 @@ import type { JournalWriter } from '../journal/journal-writer.js';
 import { PageFile } from '../journal/page-file.js';
 import type { JournalPaths } from '../journal/paths.js';
 import { redo } from '../restore/replay.js';
-import { type FileSystem, readAt } from '../files/file-system.js';
-import { ShadowFile } from '../files/shadow-file.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
 import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';

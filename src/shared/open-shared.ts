@@ -1,9 +1,9 @@
-import type { JournalWriter } from '../journal/journal-writer.js';
-import { DEAD_STREAM_MS } from '../protocol/index.js';
-import type { FileSystem } from '../files/file-system.js';
 import { HubClient, type HubTarget } from '../client/hub-client.js';
 import { timedFetch } from '../client/timed-fetch.js';
 import type { Conflict, ConflictChoice } from '../client/writer-sync.js';
+import type { FileSystem } from '../files/file-system.js';
+import type { JournalWriter } from '../journal/journal-writer.js';
+import { DEAD_STREAM_MS } from '../protocol/index.js';
 import { applyLocalChange } from './apply.js';
 import { ChangeRecorder } from './changes.js';
 import { Device, type DeviceParts, type DevicePaths } from './device.js';

@@ -11,8 +11,9 @@
  * XXH64 of everything before it. A record cut short (a crash while appending) is ignored and cut off.
  * Appends are fsynced; everything else is a whole new file renamed into place.
  */
-import { concatBytes, type Position, xxh64 } from '../format/index.js';
+
 import { type FileHandle, type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
+import { concatBytes, type Position, xxh64 } from '../format/index.js';
 import type { LocalChange } from './changes.js';
 
 export type { LocalChange };

@@ -9,6 +9,8 @@
  *    a record whose snapshots are gone is dropped. The journal's tail is then exactly the pending changes.
  */
 
+import type { FileSystem } from '../files/file-system.js';
+import { ShadowFile } from '../files/shadow-file.js';
 import {
   FLAG_OUTSIDE,
   JournalReader,
@@ -19,8 +21,6 @@ import {
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { setSyncedMarker } from '../journal/synced-marker.js';
-import type { FileSystem } from '../files/file-system.js';
-import { ShadowFile } from '../files/shadow-file.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { DevicePaths } from './device.js';
 import type { PendingQueue } from './pending.js';

@@ -9,6 +9,8 @@
  * Intent: magic `MYCREBS1`, u64 offset of the journal's cut, u32 length + the new journal tail, u32 length
  * + the new device state file, u64 XXH64 of everything before it.
  */
+
+import { type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
 import {
   createXxh64,
   encodeSnapshotHeader,
@@ -18,7 +20,6 @@ import {
   xxh64,
 } from '../format/index.js';
 import { writeSuffix } from '../journal/journal-writer.js';
-import { type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
 
 const MAGIC = new TextEncoder().encode('MYCREBS1');
 

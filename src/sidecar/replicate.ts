@@ -18,9 +18,9 @@
  * (the running sidecar). replicator.ts: the public types; native.ts: better-sqlite3.
  */
 import * as path from 'node:path';
+import { checkHubOptions, startWriterSync } from '../client/writer-start.js';
 import { loadHash } from '../format/index.js';
 import { nodeRuntime } from '../node/runtime.js';
-import { checkHubOptions, startWriterSync } from '../client/writer-start.js';
 import { checkDatabase } from './checks.js';
 import { loadNative } from './native.js';
 import { ReplicateError, type ReplicateOptions, type Replicator } from './replicator.js';

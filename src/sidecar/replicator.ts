@@ -1,7 +1,8 @@
 /** The sidecar's public face: its options, events, the `Replicator` it returns, its error. */
-import type { SnapshotInfo } from '../format/index.js';
+
 import type { Pusher } from '../client/pusher.js';
 import type { HubOptions } from '../client/writer-start.js';
+import type { SnapshotInfo } from '../format/index.js';
 
 export interface ReplicateOptions {
   /** Push every snapshot to this hub database as well. */

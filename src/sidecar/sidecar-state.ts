@@ -6,12 +6,12 @@
  */
 import * as fs from 'node:fs';
 import type { Pages } from '../capture/outside.js';
+import { Emitter } from '../client/emitter.js';
+import type { Pusher } from '../client/pusher.js';
 import { JournalReader, pageTerm } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
 import { journalPaths } from '../journal/paths.js';
-import { Emitter } from '../client/emitter.js';
-import type { Pusher } from '../client/pusher.js';
 import type { Native } from './native.js';
 import type { ReplicateOptions, ReplicatorEvents } from './replicator.js';
 import { WalFile, type WalHeader, walIndexEnd } from './wal-file.js';

@@ -1,9 +1,9 @@
 /** The database as of a point of its history, page by page, without writing anything. */
 import type { Pages } from '../capture/outside.js';
+import type { FileSystem } from '../files/file-system.js';
 import type { SnapshotInfo } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import type { JournalPaths } from '../journal/paths.js';
-import type { FileSystem } from '../files/file-system.js';
 import { PageIndex, type ViewTarget } from './page-index.js';
 
 /**

@@ -6,10 +6,10 @@
 
 import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
+import type { FileHandle, FileSystem, OpenOptions, Runtime } from '../files/file-system.js';
 import { loadHash } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { journalPaths } from '../journal/paths.js';
-import type { FileHandle, FileSystem, OpenOptions, Runtime } from '../files/file-system.js';
 import { installMyceliteVfs } from '../vfs/vfs.js';
 import { PageIndex, ViewRangeError, type ViewTarget } from './page-index.js';
 

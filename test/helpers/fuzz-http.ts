@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
+import { HubClient } from '../../src/client/hub-client.js';
 import { JournalReader, memorySource, toHex } from '../../src/format/index.js';
 import {
   CONTENT_TYPE_SNAPSHOTS,
@@ -13,7 +14,6 @@ import {
   HEADER_EPOCH,
   HEADER_JOURNAL,
 } from '../../src/protocol/index.js';
-import { HubClient } from '../../src/client/hub-client.js';
 import { type Corpus, describe, FuzzFailure, headerArb, mutate, mutationsArb } from './fuzz.js';
 import { concatBytes, startTestHub, type TestHub } from './hub.js';
 import { sha256, tempDir } from './util.js';

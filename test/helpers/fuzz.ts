@@ -16,6 +16,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
+import type { FileHandle } from '../../src/files/file-system.js';
 import {
   JournalFormatError,
   JournalReader,
@@ -25,7 +26,6 @@ import {
 import { authorize, verifyToken } from '../../src/hub/auth.js';
 import { EMPTY_POSITION, HubError, StreamParser } from '../../src/protocol/index.js';
 import { replay } from '../../src/restore/replay.js';
-import type { FileHandle } from '../../src/files/file-system.js';
 import { concatBytes, type History, makeHistory } from './hub.js';
 import { sha256 } from './util.js';
 

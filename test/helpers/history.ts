@@ -1,5 +1,7 @@
 /** Helpers of the history tests: a fake clock for the writer, compaction, restore hashes, leftovers. */
 import * as fs from 'node:fs';
+import { roleOf } from '../../src/files/faulty-fs.js';
+import type { FileSystem } from '../../src/files/file-system.js';
 import { JournalReader, loadHash, type SnapshotInfo } from '../../src/format/index.js';
 import { buildHistory, type CompactOptions, installHistory } from '../../src/history/compact.js';
 import { openHistory } from '../../src/history/source.js';
@@ -7,8 +9,6 @@ import { journalPaths } from '../../src/journal/paths.js';
 import { NodeFileSystem } from '../../src/node/node-fs.js';
 import type { Target } from '../../src/restore/replay.js';
 import { logDatabase, restoreDatabase } from '../../src/restore/restore.js';
-import { roleOf } from '../../src/files/faulty-fs.js';
-import type { FileSystem } from '../../src/files/file-system.js';
 import { sha256 } from './util.js';
 
 export const nodeFs = new NodeFileSystem();
