@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { openWith } from '../src/api/open.js';
 import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
 import { JournalReader, loadHash, memorySource } from '../src/format/index.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
+import { openWith } from '../src/writer/open.js';
 import { snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 

@@ -13,7 +13,6 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { openWith } from '../src/api/open.js';
 import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
 import {
@@ -27,6 +26,7 @@ import { writeImageSnapshot } from '../src/journal/image.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { ReplicaStore } from '../src/replica/replica.js';
+import { openWith } from '../src/writer/open.js';
 import { prng, snapshotsAfter } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, journalOf, tempDir } from './helpers/util.js';
 

@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { type MyceliteDatabase, openWith } from '../src/api/open.js';
 import { type FaultKind, type FaultPlan, FaultyFileSystem } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
 import { JournalFormatError, JournalReader, loadHash, memorySource } from '../src/format/index.js';
 import { nodeRuntime, open } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { verifyDatabase } from '../src/restore/restore.js';
+import { type MyceliteDatabase, openWith } from '../src/writer/open.js';
 import { cleanupTempDirs, nativeIntegrity, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());

@@ -7,13 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type MyceliteDatabase, type OpenWarning, openWith } from '../src/api/open.js';
 import { FaultyFileSystem } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
 import { JournalReader, memorySource, xxh64 } from '../src/format/index.js';
 import { readSyncedMarker, type SyncedMarker, writeSyncedMarker } from '../src/journal/synced-marker.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
+import { type MyceliteDatabase, type OpenWarning, openWith } from '../src/writer/open.js';
 import { startTestHub } from './helpers/hub.js';
 import { cleanupTempDirs, journalOf, replayMatches, tempDir } from './helpers/util.js';
 

@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { type MyceliteDatabase, openWith } from '../src/api/open.js';
 import { FaultyFileSystem } from '../src/files/faulty-fs.js';
 import { PowerLossFileSystem, type RecoverOptions } from '../src/files/power-loss.js';
 import { loadHash } from '../src/format/index.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { verifyDatabase } from '../src/restore/restore.js';
+import { type MyceliteDatabase, openWith } from '../src/writer/open.js';
 import { powerRuntime, scratchDir } from './helpers/power-loss.js';
 import { nativeIntegrity } from './helpers/util.js';
 

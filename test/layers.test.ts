@@ -150,10 +150,10 @@ test('every import of src/ points down the Layers table, and each row names what
 });
 
 test('the check finds an import that points up, a cycle between two folders, and Node in a browser layer', () => {
-  const up = { file: 'format/file-header.ts', specifier: '../api/open.js' };
+  const up = { file: 'format/file-header.ts', specifier: '../writer/open.js' };
   assert.match(
     layerProblems(table, [...imports, up]).join('\n'),
-    /src\/format\/file-header\.ts imports \.\.\/api\/open\.js: src\/api\/ is not below src\/format\//,
+    /src\/format\/file-header\.ts imports \.\.\/writer\/open\.js: src\/writer\/ is not below src\/format\//,
   );
   // journal → history while history → journal: whichever row is lower, one of the two points up.
   const cycle = { file: 'journal/journal-scan.ts', specifier: '../history/source.js' };

@@ -4,12 +4,12 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { OpenError } from '../src/api/errors.js';
-import { openWith } from '../src/api/open.js';
 import { FaultyFileSystem, InjectedFault } from '../src/files/faulty-fs.js';
 import type { Runtime } from '../src/files/file-system.js';
 import { nodeRuntime } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
+import { OpenError } from '../src/writer/errors.js';
+import { openWith } from '../src/writer/open.js';
 import { cleanupTempDirs, tempDir } from './helpers/util.js';
 
 after(() => cleanupTempDirs());

@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { openWith } from '../src/api/open.js';
 import { FaultyFileSystem } from '../src/files/faulty-fs.js';
 import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src/files/power-loss.js';
 import { JournalReader, loadHash, memorySource, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
+import { openWith } from '../src/writer/open.js';
 import {
   type Durability,
   powerRuntime,

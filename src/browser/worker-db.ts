@@ -6,7 +6,6 @@
  * syncing when one is set (`setHub`).
  */
 
-import { type MyceliteDatabase, openWith } from '../api/open.js';
 import { describeHubUrls } from '../client/hub-urls.js';
 import { Database } from '../engine/database.js';
 import type { BindValue } from '../engine/sqlite.js';
@@ -20,6 +19,7 @@ import { ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
+import { type MyceliteDatabase, openWith } from '../writer/open.js';
 import type {
   BenchResult,
   BrowserStatus,

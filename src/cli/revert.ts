@@ -1,8 +1,8 @@
 /** `mycelite revert DB (--txid N | --at ISO-8601)`: take a database back to an earlier point as a new snapshot. */
 import { type Command, Option } from 'commander';
-import type { RevertResult } from '../api/open.js';
 import { open } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/page-index.js';
+import type { RevertResult } from '../writer/open.js';
 import { asUsage, isoTime, parseIsoTime, parseTxid, requireParentDirectory, writeOut } from './common.js';
 
 interface RevertOptions {

@@ -1,7 +1,7 @@
 /**
  * What a journal file holds, read without changing it: its header, its valid snapshots up to the first
  * problem, and what lies after them (a torn tail, zeros written ahead, or damage). A writer's recovery
- * decides from this what to keep before anything is cut (src/api/recovery.ts).
+ * decides from this what to keep before anything is cut (src/writer/recovery.ts).
  */
 
 import type { FileSystem } from '../files/file-system.js';
@@ -49,7 +49,7 @@ export interface KnownPoint extends Position {
  * Reads the journal at `path` (never writes it). With `known`, a snapshot the journal held when the
  * synced marker was written, only what follows it is read (open in constant time): if that snapshot is not
  * at its offset as described (the journal was rewritten, cut or replaced since), the whole journal is read.
- * Damage before it is then left to the background history check (src/api/history-check.ts).
+ * Damage before it is then left to the background history check (src/writer/history-check.ts).
  */
 export function scanJournal(fs: FileSystem, path: string, known?: KnownPoint): JournalScan {
   if (known && known.offset > 0) {

@@ -7,10 +7,10 @@
  */
 import * as fs from 'node:fs';
 import type BetterSqlite3 from 'better-sqlite3';
-import { OpenError } from '../api/errors.js';
-import type { OpenWarning } from '../api/recovery.js';
 import { journalPaths } from '../journal/paths.js';
 import { isWalDatabase } from '../journal/sqlite-header.js';
+import { OpenError } from '../writer/errors.js';
+import type { OpenWarning } from '../writer/recovery.js';
 import { nodeRuntime } from './runtime.js';
 
 /** True when the file's header says WAL mode: the same test as refuseWal's, so what open() would refuse is what is switched. */

@@ -13,15 +13,15 @@
  * ```
  */
 import * as path from 'node:path';
-import { type MyceliteDatabase, type MyceliteOptions, openWith } from '../api/open.js';
+import { type MyceliteDatabase, type MyceliteOptions, openWith } from '../writer/open.js';
 import { asFound } from './as-found.js';
 import { nodeRuntime } from './runtime.js';
 
-export { OpenError } from '../api/errors.js';
-export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../api/open.js';
+export { OpenError } from '../writer/errors.js';
+export type { HubOptions, MyceliteDatabase, MyceliteOptions, OpenWarning } from '../writer/open.js';
 
-import { OpenError } from '../api/errors.js';
-import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, type OpenWarning, refuseWal } from '../api/open.js';
+import { OpenError } from '../writer/errors.js';
+import { badTimeout, DEFAULT_TIMEOUT, lagsJournal, type OpenWarning, refuseWal } from '../writer/open.js';
 import { leaveWal } from './from-wal.js';
 
 export { SyncError } from '../client/push-errors.js';

@@ -1,5 +1,5 @@
 /**
- * A shared device's recovery at open, around the writer's (src/api/recovery.ts):
+ * A shared device's recovery at open, around the writer's (src/writer/recovery.ts):
  *
  * 1. before it, a suffix rewrite a crash interrupted (its intent is on disk) is finished: the database
  *    file already holds the final state, the journal and device state are brought to it;

@@ -1,5 +1,5 @@
 /**
- * Bringing a database file up to its journal after a crash (src/api/recovery.ts, step "bring the database
+ * Bringing a database file up to its journal after a crash (src/writer/recovery.ts, step "bring the database
  * up to the journal"): compare it with a journal state, redo the snapshots after the synced marker aside,
  * or rebuild it from the whole history.
  */

@@ -292,7 +292,7 @@ class Writer {
     else console.warn(`mycelite: warning: ${w.message}`);
   }
 
-  /** Brings the database file and the journal into agreement (src/api/recovery.ts) and opens the journal. */
+  /** Brings the database file and the journal into agreement (src/writer/recovery.ts) and opens the journal. */
   recover(sqlite3: Sqlite3): void {
     const { fs, plan } = this;
     const recovered = recoverWriter({
