@@ -246,6 +246,40 @@ test('FsStorage.compact: a read begun before the swap ends with the old bytes; a
   );
 });
 
+test("a hub given its FsStorage logs that storage's compactions, and its settings' onCompaction hears them too", async () => {
+  // The server logs compactions through watchCompactions; FsStorage had none (only NatsStorage did), so
+  // a hub started with an FsStorage of its own never logged one.
+  await loadHash();
+  const dir = tempDir();
+  const h = await makeHistory(
+    path.join(dir, 'a.db'),
+    ['create table t(id integer primary key, v blob)'].concat(
+      Array.from({ length: 8 }, () => 'insert into t(v) values (randomblob(4000))'),
+    ),
+  );
+  const told: string[] = [];
+  const storage = await FsStorage.open(path.join(dir, 'data'), {
+    compaction: {
+      onCompaction: (db, outcome) => told.push(`${db} ${outcome instanceof Error ? 'failed' : 'ok'}`),
+    },
+  });
+  const lines: string[] = [];
+  const hub = await startTestHub(path.join(dir, 'hub'), {
+    storage,
+    logLevel: 'info',
+    logDestination: { write: (l: string) => lines.push(l) },
+  });
+  cleanups.push(() => hub.close());
+  const snaps = h.snapshots as EncodedSnapshot[];
+  assert.ok((await storage.append('x', EMPTY_POSITION, h.journalId, snaps)).ok);
+  const outcome = await storage.compact('x');
+  assert.ok(outcome?.end, 'compacted');
+  assert.deepEqual(told, ['x ok'], "the settings' onCompaction heard it");
+  const logged = lines.filter((l) => /"msg":"compacted"/.test(l));
+  assert.equal(logged.length, 1, `the hub logged it (log: ${lines.join('')})`);
+  assert.match(logged[0]!, /"db":"x"/);
+});
+
 test('mycelite serve --compact-above/--compact-every/--retain compacts a pushed database; --no-compact keeps the journal whole', async () => {
   const dir = tempDir();
   const args = ['--compact-above', '1KiB', '--compact-every', '1s', '--retain', '1h:all,forever:1d'];

@@ -2,7 +2,7 @@
  * Compaction at the hub (docs/ARCHITECTURE.md, "Compaction at the hub"): when a database's live journal
  * grows past a threshold, at most once per interval, its older snapshots move into the compacted
  * `history` file under a retention policy (src/history/). This file holds the settings and when to run;
- * src/hub/fs-storage.ts runs it (heavy phase in src/hub/compact-worker.ts, swap in its append order).
+ * src/hub/fs-storage.ts and src/hub/nats-storage.ts run it (heavy phase in src/hub/compact-worker.ts).
  */
 import { DEFAULT_RETENTION, parseRetention } from '../history/policy.js';
 import type { CompactOutcome } from './compact-worker.js';
@@ -47,9 +47,17 @@ export function compactionDue(
   return journalBytes > Math.max(settings.minBytes, dbBytes) && sinceLast >= settings.everyMs;
 }
 
-/** The compactions of a storage: at most one running per database, and when each last started. */
+/**
+ * The compactions of a storage (both hub storages use it): at most one running per database, when each
+ * last started, whether one is due, and who is told how each ended (the settings' `onCompaction` and
+ * every watcher, e.g. the server's log).
+ */
 export class CompactionRuns {
   private readonly runs = new Map<string, { last: number; running?: Promise<CompactOutcome | undefined> }>();
+  private readonly watchers = new Set<NonNullable<HubCompaction['onCompaction']>>();
+
+  /** `settings`: the storage's (undefined: automatic compaction is off; `compact()` still runs). */
+  constructor(readonly settings: ReturnType<typeof compactionSettings> | undefined) {}
 
   /** True while a compaction of `db` runs. */
   running(db: string): boolean {
@@ -62,7 +70,25 @@ export class CompactionRuns {
     return st ? Date.now() - st.last : Number.POSITIVE_INFINITY;
   }
 
-  /** Starts `run` for `db`, unless a compaction of it is running: then resolves with that one. */
+  /**
+   * Whether automatic compaction should start for `db` now: it is on, none runs, more than the last
+   * snapshot is after the base (`span` snapshots), and the bytes after the base are due.
+   */
+  due(db: string, span: bigint, journalBytes: number, dbBytes: number): boolean {
+    const c = this.settings;
+    if (!c || span < 2n || this.running(db)) return false;
+    return compactionDue(c, journalBytes, dbBytes, this.sinceLast(db));
+  }
+
+  /** Also tells `listener` how each compaction ended. */
+  watch(listener: NonNullable<HubCompaction['onCompaction']>): void {
+    this.watchers.add(listener);
+  }
+
+  /**
+   * Starts `run` for `db`, unless a compaction of it is running: then resolves with that one. Its outcome
+   * (when it did something) or its error is told to `onCompaction` and the watchers, with how long it took.
+   */
   start(db: string, run: () => Promise<CompactOutcome | undefined>): Promise<CompactOutcome | undefined> {
     let st = this.runs.get(db);
     if (st?.running) return st.running;
@@ -72,11 +98,31 @@ export class CompactionRuns {
     }
     const state = st;
     state.last = Date.now();
-    const p = run().finally(() => {
+    const p = this.reported(db, run).finally(() => {
       state.running = undefined;
     });
     state.running = p;
     return p;
+  }
+
+  private async reported(
+    db: string,
+    run: () => Promise<CompactOutcome | undefined>,
+  ): Promise<CompactOutcome | undefined> {
+    const started = Date.now();
+    const tell = (outcome: CompactOutcome | Error): void => {
+      const ms = Date.now() - started;
+      this.settings?.onCompaction?.(db, outcome, ms);
+      for (const w of this.watchers) w(db, outcome, ms);
+    };
+    try {
+      const outcome = await run();
+      if (outcome) tell(outcome);
+      return outcome;
+    } catch (err) {
+      tell(err as Error);
+      throw err;
+    }
   }
 
   /** Waits for every running compaction to end (their errors are not this caller's). */

@@ -39,7 +39,7 @@ import { NodeFileSystem } from '../node/node-fs.js';
 import { checkDbName, type DbMode, type EncodedSnapshot } from '../protocol/index.js';
 import type { CheckJob } from './check-worker.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
-import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { CompactionRuns, compactionSettings, type HubCompaction } from './compaction.js';
 import { OffsetIndex } from './fs-index.js';
 import { FsLeases } from './fs-leases.js';
 import { readModeFile, writeModeFile } from './fs-mode.js';
@@ -95,8 +95,7 @@ export class FsStorage implements HubStorage {
   private closed = false;
 
   private readonly leases = new FsLeases();
-  private readonly compaction: ReturnType<typeof compactionSettings> | undefined;
-  private readonly compactions = new CompactionRuns();
+  private readonly compactions: CompactionRuns;
   /** Bumped whenever a database's journal file is replaced or cut: an open begun before is stale. */
   private readonly generations = new Map<string, number>();
   /** Databases whose indexed snapshots this process checked (it created them, or its check passed). */
@@ -111,7 +110,9 @@ export class FsStorage implements HubStorage {
     private readonly dirLock: { release(): void },
     options: FsStorageOptions,
   ) {
-    this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+    this.compactions = new CompactionRuns(
+      options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
+    );
     if (options.onDamage) this.damageListeners.push(options.onDamage);
     this.onChecked = options.onChecked;
     this.heads = new Heads(
@@ -619,12 +620,13 @@ export class FsStorage implements HubStorage {
 
   /** Starts a compaction of `db` in the background when its journal is due (called in its append order). */
   private maybeCompact(db: string, e: Entry): void {
-    const c = this.compaction;
-    if (!c) return;
-    if (this.compactions.running(db)) return;
-    if (e.head.txid - e.base.txid < 2n) return; // the journal keeps its last snapshot
-    if (!compactionDue(c, e.end, e.dbBytes, this.compactions.sinceLast(db))) return;
-    this.compact(db).catch(() => undefined); // told to onCompaction
+    // The journal keeps its last snapshot: more than one after the base.
+    if (!this.compactions.due(db, e.head.txid - e.base.txid, e.end, e.dbBytes)) return;
+    this.compact(db).catch(() => undefined); // told to onCompaction and the watchers
+  }
+
+  watchCompactions(listener: NonNullable<HubCompaction['onCompaction']>): void {
+    this.compactions.watch(listener);
   }
 
   /**
@@ -639,43 +641,36 @@ export class FsStorage implements HubStorage {
   }
 
   private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
-    const c = this.compaction ?? compactionSettings({});
-    const started = Date.now();
-    try {
-      const e = await this.lock(db).run(() => this.entry(db));
-      if (!e || e.head.txid - e.base.txid < 2n) return undefined;
-      const paths = this.paths(db);
-      const job: CompactJob = {
-        paths,
-        policy: c.retain,
-        now: Date.now(),
-        upTo: e.head.txid - 1n,
-        checkpointRatio: c.checkpointRatio,
-      };
-      const url = new URL('./compact-worker.js', import.meta.url);
-      const outcome = await runJob<CompactOutcome>(url, job, 'compaction', this.stopping.signal);
-      const end = outcome.end;
-      if (end) {
-        await this.lock(db).run(async () => {
-          this.check();
-          const swapStart = performance.now();
-          const cur = this.entries.get(db);
-          this.forget(db);
-          if (cur) {
-            cur.writer.close();
-            this.retire(cur);
-          }
-          outcome.bytesAfter = installHistory(nodeFs, paths, end);
-          await this.entry(db); // the rebased journal, indexed afresh
-          outcome.swapMs = performance.now() - swapStart;
-        });
-      }
-      c.onCompaction?.(db, outcome, Date.now() - started);
-      return outcome;
-    } catch (err) {
-      c.onCompaction?.(db, err as Error, Date.now() - started);
-      throw err;
+    const c = this.compactions.settings ?? compactionSettings({});
+    const e = await this.lock(db).run(() => this.entry(db));
+    if (!e || e.head.txid - e.base.txid < 2n) return undefined;
+    const paths = this.paths(db);
+    const job: CompactJob = {
+      paths,
+      policy: c.retain,
+      now: Date.now(),
+      upTo: e.head.txid - 1n,
+      checkpointRatio: c.checkpointRatio,
+    };
+    const url = new URL('./compact-worker.js', import.meta.url);
+    const outcome = await runJob<CompactOutcome>(url, job, 'compaction', this.stopping.signal);
+    const end = outcome.end;
+    if (end) {
+      await this.lock(db).run(async () => {
+        this.check();
+        const swapStart = performance.now();
+        const cur = this.entries.get(db);
+        this.forget(db);
+        if (cur) {
+          cur.writer.close();
+          this.retire(cur);
+        }
+        outcome.bytesAfter = installHistory(nodeFs, paths, end);
+        await this.entry(db); // the rebased journal, indexed afresh
+        outcome.swapMs = performance.now() - swapStart;
+      });
     }
+    return outcome;
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {

@@ -44,7 +44,7 @@ import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } 
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
-import { CompactionRuns, compactionDue, compactionSettings, type HubCompaction } from './compaction.js';
+import { CompactionRuns, compactionSettings, type HubCompaction } from './compaction.js';
 import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
 import { buildImageFile, writeStoredJournal } from './image-cache.js';
 import { Mutex } from './mutex.js';
@@ -109,8 +109,7 @@ export class NatsStorage implements HubStorage {
   private readonly locks = new Map<string, Mutex>();
   private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly advisories: Subscription[] = [];
-  private readonly compactions = new CompactionRuns();
-  private compaction: ReturnType<typeof compactionSettings> | undefined;
+  private readonly compactions: CompactionRuns;
   private closed = false;
   private heads!: Heads;
   private slot!: { dir: string; release(): void; temporary: boolean };
@@ -133,7 +132,9 @@ export class NatsStorage implements HubStorage {
     this.names = natsNames(options.prefix);
     this.timeoutMs = options.timeoutMs ?? 20_000;
     this.waiting = `connecting to NATS at ${this.servers.join(',')}`;
-    this.compaction = options.compaction === false ? undefined : compactionSettings(options.compaction ?? {});
+    this.compactions = new CompactionRuns(
+      options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
+    );
     if (options.onDamage) this.damageListeners.push(options.onDamage);
   }
 
@@ -702,24 +703,15 @@ export class NatsStorage implements HubStorage {
 
   /** Calls `listener` after each compaction (or its failure) besides the settings' onCompaction. */
   watchCompactions(listener: NonNullable<HubCompaction['onCompaction']>): void {
-    const c = this.compaction;
-    if (!c) return;
-    const before = c.onCompaction;
-    c.onCompaction = (db, outcome, ms) => {
-      listener(db, outcome, ms);
-      before?.(db, outcome, ms);
-    };
+    this.compactions.watch(listener);
   }
 
   /** Starts a compaction of `db` in the background when the snapshots after its base are due. */
   private maybeCompact(db: string, tail: DbTail): void {
-    const c = this.compaction;
-    if (!c || tail.head.txid - tail.base.txid < 2n) return;
-    if (this.compactions.running(db)) return;
-    const last = tail.snaps[tail.snaps.length - 1]!.header;
-    const dbBytes = last.dbPages * last.pageSize;
-    if (!compactionDue(c, tail.bytes, dbBytes, this.compactions.sinceLast(db))) return;
-    this.compact(db).catch(() => undefined); // told to onCompaction
+    const last = tail.snaps[tail.snaps.length - 1]?.header;
+    const dbBytes = last ? last.dbPages * last.pageSize : 0;
+    if (!this.compactions.due(db, tail.head.txid - tail.base.txid, tail.bytes, dbBytes)) return;
+    this.compact(db).catch(() => undefined); // told to onCompaction and the watchers
   }
 
   /**
@@ -737,8 +729,7 @@ export class NatsStorage implements HubStorage {
   }
 
   private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
-    const c = this.compaction ?? compactionSettings({});
-    const started = Date.now();
+    const c = this.compactions.settings ?? compactionSettings({});
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-checkpoint-'));
     /** The history this compaction stored, until a checkpoint names it (removed if none does). */
     let uploaded: string | undefined;
@@ -814,11 +805,7 @@ export class NatsStorage implements HubStorage {
         end: { txid: upTo, checksum: header.postChecksum },
         swapMs: performance.now() - swapStart,
       };
-      c.onCompaction?.(db, outcome, Date.now() - started);
       return outcome;
-    } catch (err) {
-      c.onCompaction?.(db, err as Error, Date.now() - started);
-      throw err;
     } finally {
       if (uploaded) await this.histories.remove(uploaded).catch(() => undefined);
       await fsp.rm(dir, { recursive: true, force: true });
