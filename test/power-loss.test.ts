@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { openWith } from '../src/api/open.js';
+import { type MyceliteDatabase, openWith } from '../src/api/open.js';
 import { JournalReader, loadHash, memorySource, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { FaultyFileSystem } from '../src/storage/faulty-fs.js';
 import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src/storage/power-loss.js';
+import { startTestHub } from './helpers/hub.js';
 import {
   type Durability,
   powerRuntime,
@@ -268,4 +269,86 @@ test('replica: its first applies, 8 torn recoveries at each sync point (its infl
     }
   }
   assert.deepEqual(failures, []);
+});
+
+test('shared device: a power cut after a rebase renumbered the position its last fsynced marker names, then more commits: nothing acknowledged lost, no outside change', async () => {
+  // The synced marker is fsynced at open (and when pairing takes commits back); a checkpoint between
+  // opens writes it without an fsync, so a power cut may bring back the one written at open. A device
+  // opened with pending changes has that marker after its base; a rebase renumbers the journal there
+  // (the hub's snapshot comes first), so the txid it names holds another state afterwards, and a power
+  // cut after more commits (their write-backs not yet durable) must still redo them from the journal.
+  await loadHash();
+  const h = await startTestHub();
+  try {
+    const rt = powerRuntime(power);
+    let offline = false;
+    const hub = async () => ({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      fetch: (async (input, init) => {
+        if (offline) throw new TypeError('fetch failed (offline)');
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const idle = (d: MyceliteDatabase): Promise<void> =>
+      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const dir = fresh();
+    fs.mkdirSync(dir);
+    const aPath = path.join(dir, 'a.db');
+    let a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+    a.exec('create table entries(id text primary key, who text)');
+    await a.sync!.flush(20_000);
+    await idle(a);
+    const bDir = fresh();
+    fs.mkdirSync(bDir);
+    const b = await openWith(rt, path.join(bDir, 'b.db'), { shared: true, hub: await hub() });
+    await idle(b);
+    // A commits three changes offline and is opened again (still offline): its marker, fsynced at that
+    // open, names its head after the base.
+    offline = true;
+    for (const id of ['a1', 'a2', 'a3']) a.prepare('insert into entries values (?, ?)').run(id, 'alice');
+    a.close();
+    power.track(dir);
+    a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+    assert.equal(a.sync!.pending(), 3);
+    offline = false;
+    b.prepare('insert into entries values (?, ?)').run('b1', 'bob');
+    await b.sync!.flush(20_000);
+    // A's rebase: the hub's b1 after the base, then a1..a3 again, renumbered.
+    const rebased = new Promise<void>((r) => a.sync!.on('received', () => r()));
+    await rebased;
+    await a.sync!.flush(20_000);
+    await idle(a);
+    offline = true;
+    for (const id of ['a4', 'a5', 'a6']) a.prepare('insert into entries values (?, ?)').run(id, 'alice');
+    const head = a.position().txid;
+    power.crash('end');
+    try {
+      a.close();
+    } catch {
+      // the power is off
+    }
+    power.recover();
+    power.untrack();
+    b.close();
+    const warnings: string[] = [];
+    const again = await openWith(rt, aPath, {
+      shared: true,
+      onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+    });
+    try {
+      assert.deepEqual(warnings, [], 'no outside change: the journal redoes the commits the file lost');
+      assert.deepEqual(
+        again.prepare('select id from entries order by id').raw().all(),
+        [['a1'], ['a2'], ['a3'], ['a4'], ['a5'], ['a6'], ['b1']],
+        'every acknowledged commit is there',
+      );
+      assert.equal(again.position().txid, head);
+    } finally {
+      again.close();
+    }
+  } finally {
+    await h.close();
+  }
 });

@@ -584,8 +584,10 @@ export class Device<C = unknown, O = unknown> {
     capture.afterRawWrite();
     // The synced marker names the head before the rewrite (its txid in the old numbering): point it at the
     // rewritten head, the same state. Left behind, it would claim a later txid than commits made after
-    // this one reach, and a crash that kept their write-backs from the file would not redo them.
-    capture.checkpoint({ force: true });
+    // this one reach, and a crash that kept their write-backs from the file would not redo them. Fsynced:
+    // a power cut must not bring back an older marker either (the one open() fsynced may name a txid after
+    // the base, which the rewrite gave to another state).
+    capture.checkpoint({ force: true, durable: true });
     this.kept = [];
   }
 }
