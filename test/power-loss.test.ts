@@ -352,3 +352,90 @@ test('shared device: a power cut after a rebase renumbered the position its last
     await h.close();
   }
 });
+
+test("shared device: the power cut at each journal fsync of a rebase's re-apply, the database file's writes kept: no outside change, nothing lost", async (t) => {
+  // A rebase puts the file at the hub's head (one snapshot, fsynced), then applies the pending changes
+  // again, each a commit. Their write-backs may reach the disk before a power cut (the kernel writes the
+  // file's pages back when it likes): every state they leave must be durable in the journal first, or
+  // recovery finds a file no journal state explains and records it as an outside change.
+  await loadHash();
+  const h = await startTestHub();
+  try {
+    const rt = powerRuntime(power);
+    let offline = false;
+    const hub = async (cut = () => offline) => ({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      fetch: (async (input, init) => {
+        if (cut()) throw new TypeError('fetch failed (offline)');
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const idle = (d: MyceliteDatabase): Promise<void> =>
+      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const failures: string[] = [];
+    let reached = 0;
+    // The first journal fsync after the going online is the reset's; the re-apply's follow (k ≥ 2).
+    for (let k = 2; k <= 6; k++) {
+      offline = false;
+      const dir = fresh();
+      fs.mkdirSync(dir);
+      const aPath = path.join(dir, 'a.db');
+      let a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+      a.exec('create table entries(id text primary key, body blob); create table junk(x blob)');
+      for (let i = 0; i < 30; i++) a.prepare('insert into junk values (randomblob(3000))').run();
+      await a.sync!.flush(20_000);
+      await idle(a);
+      const bDir = fresh();
+      fs.mkdirSync(bDir);
+      const b = await openWith(rt, path.join(bDir, 'b.db'), { shared: true, hub: await hub(() => false) });
+      await idle(b);
+      offline = true;
+      for (const id of ['a1', 'a2', 'a3'])
+        a.prepare('insert into entries values (?, randomblob(3000))').run(id);
+      // The hub frees junk's pages: A's changes, applied again on the hub's state, reuse them.
+      b.exec('drop table junk');
+      await b.sync!.flush(20_000);
+      a.close();
+      power.track(dir);
+      a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+      power.crashAt({ label: 'journal.sync', nth: k });
+      offline = false;
+      for (let i = 0; i < 100 && !power.crashed; i++) await new Promise((r) => setTimeout(r, 50));
+      offline = true;
+      const crashed = power.crashed;
+      try {
+        a.close();
+      } catch {
+        // the power is off
+      }
+      power.recover({ keepUnsynced: (p) => p === aPath });
+      power.untrack();
+      b.close();
+      if (!crashed) break;
+      reached = k;
+      const warnings: string[] = [];
+      const again = await openWith(rt, aPath, {
+        shared: true,
+        onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+      });
+      try {
+        for (const w of warnings) failures.push(`#${k}: ${w}`);
+        const ids = again.prepare('select id from entries order by id').raw().all();
+        if (JSON.stringify(ids) !== JSON.stringify([['a1'], ['a2'], ['a3']]))
+          failures.push(`#${k}: entries ${JSON.stringify(ids)}`);
+        const pending = again.prepare('pragma integrity_check').raw().all();
+        if (JSON.stringify(pending) !== JSON.stringify([['ok']]))
+          failures.push(`#${k}: integrity ${JSON.stringify(pending)}`);
+      } finally {
+        again.close();
+      }
+    }
+    t.diagnostic(`the power cut at journal fsyncs 2..${reached} after going online`);
+    assert.ok(reached >= 2, 'the power was cut within the rebase');
+    assert.deepEqual(failures, []);
+  } finally {
+    await h.close();
+  }
+});
