@@ -12,7 +12,8 @@ import { FaultyFileSystem } from '../src/files/faulty-fs.js';
 import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src/files/power-loss.js';
 import { JournalReader, loadHash, memorySource, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
-import { openWith } from '../src/writer/open.js';
+import { type MyceliteDatabase, openWith } from '../src/writer/open.js';
+import { startTestHub } from './helpers/hub.js';
 import {
   type Durability,
   powerRuntime,
@@ -268,4 +269,173 @@ test('replica: its first applies, 8 torn recoveries at each sync point (its infl
     }
   }
   assert.deepEqual(failures, []);
+});
+
+test('shared device: a power cut after a rebase renumbered the position its last fsynced marker names, then more commits: nothing acknowledged lost, no outside change', async () => {
+  // The synced marker is fsynced at open (and when pairing takes commits back); a checkpoint between
+  // opens writes it without an fsync, so a power cut may bring back the one written at open. A device
+  // opened with pending changes has that marker after its base; a rebase renumbers the journal there
+  // (the hub's snapshot comes first), so the txid it names holds another state afterwards, and a power
+  // cut after more commits (their write-backs not yet durable) must still redo them from the journal.
+  await loadHash();
+  const h = await startTestHub();
+  try {
+    const rt = powerRuntime(power);
+    let offline = false;
+    const hub = async () => ({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      fetch: (async (input, init) => {
+        if (offline) throw new TypeError('fetch failed (offline)');
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const idle = (d: MyceliteDatabase): Promise<void> =>
+      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const dir = fresh();
+    fs.mkdirSync(dir);
+    const aPath = path.join(dir, 'a.db');
+    let a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+    a.exec('create table entries(id text primary key, who text)');
+    await a.sync!.flush(20_000);
+    await idle(a);
+    const bDir = fresh();
+    fs.mkdirSync(bDir);
+    const b = await openWith(rt, path.join(bDir, 'b.db'), { shared: true, hub: await hub() });
+    await idle(b);
+    // A commits three changes offline and is opened again (still offline): its marker, fsynced at that
+    // open, names its head after the base.
+    offline = true;
+    for (const id of ['a1', 'a2', 'a3']) a.prepare('insert into entries values (?, ?)').run(id, 'alice');
+    a.close();
+    power.track(dir);
+    a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+    assert.equal(a.sync!.pending(), 3);
+    offline = false;
+    b.prepare('insert into entries values (?, ?)').run('b1', 'bob');
+    await b.sync!.flush(20_000);
+    // A's rebase: the hub's b1 after the base, then a1..a3 again, renumbered.
+    const rebased = new Promise<void>((r) => a.sync!.on('received', () => r()));
+    await rebased;
+    await a.sync!.flush(20_000);
+    await idle(a);
+    offline = true;
+    for (const id of ['a4', 'a5', 'a6']) a.prepare('insert into entries values (?, ?)').run(id, 'alice');
+    const head = a.position().txid;
+    power.crash('end');
+    try {
+      a.close();
+    } catch {
+      // the power is off
+    }
+    power.recover();
+    power.untrack();
+    b.close();
+    const warnings: string[] = [];
+    const again = await openWith(rt, aPath, {
+      shared: true,
+      onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+    });
+    try {
+      assert.deepEqual(warnings, [], 'no outside change: the journal redoes the commits the file lost');
+      assert.deepEqual(
+        again.prepare('select id from entries order by id').raw().all(),
+        [['a1'], ['a2'], ['a3'], ['a4'], ['a5'], ['a6'], ['b1']],
+        'every acknowledged commit is there',
+      );
+      assert.equal(again.position().txid, head);
+    } finally {
+      again.close();
+    }
+  } finally {
+    await h.close();
+  }
+});
+
+test("shared device: the power cut at each journal fsync of a rebase's re-apply, the database file's writes kept: no outside change, nothing lost", async (t) => {
+  // A rebase puts the file at the hub's head (one snapshot, fsynced), then applies the pending changes
+  // again, each a commit. Their write-backs may reach the disk before a power cut (the kernel writes the
+  // file's pages back when it likes): every state they leave must be durable in the journal first, or
+  // recovery finds a file no journal state explains and records it as an outside change.
+  await loadHash();
+  const h = await startTestHub();
+  try {
+    const rt = powerRuntime(power);
+    let offline = false;
+    const hub = async (cut = () => offline) => ({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      fetch: (async (input, init) => {
+        if (cut()) throw new TypeError('fetch failed (offline)');
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const idle = (d: MyceliteDatabase): Promise<void> =>
+      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const failures: string[] = [];
+    let reached = 0;
+    // The first journal fsync after the going online is the reset's; the re-apply's follow (k ≥ 2).
+    for (let k = 2; k <= 6; k++) {
+      offline = false;
+      const dir = fresh();
+      fs.mkdirSync(dir);
+      const aPath = path.join(dir, 'a.db');
+      let a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+      a.exec('create table entries(id text primary key, body blob); create table junk(x blob)');
+      for (let i = 0; i < 30; i++) a.prepare('insert into junk values (randomblob(3000))').run();
+      await a.sync!.flush(20_000);
+      await idle(a);
+      const bDir = fresh();
+      fs.mkdirSync(bDir);
+      const b = await openWith(rt, path.join(bDir, 'b.db'), { shared: true, hub: await hub(() => false) });
+      await idle(b);
+      offline = true;
+      for (const id of ['a1', 'a2', 'a3'])
+        a.prepare('insert into entries values (?, randomblob(3000))').run(id);
+      // The hub frees junk's pages: A's changes, applied again on the hub's state, reuse them.
+      b.exec('drop table junk');
+      await b.sync!.flush(20_000);
+      a.close();
+      power.track(dir);
+      a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+      power.crashAt({ label: 'journal.sync', nth: k });
+      offline = false;
+      for (let i = 0; i < 100 && !power.crashed; i++) await new Promise((r) => setTimeout(r, 50));
+      offline = true;
+      const crashed = power.crashed;
+      try {
+        a.close();
+      } catch {
+        // the power is off
+      }
+      power.recover({ keepUnsynced: (p) => p === aPath });
+      power.untrack();
+      b.close();
+      if (!crashed) break;
+      reached = k;
+      const warnings: string[] = [];
+      const again = await openWith(rt, aPath, {
+        shared: true,
+        onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+      });
+      try {
+        for (const w of warnings) failures.push(`#${k}: ${w}`);
+        const ids = again.prepare('select id from entries order by id').raw().all();
+        if (JSON.stringify(ids) !== JSON.stringify([['a1'], ['a2'], ['a3']]))
+          failures.push(`#${k}: entries ${JSON.stringify(ids)}`);
+        const pending = again.prepare('pragma integrity_check').raw().all();
+        if (JSON.stringify(pending) !== JSON.stringify([['ok']]))
+          failures.push(`#${k}: integrity ${JSON.stringify(pending)}`);
+      } finally {
+        again.close();
+      }
+    }
+    t.diagnostic(`the power cut at journal fsyncs 2..${reached} after going online`);
+    assert.ok(reached >= 2, 'the power was cut within the rebase');
+    assert.deepEqual(failures, []);
+  } finally {
+    await h.close();
+  }
 });

@@ -179,9 +179,11 @@ export class Capture {
   /**
    * Makes the database file durable and records the journal position it is at, with its fingerprint, in
    * the synced marker (so a crash redoes only what follows, and a clean open checks the file in constant
-   * time). Between transactions only.
+   * time). Between transactions only. The marker itself is fsynced only with `durable` (an older marker
+   * that a power cut brings back merely redoes more), which a rewrite of the journal needs: the older one
+   * may name a txid the rewrite gave to another state.
    */
-  checkpoint({ force = false }: { force?: boolean } = {}): void {
+  checkpoint({ force = false, durable = false }: { force?: boolean; durable?: boolean } = {}): void {
     const synced = this.options.synced;
     if (!synced || !this.db || this.behind || this.journal.pending) return;
     if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return;
@@ -206,6 +208,7 @@ export class Capture {
       holdsWrites: this.options.holdWrites !== undefined,
       offset: this.journal.headOffset,
     });
+    if (durable) synced.file.sync();
     this.sinceBytes = 0;
     this.sinceCommits = 0;
   }

@@ -495,19 +495,14 @@ export class Device<C = unknown, O = unknown> {
   }
 
   /**
-   * Applies every pending change again, each in its own transaction; the rejected ones are dropped. No
-   * fsync per commit (synchronous=OFF meanwhile): until the tail is rewritten a crash takes them all back
-   * out anyway (they pair with no record), and the rewrite's checkpoint makes them durable at once.
+   * Applies every pending change again, each in its own transaction; the rejected ones are dropped. Each
+   * commit keeps the connection's synchronous setting (with journal durability, one journal fsync before
+   * its write-back): with synchronous=OFF, a write-back could reach the disk before a power cut while its
+   * snapshot did not, and recovery would find a file no durable journal state explains (an outside
+   * change). A crash before the tail is rewritten takes them all back out (they pair with no record).
    */
   private reapply(report: RebaseReport<C, O>): void {
-    const { db } = this.p;
-    const sync = db.pragma('synchronous', { simple: true });
-    db.pragma('synchronous = OFF');
-    try {
-      this.reapplyAll(report);
-    } finally {
-      db.pragma(`synchronous = ${Number(sync)}`);
-    }
+    this.reapplyAll(report);
   }
 
   private reapplyAll(report: RebaseReport<C, O>): void {
@@ -584,8 +579,10 @@ export class Device<C = unknown, O = unknown> {
     capture.afterRawWrite();
     // The synced marker names the head before the rewrite (its txid in the old numbering): point it at the
     // rewritten head, the same state. Left behind, it would claim a later txid than commits made after
-    // this one reach, and a crash that kept their write-backs from the file would not redo them.
-    capture.checkpoint({ force: true });
+    // this one reach, and a crash that kept their write-backs from the file would not redo them. Fsynced:
+    // a power cut must not bring back an older marker either (the one open() fsynced may name a txid after
+    // the base, which the rewrite gave to another state).
+    capture.checkpoint({ force: true, durable: true });
     this.kept = [];
   }
 }
