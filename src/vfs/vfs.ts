@@ -107,6 +107,27 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     return rc;
   };
   const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
+  /**
+   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess at every
+   * transaction), decoded once per pointer: a hit is checked byte for byte against the memory there.
+   */
+  const names = new Map<number, { name: string; bytes: Uint8Array }>();
+  const nameAt = (z: number): string => {
+    const mem = wasm.heap8u();
+    const hit = names.get(z);
+    if (hit) {
+      const b = hit.bytes;
+      let i = 0;
+      while (i < b.length && mem[z + i] === b[i]) i++;
+      if (i === b.length && mem[z + i] === 0) return hit.name;
+    }
+    let end = z;
+    while (mem[end] !== 0) end++;
+    const name = wasm.cstrToJs(z) as string;
+    if (names.size >= 64) names.clear();
+    names.set(z, { name, bytes: mem.slice(z, end) });
+    return name;
+  };
   const file = (pFile: number): OpenFile => {
     const f = files.get(pFile);
     if (!f) throw new Error(`no open file for sqlite3_file ${pFile}`);
@@ -336,7 +357,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const vfsMethods = {
     xAccess(_pVfs: number, zName: number, _flags: number, pOut: number): number {
       try {
-        const p = wasm.cstrToJs(zName) as string;
+        const p = nameAt(zName);
         const wal = walWatched.get(p)?.wal;
         if (wal?.seen && wal.known && sameBytes(wal.header, wal.absentAt)) {
           wasm.poke32(pOut, 0);
