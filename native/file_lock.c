@@ -11,6 +11,13 @@
  *   getlk(fd, type, start, len, ofd) -> null if the lock would be granted,
  *                                       {type, pid, start, len} of a conflicting
  *                                       holder, or a positive errno on failure
+ *   lockShared(fd, guard, start, len, ofd)
+ *                                    -> read-locks byte `guard`, then [start, start+len),
+ *                                       then unlocks `guard` whatever happened: one call
+ *                                       for SQLite's SHARED lock (three fcntl). 0 when
+ *                                       granted, else (step << 16) | errno, step 0 the
+ *                                       guard's lock, 1 the range's, 2 the guard's unlock
+ *   fsize(fd)                        -> the file's size (fstat), or -errno: no Stats object
  *   ofdAvailable                     -> true if F_OFD_SETLK/F_OFD_GETLK work here
  *   type: 0 = read (F_RDLCK), 1 = write (F_WRLCK), 2 = unlock (F_UNLCK)
  *   ofd:  true = open-file-description locks (Linux >= 3.15), false = classic
@@ -27,6 +34,7 @@
 
 #ifndef _WIN32
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -112,6 +120,72 @@ static napi_value Setlk(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static int set_range(int fd, int cmd, short type, int64_t start, int64_t len) {
+  struct flock fl;
+  memset(&fl, 0, sizeof(fl));
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)start;
+  fl.l_len = (off_t)len;
+  return do_fcntl(fd, cmd, &fl);
+}
+
+static napi_value LockShared(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], result;
+  int32_t fd = -1;
+  int64_t guard = -1, start = -1, len = -1;
+  bool ofd = false;
+  int err, unlockErr;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &guard) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &start) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &len) != napi_ok ||
+      napi_get_value_bool(env, argv[4], &ofd) != napi_ok || fd < 0 || guard < 0 || start < 0 || len < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "expected (fd >= 0, guard >= 0, start >= 0, length >= 0, ofd boolean)");
+    return NULL;
+  }
+  if (ofd && !ofd_available) {
+    napi_throw_error(env, "ERR_MYCELITE_NO_OFD", "OFD locks are not available on this system");
+    return NULL;
+  }
+#ifdef F_OFD_SETLK
+  int cmd = ofd ? F_OFD_SETLK : F_SETLK;
+#else
+  int cmd = F_SETLK;
+#endif
+  err = set_range(fd, cmd, F_RDLCK, guard, 1);
+  if (err != 0) {
+    CHECK(napi_create_int32(env, err, &result));
+    return result;
+  }
+  err = set_range(fd, cmd, F_RDLCK, start, len);
+  unlockErr = set_range(fd, cmd, F_UNLCK, guard, 1);
+  CHECK(napi_create_int32(env, unlockErr != 0 ? (2 << 16) | unlockErr : err != 0 ? (1 << 16) | err : 0,
+                          &result));
+  return result;
+}
+
+static napi_value Fsize(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  int32_t fd = -1;
+  struct stat st;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected (fd >= 0)");
+    return NULL;
+  }
+  int rc;
+  do {
+    rc = fstat(fd, &st);
+  } while (rc == -1 && errno == EINTR);
+  CHECK(napi_create_int64(env, rc == -1 ? -(int64_t)errno : (int64_t)st.st_size, &result));
+  return result;
+}
+
 static napi_value Getlk(napi_env env, napi_callback_info info) {
   int fd, ofd, err;
   struct flock fl;
@@ -170,6 +244,8 @@ static napi_value Unsupported(napi_env env, napi_callback_info info) {
 }
 #define Setlk Unsupported
 #define Getlk Unsupported
+#define LockShared Unsupported
+#define Fsize Unsupported
 static const int ofd_available = 0;
 static void probe_ofd(void) {}
 
@@ -182,6 +258,10 @@ static napi_value Init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "setlk", fn));
   CHECK(napi_create_function(env, "getlk", NAPI_AUTO_LENGTH, Getlk, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "getlk", fn));
+  CHECK(napi_create_function(env, "lockShared", NAPI_AUTO_LENGTH, LockShared, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "lockShared", fn));
+  CHECK(napi_create_function(env, "fsize", NAPI_AUTO_LENGTH, Fsize, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "fsize", fn));
   CHECK(napi_get_boolean(env, ofd_available != 0, &flag));
   CHECK(napi_set_named_property(env, exports, "ofdAvailable", flag));
   return exports;

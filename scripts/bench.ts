@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --runs N] [-- --json FILE]`: the workloads of
+ * `npm run bench [-- --quick] [-- --runs N] [-- --json FILE] [-- --workloads r]`: the workloads of
  * ../shared/bench/WORKLOADS.md for four configurations in one run — native better-sqlite3 (no
  * replication), our engine without capture, Mycelite with capture, Mycelite with durability 'sqlite' —
  * each run in a fresh process and a fresh directory on the real disk, configurations interleaved,
@@ -39,6 +39,12 @@ const opts = new Command('bench')
     fs.existsSync('/dev/shm') ? '/dev/shm' : '',
   )
   .option('--no-tmpfs', 'without the tmpfs table')
+  .option(
+    '--workloads <list>',
+    'which workloads, comma-separated (e.g. r: the point selects alone)',
+    (v) => v.split(',').map((w) => w.trim()),
+    ['a', 'b', 'c', 'r'],
+  )
   .option('--skip-replication', 'only the workload table', false)
   .option('--skip-shared', 'without the shared-database figures', false)
   .option('--skip-length', 'without the history-length figures', false)
@@ -49,11 +55,16 @@ const opts = new Command('bench')
     json: string;
     dir: string;
     tmpfs: string | false;
+    workloads: string[];
     skipReplication: boolean;
     skipShared: boolean;
     skipLength: boolean;
   }>();
 
+const workloads = opts.workloads.map((w) => {
+  if (!WORKLOADS.includes(w as Workload)) throw new Error(`unknown workload ${w} (${WORKLOADS.join(', ')})`);
+  return w as Workload;
+});
 const runs = opts.runs ?? (opts.quick ? 1 : 5);
 const scale = opts.quick ? 0.05 : 1;
 const median = (xs: number[]): number => {
@@ -73,7 +84,7 @@ function node(script: string, args: string[]): string {
 
 function workloadTable(base: string, configs = CONFIGS): Record<string, Record<Config, RunResult[]>> {
   const results: Record<string, Record<Config, RunResult[]>> = {};
-  for (const w of WORKLOADS) {
+  for (const w of workloads) {
     results[w] = { native: [], engine: [], mycelite: [], 'mycelite-sqlite': [] };
     for (let r = 0; r < runs; r++) {
       for (const c of r % 2 === 0 ? configs : [...configs].reverse()) {

@@ -238,6 +238,40 @@ describe('open', () => {
     }
   });
 
+  for (const durability of ['journal', 'sqlite'] as const) {
+    test(`durability ${durability}: native SQLite switching the open writer's database to WAL mode is seen at the writer's next transaction, after reads and its own commits (the VFS answers for the absent -wal without a stat only while the header bytes a stat saw stay)`, async () => {
+      const dir = tempDir();
+      const dbPath = path.join(dir, 'switch.db');
+      const db = await open(dbPath, { durability, onWarning: () => {} });
+      try {
+        db.exec('CREATE TABLE t(a); INSERT INTO t VALUES (1)');
+        const count = (): number => (db.prepare('select count(*) as n from t').get() as { n: number }).n;
+        for (let i = 0; i < 5; i++) assert.equal(count(), 1);
+        db.exec('INSERT INTO t VALUES (2)');
+        for (let i = 0; i < 5; i++) assert.equal(count(), 2);
+        const n = new BetterSqlite3(dbPath);
+        try {
+          assert.equal(n.pragma('journal_mode = WAL', { simple: true }), 'wal');
+          n.exec('INSERT INTO t VALUES (3)');
+          assert.ok(fs.statSync(`${dbPath}-wal`).size > 0, 'the commit is in the WAL');
+          // Not the file's stale 2 rows: the writer has no shared memory for a WAL and refuses.
+          assert.throws(count, /unable to open database file/);
+          assert.throws(count, /unable to open database file/);
+        } finally {
+          n.close();
+        }
+        assert.equal(fs.existsSync(`${dbPath}-wal`), false);
+        assert.throws(count, /unable to open database file/);
+      } finally {
+        try {
+          db.close();
+        } catch {
+          // The outside change to WAL mode may keep the close from finishing: not what this test is about.
+        }
+      }
+    });
+  }
+
   test('a second writer is refused, in another process and in this one', async () => {
     const dir = tempDir();
     const dbPath = path.join(dir, 'two.db');

@@ -2,7 +2,7 @@
 // (better-sqlite3) running in child processes (test/fixtures/native-holder.mjs).
 import assert from 'node:assert/strict';
 import { type ChildProcess, fork, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -11,9 +11,11 @@ import {
   exclusiveFileLock,
   FileLockBusyError,
   FileLockError,
+  fileSizeOf,
   findConflictingLock,
   lockMode,
   lockRange,
+  lockRangeGuarded,
   ofdLocks,
   probeRange,
   tryExclusiveFileLock,
@@ -178,6 +180,51 @@ describe('file-lock primitives', () => {
     const b = open(path, 'r+');
     assert.equal(lockRange(b, 'read', 0, 1), false);
     assert.equal(lockRange(a, 'unlock', 0, 1), true);
+  });
+
+  it('lockRangeGuarded: the range read-locked under the guard, which is released whatever happened (OFD)', {
+    skip: !ofdLocks(),
+  }, () => {
+    const path = join(dir, 'guarded.bin');
+    const a = open(path, 'w+');
+    const b = open(path, 'r+');
+    // A writer's PENDING lock on the guard keeps new readers out.
+    assert.equal(lockRange(b, 'write', 50, 1), true);
+    assert.equal(lockRangeGuarded(a, 50, 60, 10), false);
+    assert.equal(findConflictingLock(b, 'write', 60, 10), null, 'the range is not taken');
+    assert.equal(lockRange(b, 'unlock', 50, 1), true);
+    // A write lock on part of the range: busy, the guard released all the same.
+    assert.equal(lockRange(b, 'write', 65, 1), true);
+    assert.equal(lockRangeGuarded(a, 50, 60, 10), false);
+    assert.equal(findConflictingLock(b, 'write', 50, 1), null, 'the guard was released');
+    assert.equal(lockRange(b, 'unlock', 65, 1), true);
+    // Granted: the range is read-locked (others may read, not write), the guard is free.
+    assert.equal(lockRangeGuarded(a, 50, 60, 10), true);
+    assert.equal(findConflictingLock(b, 'write', 50, 1), null, 'the guard was released');
+    assert.equal(lockRange(b, 'write', 62, 1), false);
+    assert.equal(lockRange(b, 'read', 62, 1), true);
+    assert.equal(lockRange(b, 'unlock', 0, 0), true);
+    assert.equal(lockRange(a, 'unlock', 0, 0), true);
+    const closed = openSync(path, 'r');
+    closeSync(closed);
+    assert.throws(
+      () => lockRangeGuarded(closed, 50, 60, 10),
+      (e: unknown) =>
+        e instanceof FileLockError && e.code === 'EBADF' && /start=50, length=1/.test(e.message),
+    );
+    assert.throws(() => lockRangeGuarded(a, 50, -1, 10), RangeError);
+  });
+
+  it('fileSizeOf: the size fstat gives, an error naming the fd for a closed one', () => {
+    const path = join(dir, 'size.bin');
+    const fd = open(path, 'w+');
+    assert.equal(fileSizeOf(fd), 0);
+    writeSync(fd, Buffer.alloc(12345), 0, 12345, 1 << 20);
+    assert.equal(fileSizeOf(fd), fstatSync(fd).size);
+    assert.equal(fileSizeOf(fd), (1 << 20) + 12345);
+    const closed = openSync(path, 'r');
+    closeSync(closed);
+    assert.throws(() => fileSizeOf(closed), { code: 'EBADF', syscall: 'fstat' });
   });
 
   it('reports errors with context', () => {

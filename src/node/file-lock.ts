@@ -109,6 +109,10 @@ interface NativeBinding {
     len: number,
     ofd: boolean,
   ): null | number | { type: number; pid: number; start: number; len: number };
+  /** Absent from an addon built before it (a stale native/build): the callers fall back. */
+  lockShared?(fd: number, guard: number, start: number, len: number, ofd: boolean): number;
+  /** The file's size, or -errno; absent from an addon built before it. */
+  fsize?(fd: number): number;
   readonly ofdAvailable: boolean;
 }
 
@@ -224,6 +228,58 @@ export function lockRange(fd: number, kind: LockKind, start: number, length: num
   if (err === 0) return true;
   if (err === EAGAIN || err === EACCES) return false;
   throw new FileLockError(describe(ofdLocks() ? 'F_OFD_SETLK' : 'F_SETLK', fd, kind, start, length), err);
+}
+
+/**
+ * Read-locks the range under a read lock of byte `guard` taken first and released after, whatever
+ * happened: SQLite's SHARED lock (os_unix.c `unixLock`: the guard is PENDING_BYTE, so readers do not get
+ * in while a writer waits). The same three `fcntl` as {@link lockRange} thrice, in one call of the addon.
+ *
+ * @returns true if the range is read-locked, false if the guard or the range is held by another owner.
+ * @throws {@link FileLockError} if a system call fails (the guard's release included); `RangeError` for
+ *   invalid arguments.
+ */
+export function lockRangeGuarded(fd: number, guard: number, start: number, length: number): boolean {
+  const b = binding();
+  if (!b.lockShared) {
+    if (!lockRange(fd, 'read', guard, 1)) return false;
+    let granted = false;
+    try {
+      granted = lockRange(fd, 'read', start, length);
+    } finally {
+      lockRange(fd, 'unlock', guard, 1);
+    }
+    return granted;
+  }
+  checkArgs(fd, 'read', guard, 1);
+  checkArgs(fd, 'read', start, length);
+  const rc = b.lockShared(fd, guard, start, length, ofdLocks());
+  if (rc === 0) return true;
+  const step = rc >> 16;
+  const err = rc & 0xffff;
+  if (step < 2 && (err === EAGAIN || err === EACCES)) return false;
+  const cmd = ofdLocks() ? 'F_OFD_SETLK' : 'F_SETLK';
+  throw new FileLockError(
+    step === 0
+      ? describe(cmd, fd, 'read', guard, 1)
+      : step === 1
+        ? describe(cmd, fd, 'read', start, length)
+        : describe(cmd, fd, 'unlock', guard, 1),
+    err,
+  );
+}
+
+/** The size of the open file `fd` (`fstat`, without building a `fs.Stats`). */
+export function fileSizeOf(fd: number): number {
+  const b = binding();
+  if (!b.fsize) return fstatSync(fd).size;
+  const n = b.fsize(fd);
+  if (n >= 0) return n;
+  throw Object.assign(new Error(`fstat fd ${fd}: ${errnoName(-n)} (errno ${-n})`), {
+    code: errnoName(-n),
+    errno: -n,
+    syscall: 'fstat',
+  });
 }
 
 /**

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DeleteOptions, FileHandle, FileSystem, LockLevel, OpenOptions } from '../files/file-system.js';
-import { tryExclusiveFileLock } from './file-lock.js';
+import { fileSizeOf, tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
 import { beginSync, syncThreadAvailable } from './sync-thread.js';
 
@@ -32,6 +32,8 @@ class NodeFile implements FileHandle {
     this.lock = (level) => (level === 0 ? locks.unlock(0) : locks.lock(level));
     this.unlock = (level) => locks.unlock(level);
     this.checkReserved = () => locks.checkReserved();
+    // The addon is loaded for the locks: SQLite asks a database's size at every transaction.
+    this.size = () => wrap('stat', this.path, () => fileSizeOf(this.fd));
     return this;
   }
 

@@ -18,7 +18,7 @@
  * @module
  */
 import { fstatSync } from 'node:fs';
-import { findConflictingLock, lockRange, ofdLocks } from './file-lock.js';
+import { findConflictingLock, lockRange, lockRangeGuarded, ofdLocks } from './file-lock.js';
 
 /** No lock (SQLITE_LOCK_NONE). */
 export const NO_LOCK = 0;
@@ -121,15 +121,9 @@ export class SqliteFileLocks {
     const fd = this.fd;
 
     if (level === SHARED_LOCK) {
-      // PENDING read lock: fails while a writer holds PENDING, so writers are not starved.
-      if (!lockRange(fd, 'read', PENDING_BYTE, 1)) return false;
-      let granted = false;
-      try {
-        granted = lockRange(fd, 'read', SHARED_FIRST, SHARED_SIZE);
-      } finally {
-        // Drop the temporary PENDING lock whatever happened.
-        lockRange(fd, 'unlock', PENDING_BYTE, 1);
-      }
+      // Under a PENDING read lock (fails while a writer holds PENDING, so writers are not starved),
+      // dropped whatever happened.
+      const granted = lockRangeGuarded(fd, PENDING_BYTE, SHARED_FIRST, SHARED_SIZE);
       if (granted) this.#level = SHARED_LOCK;
       return granted;
     }

@@ -30,6 +30,8 @@ interface OpenFile {
   journalOf: Capture | undefined;
   /** The main database file of a connection. */
   mainDb: boolean;
+  /** A captured database: what lets `xAccess` answer for its `-wal` without a stat (see `walGone`). */
+  wal?: WalWatch;
   deleteOnClose: boolean;
   /** `PRAGMA locking_mode=EXCLUSIVE` was run on this connection (SQLite would then try WAL without shm). */
   exclusive?: boolean;
@@ -41,6 +43,34 @@ interface OpenFile {
    */
   syncDir: boolean;
 }
+
+/**
+ * Whether a captured database's `-wal` is known absent. At the start of every transaction SQLite takes its
+ * SHARED lock, reads the header's bytes 24–39 (change counter, page count, freelist) and then asks whether
+ * `-wal` exists: a stat of a missing file, the most expensive call of a point select. The writer's file is
+ * in rollback mode (open() folds a WAL left by native SQLite and leaves rollback mode; the VFS keeps
+ * `journal_mode=WAL` off). Another program makes a `-wal` SQLite must see only by switching the file to
+ * WAL mode first — a rollback-mode commit, which changes the change counter — and cannot commit while
+ * SQLite holds SHARED. So while the bytes read under this lock equal those a stat found no `-wal` at, no
+ * `-wal` appeared that matters: SQLite is answered from that. (A file already switched to WAL mode fails
+ * every transaction on its header bytes 18–19 whatever the answer: this VFS has no shared memory.)
+ */
+interface WalWatch {
+  /** Bytes 24–39 as read under the current lock; `seen` false until then (and after a write there). */
+  header: Uint8Array;
+  seen: boolean;
+  /** Bytes 24–39 when a stat last found no `-wal`; `known` false when that is not established. */
+  absentAt: Uint8Array;
+  known: boolean;
+}
+
+const HEADER_AT = 24;
+const HEADER_LEN = 16;
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+};
 
 /** A registered Mycelite VFS. */
 export interface MyceliteVfs {
@@ -66,6 +96,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const expected = new Map<string, Capture>();
   const captured = new Map<string, Capture>();
   const journals = new Map<string, Capture>();
+  /** `-wal` paths of captured databases open now → their file (see WalWatch). */
+  const walWatched = new Map<string, OpenFile>();
   let lastError: Error | undefined;
   /** The rollback journal at `path`, when journal durability moved it (in memory, then a file). */
   const rollbackFor = (path: string): MovedRollback | undefined => journals.get(path)?.rollback;
@@ -75,6 +107,27 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     return rc;
   };
   const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
+  /**
+   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess at every
+   * transaction), decoded once per pointer: a hit is checked byte for byte against the memory there.
+   */
+  const names = new Map<number, { name: string; bytes: Uint8Array }>();
+  const nameAt = (z: number): string => {
+    const mem = wasm.heap8u();
+    const hit = names.get(z);
+    if (hit) {
+      const b = hit.bytes;
+      let i = 0;
+      while (i < b.length && mem[z + i] === b[i]) i++;
+      if (i === b.length && mem[z + i] === 0) return hit.name;
+    }
+    let end = z;
+    while (mem[end] !== 0) end++;
+    const name = wasm.cstrToJs(z) as string;
+    if (names.size >= 64) names.clear();
+    names.set(z, { name, bytes: mem.slice(z, end) });
+    return name;
+  };
   const file = (pFile: number): OpenFile => {
     const f = files.get(pFile);
     if (!f) throw new Error(`no open file for sqlite3_file ${pFile}`);
@@ -105,6 +158,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
       }
       try {
         if (f.capture) captured.delete(f.path);
+        if (f.wal && walWatched.get(`${f.path}-wal`) === f) walWatched.delete(`${f.path}-wal`);
         f.locks?.unlock(0);
         if (f.handle.unlock) f.handle.unlock(0);
         f.handle.close();
@@ -146,6 +200,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xLock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
+        if (f.wal && level === 1) f.wal.seen = false;
         const ok = f.handle.lock ? f.handle.lock(level as LockLevel) : f.locks!.lock(level as LockLevel);
         if (ok) f.capture?.onLock(level);
         return ok ? 0 : capi.SQLITE_BUSY;
@@ -161,6 +216,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const got = f.handle.read(dest, at);
         // A transaction's first look at the header: was the file written by another program meanwhile?
         if (f.capture && at < 28) f.capture.onRead(at, dest);
+        if (f.wal && at <= HEADER_AT && at + n >= HEADER_AT + HEADER_LEN) {
+          f.wal.header.set(dest.subarray(HEADER_AT - at, HEADER_AT - at + HEADER_LEN));
+          f.wal.seen = true;
+        }
         // A WAL-format file (a restore or replica of a history `mycelite replicate` captured): this VFS
         // has no shared memory for a WAL, so uncaptured connections (replica, views, read-only opens)
         // read it as the rollback-format database it is otherwise (header bytes 18-19: 1, not 2).
@@ -206,6 +265,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xTruncate(pFile: number, size: bigint | number): number {
       try {
         const f = file(pFile);
+        if (f.wal) f.wal.seen = false;
         f.capture?.beforeTruncate(Number(size));
         f.handle.truncate(Number(size));
         return 0;
@@ -216,6 +276,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xUnlock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
+        if (f.wal && level === 0) f.wal.seen = false;
         let failed: unknown;
         try {
           f.capture?.onUnlock(level);
@@ -235,6 +296,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const f = file(pFile);
         const at = Number(offset);
         if (f.capture) f.capture.beforeWrite(at, n);
+        if (f.wal && at < HEADER_AT + HEADER_LEN && at + n > HEADER_AT) f.wal.seen = false;
         const bytes = heap(pSrc, n);
         if (f.journalOf) f.journalOf.onRollbackJournalWrite(at, bytes);
         f.handle.write(bytes, at);
@@ -295,10 +357,20 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const vfsMethods = {
     xAccess(_pVfs: number, zName: number, _flags: number, pOut: number): number {
       try {
-        const p = wasm.cstrToJs(zName) as string;
+        const p = nameAt(zName);
+        const wal = walWatched.get(p)?.wal;
+        if (wal?.seen && wal.known && sameBytes(wal.header, wal.absentAt)) {
+          wasm.poke32(pOut, 0);
+          return 0;
+        }
         // As unix SQLite: an empty regular file counts as missing (so an empty journal is not hot).
         const moved = rollbackFor(p);
-        wasm.poke32(pOut, (moved ? moved.size() : fs.fileSize(p)) > 0 ? 1 : 0);
+        const exists = (moved ? moved.size() : fs.fileSize(p)) > 0;
+        if (wal?.seen) {
+          wal.known = !exists;
+          wal.absentAt.set(wal.header);
+        }
+        wasm.poke32(pOut, exists ? 1 : 0);
         return 0;
       } catch (e) {
         return keep(e, capi.SQLITE_IOERR_ACCESS);
@@ -380,7 +452,16 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
             (flags & capi.SQLITE_OPEN_CREATE) !== 0 &&
             (flags & (capi.SQLITE_OPEN_MAIN_JOURNAL | capi.SQLITE_OPEN_SUPER_JOURNAL)) !== 0,
         };
-        if (capture) captured.set(path, capture);
+        if (capture) {
+          captured.set(path, capture);
+          f.wal = {
+            header: new Uint8Array(HEADER_LEN),
+            seen: false,
+            absentAt: new Uint8Array(HEADER_LEN),
+            known: false,
+          };
+          walWatched.set(`${path}-wal`, f);
+        }
         files.set(pFile, f);
         const sq3File = new capi.sqlite3_file(pFile);
         (sq3File as unknown as { $pMethods: number }).$pMethods = ioStruct.pointer as number;
