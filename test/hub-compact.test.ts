@@ -21,6 +21,7 @@ import {
   caughtUp,
   concatBytes,
   followReplica,
+  hubWriter,
   makeHistory,
   spawnHub,
   startTestHub,
@@ -36,14 +37,7 @@ after(async () => {
 
 const nodeFs = new NodeFileSystem();
 
-async function writer(file: string, hub: TestHub): Promise<MyceliteDatabase> {
-  const w = await open(file, { hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') } });
-  cleanups.push(async () => {
-    if (w.open) w.close();
-    await w.sync?.close();
-  });
-  return w;
-}
+const writer = (file: string, hub: TestHub): Promise<MyceliteDatabase> => hubWriter(file, hub, cleanups);
 
 function replica(file: string, hub: Pick<TestHub, 'url' | 'token'>): Promise<ReplicaDatabase> {
   return followReplica(file, hub, cleanups);
@@ -330,11 +324,7 @@ test('a mycelite serve process killed (SIGKILL) again and again while it compact
   const port = hub.port;
   cleanups.push(() => hub.kill());
   const wPath = path.join(dir, 'w.db');
-  const w = await open(wPath, { hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') } });
-  cleanups.push(async () => {
-    if (w.open) w.close();
-    await w.sync?.close();
-  });
+  const w = await hubWriter(wPath, hub, cleanups);
   w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
   let compacted = 0;
   for (let cycle = 0; cycle < 5; cycle++) {

@@ -25,7 +25,7 @@ import { ImageCache } from '../src/hub/image-cache.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { natsNames } from '../src/hub/nats-wire.js';
 import { BeforeBaseError } from '../src/hub/storage.js';
-import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
+import type { MyceliteDatabase, ReplicaDatabase } from '../src/node/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { replay } from '../src/restore/replay.js';
@@ -33,6 +33,7 @@ import {
   concatBytes,
   followReplica,
   type History,
+  hubWriter,
   makeHistory,
   type SpawnedHub,
   spawnHub,
@@ -225,11 +226,7 @@ describe('compaction on NATS', { skip, timeout: 2 * TEST_MS + 3 * HOOK_MS }, () 
       timeout: TEST_MS,
     }, async (t) => {
       const wPath = path.join(dir, 'w.db');
-      const w = await open(wPath, { hub: { url: a.url, db: 'app', token: await a.token('app', 'writer') } });
-      cleanups.push(async () => {
-        if (w.open) w.close();
-        await w.sync?.close();
-      });
+      const w = await hubWriter(wPath, a, cleanups);
       w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
       await w.sync!.flush(20_000);
       const live = await replica(path.join(dir, 'live.db'), b);

@@ -16,10 +16,10 @@ import { Objm } from '@nats-io/obj';
 import { connect } from '@nats-io/transport-node';
 import { JournalReader, loadHash, memorySource, type Position } from '../src/format/index.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
-import { type MyceliteDatabase, open } from '../src/node/index.js';
+import type { MyceliteDatabase } from '../src/node/index.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { runCli } from './helpers/cli.js';
-import { concatBytes, makeHistory, type SpawnedHub, spawnHub } from './helpers/hub.js';
+import { concatBytes, hubWriter, makeHistory, type SpawnedHub, spawnHub } from './helpers/hub.js';
 import { haveNatsServer, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 import { cleanupTempDirs, fileHash, tempDir } from './helpers/util.js';
 
@@ -75,11 +75,7 @@ describe('compacted history on NATS', { skip }, () => {
     ]);
     cleanups.push(() => a.kill());
     const wPath = path.join(dir, 'w.db');
-    const w = await open(wPath, { hub: { url: a.url, db: 'app', token: await a.token('app', 'writer') } });
-    cleanups.push(async () => {
-      if (w.open) w.close();
-      await w.sync?.close();
-    });
+    const w = await hubWriter(wPath, a, cleanups);
     w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
     burst(w, 40);
     await w.sync!.flush(20_000); // creates the database on the hub

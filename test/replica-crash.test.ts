@@ -7,8 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { open } from '../src/node/index.js';
-import { MYCELITE_BIN, startTestHub } from './helpers/hub.js';
+import { hubWriter, MYCELITE_BIN, startTestHub } from './helpers/hub.js';
 import { prng } from './helpers/replica.js';
 import { cleanupTempDirs, fileHash, nativeIntegrity, tempDir } from './helpers/util.js';
 
@@ -50,11 +49,7 @@ test('a follower killed at random moments converges to the writer and verifies',
   cleanups.push(() => hub.close());
   const wPath = path.join(dir, 'w.db');
   const rPath = path.join(dir, 'r.db');
-  const w = await open(wPath, { hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') } });
-  cleanups.push(async () => {
-    if (w.open) w.close();
-    await w.sync?.close();
-  });
+  const w = await hubWriter(wPath, hub, cleanups);
   const rt = await hub.token('app', 'reader');
   w.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, a, b)');
   const rnd = prng(42);

@@ -12,10 +12,10 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { HubClient } from '../src/client/hub-client.js';
 import { isPlainImage, PATCH_HEADER_SIZE, SNAPSHOT_HEADER_SIZE, toHex } from '../src/format/index.js';
-import { type MyceliteDatabase, open, openReplica, type ReplicaEvents } from '../src/node/index.js';
+import { type MyceliteDatabase, openReplica, type ReplicaEvents } from '../src/node/index.js';
 import { StreamParser } from '../src/protocol/index.js';
 import { runCli } from './helpers/cli.js';
-import { caughtUp, followReplica, startTestHub, type TestHub } from './helpers/hub.js';
+import { caughtUp, followReplica, hubWriter, startTestHub, type TestHub } from './helpers/hub.js';
 import { reencode } from './helpers/replica.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { cleanupTempDirs, fileHash, journalOf, nativeIntegrity, tempDir } from './helpers/util.js';
@@ -33,11 +33,7 @@ async function hub(dir?: string): Promise<TestHub> {
 }
 
 async function writer(file: string, h: { url: string; token: TestHub['token'] }): Promise<MyceliteDatabase> {
-  const w = await open(file, { hub: { url: h.url, db: 'app', token: await h.token('app', 'writer') } });
-  cleanups.push(async () => {
-    if (w.open) w.close();
-    await w.sync?.close();
-  });
+  const w = await hubWriter(file, h, cleanups);
   return w;
 }
 

@@ -345,6 +345,24 @@ export async function followReplica(
   return r;
 }
 
+/**
+ * A writer of hub database `db` (default 'app') with a writer token, closed (and its sync stopped) by
+ * `cleanups`.
+ */
+export async function hubWriter(
+  file: string,
+  hub: { url: string; token(db: string, role: Role): Promise<string> },
+  cleanups: (() => unknown)[],
+  db = 'app',
+): Promise<MyceliteDatabase> {
+  const w = await open(file, { hub: { url: hub.url, db, token: await hub.token(db, 'writer') } });
+  cleanups.push(async () => {
+    if (w.open) w.close();
+    await w.sync?.close();
+  });
+  return w;
+}
+
 /** Resolves once the hub holds every commit of `w` and replica `r` has applied them. */
 export async function caughtUp(w: MyceliteDatabase, r: ReplicaDatabase, ms = 20_000): Promise<void> {
   await w.sync!.flush(ms);
