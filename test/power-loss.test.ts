@@ -440,7 +440,7 @@ test("shared device: the power cut at each journal fsync of a rebase's re-apply,
   }
 });
 
-test('shared device: the power cut at every sync point of a rebase of four pending changes, strict, with the file kept, and torn: no outside change, every acknowledged commit kept', async (t) => {
+test('shared device: the power cut at every sync point of a rebase of four pending changes, strict, with the file kept, torn, and as a process crash: no outside change, every acknowledged commit kept', async (t) => {
   // The re-apply commits without fsyncs under a pin (src/shared/suffix.ts): whatever of its journal
   // appends and of the file's write-backs reached the disk (none, some, torn), the next open undoes it or
   // finds it finished, never an outside change. One device state, copied for each power cut; the hub
@@ -487,10 +487,11 @@ test('shared device: the power cut at every sync point of a rebase of four pendi
     await b.sync!.flush(20_000);
     await b.sync!.close();
     b.close();
-    const modes: [string, (k: number) => RecoverOptions][] = [
+    const modes: [string, (k: number, db: string) => RecoverOptions][] = [
       ['strict', () => ({})],
-      ['file kept', () => ({ keepUnsynced: (p) => p === aPath })],
+      ['file kept', (_, db) => ({ keepUnsynced: (p) => p === db })],
       ['torn', (k) => ({ seed: 1000 + k })],
+      ['all kept (a process crash)', () => ({ keepUnsynced: () => true, keepDirectoryChanges: true })],
     ];
     const failures: string[] = [];
     const reached: string[] = [];
@@ -524,10 +525,7 @@ test('shared device: the power cut at every sync point of a rebase of four pendi
         } catch {
           // the power is off
         }
-        const options = recovery(k);
-        power.recover(
-          crashed ? { ...options, keepUnsynced: options.keepUnsynced && ((p) => p === cPath) } : {},
-        );
+        power.recover(crashed ? recovery(k, cPath) : {});
         power.untrack();
         if (!crashed) break;
         const warnings: string[] = [];

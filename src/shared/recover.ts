@@ -5,8 +5,9 @@
  *    file already holds the final state, the journal and device state are brought to it; or a rebase's
  *    re-apply a crash interrupted (its pin is on disk) is undone: its commits were not fsynced, so the
  *    journal may have lost some (or hold a torn one) while the file holds their write-backs. The journal
- *    is cut back to the pin (the reset's snapshot, fsynced) and the inflight marker set, so that the
- *    writer's recovery rebuilds the file from the journal when it is not the journal's state;
+ *    is cut back to the pin (the reset's snapshot, fsynced) or to the last re-applied snapshot after it
+ *    that checks whole, and the inflight marker set, so that the writer's recovery rebuilds the file from
+ *    the journal when it is not (after a redo) the journal's state;
  * 2. after it (the file equals the journal's head), the journal's snapshots after the base are paired
  *    with the pending records. A commit whose record never became durable was not acknowledged: its
  *    snapshots are taken back out (the file goes back to the last paired state, then the journal is cut);
@@ -16,9 +17,11 @@
 import type { FileSystem } from '../files/file-system.js';
 import { ShadowFile } from '../files/shadow-file.js';
 import {
+  decodeSnapshotHeader,
   FLAG_OUTSIDE,
   JournalReader,
   type Position,
+  SNAPSHOT_HEADER_SIZE,
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
@@ -64,14 +67,37 @@ export function undoInterruptedReapply(fs: FileSystem, paths: DevicePaths): bool
         whole = false;
       }
       if (whole) {
-        if (j.size() > pin.end) {
-          j.truncate(pin.end);
+        // What follows the pin was appended without fsyncs: the snapshots that check whole (every trailer
+        // checksum, the chain from the pin's) are kept, the rest is cut (a torn append, or nothing).
+        let cut = pin.end;
+        let head = pin.txid;
+        const next =
+          src.size() >= pin.end + SNAPSHOT_HEADER_SIZE
+            ? decodeSnapshotHeader(src.read(pin.end, SNAPSHOT_HEADER_SIZE))
+            : undefined;
+        // (Without a whole header there, the reader would start from the journal's first snapshot.)
+        try {
+          if (typeof next !== 'object') throw new Error('nothing whole after the pin');
+          const reader = new JournalReader(src, { from: pin.end, verify: true });
+          let checksum = pin.checksum;
+          for (const s of reader.snapshots()) {
+            if (s.offset < pin.end) continue;
+            if (s.offset !== cut || s.txid !== head + 1n || s.preChecksum !== checksum) break;
+            cut = s.offset + s.length;
+            head = s.txid;
+            checksum = s.postChecksum;
+          }
+        } catch {
+          // damage: the cut stays after the last snapshot that checked
+        }
+        if (j.size() > cut) {
+          j.truncate(cut);
           j.sync();
         }
-        // A checkpoint during the re-apply may have moved the marker past the pin: it names a state the
-        // cut journal no longer holds.
+        // A checkpoint during the re-apply may have moved the marker past the cut: it names a state the
+        // journal no longer holds.
         const marker = readSyncedMarker(fs, paths.synced);
-        if (marker === 'bad' || (marker !== undefined && marker.txid > pin.txid))
+        if (marker === 'bad' || (marker !== undefined && marker.txid > head))
           fs.delete(paths.synced, { syncDir: true });
         const existed = fs.exists(paths.inflight);
         const f = fs.open(paths.inflight, { create: true });
