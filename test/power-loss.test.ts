@@ -439,3 +439,127 @@ test("shared device: the power cut at each journal fsync of a rebase's re-apply,
     await h.close();
   }
 });
+
+test('shared device: the power cut at every sync point of a rebase of four pending changes, strict, with the file kept, torn, and as a process crash: no outside change, every acknowledged commit kept', async (t) => {
+  // The re-apply commits without fsyncs under a pin (src/shared/suffix.ts): whatever of its journal
+  // appends and of the file's write-backs reached the disk (none, some, torn), the next open undoes it or
+  // finds it finished, never an outside change. One device state, copied for each power cut; the hub
+  // is never pushed to (the rebased changes are refused), so every copy rebases over the same state.
+  await loadHash();
+  const h = await startTestHub();
+  try {
+    const rt = powerRuntime(power);
+    let offline = false;
+    let rebased = false;
+    const hub = async () => ({
+      url: h.url,
+      db: 'budget',
+      token: await h.token('budget', 'writer'),
+      fetch: (async (input, init) => {
+        const push = init?.method === 'POST' && String(input).includes('/snapshots');
+        if (offline || (rebased && push)) throw new TypeError('fetch failed (offline)');
+        return fetch(input, init);
+      }) as typeof fetch,
+    });
+    const idle = (d: MyceliteDatabase): Promise<void> =>
+      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const dir = fresh();
+    fs.mkdirSync(dir);
+    const aPath = path.join(dir, 'a.db');
+    const a = await openWith(rt, aPath, { shared: true, hub: await hub() });
+    a.exec('create table entries(id text primary key, body blob); create table junk(x blob)');
+    for (let i = 0; i < 30; i++) a.prepare('insert into junk values (randomblob(3000))').run();
+    await a.sync!.flush(20_000);
+    await idle(a);
+    const bDir = fresh();
+    fs.mkdirSync(bDir);
+    const b = await openWith(rt, path.join(bDir, 'b.db'), { shared: true, hub: await hub() });
+    await idle(b);
+    offline = true;
+    const ids = ['a1', 'a2', 'a3', 'a4'];
+    for (const id of ids) a.prepare('insert into entries values (?, randomblob(3000))').run(id);
+    await a.sync!.close();
+    a.close();
+    offline = false;
+    // The hub frees junk's pages and adds a row: A's changes, applied again on its state, reuse them.
+    b.exec('drop table junk');
+    b.prepare('insert into entries values (?, randomblob(10))').run('b1');
+    await b.sync!.flush(20_000);
+    await b.sync!.close();
+    b.close();
+    const modes: [string, (k: number, db: string) => RecoverOptions][] = [
+      ['strict', () => ({})],
+      ['file kept', (_, db) => ({ keepUnsynced: (p) => p === db })],
+      ['torn', (k) => ({ seed: 1000 + k })],
+      ['all kept (a process crash)', () => ({ keepUnsynced: () => true, keepDirectoryChanges: true })],
+    ];
+    const failures: string[] = [];
+    const reached: string[] = [];
+    let finished = 0;
+    for (const [mode, recovery] of modes) {
+      let k = 1;
+      for (; k < 60; k++) {
+        const cDir = fresh();
+        fs.cpSync(dir, cDir, { recursive: true });
+        const cPath = path.join(cDir, 'a.db');
+        power.track(cDir);
+        offline = true;
+        rebased = false;
+        const c = await openWith(rt, cPath, { shared: true, hub: await hub() });
+        c.sync!.on('received', () => {
+          rebased = true;
+        });
+        power.crashAt({ nth: k });
+        offline = false;
+        for (let i = 0; i < 200 && !power.crashed && !rebased; i++)
+          await new Promise((r) => setTimeout(r, 25));
+        offline = true;
+        const crashed = power.crashed;
+        try {
+          await c.sync!.close();
+        } catch {
+          // the power is off
+        }
+        try {
+          c.close();
+        } catch {
+          // the power is off
+        }
+        power.recover(crashed ? recovery(k, cPath) : {});
+        power.untrack();
+        if (!crashed) break;
+        const warnings: string[] = [];
+        const again = await openWith(rt, cPath, {
+          shared: true,
+          onWarning: (w) => warnings.push(`${w.code}: ${w.message}`),
+        });
+        try {
+          for (const w of warnings) failures.push(`${mode} #${k}: ${w}`);
+          const got = JSON.stringify(again.prepare('select id from entries order by id').raw().all());
+          const mine = JSON.stringify(ids.map((id) => [id]));
+          const all = JSON.stringify([...ids, 'b1'].map((id) => [id]));
+          if (got !== mine && got !== all) failures.push(`${mode} #${k}: entries ${got}`);
+          if (got === all) finished++;
+          const pending = again.sync?.pending();
+          if (got === mine && pending !== undefined && pending !== ids.length)
+            failures.push(`${mode} #${k}: ${pending} pending`);
+          const integrity = JSON.stringify(again.prepare('pragma integrity_check').raw().all());
+          if (integrity !== '[["ok"]]') failures.push(`${mode} #${k}: integrity ${integrity}`);
+        } finally {
+          again.close();
+        }
+      }
+      reached.push(`${mode} 1..${k - 1}`);
+    }
+    t.diagnostic(
+      `the power cut at sync points ${reached.join(', ')} after going online; ${finished} found the rebase finished`,
+    );
+    assert.ok(
+      reached.every((r) => !r.endsWith('..0')),
+      'the power was cut within the rebase',
+    );
+    assert.deepEqual(failures, []);
+  } finally {
+    await h.close();
+  }
+});

@@ -135,6 +135,11 @@ export class Capture {
       hold && new MovedRollback(options.fs, hold.rollbackPath, options.memoryBudget ?? 32 << 20);
   }
 
+  /** Journal durability: SQLite's writes are held until the commit's snapshot is in the journal. */
+  get holdsWrites(): boolean {
+    return this.options.holdWrites !== undefined;
+  }
+
   /** With journal durability: where SQLite's rollback journal is kept instead of at its own path. */
   readonly rollback: MovedRollback | undefined;
 
@@ -181,12 +186,12 @@ export class Capture {
    * the synced marker (so a crash redoes only what follows, and a clean open checks the file in constant
    * time). Between transactions only. The marker itself is fsynced only with `durable` (an older marker
    * that a power cut brings back merely redoes more), which a rewrite of the journal needs: the older one
-   * may name a txid the rewrite gave to another state.
+   * may name a txid the rewrite gave to another state. True when the journal and the file were fsynced.
    */
-  checkpoint({ force = false, durable = false }: { force?: boolean; durable?: boolean } = {}): void {
+  checkpoint({ force = false, durable = false }: { force?: boolean; durable?: boolean } = {}): boolean {
     const synced = this.options.synced;
-    if (!synced || !this.db || this.behind || this.journal.pending) return;
-    if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return;
+    if (!synced || !this.db || this.behind || this.journal.pending) return false;
+    if (!force && this.sinceCommits === 0 && this.sinceBytes === 0) return false;
     try {
       // The marker must name a snapshot the journal holds durably (it is not fsynced under synchronous=OFF).
       this.journal.handle.sync();
@@ -211,6 +216,7 @@ export class Capture {
     if (durable) synced.file.sync();
     this.sinceBytes = 0;
     this.sinceCommits = 0;
+    return true;
   }
 
   /**

@@ -44,7 +44,7 @@ import { redo } from '../restore/replay.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { LocalChange, PendingQueue, PendingRecord } from './pending.js';
 import { clearRejections, keepRejections, keptRejections, type Rejection } from './rejections.js';
-import { renumber, writeIntent } from './suffix.js';
+import { renumber, writeIntent, writeReapplyPin } from './suffix.js';
 
 /** A snapshot received from the hub: its bytes as stored and its header. */
 export interface IncomingSnapshot {
@@ -276,10 +276,20 @@ export class Device<C = unknown, O = unknown> {
       }
       capture.exclusively(() => this.resetTo(incoming, snapshots, other !== undefined));
       db.resetCache();
-      this.reapply(report);
-      // The rewrite drops the rejected changes: their reports are kept until delivered.
-      keepRejections(this.p.fs, this.p.paths.rejected, report.rejected);
-      this.rewriteTail(incoming, other);
+      try {
+        this.reapply(report);
+        // The rewrite drops the rejected changes: their reports are kept until delivered.
+        keepRejections(this.p.fs, this.p.paths.rejected, report.rejected);
+        this.rewriteTail(incoming, other);
+      } finally {
+        if (this.pinned) {
+          try {
+            this.unpin();
+          } catch {
+            // The pin stays: the file is behind its journal, the next open undoes the re-apply.
+          }
+        }
+      }
       return report;
     } catch (e) {
       if (e instanceof LockBusyError) throw new DeviceBusyError(e.message);
@@ -495,14 +505,48 @@ export class Device<C = unknown, O = unknown> {
   }
 
   /**
-   * Applies every pending change again, each in its own transaction; the rejected ones are dropped. Each
-   * commit keeps the connection's synchronous setting (with journal durability, one journal fsync before
-   * its write-back): with synchronous=OFF, a write-back could reach the disk before a power cut while its
-   * snapshot did not, and recovery would find a file no durable journal state explains (an outside
-   * change). A crash before the tail is rewritten takes them all back out (they pair with no record).
+   * Applies every pending change again, each in its own transaction; the rejected ones are dropped. A
+   * crash before the tail is rewritten takes them all back out (they pair with no record).
+   *
+   * With journal durability they commit without fsyncs (synchronous=OFF; the rewrite's checkpoint makes
+   * them durable at once), under the re-apply pin (src/shared/suffix.ts), fsynced first: a write-back may
+   * reach the disk before a power cut while its snapshot did not (or only torn), and the file would be a
+   * state no durable journal explains (an outside change). Recovery finding the pin cuts the journal back
+   * to the reset's snapshot and rebuilds the file from it. With durability 'sqlite' each commit keeps the
+   * connection's synchronous (an fsync each).
    */
   private reapply(report: RebaseReport<C, O>): void {
-    this.reapplyAll(report);
+    const { db, capture, fs, paths, journal } = this.p;
+    if (!capture.holdsWrites) {
+      this.reapplyAll(report);
+      return;
+    }
+    const at = journal.position;
+    writeReapplyPin(fs, paths.rebase, { end: journal.end, txid: at.txid, checksum: at.checksum });
+    this.pinned = true;
+    const sync = db.pragma('synchronous', { simple: true });
+    db.pragma('synchronous = OFF');
+    try {
+      this.reapplyAll(report);
+    } finally {
+      db.pragma(`synchronous = ${Number(sync)}`);
+    }
+  }
+
+  /** The re-apply pin is on disk (until the rewrite's intent replaces it, or {@link unpin}). */
+  private pinned = false;
+
+  /**
+   * A rebase that failed after its re-apply began: once the journal and the file are durable (a
+   * checkpoint), the pin goes (left behind, it would cut later commits off at the next open). When the
+   * checkpoint cannot run (the file is behind its journal), the pin stays: every access fails until the
+   * database is opened again, and that open undoes the re-apply.
+   */
+  private unpin(): void {
+    const { capture, fs, paths } = this.p;
+    if (!capture.checkpoint({ force: true })) return;
+    fs.delete(paths.rebase, { syncDir: true });
+    this.pinned = false;
   }
 
   private reapplyAll(report: RebaseReport<C, O>): void {
@@ -535,7 +579,9 @@ export class Device<C = unknown, O = unknown> {
   private rewriteTail(incoming: IncomingSnapshot[], other?: { journalId: Uint8Array }): void {
     const { fs, paths, capture, journal, queue } = this.p;
     // The file (and the journal, written without fsyncs) must be durable at the final state first.
-    capture.checkpoint({ force: true });
+    if (!capture.checkpoint({ force: true }) && this.pinned) {
+      throw new Error('the rebase could not make the database durable before rewriting its journal');
+    }
     const first = incoming[0]!.header;
     const target = incoming[incoming.length - 1]!.header;
     const parts: Uint8Array[] = [];
@@ -572,7 +618,9 @@ export class Device<C = unknown, O = unknown> {
     }
     const tail = concatBytes(parts);
     const state = queue.encode({ txid: target.txid, checksum: target.postChecksum }, records);
+    // Replaces the re-apply pin (the journal and the file are durable at the final state).
     writeIntent(fs, paths.rebase, { cut, tail, state });
+    this.pinned = false;
     journal.replaceSuffix(fs, cut, tail);
     queue.rewrite({ txid: target.txid, checksum: target.postChecksum }, records);
     fs.delete(paths.rebase, { syncDir: true });

@@ -9,7 +9,7 @@ import { ChangeRecorder } from './changes.js';
 import { Device, type DeviceParts, type DevicePaths } from './device.js';
 import { DeviceSync } from './device-sync.js';
 import { PendingQueue } from './pending.js';
-import { finishInterruptedRewrite, pairPending } from './recover.js';
+import { finishInterruptedRewrite, pairPending, undoInterruptedReapply } from './recover.js';
 
 /** Options of a shared database (`open(path, { shared })`). */
 export interface SharedOptions {
@@ -20,9 +20,9 @@ export interface SharedOptions {
   onConflict?: (conflict: Conflict) => ConflictChoice | undefined;
 }
 
-/** Before the writer's recovery: a rebase a crash interrupted is finished. */
+/** Before the writer's recovery: a rebase a crash interrupted is finished (or its re-apply undone). */
 export function beforeRecovery(fs: FileSystem, paths: DevicePaths): void {
-  finishInterruptedRewrite(fs, paths);
+  if (!undoInterruptedReapply(fs, paths)) finishInterruptedRewrite(fs, paths);
 }
 
 /**

@@ -2,7 +2,12 @@
  * A shared device's recovery at open, around the writer's (src/writer/recovery.ts):
  *
  * 1. before it, a suffix rewrite a crash interrupted (its intent is on disk) is finished: the database
- *    file already holds the final state, the journal and device state are brought to it;
+ *    file already holds the final state, the journal and device state are brought to it; or a rebase's
+ *    re-apply a crash interrupted (its pin is on disk) is undone: its commits were not fsynced, so the
+ *    journal may have lost some (or hold a torn one) while the file holds their write-backs. The journal
+ *    is cut back to the pin (the reset's snapshot, fsynced) or to the last re-applied snapshot after it
+ *    that checks whole, and the inflight marker set, so that the writer's recovery rebuilds the file from
+ *    the journal when it is not (after a redo) the journal's state;
  * 2. after it (the file equals the journal's head), the journal's snapshots after the base are paired
  *    with the pending records. A commit whose record never became durable was not acknowledged: its
  *    snapshots are taken back out (the file goes back to the last paired state, then the journal is cut);
@@ -12,19 +17,21 @@
 import type { FileSystem } from '../files/file-system.js';
 import { ShadowFile } from '../files/shadow-file.js';
 import {
+  decodeSnapshotHeader,
   FLAG_OUTSIDE,
   JournalReader,
   type Position,
+  SNAPSHOT_HEADER_SIZE,
   type SnapshotInfo,
   walkPatches,
 } from '../format/index.js';
 import { fileSource } from '../journal/file-source.js';
 import type { JournalWriter } from '../journal/journal-writer.js';
-import { setSyncedMarker } from '../journal/synced-marker.js';
+import { readSyncedMarker, setSyncedMarker } from '../journal/synced-marker.js';
 import { historyPages } from '../timetravel/history-pages.js';
 import type { DevicePaths } from './device.js';
 import type { PendingQueue } from './pending.js';
-import { finishRewrite, readIntent } from './suffix.js';
+import { finishRewrite, readIntent, readReapplyPin } from './suffix.js';
 
 /** Finishes a rebase's rewrite a crash interrupted; true when there was one. */
 export function finishInterruptedRewrite(fs: FileSystem, paths: DevicePaths): boolean {
@@ -34,6 +41,79 @@ export function finishInterruptedRewrite(fs: FileSystem, paths: DevicePaths): bo
     return false;
   }
   finishRewrite(fs, paths, intent);
+  return true;
+}
+
+/**
+ * Undoes a rebase's re-apply a crash interrupted (see the module comment); true when its pin was there.
+ * Every step is idempotent; the pin goes last. A journal that does not hold the pin's snapshot where it
+ * says (it was replaced since) is left alone.
+ */
+export function undoInterruptedReapply(fs: FileSystem, paths: DevicePaths): boolean {
+  if (!fs.exists(paths.rebase)) return false;
+  const pin = readReapplyPin(fs, paths.rebase);
+  if (!pin) return false;
+  if (fs.exists(paths.journal) && fs.fileSize(paths.journal) >= pin.end) {
+    const j = fs.open(paths.journal);
+    try {
+      const src = fileSource(j);
+      let last: SnapshotInfo | undefined;
+      let whole = false;
+      try {
+        const reader = new JournalReader({ size: () => Math.min(pin.end, src.size()), read: src.read });
+        for (const s of reader.snapshots()) last = s;
+        whole = reader.end === pin.end && last?.txid === pin.txid && last.postChecksum === pin.checksum;
+      } catch {
+        whole = false;
+      }
+      if (whole) {
+        // What follows the pin was appended without fsyncs: the snapshots that check whole (every trailer
+        // checksum, the chain from the pin's) are kept, the rest is cut (a torn append, or nothing).
+        let cut = pin.end;
+        let head = pin.txid;
+        const next =
+          src.size() >= pin.end + SNAPSHOT_HEADER_SIZE
+            ? decodeSnapshotHeader(src.read(pin.end, SNAPSHOT_HEADER_SIZE))
+            : undefined;
+        // (Without a whole header there, the reader would start from the journal's first snapshot.)
+        try {
+          if (typeof next !== 'object') throw new Error('nothing whole after the pin');
+          const reader = new JournalReader(src, { from: pin.end, verify: true });
+          let checksum = pin.checksum;
+          for (const s of reader.snapshots()) {
+            if (s.offset < pin.end) continue;
+            if (s.offset !== cut || s.txid !== head + 1n || s.preChecksum !== checksum) break;
+            cut = s.offset + s.length;
+            head = s.txid;
+            checksum = s.postChecksum;
+          }
+        } catch {
+          // damage: the cut stays after the last snapshot that checked
+        }
+        if (j.size() > cut) {
+          j.truncate(cut);
+          j.sync();
+        }
+        // A checkpoint during the re-apply may have moved the marker past the cut: it names a state the
+        // journal no longer holds.
+        const marker = readSyncedMarker(fs, paths.synced);
+        if (marker === 'bad' || (marker !== undefined && marker.txid > head))
+          fs.delete(paths.synced, { syncDir: true });
+        const existed = fs.exists(paths.inflight);
+        const f = fs.open(paths.inflight, { create: true });
+        try {
+          f.write(new Uint8Array([1]), 0);
+          f.sync();
+        } finally {
+          f.close();
+        }
+        if (!existed) fs.syncDir(paths.inflight);
+      }
+    } finally {
+      j.close();
+    }
+  }
+  fs.delete(paths.rebase, { syncDir: true });
   return true;
 }
 

@@ -8,6 +8,12 @@
  *
  * Intent: magic `MYCREBS1`, u64 offset of the journal's cut, u32 length + the new journal tail, u32 length
  * + the new device state file, u64 XXH64 of everything before it.
+ *
+ * Before the intent, the same file holds the **re-apply pin** while the pending changes are applied again
+ * without fsyncs (synchronous=OFF): magic `MYCREAP1`, u64 journal offset where the reset's snapshot ends
+ * (fsynced), u64 its txid, u64 its post-checksum, u64 XXH64 of everything before it. Recovery finding it
+ * cuts the journal back there and rebuilds the file from it (src/shared/recover.ts); the intent replaces
+ * it atomically once the journal and the file are durable at the rebase's final state.
  */
 
 import { type FileSystem, readAt, writeFileAtomic } from '../files/file-system.js';
@@ -22,6 +28,47 @@ import {
 import { writeSuffix } from '../journal/journal-writer.js';
 
 const MAGIC = new TextEncoder().encode('MYCREBS1');
+const PIN_MAGIC = new TextEncoder().encode('MYCREAP1');
+const PIN_SIZE = 40;
+
+/** Where a rebase's re-apply started: the end of the reset's snapshot in the journal (fsynced). */
+export interface ReapplyPin {
+  end: number;
+  txid: bigint;
+  checksum: bigint;
+}
+
+/** Writes the re-apply pin (fsynced, atomically: a torn one is never read as a pin). */
+export function writeReapplyPin(fs: FileSystem, path: string, pin: ReapplyPin): void {
+  const b = new Uint8Array(PIN_SIZE);
+  const v = new DataView(b.buffer);
+  b.set(PIN_MAGIC, 0);
+  v.setBigUint64(8, BigInt(pin.end), true);
+  v.setBigUint64(16, pin.txid, true);
+  v.setBigUint64(24, pin.checksum, true);
+  v.setBigUint64(32, xxh64(b.subarray(0, 32)), true);
+  writeFileAtomic(fs, path, (f) => f.write(b, 0));
+}
+
+/** The re-apply pin at `path`, or undefined when the file is missing or holds something else. */
+export function readReapplyPin(fs: FileSystem, path: string): ReapplyPin | undefined {
+  if (!fs.exists(path)) return undefined;
+  const f = fs.open(path, { readonly: true });
+  let b: Uint8Array;
+  try {
+    b = readAt(f, 0, Math.min(f.size(), PIN_SIZE + 1));
+  } finally {
+    f.close();
+  }
+  if (b.length !== PIN_SIZE || PIN_MAGIC.some((m, i) => b[i] !== m)) return undefined;
+  const v = new DataView(b.buffer, b.byteOffset, b.length);
+  if (v.getBigUint64(32, true) !== xxh64(b.subarray(0, 32))) return undefined;
+  return {
+    end: Number(v.getBigUint64(8, true)),
+    txid: v.getBigUint64(16, true),
+    checksum: v.getBigUint64(24, true),
+  };
+}
 
 /** What a suffix rewrite does. */
 export interface SuffixRewrite {
