@@ -103,7 +103,7 @@ async function shared(): Promise<never> {
   console.log(`
 summary (shared, ${storage}, seed ${seed}, ${((Date.now() - started) / 1000).toFixed(0)} s)
   iterations                  ${s.iterations}
-  kills                       hub ${s.kills.hub}, device ${s.kills.device} (${s.killedInRebase} in the middle of a rebase, ${s.killedInRewrite} inside its rewrite)
+  kills                       hub ${s.kills.hub}, device ${s.kills.device} (${s.killedInRebase} in the middle of a rebase, ${s.killedInRewrite} inside its re-apply or rewrite)
   devices                     ${values.devices} at the start, ${s.joins} joined later
   network                     ${s.offline} offline windows, ${s.cuts} cuts
   acknowledged commits        ${s.commits}

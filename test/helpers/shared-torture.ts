@@ -77,7 +77,7 @@ export interface SharedTortureStats {
   kills: { hub: number; device: number };
   /** Devices that killed themselves in the middle of a rebase (in the conflict handler). */
   killedInRebase: number;
-  /** Device kills that left a rebase's rewrite to finish (its intent file) for the next open. */
+  /** Device kills that left a rebase's re-apply to undo or its rewrite to finish (its pin or intent file). */
   killedInRewrite: number;
   /** Devices that joined after the start. */
   joins: number;
