@@ -43,7 +43,14 @@ import { CompactionRuns, compactionSettings, type HubCompaction } from './compac
 import { OffsetIndex } from './fs-index.js';
 import { FsLeases } from './fs-leases.js';
 import { readModeFile, writeModeFile } from './fs-mode.js';
-import { type DamageReport, DoesNotApplyError, Heads, type Staged, StoredCopyDamagedError } from './heads.js';
+import {
+  DamageListeners,
+  type DamageReport,
+  DoesNotApplyError,
+  Heads,
+  type Staged,
+  StoredCopyDamagedError,
+} from './heads.js';
 import { type Damage, findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
@@ -102,7 +109,7 @@ export class FsStorage implements HubStorage {
   private readonly checked = new Set<string>();
   private readonly stopping = new AbortController();
   private readonly heads: Heads;
-  private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
+  private readonly damage = new DamageListeners();
   private readonly onChecked: FsStorageOptions['onChecked'];
 
   private constructor(
@@ -113,7 +120,7 @@ export class FsStorage implements HubStorage {
     this.compactions = new CompactionRuns(
       options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
     );
-    if (options.onDamage) this.damageListeners.push(options.onDamage);
+    if (options.onDamage) this.damage.add(options.onDamage);
     this.onChecked = options.onChecked;
     this.heads = new Heads(
       (db) => this.dir(db),
@@ -123,17 +130,11 @@ export class FsStorage implements HubStorage {
   }
 
   private reportDamage(db: string, report: DamageReport): void {
-    for (const l of this.damageListeners) {
-      try {
-        l(db, report);
-      } catch {
-        // a listener's failure is its own
-      }
-    }
+    this.damage.report(db, report);
   }
 
   watchDamage(listener: (db: string, report: DamageReport) => void): void {
-    this.damageListeners.push(listener);
+    this.damage.add(listener);
   }
 
   /**

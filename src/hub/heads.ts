@@ -48,6 +48,25 @@ export interface DamageReport {
   repaired: boolean;
 }
 
+/** Who a storage tells of the damage it finds (both hub storages); a listener's failure is its own. */
+export class DamageListeners {
+  private readonly list: ((db: string, report: DamageReport) => void)[] = [];
+
+  add(listener: (db: string, report: DamageReport) => void): void {
+    this.list.push(listener);
+  }
+
+  report(db: string, report: DamageReport): void {
+    for (const l of this.list) {
+      try {
+        l(db, report);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+}
+
 /** A stored snapshot failed its checks (trailer, structure, or the database checksum it claims). */
 export class StoredCopyDamagedError extends Error {
   constructor(

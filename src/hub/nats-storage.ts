@@ -45,7 +45,7 @@ import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionSettings, type HubCompaction } from './compaction.js';
-import { type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
+import { DamageListeners, type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
 import { buildImageFile, writeStoredJournal } from './image-cache.js';
 import { Mutex } from './mutex.js';
 import { HistoryGoneError, NatsHistories } from './nats-history.js';
@@ -113,7 +113,7 @@ export class NatsStorage implements HubStorage {
   private closed = false;
   private heads!: Heads;
   private slot!: { dir: string; release(): void; temporary: boolean };
-  private readonly damageListeners: ((db: string, report: DamageReport) => void)[] = [];
+  private readonly damage = new DamageListeners();
   private link: NatsLink | undefined;
   /** Resolves once connected (open(): at once; start(): whenever NATS answers). */
   private linked!: Promise<NatsLink>;
@@ -135,7 +135,7 @@ export class NatsStorage implements HubStorage {
     this.compactions = new CompactionRuns(
       options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
     );
-    if (options.onDamage) this.damageListeners.push(options.onDamage);
+    if (options.onDamage) this.damage.add(options.onDamage);
   }
 
   private get nc(): NatsConnection {
@@ -350,17 +350,11 @@ export class NatsStorage implements HubStorage {
   }
 
   private reportDamage(db: string, report: DamageReport): void {
-    for (const l of this.damageListeners) {
-      try {
-        l(db, report);
-      } catch {
-        // a listener's failure is its own
-      }
-    }
+    this.damage.report(db, report);
   }
 
   watchDamage(listener: (db: string, report: DamageReport) => void): void {
-    this.damageListeners.push(listener);
+    this.damage.add(listener);
   }
 
   private lock(db: string): Mutex {
