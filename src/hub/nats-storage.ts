@@ -702,7 +702,7 @@ export class NatsStorage implements HubStorage {
 
   /** Starts a compaction of `db` in the background when the snapshots after its base are due. */
   private maybeCompact(db: string, tail: DbTail): void {
-    const last = tail.snaps[tail.snaps.length - 1]?.header;
+    const last = tail.at(tail.head.txid)?.header;
     const dbBytes = last ? last.dbPages * last.pageSize : 0;
     if (!this.compactions.due(db, tail.head.txid - tail.base.txid, tail.bytes, dbBytes)) return;
     this.compact(db).catch(() => undefined); // told to onCompaction and the watchers

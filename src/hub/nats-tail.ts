@@ -2,7 +2,8 @@
  * One database's view in NatsStorage: an ordered JetStream consumer on the database's stream that reads
  * its whole history once, then every new message live (appends made through any hub). It reassembles
  * appends from their parts (src/hub/nats-wire.ts), keeps an index (txid → header and where its bytes
- * are: stream sequences of the parts and an offset), the head, and tells subscribers about new snapshots.
+ * are: stream sequences of the parts and an offset; in typed arrays, src/hub/nats-index.ts), the head,
+ * and tells subscribers about new snapshots.
  *
  * `waitSeq()` lets callers wait until the view holds a given stream sequence, which makes state() exact
  * across hubs (src/hub/nats-storage.ts).
@@ -28,6 +29,7 @@ import {
   parseMode,
   parsePosition,
 } from '../protocol/index.js';
+import { type AppendRef, type IndexedSnapshot, SnapshotIndex } from './nats-index.js';
 import {
   HDR_APPEND,
   HDR_BASE,
@@ -39,19 +41,6 @@ import {
   parsePart,
 } from './nats-wire.js';
 import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';
-
-/** Where an append's bytes are: its parts' stream sequences and lengths. */
-export interface AppendRef {
-  seqs: number[];
-  lens: number[];
-}
-
-export interface IndexedSnapshot {
-  header: SnapshotHeader;
-  ref: AppendRef;
-  /** Offset of the snapshot in the concatenation of the append's parts. */
-  offset: number;
-}
 
 interface Pending {
   key: string;
@@ -107,9 +96,9 @@ export class DbTail {
   base: Position = { txid: 0n, checksum: 0n };
   head: Position = { txid: 0n, checksum: 0n };
   headTimestamp = 0;
-  /** snaps[i] is snapshot base.txid + 1 + i. */
-  readonly snaps: IndexedSnapshot[] = [];
-  /** Bytes of the snapshots in `snaps`. */
+  /** The snapshots after the base: snapshot i is base.txid + 1 + i (src/hub/nats-index.ts). */
+  private readonly index = new SnapshotIndex();
+  /** Bytes of the snapshots in `index`. */
   bytes = 0;
   /**
    * The full image of the base, when a compaction stored one (the messages before it may be purged), and
@@ -269,7 +258,9 @@ export class DbTail {
 
   at(txid: bigint): IndexedSnapshot | undefined {
     if (txid <= this.base.txid || txid > this.head.txid) return undefined;
-    return this.snaps[Number(txid - this.base.txid - 1n)];
+    const i = Number(txid - this.base.txid - 1n);
+    const x = this.index;
+    return { header: x.header(i, this.base), ref: x.ref(x.append(i)), offset: x.offset(i) };
   }
 
   /**
@@ -277,30 +268,35 @@ export class DbTail {
    * messages read with `get`; BeforeBaseError when a message is gone (compacted meanwhile).
    */
   async *readRange(after: bigint, upTo: bigint, get: TailSource['get']): AsyncGenerator<Uint8Array> {
+    const x = this.index;
     for (let txid = after + 1n; txid <= upTo; ) {
-      // The snapshots txid.. of one append, as byte ranges of its parts.
-      const first = this.at(txid)!;
-      const ref = first.ref;
-      let end = first.offset + first.header.length;
-      let t = txid + 1n;
-      for (; t <= upTo && this.at(t)!.ref === ref; t++) end = this.at(t)!.offset + this.at(t)!.header.length;
+      // A checkpoint read meanwhile moved the base past it (or the view read the stream afresh).
+      if (txid <= this.base.txid || upTo > this.head.txid)
+        throw new BeforeBaseError(`read: snapshot ${txid} of ${this.db} was compacted meanwhile`);
+      // The snapshots i.. of one append, as byte ranges of its parts (indexes into the index as it is
+      // now: the base may move at each await below).
+      const i = Number(txid - this.base.txid - 1n);
+      const last = Number(upTo - this.base.txid - 1n);
+      const append = x.append(i);
+      const start = x.offset(i);
+      let end = start + x.length(i);
+      let k = i + 1;
+      for (; k <= last && x.append(k) === append; k++) end = x.offset(k) + x.length(k);
+      const ref = x.ref(append);
       let partStart = 0;
-      for (const [i, seq] of ref.seqs.entries()) {
-        const partEnd = partStart + ref.lens[i]!;
-        if (partEnd > first.offset && partStart < end) {
+      for (const [p, seq] of ref.seqs.entries()) {
+        const partEnd = partStart + ref.lens[p]!;
+        if (partEnd > start && partStart < end) {
           const m = await get(seq);
           if (!m)
             throw new BeforeBaseError(
               `read: message ${seq} of ${this.db} is gone from the stream (compacted)`,
             );
-          yield m.data.subarray(
-            Math.max(0, first.offset - partStart),
-            Math.min(m.data.length, end - partStart),
-          );
+          yield m.data.subarray(Math.max(0, start - partStart), Math.min(m.data.length, end - partStart));
         }
         partStart = partEnd;
       }
-      txid = t;
+      txid += BigInt(k - i);
     }
   }
 
@@ -348,7 +344,7 @@ export class DbTail {
     this.base = { txid: 0n, checksum: 0n };
     this.head = { txid: 0n, checksum: 0n };
     this.headTimestamp = 0;
-    this.snaps.length = 0;
+    this.index.clear();
     this.bytes = 0;
     this.checkpoint = undefined;
     this.pending = undefined;
@@ -445,8 +441,12 @@ export class DbTail {
       this.base = base;
       this.mode = mode;
     }
-    const ref: AppendRef = { seqs: p.seqs, lens: p.data.map((d) => d.length) };
-    for (const [i, s] of snapshots.entries()) this.snaps.push({ header: s.header, ref, offset: offsets[i]! });
+    this.index.add(
+      p.seqs,
+      p.data.map((d) => d.length),
+      snapshots.map((s) => s.header),
+      offsets,
+    );
     this.bytes += bytes.length;
     this.head = prev;
     this.headTimestamp = Math.max(this.headTimestamp, snapshots[snapshots.length - 1]!.header.timestamp);
@@ -478,10 +478,9 @@ export class DbTail {
     if (h.txid === this.base.txid) {
       if (h.postChecksum !== this.base.checksum) return;
     } else {
-      const s = this.at(h.txid);
-      if (!s || s.header.postChecksum !== h.postChecksum) return;
-      const dropped = this.snaps.splice(0, Number(h.txid - this.base.txid));
-      this.bytes -= dropped.reduce((n, d) => n + d.header.length, 0);
+      const n = Number(h.txid - this.base.txid);
+      if (this.index.postChecksum(n - 1) !== h.postChecksum) return;
+      this.bytes -= this.index.drop(n);
       this.base = { txid: h.txid, checksum: h.postChecksum };
     }
     this.checkpoint = {
