@@ -174,6 +174,30 @@ export class ReplicaFile {
     }
   }
 
+  /**
+   * Reading and writing pages through `sqlite_dbpage` for one apply: the file's size in pages before it,
+   * a page as it was (undefined past that size), and a page written (in the format the file keeps).
+   */
+  private pageAccess(): {
+    oldPages: number;
+    oldPage: (pgno: number) => Uint8Array | undefined;
+    put: { run: (pgno: number, page: Uint8Array) => void };
+  } {
+    const db = this.db;
+    const oldPages = Number(db.pragma('page_count', { simple: true }));
+    const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
+    const format = this.fileFormat();
+    const oldPage = (pgno: number): Uint8Array | undefined =>
+      pgno <= oldPages ? withFormat(read.get(pgno) as Uint8Array, pgno, format) : undefined;
+    const sqlitePut = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
+    const put = {
+      run: (pgno: number, page: Uint8Array): void => {
+        sqlitePut.run(pgno, asRollback(page, pgno));
+      },
+    };
+    return { oldPages, oldPage, put };
+  }
+
   /** Page 1 bytes 18–19 as they are in the file (SQLite here may be shown other values, see PostStep). */
   private fileFormat(): Uint8Array | undefined {
     if (this.fs.fileSize(this.path) < 100) return undefined;
@@ -350,15 +374,8 @@ export class ReplicaFile {
    * the batch and its final size are zeros.
    */
   private writeBatch(items: readonly EncodedSnapshot[], start: bigint): bigint {
-    const db = this.db;
     const pageSize = items[0]!.header.pageSize;
-    const oldPages = Number(db.pragma('page_count', { simple: true }));
-    const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
-    const format = this.fileFormat();
-    const oldPage = (pgno: number): Uint8Array | undefined =>
-      pgno <= oldPages ? withFormat(read.get(pgno) as Uint8Array, pgno, format) : undefined;
-    const sqlitePut = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
-    const put = { run: (pgno: number, page: Uint8Array) => sqlitePut.run(pgno, asRollback(page, pgno)) };
+    const { oldPages, oldPage, put } = this.pageAccess();
     const pages = new Map<number, Uint8Array>();
     /** Pages at or below this still hold the file's content where no snapshot named them. */
     let floor = oldPages;
@@ -400,14 +417,7 @@ export class ReplicaFile {
 
   /** Writes the pages; returns the database checksum they lead to. */
   private write(bytes: Uint8Array, h: SnapshotHeader, start: bigint, full: boolean): bigint {
-    const db = this.db;
-    const oldPages = Number(db.pragma('page_count', { simple: true }));
-    const read = db.prepare('SELECT data FROM sqlite_dbpage WHERE pgno = ?').pluck();
-    const format = this.fileFormat();
-    const oldPage = (pgno: number): Uint8Array | undefined =>
-      pgno <= oldPages ? withFormat(read.get(pgno) as Uint8Array, pgno, format) : undefined;
-    const sqlitePut = db.prepare('INSERT INTO sqlite_dbpage(pgno, data) VALUES (?, ?)');
-    const put = { run: (pgno: number, page: Uint8Array) => sqlitePut.run(pgno, asRollback(page, pgno)) };
+    const { oldPages, oldPage, put } = this.pageAccess();
     let sum = start;
     let next = 1; // the lowest page not yet looked at
     let pgno = 0;
