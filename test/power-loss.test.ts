@@ -13,7 +13,7 @@ import { PowerLossError, PowerLossFileSystem, type RecoverOptions } from '../src
 import { JournalReader, loadHash, memorySource, SNAPSHOT_HEADER_SIZE } from '../src/format/index.js';
 import { NodeFileSystem } from '../src/node/node-fs.js';
 import { type MyceliteDatabase, openWith } from '../src/writer/open.js';
-import { startTestHub } from './helpers/hub.js';
+import { startTestHub, type TestHub } from './helpers/hub.js';
 import {
   type Durability,
   powerRuntime,
@@ -271,6 +271,25 @@ test('replica: its first applies, 8 torn recoveries at each sync point (its infl
   assert.deepEqual(failures, []);
 });
 
+/** Hub options for the shared database 'budget' whose requests fail (as offline) while `cut` says so. */
+async function budgetHub(
+  h: TestHub,
+  cut: (input: Parameters<typeof fetch>[0], init?: RequestInit) => boolean,
+) {
+  return {
+    url: h.url,
+    db: 'budget',
+    token: await h.token('budget', 'writer'),
+    fetch: (async (input, init) => {
+      if (cut(input, init)) throw new TypeError('fetch failed (offline)');
+      return fetch(input, init);
+    }) as typeof fetch,
+  };
+}
+
+const idle = (d: MyceliteDatabase): Promise<void> =>
+  (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+
 test('shared device: a power cut after a rebase renumbered the position its last fsynced marker names, then more commits: nothing acknowledged lost, no outside change', async () => {
   // The synced marker is fsynced at open (and when pairing takes commits back); a checkpoint between
   // opens writes it without an fsync, so a power cut may bring back the one written at open. A device
@@ -282,17 +301,7 @@ test('shared device: a power cut after a rebase renumbered the position its last
   try {
     const rt = powerRuntime(power);
     let offline = false;
-    const hub = async () => ({
-      url: h.url,
-      db: 'budget',
-      token: await h.token('budget', 'writer'),
-      fetch: (async (input, init) => {
-        if (offline) throw new TypeError('fetch failed (offline)');
-        return fetch(input, init);
-      }) as typeof fetch,
-    });
-    const idle = (d: MyceliteDatabase): Promise<void> =>
-      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const hub = () => budgetHub(h, () => offline);
     const dir = fresh();
     fs.mkdirSync(dir);
     const aPath = path.join(dir, 'a.db');
@@ -363,17 +372,7 @@ test("shared device: the power cut at each journal fsync of a rebase's re-apply,
   try {
     const rt = powerRuntime(power);
     let offline = false;
-    const hub = async (cut = () => offline) => ({
-      url: h.url,
-      db: 'budget',
-      token: await h.token('budget', 'writer'),
-      fetch: (async (input, init) => {
-        if (cut()) throw new TypeError('fetch failed (offline)');
-        return fetch(input, init);
-      }) as typeof fetch,
-    });
-    const idle = (d: MyceliteDatabase): Promise<void> =>
-      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+    const hub = (cut = () => offline) => budgetHub(h, cut);
     const failures: string[] = [];
     let reached = 0;
     // The first journal fsync after the going online is the reset's; the re-apply's follow (k ≥ 2).
@@ -451,18 +450,11 @@ test('shared device: the power cut at every sync point of a rebase of four pendi
     const rt = powerRuntime(power);
     let offline = false;
     let rebased = false;
-    const hub = async () => ({
-      url: h.url,
-      db: 'budget',
-      token: await h.token('budget', 'writer'),
-      fetch: (async (input, init) => {
+    const hub = () =>
+      budgetHub(h, (input, init) => {
         const push = init?.method === 'POST' && String(input).includes('/snapshots');
-        if (offline || (rebased && push)) throw new TypeError('fetch failed (offline)');
-        return fetch(input, init);
-      }) as typeof fetch,
-    });
-    const idle = (d: MyceliteDatabase): Promise<void> =>
-      (d.sync as unknown as { whenIdle(): Promise<void> }).whenIdle();
+        return offline || (rebased && push);
+      });
     const dir = fresh();
     fs.mkdirSync(dir);
     const aPath = path.join(dir, 'a.db');
