@@ -176,8 +176,15 @@ describe('hub health on NATS', { skip, timeout: 2 * TEST_MS + 2 * HOOK_MS }, () 
     assert.ok(Date.now() - started < 30_000);
     assert.equal(await status(c.url, '/livez'), 200);
     assert.equal(await status(c.url, '/readyz'), 503);
-    await until('the hub says why it waits', 60_000, () =>
-      /storage not ready, waiting for it/.test(c.stderr()),
+    // Said within seconds (START_WAIT_MS), naming the step it waits at, not after the attempt's own
+    // timeouts (20 s to reach JetStream, 20 s for the lease stream: past a minute on a loaded machine).
+    await until('the hub says why it waits', 30_000, () =>
+      /storage not ready, waiting for it \(still connected to NATS at .*, waiting for JetStream/.test(
+        c.stderr(),
+      ),
+    );
+    await until('/readyz names the step', 10_000, async () =>
+      /waiting for JetStream/.test(await (await fetch(`${c.url}/readyz`)).text()),
     );
     await cluster.startAll();
     await until('the hub ready', 60_000, async () => (await status(c.url, '/readyz')) === 200);

@@ -164,11 +164,11 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const compaction = options.compact ? compactionOptions(options) : false;
   // A cluster that cannot be reached yet is waited for: the hub serves /livez meanwhile, /readyz says 503.
-  let told = false;
+  let told = '';
   const storage = options.storage
     ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') }, (why) => {
-        if (told) return;
-        told = true;
+        if (why === told) return;
+        told = why;
         writeErr(
           `mycelite hub: storage not ready, waiting for it (${why}); /readyz answers 503 until it is\n`,
         );

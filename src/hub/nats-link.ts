@@ -29,7 +29,8 @@ const PROBE_MS = 1500;
 
 /**
  * Connects to `servers` and reaches JetStream within `jsMs`; creates the lease stream when missing.
- * `closed` stops it (the storage was closed meanwhile).
+ * `closed` stops it (the storage was closed meanwhile). `step` hears what it is waiting for at each step,
+ * so a hub that waits can say why (a cluster reached without a quorum waits in the second step).
  */
 export async function openLink(
   servers: string[],
@@ -38,7 +39,9 @@ export async function openLink(
   timeoutMs: number,
   jsMs: number,
   closed: () => boolean,
+  step: (what: string) => void = () => undefined,
 ): Promise<NatsLink> {
+  step(`connecting to NATS at ${servers.join(',')}`);
   const nc = await connect({
     servers,
     name: 'mycelite-hub',
@@ -51,6 +54,9 @@ export async function openLink(
   });
   try {
     const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
+    step(
+      `connected to NATS at ${nc.getServer()}, waiting for JetStream to answer (a cluster answers once a majority of its nodes are up)`,
+    );
     await retry(jsMs, 'reach JetStream', (n) => {
       if (closed()) throw new Error('the hub storage is closed');
       return jetstreamManager(nc, { timeout: attemptMs(n) });
@@ -59,6 +65,9 @@ export async function openLink(
     const jsm = await jetstreamManager(nc, { timeout: FAST_ATTEMPT_MS, checkAPI: false });
     const js = jetstream(nc, { timeout: SLOW_ATTEMPT_MS });
     const jsmAt = (n: number): JetStreamManager => (n < FAST_TRIES ? jsm : jsmSlow);
+    step(
+      `JetStream answers; waiting to create the lease stream ${names.leaseStream} with ${replicas} replica(s)`,
+    );
     await ensureStream(jsmAt, jsMs, {
       name: names.leaseStream,
       subjects: [`${names.leaseSubject('x').slice(0, -1)}>`],

@@ -119,6 +119,8 @@ export class NatsStorage implements HubStorage {
   private linked!: Promise<NatsLink>;
   /** Why the storage is not connected yet (start(): the last attempt's failure). */
   private waiting: string;
+  /** Why the last connection attempt failed, if one did. */
+  private failed: string | undefined;
   private connected = false;
   private reconnects = 0;
   private histories_: NatsHistories | undefined;
@@ -233,13 +235,22 @@ export class NatsStorage implements HubStorage {
     // Resolves once the first attempt is over, connected or not: a cluster that is up is ready at once.
     // One that takes longer is waited for in the background (START_WAIT_MS).
     await new Promise<void>((first) => {
-      setTimeout(first, START_WAIT_MS).unref();
+      let done = false;
+      setTimeout(() => {
+        // Still in the first attempt: say which step it waits at (the attempt may take timeoutMs more).
+        if (!done) onWait?.(`still ${s.waiting}`);
+        first();
+      }, START_WAIT_MS).unref();
       s.linked = s.connectWaiting((why) => {
+        done = true;
         first();
         onWait?.(why);
       });
       s.linked.then(
-        () => first(),
+        () => {
+          done = true;
+          first();
+        },
         () => first(), // told by health(); calls waiting on it get the error
       );
     });
@@ -263,7 +274,8 @@ export class NatsStorage implements HubStorage {
         return await this.connect();
       } catch (e) {
         if (this.closed) throw e;
-        this.waiting = `waiting for NATS: ${(e as Error).message}`;
+        this.failed = (e as Error).message;
+        this.waiting = `waiting for NATS: ${this.failed}`;
         onWait?.(this.waiting);
         await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
         if (this.closed) throw new Error('the hub storage is closed');
@@ -280,6 +292,9 @@ export class NatsStorage implements HubStorage {
       this.timeoutMs,
       jsMs,
       () => this.closed,
+      (what) => {
+        if (!this.link) this.waiting = this.failed ? `${what} (the last attempt: ${this.failed})` : what;
+      },
     );
     this.link = link;
     this.connected = true;
