@@ -379,4 +379,46 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
       await c.restart(node);
     }
   });
+
+  it('a view nobody uses is released after viewIdleMs, not one a follower listens to; a released database reads and appends as before', {
+    timeout: TEST_MS,
+  }, async () => {
+    const st = await NatsStorage.open({ servers: c.servers, prefix: 'idle', viewIdleMs: 300 });
+    open.push(st);
+    const figure = async (name: string): Promise<number> => (await st.health()).figures?.[name]?.value ?? -1;
+    const until = async (what: string, probe: () => Promise<boolean>): Promise<void> => {
+      const deadline = Date.now() + 30_000;
+      while (!(await probe())) {
+        if (Date.now() > deadline) throw new Error(`${what}: not within 30 s`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    assert.ok((await st.append('quiet', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2))).ok);
+    assert.ok((await st.append('heard', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2))).ok);
+    const heard: bigint[] = [];
+    const off = st.subscribe('heard', (snapshots) => heard.push(...snapshots.map((x) => x.header.txid)));
+    await until('the idle view released', async () => (await figure('mycelite_nats_views_released')) >= 1);
+    assert.equal(await figure('mycelite_nats_views'), 1, 'the followed view is kept');
+    assert.equal(await figure('mycelite_nats_views_released'), 1);
+
+    // The released database is read again from its stream: the same head and bytes, and appends go on.
+    assert.deepEqual((await st.state('quiet'))?.head, after0(h.snapshots[1]!));
+    assert.deepEqual(
+      await readAll(st, 'quiet', 0n, 2n),
+      concatBytes(h.snapshots.slice(0, 2).map((x) => x.bytes)),
+    );
+    const r = await st.append('quiet', after0(h.snapshots[1]!), h.journalId, h.snapshots.slice(2, 4));
+    assert.ok(r.ok, 'an append after the release');
+    assert.deepEqual(r.state.head, after0(h.snapshots[3]!));
+
+    // The follower still hears appends, after the other view's release.
+    assert.ok((await st.append('heard', after0(h.snapshots[1]!), h.journalId, h.snapshots.slice(2, 3))).ok);
+    await until('the follower hears txid 3', async () => heard.includes(3n));
+    off();
+    await until(
+      'the view released once its follower left',
+      async () => (await figure('mycelite_nats_views_released')) >= 3,
+    );
+    assert.equal(await figure('mycelite_nats_views'), 0);
+  });
 });

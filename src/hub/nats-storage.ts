@@ -64,6 +64,7 @@ import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
+import { ViewUse } from './view-use.js';
 import { runJob } from './worker.js';
 
 export interface NatsStorageOptions {
@@ -90,9 +91,16 @@ export interface NatsStorageOptions {
   headsDir?: string;
   /** Called when a stored append or a head file is found damaged (and what was done about it). */
   onDamage?: (db: string, report: DamageReport) => void;
+  /**
+   * A database's view (its consumer, with a heartbeat each second, and its index) is released after this
+   * long without a request or a live follower (default 10 minutes; Infinity: never), and made again from
+   * the stream at the next request.
+   */
+  viewIdleMs?: number;
 }
 
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
+const VIEW_IDLE_MS = 10 * 60_000;
 
 /** Between two connection attempts of a storage that waits for NATS (ms). */
 const CONNECT_RETRY_MS = 1000;
@@ -106,9 +114,14 @@ const START_WAIT_MS = 5000;
 export class NatsStorage implements HubStorage {
   private readonly tails = new Map<string, Promise<DbTail>>();
   private readonly views = new Set<DbTail>();
+  /** The views made (tails that resolved), by database. */
+  private readonly made = new Map<string, DbTail>();
+  /** A view's subscription to its stream's creation, while it waits for it. */
+  private readonly advisoryOf = new Map<DbTail, Subscription>();
+  private readonly use: ViewUse;
+  private released = 0;
   private readonly locks = new Map<string, Mutex>();
   private readonly starting = new Map<DbTail, Promise<boolean>>();
-  private readonly advisories: Subscription[] = [];
   private readonly compactions: CompactionRuns;
   private closed = false;
   private heads!: Heads;
@@ -138,6 +151,7 @@ export class NatsStorage implements HubStorage {
       options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
     );
     if (options.onDamage) this.damage.add(options.onDamage);
+    this.use = new ViewUse(options.viewIdleMs ?? VIEW_IDLE_MS, (db) => this.release(db));
   }
 
   private get nc(): NatsConnection {
@@ -349,6 +363,10 @@ export class NatsStorage implements HubStorage {
         help: 'Databases this hub follows (one ordered consumer each)',
         value: this.views.size,
       },
+      mycelite_nats_views_released: {
+        help: 'Views released after viewIdleMs without a request or a follower, since start',
+        value: this.released,
+      },
       mycelite_nats_consumer_renewals: {
         help: 'Consumers made again (missed heartbeats, a reconnect, a stall) since start',
         value: renewals,
@@ -381,8 +399,27 @@ export class NatsStorage implements HubStorage {
     return m;
   }
 
+  /**
+   * Releases the view of `db` (ViewUse: nobody has used it for `viewIdleMs`) unless a follower listens to
+   * it or it is still being made: its consumer is deleted and its index dropped. True when released.
+   */
+  private release(db: string): boolean {
+    const tail = this.made.get(db);
+    if (!tail || tail.listeners.size > 0 || this.compactions.running(db)) return false;
+    this.tails.delete(db);
+    this.made.delete(db);
+    this.views.delete(tail);
+    this.starting.delete(tail);
+    this.advisoryOf.get(tail)?.unsubscribe();
+    this.advisoryOf.delete(tail);
+    tail.stop();
+    this.released++;
+    return true;
+  }
+
   /** The database's view: following its stream once the stream exists. */
   private tail(db: string): Promise<DbTail> {
+    this.use.touch(db);
     let t = this.tails.get(db);
     if (!t) {
       this.names.stream(db); // checks the name
@@ -402,12 +439,17 @@ export class NatsStorage implements HubStorage {
           const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${this.names.stream(db)}`, {
             callback: () => void this.startTail(tail).catch(() => undefined),
           });
-          this.advisories.push(sub);
+          this.advisoryOf.set(tail, sub);
           await this.startTail(tail); // created meanwhile?
         }
         return tail;
       })();
-      t.catch(() => this.tails.delete(db));
+      t.then(
+        (tail) => {
+          if (this.tails.get(db) === t) this.made.set(db, tail);
+        },
+        () => this.tails.delete(db),
+      );
       this.tails.set(db, t);
     }
     return t;
@@ -469,11 +511,13 @@ export class NatsStorage implements HubStorage {
     });
   }
 
-  async state(db: string): Promise<DbState | undefined> {
+  state(db: string): Promise<DbState | undefined> {
     this.check();
-    const tail = await this.tail(db);
-    await this.catchUp(tail);
-    return tail.state();
+    return this.use.hold(db, async () => {
+      const tail = await this.tail(db);
+      await this.catchUp(tail);
+      return tail.state();
+    });
   }
 
   /** Creates the database's stream and its first message (a marker), so that every append expects > 0. */
@@ -508,71 +552,73 @@ export class NatsStorage implements HubStorage {
   ): Promise<AppendResult> {
     this.check();
     this.names.subject(db); // refuses a bad name before anything else
-    return this.lock(db).run(async () => {
-      this.check();
-      await precondition?.();
-      checkAppend(expectedHead, snapshots);
-      const tail = await this.tail(db);
-      const refuse = (e: DoesNotApplyError): AppendResult => ({
-        ok: false,
-        reason: 'does_not_apply',
-        txid: e.txid,
-        message: e.message,
-        state: tail.state(),
-      });
-      if (!tail.started || tail.lastSeq === 0) {
-        // A new database, as far as this view knows: nothing is created for snapshots that do not apply.
-        if (!tail.journalId) {
-          try {
-            await this.heads.stage(db, undefined, journalId, expectedHead, snapshots);
-          } catch (e) {
-            if (e instanceof DoesNotApplyError) return refuse(e);
-            throw e;
+    return this.lock(db).run(() =>
+      this.use.hold(db, async () => {
+        this.check();
+        await precondition?.();
+        checkAppend(expectedHead, snapshots);
+        const tail = await this.tail(db);
+        const refuse = (e: DoesNotApplyError): AppendResult => ({
+          ok: false,
+          reason: 'does_not_apply',
+          txid: e.txid,
+          message: e.message,
+          state: tail.state(),
+        });
+        if (!tail.started || tail.lastSeq === 0) {
+          // A new database, as far as this view knows: nothing is created for snapshots that do not apply.
+          if (!tail.journalId) {
+            try {
+              await this.heads.stage(db, undefined, journalId, expectedHead, snapshots);
+            } catch (e) {
+              if (e instanceof DoesNotApplyError) return refuse(e);
+              throw e;
+            }
           }
+          await this.create(tail);
         }
-        await this.create(tail);
-      }
-      let refused = appendRefusal(tail, expectedHead, journalId, mode);
-      if (refused) {
-        await this.catchUp(tail); // our view may be behind another hub's appends
-        refused = appendRefusal(tail, expectedHead, journalId, mode);
-        if (refused) return { ok: false, reason: refused, state: tail.state()! };
-      }
-      // What the check above saw: the publish expects the stream as it was then, so an append by another
-      // hub meanwhile (while the pages are checked) makes it fail rather than land after that one.
-      let expectSeq = tail.lastSeq;
-      let staged: Staged;
-      try {
-        staged = await this.heads.stage(db, tail.state(), journalId, expectedHead, snapshots);
-      } catch (e) {
-        if (e instanceof DoesNotApplyError) return refuse(e);
-        throw e;
-      }
-      const last = snapshots[snapshots.length - 1]!.header;
-      let won: number | undefined;
-      for (let attempt = 0; won === undefined; attempt++) {
-        won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots, mode);
-        if (won !== undefined) break;
-        // Another message came first: a winning append (refuse), or a torn one (try again after it).
-        await this.catchUp(tail);
+        let refused = appendRefusal(tail, expectedHead, journalId, mode);
+        if (refused) {
+          await this.catchUp(tail); // our view may be behind another hub's appends
+          refused = appendRefusal(tail, expectedHead, journalId, mode);
+          if (refused) return { ok: false, reason: refused, state: tail.state()! };
+        }
+        // What the check above saw: the publish expects the stream as it was then, so an append by another
+        // hub meanwhile (while the pages are checked) makes it fail rather than land after that one.
+        let expectSeq = tail.lastSeq;
+        let staged: Staged;
+        try {
+          staged = await this.heads.stage(db, tail.state(), journalId, expectedHead, snapshots);
+        } catch (e) {
+          if (e instanceof DoesNotApplyError) return refuse(e);
+          throw e;
+        }
+        const last = snapshots[snapshots.length - 1]!.header;
+        let won: number | undefined;
+        for (let attempt = 0; won === undefined; attempt++) {
+          won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots, mode);
+          if (won !== undefined) break;
+          // Another message came first: a winning append (refuse), or a torn one (try again after it).
+          await this.catchUp(tail);
+          const state = tail.state();
+          if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
+            this.heads.commit(db, staged);
+            return { ok: true, state }; // our own earlier attempt, stored after all
+          }
+          const why = appendRefusal(tail, expectedHead, journalId, mode);
+          if (why) return { ok: false, reason: why, state: state! };
+          if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
+          expectSeq = tail.lastSeq;
+        }
+        await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
         const state = tail.state();
-        if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
-          this.heads.commit(db, staged);
-          return { ok: true, state }; // our own earlier attempt, stored after all
-        }
-        const why = appendRefusal(tail, expectedHead, journalId, mode);
-        if (why) return { ok: false, reason: why, state: state! };
-        if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
-        expectSeq = tail.lastSeq;
-      }
-      await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
-      const state = tail.state();
-      if (!state || state.head.txid < last.txid)
-        throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
-      this.heads.commit(db, staged);
-      this.maybeCompact(db, tail);
-      return { ok: true, state };
-    });
+        if (!state || state.head.txid < last.txid)
+          throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
+        this.heads.commit(db, staged);
+        this.maybeCompact(db, tail);
+        return { ok: true, state };
+      }),
+    );
   }
 
   /**
@@ -615,7 +661,9 @@ export class NatsStorage implements HubStorage {
 
   read(db: string, after: bigint, upTo: bigint): AsyncIterable<Uint8Array> {
     this.check();
-    const range = this.tail(db).then((tail) => {
+    const get = this.getter(db);
+    const range = async (): Promise<DbTail> => {
+      const tail = await this.tail(db);
       const state = tail.state();
       if (!state) throw new Error(`read: no database ${db}`);
       if (after < state.base.txid) {
@@ -627,13 +675,11 @@ export class NatsStorage implements HubStorage {
         throw new Error(`read: ${after}..${upTo} is outside ${state.base.txid}..${state.head.txid} of ${db}`);
       }
       return tail;
-    });
-    const get = this.getter(db);
-    return {
-      async *[Symbol.asyncIterator]() {
-        yield* (await range).readRange(after, upTo, get);
-      },
     };
+    // The view is held (not released when idle) from the first item asked for to the last.
+    return this.use.holdWhile(db, async function* () {
+      yield* (await range()).readRange(after, upTo, get);
+    });
   }
 
   /** Reads one message of `db`'s stream directly (retrying failures); null when it is gone. */
@@ -643,21 +689,23 @@ export class NatsStorage implements HubStorage {
       retry(this.timeoutMs, `read message ${seq}`, (n) => this.jsmAt(n).streams.getMessage(stream, { seq }));
   }
 
-  async snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
+  snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
     this.check();
-    return (await this.tail(db)).at(txid)?.header;
+    return this.use.hold(db, async () => (await this.tail(db)).at(txid)?.header);
   }
 
   async copyHead(db: string, out: string, check = false): Promise<SnapshotHeader | undefined> {
     this.check();
-    return this.lock(db).run(async () => {
-      const tail = await this.tail(db);
-      if (!(await this.catchUp(tail))) return undefined;
-      const state = tail.state();
-      if (!state) return undefined;
-      const pos = await this.heads.copy(db, state, out, check);
-      return tail.at(pos.txid)?.header;
-    });
+    return this.lock(db).run(() =>
+      this.use.hold(db, async () => {
+        const tail = await this.tail(db);
+        if (!(await this.catchUp(tail))) return undefined;
+        const state = tail.state();
+        if (!state) return undefined;
+        const pos = await this.heads.copy(db, state, out, check);
+        return tail.at(pos.txid)?.header;
+      }),
+    );
   }
 
   async checkpoint(
@@ -665,11 +713,12 @@ export class NatsStorage implements HubStorage {
     txid: bigint,
   ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined> {
     this.check();
-    const cp = (await this.tail(db)).checkpoint;
+    const cp = await this.use.hold(db, async () => (await this.tail(db)).checkpoint);
     if (!cp || cp.header.txid !== txid) return undefined;
     const get = this.getter(db);
     return {
       header: cp.header,
+      // Direct reads of the stream: the view is not needed (the checkpoint's sequences are known).
       chunks: (async function* () {
         for (const seq of cp.ref.seqs) {
           const m = await get(seq);
@@ -686,8 +735,12 @@ export class NatsStorage implements HubStorage {
    * removes the object meanwhile does not cut it; one removed before it was copied is followed to the
    * checkpoint that replaced it. Undefined when the checkpoint names none (or there is no checkpoint).
    */
-  async history(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+  history(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     this.check();
+    return this.use.hold(db, () => this.historyCopy(db));
+  }
+
+  private async historyCopy(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     const tail = await this.tail(db);
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-history-'));
     try {
@@ -734,7 +787,7 @@ export class NatsStorage implements HubStorage {
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
-    return this.compactions.start(db, () => this.runCompaction(db));
+    return this.compactions.start(db, () => this.use.hold(db, () => this.runCompaction(db)));
   }
 
   private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
@@ -905,7 +958,10 @@ export class NatsStorage implements HubStorage {
     this.closed = true;
     this.heads.close();
     this.slot.release();
-    for (const sub of this.advisories) sub.unsubscribe();
+    this.use.stop();
+    for (const sub of this.advisoryOf.values()) sub.unsubscribe();
+    this.advisoryOf.clear();
+    this.made.clear();
     for (const t of this.tails.values()) await t.then((tail) => tail.stop()).catch(() => undefined);
     this.tails.clear();
     this.views.clear();

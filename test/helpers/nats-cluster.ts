@@ -37,6 +37,8 @@ export interface NatsCluster {
   startAll(): Promise<void>;
   /** Everything node `i` logged. */
   log(i: number): string;
+  /** The process id of node `i` (undefined when it does not run). */
+  pid(i: number): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -230,6 +232,7 @@ async function startOnce(size: number): Promise<NatsCluster> {
       await current();
     },
     log: (i) => nodes[i]!.log,
+    pid: (i) => nodes[i]!.proc?.pid,
     stop,
   };
 }
