@@ -43,11 +43,11 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
-import type { CompactJob, CompactOutcome } from './compact-worker.js';
+import type { CompactOutcome } from './compact-worker.js';
 import { CompactionRuns, compactionSettings, type HubCompaction } from './compaction.js';
 import { DamageListeners, type DamageReport, DoesNotApplyError, Heads, type Staged } from './heads.js';
-import { buildImageFile, writeStoredJournal } from './image-cache.js';
 import { Mutex } from './mutex.js';
+import { type CompactionHost, compactStream } from './nats-compaction.js';
 import { HistoryGoneError, NatsHistories } from './nats-history.js';
 import {
   attemptMs,
@@ -65,7 +65,6 @@ import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
 import { ViewUse } from './view-use.js';
-import { runJob } from './worker.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -763,6 +762,23 @@ export class NatsStorage implements HubStorage {
     }
   }
 
+  /** What a compaction (src/hub/nats-compaction.ts) uses of this storage. */
+  private get compactionHost(): CompactionHost {
+    return {
+      storage: this,
+      settings: this.compactions.settings ?? compactionSettings({}),
+      histories: this.histories,
+      js: this.js,
+      jsmAt: this.jsmAt,
+      names: this.names,
+      timeoutMs: this.timeoutMs,
+      partBytes: this.partBytes,
+      tail: (db) => this.tail(db),
+      catchUp: (tail) => this.catchUp(tail),
+      locked: (db, fn) => this.lock(db).run(fn),
+    };
+  }
+
   /** Calls `listener` after each compaction (or its failure) besides the settings' onCompaction. */
   watchCompactions(listener: NonNullable<HubCompaction['onCompaction']>): void {
     this.compactions.watch(listener);
@@ -787,138 +803,7 @@ export class NatsStorage implements HubStorage {
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
-    return this.compactions.start(db, () => this.use.hold(db, () => this.runCompaction(db)));
-  }
-
-  private async runCompaction(db: string): Promise<CompactOutcome | undefined> {
-    const c = this.compactions.settings ?? compactionSettings({});
-    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-checkpoint-'));
-    /** The history this compaction stored, until a checkpoint names it (removed if none does). */
-    let uploaded: string | undefined;
-    try {
-      const tail = await this.tail(db);
-      if (!(await this.catchUp(tail))) return undefined;
-      const state = tail.state();
-      if (!state || state.head.txid - state.base.txid < 2n) return undefined;
-      const upTo = state.head.txid - 1n;
-      const previous = tail.checkpoint?.history;
-      const paths: CompactJob['paths'] = {
-        journal: path.join(dir, 'journal'),
-        history: path.join(dir, 'history'),
-        scratch: path.join(dir, 'scratch'),
-      };
-      const out = path.join(dir, 'image');
-      let built: CompactOutcome;
-      let header: SnapshotHeader;
-      try {
-        await writeStoredJournal(this, db, state, upTo, paths.journal);
-        if (previous) await this.histories.download(previous, paths.history);
-        const job: CompactJob = {
-          paths,
-          policy: c.retain,
-          now: Date.now(),
-          upTo,
-          checkpointRatio: c.checkpointRatio,
-        };
-        built = await runJob<CompactOutcome>(
-          new URL('./compact-worker.js', import.meta.url),
-          job,
-          'compaction',
-        );
-        header = await buildImageFile(this, db, state, upTo, path.join(dir, 'build'), out, paths.journal);
-      } catch (e) {
-        // Another hub compacted meanwhile (it purged what this one read, or removed the history it
-        // read): its compaction stands.
-        if ((await this.catchUp(tail)) && tail.base.txid > state.base.txid) return undefined;
-        throw e;
-      }
-      const end = built.end;
-      if (!end || end.txid !== upTo || end.checksum !== header.postChecksum)
-        throw new Error(
-          `compaction of ${db}: the history ends at ${end?.txid}, not at the checkpoint ${upTo}`,
-        );
-      const historyBytes = (await fsp.stat(`${paths.history}.tmp`)).size;
-      uploaded = await this.histories.upload(db, upTo, `${paths.history}.tmp`);
-      const image = new Uint8Array(await fsp.readFile(out));
-      const swapStart = performance.now();
-      const stored = await this.lock(db).run(() =>
-        this.storeCheckpoint(tail, state.journalId, header, image, uploaded!),
-      );
-      if (!stored) return undefined;
-      // Everything before the append holding upTo + 1 is now stood for by the checkpoint.
-      const next = tail.at(upTo + 1n);
-      if (next) {
-        const seq = next.ref.seqs[0]!;
-        await retry(this.timeoutMs, `purge ${db}`, (n) =>
-          this.jsmAt(n).streams.purge(this.names.stream(db), { seq }),
-        );
-      }
-      if (tail.checkpoint?.history === uploaded) {
-        uploaded = undefined; // named by the checkpoint: it stays
-        // The histories the checkpoint replaced (the one this compaction started from; another hub's,
-        // stored meanwhile) are no longer named by any checkpoint.
-        for (const old of new Set([previous, stored.replaced]))
-          if (old) await this.histories.remove(old).catch(() => undefined);
-      }
-      const outcome: CompactOutcome = {
-        ...built,
-        bytesBefore: built.bytesBefore,
-        bytesAfter: historyBytes + tail.bytes + image.length,
-        end: { txid: upTo, checksum: header.postChecksum },
-        swapMs: performance.now() - swapStart,
-      };
-      return outcome;
-    } finally {
-      if (uploaded) await this.histories.remove(uploaded).catch(() => undefined);
-      await fsp.rm(dir, { recursive: true, force: true });
-    }
-  }
-
-  /**
-   * Publishes `image` as a checkpoint naming the history `history` after the stream's last message, its
-   * parts in a row (each expecting the one before, as appends do). Once this hub's view holds it as its
-   * base: the history the checkpoint before it named (`replaced`); undefined when it did not get there.
-   */
-  private async storeCheckpoint(
-    tail: DbTail,
-    journalId: Uint8Array,
-    header: SnapshotHeader,
-    image: Uint8Array,
-    history: string,
-  ): Promise<{ replaced: string | undefined } | undefined> {
-    const db = tail.db;
-    const parts = splitParts(image, this.partBytes);
-    const journal = toHex(journalId);
-    const record = {
-      subject: this.names.subject(db),
-      stream: this.names.stream(db),
-      key: `cp-${header.txid}`,
-      journal,
-      base: { txid: header.txid - 1n, checksum: header.preChecksum },
-      checkpoint: header.txid,
-      history,
-    };
-    for (let attempt = 0; attempt < 5; attempt++) {
-      await this.catchUp(tail);
-      // another hub did it
-      if (tail.base.txid >= header.txid)
-        return tail.base.txid === header.txid ? { replaced: undefined } : undefined;
-      const replaced = tail.checkpoint?.history;
-      const what = `store the checkpoint of ${db}`;
-      const msgPrefix = `${db}/${journal}/cp-${header.txid}-${attempt}`;
-      const r = await publishParts(
-        this.js,
-        this.timeoutMs,
-        what,
-        { ...record, msgPrefix },
-        parts,
-        tail.lastSeq,
-      );
-      if (!('seq' in r)) continue; // another hub appended meanwhile: start again after it
-      await tail.waitSeq(r.seq, this.timeoutMs, `sequence ${r.seq}`);
-      return tail.base.txid === header.txid ? { replaced } : undefined;
-    }
-    return undefined;
+    return this.compactions.start(db, () => this.use.hold(db, () => compactStream(this.compactionHost, db)));
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {
