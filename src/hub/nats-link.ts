@@ -54,9 +54,8 @@ export async function openLink(
   });
   try {
     const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
-    step(
-      `connected to NATS at ${nc.getServer()}, waiting for JetStream to answer (a cluster answers once a majority of its nodes are up)`,
-    );
+    const at = `connected to NATS at ${nc.getServer()}`;
+    step(`${at}; waiting for JetStream to answer (a cluster answers once a majority of its nodes are up)`);
     await retry(jsMs, 'reach JetStream', (n) => {
       if (closed()) throw new Error('the hub storage is closed');
       return jetstreamManager(nc, { timeout: attemptMs(n) });
@@ -66,7 +65,7 @@ export async function openLink(
     const js = jetstream(nc, { timeout: SLOW_ATTEMPT_MS });
     const jsmAt = (n: number): JetStreamManager => (n < FAST_TRIES ? jsm : jsmSlow);
     step(
-      `JetStream answers; waiting to create the lease stream ${names.leaseStream} with ${replicas} replica(s)`,
+      `${at} and JetStream answers; waiting to create the lease stream ${names.leaseStream} with ${replicas} replica(s) (a cluster places them once a majority of its nodes are up)`,
     );
     await ensureStream(jsmAt, jsMs, {
       name: names.leaseStream,

@@ -251,7 +251,7 @@ export class NatsStorage implements HubStorage {
       let done = false;
       setTimeout(() => {
         // Still in the first attempt: say which step it waits at (the attempt may take timeoutMs more).
-        if (!done) onWait?.(`still ${s.waiting}`);
+        if (!done) onWait?.(s.waiting);
         first();
       }, START_WAIT_MS).unref();
       s.linked = s.connectWaiting((why) => {
