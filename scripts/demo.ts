@@ -228,8 +228,9 @@ async function demo(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  // The devices: a small transaction every 100-300 ms each, as people using an app would. (Faster, one
-  // device that never stops committing keeps the hub's lease and the other waits: see the docs' limits.)
+  // The devices: a small transaction every 100-300 ms each, as people using an app would. (However fast
+  // one commits, the other gets the hub's lease after at most a round of it: a device that waited for
+  // the lease gets it before the one that just released it.)
   const writers = devices.map(async (d) => {
     while (!stop) {
       d.step();

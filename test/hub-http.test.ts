@@ -553,6 +553,27 @@ describe('hub: write lease', () => {
     assert.equal(stored(db), before);
   });
 
+  it('hands a released lease to the writer that waited for it, for as long as it keeps asking', async () => {
+    const db = 'handoff';
+    const c = new HubClient({ url: t.url, db, token: await t.token(db, 'writer') });
+    const held = (p: Promise<unknown>) => assert.rejects(p, (e: { code: string }) => e.code === 'lease_held');
+    const a = await c.takeLease('alice', 60_000, undefined, true);
+    await held(c.takeLease('bob', 60_000, undefined, true)); // bob waits: his place is kept
+    await held(c.takeLease('carol', 60_000)); // carol does not say she will ask again: no place
+    await c.releaseLease(a.epoch);
+    await held(c.takeLease('alice', 60_000, undefined, true)); // free, but bob's
+    await held(c.takeLease('carol', 60_000));
+    const b = await c.takeLease('bob', 60_000);
+    assert.equal(b.epoch, a.epoch + 1);
+    await held(c.takeLease('alice', 60_000, undefined, true)); // alice waits now
+    await c.releaseLease(b.epoch);
+    // the lease is alice's to take, until she has not asked for 1.5 s
+    await held(c.takeLease('bob', 60_000, undefined, true));
+    clock.advance(1600);
+    const again = await c.takeLease('bob', 60_000, undefined, true);
+    assert.equal(again.epoch, b.epoch + 1, "alice's place lapsed: she stopped asking");
+  });
+
   it('refuses a push without any lease with 409 stale_epoch', async () => {
     const token = await t.token('nolease', 'writer');
     const r = await push({ db: 'nolease', token, base: EMPTY_POSITION, bytes: body(h, 0, 1), epoch: 1 });
@@ -568,6 +589,7 @@ describe('hub: write lease', () => {
       { holder: 'x'.repeat(65) },
       { holder: 'w', ttlMs: 10 },
       { holder: 'w', ttlMs: 'x' },
+      { holder: 'w', wait: 'yes' },
     ]) {
       const r = await fetch(`${t.url}/v1/db/app/lease`, {
         method: 'POST',
