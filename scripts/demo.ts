@@ -62,11 +62,29 @@ const SCHEMA = `create table if not exists expenses(
 create table if not exists budget(key text primary key, cents integer, set_by text)`;
 const CATEGORIES = ['groceries', 'rent', 'transport', 'fun', 'utilities'];
 
+/** The hub requests a device has sent that have not been answered yet (when each was sent). */
+type InFlight = Map<string, number>;
+
+/** fetch that keeps `inFlight` up to date: a request the hub never answers shows in a failure's explanation. */
+function trackedFetch(inFlight: InFlight): typeof fetch {
+  let n = 0;
+  return async (input, init) => {
+    const key = `${++n} ${init?.method ?? 'GET'} ${new URL(String(input)).pathname.replace(/^.*\/db\/[^/]+/, '') || '/'}`;
+    inFlight.set(key, Date.now());
+    try {
+      return await fetch(input, init);
+    } finally {
+      inFlight.delete(key);
+    }
+  };
+}
+
 /** One writing device: its database and what it did this second. */
 interface Device {
   name: string;
   path: string;
   db: MyceliteDatabase;
+  inFlight: InFlight;
   commits: number;
   conflicts: number;
   rejected: number;
@@ -81,7 +99,8 @@ async function openDevice(
   file: string,
   hub: { url: string; db: string; token: string },
 ): Promise<Device> {
-  const db = await open(file, { shared: true, hub });
+  const inFlight: InFlight = new Map();
+  const db = await open(file, { shared: true, hub: { ...hub, fetch: trackedFetch(inFlight) } });
   db.exec(SCHEMA);
   // Random ids: two devices adding rows at the same time never mint the same key.
   const insert = db.prepare(
@@ -101,6 +120,7 @@ async function openDevice(
     name,
     path: file,
     db,
+    inFlight,
     commits: 0,
     conflicts: 0,
     rejected: 0,
@@ -117,6 +137,37 @@ async function openDevice(
   db.sync!.on('conflict', () => d.conflicts++);
   db.sync!.on('rejected', () => d.rejected++);
   return d;
+}
+
+/** One line of a device's or replica's sync status: its state, positions and last error. */
+function describeStatus(
+  name: string,
+  s: { state: string; lastError?: string } & Record<string, unknown>,
+): string {
+  const parts = Object.entries(s)
+    .filter(([k, v]) => k !== 'state' && k !== 'lastError' && v !== undefined)
+    .map(
+      ([k, v]) =>
+        `${k} ${v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v)}`,
+    );
+  return `  ${name.padEnd(9)} ${s.state} (${parts.join(', ')})${s.lastError ? `: ${s.lastError}` : ', no error'}`;
+}
+
+/** Every device's and replica's status and the hub's head and lease: why the files would differ. */
+async function explain(devices: Device[], replicas: ReplicaDatabase[], client: HubClient): Promise<void> {
+  for (const d of devices) {
+    say(describeStatus(d.name, { ...d.db.sync!.status() }));
+    const now = Date.now();
+    for (const [what, since] of d.inFlight)
+      say(`            waiting ${now - since} ms for the hub's answer to ${what.replace(/^\d+ /, '')}`);
+  }
+  for (const [i, r] of replicas.entries()) say(describeStatus(`replica-${i + 1}`, { ...r.status() }));
+  const hub = await client.state().catch((e: unknown) => (e as Error).message);
+  if (typeof hub === 'string') say(`  hub       cannot be read: ${hub}`);
+  else
+    say(
+      `  hub       head ${hub?.head.txid ?? '-'}, lease ${hub?.lease ? `epoch ${hub.lease.epoch} until ${hub.lease.expiresAt.toISOString()}` : 'free'}`,
+    );
 }
 
 /** Lets every device push and take in the others' changes until all hold the hub's head. */
@@ -155,7 +206,12 @@ async function demo(): Promise<void> {
   ];
   const client = new HubClient({ ...target, token: await token('reader') });
   devices[0]!.db.exec("insert or ignore into budget values ('monthly-limit', 200000, 'laptop')");
-  await settle(devices, client, 10_000); // both start from the same database
+  if (!(await settle(devices, client, 10_000))) {
+    // Both should start from the same database: say why not, and go on (the end check will tell).
+    say('The devices did not sync within 10 s of starting:');
+    await explain(devices, [], client);
+    say();
+  }
   const replicas: ReplicaDatabase[] = [];
   const lags: number[][] = replicaPaths.map(() => []);
   for (const [i, p] of replicaPaths.entries()) {
@@ -172,8 +228,9 @@ async function demo(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  // The devices: a small transaction every 100-300 ms each, as people using an app would. (Faster, one
-  // device that never stops committing keeps the hub's lease and the other waits: see the docs' limits.)
+  // The devices: a small transaction every 100-300 ms each, as people using an app would. (However fast
+  // one commits, the other gets the hub's lease after at most a round of it: a device that waited for
+  // the lease gets it before the one that just released it.)
   const writers = devices.map(async (d) => {
     while (!stop) {
       d.step();
@@ -182,8 +239,15 @@ async function demo(): Promise<void> {
   });
 
   say(
-    ' time │ laptop commits/s txid pending conflicts │ phone commits/s txid pending conflicts │ hub txid │ replica-1 lag p50 │ replica-2 lag p50',
+    ' time │ laptop commits/s txid pending conflicts state │ phone commits/s txid pending conflicts state │ hub txid │ replica-1 lag p50 │ replica-2 lag p50',
   );
+  // A device's or replica's last error, printed under the second it first showed in.
+  const lastErrors = new Map<string, string | undefined>();
+  const errorLines = (name: string, s: { state: string; lastError?: string }): string[] => {
+    if (s.lastError === lastErrors.get(name)) return [];
+    lastErrors.set(name, s.lastError);
+    return s.lastError ? [`       ${name} ${s.state}: ${s.lastError}`] : [];
+  };
   const started = Date.now();
   const marks: { at: number; txid: bigint }[] = [];
   for (let second = 1; !stop && (args.seconds === 0 || second <= args.seconds); second++) {
@@ -193,11 +257,15 @@ async function demo(): Promise<void> {
     for (const d of devices) d.setLimit(150000 + Math.floor(Math.random() * 100000));
     const head = await client.state().catch(() => undefined);
     if (head) marks.push({ at: Date.now(), txid: head.head.txid });
+    const errors: string[] = [];
     const cols = devices.map((d) => {
-      const s = `${String(d.commits).padStart(9)} ${String(d.db.position().txid).padStart(5)} ${String(d.db.sync!.pending()).padStart(7)} ${String(d.conflicts).padStart(9)}`;
+      const st = d.db.sync!.status();
+      const s = `${String(d.commits).padStart(9)} ${String(d.db.position().txid).padStart(5)} ${String(d.db.sync!.pending()).padStart(7)} ${String(d.conflicts).padStart(9)} ${st.state.padEnd(7)}`;
+      errors.push(...errorLines(d.name, st));
       d.commits = 0;
       return d.name === 'laptop' ? `${s}  ` : `${s} `;
     });
+    for (const [i, r] of replicas.entries()) errors.push(...errorLines(`replica-${i + 1}`, r.status()));
     const reps = replicas.map((r, i) => {
       const l = lags[i]!.splice(0).sort((a, b) => a - b);
       const p50 = l.length ? `${l[Math.floor(l.length / 2)]} ms` : '-';
@@ -206,6 +274,7 @@ async function demo(): Promise<void> {
     say(
       `${`${second}s`.padStart(5)} │${cols.join('│')}│ ${String(head?.head.txid ?? '-').padStart(8)} │${reps.join(' │')}`,
     );
+    for (const e of errors) say(e);
   }
   stop = true;
   await Promise.all(writers);
@@ -236,7 +305,13 @@ async function demo(): Promise<void> {
   say(
     `  budget limit ${(limit.cents / 100).toFixed(2)}, last set by the ${limit.set_by} (the later sync wins)`,
   );
-  say(allEqual ? '  all four files are byte-for-byte equal' : '  the files DIFFER');
+  if (allEqual) say('  all four files are byte-for-byte equal');
+  else {
+    say(
+      `  the files DIFFER${settled ? '' : " (the devices did not reach the hub's head within 30 s)"}; where each stands:`,
+    );
+    await explain(devices, replicas, client);
+  }
   say();
 
   // Time travel: restore the state of a few seconds ago from a replica's own journal.

@@ -497,6 +497,83 @@ describe('hub: write lease', () => {
     assert.equal((await a.takeLease('carol')).epoch, 3, 'epochs only go up');
   });
 
+  it('fences a push whose lease was taken over during its upload, though the new holder created the database', async () => {
+    const db = 'overtaken';
+    const token = await t.token(db, 'writer');
+    const c = new HubClient({ url: t.url, db, token });
+    const alice = await c.takeLease('alice', 1000);
+    const leaseFile = path.join(t.dir, 'dbs', db, 'lease.json');
+    const expiresAt = (): number =>
+      (JSON.parse(fs.readFileSync(leaseFile, 'utf8')) as { expiresAt: number }).expiresAt;
+    const taken = expiresAt();
+    clock.advance(500); // past a third of the TTL: alice's push renews the lease, which shows it was checked
+    const bytes = body(h, 0, 2);
+    let req!: http.ClientRequest;
+    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      req = http.request(
+        {
+          host: '127.0.0.1',
+          port: t.port,
+          method: 'POST',
+          path: `/v1/db/${db}/snapshots`,
+          headers: {
+            authorization: `Bearer ${token}`,
+            'content-type': CONTENT_TYPE_SNAPSHOTS,
+            'content-length': bytes.length,
+            [HEADER_JOURNAL]: toHex(h.journalId),
+            [HEADER_BASE]: formatPosition(EMPTY_POSITION),
+            [HEADER_EPOCH]: String(alice.epoch),
+          },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode!, text }));
+        },
+      );
+      req.on('error', reject);
+    });
+    req.write(bytes.subarray(0, 100)); // the headers and a part of the body: the hub checks the lease
+    for (const until = Date.now() + 10_000; expiresAt() === taken; ) {
+      assert.ok(Date.now() < until, 'the hub renewed the lease of the push under way');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    clock.advance(1100); // alice's lease expires; bob takes it and creates the database with his history
+    const bob = await c.takeLease('bob', 60_000);
+    await c.push(body(other, 0, 1), { journalId: other.journalId, base: EMPTY_POSITION, epoch: bob.epoch });
+    const before = stored(db);
+    req.end(bytes.subarray(100));
+    const r = await answer;
+    assert.equal(r.status, 409, r.text);
+    assert.equal(
+      (JSON.parse(r.text) as { error: string }).error,
+      'stale_epoch',
+      'fenced, not another history',
+    );
+    assert.equal(stored(db), before);
+  });
+
+  it('hands a released lease to the writer that waited for it, for as long as it keeps asking', async () => {
+    const db = 'handoff';
+    const c = new HubClient({ url: t.url, db, token: await t.token(db, 'writer') });
+    const held = (p: Promise<unknown>) => assert.rejects(p, (e: { code: string }) => e.code === 'lease_held');
+    const a = await c.takeLease('alice', 60_000, undefined, true);
+    await held(c.takeLease('bob', 60_000, undefined, true)); // bob waits: his place is kept
+    await held(c.takeLease('carol', 60_000)); // carol does not say she will ask again: no place
+    await c.releaseLease(a.epoch);
+    await held(c.takeLease('alice', 60_000, undefined, true)); // free, but bob's
+    await held(c.takeLease('carol', 60_000));
+    const b = await c.takeLease('bob', 60_000);
+    assert.equal(b.epoch, a.epoch + 1);
+    await held(c.takeLease('alice', 60_000, undefined, true)); // alice waits now
+    await c.releaseLease(b.epoch);
+    // the lease is alice's to take, until she has not asked for 1.5 s
+    await held(c.takeLease('bob', 60_000, undefined, true));
+    clock.advance(1600);
+    const again = await c.takeLease('bob', 60_000, undefined, true);
+    assert.equal(again.epoch, b.epoch + 1, "alice's place lapsed: she stopped asking");
+  });
+
   it('refuses a push without any lease with 409 stale_epoch', async () => {
     const token = await t.token('nolease', 'writer');
     const r = await push({ db: 'nolease', token, base: EMPTY_POSITION, bytes: body(h, 0, 1), epoch: 1 });
@@ -512,6 +589,7 @@ describe('hub: write lease', () => {
       { holder: 'x'.repeat(65) },
       { holder: 'w', ttlMs: 10 },
       { holder: 'w', ttlMs: 'x' },
+      { holder: 'w', wait: 'yes' },
     ]) {
       const r = await fetch(`${t.url}/v1/db/app/lease`, {
         method: 'POST',

@@ -128,14 +128,17 @@ export class HubClient {
     return { journalId, head, mode, lease: j.lease ? toLease(j.lease) : null };
   }
 
-  /** Takes or renews the write lease for `holder`. */
-  async takeLease(holder: string, ttlMs?: number, signal?: AbortSignal): Promise<Lease> {
+  /**
+   * Takes or renews the write lease for `holder`. `wait`: refused, this writer will ask again (a shared
+   * device): the hub keeps its place, and the free lease goes to it before one that just released it.
+   */
+  async takeLease(holder: string, ttlMs?: number, signal?: AbortSignal, wait?: boolean): Promise<Lease> {
     const res = await this.call(
       '/lease',
       {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(ttlMs === undefined ? { holder } : { holder, ttlMs }),
+        body: JSON.stringify({ holder, ttlMs, wait }),
         signal,
       },
       'take the write lease',

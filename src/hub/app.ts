@@ -111,9 +111,11 @@ export function createApp(ctx: HubContext): Hono {
     const body = await smallJson(c);
     const holder = body.holder;
     const ttlMs = body.ttlMs ?? DEFAULT_LEASE_TTL_MS;
+    const wait = body.wait ?? false;
     if (typeof holder !== 'string' || holder.length < 1 || holder.length > 64) {
       throw badRequest('the lease body needs "holder": a string of 1-64 characters');
     }
+    if (typeof wait !== 'boolean') throw badRequest('"wait" must be true or false');
     if (
       !Number.isInteger(ttlMs) ||
       (ttlMs as number) < MIN_LEASE_TTL_MS ||
@@ -121,7 +123,10 @@ export function createApp(ctx: HubContext): Hono {
     ) {
       throw badRequest(`"ttlMs" must be an integer from ${MIN_LEASE_TTL_MS} to ${MAX_LEASE_TTL_MS}`);
     }
-    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number, ctx.now);
+    const lease = await takeLease(ctx.storage, name, holder, ttlMs as number, ctx.now, {
+      queue: ctx.leaseQueue,
+      wait,
+    });
     ctx.log.info({ db: name, epoch: lease.epoch }, 'lease taken');
     return c.json({ ...jsonLease(lease), holder: lease.holder });
   });

@@ -7,6 +7,7 @@ import type pino from 'pino';
 import { checkDbName, type ErrorBody, HubError } from '../protocol/index.js';
 import { authorize, type Role } from './auth.js';
 import type { ImageCache } from './image-cache.js';
+import type { LeaseQueue } from './lease-queue.js';
 import type { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
 import type { WebOptions } from './web.js';
@@ -34,6 +35,8 @@ export interface HubContext {
   web?: WebOptions;
   /** The hub's clock (ms since the epoch): write leases expire by it. */
   now: () => number;
+  /** Who gets a free write lease next (shared devices that waited for it). */
+  leaseQueue: LeaseQueue;
   /** Whether the storage answered at its last health check (src/hub/health.ts); always, without checks. */
   health: { ready: boolean; message?: string };
 }

@@ -12,10 +12,18 @@ const nodeFs = new NodeFileSystem();
 
 export class FsLeases {
   private readonly cache = new Map<string, StoredLease | undefined>();
+  /** Changes begun per database: a read of its file that saw one begin may hold the lease before it. */
+  private readonly changes = new Map<string, number>();
 
   /** The lease record of `db` (stored in `dir`), or undefined when none was ever taken. */
   async get(db: string, dir: string): Promise<StoredLease | undefined> {
-    if (!this.cache.has(db)) this.cache.set(db, await readLeaseFile(dir));
+    while (!this.cache.has(db)) {
+      const seen = this.changes.get(db) ?? 0;
+      const read = await readLeaseFile(dir);
+      // Only a read that no change overtook may fill the cache: one begun before a change and done
+      // after it would put back the lease that change replaced, and grant its epoch a second time.
+      if (!this.cache.has(db) && (this.changes.get(db) ?? 0) === seen) this.cache.set(db, read);
+    }
     const lease = this.cache.get(db);
     return lease && { ...lease };
   }
@@ -34,6 +42,7 @@ export class FsLeases {
     }
     await fsp.mkdir(dir, { recursive: true });
     const text = new TextEncoder().encode(JSON.stringify(next));
+    this.changes.set(db, (this.changes.get(db) ?? 0) + 1);
     this.cache.delete(db); // if the write fails, read the file again next time
     writeFileAtomic(nodeFs, path.join(dir, 'lease.json'), (f) => f.write(text, 0));
     this.cache.set(db, { ...next });

@@ -5,6 +5,7 @@
  * expiresAt 0.
  */
 import { DEFAULT_LEASE_TTL_MS, HubError, type JsonLease } from '../protocol/index.js';
+import type { LeaseQueue } from './lease-queue.js';
 import type { HubStorage, StoredLease } from './storage.js';
 
 /** A lease as JSON (its holder is not a secret, but only the caller learns its own). */
@@ -19,23 +20,39 @@ export function activeLease(l: StoredLease | undefined, now = Date.now()): JsonL
 
 const TRIES = 5;
 
-/** Takes or renews the lease for `holder` (see PROTOCOL.md); throws HubError 423 lease_held. */
+/**
+ * Takes or renews the lease for `holder` (see PROTOCOL.md); throws HubError 423 lease_held. With `fair`, a
+ * free lease goes to the writer that waited for it first (src/hub/lease-queue.ts), and `holder`, refused,
+ * takes a place if it said it will ask again (`wait`).
+ */
 export async function takeLease(
   storage: HubStorage,
   db: string,
   holder: string,
   ttlMs = DEFAULT_LEASE_TTL_MS,
   clock: () => number = Date.now,
+  fair?: { queue: LeaseQueue; wait: boolean },
 ): Promise<StoredLease> {
   for (let i = 0; i < TRIES; i++) {
     const now = clock();
     const current = await storage.getLease(db);
     const live = current && current.holder !== '' && current.expiresAt > now;
     if (live && current.holder !== holder) {
+      if (fair?.wait) fair.queue.refused(db, holder, now);
       throw new HubError({
         error: 'lease_held',
         message: `another writer holds the write lease until ${new Date(current.expiresAt).toISOString()}; stop the other writer or wait for the lease to expire`,
         lease: jsonLease(current),
+      });
+    }
+    const first = live ? undefined : fair?.queue.next(db, now);
+    if (first !== undefined && first !== holder) {
+      if (fair?.wait) fair.queue.refused(db, holder, now);
+      throw new HubError({
+        error: 'lease_held',
+        message:
+          'the write lease is free but goes to another writer that waited for it; try again in a moment',
+        ...(current ? { lease: jsonLease(current) } : {}),
       });
     }
     const next: StoredLease = {
@@ -44,7 +61,10 @@ export async function takeLease(
       expiresAt: now + ttlMs,
       ttlMs,
     };
-    if (await storage.casLease(db, current, next)) return next;
+    if (await storage.casLease(db, current, next)) {
+      fair?.queue.granted(db, holder);
+      return next;
+    }
   }
   throw new HubError({ error: 'unavailable', message: 'the lease is changing too fast; retry' });
 }

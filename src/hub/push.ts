@@ -72,8 +72,11 @@ async function push(ctx: HubContext, c: Context): Promise<Response> {
   // 3. the whole body, validated
   const snapshots = await readBody(c, base, length, ctx.maxBody);
   ctx.metrics.bytesReceived.inc(length);
-  // 4. mode and history
+  // 4. mode and history; a pusher whose lease was taken over while its body uploaded is fenced first:
+  // what the new holder made of the database (created it with another history) is not its refusal
   const state = await ctx.storage.state(name);
+  if (state && (state.mode !== mode || !sameBytes(state.journalId, journalId)))
+    await checkEpoch(ctx.storage, name, epoch);
   if (state && state.mode !== mode) throw otherMode(state, mode);
   if (state && !sameBytes(state.journalId, journalId)) throw otherHistory(state);
   // 5. idempotence: skip what the hub holds already

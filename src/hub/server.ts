@@ -18,6 +18,7 @@ import { FsStorage } from './fs-storage.js';
 import type { DamageReport } from './heads.js';
 import { watchHealth } from './health.js';
 import { ImageCache } from './image-cache.js';
+import { LeaseQueue } from './lease-queue.js';
 import { HubMetrics } from './metrics.js';
 import type { HubStorage } from './storage.js';
 import type { WebOptions } from './web.js';
@@ -119,6 +120,7 @@ export async function startHub(options: HubOptions): Promise<Hub> {
     followQueueLimit: options.followQueueLimit,
     web: options.web,
     now: options.now ?? Date.now,
+    leaseQueue: new LeaseQueue(),
     health: { ready: true },
   };
   const swept = await ctx.images.sweep();

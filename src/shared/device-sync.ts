@@ -202,7 +202,7 @@ export class DeviceSync implements WriterSync {
     if (!hub) {
       if (device.localTxid === 0n) return 'wait';
       // The hub has no such database: this device's history creates it.
-      const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+      const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000, undefined, true);
       try {
         if (!(await client.state())) await this.pushSuffix(lease, undefined);
       } finally {
@@ -225,7 +225,8 @@ export class DeviceSync implements WriterSync {
     // While the hub cannot be reached the device stays 'offline' (with the last error) through its retries.
     const troubled = (): boolean => this.state === 'offline' || this.state === 'storage-unavailable';
     if (!troubled()) this.update('pushing');
-    const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000);
+    // Refused, this device keeps its place: it gets the lease before one that just released it.
+    const lease = await client.takeLease(this.holder, this.o.leaseTtlMs ?? 30_000, undefined, true);
     if (troubled()) this.update('pushing'); // the hub answers again
     try {
       // Most rounds find the hub where this device left it: push at once (one round trip).
