@@ -68,8 +68,14 @@ export function startWriter(
   n: number,
   mode: 'auto' | 'truncate',
   pauseMs = 0,
+  /** wal_autocheckpoint (pages) of the node writer (default SQLite's 1000). */
+  autocheckpoint?: number,
 ): { proc: ChildProcess; done: Promise<string> } {
   const args = [file, String(n), mode, String(pauseMs)];
+  if (autocheckpoint !== undefined) {
+    if (kind !== 'node') throw new Error('autocheckpoint: node writer only');
+    args.push(String(autocheckpoint));
+  }
   const proc =
     kind === 'python'
       ? spawn(python()!, [path.join(HELPERS, 'wal-writer.py'), ...args], {
