@@ -127,6 +127,7 @@ async function interleave(seed: number, n: number): Promise<{ steps: string[]; o
     const s = new Probe(db, {
       onMessage: (line) => messages.push(line),
       checkpointFrames: 1 + Math.floor(rand() * 300),
+      checkpointMs: 3_600_000, // swaps by frames only: a run does not depend on the clock
     });
     try {
       s.start();
@@ -203,12 +204,16 @@ test('interleavings of the application (commits, checkpoints of every mode, a cl
   let outside = 0;
   let kills = 0;
   let yields = 0;
-  for (let seed = 1; seed <= 24; seed++) {
+  // Seed 64: a yield's window that old content read from the file got wrong (see the test above).
+  const seeds = [...Array.from({ length: 20 }, (_, i) => i + 1), 64];
+  for (const seed of seeds) {
     const r = await interleave(seed, 120);
     outside += r.outside;
     kills += r.steps.filter((x) => x === 'kill').length;
     yields += r.steps.filter((x) => x.startsWith('yield')).length;
   }
-  console.log(`24 runs: ${kills} stops without catching up, ${yields} yields, ${outside} re-bootstraps`);
-  assert.ok(kills >= 24 && yields >= 24, `${kills} stops, ${yields} yields`);
+  console.log(
+    `${seeds.length} runs: ${kills} stops without catching up, ${yields} yields, ${outside} re-bootstraps`,
+  );
+  assert.ok(kills >= seeds.length && yields >= seeds.length, `${kills} stops, ${yields} yields`);
 });
