@@ -135,9 +135,10 @@ test('a replica of a sidecar history, read while it follows, reads each applied 
   timeout: 60_000,
   // Known defect (issue 16): the replica's connection keeps the pages it read across applied snapshots
   // that leave page 1's bytes 24-39 (change counter, page count, freelist) as they were, which is most
-  // transactions of an application in WAL mode (native SQLite moves its change counter only when page 1
-  // is written): SQLite sees no change and reads its cache. Found as the hub test's "569 of 600" (it was
-  // this read, not the journal). Reopening the replica reads the head.
+  // transactions of an application in WAL mode (native SQLite does not move its change counter there):
+  // SQLite sees no change and reads its cache. Found as the hub test's "569 of 600" (it was this read,
+  // not the journal: that workload's page 1 has the same bytes 24-39 after transactions 569 to 574 and
+  // after 600). Reopening the replica reads the head.
   todo: 'known defect: a replica of a WAL history read while it follows can read an earlier state',
 }, async () => {
   const hub = await startTestHub(tempDir('mycelite-hubdata-'));
