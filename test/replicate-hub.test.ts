@@ -7,8 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import BetterSqlite3 from 'better-sqlite3';
 import { HubClient } from '../src/client/hub-client.js';
 import { openReplica, type ReplicaDatabase } from '../src/node/index.js';
+import { replicate } from '../src/sidecar/replicate.js';
 import { runCli } from './helpers/cli.js';
 import { startTestHub } from './helpers/hub.js';
 import { prng } from './helpers/prng.js';
@@ -33,12 +35,8 @@ after(async () => {
 
 test('sidecar with --hub, SIGKILLed and restarted: a replica follows live (read, reopened) and ends byte-identical; restores from journal and hub match the writer', {
   timeout: 120_000,
-  // Known defect (issue 16, open): once in a fresh clone's CI run (2026-12-03, loaded machine) the journal
-  // ended at the application's transaction 569 of 600 after the kill/restart cycles; not reproduced in 60
-  // runs since (15, then 45 three at a time on a loaded machine). The sidecar now checks at start and at a
-  // clean stop that the journal's head is the database (and records the difference loudly if not), so a
-  // recurrence shows here as that check's line, with every sidecar's messages. Reported (todo) until found.
-  todo: 'known defect: rarely the journal ends short of the application after SIGKILL/restart cycles',
+  // The end is events only: the last sidecar is stopped once it said it is ready (its start copied every
+  // transaction the application, then gone, committed), and its clean stop is awaited.
 }, async () => {
   const hub = await startTestHub(tempDir('mycelite-hubdata-'));
   closers.push(() => hub.close());
@@ -94,7 +92,8 @@ test('sidecar with --hub, SIGKILLed and restarted: a replica follows live (read,
   assert.equal(state?.head.txid, head, 'the hub holds the whole journal');
 
   await replica!.waitFor(head, 20_000);
-  assert.equal((replica!.prepare('select k from meta').get() as { k: number }).k, 600);
+  // What the live replica's connection reads now is not checked here: it may still be an earlier state
+  // (the known defect of the next test). Reopened below, it reads the head.
   await replica!.close();
   assert.ok(reads.length >= 1 && reads.every((k, i) => k >= (reads[i - 1] ?? 0)), `reads ${reads}`);
   const again = await openReplica(replicaPath, { hub: { url: hub.url, db: 'app', token: reader } });
@@ -130,6 +129,41 @@ test('sidecar with --hub, SIGKILLed and restarted: a replica follows live (read,
     fs.readdirSync(dir).filter((f) => f.startsWith('.mycelite-restore-')),
     [],
   );
+});
+
+test('a replica of a sidecar history, read while it follows, reads each applied transaction (also those that leave page 1 as it was)', {
+  timeout: 60_000,
+  // Known defect (issue 16): the replica's connection keeps the pages it read across applied snapshots
+  // that leave page 1's bytes 24-39 (change counter, page count, freelist) as they were, which is most
+  // transactions of an application in WAL mode (native SQLite does not move its change counter there):
+  // SQLite sees no change and reads its cache. Found as the hub test's "569 of 600" (it was this read,
+  // not the journal: that workload's page 1 has the same bytes 24-39 after transactions 569 to 574 and
+  // after 600). Reopening the replica reads the head.
+  todo: 'known defect: a replica of a WAL history read while it follows can read an earlier state',
+}, async () => {
+  const hub = await startTestHub(tempDir('mycelite-hubdata-'));
+  closers.push(() => hub.close());
+  const dir = tempDir('mycelite-replicate-hub-read-');
+  const db = path.join(dir, 'app.db');
+  createWalDb(db);
+  const r = await replicate(db, {
+    hub: { url: hub.url, db: 'app', token: await hub.token('app', 'writer') },
+  });
+  closers.push(() => r.close());
+  const app = new BetterSqlite3(db);
+  closers.push(() => app.close());
+  const replica = await openReplica(path.join(dir, 'replica.db'), {
+    hub: { url: hub.url, db: 'app', token: await hub.token('app', 'reader') },
+  });
+  closers.push(() => replica.close());
+  const read: number[] = [];
+  for (let k = 1; k <= 5; k++) {
+    app.prepare('update meta set k = ?').run(k);
+    await r.catchUp();
+    await replica.waitFor(r.position().txid, 20_000);
+    read.push((replica.prepare('select k from meta').get() as { k: number }).k);
+  }
+  assert.deepEqual(read, [1, 2, 3, 4, 5]);
 });
 
 test('restore --hub: usage errors exit 2, a missing database exits 1, nothing is left behind', async () => {

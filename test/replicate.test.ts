@@ -93,3 +93,73 @@ test('better-sqlite3 application running wal_checkpoint(TRUNCATE) itself: never 
     `${truncated} of ${checkpoints.length} checkpoints truncated`,
   );
 });
+
+/**
+ * Kills at chosen moments rather than random ones, in turn: at once (before the sidecar even opened the
+ * database), as it says it is ready, a while after, and after being frozen (SIGSTOP: a loaded machine
+ * that does not run it) at some point of its work — while it holds SQLite's write lock for a swap, say —
+ * sometimes thawed and frozen again first. The application checkpoints on its own every few pages (its
+ * WAL restarts many times while the sidecar is down) or runs its own TRUNCATE.
+ */
+async function killAt(mode: 'auto' | 'truncate', n: number, seed: number): Promise<{ kills: number }> {
+  const dir = tempDir('mycelite-replicate-kill-at-');
+  const db = path.join(dir, 'app.db');
+  createWalDb(db);
+  const rand = prng(seed);
+  const w = startWriter('node', db, n, mode, 1, mode === 'auto' ? 40 : undefined);
+  let writing = true;
+  const out = w.done.finally(() => {
+    writing = false;
+  });
+  const mine: Sidecar[] = [];
+  let kills = 0;
+  while (writing) {
+    const s = spawnSidecar([db]);
+    running.push(s);
+    mine.push(s);
+    const when = kills % 4;
+    if (when === 0) await sleep(rand() * 50);
+    else await Promise.race([s.ready, s.exited]);
+    if (when === 2) await sleep(rand() * 300);
+    if (when === 3) {
+      for (let stops = 1 + Math.floor(rand() * 3); stops > 0; stops--) {
+        await sleep(rand() * 100);
+        s.proc.kill('SIGSTOP');
+        await sleep(50 + rand() * 150);
+        if (stops > 1) s.proc.kill('SIGCONT');
+      }
+    }
+    s.proc.kill('SIGKILL');
+    assert.equal(await s.exited, null, `the sidecar failed: ${s.err()}`);
+    kills++;
+  }
+  await out;
+  const last = spawnSidecar([db]);
+  running.push(last);
+  mine.push(last);
+  await last.ready;
+  last.proc.kill('SIGTERM');
+  assert.equal(await last.exited, 0, last.err());
+  const logs = mine.map((r, i) => `sidecar ${i}: ${r.err().trim()}`).join('\n');
+  assert.doesNotMatch(logs, /check at (start|stop)/);
+  const check = await checkJournal(journalOf(db));
+  assert.equal(check.ks.at(-1), n, logs);
+  assert.ok(check.image.equals(checkpointed(db)), "the journal's replay is the writer's database");
+  return { kills };
+}
+
+test('sidecar killed at chosen moments (at once, when ready, later, frozen then killed) while the application checkpoints every 40 pages: every transaction captured', {
+  timeout: 60_000,
+}, async () => {
+  const r = await killAt('auto', 1200, 1603);
+  console.log(`auto, every 40 pages: ${r.kills} kills`);
+  assert.ok(r.kills >= 4, `the sidecar was killed ${r.kills} times`);
+});
+
+test('sidecar killed at chosen moments while the application runs wal_checkpoint(TRUNCATE) itself: every transaction captured', {
+  timeout: 60_000,
+}, async () => {
+  const r = await killAt('truncate', 1200, 1604);
+  console.log(`truncate: ${r.kills} kills`);
+  assert.ok(r.kills >= 4, `the sidecar was killed ${r.kills} times`);
+});

@@ -127,16 +127,18 @@ export abstract class WalSwap extends HeadCheck {
   }
 
   /**
-   * After the reader was off the WAL (generation `h`): when a checkpoint copied frames past the cursor
-   * into the database file meanwhile (the application committed and checkpointed in that window), the
-   * file is no longer the old content of the pages those frames wrote. Until the cursor passes the
-   * reader's new read mark (at most the WAL's committed end now; nothing past it can be copied while the
-   * reader holds it), captures take old content from the journal's head state instead (fromHead).
+   * After the reader was off the WAL (generation `h`) and began again: frames the application committed
+   * in that window lie past the cursor and under the reader's new read mark, so a checkpoint may copy
+   * them into the database file — already done in the window, or at any time until they are copied
+   * into the journal. The file is then no longer the old content of the pages they write. Until the
+   * cursor passes the reader's read mark (at most the WAL's committed end now; nothing past it can be
+   * copied while the reader holds it), captures take old content from the journal's head state instead
+   * (fromHead).
    */
   private noteFileAhead(h: WalHeader): void {
     const now = this.wal.header();
     if (!now || !sameGeneration(now, h)) return; // a restart: unsafeChange decides
-    if (this.backfilled() <= this.cursor.frame) return;
-    this.fileAheadUntil = Math.max(this.fileAheadUntil, this.committedEnd(now));
+    const end = this.committedEnd(now);
+    if (end > this.cursor.frame) this.fileAheadUntil = Math.max(this.fileAheadUntil, end);
   }
 }

@@ -163,6 +163,10 @@ export abstract class WalCapture extends SidecarState {
     }
     this.cursor = scan.last;
     this.genSalt1 = h?.salt1;
+    // Under the write lock, the cursor at the committed end: the reader's next read mark (the swap that
+    // follows) is the cursor, so no checkpoint can take the file past it (a frame number of an older
+    // generation would only keep later captures reading old content from the journal, slowly).
+    this.fileAheadUntil = 0;
     this.writeState(this.cursor);
     if (snap) this.noteHead(snap);
     if (reason !== undefined) {

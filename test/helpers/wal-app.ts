@@ -38,6 +38,29 @@ export function createWalDb(file: string): void {
   db.close();
 }
 
+/**
+ * Transaction k of the workload (the same as wal-writer.py and wal-writer.mjs) on a native connection of
+ * this process; throws SQLITE_BUSY when the write lock is held elsewhere (nothing is written then).
+ */
+export function walAppTransaction(con: BetterSqlite3.Database): (k: number) => void {
+  const ins = con.prepare('insert into t(id, v) values (?, ?)');
+  const upd = con.prepare("update t set v = v || 'u' where id = ?");
+  const del = con.prepare('delete from t where id = ?');
+  const meta = con.prepare('update meta set k = ?');
+  return con.transaction((k: number) => {
+    ins.run(k, `r${k}${'x'.repeat(k % 97)}`);
+    if (k % 3 === 0) upd.run(Math.floor(k / 2));
+    if (k % 5 === 0) del.run(k - 4);
+    if (k % 50 === 0) {
+      con.exec(
+        'with recursive c(x) as (select 1 union all select x + 1 from c where x < 100) insert into big(b) select randomblob(1000) from c',
+      );
+    }
+    if (k % 50 === 25) con.exec('delete from big');
+    meta.run(k);
+  });
+}
+
 /** Starts a writer process: `kind` python (wal-writer.py) or node (better-sqlite3, wal-writer.mjs). */
 export function startWriter(
   kind: 'python' | 'node',
@@ -45,8 +68,14 @@ export function startWriter(
   n: number,
   mode: 'auto' | 'truncate',
   pauseMs = 0,
+  /** wal_autocheckpoint (pages) of the node writer (default SQLite's 1000). */
+  autocheckpoint?: number,
 ): { proc: ChildProcess; done: Promise<string> } {
   const args = [file, String(n), mode, String(pauseMs)];
+  if (autocheckpoint !== undefined) {
+    if (kind !== 'node') throw new Error('autocheckpoint: node writer only');
+    args.push(String(autocheckpoint));
+  }
   const proc =
     kind === 'python'
       ? spawn(python()!, [path.join(HELPERS, 'wal-writer.py'), ...args], {

@@ -1,12 +1,13 @@
 // A native SQLite application for the sidecar tests (better-sqlite3): the same workload as wal-writer.py.
-// Usage: wal-writer.mjs DB N MODE [PAUSE_MS].
+// Usage: wal-writer.mjs DB N MODE [PAUSE_MS [AUTOCHECKPOINT_PAGES]] (default: SQLite's 1000).
 import Database from 'better-sqlite3';
 
-const [db, nArg, mode, pauseArg] = process.argv.slice(2);
+const [db, nArg, mode, pauseArg, autoArg] = process.argv.slice(2);
 const n = Number(nArg);
 const pause = Number(pauseArg ?? 0);
 const con = new Database(db, { timeout: 10000 });
 if (con.pragma('journal_mode = WAL', { simple: true }) !== 'wal') throw new Error('not wal');
+if (autoArg !== undefined) con.pragma(`wal_autocheckpoint = ${Number(autoArg)}`);
 const start = con.prepare('select k from meta').get().k;
 const ins = con.prepare('insert into t(id, v) values (?, ?)');
 const upd = con.prepare("update t set v = v || 'u' where id = ?");
