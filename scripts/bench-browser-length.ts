@@ -1,13 +1,18 @@
 /**
  * History length in the browser (issue 22): what `connect()` of a writer costs on OPFS as its history
  * grows. Debian's Chromium (headless, playwright-core, a persistent profile so OPFS is on disk) loads
- * the library bundle (dist/web, `node dist/scripts/build-web.js`) from a hub in this process; for each
- * size, a writer commits that many one-row transactions (`db.bench`, `synchronous = OFF`: no flush per
- * commit, so the history builds fast) and closes; then every size is connected again, sizes
- * interleaved, `--runs` times: the time from `connect()` to its resolving, and to a first query.
+ * the library bundle (dist/web, `node dist/scripts/build-web.js`) from a hub in this process, into a
+ * blank page (not the demo app, which would open a database of its own meanwhile); for each size, a
+ * writer commits that many one-row transactions (`db.bench`, `synchronous = OFF`: no flush per commit,
+ * so the history builds fast) and closes; then every size is connected again from a fresh page, sizes
+ * interleaved, `--runs` times: the time from `connect()` to its resolving, and to a first query, with
+ * where the time went (`db.timings()`: the page's and the worker's steps, medians).
+ *
+ * `--before DIR`: also connect with another build's bundle (its dist/web, e.g. main's), interleaved
+ * with this one's, same pages, same OPFS files (it reports totals only when it has no timings()).
  * Prints one JSON object.
  *
- *   node dist/scripts/bench-browser-length.js [--max 100000] [--runs 3] [--quick]
+ *   node dist/scripts/bench-browser-length.js [--max 100000] [--runs 3] [--quick] [--before DIR]
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -25,6 +30,7 @@ const { values } = parseArgs({
     max: { type: 'string', default: '100000' },
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
+    before: { type: 'string' },
   },
 });
 const max = values.quick ? 5_000 : Number(values.max);
@@ -50,11 +56,31 @@ if (!sizes.includes(max)) sizes.push(max);
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-hub-'));
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-chromium-'));
+// What the hub serves: this build's bundle, a blank page, and `--before`'s bundle under before.*.
+const served = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-web-'));
+for (const f of fs.readdirSync(WEB)) fs.symlinkSync(path.join(WEB, f), path.join(served, f));
+fs.writeFileSync(path.join(served, 'bench.html'), '<!doctype html><title>bench</title>\n');
+const variants = [{ name: 'now', module: '/mycelite-browser.js', worker: '/mycelite-worker.js' }];
+if (values.before) {
+  for (const f of ['mycelite-browser.js', 'mycelite-worker.js'])
+    fs.copyFileSync(path.join(values.before, f), path.join(served, `before.${f}`));
+  if (
+    !fs
+      .readFileSync(path.join(values.before, 'sqlite3.wasm'))
+      .equals(fs.readFileSync(path.join(WEB, 'sqlite3.wasm')))
+  )
+    throw new Error("--before: its sqlite3.wasm differs from this build's");
+  variants.unshift({
+    name: 'before',
+    module: '/before.mycelite-browser.js',
+    worker: '/before.mycelite-worker.js',
+  });
+}
 const hub = await startHub({
   dataDir: data,
   port: 0,
   logLevel: 'silent',
-  web: { dir: WEB, demoTokens: false },
+  web: { dir: served, demoTokens: false },
 });
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
@@ -62,15 +88,15 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 try {
   const page = await context.newPage();
-  await page.goto(`${hub.url}/`);
-  type Lib = {
-    connect(o: { name: string }): Promise<{
-      exec(sql: string): Promise<unknown>;
-      query(sql: string): Promise<Record<string, unknown>[]>;
-      bench(n: number): Promise<{ ms: number }>;
-      close(): Promise<void>;
-    }>;
+  await page.goto(`${hub.url}/bench.html`);
+  type Db = {
+    exec(sql: string): Promise<unknown>;
+    query(sql: string): Promise<Record<string, unknown>[]>;
+    bench(n: number): Promise<{ ms: number }>;
+    timings?(): Promise<Record<string, number>>;
+    close(): Promise<void>;
   };
+  type Lib = { connect(o: { name: string; workerUrl?: string }): Promise<Db> };
   const built: { n: number; buildS: number }[] = [];
   for (const n of sizes) {
     const buildS = await page.evaluate(async (n) => {
@@ -85,40 +111,74 @@ try {
     built.push({ n, buildS });
     process.stderr.write(`built ${n} transactions in ${buildS.toFixed(1)} s\n`);
   }
-  const samples = new Map<number, { connectMs: number; firstQueryMs: number }[]>(sizes.map((n) => [n, []]));
+  await page.close();
+  type Sample = { connectMs: number; firstQueryMs: number; steps: Record<string, number> };
+  const key = (v: string, n: number): string => `${v} ${n}`;
+  const samples = new Map<string, Sample[]>();
   for (let run = 0; run < runs; run++) {
     for (const n of sizes) {
-      // A fresh page each time: the worker and its engine start as they do when the app loads.
-      const p = await context.newPage();
-      await p.goto(`${hub.url}/`);
-      const m = await p.evaluate(async (n) => {
-        const lib = (await import('/mycelite-browser.js' as string)) as Lib;
-        const t0 = performance.now();
-        const db = await lib.connect({ name: `h${n}` });
-        const t1 = performance.now();
-        const [row] = await db.query('select count(*) as c from bench_commit');
-        const t2 = performance.now();
-        await db.close();
-        return { connectMs: t1 - t0, firstQueryMs: t2 - t1, rows: Number(row!.c) };
-      }, n);
-      await p.close();
-      if (m.rows !== n) throw new Error(`h${n}: ${m.rows} rows, expected ${n}`);
-      samples.get(n)!.push({ connectMs: m.connectMs, firstQueryMs: m.firstQueryMs });
+      for (const v of variants) {
+        // A fresh page each time: the worker and its engine start as they do when the app loads.
+        const p = await context.newPage();
+        await p.goto(`${hub.url}/bench.html`);
+        const m = await p.evaluate(
+          async ({ n, v }) => {
+            const lib = (await import(v.module)) as Lib;
+            const t0 = performance.now();
+            const db = await lib.connect({ name: `h${n}`, workerUrl: v.worker });
+            const t1 = performance.now();
+            const [row] = await db.query('select count(*) as c from bench_commit');
+            const t2 = performance.now();
+            const steps = (await db.timings?.()) ?? {};
+            await db.close();
+            return { connectMs: t1 - t0, firstQueryMs: t2 - t1, rows: Number(row!.c), steps };
+          },
+          { n, v },
+        );
+        await p.close();
+        if (m.rows !== n) throw new Error(`h${n}: ${m.rows} rows, expected ${n}`);
+        const list = samples.get(key(v.name, n)) ?? [];
+        list.push({ connectMs: m.connectMs, firstQueryMs: m.firstQueryMs, steps: m.steps });
+        samples.set(key(v.name, n), list);
+        process.stderr.write(
+          `run ${run + 1} ${v.name} h${n}: connect ${m.connectMs.toFixed(1)} ms ${JSON.stringify(m.steps)}\n`,
+        );
+      }
     }
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-  const out = built.map(({ n, buildS }) => ({
-    transactions: n,
-    buildS: Number(buildS.toFixed(1)),
-    connectMs: Number(median(samples.get(n)!.map((s) => s.connectMs)).toFixed(1)),
-    firstQueryMs: Number(median(samples.get(n)!.map((s) => s.firstQueryMs)).toFixed(1)),
-  }));
+  const round = (x: number): number => Number(x.toFixed(1));
+  const out = built.map(({ n, buildS }) => {
+    const row: Record<string, unknown> = { transactions: n, buildS: round(buildS) };
+    for (const v of variants) {
+      const ss = samples.get(key(v.name, n))!;
+      const steps: Record<string, number> = {};
+      for (const k of Object.keys(ss[0]!.steps))
+        steps[k] = round(median(ss.map((s) => s.steps[k] ?? Number.NaN)));
+      row[v.name] = {
+        connectMs: round(median(ss.map((s) => s.connectMs))),
+        firstQueryMs: round(median(ss.map((s) => s.firstQueryMs))),
+        ...(Object.keys(steps).length ? { steps } : {}),
+      };
+    }
+    return row;
+  });
   console.log(
-    JSON.stringify({ runs, chromium: context.browser()?.version() ?? 'persistent', sizes: out }, null, 2),
+    JSON.stringify(
+      {
+        runs,
+        chromium: context.browser()?.version() ?? 'persistent',
+        load: os.loadavg().map(round),
+        sizes: out,
+      },
+      null,
+      2,
+    ),
   );
 } finally {
   await context.close();
   await hub.close();
   fs.rmSync(data, { recursive: true, force: true });
   fs.rmSync(profile, { recursive: true, force: true });
+  fs.rmSync(served, { recursive: true, force: true });
 }

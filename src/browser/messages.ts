@@ -73,6 +73,7 @@ export type Op =
   | 'at'
   | 'sha256'
   | 'bench'
+  | 'timings'
   | 'close';
 
 export interface Request {
@@ -135,6 +136,12 @@ export interface BenchResult {
   ms: number;
   perSecond: number;
 }
+
+/**
+ * When the steps of opening a database happened: each a time in ms since the epoch
+ * (`performance.timeOrigin + performance.now()`, comparable between the page and its worker).
+ */
+export type Timings = Record<string, number>;
 
 /** The BroadcastChannel and Web Lock names of a database (per role: a writer and a replica never share files). */
 export function channelName(name: string, role: Role): string {

@@ -44,6 +44,8 @@ export interface WorkerHooks {
   notify(event: 'change' | 'status'): void;
   /** A local change of a shared database met a conflict or was rejected. */
   report(r: SyncReport): void;
+  /** Notes when a step of opening was done (Timings). */
+  mark?(step: string): void;
 }
 
 /** States in which sync is not working: only then is its last error shown. */
@@ -78,11 +80,14 @@ export class WorkerDatabase {
 
   static async open(args: OpenArgs, hooks: WorkerHooks): Promise<WorkerDatabase> {
     const pool = await OpfsPoolFileSystem.open(['mycelite', `${args.name}.${args.role}`]);
+    hooks.mark?.('poolOpened');
     try {
       const sqlite3 = await loadSqlite();
+      hooks.mark?.('engineLoaded');
       const self = new WorkerDatabase(args, pool, browserRuntime(pool), sqlite3, `/${args.name}.db`, hooks);
       if (args.role === 'writer') await self.openWriter();
       else await self.openReplica();
+      hooks.mark?.('databaseOpened');
       return self;
     } catch (e) {
       pool.close();

@@ -13,6 +13,7 @@ import {
   type Request,
   type Response,
   type SyncReport,
+  type Timings,
 } from './messages.js';
 import { WorkerDatabase } from './worker-db.js';
 
@@ -21,6 +22,13 @@ interface WorkerScope {
   onmessage: ((e: MessageEvent<Message>) => void) | null;
 }
 const scope = globalThis as unknown as WorkerScope;
+
+/** When this worker was created and reached each step of opening its database (see Timings). */
+const now = (): number => performance.timeOrigin + performance.now();
+const timings: Timings = { workerCreated: performance.timeOrigin, workerScript: now() };
+function mark(step: string): void {
+  timings[step] = now();
+}
 
 let db: WorkerDatabase | undefined;
 let channel: BroadcastChannel | undefined;
@@ -68,7 +76,8 @@ async function perform(req: Request): Promise<unknown> {
   const a = (req.args ?? {}) as { sql?: string; params?: BindValue[]; txid?: bigint; n?: number };
   if (req.op === 'open') {
     if (db) throw new Error(`this worker already holds ${db.args.name}`);
-    db = await WorkerDatabase.open(req.args as OpenArgs, { notify, report });
+    mark('openReceived');
+    db = await WorkerDatabase.open(req.args as OpenArgs, { notify, report, mark });
     channel = new BroadcastChannel(channelName(db.args.name, db.args.role));
     channel.onmessage = (e: MessageEvent<Message>) => {
       if (e.data.kind === 'req' && e.data.op !== 'open' && e.data.op !== 'close') {
@@ -76,8 +85,10 @@ async function perform(req: Request): Promise<unknown> {
       }
     };
     emit('leader');
+    mark('opened');
     return db.status();
   }
+  if (req.op === 'timings') return timings;
   if (!db) throw new Error('the database is not open yet');
   switch (req.op) {
     case 'hub':
