@@ -190,6 +190,17 @@ export class BrowserDatabase {
     const url = this.options.workerUrl ?? new URL('./mycelite-worker.js', import.meta.url);
     const worker = new Worker(url, { type: 'module', name: `mycelite ${this.options.name}` });
     this.pageTimings.workerStarted = now();
+    // The page compiles sqlite3.wasm (beside the worker's script, where the worker would fetch it) while
+    // the worker's script loads, and hands the module over: the worker needs it right after.
+    WebAssembly.compileStreaming(fetch(new URL('sqlite3.wasm', new URL(url, location.href))))
+      .then(
+        (module): Message => {
+          this.pageTimings.wasmCompiled = now();
+          return { kind: 'engine', module };
+        },
+        (e: unknown): Message => ({ kind: 'engine', error: String(e) }),
+      )
+      .then((m) => worker.postMessage(m));
     worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, 'worker');
     worker.onerror = (e) => {
       for (const p of this.pending.values()) p.reject(new Error(`the database worker failed: ${e.message}`));
@@ -198,7 +209,7 @@ export class BrowserDatabase {
     this.leader = true;
     try {
       const { name, role, hub, shared } = this.options;
-      this.last = (await this.send('open', { name, role, hub, shared })) as BrowserStatus;
+      this.last = (await this.send('open', { name, role, hub, shared, wasmFromPage: true })) as BrowserStatus;
       this.pageTimings.openAnswered = now();
     } catch (e) {
       this.leader = false;

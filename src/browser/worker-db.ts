@@ -78,12 +78,22 @@ export class WorkerDatabase {
     private readonly hooks: WorkerHooks,
   ) {}
 
-  static async open(args: OpenArgs, hooks: WorkerHooks): Promise<WorkerDatabase> {
+  /** `wasm`: sqlite3.wasm compiled by the page (see loadSqlite). */
+  static async open(
+    args: OpenArgs,
+    hooks: WorkerHooks,
+    wasm?: Promise<WebAssembly.Module>,
+  ): Promise<WorkerDatabase> {
+    // The engine loads (fetch, compile, instantiate) while the pool's files open: neither needs the other.
+    const engine = loadSqlite(wasm).then((e) => {
+      hooks.mark?.('engineLoaded');
+      return e;
+    });
+    engine.catch(() => {}); // awaited below; a failure to open the pool comes first
     const pool = await OpfsPoolFileSystem.open(['mycelite', `${args.name}.${args.role}`]);
     hooks.mark?.('poolOpened');
     try {
-      const sqlite3 = await loadSqlite();
-      hooks.mark?.('engineLoaded');
+      const sqlite3 = await engine;
       const self = new WorkerDatabase(args, pool, browserRuntime(pool), sqlite3, `/${args.name}.db`, hooks);
       if (args.role === 'writer') await self.openWriter();
       else await self.openReplica();

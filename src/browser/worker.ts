@@ -7,6 +7,7 @@
 import type { BindValue } from '../engine/sqlite.js';
 import {
   channelName,
+  type EngineMessage,
   type HubTarget,
   type Message,
   type OpenArgs,
@@ -29,6 +30,26 @@ const timings: Timings = { workerCreated: performance.timeOrigin, workerScript: 
 function mark(step: string): void {
   timings[step] = now();
 }
+
+/**
+ * sqlite3.wasm as the page compiles it (an EngineMessage), when the open request says it will: the
+ * compile then runs while this script loads. Should the page fail to, this worker fetches it itself.
+ */
+let pageWasm: (m: EngineMessage) => void = () => {};
+const wasmFromPage = new Promise<WebAssembly.Module>((resolve) => {
+  pageWasm = (m) => {
+    if (m.module) resolve(m.module);
+    else {
+      // No streaming here: what failed in the page may be the file's type (not application/wasm).
+      const url = new URL('sqlite3.wasm', import.meta.url);
+      resolve(
+        fetch(url)
+          .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(`${url}: HTTP ${r.status}`))))
+          .then((b) => WebAssembly.compile(b)),
+      );
+    }
+  };
+});
 
 let db: WorkerDatabase | undefined;
 let channel: BroadcastChannel | undefined;
@@ -77,7 +98,12 @@ async function perform(req: Request): Promise<unknown> {
   if (req.op === 'open') {
     if (db) throw new Error(`this worker already holds ${db.args.name}`);
     mark('openReceived');
-    db = await WorkerDatabase.open(req.args as OpenArgs, { notify, report, mark });
+    const args = req.args as OpenArgs;
+    db = await WorkerDatabase.open(
+      args,
+      { notify, report, mark },
+      args.wasmFromPage ? wasmFromPage : undefined,
+    );
     channel = new BroadcastChannel(channelName(db.args.name, db.args.role));
     channel.onmessage = (e: MessageEvent<Message>) => {
       if (e.data.kind === 'req' && e.data.op !== 'open' && e.data.op !== 'close') {
@@ -135,4 +161,5 @@ function handle(req: Request, reply: (m: Response) => void): void {
 
 scope.onmessage = (e) => {
   if (e.data.kind === 'req') handle(e.data, (m) => scope.postMessage(m));
+  else if (e.data.kind === 'engine') pageWasm(e.data);
 };
