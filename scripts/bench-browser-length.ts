@@ -8,6 +8,12 @@
  * interleaved, `--runs` times: the time from `connect()` to its resolving, and to a first query, with
  * where the time went (`db.timings()`: the page's and the worker's steps, medians).
  *
+ * A history above 100,000 transactions (or every one, with `--node-build`) is built by this process
+ * instead, through the library's open() on the disk (the same transactions: one row each with a UUID
+ * key, `synchronous = OFF`, default history settings; the page builds ~1,000/s, Node many times that),
+ * and its files (database, journal, compacted history, markers) are then copied into the database's
+ * OPFS pool as they are, each into a slot file of the pool's format (src/browser/opfs-pool.ts).
+ *
  * `--before DIR`: also connect with another build's bundle (its dist/web, e.g. main's), interleaved
  * with this one's, same pages, same OPFS files (it reports totals only when it has no timings()).
  * Prints one JSON object.
@@ -15,12 +21,14 @@
  *   node dist/scripts/bench-browser-length.js [--max 100000] [--runs 3] [--quick] [--before DIR]
  */
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { startHub } from '../src/hub/index.js';
+import { open } from '../src/node/index.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WEB = path.join(HERE, '..', 'web');
@@ -31,6 +39,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     quick: { type: 'boolean', default: false },
     before: { type: 'string' },
+    'node-build': { type: 'boolean', default: false },
   },
 });
 const max = values.quick ? 5_000 : Number(values.max);
@@ -53,6 +62,97 @@ if (!fs.existsSync(path.join(WEB, 'mycelite-browser.js'))) {
 }
 const sizes = [1_000, 100_000, 1_000_000].filter((n) => n <= max);
 if (!sizes.includes(max)) sizes.push(max);
+
+/** Builds `n` transactions as the page's db.bench does, through open() on the disk; returns the files. */
+async function buildInNode(n: number, dir: string): Promise<{ rel: string; abs: string }[]> {
+  const file = path.join(dir, `h${n}.db`);
+  const db = await open(file);
+  db.exec('pragma synchronous = OFF');
+  db.exec('create table if not exists bench_commit(id text primary key, at real, note text)');
+  const insert = db.prepare('insert into bench_commit(id, at, note) values (?, ?, ?)');
+  for (let i = 0; i < n; i++) insert.run(crypto.randomUUID(), Date.now(), `commit ${i}`);
+  await db.historyCheck;
+  db.close();
+  const files: { rel: string; abs: string }[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const abs = path.join(d, e.name);
+      if (e.isDirectory()) walk(abs);
+      else if (e.isFile()) files.push({ rel: `/${path.relative(dir, abs).split(path.sep).join('/')}`, abs });
+    }
+  };
+  walk(dir);
+  return files;
+}
+
+/** Serves `files` by index to the page (another origin: CORS allowed), streamed from the disk. */
+async function serveFiles(files: { abs: string }[]): Promise<{ url: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const f = files[Number(new URL(req.url ?? '/', 'http://x').pathname.slice(1))];
+    if (!f) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': fs.statSync(f.abs).size,
+      'access-control-allow-origin': '*',
+    });
+    fs.createReadStream(f.abs).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/**
+ * Builds `n` transactions in Node, then copies the files into the OPFS pool of database h`n` (writer):
+ * each file into its own slot file, `slot-I`, behind the pool's 4 KiB header (magic "MYCP", generation,
+ * the path's length and the path). Returns the seconds it took.
+ */
+async function buildThroughNode(page: import('playwright-core').Page, n: number): Promise<number> {
+  const t = performance.now();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-node-'));
+  try {
+    const files = await buildInNode(n, dir);
+    process.stderr.write(
+      `built ${n} transactions in Node in ${((performance.now() - t) / 1000).toFixed(1)} s: copying\n`,
+    );
+    const server = await serveFiles(files);
+    try {
+      await page.evaluate(
+        async ({ pool, url, paths }) => {
+          let dir = await navigator.storage.getDirectory();
+          for (const part of ['mycelite', pool]) dir = await dir.getDirectoryHandle(part, { create: true });
+          for (const [i, p] of paths.entries()) {
+            const name = new TextEncoder().encode(p);
+            const header = new Uint8Array(4096);
+            const v = new DataView(header.buffer);
+            v.setUint32(0, 0x4d594350);
+            v.setBigUint64(4, BigInt(i + 1));
+            v.setUint16(12, name.length);
+            header.set(name, 16);
+            const res = await fetch(`${url}/${i}`);
+            if (!res.ok || !res.body) throw new Error(`${p}: HTTP ${res.status}`);
+            const fh = await dir.getFileHandle(`slot-${i}`, { create: true });
+            const w = await fh.createWritable();
+            await w.write(header);
+            await res.body.pipeTo(w);
+          }
+        },
+        { pool: `h${n}.writer`, url: server.url, paths: files.map((f) => f.rel) },
+      );
+    } finally {
+      await server.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return (performance.now() - t) / 1000;
+}
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-hub-'));
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-chromium-'));
@@ -97,19 +197,24 @@ try {
     close(): Promise<void>;
   };
   type Lib = { connect(o: { name: string; workerUrl?: string }): Promise<Db> };
-  const built: { n: number; buildS: number }[] = [];
+  const built: { n: number; buildS: number; builtIn: string }[] = [];
   for (const n of sizes) {
-    const buildS = await page.evaluate(async (n) => {
-      const m = (await import('/mycelite-browser.js' as string)) as Lib;
-      const t = performance.now();
-      const db = await m.connect({ name: `h${n}` });
-      await db.exec('pragma synchronous = OFF');
-      for (let done = 0; done < n; done += 10_000) await db.bench(Math.min(10_000, n - done));
-      await db.close();
-      return (performance.now() - t) / 1000;
-    }, n);
-    built.push({ n, buildS });
-    process.stderr.write(`built ${n} transactions in ${buildS.toFixed(1)} s\n`);
+    const inNode = values['node-build'] || n > 100_000;
+    const buildS = inNode
+      ? await buildThroughNode(page, n)
+      : await page.evaluate(async (n) => {
+          const m = (await import('/mycelite-browser.js' as string)) as Lib;
+          const t = performance.now();
+          const db = await m.connect({ name: `h${n}` });
+          await db.exec('pragma synchronous = OFF');
+          for (let done = 0; done < n; done += 10_000) await db.bench(Math.min(10_000, n - done));
+          await db.close();
+          return (performance.now() - t) / 1000;
+        }, n);
+    built.push({ n, buildS, builtIn: inNode ? 'node' : 'page' });
+    process.stderr.write(
+      `built ${n} transactions in ${inNode ? 'Node' : 'the page'} in ${buildS.toFixed(1)} s\n`,
+    );
   }
   await page.close();
   type Sample = { connectMs: number; firstQueryMs: number; steps: Record<string, number> };
@@ -148,8 +253,8 @@ try {
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
   const round = (x: number): number => Number(x.toFixed(1));
-  const out = built.map(({ n, buildS }) => {
-    const row: Record<string, unknown> = { transactions: n, buildS: round(buildS) };
+  const out = built.map(({ n, buildS, builtIn }) => {
+    const row: Record<string, unknown> = { transactions: n, builtIn, buildS: round(buildS) };
     for (const v of variants) {
       const ss = samples.get(key(v.name, n))!;
       const steps: Record<string, number> = {};
