@@ -31,6 +31,7 @@ import {
   type BrowserStatus,
   type ConflictEvent,
   channelName,
+  type EngineMessage,
   type HubTarget,
   type Message,
   type Op,
@@ -110,6 +111,18 @@ interface Pending {
 const tabId = Math.random().toString(36).slice(2);
 let seq = 0;
 const now = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * sqlite3.wasm compiled (streaming, as it downloads), or why not (no compileStreaming, a network error,
+ * a server that does not send it as application/wasm): the worker then fetches and compiles it itself.
+ */
+async function compileEngine(url: URL): Promise<EngineMessage> {
+  try {
+    return { kind: 'engine', module: await WebAssembly.compileStreaming(fetch(url)) };
+  } catch (e) {
+    return { kind: 'engine', error: String(e) };
+  }
+}
 
 /** A database held by this tab's worker, or by another tab's (requests go there). */
 export class BrowserDatabase {
@@ -192,15 +205,10 @@ export class BrowserDatabase {
     this.pageTimings.workerStarted = now();
     // The page compiles sqlite3.wasm (beside the worker's script, where the worker would fetch it) while
     // the worker's script loads, and hands the module over: the worker needs it right after.
-    WebAssembly.compileStreaming(fetch(new URL('sqlite3.wasm', new URL(url, location.href))))
-      .then(
-        (module): Message => {
-          this.pageTimings.wasmCompiled = now();
-          return { kind: 'engine', module };
-        },
-        (e: unknown): Message => ({ kind: 'engine', error: String(e) }),
-      )
-      .then((m) => worker.postMessage(m));
+    void compileEngine(new URL('sqlite3.wasm', new URL(url, location.href))).then((m) => {
+      if (m.module) this.pageTimings.wasmCompiled = now();
+      worker.postMessage(m);
+    });
     worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, 'worker');
     worker.onerror = (e) => {
       for (const p of this.pending.values()) p.reject(new Error(`the database worker failed: ${e.message}`));
