@@ -16,9 +16,12 @@
  *
  * `--before DIR`: also connect with another build's bundle (its dist/web, e.g. main's), interleaved
  * with this one's, same pages, same OPFS files (it reports totals only when it has no timings()).
- * Prints one JSON object.
+ * `--profile DIR --port N`: keep Chromium's profile (and so the built databases, in the OPFS of the
+ * hub's origin, which the port is part of) in DIR; a later run with the same two connects to what is
+ * there instead of building it again. Prints one JSON object.
  *
  *   node dist/scripts/bench-browser-length.js [--max 100000] [--runs 3] [--quick] [--before DIR]
+ *     [--node-build] [--profile DIR --port N]
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -40,6 +43,8 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     before: { type: 'string' },
     'node-build': { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    port: { type: 'string', default: '0' },
   },
 });
 const max = values.quick ? 5_000 : Number(values.max);
@@ -129,8 +134,11 @@ async function buildThroughNode(page: import('playwright-core').Page, n: number)
     try {
       await page.evaluate(
         async ({ pool, url, paths }) => {
-          let dir = await navigator.storage.getDirectory();
-          for (const part of ['mycelite', pool]) dir = await dir.getDirectoryHandle(part, { create: true });
+          const top = await navigator.storage.getDirectory();
+          const parent = await top.getDirectoryHandle('mycelite', { create: true });
+          // Whatever a check left there (an empty database) goes: the pool holds the copied files only.
+          await parent.removeEntry(pool, { recursive: true }).catch(() => {});
+          const dir = await parent.getDirectoryHandle(pool, { create: true });
           for (const [i, p] of paths.entries()) {
             const name = new TextEncoder().encode(p);
             const header = new Uint8Array(4096);
@@ -159,7 +167,12 @@ async function buildThroughNode(page: import('playwright-core').Page, n: number)
 }
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-hub-'));
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-chromium-'));
+if (values.profile && values.port === '0') {
+  process.stderr.write('bench-browser-length: --profile needs a fixed --port (OPFS belongs to the origin)\n');
+  process.exit(2);
+}
+const profile = values.profile ?? fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-chromium-'));
+fs.mkdirSync(profile, { recursive: true });
 // What the hub serves: this build's bundle, a blank page, and `--before`'s bundle under before.*.
 const served = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-bbl-web-'));
 for (const f of fs.readdirSync(WEB)) fs.symlinkSync(path.join(WEB, f), path.join(served, f));
@@ -182,7 +195,7 @@ if (values.before) {
 }
 const hub = await startHub({
   dataDir: data,
-  port: 0,
+  port: Number(values.port),
   logLevel: 'silent',
   web: { dir: served, demoTokens: false },
 });
@@ -203,6 +216,27 @@ try {
   type Lib = { connect(o: { name: string; workerUrl?: string }): Promise<Db> };
   const built: { n: number; buildS: number; builtIn: string }[] = [];
   for (const n of sizes) {
+    if (values.profile) {
+      const held = await page.evaluate(async (n) => {
+        const m = (await import('/mycelite-browser.js' as string)) as Lib;
+        const db = await m.connect({ name: `h${n}` });
+        try {
+          const [t] = await db.query("select count(*) as c from sqlite_schema where name = 'bench_commit'");
+          if (Number(t!.c) === 0) return 0;
+          const [row] = await db.query('select count(*) as c from bench_commit');
+          return Number(row!.c);
+        } finally {
+          await db.close();
+        }
+      }, n);
+      if (held === n) {
+        built.push({ n, buildS: 0, builtIn: 'kept' });
+        process.stderr.write(`h${n}: kept from an earlier run (${values.profile})\n`);
+        continue;
+      }
+      if (held !== 0)
+        throw new Error(`h${n} in ${values.profile} holds ${held} rows, not ${n}: remove the profile`);
+    }
     const inNode = values['node-build'] || n > 100_000;
     const buildS = inNode
       ? await buildThroughNode(page, n)
@@ -288,6 +322,6 @@ try {
   await context.close();
   await hub.close();
   fs.rmSync(data, { recursive: true, force: true });
-  fs.rmSync(profile, { recursive: true, force: true });
+  if (!values.profile) fs.rmSync(profile, { recursive: true, force: true });
   fs.rmSync(served, { recursive: true, force: true });
 }
