@@ -16,6 +16,10 @@
  *
  * `--before DIR`: also connect with another build's bundle (its dist/web, e.g. main's), interleaved
  * with this one's, same pages, same OPFS files (it reports totals only when it has no timings()).
+ * `--node-compact-at BYTES`: the Node build's automatic compaction threshold (history.compactAt; 0: off)
+ * instead of the default: each compaction rewrites the whole compacted history, which makes a build of
+ * 1,000,000 take hours on a loaded machine; without, the history is one long live journal.
+ *
  * `--profile DIR --port N`: keep Chromium's profile (and so the built databases, in the OPFS of the
  * hub's origin, which the port is part of) in DIR; a later run with the same two connects to what is
  * there instead of building it again. Prints one JSON object.
@@ -44,6 +48,7 @@ const { values } = parseArgs({
     before: { type: 'string' },
     'node-build': { type: 'boolean', default: false },
     profile: { type: 'string' },
+    'node-compact-at': { type: 'string' },
     port: { type: 'string', default: '0' },
   },
 });
@@ -71,7 +76,8 @@ if (!sizes.includes(max)) sizes.push(max);
 /** Builds `n` transactions as the page's db.bench does, through open() on the disk; returns the files. */
 async function buildInNode(n: number, dir: string): Promise<{ rel: string; abs: string }[]> {
   const file = path.join(dir, `h${n}.db`);
-  const db = await open(file);
+  const compactAt = values['node-compact-at'];
+  const db = await open(file, compactAt === undefined ? {} : { history: { compactAt: Number(compactAt) } });
   db.exec('pragma synchronous = OFF');
   db.exec('create table if not exists bench_commit(id text primary key, at real, note text)');
   const insert = db.prepare('insert into bench_commit(id, at, note) values (?, ?, ?)');
