@@ -114,10 +114,12 @@ const now = (): number => performance.timeOrigin + performance.now();
 
 /**
  * sqlite3.wasm compiled (streaming, as it downloads), or why not (no compileStreaming, a network error,
- * a server that does not send it as application/wasm): the worker then fetches and compiles it itself.
+ * a server that does not send it as application/wasm, a worker URL nothing is relative to): the worker
+ * then fetches and compiles it itself.
  */
-async function compileEngine(url: URL): Promise<EngineMessage> {
+async function compileEngine(workerUrl: string | URL): Promise<EngineMessage> {
   try {
+    const url = new URL('sqlite3.wasm', new URL(workerUrl, location.href));
     return { kind: 'engine', module: await WebAssembly.compileStreaming(fetch(url)) };
   } catch (e) {
     return { kind: 'engine', error: String(e) };
@@ -205,7 +207,7 @@ export class BrowserDatabase {
     this.pageTimings.workerStarted = now();
     // The page compiles sqlite3.wasm (beside the worker's script, where the worker would fetch it) while
     // the worker's script loads, and hands the module over: the worker needs it right after.
-    void compileEngine(new URL('sqlite3.wasm', new URL(url, location.href))).then((m) => {
+    void compileEngine(url).then((m) => {
       if (m.module) this.pageTimings.wasmCompiled = now();
       worker.postMessage(m);
     });
