@@ -333,9 +333,10 @@ export class BrowserDatabase {
 
   /**
    * Diagnostics: when connect() reached each step of opening the database, in ms since connect() was
-   * called, in this page (`lockGranted`, `workerStarted`, `openAnswered`) and, when this tab holds the
-   * database, in its worker (`workerCreated`, `workerScript`: its script ran, `openReceived`,
-   * `poolOpened`, `engineLoaded`, `databaseOpened`, `opened`).
+   * called, in this page (`lockGranted`, `workerStarted`, `wasmCompiled`, `openAnswered`) and, when this
+   * tab holds the database, in its worker (`workerCreated`, `workerScript`: its script ran,
+   * `openReceived`, `poolOpened`, `engineLoaded`, `open: STEP` for each of openWith()'s named steps,
+   * `databaseOpened`, `opened`).
    */
   async timings(): Promise<Timings> {
     const worker = this.leader ? ((await this.send('timings')) as Timings) : {};

@@ -84,7 +84,8 @@ export class WorkerDatabase {
     hooks: WorkerHooks,
     wasm?: Promise<WebAssembly.Module>,
   ): Promise<WorkerDatabase> {
-    // The engine loads (fetch, compile, instantiate) while the pool's files open: neither needs the other.
+    // The engine loads (instantiate and sqlite-wasm's set-up; fetch and compile too when the page did not)
+    // while the pool's files open: neither needs the other.
     const engine = loadSqlite(wasm).then((e) => {
       hooks.mark?.('engineLoaded');
       return e;
