@@ -127,4 +127,46 @@ describe('browser: tabs, time travel, persistence', { skip: missing, timeout: 12
     assert.ok(BigInt(st.txid) > BigInt(sha.txid), 'the commit after the restart happened');
     assert.equal(st.hubTxid, st.txid);
   });
+
+  it('connect() works with the page compiling sqlite3.wasm and without (the worker then loads it itself); timings() names the steps', async () => {
+    // Not the demo app's page: it would open a database of its own meanwhile.
+    const page = await context.newPage();
+    await page.goto(`${hub.url}/app.css`);
+    const run = (compile: boolean): Promise<{ rows: number; steps: Record<string, number> }> =>
+      page.evaluate(async (compile) => {
+        if (!compile) (WebAssembly as { compileStreaming?: unknown }).compileStreaming = undefined;
+        type Db = {
+          exec(sql: string): Promise<unknown>;
+          query(sql: string): Promise<Record<string, unknown>[]>;
+          timings(): Promise<Record<string, number>>;
+          close(): Promise<void>;
+        };
+        const lib = (await import('/mycelite-browser.js' as string)) as {
+          connect(o: { name: string }): Promise<Db>;
+        };
+        const db = await lib.connect({ name: 'engine-load' });
+        await db.exec('create table if not exists t(x); insert into t values (1)');
+        const [row] = await db.query('select count(*) as n from t');
+        const steps = await db.timings();
+        await db.close();
+        return { rows: Number(row!.n), steps };
+      }, compile);
+    const withPage = await run(true);
+    assert.equal(withPage.rows, 1);
+    assert.ok(withPage.steps.wasmCompiled! > 0, 'the page compiled the engine');
+    for (const k of [
+      'workerScript',
+      'poolOpened',
+      'engineLoaded',
+      'open: read the journal',
+      'opened',
+      'openAnswered',
+    ])
+      assert.ok(withPage.steps[k]! > 0, `timings() has ${k}: ${JSON.stringify(withPage.steps)}`);
+    const without = await run(false);
+    assert.equal(without.rows, 2, 'the worker loaded the engine itself and opened the same database');
+    assert.equal(without.steps.wasmCompiled, undefined);
+    assert.ok(without.steps.engineLoaded! > 0);
+    await page.close();
+  });
 });

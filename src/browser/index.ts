@@ -31,6 +31,7 @@ import {
   type BrowserStatus,
   type ConflictEvent,
   channelName,
+  type EngineMessage,
   type HubTarget,
   type Message,
   type Op,
@@ -41,6 +42,7 @@ import {
   type Sha256Result,
   type SyncReport,
   type TimeTravelResult,
+  type Timings,
 } from './messages.js';
 
 export type {
@@ -58,6 +60,7 @@ export type {
   Sha256Result,
   SyncReport,
   TimeTravelResult,
+  Timings,
 } from './messages.js';
 
 /** A value to bind to a `?` parameter. */
@@ -107,6 +110,21 @@ interface Pending {
 
 const tabId = Math.random().toString(36).slice(2);
 let seq = 0;
+const now = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * sqlite3.wasm compiled (streaming, as it downloads), or why not (no compileStreaming, a network error,
+ * a server that does not send it as application/wasm, a worker URL nothing is relative to): the worker
+ * then fetches and compiles it itself.
+ */
+async function compileEngine(workerUrl: string | URL): Promise<EngineMessage> {
+  try {
+    const url = new URL('sqlite3.wasm', new URL(workerUrl, location.href));
+    return { kind: 'engine', module: await WebAssembly.compileStreaming(fetch(url)) };
+  } catch (e) {
+    return { kind: 'engine', error: String(e) };
+  }
+}
 
 /** A database held by this tab's worker, or by another tab's (requests go there). */
 export class BrowserDatabase {
@@ -117,6 +135,8 @@ export class BrowserDatabase {
   private releaseLock: (() => void) | undefined;
   private last: BrowserStatus | undefined;
   private closed = false;
+  /** When connect() began and reached each of its steps in this page (see timings()). */
+  private readonly pageTimings: Timings = { connect: now() };
   /** True when this tab holds the database (its worker has the OPFS files). */
   leader = false;
 
@@ -147,6 +167,7 @@ export class BrowserDatabase {
       locks
         .request(name, async () => {
           if (this.closed) return;
+          this.pageTimings.lockGranted = now();
           try {
             await this.becomeLeader();
           } catch (e) {
@@ -183,6 +204,13 @@ export class BrowserDatabase {
   private async becomeLeader(): Promise<void> {
     const url = this.options.workerUrl ?? new URL('./mycelite-worker.js', import.meta.url);
     const worker = new Worker(url, { type: 'module', name: `mycelite ${this.options.name}` });
+    this.pageTimings.workerStarted = now();
+    // The page compiles sqlite3.wasm (beside the worker's script, where the worker would fetch it) while
+    // the worker's script loads, and hands the module over: the worker needs it right after.
+    void compileEngine(url).then((m) => {
+      if (m.module) this.pageTimings.wasmCompiled = now();
+      worker.postMessage(m);
+    });
     worker.onmessage = (e: MessageEvent<Message>) => this.receive(e.data, 'worker');
     worker.onerror = (e) => {
       for (const p of this.pending.values()) p.reject(new Error(`the database worker failed: ${e.message}`));
@@ -191,7 +219,8 @@ export class BrowserDatabase {
     this.leader = true;
     try {
       const { name, role, hub, shared } = this.options;
-      this.last = (await this.send('open', { name, role, hub, shared })) as BrowserStatus;
+      this.last = (await this.send('open', { name, role, hub, shared, wasmFromPage: true })) as BrowserStatus;
+      this.pageTimings.openAnswered = now();
     } catch (e) {
       this.leader = false;
       this.worker = undefined;
@@ -300,6 +329,23 @@ export class BrowserDatabase {
   /** Commits `n` one-row transactions in the worker and measures the rate. */
   bench(n: number): Promise<BenchResult> {
     return this.send('bench', { n }, 600_000) as Promise<BenchResult>;
+  }
+
+  /**
+   * Diagnostics: when connect() reached each step of opening the database, in ms since connect() was
+   * called, in this page (`lockGranted`, `workerStarted`, `wasmCompiled`, `openAnswered`) and, when this
+   * tab holds the database, in its worker (`workerCreated`, `workerScript`: its script ran,
+   * `openReceived`, `poolOpened`, `engineLoaded`, `open: STEP` for each of openWith()'s named steps,
+   * `databaseOpened`, `opened`).
+   */
+  async timings(): Promise<Timings> {
+    const worker = this.leader ? ((await this.send('timings')) as Timings) : {};
+    const all = { ...worker, ...this.pageTimings };
+    const start = this.pageTimings.connect!;
+    const out: Timings = {};
+    for (const [k, v] of Object.entries(all).sort((a, b) => a[1] - b[1]))
+      out[k] = Math.round((v - start) * 10) / 10;
+    return out;
   }
 
   /** Closes the database (the leader's worker releases the hub lease and its files) and leaves the tab group. */

@@ -23,6 +23,8 @@ export interface OpenArgs {
   hub?: HubTarget;
   /** A writer of a database that many devices write (docs/ARCHITECTURE.md, "Shared databases: devices, rebase, sync"). */
   shared?: boolean;
+  /** The page compiles sqlite3.wasm and sends it (an EngineMessage): the worker does not fetch its own. */
+  wasmFromPage?: boolean;
 }
 
 /** A local change of a shared database rejected as a whole (nothing of it stays). */
@@ -73,6 +75,7 @@ export type Op =
   | 'at'
   | 'sha256'
   | 'bench'
+  | 'timings'
   | 'close';
 
 export interface Request {
@@ -105,7 +108,17 @@ export type SyncReport =
   | { event: 'conflict'; at: number; detail: ConflictEvent }
   | { event: 'rejected'; at: number; detail: RejectedEvent };
 
-export type Message = Request | Response | WorkerEvent;
+/**
+ * Page to its worker: sqlite3.wasm, compiled by the page while the worker's script loaded (or why it
+ * could not be: the worker then fetches it itself).
+ */
+export interface EngineMessage {
+  kind: 'engine';
+  module?: WebAssembly.Module;
+  error?: string;
+}
+
+export type Message = Request | Response | WorkerEvent | EngineMessage;
 
 /** Rows as objects, column name → value. */
 export type Row = Record<string, unknown>;
@@ -135,6 +148,12 @@ export interface BenchResult {
   ms: number;
   perSecond: number;
 }
+
+/**
+ * When the steps of opening a database happened: each a time in ms since the epoch
+ * (`performance.timeOrigin + performance.now()`, comparable between the page and its worker).
+ */
+export type Timings = Record<string, number>;
 
 /** The BroadcastChannel and Web Lock names of a database (per role: a writer and a replica never share files). */
 export function channelName(name: string, role: Role): string {

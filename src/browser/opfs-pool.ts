@@ -158,13 +158,23 @@ export class OpfsPoolFileSystem implements FileSystem {
   private async load(waitMs: number): Promise<void> {
     const files: string[] = [];
     for await (const h of this.dir.values()) if (h.kind === 'file') files.push(h.name);
-    const seen = new Map<string, Slot>();
-    for (const name of files) {
-      const m = /^slot-(\d+)$/.exec(name);
-      if (m) this.nextFile = Math.max(this.nextFile, Number(m[1]) + 1);
-      const sah = await this.openHandle(name, waitMs);
-      const slot: Slot = { file: name, sah, path: undefined, gen: 0n, refs: 0 };
+    // All handles at once: each is an asynchronous round trip, and opening them one after the other
+    // made up most of the time to open a pool. Every handle opened is kept (close() releases it) even
+    // when another failed.
+    const opened = await Promise.allSettled(files.map((name) => this.openHandle(name, waitMs)));
+    const slots: Slot[] = [];
+    opened.forEach((r, i) => {
+      if (r.status !== 'fulfilled') return;
+      const slot: Slot = { file: files[i]!, sah: r.value, path: undefined, gen: 0n, refs: 0 };
       this.all.push(slot);
+      slots.push(slot);
+    });
+    const failed = opened.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const seen = new Map<string, Slot>();
+    for (const slot of slots) {
+      const m = /^slot-(\d+)$/.exec(slot.file);
+      if (m) this.nextFile = Math.max(this.nextFile, Number(m[1]) + 1);
       this.readHeader(slot);
       if (slot.gen > this.gen) this.gen = slot.gen;
       const other = slot.path === undefined ? undefined : seen.get(slot.path);

@@ -44,6 +44,8 @@ export interface WorkerHooks {
   notify(event: 'change' | 'status'): void;
   /** A local change of a shared database met a conflict or was rejected. */
   report(r: SyncReport): void;
+  /** Notes when a step of opening was done (Timings). */
+  mark?(step: string): void;
 }
 
 /** States in which sync is not working: only then is its last error shown. */
@@ -76,13 +78,27 @@ export class WorkerDatabase {
     private readonly hooks: WorkerHooks,
   ) {}
 
-  static async open(args: OpenArgs, hooks: WorkerHooks): Promise<WorkerDatabase> {
+  /** `wasm`: sqlite3.wasm compiled by the page (see loadSqlite). */
+  static async open(
+    args: OpenArgs,
+    hooks: WorkerHooks,
+    wasm?: Promise<WebAssembly.Module>,
+  ): Promise<WorkerDatabase> {
+    // The engine loads (instantiate and sqlite-wasm's set-up; fetch and compile too when the page did not)
+    // while the pool's files open: neither needs the other.
+    const engine = loadSqlite(wasm).then((e) => {
+      hooks.mark?.('engineLoaded');
+      return e;
+    });
+    engine.catch(() => {}); // awaited below; a failure to open the pool comes first
     const pool = await OpfsPoolFileSystem.open(['mycelite', `${args.name}.${args.role}`]);
+    hooks.mark?.('poolOpened');
     try {
-      const sqlite3 = await loadSqlite();
+      const sqlite3 = await engine;
       const self = new WorkerDatabase(args, pool, browserRuntime(pool), sqlite3, `/${args.name}.db`, hooks);
       if (args.role === 'writer') await self.openWriter();
       else await self.openReplica();
+      hooks.mark?.('databaseOpened');
       return self;
     } catch (e) {
       pool.close();

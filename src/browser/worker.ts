@@ -5,14 +5,17 @@
  * Requests run one at a time, in arrival order.
  */
 import type { BindValue } from '../engine/sqlite.js';
+import { observeSteps } from '../writer/errors.js';
 import {
   channelName,
+  type EngineMessage,
   type HubTarget,
   type Message,
   type OpenArgs,
   type Request,
   type Response,
   type SyncReport,
+  type Timings,
 } from './messages.js';
 import { WorkerDatabase } from './worker-db.js';
 
@@ -21,6 +24,42 @@ interface WorkerScope {
   onmessage: ((e: MessageEvent<Message>) => void) | null;
 }
 const scope = globalThis as unknown as WorkerScope;
+
+/** When this worker was created and reached each step of opening its database (see Timings). */
+const now = (): number => performance.timeOrigin + performance.now();
+const timings: Timings = { workerCreated: performance.timeOrigin, workerScript: now() };
+function mark(step: string): void {
+  timings[step] = now();
+}
+
+/**
+ * sqlite-wasm's own VFSes (kvvfs, opfs, opfs-wl, opfs-sahpool) are not used here (the Mycelite VFS over
+ * the OPFS pool is): skipping their set-up takes ~10 ms off loading the engine. sqlite-wasm reads this
+ * global once, when it initialises.
+ */
+(globalThis as { sqlite3ApiConfig?: unknown }).sqlite3ApiConfig = {
+  disable: { vfs: { kvvfs: true, opfs: true, 'opfs-vfs': true, 'opfs-wl': true, 'opfs-sahpool': true } },
+};
+
+/**
+ * sqlite3.wasm as the page compiles it (an EngineMessage), when the open request says it will: the
+ * compile then runs while this script loads. Should the page fail to, this worker fetches it itself.
+ */
+let pageWasm: (m: EngineMessage) => void = () => {};
+const wasmFromPage = new Promise<WebAssembly.Module>((resolve) => {
+  pageWasm = (m) => {
+    if (m.module) resolve(m.module);
+    else {
+      // No streaming here: what failed in the page may be the file's type (not application/wasm).
+      const url = new URL('sqlite3.wasm', import.meta.url);
+      resolve(
+        fetch(url)
+          .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(`${url}: HTTP ${r.status}`))))
+          .then((b) => WebAssembly.compile(b)),
+      );
+    }
+  };
+});
 
 let db: WorkerDatabase | undefined;
 let channel: BroadcastChannel | undefined;
@@ -68,7 +107,18 @@ async function perform(req: Request): Promise<unknown> {
   const a = (req.args ?? {}) as { sql?: string; params?: BindValue[]; txid?: bigint; n?: number };
   if (req.op === 'open') {
     if (db) throw new Error(`this worker already holds ${db.args.name}`);
-    db = await WorkerDatabase.open(req.args as OpenArgs, { notify, report });
+    mark('openReceived');
+    const args = req.args as OpenArgs;
+    observeSteps((name) => mark(`open: ${name}`));
+    try {
+      db = await WorkerDatabase.open(
+        args,
+        { notify, report, mark },
+        args.wasmFromPage ? wasmFromPage : undefined,
+      );
+    } finally {
+      observeSteps(undefined);
+    }
     channel = new BroadcastChannel(channelName(db.args.name, db.args.role));
     channel.onmessage = (e: MessageEvent<Message>) => {
       if (e.data.kind === 'req' && e.data.op !== 'open' && e.data.op !== 'close') {
@@ -76,8 +126,10 @@ async function perform(req: Request): Promise<unknown> {
       }
     };
     emit('leader');
+    mark('opened');
     return db.status();
   }
+  if (req.op === 'timings') return timings;
   if (!db) throw new Error('the database is not open yet');
   switch (req.op) {
     case 'hub':
@@ -124,4 +176,5 @@ function handle(req: Request, reply: (m: Response) => void): void {
 
 scope.onmessage = (e) => {
   if (e.data.kind === 'req') handle(e.data, (m) => scope.postMessage(m));
+  else if (e.data.kind === 'engine') pageWasm(e.data);
 };

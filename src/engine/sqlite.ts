@@ -13,6 +13,11 @@ export type Sqlite3 = Sqlite3Static;
 type InitModule = (options: {
   print: (text: string) => void;
   printErr: (text: string) => void;
+  /** Emscripten's hook: instantiate the module with `imports` and hand the instance to `done`. */
+  instantiateWasm?: (
+    imports: WebAssembly.Imports,
+    done: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void,
+  ) => object;
 }) => Promise<Sqlite3>;
 
 let loading: Promise<Sqlite3> | undefined;
@@ -21,15 +26,36 @@ const quiet = (): void => {};
 /**
  * Loads and initialises `@sqlite.org/sqlite-wasm` once; later calls return the same promise.
  * The module's stdout/stderr chatter is silenced. A failed load is not cached, so it can be retried.
+ *
+ * `wasm`: sqlite3.wasm already compiled (or being compiled) elsewhere, e.g. by the page while its
+ * worker starts; without it, the module fetches and compiles its own. It only counts on the first call.
  */
-export function loadSqlite(): Promise<Sqlite3> {
+export function loadSqlite(wasm?: Promise<WebAssembly.Module>): Promise<Sqlite3> {
   if (loading === undefined) {
+    let failed: (e: unknown) => void = () => {};
+    const failure = new Promise<never>((_, reject) => {
+      failed = reject;
+    });
+    failure.catch(() => {});
+    const instantiateWasm = wasm
+      ? (imports: WebAssembly.Imports, done: (i: WebAssembly.Instance, m: WebAssembly.Module) => void) => {
+          wasm
+            .then(async (m) => done(await WebAssembly.instantiate(m, imports), m))
+            .catch((e: unknown) => failed(e));
+          return {};
+        }
+      : undefined;
     // Imported here, not at the top: the module is large (parsing it is a good part of a command line
     // call that never opens a database, e.g. `mycelite --help`). The published typings omit init()'s
     // options parameter on purpose, but Emscripten honours it.
-    const promise = import('@sqlite.org/sqlite-wasm').then((m) =>
-      (m.default as unknown as InitModule)({ print: quiet, printErr: quiet }),
+    const init = import('@sqlite.org/sqlite-wasm').then((m) =>
+      (m.default as unknown as InitModule)({
+        print: quiet,
+        printErr: quiet,
+        ...(instantiateWasm ? { instantiateWasm } : {}),
+      }),
     );
+    const promise = Promise.race([init, failure]);
     loading = promise;
     promise.catch(() => {
       if (loading === promise) loading = undefined;

@@ -20,6 +20,16 @@ export class RecoveryError extends Error {
   }
 }
 
+let stepDone: ((name: string) => void) | undefined;
+
+/**
+ * Diagnostics: `done` hears the name of each step of open() and recovery as it ends (undefined: none).
+ * The browser worker notes when, for `timings()`.
+ */
+export function observeSteps(done: ((name: string) => void) | undefined): void {
+  stepDone = done;
+}
+
 /**
  * Runs one named step: an error it throws comes out as `NAME: message`, with the error as its cause.
  * An OpenError or RecoveryError already says all the user needs and comes out as it is. A step that
@@ -28,6 +38,7 @@ export class RecoveryError extends Error {
 export function step<T>(name: string, run: () => T): T {
   try {
     const out = run();
+    stepDone?.(name);
     if (out instanceof Promise) {
       return out.catch((e: unknown) => {
         throw named(name, e);
