@@ -15,7 +15,7 @@ import { decodeFileHeader, FILE_HEADER_SIZE } from '../format/index.js';
 import { openHistory } from '../history/source.js';
 import { journalPaths } from '../journal/paths.js';
 import { Follower } from '../replica/follower.js';
-import { ReplicaStore } from '../replica/replica.js';
+import { dropPageCache, ReplicaStore } from '../replica/replica.js';
 import { replay } from '../restore/replay.js';
 import { PendingQueue } from '../shared/pending.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
@@ -156,6 +156,10 @@ export class WorkerDatabase {
     this.store.onReplaced = () => {
       this.reader?.close();
       this.reader = Database.open(this.sqlite3, this.dbPath, { readonly: true, vfs: MYCELITE_VFS });
+    };
+    // Applied pages are read from the file, not from the reader's cache (ReplicaStore.onApplied).
+    this.store.onApplied = () => {
+      if (this.reader) dropPageCache(this.reader);
     };
     if (this.args.hub) this.follow(this.args.hub);
   }

@@ -19,7 +19,7 @@ import { Database } from '../engine/database.js';
 import { loadSqlite } from '../engine/sqlite.js';
 import type { Position } from '../format/index.js';
 import { Follower, type FollowOptions, type ReplicaEvents, type ReplicaStatus } from '../replica/follower.js';
-import { ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
+import { dropPageCache, ReplicaOpenError, ReplicaStore } from '../replica/replica.js';
 import { MYCELITE_VFS } from '../vfs/vfs.js';
 import { nodeRuntime } from './runtime.js';
 
@@ -72,6 +72,8 @@ export async function openReplica(file: string, options: ReplicaOptions): Promis
     reader.close();
     reader = Database.open(sqlite3, dbPath, { readonly: true, vfs: MYCELITE_VFS });
   };
+  // Applied pages are read from the file, not from the reader's cache (ReplicaStore.onApplied).
+  store.onApplied = () => dropPageCache(reader);
   const follower = new Follower(store, options);
   if (options.onSnapshot) follower.events.on('snapshot', options.onSnapshot);
   let closing: Promise<void> | undefined;

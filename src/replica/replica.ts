@@ -15,6 +15,7 @@
  * moved aside and the new one renamed in (see `reset` and `resolveReset`).
  */
 
+import type { Database } from '../engine/database.js';
 import { loadSqlite, type Sqlite3 } from '../engine/sqlite.js';
 import { type FileHandle, type Runtime, readAt, writeFileAtomic } from '../files/file-system.js';
 import {
@@ -87,6 +88,13 @@ export class ReplicaStore {
   private finishedReset: ReplicaReset | undefined;
   /** Called after the database file was replaced by a rebuild (readers must reopen it). */
   onReplaced: (() => void) | undefined;
+  /**
+   * Called right after an apply changed the database file, before anything else runs: readers must drop
+   * their page cache. SQLite keeps it while page 1's bytes 24–39 (change counter, page count, freelist)
+   * are as it last read them, and an applied snapshot can leave them so: a history captured from an
+   * application in WAL mode, where native SQLite does not move the change counter.
+   */
+  onApplied: (() => void) | undefined;
 
   private constructor(
     private readonly rt: Runtime,
@@ -540,6 +548,7 @@ export class ReplicaStore {
     for (;;) {
       try {
         apply();
+        this.onApplied?.();
         return;
       } catch (e) {
         if (!(e instanceof ApplyBusyError) || Date.now() > until || this.interrupted) throw e;
@@ -607,4 +616,12 @@ export class ReplicaStore {
     this.marker.close();
     this.release();
   }
+}
+
+/**
+ * Drops the page cache of `reader`, a connection reading a replica (between its transactions: an apply
+ * waits for readers), so that it reads what the last apply wrote (ReplicaStore.onApplied).
+ */
+export function dropPageCache(reader: Database): void {
+  reader.exec('PRAGMA shrink_memory');
 }
