@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 import {
   BodyCompressor,
   compressBody,
@@ -14,10 +17,12 @@ import {
   memorySource,
   SNAPSHOT_HEADER_SIZE,
   SnapshotBodyWriter,
+  useKeptDeflate,
   walkPatches,
   xxh64,
 } from '../src/format/index.js';
 import { open, openAt } from '../src/node/index.js';
+import { prng } from './helpers/prng.js';
 import { assertReplay, cleanupTempDirs, journalOf, tempDir } from './helpers/util.js';
 
 after(cleanupTempDirs);
@@ -197,3 +202,66 @@ test('journals without compressed bodies (older writers), or mixing both, replay
     view.close();
   }
 });
+
+test("the addon's kept-stream deflateRaw makes node:zlib's bytes, null when not smaller, and the writer uses it", async () => {
+  const require = createRequire(import.meta.url);
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const addon = (require('node-gyp-build') as (dir: string) => { deflateRaw?: KeptDeflate })(
+    path.join(root, 'native'),
+  );
+  assert.ok(addon.deflateRaw, 'the addon has deflateRaw (rebuild native/ if this fails)');
+  const deflateRaw = addon.deflateRaw;
+  const want = (b: Uint8Array): Buffer | null => {
+    const p = zlib.deflateRawSync(b, { level: 1, windowBits: 12, memLevel: 9 });
+    return p.length < b.length ? p : null;
+  };
+  const rand = prng(18);
+  const text = (n: number): Uint8Array =>
+    Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 16).toString(16)).join(''));
+  const noise = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
+  // Small and large, compressible and not, past the 1 MiB output the addon keeps, in an order where a
+  // body that did not fit comes before ones that do (the stream is reset either way).
+  const bodies = [
+    text(540),
+    noise(540),
+    text(64),
+    new Uint8Array(2),
+    noise(3),
+    text(56 * 1024),
+    noise(70_000),
+    text(3 * 1024 * 1024),
+    new Uint8Array(2 * 1024 * 1024),
+    text(540),
+  ];
+  for (const b of bodies) {
+    const got = deflateRaw(b);
+    const expected = want(b);
+    if (expected === null) assert.equal(got, null, `${b.length} bytes: not smaller, so null`);
+    else {
+      assert.ok(got, `${b.length} bytes: compressed`);
+      assert.ok(Buffer.from(got).equals(expected), `${b.length} bytes: node:zlib's bytes`);
+      assert.ok(zlib.inflateRawSync(got).equals(Buffer.from(b)));
+    }
+  }
+  assert.throws(() => deflateRaw('text' as unknown as Uint8Array), TypeError);
+
+  // A writer compresses through it once the addon is loaded (its locks load it).
+  let calls = 0;
+  const file = path.join(tempDir(), 'kept.db');
+  const db = await open(file);
+  useKeptDeflate((b) => {
+    calls++;
+    return deflateRaw(b);
+  });
+  try {
+    db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    for (let i = 0; i < 5; i++) db.prepare('INSERT INTO t(v) VALUES (?)').run(`value ${i} `.repeat(100));
+  } finally {
+    useKeptDeflate(deflateRaw);
+    db.close();
+  }
+  assert.ok(calls >= 5, `the writer compressed ${calls} bodies through it`);
+  await assertReplay(file, 'kept-stream bodies');
+});
+
+type KeptDeflate = (body: Uint8Array) => Uint8Array | null;

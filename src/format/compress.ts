@@ -22,6 +22,19 @@ const native: RawDeflate | undefined = (() => {
 })();
 
 /**
+ * The same raw DEFLATE as `deflate` below (same library, same parameters, the same bytes) from a
+ * stream kept between bodies, set by the Node runtime when Mycelite's addon has it (its `deflateRaw`:
+ * node:zlib's synchronous call makes and tears down a stream each time, about 30 µs, half the time of a
+ * one-row commit's ~540-byte body). Returns null when the result would not be smaller than the body.
+ */
+let kept: ((body: Uint8Array) => Uint8Array | null) | undefined;
+
+/** Sets (or with undefined, removes) the kept-stream deflate `compressBody` uses; see `kept`. */
+export function useKeptDeflate(f: ((body: Uint8Array) => Uint8Array | null) | undefined): void {
+  kept = f;
+}
+
+/**
  * Level 1 with a 4 KiB window (windowBits 12, Node only; any raw-DEFLATE reader inflates it): on the
  * bodies of workloads a, b, c about 25-30 % less time than the default 32 KiB window, for a ratio 5 %
  * lower on a, the same on b and 2 % higher on c (docs/BENCHMARKS.md, "Optimisations").
@@ -69,6 +82,7 @@ export const BODY_COMPRESS_LIMIT = 16 * 1024 * 1024;
 /** Compresses a whole body; undefined when compression does not make it smaller. */
 export function compressBody(body: Uint8Array): Uint8Array | undefined {
   if (body.length < 64) return undefined;
+  if (kept) return kept(body) ?? undefined;
   const packed = deflate(body);
   return packed.length < body.length ? packed : undefined;
 }
