@@ -120,7 +120,8 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
   /**
    * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess at every
-   * transaction), decoded once per pointer: a hit is checked byte for byte against the memory there.
+   * transaction; the pragma name of the SQLITE_FCNTL_PRAGMA it sends at every transaction), decoded once
+   * per pointer: a hit is checked byte for byte against the memory there.
    */
   const names = new Map<number, { name: string; bytes: Uint8Array }>();
   const nameAt = (z: number): string => {
@@ -349,7 +350,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
    * shared memory, which Mycelite does not capture: refused, as is `journal_mode=OFF`.
    */
   const pragma = (f: OpenFile, pArg: number): number => {
-    const name = wasm.cstrToJs(wasm.peekPtr(pArg + 4) as number)?.toLowerCase();
+    // SQLite 3.54 sends one of these at every transaction (`experimental_pragma_20251114`): its name is
+    // decoded once per pointer, and the value only for the two pragmas looked at.
+    const name = nameAt(wasm.peekPtr(pArg + 4) as number).toLowerCase();
+    if (name !== 'locking_mode' && name !== 'journal_mode') return capi.SQLITE_NOTFOUND;
     const valuePtr = wasm.peekPtr(pArg + 8) as number;
     const value = valuePtr ? wasm.cstrToJs(valuePtr)?.toLowerCase() : undefined;
     if (name === 'locking_mode' && (value === 'exclusive' || value === 'normal')) {
