@@ -256,11 +256,14 @@ describe('file-lock primitives', () => {
     assert.throws(() => many([new Uint8Array(1)], []), TypeError);
     const closed = openSync(path, 'r');
     closeSync(closed);
-    assert.throws(() => writeManyFor(closed, path)!([new Uint8Array(4)], [0]), (e: Error & { code?: string }) => {
-      assert.equal(e.code, 'EBADF');
-      assert.match(e.message, /many\.bin/);
-      return true;
-    });
+    assert.throws(
+      () => writeManyFor(closed, path)!([new Uint8Array(4)], [0]),
+      (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'EBADF');
+        assert.match(e.message, /many\.bin/);
+        return true;
+      },
+    );
   });
 
   it('reports errors with context', () => {
