@@ -18,10 +18,6 @@
  *                                       granted, else (step << 16) | errno, step 0 the
  *                                       guard's lock, 1 the range's, 2 the guard's unlock
  *   fsize(fd)                        -> the file's size (fstat), or -errno: no Stats object
- *   writeMany(fd, buffers, offsets)  -> writes each Uint8Array of `buffers` whole at the offset of the
- *                                       same index in `offsets` (an array of numbers): buffers whose
- *                                       offsets follow on from each other go in one pwritev. 0, or a
- *                                       positive errno (what was written before it stays written)
  *   deflateRaw(body)                 -> raw DEFLATE of the Uint8Array `body` (level 1, windowBits
  *                                       12, memLevel 9: what src/format/compress.ts asks of
  *                                       node:zlib), a new Buffer, or null when it is not smaller
@@ -50,7 +46,6 @@
 #include <stdlib.h>
 #include <zlib.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 #endif
 
@@ -199,78 +194,6 @@ static napi_value Fsize(napi_env env, napi_callback_info info) {
     rc = fstat(fd, &st);
   } while (rc == -1 && errno == EINTR);
   CHECK(napi_create_int64(env, rc == -1 ? -(int64_t)errno : (int64_t)st.st_size, &result));
-  return result;
-}
-
-#define MANY_IOV 64
-
-/* pwritev of iov[0..n) at off, until all of it is written (short writes resumed). 0 or errno. */
-static int pwrite_all(int fd, struct iovec *iov, int n, int64_t off) {
-  while (n > 0) {
-    ssize_t w;
-    do {
-      w = pwritev(fd, iov, n, (off_t)off);
-    } while (w == -1 && errno == EINTR);
-    if (w < 0) return errno;
-    if (w == 0) return EIO;
-    off += w;
-    while (n > 0 && (size_t)w >= iov->iov_len) {
-      w -= (ssize_t)iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (char *)iov->iov_base + w;
-      iov->iov_len -= (size_t)w;
-    }
-  }
-  return 0;
-}
-
-static napi_value WriteMany(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], result, el;
-  int32_t fd = -1;
-  uint32_t count = 0, count2 = 0;
-  bool is_array = false, is_array2 = false;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
-      napi_is_array(env, argv[2], &is_array2) != napi_ok || !is_array2 ||
-      napi_get_array_length(env, argv[1], &count) != napi_ok ||
-      napi_get_array_length(env, argv[2], &count2) != napi_ok || count != count2) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected (fd >= 0, Uint8Array[], number[] of the same length)");
-    return NULL;
-  }
-  struct iovec iov[MANY_IOV];
-  int n = 0;
-  int64_t start = 0, next = 0;
-  int err = 0;
-  for (uint32_t i = 0; i < count && err == 0; i++) {
-    napi_typedarray_type type;
-    size_t len;
-    void *data;
-    int64_t off;
-    if (napi_get_element(env, argv[1], i, &el) != napi_ok ||
-        napi_get_typedarray_info(env, el, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array ||
-        napi_get_element(env, argv[2], i, &el) != napi_ok || napi_get_value_int64(env, el, &off) != napi_ok ||
-        off < 0) {
-      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeMany: a Uint8Array and an offset >= 0 at each index");
-      return NULL;
-    }
-    if (len == 0) continue;
-    if (n > 0 && (off != next || n == MANY_IOV)) {
-      err = pwrite_all(fd, iov, n, start);
-      n = 0;
-    }
-    if (n == 0) start = off;
-    iov[n].iov_base = data;
-    iov[n].iov_len = len;
-    n++;
-    next = off + (int64_t)len;
-  }
-  if (err == 0 && n > 0) err = pwrite_all(fd, iov, n, start);
-  CHECK(napi_create_int32(env, err, &result));
   return result;
 }
 
@@ -463,7 +386,6 @@ static const int ofd_available = 0;
 static void probe_ofd(void) {}
 static int probe_zlib(void) { return 0; }
 #define DeflateRaw Unsupported
-#define WriteMany Unsupported
 
 #endif
 
@@ -478,8 +400,6 @@ static napi_value Init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "lockShared", fn));
   CHECK(napi_create_function(env, "fsize", NAPI_AUTO_LENGTH, Fsize, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "fsize", fn));
-  CHECK(napi_create_function(env, "writeMany", NAPI_AUTO_LENGTH, WriteMany, NULL, &fn));
-  CHECK(napi_set_named_property(env, exports, "writeMany", fn));
   if (probe_zlib()) {
     CHECK(napi_create_function(env, "deflateRaw", NAPI_AUTO_LENGTH, DeflateRaw, NULL, &fn));
     CHECK(napi_set_named_property(env, exports, "deflateRaw", fn));

@@ -2,7 +2,7 @@
 // (better-sqlite3) running in child processes (test/fixtures/native-holder.mjs).
 import assert from 'node:assert/strict';
 import { type ChildProcess, fork, spawnSync } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -20,7 +20,6 @@ import {
   probeRange,
   tryExclusiveFileLock,
   tryLockWholeFile,
-  writeManyFor,
 } from '../src/node/file-lock.js';
 import {
   EXCLUSIVE_LOCK,
@@ -226,44 +225,6 @@ describe('file-lock primitives', () => {
     const closed = openSync(path, 'r');
     closeSync(closed);
     assert.throws(() => fileSizeOf(closed), { code: 'EBADF', syscall: 'fstat' });
-  });
-
-  it('writeManyFor: each buffer at its offset (runs of adjacent ones, past 64 of them, gaps, empty ones), errors name the file', () => {
-    const path = join(dir, 'many.bin');
-    const fd = open(path, 'w+');
-    const many = writeManyFor(fd, path);
-    assert.ok(many, 'the addon has writeMany (rebuild native/ if this fails)');
-    const unit = 512;
-    const want = new Uint8Array(300 * unit);
-    const buffers: Uint8Array[] = [];
-    const offsets: number[] = [];
-    // 150 adjacent pages (more than one pwritev's 64), a gap, 3 scattered ones, an empty buffer.
-    const pages = [...Array.from({ length: 150 }, (_, i) => i + 10), 200, 202, 299];
-    for (const p of pages) {
-      const b = new Uint8Array(unit).fill((p * 7) & 0xff);
-      b[0] = p & 0xff;
-      buffers.push(b);
-      offsets.push(p * unit);
-      want.set(b, p * unit);
-    }
-    buffers.push(new Uint8Array(0));
-    offsets.push(5);
-    many(buffers, offsets);
-    assert.equal(fstatSync(fd).size, want.length);
-    const got = new Uint8Array(want.length);
-    readSync(fd, got, 0, got.length, 0);
-    assert.ok(Buffer.from(got).equals(Buffer.from(want)));
-    assert.throws(() => many([new Uint8Array(1)], []), TypeError);
-    const closed = openSync(path, 'r');
-    closeSync(closed);
-    assert.throws(
-      () => writeManyFor(closed, path)!([new Uint8Array(4)], [0]),
-      (e: Error & { code?: string }) => {
-        assert.equal(e.code, 'EBADF');
-        assert.match(e.message, /many\.bin/);
-        return true;
-      },
-    );
   });
 
   it('reports errors with context', () => {

@@ -179,24 +179,10 @@ export class PageOverlay {
     const size = this.fileSize;
     this.zeroCutRange(size);
     const indexes = [...this.chunks.keys()].sort((a, b) => a - b);
+    const per = Math.max(1, Math.floor((1 << 20) / u));
     let written = 0;
     let end = size; // the file's size as the writes below leave it
     let i = 0;
-    if (this.file.writeMany && this.spill === undefined && indexes.length > 0) {
-      // Every chunk is in memory (nothing spilled): one call writes them all from where they are, the
-      // runs of adjacent pages in one pwritev each, with no gathering copy.
-      const buffers: Uint8Array[] = [];
-      const offsets: number[] = [];
-      for (const index of indexes) {
-        buffers.push(this.chunks.get(index) as Uint8Array);
-        offsets.push(index * u);
-      }
-      this.file.writeMany(buffers, offsets);
-      written = indexes.length * u;
-      end = Math.max(end, (indexes[indexes.length - 1]! + 1) * u);
-      i = indexes.length;
-    }
-    const per = Math.max(1, Math.floor((1 << 20) / u));
     while (i < indexes.length) {
       let j = i + 1;
       while (j < indexes.length && indexes[j] === indexes[j - 1]! + 1 && j - i < per) j++;

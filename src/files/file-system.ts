@@ -13,12 +13,6 @@ export interface FileHandle {
   read(buf: Uint8Array, offset: number): number;
   /** Writes all of `buf` at file `offset`. */
   write(buf: Uint8Array, offset: number): void;
-  /**
-   * Writes each of `buffers` whole at the offset of the same index of `offsets`, in as few system calls
-   * as the runtime can make it (a commit's write-back). Absent: the caller writes them one by one. On a
-   * failure any of them may or may not be written, as after failed `write` calls.
-   */
-  writeMany?(buffers: readonly Uint8Array[], offsets: readonly number[]): void;
   truncate(size: number): void;
   /** Flushes the file's data to durable storage. */
   sync(): void;

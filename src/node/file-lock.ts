@@ -114,8 +114,6 @@ interface NativeBinding {
   lockShared?(fd: number, guard: number, start: number, len: number, ofd: boolean): number;
   /** The file's size, or -errno; absent from an addon built before it. */
   fsize?(fd: number): number;
-  /** Writes each buffer at its offset, contiguous ones in one pwritev: 0 or errno; absent before it. */
-  writeMany?(fd: number, buffers: readonly Uint8Array[], offsets: readonly number[]): number;
   /**
    * Raw DEFLATE of `body` as src/format/compress.ts makes it, from a stream the addon keeps; null when
    * not smaller. Absent from an addon built before it, and where Node's zlib was not found.
@@ -292,30 +290,6 @@ export function fileSizeOf(fd: number): number {
     errno: -n,
     syscall: 'fstat',
   });
-}
-
-/**
- * A function writing each of `buffers` whole at the offset of the same index of `offsets` of the open
- * file `fd` (the buffers whose offsets follow on from each other in one `pwritev`), in one call of the
- * addon; undefined when the addon predates it. It throws an error naming `path` on failure, after which
- * any of the buffers may or may not be written.
- */
-export function writeManyFor(
-  fd: number,
-  path: string,
-): ((buffers: readonly Uint8Array[], offsets: readonly number[]) => void) | undefined {
-  const b = binding();
-  const many = b.writeMany;
-  if (!many) return undefined;
-  return (buffers, offsets) => {
-    const err = many(fd, buffers, offsets);
-    if (err === 0) return;
-    throw Object.assign(new Error(`write ${path}: ${errnoName(err)} (errno ${err})`), {
-      code: errnoName(err),
-      errno: err,
-      syscall: 'pwritev',
-    });
-  };
 }
 
 /**

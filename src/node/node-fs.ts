@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DeleteOptions, FileHandle, FileSystem, LockLevel, OpenOptions } from '../files/file-system.js';
-import { fileSizeOf, tryExclusiveFileLock, writeManyFor } from './file-lock.js';
+import { fileSizeOf, tryExclusiveFileLock } from './file-lock.js';
 import { SqliteFileLocks } from './sqlite-locks.js';
 import { beginSync, syncThreadAvailable } from './sync-thread.js';
 
@@ -23,7 +23,6 @@ class NodeFile implements FileHandle {
   lock?: (level: LockLevel) => boolean;
   unlock?: (level: 0 | 1) => boolean;
   checkReserved?: () => boolean;
-  writeMany?: (buffers: readonly Uint8Array[], offsets: readonly number[]) => void;
   private locks: SqliteFileLocks | undefined;
 
   /** Takes SQLite's POSIX (OFD) byte-range locks, so native SQLite processes see our transactions. */
@@ -35,8 +34,6 @@ class NodeFile implements FileHandle {
     this.checkReserved = () => locks.checkReserved();
     // The addon is loaded for the locks: SQLite asks a database's size at every transaction.
     this.size = () => wrap('stat', this.path, () => fileSizeOf(this.fd));
-    // A commit's write-back: every page in one call of the addon.
-    this.writeMany = writeManyFor(this.fd, this.path);
     return this;
   }
 
