@@ -119,9 +119,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   };
   const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
   /**
-   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess at every
-   * transaction; the pragma name of the SQLITE_FCNTL_PRAGMA it sends at every transaction), decoded once
-   * per pointer: a hit is checked byte for byte against the memory there.
+   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess, and the
+   * journal's to xOpen and xDelete, at every transaction; the pragma name of the SQLITE_FCNTL_PRAGMA it
+   * sends at every transaction), decoded once per pointer: a hit is checked byte for byte against the
+   * memory there.
    */
   const names = new Map<number, { name: string; bytes: Uint8Array }>();
   const nameAt = (z: number): string => {
@@ -431,7 +432,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
     xDelete(_pVfs: number, zName: number, syncDir: number): number {
       try {
-        const p = wasm.cstrToJs(zName) as string;
+        const p = nameAt(zName);
         const moved = rollbackFor(p);
         if (moved) moved.clear();
         else fs.delete(p, { syncDir: syncDir !== 0 });
@@ -455,7 +456,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xOpen(_pVfs: number, zName: number, pFile: number, flags: number, pOutFlags: number): number {
       try {
         const named = zName !== 0 && wasm.peek8(zName) !== 0;
-        const path = named ? (wasm.cstrToJs(zName) as string) : options.tempPath();
+        const path = named ? nameAt(zName) : options.tempPath();
         const mainDb = (flags & capi.SQLITE_OPEN_MAIN_DB) !== 0;
         const readonly = (flags & capi.SQLITE_OPEN_READONLY) !== 0;
         if (flags & capi.SQLITE_OPEN_WAL) {
