@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -378,5 +379,47 @@ test('a zstd body is one frame that declares its size, at most what its header a
   assert.throws(
     () => inflateBody(z.compress(body, { checksumFlag: false }), 1 << 20, FLAG_COMPRESSED | FLAG_ZSTD),
     /without its content checksum/,
+  );
+});
+
+test('MYCELITE_BODY_CODEC=deflate: a writer with zstd-napi still writes DEFLATE bodies (for older readers)', async () => {
+  const index = new URL('../src/node/index.js', import.meta.url).href;
+  const format = new URL('../src/format/index.js', import.meta.url).href;
+  const dir = tempDir();
+  const script = `
+    const { open } = await import(${JSON.stringify(index)});
+    const F = await import(${JSON.stringify(format)});
+    const fs = await import('node:fs');
+    await F.loadHash();
+    const file = ${JSON.stringify(path.join(dir, 'd.db'))};
+    const db = await open(file);
+    db.exec('CREATE TABLE t(v)');
+    for (let i = 0; i < 4; i++) db.prepare('INSERT INTO t VALUES (?)').run('abc '.repeat(300));
+    db.close();
+    const bytes = new Uint8Array(fs.readFileSync(file + '-mycelite/journal'));
+    const flags = [...new F.JournalReader(F.memorySource(bytes)).snapshots()].map((s) => s.flags);
+    console.log(JSON.stringify({ flags, zstd: F.zstdCodec() !== undefined }));
+  `;
+  const run = (codec: string | undefined): { flags: number[]; zstd: boolean } => {
+    const env = { ...process.env };
+    if (codec === undefined) delete env['MYCELITE_BODY_CODEC'];
+    else env['MYCELITE_BODY_CODEC'] = codec;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    fs.rmSync(path.join(dir, 'd.db'), { force: true });
+    fs.rmSync(path.join(dir, 'd.db-mycelite'), { recursive: true, force: true });
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  };
+  const deflate = run('deflate');
+  assert.ok(deflate.zstd, 'zstd bodies are still read natively');
+  assert.ok(deflate.flags.some((f) => f & FLAG_COMPRESSED));
+  assert.ok(
+    deflate.flags.every((f) => (f & FLAG_ZSTD) === 0),
+    JSON.stringify(deflate.flags),
+  );
+  const zstd = run(undefined);
+  assert.ok(
+    zstd.flags.some((f) => f & FLAG_ZSTD),
+    JSON.stringify(zstd.flags),
   );
 });
