@@ -18,6 +18,13 @@
  *                                       granted, else (step << 16) | errno, step 0 the
  *                                       guard's lock, 1 the range's, 2 the guard's unlock
  *   fsize(fd)                        -> the file's size (fstat), or -errno: no Stats object
+ *   deflateRaw(body)                 -> raw DEFLATE of the Uint8Array `body` (level 1, windowBits
+ *                                       12, memLevel 9: what src/format/compress.ts asks of
+ *                                       node:zlib), a new Buffer, or null when it is not smaller
+ *                                       than `body`. Uses the zlib inside the running Node (found
+ *                                       with dlsym), one z_stream per environment, reset after each
+ *                                       body: no stream made and torn down per call. Absent where
+ *                                       Node's zlib is not found (and on Windows)
  *   ofdAvailable                     -> true if F_OFD_SETLK/F_OFD_GETLK work here
  *   type: 0 = read (F_RDLCK), 1 = write (F_WRLCK), 2 = unlock (F_UNLCK)
  *   ofd:  true = open-file-description locks (Linux >= 3.15), false = classic
@@ -30,10 +37,14 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #ifndef _WIN32
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <zlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
@@ -235,6 +246,131 @@ static void probe_ofd(void) {
 #endif
 }
 
+/*
+ * deflateRaw: the zlib node:zlib uses, resolved at load from the running process: its plain names
+ * (exported by the node binary, or the system library where Node links it). Node's binary also exports
+ * a second copy, Chromium's, as Cr_z_*: used only where the plain names are missing (its streams differ
+ * from node:zlib's, still raw DEFLATE). The types come from the zlib.h that Node's headers ship;
+ * deflateInit2_ checks the version and the z_stream size against the library's.
+ */
+typedef int (*deflate_init2_fn)(z_streamp, int, int, int, int, int, const char *, int);
+typedef int (*deflate_fn)(z_streamp, int);
+typedef int (*deflate_end_fn)(z_streamp);
+
+static deflate_init2_fn z_init2;
+static deflate_fn z_deflate;
+static deflate_end_fn z_reset;
+static deflate_end_fn z_end;
+
+static void *find_z(const char *name) {
+  char prefixed[64];
+  snprintf(prefixed, sizeof(prefixed), "Cr_z_%s", name);
+  void *f = dlsym(RTLD_DEFAULT, name);
+  return f != NULL ? f : dlsym(RTLD_DEFAULT, prefixed);
+}
+
+static int probe_zlib(void) {
+  z_init2 = (deflate_init2_fn)find_z("deflateInit2_");
+  z_deflate = (deflate_fn)find_z("deflate");
+  z_reset = (deflate_end_fn)find_z("deflateReset");
+  z_end = (deflate_end_fn)find_z("deflateEnd");
+  return z_init2 != NULL && z_deflate != NULL && z_reset != NULL && z_end != NULL;
+}
+
+/* One per napi environment (the main thread, each worker): a stream kept between bodies, and an
+ * output buffer kept while it is at most KEEP_OUT bytes. */
+#define KEEP_OUT (1024 * 1024)
+typedef struct {
+  z_stream strm;
+  int ready;
+  unsigned char *out;
+  size_t out_cap;
+} deflater;
+
+static void deflater_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  deflater *d = data;
+  if (d->ready) z_end(&d->strm);
+  free(d->out);
+  free(d);
+}
+
+static napi_value DeflateRaw(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "deflateRaw(body): body must be a Uint8Array");
+    return NULL;
+  }
+  if (len < 2 || len > 0x7fffffff) { /* nothing smaller to gain; zlib's counts are 32-bit */
+    CHECK(napi_get_null(env, &result));
+    return result;
+  }
+  deflater *d;
+  CHECK(napi_get_instance_data(env, (void **)&d));
+  if (d == NULL) {
+    d = calloc(1, sizeof(*d));
+    if (d == NULL || napi_set_instance_data(env, d, deflater_free, NULL) != napi_ok) {
+      free(d);
+      napi_throw_error(env, NULL, "deflateRaw: out of memory");
+      return NULL;
+    }
+  }
+  if (!d->ready) {
+    if (z_init2(&d->strm, 1, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY, ZLIB_VERSION, (int)sizeof(z_stream)) != Z_OK) {
+      napi_throw_error(env, NULL, "deflateRaw: deflateInit2 failed");
+      return NULL;
+    }
+    d->ready = 1;
+  }
+  /* Room for one byte less than the body: a stream that does not end there is not smaller. */
+  size_t room = len - 1;
+  unsigned char *out = d->out;
+  if (room > d->out_cap) {
+    out = malloc(room);
+    if (out == NULL) {
+      napi_throw_error(env, NULL, "deflateRaw: out of memory");
+      return NULL;
+    }
+    if (room <= KEEP_OUT) {
+      free(d->out);
+      d->out = out;
+      d->out_cap = room;
+    }
+  }
+  d->strm.next_in = data;
+  d->strm.avail_in = (uInt)len;
+  d->strm.next_out = out;
+  d->strm.avail_out = (uInt)room;
+  int rc = z_deflate(&d->strm, Z_FINISH);
+  size_t produced = room - d->strm.avail_out;
+  int reset = z_reset(&d->strm);
+  napi_status st = napi_ok;
+  if (rc == Z_STREAM_END) {
+    void *copy;
+    st = napi_create_buffer_copy(env, produced, out, &copy, &result);
+  } else if (rc == Z_OK || rc == Z_BUF_ERROR) {
+    st = napi_get_null(env, &result); /* did not fit: not smaller */
+  } else {
+    if (out != d->out) free(out);
+    napi_throw_error(env, NULL, "deflateRaw: deflate failed");
+    return NULL;
+  }
+  if (out != d->out) free(out);
+  if (reset != Z_OK) { /* a stream that cannot be reset is made again at the next call */
+    z_end(&d->strm);
+    d->ready = 0;
+  }
+  CHECK(st);
+  return result;
+}
+
 #else /* _WIN32 */
 
 static napi_value Unsupported(napi_env env, napi_callback_info info) {
@@ -248,6 +384,8 @@ static napi_value Unsupported(napi_env env, napi_callback_info info) {
 #define Fsize Unsupported
 static const int ofd_available = 0;
 static void probe_ofd(void) {}
+static int probe_zlib(void) { return 0; }
+#define DeflateRaw Unsupported
 
 #endif
 
@@ -262,6 +400,10 @@ static napi_value Init(napi_env env, napi_value exports) {
   CHECK(napi_set_named_property(env, exports, "lockShared", fn));
   CHECK(napi_create_function(env, "fsize", NAPI_AUTO_LENGTH, Fsize, NULL, &fn));
   CHECK(napi_set_named_property(env, exports, "fsize", fn));
+  if (probe_zlib()) {
+    CHECK(napi_create_function(env, "deflateRaw", NAPI_AUTO_LENGTH, DeflateRaw, NULL, &fn));
+    CHECK(napi_set_named_property(env, exports, "deflateRaw", fn));
+  }
   CHECK(napi_get_boolean(env, ofd_available != 0, &flag));
   CHECK(napi_set_named_property(env, exports, "ofdAvailable", flag));
   return exports;

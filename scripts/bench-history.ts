@@ -323,7 +323,9 @@ function codec(journal: string): { bytes: number; stored: number; compressMBs: n
         s.offset + SNAPSHOT_HEADER_SIZE,
         s.length - SNAPSHOT_HEADER_SIZE - SNAPSHOT_TRAILER_SIZE,
       );
-      bodies.push((s.flags & FLAG_COMPRESSED) !== 0 ? inflateBody(stored, maxBodyLength(s)) : stored);
+      bodies.push(
+        (s.flags & FLAG_COMPRESSED) !== 0 ? inflateBody(stored, maxBodyLength(s), s.flags) : stored,
+      );
     }
   } finally {
     f.close();

@@ -272,6 +272,57 @@ describe('open', () => {
     });
   }
 
+  for (const durability of ['journal', 'sqlite'] as const) {
+    test(`durability ${durability}: the writer's own commits keep its -wal answered without a stat, and native SQLite switching to WAL mode after them, or after a rollback, is still seen`, async () => {
+      const fileSize = nodeRuntime.fs.fileSize.bind(nodeRuntime.fs);
+      let walStats = 0;
+      nodeRuntime.fs.fileSize = (p: string): number => {
+        if (p.endsWith('-wal')) walStats++;
+        return fileSize(p);
+      };
+      const dir = tempDir();
+      const dbPath = path.join(dir, 'own.db');
+      try {
+        const db = await open(dbPath, { durability, onWarning: () => {} });
+        try {
+          db.exec('CREATE TABLE t(a)');
+          const ins = db.prepare('INSERT INTO t VALUES (?)');
+          const count = (): number => (db.prepare('select count(*) as n from t').get() as { n: number }).n;
+          for (const round of [0, 1]) {
+            walStats = 0;
+            for (let i = 0; i < 20; i++) ins.run(i);
+            assert.ok(walStats <= 1, `${walStats} stats of -wal for 20 commits`);
+            db.exec('BEGIN; INSERT INTO t VALUES (-1)');
+            if (round === 1) {
+              db.exec('ROLLBACK');
+              const n = new BetterSqlite3(dbPath);
+              try {
+                assert.equal(n.pragma('journal_mode = WAL', { simple: true }), 'wal');
+                n.exec('INSERT INTO t VALUES (99)');
+                // The writer's next transaction, after its rollback, sees the switch (and refuses).
+                assert.throws(count, /unable to open database file/);
+                assert.throws(() => ins.run(100), /unable to open database file/);
+              } finally {
+                n.close();
+              }
+            } else {
+              db.exec('COMMIT');
+              assert.equal(count(), 21);
+            }
+          }
+        } finally {
+          try {
+            db.close();
+          } catch {
+            // The switch to WAL mode may keep the close from finishing: not what this test is about.
+          }
+        }
+      } finally {
+        nodeRuntime.fs.fileSize = fileSize;
+      }
+    });
+  }
+
   test('a second writer is refused, in another process and in this one', async () => {
     const dir = tempDir();
     const dbPath = path.join(dir, 'two.db');

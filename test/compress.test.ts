@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 import {
+  BODY_CODEC_FLAGS,
   BodyCompressor,
   compressBody,
   encodeSnapshotHeader,
   FLAG_COMPRESSED,
+  FLAG_ZSTD,
   inflateBody,
   JournalFormatError,
   JournalReader,
@@ -14,10 +20,15 @@ import {
   memorySource,
   SNAPSHOT_HEADER_SIZE,
   SnapshotBodyWriter,
+  useKeptDeflate,
+  useZstd,
   walkPatches,
   xxh64,
+  zstdCodec,
+  zstdFrameContentSize,
 } from '../src/format/index.js';
 import { open, openAt } from '../src/node/index.js';
+import { prng } from './helpers/prng.js';
 import { assertReplay, cleanupTempDirs, journalOf, tempDir } from './helpers/util.js';
 
 after(cleanupTempDirs);
@@ -58,7 +69,7 @@ test('BodyCompressor passes bodies past its limit through uncompressed, byte for
   const body = new SnapshotBodyWriter(512, packer.sink);
   for (let p = 1; p <= 8; p++) body.addFullPage(p, new Uint8Array(512).fill(p));
   body.finish();
-  assert.equal(packer.finish(), false);
+  assert.equal(packer.finish(), 0);
   const joined = Buffer.concat(out);
   assert.equal(joined.length, body.length);
   assert.equal(joined[6], 1);
@@ -68,7 +79,7 @@ test('BodyCompressor passes bodies past its limit through uncompressed, byte for
   const b2 = new SnapshotBodyWriter(512, p2.sink);
   b2.addFullPage(1, new Uint8Array(512).fill(7));
   b2.finish();
-  assert.equal(p2.finish(), true);
+  assert.equal(p2.finish() & FLAG_COMPRESSED, FLAG_COMPRESSED);
   assert.ok(Buffer.concat(small).length < b2.length);
 });
 
@@ -173,10 +184,10 @@ test('journals without compressed bodies (older writers), or mixing both, replay
         continue;
       }
       plain++;
-      const body = inflateBody(stored, 1 << 30);
+      const body = inflateBody(stored, 1 << 30, s.flags);
       const header = encodeSnapshotHeader({
         ...s,
-        flags: s.flags & ~FLAG_COMPRESSED,
+        flags: s.flags & ~BODY_CODEC_FLAGS,
         length: body.length + 72,
       });
       const trailer = new Uint8Array(8);
@@ -196,4 +207,219 @@ test('journals without compressed bodies (older writers), or mixing both, replay
     assert.deepEqual(view.prepare('SELECT * FROM t ORDER BY id').raw(true).all(), want);
     view.close();
   }
+});
+
+test("the addon's kept-stream deflateRaw makes node:zlib's bytes, null when not smaller, and the writer uses it", async () => {
+  const require = createRequire(import.meta.url);
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const addon = (require('node-gyp-build') as (dir: string) => { deflateRaw?: KeptDeflate })(
+    path.join(root, 'native'),
+  );
+  assert.ok(addon.deflateRaw, 'the addon has deflateRaw (rebuild native/ if this fails)');
+  const deflateRaw = addon.deflateRaw;
+  const want = (b: Uint8Array): Buffer | null => {
+    const p = zlib.deflateRawSync(b, { level: 1, windowBits: 12, memLevel: 9 });
+    return p.length < b.length ? p : null;
+  };
+  const rand = prng(18);
+  const text = (n: number): Uint8Array =>
+    Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 16).toString(16)).join(''));
+  const noise = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
+  // Small and large, compressible and not, past the 1 MiB output the addon keeps, in an order where a
+  // body that did not fit comes before ones that do (the stream is reset either way).
+  const bodies = [
+    text(540),
+    noise(540),
+    text(64),
+    new Uint8Array(2),
+    noise(3),
+    text(56 * 1024),
+    noise(70_000),
+    text(3 * 1024 * 1024),
+    new Uint8Array(2 * 1024 * 1024),
+    text(540),
+  ];
+  for (const b of bodies) {
+    const got = deflateRaw(b);
+    const expected = want(b);
+    if (expected === null) assert.equal(got, null, `${b.length} bytes: not smaller, so null`);
+    else {
+      assert.ok(got, `${b.length} bytes: compressed`);
+      assert.ok(Buffer.from(got).equals(expected), `${b.length} bytes: node:zlib's bytes`);
+      assert.ok(zlib.inflateRawSync(got).equals(Buffer.from(b)));
+    }
+  }
+  assert.throws(() => deflateRaw('text' as unknown as Uint8Array), TypeError);
+
+  // A writer compresses through it once the addon is loaded (its locks load it), where it writes DEFLATE.
+  let calls = 0;
+  const file = path.join(tempDir(), 'kept.db');
+  const db = await open(file);
+  const zstd = zstdCodec();
+  useZstd(undefined);
+  useKeptDeflate((b) => {
+    calls++;
+    return deflateRaw(b);
+  });
+  try {
+    db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    for (let i = 0; i < 5; i++) db.prepare('INSERT INTO t(v) VALUES (?)').run(`value ${i} `.repeat(100));
+  } finally {
+    useKeptDeflate(deflateRaw);
+    useZstd(zstd);
+    db.close();
+  }
+  assert.ok(calls >= 5, `the writer compressed ${calls} bodies through it`);
+  await assertReplay(file, 'kept-stream bodies');
+});
+
+type KeptDeflate = (body: Uint8Array) => Uint8Array | null;
+
+test('zstd bodies (flags bit 4): a writer with zstd-napi writes them; they replay and view the same natively and with fzstd, and mixed with DEFLATE bodies of an older writer', async () => {
+  await loadHash();
+  const zstd = zstdCodec();
+  assert.ok(zstd?.compress, 'zstd-napi is installed here (npm install): the writer compresses with zstd');
+  const file = path.join(tempDir(), 'zstd.db');
+  const rows = (db: Awaited<ReturnType<typeof open>>, from: number): void => {
+    for (let i = from; i < from + 6; i++)
+      db.prepare('INSERT INTO t(v) VALUES (?)').run(`row ${i} `.repeat(150));
+  };
+  // An older writer: DEFLATE bodies (txids 1-7).
+  useZstd(undefined);
+  try {
+    const db = await open(file);
+    db.exec('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)');
+    rows(db, 0);
+    db.close();
+  } finally {
+    useZstd(zstd);
+  }
+  // This one: zstd bodies after them.
+  const db = await open(file);
+  rows(db, 6);
+  db.exec('UPDATE t SET v = upper(v) WHERE id % 2 = 0');
+  const want = db.prepare('SELECT * FROM t ORDER BY id').raw(true).all();
+  db.close();
+  const bytes = new Uint8Array(fs.readFileSync(journalOf(file)));
+  const codecs = new Map<string, number>();
+  for (const s of new JournalReader(memorySource(bytes), { verify: true }).snapshots()) {
+    const codec = !(s.flags & FLAG_COMPRESSED) ? 'plain' : s.flags & FLAG_ZSTD ? 'zstd' : 'deflate';
+    codecs.set(codec, (codecs.get(codec) ?? 0) + 1);
+    if (s.txid <= 7n) assert.notEqual(codec, 'zstd', `txid ${s.txid}: written before zstd`);
+  }
+  assert.ok((codecs.get('zstd') ?? 0) >= 6 && (codecs.get('deflate') ?? 0) >= 5, JSON.stringify([...codecs]));
+  // Natively (zstd-napi), then with fzstd (a browser, or Node without zstd-napi): the same states.
+  const seen: unknown[][] = [];
+  for (const codec of [zstd, undefined]) {
+    useZstd(codec);
+    try {
+      await assertReplay(file, codec ? 'zstd-napi' : 'fzstd');
+      const states: unknown[] = [];
+      for (const at of [4n, 7n, 9n, 13n, 14n]) {
+        const view = await openAt(file, at);
+        states.push(view.prepare('SELECT * FROM t ORDER BY id').raw(true).all());
+        view.close();
+      }
+      assert.deepEqual(states[states.length - 1], want);
+      seen.push(states);
+    } finally {
+      useZstd(zstd);
+    }
+  }
+  assert.deepEqual(seen[0], seen[1]);
+});
+
+test('a zstd body is one frame that declares its size, at most what its header allows: checked before decompressing', async () => {
+  const zstd = zstdCodec()!;
+  const body = Buffer.from('patch bytes '.repeat(500));
+  const frame = zstd.compress!(body);
+  assert.equal(zstdFrameContentSize(frame), body.length);
+  for (const codec of [zstd, undefined]) {
+    useZstd(codec);
+    try {
+      assert.ok(Buffer.from(inflateBody(frame, body.length, FLAG_COMPRESSED | FLAG_ZSTD)).equals(body));
+      // More than the snapshot's header allows: refused from the frame header alone.
+      assert.throws(() => inflateBody(frame, body.length - 1, FLAG_COMPRESSED | FLAG_ZSTD), /inflates past/);
+      // Not one whole frame: trailing bytes, a second frame, a cut one, not zstd at all.
+      const bad: [Uint8Array, RegExp][] = [
+        [Buffer.concat([frame, Buffer.from([0])]), /bytes after the Zstandard frame/],
+        [Buffer.concat([frame, frame]), /bytes after the Zstandard frame/],
+        [frame.subarray(0, frame.length - 3), /truncated/],
+        [compressBody(body)!, /not a Zstandard frame/],
+      ];
+      for (const [b, why] of bad) {
+        assert.throws(() => inflateBody(b, 1 << 20, FLAG_COMPRESSED | FLAG_ZSTD), why);
+      }
+      // A frame that declares fewer bytes than it holds, or more: an error, never the declared size's
+      // worth of cut or padded bytes (fzstd alone returns those for a single-segment frame).
+      assert.equal(frame[4]! >> 6, 1, 'a 2-byte content size field (value - 256) at offset 5 or 6');
+      const at = (frame[4]! & 0x20) !== 0 ? 5 : 6;
+      for (const delta of [-100, 100]) {
+        const lying = Buffer.from(frame);
+        lying.writeUInt16LE(body.length - 256 + delta, at);
+        assert.throws(() => inflateBody(lying, 1 << 20, FLAG_COMPRESSED | FLAG_ZSTD), /does not inflate/);
+      }
+    } finally {
+      useZstd(zstd);
+    }
+  }
+  // Without a content size or a content checksum (zstd-napi can write those; our writer never does).
+  const z = createRequire(import.meta.url)('zstd-napi') as {
+    compress(b: Uint8Array, p: { contentSizeFlag?: boolean; checksumFlag?: boolean }): Uint8Array;
+  };
+  assert.throws(
+    () =>
+      inflateBody(
+        z.compress(body, { contentSizeFlag: false, checksumFlag: true }),
+        1 << 20,
+        FLAG_COMPRESSED | FLAG_ZSTD,
+      ),
+    /does not declare its content size/,
+  );
+  assert.throws(
+    () => inflateBody(z.compress(body, { checksumFlag: false }), 1 << 20, FLAG_COMPRESSED | FLAG_ZSTD),
+    /without its content checksum/,
+  );
+});
+
+test('MYCELITE_BODY_CODEC=deflate: a writer with zstd-napi still writes DEFLATE bodies (for older readers)', async () => {
+  const index = new URL('../src/node/index.js', import.meta.url).href;
+  const format = new URL('../src/format/index.js', import.meta.url).href;
+  const dir = tempDir();
+  const script = `
+    const { open } = await import(${JSON.stringify(index)});
+    const F = await import(${JSON.stringify(format)});
+    const fs = await import('node:fs');
+    await F.loadHash();
+    const file = ${JSON.stringify(path.join(dir, 'd.db'))};
+    const db = await open(file);
+    db.exec('CREATE TABLE t(v)');
+    for (let i = 0; i < 4; i++) db.prepare('INSERT INTO t VALUES (?)').run('abc '.repeat(300));
+    db.close();
+    const bytes = new Uint8Array(fs.readFileSync(file + '-mycelite/journal'));
+    const flags = [...new F.JournalReader(F.memorySource(bytes)).snapshots()].map((s) => s.flags);
+    console.log(JSON.stringify({ flags, zstd: F.zstdCodec() !== undefined }));
+  `;
+  const run = (codec: string | undefined): { flags: number[]; zstd: boolean } => {
+    const env = { ...process.env };
+    if (codec === undefined) delete env['MYCELITE_BODY_CODEC'];
+    else env['MYCELITE_BODY_CODEC'] = codec;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    fs.rmSync(path.join(dir, 'd.db'), { force: true });
+    fs.rmSync(path.join(dir, 'd.db-mycelite'), { recursive: true, force: true });
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  };
+  const deflate = run('deflate');
+  assert.ok(deflate.zstd, 'zstd bodies are still read natively');
+  assert.ok(deflate.flags.some((f) => f & FLAG_COMPRESSED));
+  assert.ok(
+    deflate.flags.every((f) => (f & FLAG_ZSTD) === 0),
+    JSON.stringify(deflate.flags),
+  );
+  const zstd = run(undefined);
+  assert.ok(
+    zstd.flags.some((f) => f & FLAG_ZSTD),
+    JSON.stringify(zstd.flags),
+  );
 });

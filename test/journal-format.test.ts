@@ -145,7 +145,10 @@ describe('snapshot header', () => {
       /page size 3000/,
     );
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, length: 71 }))), /length 71/);
-    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 18 }))), /flags 0x12/);
+    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 34 }))), /flags 0x22/);
+    // Bit 4 (zstd) says how a compressed body is stored: never without bit 1.
+    assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 16 }))), /zstd without/);
+    assert.equal(typeof decodeSnapshotHeader(encodeSnapshotHeader({ ...h, flags: 18 })), 'object');
     assert.match(String(decodeSnapshotHeader(encodeSnapshotHeader({ ...h, patchCount: 2 }))), /2 patches/);
   });
 });

@@ -20,7 +20,6 @@ import { ShadowFile } from '../files/shadow-file.js';
 import {
   BODY_CHUNK_SIZE,
   BodyCompressor,
-  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   pageTerm,
   SnapshotBodyWriter,
@@ -701,7 +700,7 @@ export class Capture {
         {
           pageSize,
           dbPages,
-          flags: (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
+          flags: (full ? FLAG_FULL_IMAGE : 0) | compressed,
           postChecksum: checksum,
           commitTag: this.nonce,
         },

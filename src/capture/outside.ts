@@ -10,7 +10,6 @@ import type { FileHandle } from '../files/file-system.js';
 import {
   BODY_CHUNK_SIZE,
   BodyCompressor,
-  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   FLAG_OUTSIDE,
   pageTerm,
@@ -116,7 +115,7 @@ export function appendChange(
       {
         pageSize,
         dbPages,
-        flags: (options.flags ?? 0) | (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
+        flags: (options.flags ?? 0) | (full ? FLAG_FULL_IMAGE : 0) | compressed,
         postChecksum: checksum,
         commitTag: 0,
       },

@@ -18,7 +18,7 @@ export const PATCH_HEADER_SIZE = 6;
 export const RUN_HEADER_SIZE = 4;
 /** Snapshot flag: the body holds every page of the database in full. */
 export const FLAG_FULL_IMAGE = 1;
-/** Snapshot flag: the stored body is one raw DEFLATE stream of the patches. */
+/** Snapshot flag: the stored body is the patches compressed: one raw DEFLATE stream (or see FLAG_ZSTD). */
 export const FLAG_COMPRESSED = 2;
 /**
  * Snapshot flag: the snapshot stands for several transactions, those after the previous snapshot up to its
@@ -31,8 +31,16 @@ export const FLAG_MERGED = 4;
  * the snapshot applies like any other.
  */
 export const FLAG_OUTSIDE = 8;
+/**
+ * Snapshot flag, only with FLAG_COMPRESSED: the stored body is one Zstandard frame (RFC 8878) instead of
+ * a raw DEFLATE stream.
+ */
+export const FLAG_ZSTD = 16;
 /** Every snapshot flag this version knows. */
-export const KNOWN_SNAPSHOT_FLAGS = FLAG_FULL_IMAGE | FLAG_COMPRESSED | FLAG_MERGED | FLAG_OUTSIDE;
+export const KNOWN_SNAPSHOT_FLAGS =
+  FLAG_FULL_IMAGE | FLAG_COMPRESSED | FLAG_MERGED | FLAG_OUTSIDE | FLAG_ZSTD;
+/** The flags saying how a body is stored (cleared together when a reader keeps it inflated). */
+export const BODY_CODEC_FLAGS = FLAG_COMPRESSED | FLAG_ZSTD;
 /** Smallest and largest SQLite page sizes. */
 export const MIN_PAGE_SIZE = 512;
 export const MAX_PAGE_SIZE = 65536;

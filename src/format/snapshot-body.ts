@@ -170,7 +170,7 @@ export function walkPatches(src: ByteSource, offset: number, h: SnapshotHeader, 
   if (compressed) {
     let body: Uint8Array;
     try {
-      body = inflateBody(src.read(bodyStart, bodyEnd - bodyStart), maxBodyLength(h));
+      body = inflateBody(src.read(bodyStart, bodyEnd - bodyStart), maxBodyLength(h), h.flags);
     } catch (e) {
       throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, bodyStart, h.txid);
     }

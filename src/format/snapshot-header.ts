@@ -1,5 +1,7 @@
 /** The 64-byte snapshot header (docs/FORMAT.md, "Snapshot header"). */
 import {
+  FLAG_COMPRESSED,
+  FLAG_ZSTD,
   isPageSize,
   KNOWN_SNAPSHOT_FLAGS,
   SNAPSHOT_HEADER_SIZE,
@@ -71,6 +73,8 @@ export function decodeSnapshotHeader(bytes: Uint8Array): SnapshotHeader | string
     return `snapshot length ${h.length} is too small`;
   if (!isPageSize(h.pageSize)) return `page size ${h.pageSize} is not a power of two in 512..65536`;
   if ((h.flags & ~KNOWN_SNAPSHOT_FLAGS) !== 0) return `unknown snapshot flags 0x${h.flags.toString(16)}`;
+  if ((h.flags & FLAG_ZSTD) !== 0 && (h.flags & FLAG_COMPRESSED) === 0)
+    return `snapshot flags 0x${h.flags.toString(16)}: zstd without compressed`;
   if (h.patchCount > h.dbPages) return `${h.patchCount} patches for a database of ${h.dbPages} pages`;
   return h;
 }

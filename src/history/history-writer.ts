@@ -12,7 +12,6 @@ import {
   encodeFileHeader,
   encodeSnapshotHeader,
   type FileHeader,
-  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   SNAPSHOT_HEADER_SIZE,
   SNAPSHOT_TRAILER_SIZE,
@@ -82,7 +81,7 @@ export class HistoryWriter {
     const compressed = compressor.finish();
     const h: SnapshotHeader = {
       ...fields,
-      flags: fields.flags | (compressed ? FLAG_COMPRESSED : 0),
+      flags: fields.flags | compressed,
       length: this.end + SNAPSHOT_TRAILER_SIZE - start,
       patchCount: body.patchCount,
     };

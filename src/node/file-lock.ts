@@ -32,6 +32,7 @@ import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { useKeptDeflate } from '../format/compress.js';
 
 /** The kind of lock to request: shared (`F_RDLCK`), exclusive (`F_WRLCK`) or release (`F_UNLCK`). */
 export type LockKind = 'read' | 'write' | 'unlock';
@@ -113,6 +114,11 @@ interface NativeBinding {
   lockShared?(fd: number, guard: number, start: number, len: number, ofd: boolean): number;
   /** The file's size, or -errno; absent from an addon built before it. */
   fsize?(fd: number): number;
+  /**
+   * Raw DEFLATE of `body` as src/format/compress.ts makes it, from a stream the addon keeps; null when
+   * not smaller. Absent from an addon built before it, and where Node's zlib was not found.
+   */
+  deflateRaw?(body: Uint8Array): Uint8Array | null;
   readonly ofdAvailable: boolean;
 }
 
@@ -123,7 +129,11 @@ interface NativeBinding {
  */
 let loaded: NativeBinding | null = null;
 function binding(): NativeBinding {
-  if (loaded === null) loaded = loadBinding();
+  if (loaded === null) {
+    loaded = loadBinding();
+    // Snapshot bodies are compressed by the addon's kept stream from here on (same bytes).
+    if (loaded.deflateRaw) useKeptDeflate(loaded.deflateRaw);
+  }
   return loaded;
 }
 

@@ -3,6 +3,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Runtime } from '../files/file-system.js';
 import { NodeFileSystem } from './node-fs.js';
+import { loadZstd } from './zstd.js';
+
+// Snapshot bodies as zstd frames where zstd-napi is installed (src/node/zstd.ts).
+loadZstd();
 
 let counter = 0;
 

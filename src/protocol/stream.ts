@@ -5,6 +5,7 @@
  * structure, chain) before it is handed out, so nothing partial or damaged is ever applied or stored.
  */
 import {
+  BODY_CODEC_FLAGS,
   checkSnapshotChecksum,
   decodeFileHeader,
   decodeSnapshotHeader,
@@ -70,11 +71,11 @@ export interface UnpackedSnapshot {
 export function unpackSnapshot(bytes: Uint8Array, h: SnapshotHeader): UnpackedSnapshot {
   if ((h.flags & FLAG_COMPRESSED) === 0) return { bytes, header: h };
   const stored = bytes.subarray(SNAPSHOT_HEADER_SIZE, h.length - SNAPSHOT_TRAILER_SIZE);
-  const body = inflateBody(stored, maxBodyLength(h));
+  const body = inflateBody(stored, maxBodyLength(h), h.flags);
   const length = SNAPSHOT_HEADER_SIZE + body.length + SNAPSHOT_TRAILER_SIZE;
   const out = new Uint8Array(length);
   out.set(body, SNAPSHOT_HEADER_SIZE);
-  return { bytes: out, header: { ...h, flags: h.flags & ~FLAG_COMPRESSED, length } };
+  return { bytes: out, header: { ...h, flags: h.flags & ~BODY_CODEC_FLAGS, length } };
 }
 
 /** Parses a push body or a read stream chunk by chunk. Throws JournalFormatError at the first problem. */

@@ -7,7 +7,6 @@ import { appendChange, type Pages } from '../capture/outside.js';
 import {
   BODY_CHUNK_SIZE,
   BodyCompressor,
-  FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
   FLAG_OUTSIDE,
   pageTerm,
@@ -240,7 +239,7 @@ export abstract class WalCapture extends SidecarState {
         {
           pageSize,
           dbPages,
-          flags: (full ? FLAG_FULL_IMAGE : 0) | (compressed ? FLAG_COMPRESSED : 0),
+          flags: (full ? FLAG_FULL_IMAGE : 0) | compressed,
           postChecksum: checksum,
           commitTag: 0,
         },

@@ -6,6 +6,7 @@
  */
 
 import {
+  BODY_CODEC_FLAGS,
   type ByteSource,
   FLAG_COMPRESSED,
   FLAG_FULL_IMAGE,
@@ -111,7 +112,7 @@ export class PageIndex {
       } else {
         // Walk the inflated body in memory (positions are then offsets in it) and keep it for reads.
         const body = this.body(i, s);
-        const plain = { ...s, flags: s.flags & ~FLAG_COMPRESSED, length: body.length + FRAME };
+        const plain = { ...s, flags: s.flags & ~BODY_CODEC_FLAGS, length: body.length + FRAME };
         walkPatches(memorySource(body), -SNAPSHOT_HEADER_SIZE, plain, visit);
       }
     }
@@ -171,7 +172,7 @@ export class PageIndex {
     }
     const start = s.offset + SNAPSHOT_HEADER_SIZE;
     try {
-      b = inflateBody(this.journal.read(start, s.length - FRAME), maxBodyLength(s));
+      b = inflateBody(this.journal.read(start, s.length - FRAME), maxBodyLength(s), s.flags);
     } catch (e) {
       throw new JournalFormatError(`bad snapshot body: ${(e as Error).message}`, start, s.txid);
     }

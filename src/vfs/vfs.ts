@@ -54,6 +54,13 @@ interface OpenFile {
  * SQLite holds SHARED. So while the bytes read under this lock equal those a stat found no `-wal` at, no
  * `-wal` appeared that matters: SQLite is answered from that. (A file already switched to WAL mode fails
  * every transaction on its header bytes 18–19 whatever the answer: this VFS has no shared memory.)
+ *
+ * The writer's own commit moves the counter too: when `-wal` was found absent under the lock that
+ * commit held throughout (its SHARED, then RESERVED and EXCLUSIVE), the bytes 24–39 it committed are
+ * also bytes no `-wal` matters at — nobody else could commit in between, and the next commit by anyone
+ * moves the counter again. So a writer's next transaction is answered without a stat too. They are taken
+ * at `SQLITE_FCNTL_COMMIT_PHASETWO` only, from SQLite's writes since the last unlock (a transaction
+ * rolled back unlocks without it: its header never reached the file and counts for nothing).
  */
 interface WalWatch {
   /** Bytes 24–39 as read under the current lock; `seen` false until then (and after a write there). */
@@ -62,6 +69,10 @@ interface WalWatch {
   /** Bytes 24–39 when a stat last found no `-wal`; `known` false when that is not established. */
   absentAt: Uint8Array;
   known: boolean;
+  /** `-wal` was answered absent under the current lock (from a stat or from `absentAt`). */
+  absentNow: boolean;
+  /** Bytes 24–39 SQLite wrote under the current lock, for its commit; undefined if none, or partly. */
+  written: Uint8Array | undefined;
 }
 
 const HEADER_AT = 24;
@@ -108,8 +119,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
   };
   const heap = (p: number, n: number): Uint8Array => wasm.heap8u().subarray(p, p + n);
   /**
-   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess at every
-   * transaction), decoded once per pointer: a hit is checked byte for byte against the memory there.
+   * C strings SQLite passes again and again (a pager's journal and WAL names, to xAccess, and the
+   * journal's to xOpen and xDelete, at every transaction; the pragma name of the SQLITE_FCNTL_PRAGMA it
+   * sends at every transaction), decoded once per pointer: a hit is checked byte for byte against the
+   * memory there.
    */
   const names = new Map<number, { name: string; bytes: Uint8Array }>();
   const nameAt = (z: number): string => {
@@ -181,6 +194,13 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         }
         if (op === capi.SQLITE_FCNTL_COMMIT_PHASETWO) {
           f.capture?.onCommitPhaseTwo();
+          const wal = f.wal;
+          // Not with locking_mode=EXCLUSIVE, where SQLite asks no more and a rollback does not unlock.
+          if (wal?.absentNow && wal.written && !f.exclusive) {
+            wal.absentAt.set(wal.written);
+            wal.known = true;
+          }
+          if (wal) wal.written = undefined;
           return 0;
         }
         if (op === capi.SQLITE_FCNTL_PRAGMA && f.capture) return pragma(f, pArg);
@@ -200,7 +220,11 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xLock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
-        if (f.wal && level === 1) f.wal.seen = false;
+        if (f.wal && level === 1) {
+          f.wal.seen = false;
+          f.wal.absentNow = false;
+          f.wal.written = undefined;
+        }
         const ok = f.handle.lock ? f.handle.lock(level as LockLevel) : f.locks!.lock(level as LockLevel);
         if (ok) f.capture?.onLock(level);
         return ok ? 0 : capi.SQLITE_BUSY;
@@ -276,7 +300,14 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xUnlock(pFile: number, level: number): number {
       try {
         const f = file(pFile);
-        if (f.wal && level === 0) f.wal.seen = false;
+        if (f.wal) {
+          // A transaction that ends without its COMMIT_PHASETWO (a rollback) leaves nothing to take.
+          f.wal.written = undefined;
+          if (level === 0) {
+            f.wal.seen = false;
+            f.wal.absentNow = false;
+          }
+        }
         let failed: unknown;
         try {
           f.capture?.onUnlock(level);
@@ -296,8 +327,14 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const f = file(pFile);
         const at = Number(offset);
         if (f.capture) f.capture.beforeWrite(at, n);
-        if (f.wal && at < HEADER_AT + HEADER_LEN && at + n > HEADER_AT) f.wal.seen = false;
         const bytes = heap(pSrc, n);
+        if (f.wal && at < HEADER_AT + HEADER_LEN && at + n > HEADER_AT) {
+          f.wal.seen = false;
+          f.wal.written =
+            at <= HEADER_AT && at + n >= HEADER_AT + HEADER_LEN
+              ? bytes.slice(HEADER_AT - at, HEADER_AT - at + HEADER_LEN)
+              : undefined;
+        }
         if (f.journalOf) f.journalOf.onRollbackJournalWrite(at, bytes);
         f.handle.write(bytes, at);
         return 0;
@@ -314,7 +351,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
    * shared memory, which Mycelite does not capture: refused, as is `journal_mode=OFF`.
    */
   const pragma = (f: OpenFile, pArg: number): number => {
-    const name = wasm.cstrToJs(wasm.peekPtr(pArg + 4) as number)?.toLowerCase();
+    // SQLite 3.54 sends one of these at every transaction (`experimental_pragma_20251114`): its name is
+    // decoded once per pointer, and the value only for the two pragmas looked at.
+    const name = nameAt(wasm.peekPtr(pArg + 4) as number).toLowerCase();
+    if (name !== 'locking_mode' && name !== 'journal_mode') return capi.SQLITE_NOTFOUND;
     const valuePtr = wasm.peekPtr(pArg + 8) as number;
     const value = valuePtr ? wasm.cstrToJs(valuePtr)?.toLowerCase() : undefined;
     if (name === 'locking_mode' && (value === 'exclusive' || value === 'normal')) {
@@ -339,6 +379,10 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
 
   const ioStruct = new capi.sqlite3_io_methods();
   (ioStruct as unknown as { $iVersion: number }).$iVersion = 1;
+  const ioPtr = ioStruct.pointer as number;
+  const pMethodsAt = (
+    capi.sqlite3_file as unknown as { structInfo: { members: { pMethods: { offset: number } } } }
+  ).structInfo.members.pMethods.offset;
 
   const vfsStruct = new capi.sqlite3_vfs();
   const pDefault = capi.sqlite3_vfs_find(null);
@@ -360,6 +404,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         const p = nameAt(zName);
         const wal = walWatched.get(p)?.wal;
         if (wal?.seen && wal.known && sameBytes(wal.header, wal.absentAt)) {
+          wal.absentNow = true;
           wasm.poke32(pOut, 0);
           return 0;
         }
@@ -369,6 +414,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
         if (wal?.seen) {
           wal.known = !exists;
           wal.absentAt.set(wal.header);
+          wal.absentNow = !exists;
         }
         wasm.poke32(pOut, exists ? 1 : 0);
         return 0;
@@ -386,7 +432,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     },
     xDelete(_pVfs: number, zName: number, syncDir: number): number {
       try {
-        const p = wasm.cstrToJs(zName) as string;
+        const p = nameAt(zName);
         const moved = rollbackFor(p);
         if (moved) moved.clear();
         else fs.delete(p, { syncDir: syncDir !== 0 });
@@ -410,7 +456,7 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
     xOpen(_pVfs: number, zName: number, pFile: number, flags: number, pOutFlags: number): number {
       try {
         const named = zName !== 0 && wasm.peek8(zName) !== 0;
-        const path = named ? (wasm.cstrToJs(zName) as string) : options.tempPath();
+        const path = named ? nameAt(zName) : options.tempPath();
         const mainDb = (flags & capi.SQLITE_OPEN_MAIN_DB) !== 0;
         const readonly = (flags & capi.SQLITE_OPEN_READONLY) !== 0;
         if (flags & capi.SQLITE_OPEN_WAL) {
@@ -459,13 +505,15 @@ export function installMyceliteVfs(sqlite3: Sqlite3, name: string, options: VfsO
             seen: false,
             absentAt: new Uint8Array(HEADER_LEN),
             known: false,
+            absentNow: false,
+            written: undefined,
           };
           walWatched.set(`${path}-wal`, f);
         }
         files.set(pFile, f);
-        const sq3File = new capi.sqlite3_file(pFile);
-        (sq3File as unknown as { $pMethods: number }).$pMethods = ioStruct.pointer as number;
-        sq3File.dispose();
+        // sqlite3_file.pMethods, poked directly: a struct wrapper made and disposed per open (SQLite opens
+        // the rollback journal in every write transaction) cost more than the rest of xOpen.
+        wasm.pokePtr(pFile + pMethodsAt, ioPtr);
         wasm.poke32(pOutFlags, flags);
         return 0;
       } catch (e) {
