@@ -83,6 +83,38 @@ test('BodyCompressor passes bodies past its limit through uncompressed, byte for
   assert.ok(Buffer.concat(small).length < b2.length);
 });
 
+test('a body past the compress limit streams through one reused chunk when the sink copies, and the bytes are the same', () => {
+  // 600 pages of 8 KiB (about 4.7 MiB, over 18 body chunks) with a 1 MiB limit: held, released, passed.
+  const pages = Array.from({ length: 600 }, (_, i) => {
+    const p = new Uint8Array(8192);
+    for (let j = 0; j < p.length; j += 61) p[j] = (i * 7 + j) & 0xff;
+    return p;
+  });
+  const build = (outCopies: boolean): { bytes: Buffer; chunks: Set<ArrayBufferLike> } => {
+    const out: Uint8Array[] = [];
+    const chunks = new Set<ArrayBufferLike>();
+    const packer = new BodyCompressor(
+      (c) => {
+        chunks.add(c.buffer);
+        out.push(outCopies ? c.slice() : c);
+      },
+      1 << 20,
+      outCopies,
+    );
+    const body = new SnapshotBodyWriter(8192, packer.sink);
+    for (const [i, p] of pages.entries()) body.addFullPage(i + 1, p);
+    body.finish();
+    assert.equal(packer.finish(), 0, 'stored as it is: past the limit');
+    return { bytes: Buffer.concat(out), chunks };
+  };
+  const kept = build(false);
+  const copied = build(true);
+  assert.ok(kept.bytes.equals(copied.bytes), 'the same body either way');
+  assert.ok(kept.chunks.size > 18, `a new chunk each time when the sink keeps them (${kept.chunks.size})`);
+  // The chunks held up to the limit (1 MiB: 5 of 256 KiB) are new; every later one reuses the last.
+  assert.ok(copied.chunks.size <= 6, `chunks reused when the sink copies (${copied.chunks.size} made)`);
+});
+
 test('a compressed body that does not inflate, or inflates to bad patches, is a JournalFormatError', async () => {
   await loadHash();
   const raw: Uint8Array[] = [];

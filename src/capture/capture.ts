@@ -644,7 +644,7 @@ export class Capture {
     }
     const full = this.prePages === 0 || pageSize !== this.prePageSize;
     const appender = this.journal.begin();
-    const packer = new BodyCompressor(appender.sink);
+    const packer = new BodyCompressor(appender.sink, undefined, true); // the appender copies or writes
     // Every chunk is consumed (compressed, or written to the journal) before this returns: reuse the first.
     this.scratch ??= new Uint8Array(BODY_CHUNK_SIZE);
     const body = new SnapshotBodyWriter(pageSize, packer.sink, this.scratch);
@@ -717,7 +717,7 @@ export class Capture {
    * Indexes of pages to look at: every kept page, every page past the old end of the file, and every
    * page cut off by a shrink (SQLite truncates the file only after its commit point).
    */
-  private touched(dbPages: number): number[] {
+  private touched(dbPages: number): Int32Array {
     const o = this.overlay;
     const kept = o ? o.pageIndexes(this.prePageSize) : this.old.indexes();
     // Pages a truncate cut off read as zeros even where the file grew back over them.
@@ -725,9 +725,15 @@ export class Capture {
     const from = Math.min(dbPages, this.prePages, cut);
     const to = Math.max(dbPages, this.prePages);
     if (from === to) return kept;
-    const set = new Set(kept);
-    for (let i = from; i < to; i++) set.add(i);
-    return [...set].sort((a, b) => a - b);
+    // The union of `kept` (ascending) and [from, to), merged in order.
+    const out = new Int32Array(kept.length + (to - from));
+    let n = 0;
+    let i = 0;
+    while (i < kept.length && kept[i]! < from) out[n++] = kept[i++]!;
+    for (let p = from; p < to; p++) out[n++] = p;
+    while (i < kept.length && kept[i]! < to) i++;
+    while (i < kept.length) out[n++] = kept[i++]!;
+    return out.subarray(0, n);
   }
 }
 

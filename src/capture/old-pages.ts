@@ -52,8 +52,8 @@ export class OldPages {
   }
 
   /** Page indexes in ascending order. */
-  indexes(): number[] {
-    return [...this.map.keys()].sort((a, b) => a - b);
+  indexes(): Int32Array {
+    return Int32Array.from(this.map.keys()).sort();
   }
 
   /** Forgets everything and deletes the spill file. */

@@ -77,7 +77,7 @@ export function appendChange(
   const old = from && from.dbPages > 0 && from.pageSize === pageSize ? from : undefined;
   const full = old === undefined;
   const appender = journal.begin();
-  const packer = new BodyCompressor(appender.sink);
+  const packer = new BodyCompressor(appender.sink, undefined, true); // the appender copies or writes
   const body = new SnapshotBodyWriter(pageSize, packer.sink, new Uint8Array(BODY_CHUNK_SIZE));
   let checksum = full ? 0n : journal.position.checksum;
   const neu = new Uint8Array(pageSize);

@@ -217,23 +217,34 @@ export class BodyCompressor {
   private held = 0;
   private passing = false;
 
+  /**
+   * `outCopies`: `out` is done with each chunk when it returns (it copies or writes it), so a chunk this
+   * compressor passed on or released may be written over (the sink says so): a body too large to
+   * compress then streams through one chunk instead of a new one per 256 KiB.
+   */
   constructor(
     private readonly out: (chunk: Uint8Array) => void,
     private readonly limit = BODY_COMPRESS_LIMIT,
+    private readonly outCopies = false,
   ) {}
 
-  /** Takes a chunk from the body writer (which never reuses a chunk it handed out). */
-  readonly sink = (chunk: Uint8Array): void => {
+  /**
+   * Takes a chunk from the body writer; returns whether it is kept (held here, or by `out`): false lets
+   * the writer write its next bytes into it.
+   */
+  readonly sink = (chunk: Uint8Array): boolean => {
     if (this.passing) {
       this.out(chunk);
-      return;
+      return !this.outCopies;
     }
     this.chunks.push(chunk);
     this.held += chunk.length;
     if (this.held > this.limit) {
       this.passing = true;
       this.release();
+      return !this.outCopies;
     }
+    return true;
   };
 
   /**

@@ -33,7 +33,7 @@ function runsFor(pageSize: number): Int32Array {
 
 /**
  * Builds a snapshot body. Pages must be added in ascending pgno. Each filled chunk is passed to `sink`,
- * which may keep it (the writer never reuses a chunk it handed out).
+ * which may keep it: the writer reuses a chunk only when the sink returns false (done with it).
  */
 export class SnapshotBodyWriter {
   private chunk: Uint8Array;
@@ -52,7 +52,7 @@ export class SnapshotBodyWriter {
    */
   constructor(
     readonly pageSize: number,
-    private readonly sink: (chunk: Uint8Array) => void,
+    private readonly sink: (chunk: Uint8Array) => unknown,
     scratch?: Uint8Array,
   ) {
     const size = Math.max(BODY_CHUNK_SIZE, pageSize + PATCH_HEADER_SIZE);
@@ -131,9 +131,11 @@ export class SnapshotBodyWriter {
   }
 
   private flush(): void {
-    this.sink(this.chunk.subarray(0, this.used));
-    this.chunk = new Uint8Array(this.chunk.length);
-    this.view = new DataView(this.chunk.buffer);
+    const kept = this.sink(this.chunk.subarray(0, this.used)) !== false;
+    if (kept) {
+      this.chunk = new Uint8Array(this.chunk.length);
+      this.view = new DataView(this.chunk.buffer);
+    }
     this.used = 0;
   }
 }

@@ -211,7 +211,7 @@ export abstract class WalCapture extends SidecarState {
     // deflate would only take CPU from the application (limit 0: stored as they are).
     const tryCompress = this.skipCompress === 0;
     if (!tryCompress) this.skipCompress--;
-    const packer = new BodyCompressor(appender.sink, tryCompress ? undefined : 0);
+    const packer = new BodyCompressor(appender.sink, tryCompress ? undefined : 0, true); // the appender copies or writes
     // Every chunk is consumed (compressed, or written to the journal) before this returns: one scratch
     // chunk serves every snapshot (as in the writer's capture).
     this.scratch ??= new Uint8Array(BODY_CHUNK_SIZE);
