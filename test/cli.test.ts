@@ -444,6 +444,12 @@ describe('exec output', () => {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  test('exec --help shows the escapes as they are printed', () => {
+    const help = expect(0, dir, 'exec', '--help').stdout;
+    assert.match(help, /inside a value as \\t, \\n,\n\\r or \\\\ \(one line per row\)/);
+    assert.doesNotMatch(help, /\r|\t/, 'no raw tab or carriage return in the help text');
+  });
+
   test('tabs, newlines, carriage returns and backslashes in values are escaped: one line per row', () => {
     const sql =
       "select 'a' || char(9) || 'b' as \"x\ty\", 'line1' || char(10) || 'line2' || char(13) as v, 'C:\\dir' as p";

@@ -28,8 +28,8 @@ export function registerExec(program: Command): void {
       `
 Every statement runs in order; each transaction it commits becomes one snapshot in DB-mycelite/journal.
 Only the last statement's rows are printed. The table has a header row and tab-separated columns; NULL
-is printed as an empty field, and a tab, newline, carriage return or backslash inside a value as \t, \n,
-\r or \\ (one line per row). With --json, integers outside JavaScript's safe range are printed as
+is printed as an empty field, and a tab, newline, carriage return or backslash inside a value as \\t, \\n,
+\\r or \\\\ (one line per row). With --json, integers outside JavaScript's safe range are printed as
 strings, blobs (in both formats) as lowercase hex.
 
 With --at, nothing is written: the SQL runs on a read-only view of the database as it was after the
