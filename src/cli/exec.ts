@@ -2,14 +2,12 @@
  * `mycelite exec DB SQL [--json]`: run SQL on a database through Mycelite (every committed transaction
  * becomes a snapshot) and print the rows of the last statement.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
-import { journalPaths } from '../journal/paths.js';
-import { type MyceliteDatabase, open, openAt } from '../node/index.js';
+import { asFound } from '../node/as-found.js';
+import { open, openAt } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/view.js';
 import { jsonInteger, parseIsoTime, requireParentDirectory, toHex, UsageError, writeOut } from './common.js';
 
@@ -50,26 +48,27 @@ Examples:
 
 export async function execCommand(dbPath: string, sql: string, options: ExecOptions): Promise<void> {
   requireParentDirectory(dbPath);
-  const journalDir = journalPaths(path.resolve(dbPath)).dir;
-  const isNew = options.at === undefined && !fs.existsSync(dbPath) && !fs.existsSync(journalDir);
-  const db: Database =
-    options.at === undefined ? await open(dbPath) : await openAt(dbPath, parseAt(options.at));
-  let failed = true;
-  try {
-    runAndPrint(db, sql, options);
-    failed = false;
-  } finally {
-    // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
-    if ('historyCheck' in db) await (db as MyceliteDatabase).historyCheck;
-    // A database this command created and failed on before committing anything is removed again, with its
-    // journal: a typo in the SQL leaves no empty database behind.
-    const empty = isNew && failed && (db as MyceliteDatabase).position().txid === 0n;
-    db.close();
-    if (empty) {
-      fs.rmSync(journalDir, { recursive: true, force: true });
-      fs.rmSync(dbPath, { force: true });
+  if (options.at !== undefined) {
+    const view = await openAt(dbPath, parseAt(options.at));
+    try {
+      runAndPrint(view, sql, options);
+    } finally {
+      view.close();
     }
+    return;
   }
+  // A database this command created and failed on before anything was committed is removed again, with
+  // its journal (as open() does when it fails): a typo in the SQL leaves no empty database behind.
+  await asFound(dbPath, async () => {
+    const db = await open(dbPath);
+    try {
+      runAndPrint(db, sql, options);
+    } finally {
+      // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
+      await db.historyCheck;
+      db.close();
+    }
+  });
 }
 
 /** Runs every statement of `sql` on `db` and prints the last one's rows (a table, or JSON lines). */
