@@ -357,6 +357,13 @@ describe('errors (exit 1)', () => {
     wal.close();
   });
 
+  test('SQL that fails on a new database before committing anything leaves no file behind', () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'typo-'));
+    assert.match(expect(1, sub, 'exec', 'typo.db', 'selec 1').stderr, /^mycelite: .*syntax error\n$/);
+    assert.match(expect(1, sub, 'exec', 'typo.db', 'select * from nope').stderr, /no such table: nope/);
+    assert.deepEqual(fs.readdirSync(sub), [], 'neither typo.db nor typo.db-mycelite/ is left');
+  });
+
   test('SQL errors name the statement; earlier statements stay committed', () => {
     const r = expect(1, dir, 'exec', 'new.db', 'create table u(a); insert into nope values (1)');
     assert.match(r.stderr, /^mycelite: .*no such table: nope\n$/);
@@ -443,6 +450,12 @@ describe('exec output', () => {
     dir = tempDir();
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('exec --help shows the escapes as they are printed', () => {
+    const help = expect(0, dir, 'exec', '--help').stdout;
+    assert.match(help, /inside a value as \\t, \\n,\n\\r or \\\\ \(one line per row\)/);
+    assert.doesNotMatch(help, /\r|\t/, 'no raw tab or carriage return in the help text');
+  });
 
   test('tabs, newlines, carriage returns and backslashes in values are escaped: one line per row', () => {
     const sql =

@@ -6,7 +6,8 @@ import type { Command } from 'commander';
 import type { Database } from '../engine/database.js';
 import type { Sqlite3 } from '../engine/sqlite.js';
 import type { SqlValue } from '../engine/statement.js';
-import { type MyceliteDatabase, open, openAt } from '../node/index.js';
+import { asFound } from '../node/as-found.js';
+import { open, openAt } from '../node/index.js';
 import type { ViewTarget } from '../timetravel/view.js';
 import { jsonInteger, parseIsoTime, requireParentDirectory, toHex, UsageError, writeOut } from './common.js';
 
@@ -28,8 +29,8 @@ export function registerExec(program: Command): void {
       `
 Every statement runs in order; each transaction it commits becomes one snapshot in DB-mycelite/journal.
 Only the last statement's rows are printed. The table has a header row and tab-separated columns; NULL
-is printed as an empty field, and a tab, newline, carriage return or backslash inside a value as \t, \n,
-\r or \\ (one line per row). With --json, integers outside JavaScript's safe range are printed as
+is printed as an empty field, and a tab, newline, carriage return or backslash inside a value as \\t, \\n,
+\\r or \\\\ (one line per row). With --json, integers outside JavaScript's safe range are printed as
 strings, blobs (in both formats) as lowercase hex.
 
 With --at, nothing is written: the SQL runs on a read-only view of the database as it was after the
@@ -47,15 +48,27 @@ Examples:
 
 export async function execCommand(dbPath: string, sql: string, options: ExecOptions): Promise<void> {
   requireParentDirectory(dbPath);
-  const db: Database =
-    options.at === undefined ? await open(dbPath) : await openAt(dbPath, parseAt(options.at));
-  try {
-    runAndPrint(db, sql, options);
-  } finally {
-    // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
-    if ('historyCheck' in db) await (db as MyceliteDatabase).historyCheck;
-    db.close();
+  if (options.at !== undefined) {
+    const view = await openAt(dbPath, parseAt(options.at));
+    try {
+      runAndPrint(view, sql, options);
+    } finally {
+      view.close();
+    }
+    return;
   }
+  // A database this command created and failed on before anything was committed is removed again, with
+  // its journal (as open() does when it fails): a typo in the SQL leaves no empty database behind.
+  await asFound(dbPath, async () => {
+    const db = await open(dbPath);
+    try {
+      runAndPrint(db, sql, options);
+    } finally {
+      // A writer checks the snapshots it had not checked yet (a few after the first run): let it finish.
+      await db.historyCheck;
+      db.close();
+    }
+  });
 }
 
 /** Runs every statement of `sql` on `db` and prints the last one's rows (a table, or JSON lines). */
