@@ -56,6 +56,23 @@ test('the README flow: two devices write offline with exec, sync merges them byt
   for (const db of [laptop, phone]) await ok(['verify', db]);
 });
 
+test("sync --shared of a single writer's database that the hub holds as single-writer refuses and leaves it a single writer", async () => {
+  const h = await startTestHub();
+  cleanups.push(() => h.close());
+  const db = path.join(tempDir(), 'solo.db');
+  const hub = ['--hub', h.url, '--db', 'solo', '--token', await h.token('solo', 'writer')];
+  await ok(['exec', db, 'create table t(a); insert into t values (1)']);
+  await ok(['push', db, ...hub]);
+  const before = fs.readdirSync(`${db}-mycelite`).sort();
+  const r = await runCli(['sync', db, ...hub, '--shared']);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /solo on .* is a single-writer database: .* was not made one \(nothing changed\)/);
+  assert.deepEqual(fs.readdirSync(`${db}-mycelite`).sort(), before, 'no shared state written');
+  // Still a single writer: it commits and pushes as before.
+  await ok(['exec', db, 'insert into t values (2)']);
+  assert.match(await ok(['push', db, ...hub]), /pushed 1 snapshot/);
+});
+
 test('a rejected change is printed, and sync still exits 0 holding the hub head', async () => {
   const h = await startTestHub();
   cleanups.push(() => h.close());

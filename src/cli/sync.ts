@@ -2,8 +2,11 @@
  * `mycelite sync DB --hub URL --db NAME --shared [--token T] [--watch]`: sync a device of a shared
  * database with its hub (docs/ARCHITECTURE.md, "Shared databases").
  */
+import * as fs from 'node:fs';
 import type { Command } from 'commander';
+import { HubClient } from '../client/hub-client.js';
 import { checkHubOptions } from '../client/writer-start.js';
+import { journalPaths } from '../journal/paths.js';
 import { asFound } from '../node/as-found.js';
 import { open } from '../node/index.js';
 import { CliExit, jsonInteger, requireParentDirectory, UsageError, writeErr, writeOut } from './common.js';
@@ -81,6 +84,7 @@ async function syncRun(dbPath: string, options: SyncOptions): Promise<void> {
   const seconds = Number(options.timeout);
   if (!Number.isFinite(seconds) || seconds <= 0)
     throw new UsageError(`--timeout ${options.timeout}: give a number of seconds`);
+  await refuseSingleWriterHub(dbPath, hub, options.db);
   const db = await open(dbPath, { shared: true, hub });
   const say = (text: string, json: Record<string, unknown>): void => {
     if (options.json) writeOut(`${JSON.stringify(json)}\n`);
@@ -174,4 +178,22 @@ function plural(n: number, word: string): string {
 
 function jsonReplacer(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
+}
+
+/**
+ * A database that is not a shared device yet becomes one at open, for good; not when the hub holds this
+ * name as a single writer's database, where the device could never push (one mistaken `sync` left it
+ * unable to push anywhere). Asked only when the hub answers; offline, the sync says so once it does.
+ */
+async function refuseSingleWriterHub(
+  dbPath: string,
+  hub: { url: string; db: string; token: string },
+  name: string,
+): Promise<void> {
+  if (!fs.existsSync(dbPath) || fs.existsSync(journalPaths(dbPath).shared)) return;
+  const state = await new HubClient(hub).state().catch(() => undefined);
+  if (state?.mode !== 'single') return;
+  throw new Error(
+    `${name} on ${hub.url} is a single-writer database: a shared device cannot write to it, so ${dbPath} was not made one (nothing changed). Push it with mycelite push, or sync under another --db name`,
+  );
 }
