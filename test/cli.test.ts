@@ -243,6 +243,17 @@ describe('usage errors (exit 2) and help', () => {
     assert.match(expect(2, dir).stderr, /Usage: mycelite/);
   });
 
+  test('token says on stderr when it made a new hub key (a mistyped --data), and only then', () => {
+    const dir = tempDir();
+    const first = cli(dir, 'token', '--data', 'hubdata', '--db', 'app', '--role', 'reader');
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /^mycelite token: no hub key in .*hubdata: made a new one .*hub\.key/);
+    assert.match(first.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/, 'stdout is the token alone');
+    const again = cli(dir, 'token', '--data', 'hubdata', '--db', 'app', '--role', 'reader');
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stderr, '', 'nothing said with the key in place');
+  });
+
   test('bad option values: one line, exit 2, nothing created', () => {
     const hub = ['--hub', 'http://127.0.0.1:1'];
     const cases: [string[], RegExp][] = [

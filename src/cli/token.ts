@@ -1,9 +1,10 @@
 /** `mycelite token`: mint a token for one database and one role with the hub's key. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/auth.js';
+import { KEY_ENV, KEY_FILE, loadOrCreateKey, mintToken, parseTtl, type Role } from '../hub/auth.js';
 import { checkDbName } from '../protocol/index.js';
-import { UsageError, writeOut } from './common.js';
+import { UsageError, writeErr, writeOut } from './common.js';
 import { DEFAULT_DATA_DIR } from './serve.js';
 
 interface TokenOptions {
@@ -25,7 +26,8 @@ export function registerToken(program: Command): void {
       'after',
       `
 Prints only the token on stdout. The key is $MYCELITE_HUB_KEY (base64url) when set, else DIR/hub.key
-(created, mode 0600, if missing: start the hub with the same --data, or share the key between hubs).
+(created, mode 0600, if missing, and said so on stderr: start the hub with the same --data, or share
+the key between hubs).
 Anyone holding a token can do what its role allows on its database until it expires: keep it secret.
 
 Examples:
@@ -44,8 +46,17 @@ Examples:
       } catch (e) {
         throw new UsageError(`--ttl: ${(e as Error).message}`);
       }
-      const key = loadOrCreateKey(path.resolve(options.data));
+      const dataDir = path.resolve(options.data);
+      const keyFile = path.join(dataDir, KEY_FILE);
+      const creating = !process.env[KEY_ENV] && !fs.existsSync(keyFile);
+      const key = loadOrCreateKey(dataDir);
       const token = await mintToken(key, { db: options.db, role: options.role as Role, ttlSeconds });
+      // A mistyped --data makes a new key silently, and a token no running hub accepts: say so.
+      if (creating) {
+        writeErr(
+          `mycelite token: no hub key in ${dataDir}: made a new one (${keyFile}); only a hub started with --data ${options.data} (or given this key) accepts the token\n`,
+        );
+      }
       writeOut(`${token}\n`);
     });
 }
