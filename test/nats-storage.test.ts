@@ -54,6 +54,7 @@ async function dropPrefix(servers: string[], prefix: string): Promise<void> {
     const jsm = await jetstreamManager(nc);
     const streams: string[] = [names.leaseStream];
     for await (const s of jsm.streams.names(names.allSnapshots)) streams.push(s);
+    for await (const s of jsm.streams.names(names.allShards)) streams.push(s);
     for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
   } finally {
     await nc.close();
@@ -61,7 +62,21 @@ async function dropPrefix(servers: string[], prefix: string): Promise<void> {
 }
 
 /** Publishes the first of two parts of an append, as a hub that dies mid-append leaves it. */
-async function publishTorn(servers: string[], prefix: string, db: string, bytes: Uint8Array): Promise<void> {
+/** The subject a database's appends go to: in its shard (the default layout), or its own stream's. */
+function subjectOf(prefix: string, db: string, layout: Layout = 'shards'): string {
+  const names = natsNames(prefix);
+  return layout === 'shards' ? names.shardPlace(db).subject : names.subject(db);
+}
+
+type Layout = 'shards' | 'streams';
+
+async function publishTorn(
+  servers: string[],
+  prefix: string,
+  db: string,
+  bytes: Uint8Array,
+  layout?: Layout,
+): Promise<void> {
   const nc = await connect({ servers });
   try {
     const h = headers();
@@ -69,7 +84,7 @@ async function publishTorn(servers: string[], prefix: string, db: string, bytes:
     h.set(HDR_PART, '1/2');
     h.set(HDR_JOURNAL, '00'.repeat(16));
     h.set(HDR_BASE, '4:0000000000000000');
-    await jetstream(nc).publish(natsNames(prefix).subject(db), bytes, { headers: h });
+    await jetstream(nc).publish(subjectOf(prefix, db, layout), bytes, { headers: h });
   } finally {
     await nc.close();
   }
@@ -87,6 +102,7 @@ async function publishWhole(
   base: Position,
   snapshots: EncodedSnapshot[],
   mode?: string,
+  layout?: Layout,
 ): Promise<void> {
   const nc = await connect({ servers });
   try {
@@ -98,7 +114,7 @@ async function publishWhole(
       h.set(HDR_PART, '1/1');
       h.set(HDR_JOURNAL, toHex(journalId));
       h.set(HDR_BASE, `${at.txid}:${at.checksum.toString(16).padStart(16, '0')}`);
-      await jetstream(nc).publish(natsNames(prefix).subject(db), s.bytes, { headers: h });
+      await jetstream(nc).publish(subjectOf(prefix, db, layout), s.bytes, { headers: h });
       at = { txid: s.header.txid, checksum: s.header.postChecksum };
     }
   } finally {
@@ -106,16 +122,16 @@ async function publishWhole(
   }
 }
 
-if (!skip) {
-  storageConformance('NATS JetStream (3 nodes, R3)', async () => {
+for (const layout of skip ? [] : (['shards', 'streams'] as const)) {
+  storageConformance(`NATS JetStream (3 nodes, R3, ${layout})`, async () => {
     const c = await getCluster();
     const prefix = `conf${++fixtureCount}`;
     const headsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-nats-heads-'));
     return {
-      open: () => NatsStorage.open({ servers: c.servers, prefix, headsDir }),
-      tearTail: (db, bytes) => publishTorn(c.servers, prefix, db, bytes),
+      open: () => NatsStorage.open({ servers: c.servers, prefix, headsDir, layout }),
+      tearTail: (db, bytes) => publishTorn(c.servers, prefix, db, bytes, layout),
       storeBehind: (db, journalId, base, snapshots) =>
-        publishWhole(c.servers, prefix, db, journalId, base, snapshots),
+        publishWhole(c.servers, prefix, db, journalId, base, snapshots, undefined, layout),
       headDir: (db) => path.join(headsDir, '0', db),
       cleanup: async () => {
         await dropPrefix(c.servers, prefix);
@@ -266,7 +282,7 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     hd.set(HDR_PART, '1/2');
     hd.set(HDR_JOURNAL, toHex(h.journalId));
     hd.set(HDR_BASE, `3:${h.snapshots[2]!.header.postChecksum.toString(16).padStart(16, '0')}`);
-    await jetstream(nc).publish(natsNames('torn').subject('app'), two.subarray(0, 100), { headers: hd });
+    await jetstream(nc).publish(subjectOf('torn', 'app'), two.subarray(0, 100), { headers: hd });
     await nc.close();
     const b = await storage('torn');
     assert.equal((await b.state('app'))!.head.txid, 3n, 'the torn append does not count');
@@ -294,7 +310,16 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     } finally {
       await nc.close();
     }
-    await publishWhole(c.servers, prefix, 'app', h.journalId, EMPTY_POSITION, h.snapshots.slice(0, 3));
+    await publishWhole(
+      c.servers,
+      prefix,
+      'app',
+      h.journalId,
+      EMPTY_POSITION,
+      h.snapshots.slice(0, 3),
+      undefined,
+      'streams',
+    );
     const a = await storage(prefix);
     const state = (await a.state('app'))!;
     assert.deepEqual([state.head.txid, state.mode], [3n, 'single']);
@@ -303,7 +328,16 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     assert.equal(!shared.ok && shared.reason, 'other_mode');
     assert.equal((await a.state('app'))!.head.txid, 3n, 'nothing was stored');
     // The same, published behind the storage's back (as a hub that skipped the check would): not counted.
-    await publishWhole(c.servers, prefix, 'app', h.journalId, at3, h.snapshots.slice(3, 4), 'shared');
+    await publishWhole(
+      c.servers,
+      prefix,
+      'app',
+      h.journalId,
+      at3,
+      h.snapshots.slice(3, 4),
+      'shared',
+      'streams',
+    );
     const b = await storage(prefix);
     assert.deepEqual([(await b.state('app'))!.head.txid, (await b.state('app'))!.mode], [3n, 'single']);
     assert.equal((await a.state('app'))!.head.txid, 3n);
@@ -336,6 +370,55 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     assert.ok((await b.append('app', head, h.journalId, h.snapshots.slice(9), undefined, 'shared')).ok);
   });
 
+  it('databases share shard streams, hubs appending to two of one shard at once both land; a database with a stream of its own keeps it', {
+    timeout: TEST_MS,
+  }, async () => {
+    const prefix = 'shards';
+    const names = natsNames(prefix);
+    // The layout before shards: a hub made `old` with a stream of its own.
+    const before = await NatsStorage.open({ servers: c.servers, prefix, layout: 'streams' });
+    open.push(before);
+    assert.ok((await before.append('old', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 3))).ok);
+    const a = await storage(prefix);
+    const b = await storage(prefix);
+    // Databases in one shard, written through both hubs at once: each publish that another hub's message
+    // on the shard overtook is sent again after it.
+    const same = Array.from({ length: 400 }, (_, i) => `db${i}`).filter(
+      (d) => names.shardOf(d) === names.shardOf('db0'),
+    );
+    const dbs = same.slice(0, 6);
+    assert.equal(dbs.length, 6);
+    for (let i = 0; i < 4; i++) {
+      const results = await Promise.all(
+        dbs.map((db, k) =>
+          (k % 2 ? b : a).append(
+            db,
+            i === 0 ? EMPTY_POSITION : after0(h.snapshots[i * 2 - 1]!),
+            h.journalId,
+            h.snapshots.slice(i * 2, i * 2 + 2),
+          ),
+        ),
+      );
+      for (const r of results) assert.ok(r.ok, `round ${i}: ${JSON.stringify(!r.ok && r.reason)}`);
+    }
+    const whole = concatBytes(h.snapshots.slice(0, 8).map((x) => x.bytes));
+    for (const db of dbs) assert.deepEqual(await readAll(b, db, 0n, 8n), whole, db);
+    // `old` is read and appended where it was; the new ones are subjects of shard streams.
+    assert.ok((await a.append('old', after0(h.snapshots[2]!), h.journalId, h.snapshots.slice(3, 5))).ok);
+    assert.equal((await before.state('old'))!.head.txid, 5n, 'the hub of the old layout sees it');
+    assert.deepEqual(await b.list(), [...dbs, 'old'].sort());
+    const nc = await connect({ servers: c.servers });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const streams: string[] = [];
+      for (const subject of [names.allSnapshots, names.allShards])
+        for await (const s of jsm.streams.names(subject)) streams.push(s);
+      assert.deepEqual(streams.sort(), [names.shardStream(names.shardOf('db0')), names.stream('old')].sort());
+    } finally {
+      await nc.close();
+    }
+  });
+
   // Last: it kills a node (and starts it again) under the shared cluster.
   it('a subscriber whose consumer’s node is SIGKILLed goes on hearing appends, without any wait', {
     timeout: TEST_MS,
@@ -345,7 +428,7 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     const seen: bigint[] = [];
     await a.append('app', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2));
     const nc = await connect({ servers: c.servers });
-    const stream = natsNames('nodeloss').stream('app');
+    const stream = natsNames('nodeloss').shardPlace('app').stream;
     /** Consumer name → the node it lives on (an ordered consumer is R1: one node). */
     const consumers = async (): Promise<Map<string, string>> => {
       const jsm = await jetstreamManager(nc);

@@ -8,15 +8,14 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { JetStreamClient } from '@nats-io/jetstream';
 import { type SnapshotHeader, toHex } from '../format/index.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import type { compactionSettings } from './compaction.js';
 import { buildImageFile, writeStoredJournal } from './image-cache.js';
 import type { NatsHistories } from './nats-history.js';
-import { type JsmAt, publishParts, retry } from './nats-js.js';
+import type { PartsRecord } from './nats-js.js';
 import type { DbTail } from './nats-tail.js';
-import { type NatsNames, splitParts } from './nats-wire.js';
+import { splitParts } from './nats-wire.js';
 import type { HubStorage } from './storage.js';
 import { runJob } from './worker.js';
 
@@ -25,15 +24,25 @@ export interface CompactionHost {
   storage: HubStorage;
   settings: ReturnType<typeof compactionSettings>;
   histories: NatsHistories;
-  js: JetStreamClient;
-  jsmAt: JsmAt;
-  names: NatsNames;
   timeoutMs: number;
   partBytes: number;
   /** The database's view. */
   tail(db: string): Promise<DbTail>;
   /** Waits until `tail` holds what its stream holds now; false when there is no stream. */
   catchUp(tail: DbTail): Promise<boolean>;
+  /**
+   * Publishes a record's parts where `db`'s messages go, the first expecting the view's `lastSeq` (on a
+   * shard: the shard's last); the last part's sequence, or how many were stored before another came first.
+   */
+  publish(
+    db: string,
+    lastSeq: number,
+    what: string,
+    record: Omit<PartsRecord, 'subject' | 'stream'>,
+    parts: Uint8Array[],
+  ): Promise<{ seq: number } | { cutAfter: number }>;
+  /** Removes `db`'s messages before sequence `seq`. */
+  purge(db: string, seq: number): Promise<void>;
   /** Runs `fn` between the database's appends (the storage's lock of `db`). */
   locked<T>(db: string, fn: () => Promise<T>): Promise<T>;
 }
@@ -95,7 +104,7 @@ export async function compactStream(h: CompactionHost, db: string): Promise<Comp
     const next = tail.at(upTo + 1n);
     if (next) {
       const seq = next.ref.seqs[0]!;
-      await retry(h.timeoutMs, `purge ${db}`, (n) => h.jsmAt(n).streams.purge(h.names.stream(db), { seq }));
+      await h.purge(db, seq);
     }
     if (tail.checkpoint?.history === uploaded) {
       uploaded = undefined; // named by the checkpoint: it stays
@@ -135,8 +144,6 @@ async function storeCheckpoint(
   const parts = splitParts(image, h.partBytes);
   const journal = toHex(journalId);
   const record = {
-    subject: h.names.subject(db),
-    stream: h.names.stream(db),
     key: `cp-${header.txid}`,
     journal,
     base: { txid: header.txid - 1n, checksum: header.preChecksum },
@@ -151,7 +158,7 @@ async function storeCheckpoint(
     const replaced = tail.checkpoint?.history;
     const what = `store the checkpoint of ${db}`;
     const msgPrefix = `${db}/${journal}/cp-${header.txid}-${attempt}`;
-    const r = await publishParts(h.js, h.timeoutMs, what, { ...record, msgPrefix }, parts, tail.lastSeq);
+    const r = await h.publish(db, tail.lastSeq, what, { ...record, msgPrefix }, parts);
     if (!('seq' in r)) continue; // another hub appended meanwhile: start again after it
     await tail.waitSeq(r.seq, h.timeoutMs, `sequence ${r.seq}`);
     return tail.base.txid === header.txid ? { replaced } : undefined;

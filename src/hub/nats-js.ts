@@ -105,12 +105,27 @@ export interface ExpectingPublish {
  * Publishes `p` only if its stream's last sequence is `p.lastSequence` (retrying failures for up to `ms`):
  * the ack, or undefined when another publish came first.
  */
-export function publishExpecting(
+export async function publishExpecting(
   js: JetStreamClient,
   ms: number,
   what: string,
   p: ExpectingPublish,
 ): Promise<PubAck | undefined> {
+  const r = await publishOrLast(js, ms, what, p);
+  return 'seq' in r ? r : undefined;
+}
+
+/**
+ * Publishes `p` only if its stream's last sequence is `p.lastSequence` (retrying failures for up to `ms`):
+ * the ack, or the stream's last sequence when another publish came first (as JetStream's refusal says
+ * it; undefined when it does not).
+ */
+export function publishOrLast(
+  js: JetStreamClient,
+  ms: number,
+  what: string,
+  p: ExpectingPublish,
+): Promise<PubAck | { last: number | undefined }> {
   return retry(ms, what, (attempt) =>
     js
       .publish(p.subject, p.data, {
@@ -120,7 +135,10 @@ export function publishExpecting(
         expect: { lastSequence: p.lastSequence, streamName: p.stream },
       })
       .catch((e: unknown) => {
-        if (isWrongSequence(e)) return undefined;
+        if (isWrongSequence(e)) {
+          const m = /wrong last sequence: (\d+)/i.exec(String((e as Error).message));
+          return { last: m ? Number(m[1]) : undefined };
+        }
         throw e;
       }),
   );
@@ -160,9 +178,60 @@ export interface PartsRecord {
 }
 
 /**
- * Publishes `parts` in a row, the first expecting `lastSequence` as the stream's last sequence and each
- * next one the part before it. The last part's sequence, or how many parts were stored before another
- * publish came first.
+ * What each message of a record expects as its stream's last sequence. On a database's own stream: the
+ * message before it (the first: the view's last), and another publish first cuts the record. On a shard
+ * stream, where other databases publish too: the shard's last as this hub knows it, moved to the
+ * stream's last and sent again when another database's message came first (whether that was one of
+ * the same database is for the views to see: they skip an append that does not continue the head).
+ */
+export interface Expectation {
+  /** The last sequence the next message expects. */
+  next(): number;
+  /** The message was stored at `seq`. */
+  stored(seq: number): void;
+  /** Another message came first; the stream's last is `last` when known. True: send it again. */
+  refused(last: number | undefined): Promise<boolean>;
+}
+
+/** The expectation on a database's own stream: each message right after the one before. */
+export function inARow(lastSequence: number): Expectation {
+  let expected = lastSequence;
+  return {
+    next: () => expected,
+    stored: (seq) => {
+      expected = seq;
+    },
+    refused: async () => false,
+  };
+}
+
+/** One shard stream's last sequence as this hub knows it (the hub publishes to it one at a time). */
+export interface ShardLast {
+  last: number;
+}
+
+/**
+ * The expectation on a shard stream: its last sequence as `shard` knows it, moved when refused (to the
+ * stream's last, read with `lastSeq` when the refusal does not say), for up to `ms`.
+ */
+export function onShard(shard: ShardLast, ms: number, lastSeq: () => Promise<number>): Expectation {
+  const deadline = Date.now() + ms;
+  return {
+    next: () => shard.last,
+    stored: (seq) => {
+      shard.last = Math.max(shard.last, seq);
+    },
+    refused: async (last) => {
+      if (Date.now() > deadline) return false;
+      shard.last = last ?? (await lastSeq());
+      return true;
+    },
+  };
+}
+
+/**
+ * Publishes `parts` in a row, each expecting the stream's last sequence `expect` gives. The last part's
+ * sequence, or how many parts were stored before another publish came first (and `expect` gave up).
  */
 export async function publishParts(
   js: JetStreamClient,
@@ -170,9 +239,9 @@ export async function publishParts(
   what: string,
   record: PartsRecord,
   parts: Uint8Array[],
-  lastSequence: number,
+  expect: Expectation,
 ): Promise<{ seq: number } | { cutAfter: number }> {
-  let expected = lastSequence;
+  let seq = 0;
   for (const [i, data] of parts.entries()) {
     const h = headers();
     h.set(HDR_APPEND, record.key);
@@ -182,16 +251,34 @@ export async function publishParts(
     if (record.checkpoint !== undefined) h.set(HDR_CHECKPOINT, String(record.checkpoint));
     if (record.history !== undefined) h.set(HDR_HISTORY, record.history);
     if (record.mode !== undefined) h.set(HDR_MODE, record.mode);
-    const ack = await publishExpecting(js, ms, what, {
+    const msg = {
       subject: record.subject,
       data,
       stream: record.stream,
-      lastSequence: expected,
       msgID: `${record.msgPrefix}/${i + 1}`,
       headers: h,
-    });
-    if (!ack) return { cutAfter: i };
-    expected = ack.seq;
+    };
+    const stored = await publishOne(js, ms, what, msg, expect);
+    if (stored === undefined) return { cutAfter: i };
+    seq = stored;
   }
-  return { seq: expected };
+  return { seq };
+}
+
+/** Publishes one message expecting what `expect` gives: its sequence, or undefined when refused. */
+export async function publishOne(
+  js: JetStreamClient,
+  ms: number,
+  what: string,
+  msg: Omit<ExpectingPublish, 'lastSequence'>,
+  expect: Expectation,
+): Promise<number | undefined> {
+  for (;;) {
+    const r = await publishOrLast(js, ms, what, { ...msg, lastSequence: expect.next() });
+    if ('seq' in r) {
+      expect.stored(r.seq);
+      return r.seq;
+    }
+    if (!(await expect.refused(r.last))) return undefined;
+  }
 }

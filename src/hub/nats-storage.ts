@@ -33,14 +33,9 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  DeliverPolicy,
-  type JetStreamClient,
-  type JetStreamManager,
-  type StreamInfo,
-} from '@nats-io/jetstream';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { concatBytes, type Position, type SnapshotHeader, samePosition, toHex } from '../format/index.js';
+import { concatBytes, type Position, type SnapshotHeader, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
 import type { CompactOutcome } from './compact-worker.js';
@@ -51,17 +46,23 @@ import { type CompactionHost, compactStream } from './nats-compaction.js';
 import { HistoryGoneError, NatsHistories } from './nats-history.js';
 import {
   attemptMs,
+  type Expectation,
   ensureStream,
   FAST_TRIES,
+  inARow,
   isNotFound,
+  onShard,
+  type PartsRecord,
   parseServers,
+  publishOne,
   publishParts,
   retry,
+  type ShardLast,
 } from './nats-js.js';
 import type { NatsLeases } from './nats-leases.js';
 import { type NatsLink, openLink } from './nats-link.js';
 import { DbTail, type TailSource } from './nats-tail.js';
-import { type NatsNames, natsNames, splitParts } from './nats-wire.js';
+import { type NatsNames, natsNames, type Place, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
 import { ViewUse } from './view-use.js';
@@ -96,6 +97,13 @@ export interface NatsStorageOptions {
    * the stream at the next request.
    */
   viewIdleMs?: number;
+  /**
+   * Where a new database's snapshots go (default `shards`): a subject of its own in one of SHARDS shared
+   * streams (src/hub/nats-wire.ts), or (`streams`, the layout before shards) a stream of its own: one Raft
+   * group each, whose idle cost grows with the databases. Databases that have a stream of their own keep
+   * it either way. All hubs of a deployment must use the same layout.
+   */
+  layout?: 'shards' | 'streams';
 }
 
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
@@ -140,6 +148,10 @@ export class NatsStorage implements HubStorage {
   readonly names: NatsNames;
   private readonly servers: string[];
   private readonly timeoutMs: number;
+  /** Databases with a stream of their own (made before shards), read at connect. */
+  private ownStreams = new Set<string>();
+  /** Each shard stream's last sequence as this hub knows it, and the turns of its publishes. */
+  private readonly shardLasts = new Map<string, { shard: ShardLast; turns: Mutex; ready?: Promise<void> }>();
 
   private constructor(private readonly options: NatsStorageOptions) {
     this.servers = parseServers(options.servers);
@@ -204,21 +216,109 @@ export class NatsStorage implements HubStorage {
     }
   }
 
-  /** How the view of `db` reads its stream: consumers and direct reads with short timeouts. */
-  private source(db: string): TailSource {
-    const stream = this.names.stream(db);
+  /**
+   * Where `db`'s snapshots are: its own stream when it has one (made before shards, or with the
+   * `streams` layout), else its subject in its shard stream.
+   */
+  place(db: string): Place {
+    if (this.options.layout === 'streams' || this.ownStreams.has(db))
+      return { stream: this.names.stream(db), subject: this.names.subject(db), shared: false };
+    return this.names.shardPlace(db);
+  }
+
+  /** How the view of a database reads its place: consumers and direct reads with short timeouts. */
+  private source(place: Place): TailSource {
+    const { stream, subject, shared } = place;
     return {
       open: async (from) => {
-        const consumer = await this.js.consumers.get(
-          stream,
-          from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {},
-        );
+        const consumer = await this.js.consumers.get(stream, {
+          ...(shared ? { filter_subjects: subject } : {}),
+          ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
+        });
         const messages = await consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
         return { messages, remove: () => void consumer.delete().catch(() => undefined) };
       },
       get: (seq) => this.jsm.streams.getMessage(stream, { seq }),
-      lastSeq: async () => (await this.jsm.streams.info(stream)).state.last_seq,
+      next: shared
+        ? (seq) =>
+            this.jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as { seq: number })
+        : undefined,
+      lastSeq: async () => (await this.lastSeqOf(this.jsm, place)) ?? 0,
     };
+  }
+
+  /**
+   * The sequence of the last message of a database now (0: none), or undefined when its stream does not
+   * exist.
+   */
+  private async lastSeqOf(jsm: JetStreamManager, place: Place): Promise<number | undefined> {
+    try {
+      if (!place.shared) return (await jsm.streams.info(place.stream)).state.last_seq;
+      return (await jsm.streams.getMessage(place.stream, { last_by_subj: place.subject }))?.seq ?? 0;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** The same, retrying failures. */
+  private lastSeqNow(place: Place): Promise<number | undefined> {
+    return retry(this.timeoutMs, `read the last sequence of ${place.subject}`, (n) =>
+      this.lastSeqOf(this.jsmAt(n), place),
+    );
+  }
+
+  /** The publish turns and known last sequence of a shard stream. */
+  private shardOf(place: Place): { shard: ShardLast; turns: Mutex; ready?: Promise<void> } {
+    let s = this.shardLasts.get(place.stream);
+    if (!s) {
+      s = { shard: { last: 0 }, turns: new Mutex() };
+      this.shardLasts.set(place.stream, s);
+    }
+    return s;
+  }
+
+  /**
+   * Publishes the messages `send` makes, with what each must expect of its stream: on a shard, in this
+   * hub's turn (one publish at a time per shard, so this hub's own never race) from the shard's known
+   * last sequence; on a database's own stream, in a row after `lastSeq` (the view's).
+   */
+  private publishing<T>(
+    place: Place,
+    lastSeq: number,
+    send: (expect: Expectation) => Promise<T>,
+  ): Promise<T> {
+    if (!place.shared) return send(inARow(lastSeq));
+    const s = this.shardOf(place);
+    return s.turns.run(() =>
+      send(
+        onShard(
+          s.shard,
+          this.timeoutMs,
+          async () => (await this.lastSeqNow({ ...place, shared: false })) ?? 0,
+        ),
+      ),
+    );
+  }
+
+  /** Publishes a record's parts at `db`'s place (see publishing()). */
+  private publishRecord(
+    place: Place,
+    lastSeq: number,
+    what: string,
+    record: Omit<PartsRecord, 'subject' | 'stream'>,
+    parts: Uint8Array[],
+  ): Promise<{ seq: number } | { cutAfter: number }> {
+    return this.publishing(place, lastSeq, (expect) =>
+      publishParts(
+        this.js,
+        this.timeoutMs,
+        what,
+        { ...record, subject: place.subject, stream: place.stream },
+        parts,
+        expect,
+      ),
+    );
   }
 
   /**
@@ -309,6 +409,19 @@ export class NatsStorage implements HubStorage {
         if (!this.link) this.waiting = this.failed ? `${what} (the last attempt: ${this.failed})` : what;
       },
     );
+    if (this.options.layout !== 'streams') {
+      this.ownStreams = await retry(this.timeoutMs, 'list the streams', async (_n) => {
+        const own = new Set<string>();
+        for await (const name of link.jsm.streams.names(this.names.allSnapshots)) {
+          const db = this.names.dbOfStream(name);
+          if (db !== undefined) own.add(db);
+        }
+        return own;
+      }).catch(async (e: unknown) => {
+        await link.nc.close().catch(() => undefined);
+        throw e;
+      });
+    }
     this.link = link;
     this.connected = true;
     void this.watchConnection(link.nc);
@@ -424,18 +537,22 @@ export class NatsStorage implements HubStorage {
       this.names.stream(db); // checks the name
       t = (async () => {
         await this.linked;
-        const tail = new DbTail(db, (txid, why) =>
-          this.reportDamage(db, {
-            what: 'stored',
-            txid,
-            message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
-            repaired: true,
-          }),
+        const place = this.place(db);
+        const tail = new DbTail(
+          db,
+          (txid, why) =>
+            this.reportDamage(db, {
+              what: 'stored',
+              txid,
+              message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
+              repaired: true,
+            }),
+          place.shared,
         );
         this.views.add(tail);
         if (!(await this.startTail(tail))) {
-          // Not created yet: start when it is (a JetStream advisory; no polling).
-          const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${this.names.stream(db)}`, {
+          // Its stream (or shard) is not created yet: start when it is (a JetStream advisory; no polling).
+          const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${place.stream}`, {
             callback: () => void this.startTail(tail).catch(() => undefined),
           });
           this.advisoryOf.set(tail, sub);
@@ -459,10 +576,11 @@ export class NatsStorage implements HubStorage {
     const known = this.starting.get(tail);
     if (known) return known;
     const run = (async () => {
-      const info = await this.streamInfo(tail.db);
-      if (!info) return false;
-      tail.start(this.source(tail.db));
-      await tail.waitSeq(info.state.last_seq, this.timeoutMs, 'the history');
+      const place = this.place(tail.db);
+      const last = await this.lastSeqNow(place);
+      if (last === undefined) return false;
+      tail.start(this.source(place));
+      await tail.waitSeq(last, this.timeoutMs, 'the history');
       tail.live = true;
       return true;
     })();
@@ -476,37 +594,39 @@ export class NatsStorage implements HubStorage {
     return run;
   }
 
-  private async streamInfo(db: string): Promise<StreamInfo | undefined> {
-    return retry(this.timeoutMs, 'read a stream', (n) =>
-      this.jsmAt(n)
-        .streams.info(this.names.stream(db))
-        .catch((e: unknown) => {
-          if (isNotFound(e)) return undefined;
-          throw e;
-        }),
-    );
-  }
-
-  /** Waits until the view holds every message its stream holds now. False when there is no stream. */
+  /**
+   * Waits until the view holds every message of its database the stream holds now. False when there is
+   * no stream (or, on a shard, no message of the database).
+   */
   private async catchUp(tail: DbTail): Promise<boolean> {
     if (!tail.started) return this.startTail(tail);
-    const info = await this.streamInfo(tail.db);
-    if (!info) return false;
-    const seq = info.state.last_seq;
+    const seq = await this.lastSeqNow(this.place(tail.db));
+    if (seq === undefined || (tail.filtered && seq === 0)) return false;
     await tail.waitSeq(seq, this.timeoutMs, `sequence ${seq}`);
     return true;
   }
 
+  /** The databases: those with a stream of their own, and the subjects of the shards. */
   async list(): Promise<string[]> {
     this.check();
     await this.linked;
-    return retry(this.timeoutMs, 'list the streams', async (n) => {
-      const out: string[] = [];
-      for await (const name of this.jsmAt(n).streams.names(this.names.allSnapshots)) {
+    return retry(this.timeoutMs, 'list the databases', async (n) => {
+      const jsm = this.jsmAt(n);
+      const out = new Set<string>();
+      for await (const name of jsm.streams.names(this.names.allSnapshots)) {
         const db = this.names.dbOfStream(name);
-        if (db !== undefined) out.push(db);
+        if (db !== undefined) out.add(db);
       }
-      return out.sort();
+      const shards: string[] = [];
+      for await (const name of jsm.streams.names(this.names.allShards)) shards.push(name);
+      for (const name of shards) {
+        const info = await jsm.streams.info(name, { subjects_filter: this.names.allShards });
+        for (const subject of Object.keys(info.state.subjects ?? {})) {
+          const db = this.names.dbOfSubject(subject);
+          if (db !== undefined) out.add(db);
+        }
+      }
+      return [...out].sort();
     });
   }
 
@@ -519,26 +639,55 @@ export class NatsStorage implements HubStorage {
     });
   }
 
-  /** Creates the database's stream and its first message (a marker), so that every append expects > 0. */
+  /**
+   * Creates the database's stream (or its shard's) and its first message (a marker), so that every
+   * append expects > 0.
+   */
   private async create(tail: DbTail): Promise<void> {
     const db = tail.db;
-    if (!tail.started) {
+    const place = this.place(db);
+    if (place.shared) await this.ensureShard(place);
+    else if (!tail.started) {
       await ensureStream(this.jsmAt, this.timeoutMs, {
-        name: this.names.stream(db),
-        subjects: [this.names.subject(db)],
+        name: place.stream,
+        subjects: [place.subject],
         num_replicas: this.replicas,
         duplicate_window: DUPLICATE_WINDOW_NS,
       });
     }
     if (tail.lastSeq === 0) {
-      await retry(this.timeoutMs, `create ${db}`, (n) =>
-        this.js.publish(this.names.subject(db), new Uint8Array(0), {
-          msgID: 'created',
-          timeout: attemptMs(n),
-        }),
-      );
+      if (place.shared) {
+        await this.publishing(place, 0, (expect) =>
+          publishOne(
+            this.js,
+            this.timeoutMs,
+            `create ${db}`,
+            { subject: place.subject, stream: place.stream, data: new Uint8Array(0), msgID: `${db}/created` },
+            expect,
+          ),
+        );
+      } else {
+        await retry(this.timeoutMs, `create ${db}`, (n) =>
+          this.js.publish(place.subject, new Uint8Array(0), { msgID: 'created', timeout: attemptMs(n) }),
+        );
+      }
     }
     await this.catchUp(tail);
+  }
+
+  /** Creates `place`'s shard stream unless this hub did already (or it exists). */
+  private ensureShard(place: Place): Promise<void> {
+    const s = this.shardOf(place);
+    s.ready ??= ensureStream(this.jsmAt, this.timeoutMs, {
+      name: place.stream,
+      subjects: [this.names.shardSubjects(this.names.shardOf(this.names.dbOfSubject(place.subject)!))],
+      num_replicas: this.replicas,
+      duplicate_window: DUPLICATE_WINDOW_NS,
+    }).catch((e: unknown) => {
+      s.ready = undefined;
+      throw e;
+    });
+    return s.ready;
   }
 
   async append(
@@ -593,41 +742,56 @@ export class NatsStorage implements HubStorage {
           throw e;
         }
         const last = snapshots[snapshots.length - 1]!.header;
-        let won: number | undefined;
-        for (let attempt = 0; won === undefined; attempt++) {
-          won = await this.publish(db, expectSeq, expectedHead, journalId, snapshots, mode);
-          if (won !== undefined) break;
-          // Another message came first: a winning append (refuse), or a torn one (try again after it).
-          await this.catchUp(tail);
-          const state = tail.state();
-          if (state && samePosition(state.head, { txid: last.txid, checksum: last.postChecksum })) {
+        const place = this.place(db);
+        /** The view holds our append (just stored, or by an earlier attempt whose answer was lost). */
+        const ours = (): boolean => {
+          const at = tail.at(last.txid);
+          return at ? at.header.postChecksum === last.postChecksum : tail.base.txid >= last.txid;
+        };
+        for (let attempt = 0; ; attempt++) {
+          const won = await this.publish(
+            db,
+            place,
+            expectSeq,
+            attempt,
+            expectedHead,
+            journalId,
+            snapshots,
+            mode,
+          );
+          if (won !== undefined) await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
+          else await this.catchUp(tail); // another message came first: a winning append, or a torn one
+          if (ours()) {
             this.heads.commit(db, staged);
-            return { ok: true, state }; // our own earlier attempt, stored after all
+            if (won !== undefined) this.maybeCompact(db, tail);
+            return { ok: true, state: tail.state()! };
+          }
+          if (won !== undefined) {
+            // Stored, but the views skip it: on its own stream that is damage; on a shard, another append
+            // of the database came first (another hub's, or one this view had not read yet).
+            if (!place.shared)
+              throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
+            await this.catchUp(tail);
           }
           const why = appendRefusal(tail, expectedHead, journalId, mode);
-          if (why) return { ok: false, reason: why, state: state! };
+          if (why) return { ok: false, reason: why, state: tail.state()! };
           if (attempt >= 3) throw new Error(`append to ${db} kept losing races to torn appends; retry`);
           expectSeq = tail.lastSeq;
         }
-        await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
-        const state = tail.state();
-        if (!state || state.head.txid < last.txid)
-          throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
-        this.heads.commit(db, staged);
-        this.maybeCompact(db, tail);
-        return { ok: true, state };
       }),
     );
   }
 
   /**
    * Publishes the append's parts (each carrying the database's mode: a new database gets it with its
-   * first append), each expecting the previous one as the subject's last message. The stream sequence
-   * of the last part, or undefined when another append came first.
+   * first append) at the database's place (publishing()). The stream sequence of the last part, or
+   * undefined when another append came first.
    */
   private async publish(
     db: string,
+    place: Place,
     expectSeq: number,
+    attempt: number,
     expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
@@ -637,21 +801,14 @@ export class NatsStorage implements HubStorage {
     const parts = splitParts(bytes, this.partBytes);
     const journal = toHex(journalId);
     const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;
-    const r = await publishParts(
-      this.js,
-      this.timeoutMs,
-      `store a snapshot of ${db}`,
-      {
-        subject: this.names.subject(db),
-        stream: this.names.stream(db),
-        key,
-        journal,
-        base: expectedHead,
-        mode,
-        msgPrefix: `${db}/${journal}/${key}`,
-      },
-      parts,
+    // On a shard an attempt after the first follows one that was stored (and skipped): a new id each.
+    const msgPrefix = `${db}/${journal}/${key}${place.shared && attempt > 0 ? `/${attempt}` : ''}`;
+    const r = await this.publishRecord(
+      place,
       expectSeq,
+      `store a snapshot of ${db}`,
+      { key, journal, base: expectedHead, mode, msgPrefix },
+      parts,
     );
     if ('seq' in r) return r.seq;
     if (r.cutAfter === 0) return undefined;
@@ -683,7 +840,7 @@ export class NatsStorage implements HubStorage {
 
   /** Reads one message of `db`'s stream directly (retrying failures); null when it is gone. */
   private getter(db: string): TailSource['get'] {
-    const stream = this.names.stream(db);
+    const stream = this.place(db).stream;
     return (seq) =>
       retry(this.timeoutMs, `read message ${seq}`, (n) => this.jsmAt(n).streams.getMessage(stream, { seq }));
   }
@@ -768,11 +925,16 @@ export class NatsStorage implements HubStorage {
       storage: this,
       settings: this.compactions.settings ?? compactionSettings({}),
       histories: this.histories,
-      js: this.js,
-      jsmAt: this.jsmAt,
-      names: this.names,
       timeoutMs: this.timeoutMs,
       partBytes: this.partBytes,
+      publish: (db, lastSeq, what, record, parts) =>
+        this.publishRecord(this.place(db), lastSeq, what, record, parts),
+      purge: (db, seq) => {
+        const place = this.place(db);
+        return retry(this.timeoutMs, `purge ${db}`, (n) =>
+          this.jsmAt(n).streams.purge(place.stream, place.shared ? { filter: place.subject, seq } : { seq }),
+        ).then(() => undefined);
+      },
       tail: (db) => this.tail(db),
       catchUp: (tail) => this.catchUp(tail),
       locked: (db, fn) => this.lock(db).run(fn),
@@ -808,12 +970,14 @@ export class NatsStorage implements HubStorage {
 
   async getLease(db: string): Promise<StoredLease | undefined> {
     this.check();
+    this.names.leaseSubject(db); // refuses a bad name at once (not retried as a cluster failure)
     await this.linked;
     return this.leases.get(db);
   }
 
   async casLease(db: string, expected: StoredLease | undefined, next: StoredLease): Promise<boolean> {
     this.check();
+    this.names.leaseSubject(db); // refuses a bad name at once (not retried as a cluster failure)
     await this.linked;
     // In this process, lease changes and appends of a database take turns (an append's lease check
     // then sees every change made here before it); across hubs the stream's sequence check decides.

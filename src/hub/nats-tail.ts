@@ -43,6 +43,8 @@ import {
 import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';
 
 interface Pending {
+  /** The sequence of the view's last message before this record's first part. */
+  after: number;
   key: string;
   /** A checkpoint (a full image standing for everything up to its txid), not an append. */
   checkpoint: boolean;
@@ -71,7 +73,12 @@ export interface TailSource {
   open(from: number): Promise<{ messages: ConsumerMessages; remove: () => void }>;
   /** One message read directly from the stream (the stream leader), null when it is gone. */
   get(seq: number): Promise<{ seq: number; header?: MsgHdrs; data: Uint8Array } | null>;
-  /** The stream's last sequence now. */
+  /**
+   * On a shard stream (a view of one subject): the database's first message at or after `seq`, null when
+   * there is none.
+   */
+  next?(seq: number): Promise<{ seq: number; header?: MsgHdrs; data: Uint8Array } | null>;
+  /** The last sequence of the database's messages now (0: none). */
   lastSeq(): Promise<number>;
 }
 
@@ -118,6 +125,8 @@ export class DbTail {
   directReads = 0;
   readonly listeners = new Set<AppendListener>();
   private pending: Pending | undefined;
+  /** An append held with the messages after it, until settle() knows whether this view missed a purge. */
+  private held: { p: Pending; msgs: RawMsg[] } | undefined;
   private waiters: Waiter[] = [];
   private current: { messages: ConsumerMessages; remove: () => void } | undefined;
   private source: TailSource | undefined;
@@ -127,10 +136,14 @@ export class DbTail {
   /** Between renew() and the next consumer's start. */
   private renewing = false;
 
-  /** `onDamaged` hears of an append skipped because a snapshot's trailer checksum fails. */
+  /**
+   * `onDamaged` hears of an append skipped because a snapshot's trailer checksum fails. `filtered`: the
+   * view reads the database's subject of a shard stream, whose sequences have gaps (other databases').
+   */
   constructor(
     readonly db: string,
     private readonly onDamaged?: (txid: bigint, why: string) => void,
+    readonly filtered = false,
   ) {}
 
   /**
@@ -223,6 +236,14 @@ export class DbTail {
     this.filling = (async () => {
       while (!this.stopped && this.lastSeq < upTo) {
         const seq = this.lastSeq + 1;
+        if (source.next) {
+          const m = await source.next(seq);
+          if (!m) break; // purged meanwhile: the consumer reads what follows
+          if (this.lastSeq >= m.seq) continue; // the consumer was faster
+          this.directReads++;
+          this.take({ seq: m.seq, headers: m.header, data: m.data });
+          continue;
+        }
         const m = await source.get(seq);
         if (this.lastSeq >= seq) continue; // the consumer was faster
         this.directReads++;
@@ -359,18 +380,25 @@ export class DbTail {
 
   private take(m: RawMsg): void {
     if (m.seq <= this.lastSeq) return; // a late one from a consumer made again
+    if (this.held) {
+      // Read once the held append is settled, in order (a direct read and the consumer may both give it).
+      if (m.seq > (this.held.msgs[this.held.msgs.length - 1]?.seq ?? this.lastSeq)) this.held.msgs.push(m);
+      return;
+    }
     // Messages were purged before this view read them (a compaction): what follows continues a
-    // checkpoint this view never saw, so it reads it as a history starting there.
-    if (m.gone || m.seq > this.lastSeq + 1) this.forgetIndex();
+    // checkpoint this view never saw, so it reads it as a history starting there. (A filtered view
+    // sees gaps always: it finds a purge by an append that starts past its head, in complete().)
+    if (m.gone || (!this.filtered && m.seq > this.lastSeq + 1)) this.forgetIndex();
+    const before = this.lastSeq;
     this.lastSeq = m.seq;
     try {
-      this.part(m);
+      this.part(m, before);
     } finally {
       this.wakeAll();
     }
   }
 
-  private part(m: RawMsg): void {
+  private part(m: RawMsg, before: number): void {
     const h = m.headers;
     const key = h?.get(HDR_APPEND) ?? '';
     const part = parsePart(h?.get(HDR_PART));
@@ -380,6 +408,7 @@ export class DbTail {
     }
     if (part.i === 1) {
       this.pending = {
+        after: before,
         key,
         checkpoint: h?.has(HDR_CHECKPOINT) ?? false,
         history: h?.has(HDR_HISTORY) ? h.get(HDR_HISTORY) : undefined,
@@ -413,6 +442,15 @@ export class DbTail {
     const base = parsePosition(p.base);
     const mode = parseMode(p.mode);
     if (!journalId || !base || !mode) return;
+    if (
+      this.filtered &&
+      this.journalId &&
+      p.journal === toHex(this.journalId) &&
+      base.txid > this.head.txid
+    ) {
+      this.suspect(p); // messages purged before this view read them, or a damaged append skipped
+      return;
+    }
     if (this.journalId) {
       if (p.journal !== toHex(this.journalId) || !samePosition(base, this.head)) return;
       if (mode !== this.mode) return; // hubs check the mode before they publish: a lost race at most
@@ -458,6 +496,43 @@ export class DbTail {
       } catch {
         // a listener's failure is its own
       }
+    }
+  }
+
+  /**
+   * Holds an append that starts past this filtered view's head (of its journal), and the messages after
+   * it, until settle() knows why: the view missed messages a compaction purged, or an append before it
+   * was skipped (damaged where it is stored).
+   */
+  private suspect(p: Pending): void {
+    const held = { p, msgs: [] as RawMsg[] };
+    this.held = held;
+    void this.settle(held);
+  }
+
+  /**
+   * Messages this view did not read were purged when the database's first message now comes after the
+   * one the view read before `p`: then it reads afresh from `p`, as a view started now would. Otherwise
+   * `p` is skipped (after a damaged append; the writer supplies them again). Then the held messages.
+   */
+  private async settle(held: { p: Pending; msgs: RawMsg[] }): Promise<void> {
+    for (let failures = 0; !this.stopped && this.held === held; failures++) {
+      let first: { seq: number } | null;
+      try {
+        first = await this.source!.next!(1);
+      } catch {
+        await sleep(Math.min(100 * 2 ** failures, 2000)); // the cluster is busy: ask again
+        continue;
+      }
+      if (this.held !== held) return;
+      this.held = undefined;
+      if (first && first.seq > held.p.after) {
+        this.forgetIndex();
+        this.complete(held.p);
+      }
+      for (const m of held.msgs) this.take(m); // one may be held again: the rest then waits with it
+      this.wakeAll();
+      return;
     }
   }
 

@@ -33,15 +33,42 @@ export const HDR_CHECKPOINT = 'Mycelite-Checkpoint';
  */
 export const HDR_HISTORY = 'Mycelite-History';
 
+/**
+ * Shard streams of a deployment: a new database's snapshots go to one of them (by a hash of its name),
+ * on a subject of its own. Fixed: changing it would move databases (each stays where it was made).
+ */
+export const SHARDS = 16;
+
+/**
+ * Where a database's snapshots are: its own stream (the layout before shards, kept for the databases
+ * made then), or a subject of its own in a shard stream that other databases share (`shared`: a view
+ * reads its subject only, and the stream's sequences have gaps).
+ */
+export interface Place {
+  stream: string;
+  subject: string;
+  shared: boolean;
+}
+
 /** Names of one hub deployment's JetStream objects, from a prefix (default `mycelite`). */
 export interface NatsNames {
-  /** The stream of one database's snapshots, and its subject. */
+  /** The stream of one database's snapshots, and its subject (the layout of one stream per database). */
   stream(db: string): string;
   subject(db: string): string;
   /** The database of a stream name, or undefined when it is not one of ours. */
   dbOfStream(stream: string): string | undefined;
-  /** Subject of every snapshot subject (`PREFIX.snap.>`). */
+  /** Subject of every per-database stream's subject (`PREFIX.snap.>`). */
   allSnapshots: string;
+  /** The shard of a database (0 ≤ shard < SHARDS), and the place of a database in it. */
+  shardOf(db: string): number;
+  shardPlace(db: string): Place;
+  /** A shard stream's name and subjects (`PREFIX.db.K.>`). */
+  shardStream(shard: number): string;
+  shardSubjects(shard: number): string;
+  /** The database of a shard subject, or undefined when it is not one. */
+  dbOfSubject(subject: string): string | undefined;
+  /** Subject of every shard's subjects (`PREFIX.db.>`). */
+  allShards: string;
   /** The stream of every database's lease (the last message per subject is the lease). */
   leaseStream: string;
   leaseSubject(db: string): string;
@@ -64,6 +91,9 @@ export function natsNames(prefix = 'mycelite'): NatsNames {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(prefix))
     throw new Error(`the NATS prefix ${JSON.stringify(prefix)} must be 1-32 letters, digits, '_' or '-'`);
   const streamHead = `${prefix.toUpperCase()}_DB_`;
+  const shardOf = (db: string): number => fnv1a(token(db)) % SHARDS;
+  const shardStream = (k: number): string => `${prefix.toUpperCase()}_SHARD_${k}`;
+  const shardHead = `${prefix}.db.`;
   return {
     stream: (db) => streamHead + token(db),
     subject: (db) => `${prefix}.snap.${token(db)}`,
@@ -73,10 +103,36 @@ export function natsNames(prefix = 'mycelite'): NatsNames {
       return checkDbName(db) === undefined ? db : undefined;
     },
     allSnapshots: `${prefix}.snap.>`,
+    shardOf,
+    shardPlace: (db) => {
+      const k = shardOf(db);
+      return { stream: shardStream(k), subject: `${shardHead}${k}.${token(db)}`, shared: true };
+    },
+    shardStream,
+    shardSubjects: (k) => `${shardHead}${k}.>`,
+    dbOfSubject: (subject) => {
+      if (!subject.startsWith(shardHead)) return undefined;
+      const rest = subject.slice(shardHead.length);
+      const dot = rest.indexOf('.');
+      if (dot < 0) return undefined;
+      const db = rest.slice(dot + 1).replaceAll('=', '.');
+      return checkDbName(db) === undefined ? db : undefined;
+    },
+    allShards: `${shardHead}>`,
     leaseStream: `${prefix.toUpperCase()}_LEASES`,
     leaseSubject: (db) => `${prefix}.lease.${token(db)}`,
     historyBucket: `${prefix.toUpperCase()}_HISTORY`,
   };
+}
+
+/** FNV-1a, 32 bits, of a string's UTF-16 code units (names are ASCII): the shard of a database. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 /** Splits `bytes` into parts of at most `size` bytes (at least one part). */
