@@ -9,6 +9,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { HubClient } from '../src/client/hub-client.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
@@ -175,6 +177,18 @@ describe('hub health on NATS', { skip, timeout: 2 * TEST_MS + 2 * HOOK_MS }, () 
     // it never listened (and never said why): a test spawning it waited for ever.
     await cluster.kill(1);
     await cluster.kill(2);
+    // The node left may answer as the meta leader for a moment after its peers died: wait until it knows.
+    await until('node 1 of 3 no longer answers JetStream', 30_000, async () => {
+      const nc = await connect({ servers: cluster.servers[0]! });
+      try {
+        await (await jetstreamManager(nc, { timeout: 1000 })).getAccountInfo();
+        return false;
+      } catch {
+        return true;
+      } finally {
+        await nc.close();
+      }
+    });
     const started = Date.now();
     const c = await spawnHub(tempDir('mycelite-hub-'), 0, ['--storage', cluster.url], { listenMs: 30_000 });
     hubs.push(c);

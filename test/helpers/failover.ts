@@ -14,12 +14,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { natsNames } from '../../src/hub/nats-wire.js';
 import { open, openReplica } from '../../src/node/index.js';
 import { spawnHub } from './hub.js';
 import { type NatsCluster, startNatsCluster } from './nats-cluster.js';
 import { fileHash, settles } from './util.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** The stream of the database `app` (its shard) and the lease stream. */
+const DB_STREAM = natsNames().shardPlace('app').stream;
+const LEASE_STREAM = natsNames().leaseStream;
 
 /** The indexes (0-2) of the nodes that lead the database's stream and the lease stream. */
 async function leaders(cluster: NatsCluster): Promise<{ db: number; leases: number }> {
@@ -27,8 +31,8 @@ async function leaders(cluster: NatsCluster): Promise<{ db: number; leases: numb
   const index = (name: string | undefined): number => Number(name!.slice(1)) - 1; // nodes are n1, n2, n3
   try {
     const jsm = await jetstreamManager(nc);
-    const db = (await jsm.streams.info('MYCELITE_DB_app')).cluster!.leader;
-    const leases = (await jsm.streams.info('MYCELITE_LEASES')).cluster!.leader;
+    const db = (await jsm.streams.info(DB_STREAM)).cluster!.leader;
+    const leases = (await jsm.streams.info(LEASE_STREAM)).cluster!.leader;
     return { db: index(db), leases: index(leases) };
   } finally {
     await nc.close();
@@ -41,7 +45,7 @@ async function unlead(cluster: NatsCluster, i: number): Promise<void> {
   try {
     for (let tries = 0; tries < 20; tries++) {
       const lead = await leaders(cluster);
-      const led = ['MYCELITE_DB_app', 'MYCELITE_LEASES'].filter((_, k) => [lead.db, lead.leases][k] === i);
+      const led = [DB_STREAM, LEASE_STREAM].filter((_, k) => [lead.db, lead.leases][k] === i);
       if (led.length === 0) return;
       for (const stream of led)
         await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, '', { timeout: 5000 });
