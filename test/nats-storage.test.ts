@@ -478,9 +478,24 @@ describe('NatsStorage across hubs', { skip, timeout: 7 * TEST_MS + 2 * HOOK_MS }
     };
     assert.ok((await st.append('quiet', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2))).ok);
     assert.ok((await st.append('heard', EMPTY_POSITION, h.journalId, h.snapshots.slice(0, 2))).ok);
+    /** This process's open files that are head files of `db` (two each: its pages and its record). */
+    const headFiles = (db: string): number =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return new RegExp(`/${db}/head\\.(db|pos)$`).test(fs.readlinkSync(`/proc/self/fd/${fd}`));
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
     const heard: bigint[] = [];
     const off = st.subscribe('heard', (snapshots) => heard.push(...snapshots.map((x) => x.header.txid)));
     await until('the idle view released', async () => (await figure('mycelite_nats_views_released')) >= 1);
+    assert.equal(
+      headFiles('quiet'),
+      0,
+      'a released view’s head file is closed (10,000 databases ran out of files)',
+    );
+    assert.equal(headFiles('heard'), 2, 'a held view’s head file stays open');
     assert.equal(await figure('mycelite_nats_views'), 1, 'the followed view is kept');
     assert.equal(await figure('mycelite_nats_views_released'), 1);
 

@@ -217,6 +217,22 @@ export class Heads {
     return hf.pos!;
   }
 
+  /**
+   * Makes the head file of `db` durable and closes it (a storage releasing an idle database: each open
+   * head file holds two file descriptors). The next use opens it again.
+   */
+  release(db: string): void {
+    const hf = this.files.get(db);
+    if (!hf) return;
+    this.files.delete(db);
+    try {
+      hf.sync();
+    } catch {
+      // the next use redoes or rebuilds it
+    }
+    hf.close();
+  }
+
   /** Makes every head file durable and closes it. */
   close(): void {
     for (const hf of this.files.values()) {

@@ -513,7 +513,8 @@ export class NatsStorage implements HubStorage {
 
   /**
    * Releases the view of `db` (ViewUse: nobody has used it for `viewIdleMs`) unless a follower listens to
-   * it or it is still being made: its consumer is deleted and its index dropped. True when released.
+   * it or it is still being made: its consumer is deleted, its index dropped and its head file closed.
+   * True when released.
    */
   private release(db: string): boolean {
     const tail = this.made.get(db);
@@ -525,6 +526,7 @@ export class NatsStorage implements HubStorage {
     this.advisoryOf.get(tail)?.unsubscribe();
     this.advisoryOf.delete(tail);
     tail.stop();
+    this.heads.release(db);
     this.released++;
     return true;
   }
