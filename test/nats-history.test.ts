@@ -12,10 +12,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstream } from '@nats-io/jetstream';
 import { Objm } from '@nats-io/obj';
-import { connect } from '@nats-io/transport-node';
+import { connect, headers } from '@nats-io/transport-node';
 import { JournalReader, loadHash, memorySource, type Position } from '../src/format/index.js';
+import { historyName } from '../src/hub/nats-history.js';
 import { NatsStorage } from '../src/hub/nats-storage.js';
+import { HDR_UPLOAD, natsNames } from '../src/hub/nats-wire.js';
 import type { MyceliteDatabase } from '../src/node/index.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { runCli } from './helpers/cli.js';
@@ -219,5 +222,45 @@ describe('compacted history on NATS', { skip }, () => {
     } finally {
       await nc.close();
     }
+  });
+
+  it('a history object whose hub died before its checkpoint named it is removed by the next compaction', async () => {
+    await loadHash();
+    const dir = tempDir();
+    const h = await makeHistory(
+      path.join(dir, 'o.db'),
+      ['create table t(id integer primary key, v blob)'].concat(
+        Array.from({ length: 29 }, () => 'insert into t(v) values (randomblob(500))'),
+      ),
+    );
+    const a = await NatsStorage.open({
+      servers: cluster.servers,
+      prefix: 'orph',
+      compaction: { retain: 'forever:all', minBytes: 1 << 30, everyMs: 0 },
+    });
+    cleanups.push(() => a.close());
+    const append = async (from: number, to: number): Promise<void> => {
+      const at = from === 0 ? EMPTY_POSITION : (await a.state('x'))!.head;
+      assert.ok((await a.append('x', at, h.journalId, h.snapshots.slice(from, to))).ok);
+    };
+    await append(0, 20);
+    assert.equal((await a.compact('x'))?.end?.txid, 19n);
+    await append(20, 26);
+    // What a hub that died between storing its history object and storing its checkpoint leaves: its
+    // announcement on the database's subject, and the object.
+    const names = natsNames('orph');
+    const orphan = historyName('x', 25n);
+    const nc = await connect({ servers: cluster.servers });
+    cleanups.push(() => nc.close());
+    const hd = headers();
+    hd.set(HDR_UPLOAD, orphan);
+    await jetstream(nc).publish(names.shardPlace('x').subject, new Uint8Array(0), { headers: hd });
+    const store = await new Objm(nc).open(names.historyBucket);
+    await store.putBlob({ name: orphan }, new Uint8Array(1000));
+    await append(26, 30);
+    assert.equal((await a.compact('x'))?.end?.txid, 29n);
+    const left = (await store.list()).filter((o) => !o.deleted).map((o) => o.name);
+    assert.equal(left.length, 1, `one object, the checkpoint's: ${left.join(', ')}`);
+    assert.match(left[0]!, /^x\/29-/);
   });
 });

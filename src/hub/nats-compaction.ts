@@ -8,14 +8,15 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { headers, type MsgHdrs } from '@nats-io/transport-node';
 import { type SnapshotHeader, toHex } from '../format/index.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import type { compactionSettings } from './compaction.js';
 import { buildImageFile, writeStoredJournal } from './image-cache.js';
-import type { NatsHistories } from './nats-history.js';
+import { historyName, type NatsHistories } from './nats-history.js';
 import type { PartsRecord } from './nats-js.js';
 import type { DbTail } from './nats-tail.js';
-import { splitParts } from './nats-wire.js';
+import { HDR_UPLOAD, splitParts } from './nats-wire.js';
 import type { HubStorage } from './storage.js';
 import { runJob } from './worker.js';
 
@@ -41,6 +42,16 @@ export interface CompactionHost {
     record: Omit<PartsRecord, 'subject' | 'stream'>,
     parts: Uint8Array[],
   ): Promise<{ seq: number } | { cutAfter: number }>;
+  /**
+   * Publishes one message where `db`'s messages go, expecting the view's `lastSeq` (on a shard: the
+   * shard's last); its sequence, or undefined when another came first.
+   */
+  publishOne(
+    db: string,
+    lastSeq: number,
+    what: string,
+    msg: { data: Uint8Array; msgID: string; headers: MsgHdrs },
+  ): Promise<number | undefined>;
   /** Removes `db`'s messages before sequence `seq`. */
   purge(db: string, seq: number): Promise<void>;
   /** Runs `fn` between the database's appends (the storage's lock of `db`). */
@@ -93,7 +104,13 @@ export async function compactStream(h: CompactionHost, db: string): Promise<Comp
     if (!end || end.txid !== upTo || end.checksum !== header.postChecksum)
       throw new Error(`compaction of ${db}: the history ends at ${end?.txid}, not at the checkpoint ${upTo}`);
     const historyBytes = (await fsp.stat(`${paths.history}.tmp`)).size;
-    uploaded = await h.histories.upload(db, upTo, `${paths.history}.tmp`);
+    // Announced first (under the database's lock, in the order of its appends): if this hub dies before
+    // its checkpoint names the object, the next compaction finds it and removes it.
+    const name = historyName(db, upTo);
+    if (!(await h.locked(db, () => announce(h, tail, name))))
+      throw new Error(`compaction of ${db}: could not announce its history object; retry`);
+    uploaded = name;
+    await h.histories.upload(name, `${paths.history}.tmp`);
     const image = new Uint8Array(await fsp.readFile(out));
     const swapStart = performance.now();
     const stored = await h.locked(db, () =>
@@ -113,6 +130,13 @@ export async function compactStream(h: CompactionHost, db: string): Promise<Comp
       for (const old of new Set([previous, stored.replaced]))
         if (old) await h.histories.remove(old).catch(() => undefined);
     }
+    // Objects announced by compactions whose hub died before its checkpoint named them: this checkpoint
+    // stands for their txid (a live one's own checkpoint is refused, and it removes its object itself).
+    for (const [name, txid] of tail.uploads) {
+      if (txid > upTo || name === tail.checkpoint?.history || name === uploaded) continue;
+      await h.histories.remove(name).catch(() => undefined);
+      tail.uploads.delete(name);
+    }
     const outcome: CompactOutcome = {
       ...built,
       bytesBefore: built.bytesBefore,
@@ -125,6 +149,21 @@ export async function compactStream(h: CompactionHost, db: string): Promise<Comp
     if (uploaded) await h.histories.remove(uploaded).catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Publishes the name of the history object a compaction is about to store (HDR_UPLOAD); true once the view holds it. */
+async function announce(h: CompactionHost, tail: DbTail, name: string): Promise<boolean> {
+  const hd = headers();
+  hd.set(HDR_UPLOAD, name);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    await h.catchUp(tail);
+    const msg = { data: new Uint8Array(0), msgID: `${name}/announce`, headers: hd };
+    const seq = await h.publishOne(tail.db, tail.lastSeq, `announce the history ${name}`, msg);
+    if (seq === undefined) continue; // another message came first: after it
+    await tail.waitSeq(seq, h.timeoutMs, `sequence ${seq}`);
+    return true;
+  }
+  return false;
 }
 
 /**

@@ -24,6 +24,17 @@ export class HistoryGoneError extends Error {
   }
 }
 
+/** A new object name for the compacted history of `db` ending at `txid` (no other compaction's). */
+export function historyName(db: string, txid: bigint): string {
+  return `${db}/${txid}-${randomUUID()}`;
+}
+
+/** The txid a history object's name says it ends at; undefined when it is not such a name. */
+export function historyTxid(name: string): bigint | undefined {
+  const m = /\/(\d{1,20})-[0-9a-f-]{36}$/.exec(name);
+  return m ? BigInt(m[1]!) : undefined;
+}
+
 export class NatsHistories {
   private store: Promise<ObjectStore | undefined> | undefined;
 
@@ -56,14 +67,12 @@ export class NatsHistories {
     return s;
   }
 
-  /** Stores the file `file` as the compacted history of `db` ending at `txid`; resolves with its name. */
-  async upload(db: string, txid: bigint, file: string): Promise<string> {
+  /** Stores the file `file` as the object `name` (historyName()). */
+  async upload(name: string, file: string): Promise<void> {
     const store = (await this.open(true))!;
-    const name = `${db}/${txid}-${randomUUID()}`;
-    await retry(this.timeoutMs, `store the history of ${db}`, () =>
+    await retry(this.timeoutMs, `store the history ${name}`, () =>
       store.put({ name }, Readable.toWeb(fs.createReadStream(file)) as ReadableStream<Uint8Array>),
     );
-    return name;
   }
 
   /**

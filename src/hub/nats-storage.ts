@@ -931,6 +931,18 @@ export class NatsStorage implements HubStorage {
       partBytes: this.partBytes,
       publish: (db, lastSeq, what, record, parts) =>
         this.publishRecord(this.place(db), lastSeq, what, record, parts),
+      publishOne: (db, lastSeq, what, msg) => {
+        const place = this.place(db);
+        return this.publishing(place, lastSeq, (expect) =>
+          publishOne(
+            this.js,
+            this.timeoutMs,
+            what,
+            { ...msg, subject: place.subject, stream: place.stream },
+            expect,
+          ),
+        );
+      },
       purge: (db, seq) => {
         const place = this.place(db);
         return retry(this.timeoutMs, `purge ${db}`, (n) =>

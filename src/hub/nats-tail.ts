@@ -29,6 +29,7 @@ import {
   parseMode,
   parsePosition,
 } from '../protocol/index.js';
+import { historyTxid } from './nats-history.js';
 import { type AppendRef, type IndexedSnapshot, SnapshotIndex } from './nats-index.js';
 import {
   HDR_APPEND,
@@ -38,6 +39,7 @@ import {
   HDR_JOURNAL,
   HDR_MODE,
   HDR_PART,
+  HDR_UPLOAD,
   parsePart,
 } from './nats-wire.js';
 import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';
@@ -112,6 +114,11 @@ export class DbTail {
    * the name of the compacted history that ends at it (src/hub/nats-history.ts), when one was kept.
    */
   checkpoint: { header: SnapshotHeader; ref: AppendRef; history?: string } | undefined;
+  /**
+   * History objects announced by compactions (Mycelite-Upload), by name, with the txid each ends at: the
+   * next compaction removes those its checkpoint does not name (their hub died before it stored its own).
+   */
+  readonly uploads = new Map<string, bigint>();
   /** The stream sequence of the last message read (complete, torn or not an append). */
   lastSeq = 0;
   /** Set once the consumer runs (the stream exists). */
@@ -400,6 +407,11 @@ export class DbTail {
 
   private part(m: RawMsg, before: number): void {
     const h = m.headers;
+    const upload = h?.get(HDR_UPLOAD);
+    if (upload) {
+      const txid = historyTxid(upload);
+      if (txid !== undefined) this.uploads.set(upload, txid);
+    }
     const key = h?.get(HDR_APPEND) ?? '';
     const part = parsePart(h?.get(HDR_PART));
     if (!part || key === '') {

@@ -32,6 +32,12 @@ export const HDR_CHECKPOINT = 'Mycelite-Checkpoint';
  * checkpoints stored before hubs kept one.
  */
 export const HDR_HISTORY = 'Mycelite-History';
+/**
+ * A message of its own, before a compaction stores its history object: the object's name. A hub that dies
+ * before its checkpoint names the object leaves it behind; the next compaction whose checkpoint stands
+ * for that txid removes it (src/hub/nats-compaction.ts).
+ */
+export const HDR_UPLOAD = 'Mycelite-Upload';
 
 /**
  * Shard streams of a deployment: a new database's snapshots go to one of them (by a hash of its name),
