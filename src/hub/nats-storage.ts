@@ -1,7 +1,8 @@
 /**
  * HubStorage on NATS JetStream, so that several hubs without state serve the same databases
- * (docs/ARCHITECTURE.md, "Scale-out on NATS JetStream"). Each database has its own stream of snapshots
- * (layout: src/hub/nats-wire.ts); leases are the last message per subject of one lease stream. All are
+ * (docs/ARCHITECTURE.md, "Scale-out on NATS JetStream"). Each database's snapshots are a subject of its
+ * own in a shard stream, or a stream of its own for databases made before shards (src/hub/nats-places.ts,
+ * layout: src/hub/nats-wire.ts); leases are the last message per subject of one lease stream. All are
  * replicated (R3 on a cluster). The stream is the only truth of a database's history: its state is read
  * back from it (src/hub/nats-tail.ts), never kept in a second place that could disagree.
  *
@@ -33,7 +34,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { concatBytes, type Position, type SnapshotHeader, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
@@ -44,23 +45,10 @@ import { DamageListeners, type DamageReport, DoesNotApplyError, Heads, type Stag
 import { Mutex } from './mutex.js';
 import { type CompactionHost, compactStream } from './nats-compaction.js';
 import { HistoryGoneError, NatsHistories } from './nats-history.js';
-import {
-  attemptMs,
-  type Expectation,
-  ensureStream,
-  FAST_TRIES,
-  inARow,
-  isNotFound,
-  onShard,
-  type PartsRecord,
-  parseServers,
-  publishOne,
-  publishParts,
-  retry,
-  type ShardLast,
-} from './nats-js.js';
+import { attemptMs, FAST_TRIES, parseServers, retry } from './nats-js.js';
 import type { NatsLeases } from './nats-leases.js';
 import { type NatsLink, openLink } from './nats-link.js';
+import { NatsPlaces } from './nats-places.js';
 import { DbTail, type TailSource } from './nats-tail.js';
 import { type NatsNames, natsNames, type Place, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
@@ -106,7 +94,6 @@ export interface NatsStorageOptions {
   layout?: 'shards' | 'streams';
 }
 
-const DUPLICATE_WINDOW_NS = 120 * 1e9;
 const VIEW_IDLE_MS = 10 * 60_000;
 
 /** Between two connection attempts of a storage that waits for NATS (ms). */
@@ -148,10 +135,7 @@ export class NatsStorage implements HubStorage {
   readonly names: NatsNames;
   private readonly servers: string[];
   private readonly timeoutMs: number;
-  /** Databases with a stream of their own (made before shards), read at connect. */
-  private ownStreams = new Set<string>();
-  /** Each shard stream's last sequence as this hub knows it, and the turns of its publishes. */
-  private readonly shardLasts = new Map<string, { shard: ShardLast; turns: Mutex; ready?: Promise<void> }>();
+  private readonly places: NatsPlaces;
 
   private constructor(private readonly options: NatsStorageOptions) {
     this.servers = parseServers(options.servers);
@@ -163,6 +147,12 @@ export class NatsStorage implements HubStorage {
     );
     if (options.onDamage) this.damage.add(options.onDamage);
     this.use = new ViewUse(options.viewIdleMs ?? VIEW_IDLE_MS, (db) => this.release(db));
+    this.places = new NatsPlaces(
+      this.names,
+      options.layout ?? 'shards',
+      { js: () => this.js, jsm: () => this.jsm, jsmAt: this.jsmAt, replicas: () => this.replicas },
+      this.timeoutMs,
+    );
   }
 
   private get nc(): NatsConnection {
@@ -216,109 +206,9 @@ export class NatsStorage implements HubStorage {
     }
   }
 
-  /**
-   * Where `db`'s snapshots are: its own stream when it has one (made before shards, or with the
-   * `streams` layout), else its subject in its shard stream.
-   */
+  /** Where `db`'s snapshots are (NatsPlaces.of). */
   place(db: string): Place {
-    if (this.options.layout === 'streams' || this.ownStreams.has(db))
-      return { stream: this.names.stream(db), subject: this.names.subject(db), shared: false };
-    return this.names.shardPlace(db);
-  }
-
-  /** How the view of a database reads its place: consumers and direct reads with short timeouts. */
-  private source(place: Place): TailSource {
-    const { stream, subject, shared } = place;
-    return {
-      open: async (from) => {
-        const consumer = await this.js.consumers.get(stream, {
-          ...(shared ? { filter_subjects: subject } : {}),
-          ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : {}),
-        });
-        const messages = await consumer.consume({ max_messages: 256, expires: 5000, idle_heartbeat: 1000 });
-        return { messages, remove: () => void consumer.delete().catch(() => undefined) };
-      },
-      get: (seq) => this.jsm.streams.getMessage(stream, { seq }),
-      next: shared
-        ? (seq) =>
-            this.jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as { seq: number })
-        : undefined,
-      lastSeq: async () => (await this.lastSeqOf(this.jsm, place)) ?? 0,
-    };
-  }
-
-  /**
-   * The sequence of the last message of a database now (0: none), or undefined when its stream does not
-   * exist.
-   */
-  private async lastSeqOf(jsm: JetStreamManager, place: Place): Promise<number | undefined> {
-    try {
-      if (!place.shared) return (await jsm.streams.info(place.stream)).state.last_seq;
-      return (await jsm.streams.getMessage(place.stream, { last_by_subj: place.subject }))?.seq ?? 0;
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    }
-  }
-
-  /** The same, retrying failures. */
-  private lastSeqNow(place: Place): Promise<number | undefined> {
-    return retry(this.timeoutMs, `read the last sequence of ${place.subject}`, (n) =>
-      this.lastSeqOf(this.jsmAt(n), place),
-    );
-  }
-
-  /** The publish turns and known last sequence of a shard stream. */
-  private shardOf(place: Place): { shard: ShardLast; turns: Mutex; ready?: Promise<void> } {
-    let s = this.shardLasts.get(place.stream);
-    if (!s) {
-      s = { shard: { last: 0 }, turns: new Mutex() };
-      this.shardLasts.set(place.stream, s);
-    }
-    return s;
-  }
-
-  /**
-   * Publishes the messages `send` makes, with what each must expect of its stream: on a shard, in this
-   * hub's turn (one publish at a time per shard, so this hub's own never race) from the shard's known
-   * last sequence; on a database's own stream, in a row after `lastSeq` (the view's).
-   */
-  private publishing<T>(
-    place: Place,
-    lastSeq: number,
-    send: (expect: Expectation) => Promise<T>,
-  ): Promise<T> {
-    if (!place.shared) return send(inARow(lastSeq));
-    const s = this.shardOf(place);
-    return s.turns.run(() =>
-      send(
-        onShard(
-          s.shard,
-          this.timeoutMs,
-          async () => (await this.lastSeqNow({ ...place, shared: false })) ?? 0,
-        ),
-      ),
-    );
-  }
-
-  /** Publishes a record's parts at `db`'s place (see publishing()). */
-  private publishRecord(
-    place: Place,
-    lastSeq: number,
-    what: string,
-    record: Omit<PartsRecord, 'subject' | 'stream'>,
-    parts: Uint8Array[],
-  ): Promise<{ seq: number } | { cutAfter: number }> {
-    return this.publishing(place, lastSeq, (expect) =>
-      publishParts(
-        this.js,
-        this.timeoutMs,
-        what,
-        { ...record, subject: place.subject, stream: place.stream },
-        parts,
-        expect,
-      ),
-    );
+    return this.places.of(db);
   }
 
   /**
@@ -409,19 +299,10 @@ export class NatsStorage implements HubStorage {
         if (!this.link) this.waiting = this.failed ? `${what} (the last attempt: ${this.failed})` : what;
       },
     );
-    if (this.options.layout !== 'streams') {
-      this.ownStreams = await retry(this.timeoutMs, 'list the streams', async (_n) => {
-        const own = new Set<string>();
-        for await (const name of link.jsm.streams.names(this.names.allSnapshots)) {
-          const db = this.names.dbOfStream(name);
-          if (db !== undefined) own.add(db);
-        }
-        return own;
-      }).catch(async (e: unknown) => {
-        await link.nc.close().catch(() => undefined);
-        throw e;
-      });
-    }
+    await this.places.load(link.jsm).catch(async (e: unknown) => {
+      await link.nc.close().catch(() => undefined);
+      throw e;
+    });
     this.link = link;
     this.connected = true;
     void this.watchConnection(link.nc);
@@ -579,9 +460,9 @@ export class NatsStorage implements HubStorage {
     if (known) return known;
     const run = (async () => {
       const place = this.place(tail.db);
-      const last = await this.lastSeqNow(place);
+      const last = await this.places.lastSeq(place);
       if (last === undefined) return false;
-      tail.start(this.source(place));
+      tail.start(this.places.source(place));
       await tail.waitSeq(last, this.timeoutMs, 'the history');
       tail.live = true;
       return true;
@@ -602,7 +483,7 @@ export class NatsStorage implements HubStorage {
    */
   private async catchUp(tail: DbTail): Promise<boolean> {
     if (!tail.started) return this.startTail(tail);
-    const seq = await this.lastSeqNow(this.place(tail.db));
+    const seq = await this.places.lastSeq(this.place(tail.db));
     if (seq === undefined || (tail.filtered && seq === 0)) return false;
     await tail.waitSeq(seq, this.timeoutMs, `sequence ${seq}`);
     return true;
@@ -612,24 +493,7 @@ export class NatsStorage implements HubStorage {
   async list(): Promise<string[]> {
     this.check();
     await this.linked;
-    return retry(this.timeoutMs, 'list the databases', async (n) => {
-      const jsm = this.jsmAt(n);
-      const out = new Set<string>();
-      for await (const name of jsm.streams.names(this.names.allSnapshots)) {
-        const db = this.names.dbOfStream(name);
-        if (db !== undefined) out.add(db);
-      }
-      const shards: string[] = [];
-      for await (const name of jsm.streams.names(this.names.allShards)) shards.push(name);
-      for (const name of shards) {
-        const info = await jsm.streams.info(name, { subjects_filter: this.names.allShards });
-        for (const subject of Object.keys(info.state.subjects ?? {})) {
-          const db = this.names.dbOfSubject(subject);
-          if (db !== undefined) out.add(db);
-        }
-      }
-      return [...out].sort();
-    });
+    return this.places.list();
   }
 
   state(db: string): Promise<DbState | undefined> {
@@ -648,26 +512,11 @@ export class NatsStorage implements HubStorage {
   private async create(tail: DbTail): Promise<void> {
     const db = tail.db;
     const place = this.place(db);
-    if (place.shared) await this.ensureShard(place);
-    else if (!tail.started) {
-      await ensureStream(this.jsmAt, this.timeoutMs, {
-        name: place.stream,
-        subjects: [place.subject],
-        num_replicas: this.replicas,
-        duplicate_window: DUPLICATE_WINDOW_NS,
-      });
-    }
+    if (place.shared || !tail.started) await this.places.ensure(place, db);
     if (tail.lastSeq === 0) {
       if (place.shared) {
-        await this.publishing(place, 0, (expect) =>
-          publishOne(
-            this.js,
-            this.timeoutMs,
-            `create ${db}`,
-            { subject: place.subject, stream: place.stream, data: new Uint8Array(0), msgID: `${db}/created` },
-            expect,
-          ),
-        );
+        const marker = { data: new Uint8Array(0), msgID: `${db}/created` };
+        await this.places.publishOne(place, 0, `create ${db}`, marker);
       } else {
         await retry(this.timeoutMs, `create ${db}`, (n) =>
           this.js.publish(place.subject, new Uint8Array(0), { msgID: 'created', timeout: attemptMs(n) }),
@@ -675,21 +524,6 @@ export class NatsStorage implements HubStorage {
       }
     }
     await this.catchUp(tail);
-  }
-
-  /** Creates `place`'s shard stream unless this hub did already (or it exists). */
-  private ensureShard(place: Place): Promise<void> {
-    const s = this.shardOf(place);
-    s.ready ??= ensureStream(this.jsmAt, this.timeoutMs, {
-      name: place.stream,
-      subjects: [this.names.shardSubjects(this.names.shardOf(this.names.dbOfSubject(place.subject)!))],
-      num_replicas: this.replicas,
-      duplicate_window: DUPLICATE_WINDOW_NS,
-    }).catch((e: unknown) => {
-      s.ready = undefined;
-      throw e;
-    });
-    return s.ready;
   }
 
   async append(
@@ -805,7 +639,7 @@ export class NatsStorage implements HubStorage {
     const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;
     // On a shard an attempt after the first follows one that was stored (and skipped): a new id each.
     const msgPrefix = `${db}/${journal}/${key}${place.shared && attempt > 0 ? `/${attempt}` : ''}`;
-    const r = await this.publishRecord(
+    const r = await this.places.publishRecord(
       place,
       expectSeq,
       `store a snapshot of ${db}`,
@@ -842,9 +676,7 @@ export class NatsStorage implements HubStorage {
 
   /** Reads one message of `db`'s stream directly (retrying failures); null when it is gone. */
   private getter(db: string): TailSource['get'] {
-    const stream = this.place(db).stream;
-    return (seq) =>
-      retry(this.timeoutMs, `read message ${seq}`, (n) => this.jsmAt(n).streams.getMessage(stream, { seq }));
+    return this.places.getter(this.place(db));
   }
 
   snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
@@ -930,25 +762,9 @@ export class NatsStorage implements HubStorage {
       timeoutMs: this.timeoutMs,
       partBytes: this.partBytes,
       publish: (db, lastSeq, what, record, parts) =>
-        this.publishRecord(this.place(db), lastSeq, what, record, parts),
-      publishOne: (db, lastSeq, what, msg) => {
-        const place = this.place(db);
-        return this.publishing(place, lastSeq, (expect) =>
-          publishOne(
-            this.js,
-            this.timeoutMs,
-            what,
-            { ...msg, subject: place.subject, stream: place.stream },
-            expect,
-          ),
-        );
-      },
-      purge: (db, seq) => {
-        const place = this.place(db);
-        return retry(this.timeoutMs, `purge ${db}`, (n) =>
-          this.jsmAt(n).streams.purge(place.stream, place.shared ? { filter: place.subject, seq } : { seq }),
-        ).then(() => undefined);
-      },
+        this.places.publishRecord(this.place(db), lastSeq, what, record, parts),
+      publishOne: (db, lastSeq, what, msg) => this.places.publishOne(this.place(db), lastSeq, what, msg),
+      purge: (db, seq) => this.places.purge(this.place(db), seq),
       tail: (db) => this.tail(db),
       catchUp: (tail) => this.catchUp(tail),
       locked: (db, fn) => this.lock(db).run(fn),
