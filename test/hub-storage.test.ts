@@ -12,16 +12,63 @@ import { EMPTY_POSITION, type EncodedSnapshot, type HubError } from '../src/prot
 import { concatBytes, makeHistory, sampleStatements } from './helpers/hub.js';
 import { storageConformance } from './helpers/storage-conformance.js';
 
-storageConformance('filesystem', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-storage-'));
-  return {
-    open: () => FsStorage.open(dir),
-    tearTail: async (db, bytes) => fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), bytes),
-    storeBehind: async (db, _journalId, _base, snapshots) =>
-      fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), concatBytes(snapshots.map((s) => s.bytes))),
-    headDir: (db) => path.join(dir, 'dbs', db),
-    cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
-  };
+for (const [name, options] of [
+  ['filesystem', {}],
+  // Every database closed as soon as it is idle, and all but the last used one: each request reopens.
+  ['filesystem, one database open at a time', { maxOpen: 1, idleMs: 20 }],
+] as const)
+  storageConformance(name, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-storage-'));
+    return {
+      open: () => FsStorage.open(dir, options),
+      tearTail: async (db, bytes) => fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), bytes),
+      storeBehind: async (db, _journalId, _base, snapshots) =>
+        fs.appendFileSync(path.join(dir, 'dbs', db, 'journal'), concatBytes(snapshots.map((s) => s.bytes))),
+      headDir: (db) => path.join(dir, 'dbs', db),
+      cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
+    };
+  });
+
+it('FsStorage: keeps at most maxOpen databases open, closes idle ones, and each reopens as it was', async () => {
+  await loadHash();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mycelite-fs-open-'));
+  /** This process's open files under `dir`. */
+  const openFiles = (): number =>
+    fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+      } catch {
+        return false; // closed meanwhile
+      }
+    }).length;
+  try {
+    const h = await makeHistory(path.join(dir, 'a.db'), sampleStatements(4));
+    const snaps = h.snapshots as EncodedSnapshot[];
+    const s = await FsStorage.open(path.join(dir, 'data'), { maxOpen: 4, idleMs: 200 });
+    try {
+      const dbs = Array.from({ length: 30 }, (_, i) => `db${i}`);
+      for (const db of dbs)
+        assert.ok((await s.append(db, EMPTY_POSITION, h.journalId, snaps.slice(0, 2))).ok);
+      // The data directory's lock, and five files per open database (a limit of 1,024 ran out at ~200).
+      assert.ok(openFiles() <= 1 + 4 * 5, `${openFiles()} files open for 30 databases`);
+      for (const db of dbs) {
+        const state = (await s.state(db))!;
+        assert.equal(state.head.txid, 2n);
+        assert.ok((await s.append(db, state.head, h.journalId, snaps.slice(2, 4))).ok, db);
+        const bytes: Uint8Array[] = [];
+        for await (const chunk of s.read(db, 0n, 4n)) bytes.push(chunk);
+        assert.deepEqual(concatBytes(bytes), concatBytes(snaps.slice(0, 4).map((x) => x.bytes)));
+      }
+      const deadline = Date.now() + 10_000;
+      while (openFiles() > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(openFiles(), 1, 'idle databases are closed: only the data directory’s lock is open');
+      assert.equal((await s.state('db7'))!.head.txid, 4n, 'and reopen as they were');
+    } finally {
+      await s.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 it('FsStorage: one process at a time per data directory', async () => {

@@ -55,6 +55,7 @@ import { type Damage, findDamage, keepAndCut } from './journal-check.js';
 import { Mutex } from './mutex.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend } from './storage.js';
+import { ViewUse } from './view-use.js';
 import { runJob } from './worker.js';
 
 const READ_CHUNK = 1 << 20;
@@ -93,7 +94,17 @@ export interface FsStorageOptions {
   onDamage?: (db: string, report: DamageReport) => void;
   /** Called when the check of a journal's older part after a start ends (bytes checked, its time). */
   onChecked?: (db: string, check: { bytes: number; ms: number; damaged: boolean }) => void;
+  /**
+   * An open database (five file descriptors: its journal's writer and reader, its offset index, its head
+   * file) nobody has used for this long is closed (default 60 s; Infinity: never), and so is the least
+   * recently used one past `maxOpen` open databases (default 200). The next request opens it again.
+   */
+  idleMs?: number;
+  maxOpen?: number;
 }
+
+/** Databases a hub on files keeps open at most (5 file descriptors each: ~1,000 under a limit of 1,024). */
+const MAX_OPEN = 200;
 
 export class FsStorage implements HubStorage {
   private readonly entries = new Map<string, Entry>();
@@ -111,6 +122,11 @@ export class FsStorage implements HubStorage {
   private readonly heads: Heads;
   private readonly damage = new DamageListeners();
   private readonly onChecked: FsStorageOptions['onChecked'];
+  /** The databases open, and when each was last used (closed when idle, or past `maxOpen`). */
+  private readonly use: ViewUse;
+  private readonly maxOpen: number;
+  /** Databases closed for being idle or past `maxOpen`, since start (for tests and /metrics). */
+  closedIdle = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -122,6 +138,8 @@ export class FsStorage implements HubStorage {
     );
     if (options.onDamage) this.damage.add(options.onDamage);
     this.onChecked = options.onChecked;
+    this.use = new ViewUse(options.idleMs ?? 60_000, (db) => this.closeIdle(db));
+    this.maxOpen = options.maxOpen ?? MAX_OPEN;
     this.heads = new Heads(
       (db) => this.dir(db),
       this,
@@ -199,6 +217,7 @@ export class FsStorage implements HubStorage {
    * it checks whole; the part before is checked in a worker thread (`olderCheck`).
    */
   private async entry(db: string): Promise<Entry | undefined> {
+    this.use.touch(db);
     const cached = this.entries.get(db);
     if (cached) return cached;
     const dir = this.dir(db);
@@ -257,6 +276,7 @@ export class FsStorage implements HubStorage {
       retired: false,
     };
     this.entries.set(db, e);
+    this.use.trim(this.maxOpen, db);
     if (this.checked.has(db)) e.checkedFrom = FILE_HEADER_SIZE;
     else if (e.checkedFrom > FILE_HEADER_SIZE) this.checkOlder(db, e, file);
     else this.checked.add(db);
@@ -482,6 +502,24 @@ export class FsStorage implements HubStorage {
     this.generations.set(db, (this.generations.get(db) ?? 0) + 1);
   }
 
+  /**
+   * Closes `db` (ViewUse: idle, or the least recently used past `maxOpen`) unless something uses it: an
+   * operation under its lock, a read, a compaction, or the check of its older snapshots (which would
+   * run again). True when it is closed (or was not open).
+   */
+  private closeIdle(db: string): boolean {
+    const e = this.entries.get(db);
+    if (!e) return true;
+    if (e.users > 0 || this.locks.get(db)?.busy || this.compactions.running(db)) return false;
+    if (e.checkedFrom > FILE_HEADER_SIZE) return false;
+    this.entries.delete(db);
+    e.writer.close();
+    this.retire(e);
+    this.heads.release(db);
+    this.closedIdle++;
+    return true;
+  }
+
   /** The entry of `db` with one more reader on it (release it), never a retired one. */
   private async acquire(db: string): Promise<Entry | undefined> {
     for (;;) {
@@ -704,6 +742,7 @@ export class FsStorage implements HubStorage {
     await this.compactions.settle();
     await Promise.all([...this.locks.values()].map((m) => m.idle()));
     this.closed = true;
+    this.use.stop();
     this.heads.close();
     for (const e of this.entries.values()) {
       e.writer.close();

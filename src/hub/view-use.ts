@@ -1,8 +1,10 @@
 /**
- * Which databases' views a hub uses (src/hub/nats-storage.ts): how many operations hold each now and
- * when it was last used. A view nobody holds for `idleMs` is offered to `release` (which may refuse: a
- * live follower, a view still starting), so a hub's idle cost follows the databases in use, not every
- * database it ever served. No Node-only imports.
+ * Which databases a hub's storage holds open (a view on NATS, src/hub/nats-storage.ts; file handles on
+ * files, src/hub/fs-storage.ts): how many operations hold each now and when it was last used. One nobody
+ * holds for `idleMs` is offered to `release` (which may refuse: a live follower, a view still starting,
+ * an operation under way), and so are the least recently used when more than a storage's limit are open
+ * (`trim`), so a hub's idle cost follows the databases in use, not every database it ever served. No
+ * Node-only imports.
  */
 export class ViewUse {
   private readonly entries = new Map<string, { holds: number; used: number }>();
@@ -67,6 +69,21 @@ export class ViewUse {
   sweep(now = Date.now()): void {
     for (const [db, e] of this.entries) {
       if (e.holds > 0 || now - e.used < this.idleMs) continue;
+      if (this.release(db)) this.entries.delete(db);
+    }
+  }
+
+  /**
+   * Offers the least recently used databases not held now (nor `keep`) to `release` until at most `max`
+   * are known.
+   */
+  trim(max: number, keep?: string): void {
+    if (this.entries.size <= max) return;
+    const idle = [...this.entries]
+      .filter(([db, e]) => e.holds === 0 && db !== keep)
+      .sort((a, b) => a[1].used - b[1].used);
+    for (const [db] of idle) {
+      if (this.entries.size <= max) return;
       if (this.release(db)) this.entries.delete(db);
     }
   }
