@@ -8,12 +8,12 @@
  *
  *   node dist/scripts/bench-nats-idle.js [--dbs 200] [--seconds 15] [--runs 2]
  */
-import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { EMPTY_POSITION } from '../src/protocol/index.js';
 import { makeHistory, sampleStatements } from '../test/helpers/hub.js';
 import { startNatsCluster } from '../test/helpers/nats-cluster.js';
+import { cpuOf, selfCpu } from '../test/helpers/proc.js';
 import { tempDir } from '../test/helpers/util.js';
 
 const { values } = parseArgs({
@@ -26,19 +26,7 @@ const { values } = parseArgs({
 const dbs = Number(values.dbs);
 const seconds = Number(values.seconds);
 const runs = Number(values.runs);
-const TICK = 100; // clock ticks per second (USER_HZ)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** CPU seconds (user + system) of process `pid` so far. */
-function cpuOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / TICK;
-}
-const selfCpu = (): number => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
 
 const cluster = await startNatsCluster(3);
 try {

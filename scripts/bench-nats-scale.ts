@@ -13,12 +13,12 @@
  *
  *   node dist/scripts/bench-nats-scale.js [--dbs 10000] [--layout shards] [--active 100] [--rate 50] [--seconds 20]
  */
-import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { NatsStorage } from '../src/hub/nats-storage.js';
 import { EMPTY_POSITION, type EncodedSnapshot } from '../src/protocol/index.js';
 import { makeHistory } from '../test/helpers/hub.js';
 import { startNatsCluster } from '../test/helpers/nats-cluster.js';
+import { cpuOf, rssOf, selfCpu } from '../test/helpers/proc.js';
 import { tempDir } from '../test/helpers/util.js';
 
 const { values } = parseArgs({
@@ -38,24 +38,8 @@ const active = Math.min(dbs, Number(values.active));
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
-const TICK = 100; // clock ticks per second (USER_HZ)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** CPU seconds (user + system) of process `pid` so far. */
-function cpuOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / TICK;
-}
-/** Resident memory of process `pid` (MiB). */
-function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m?.[1] ?? 0) / 1024;
-}
-const selfCpu = (): number => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
 const pct = (x: number): string => `${x.toFixed(1)}%`;
 const mib = (x: number): string => `${x.toFixed(0)} MiB`;
 
