@@ -7,11 +7,13 @@
  * back from it (src/hub/nats-tail.ts), never kept in a second place that could disagree.
  *
  * - Single writer across hubs: each part of an append is published with the stream's expected last
- *   sequence (Nats-Expected-Last-Sequence), so of two hubs appending from the same head exactly one wins;
- *   the other answers head_mismatch with the winner's head. (Not the per-subject expectation: nats-server
- *   2.9 lets two racing publishes with the same Nats-Expected-Last-Subject-Sequence both in on a cluster.)
- * - Idempotence: every part carries Nats-Msg-Id `db/journal/FIRST-LAST/I`; a publish whose answer was
- *   lost (a node died, a timeout) is sent again and JetStream stores it once.
+ *   sequence (Nats-Expected-Last-Sequence; on a shard the shard's, src/hub/nats-places.ts), and every view
+ *   skips an append that does not continue the head, so of two hubs appending from the same head exactly
+ *   one wins; the other answers head_mismatch with the winner's head. (Not the per-subject expectation:
+ *   nats-server 2.9 lets two racing publishes with the same Nats-Expected-Last-Subject-Sequence both in.)
+ * - Idempotence: every part carries Nats-Msg-Id `db/journal/FIRST-LAST/I` (on a shard with an id of the
+ *   call and attempt before `/I`); a publish whose answer was lost (a node died, a timeout) is sent again
+ *   and JetStream stores it once.
  * - All or nothing: an append counts only when all its parts stand in a row; a torn one is skipped.
  * - Every push is checked against the database's pages at the head before it is published: a head file
  *   per database on this hub's disk (src/hub/heads.ts, under `headsDir`), brought forward from the
@@ -30,6 +32,7 @@
  *   serves the history the current checkpoint names.
  */
 
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
@@ -584,12 +587,15 @@ export class NatsStorage implements HubStorage {
           const at = tail.at(last.txid);
           return at ? at.header.postChecksum === last.postChecksum : tail.base.txid >= last.txid;
         };
+        // On a shard an append may be stored and skipped (a view behind another hub's append): each attempt
+        // of each call gets message ids of its own, or JetStream would drop the next one as a repeat.
+        const call = place.shared ? randomUUID().slice(0, 8) : undefined;
         for (let attempt = 0; ; attempt++) {
           const won = await this.publish(
             db,
             place,
             expectSeq,
-            attempt,
+            call === undefined ? '' : `/${call}-${attempt}`,
             expectedHead,
             journalId,
             snapshots,
@@ -627,7 +633,7 @@ export class NatsStorage implements HubStorage {
     db: string,
     place: Place,
     expectSeq: number,
-    attempt: number,
+    idSuffix: string,
     expectedHead: Position,
     journalId: Uint8Array,
     snapshots: EncodedSnapshot[],
@@ -637,8 +643,7 @@ export class NatsStorage implements HubStorage {
     const parts = splitParts(bytes, this.partBytes);
     const journal = toHex(journalId);
     const key = `${snapshots[0]!.header.txid}-${snapshots[snapshots.length - 1]!.header.txid}`;
-    // On a shard an attempt after the first follows one that was stored (and skipped): a new id each.
-    const msgPrefix = `${db}/${journal}/${key}${place.shared && attempt > 0 ? `/${attempt}` : ''}`;
+    const msgPrefix = `${db}/${journal}/${key}${idSuffix}`;
     const r = await this.places.publishRecord(
       place,
       expectSeq,
