@@ -122,6 +122,17 @@ export class NatsPlaces {
     );
   }
 
+  /**
+   * The sequence of the database's first message at or after `from` on a shard (0: none; nothing but
+   * the answer's headers is read then); retrying failures.
+   */
+  nextSeq(place: Place, from: number): Promise<number> {
+    return retry(this.timeoutMs, `read the next message of ${place.subject}`, async (n) => {
+      const request = { seq: from, next_by_subj: place.subject } as unknown as { seq: number };
+      return (await this.link.jsmAt(n).streams.getMessage(place.stream, request))?.seq ?? 0;
+    });
+  }
+
   private async lastSeqOf(jsm: JetStreamManager, place: Place): Promise<number | undefined> {
     try {
       if (!place.shared) return (await jsm.streams.info(place.stream)).state.last_seq;

@@ -173,7 +173,11 @@ export class DbTail {
         seen = this.lastSeq;
         return;
       }
-      void this.source!.lastSeq().then(
+      // A view of a shard asks for its next message (nothing comes back when there is none: no payload
+      // read every few seconds per followed database), a view of its own stream for the last sequence.
+      const next = this.source!.next;
+      const probe = next ? next(this.lastSeq + 1).then((m) => m?.seq ?? 0) : this.source!.lastSeq();
+      void probe.then(
         (last) => {
           if (last > this.lastSeq) this.recover(last);
         },
