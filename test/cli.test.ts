@@ -241,6 +241,18 @@ describe('usage errors (exit 2) and help', () => {
     assert.match(expect(2, dir, 'restore', 'app.db').stderr, /--output/);
     assert.match(expect(2, dir, 'log', 'app.db', 'extra').stderr, /too many arguments/);
     assert.match(expect(2, dir).stderr, /Usage: mycelite/);
+    // Each on one line, with where to read more (a second line was easy to miss, or to cut with `head -1`).
+    for (const args of [
+      ['frobnicate'],
+      ['restor'],
+      ['exec', 'app.db', 'select 1', '--bogus'],
+      ['restore', 'app.db'],
+    ])
+      assert.match(
+        expect(2, dir, ...args).stderr,
+        /^mycelite: [^\n]+ \(see mycelite [^\n]*--help\)\n$/,
+        args.join(' '),
+      );
   });
 
   test('token says on stderr when it made a new hub key (a mistyped --data), and only then', () => {

@@ -57,9 +57,8 @@ export async function buildProgram(argv: string[] = []): Promise<Command> {
     .configureOutput({
       writeOut,
       writeErr,
-      outputError: (message, write) => write(`mycelite: ${message.replace(/^error: /, '')}`),
+      outputError: usageError('mycelite --help'),
     })
-    .showHelpAfterError('(see mycelite --help)')
     .addHelpText(
       'after',
       `
@@ -88,9 +87,20 @@ Set MYCELITE_DEBUG=1 to see stack traces of errors.`,
   const registers = await Promise.all(names.map((name) => COMMANDS[name]!()));
   for (const register of registers) register(program);
   for (const cmd of program.commands) {
-    cmd.showHelpAfterError(`(see mycelite ${cmd.name()} --help)`);
+    cmd.configureOutput({ writeOut, writeErr, outputError: usageError(`mycelite ${cmd.name()} --help`) });
   }
   return program;
+}
+
+/** A usage error on one line, with where to read more: `mycelite: MESSAGE (see HELP)`. */
+function usageError(help: string): (message: string, write: (text: string) => void) => void {
+  return (message, write) =>
+    write(
+      `mycelite: ${message
+        .replace(/^error: /, '')
+        .trim()
+        .replace(/\s*\n\s*/g, ' ')} (see ${help})\n`,
+    );
 }
 
 /** Runs the CLI with `argv` (the arguments after the script name); resolves to the exit code. */
