@@ -14,6 +14,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { parseIsoTime } from '../src/cli/common.js';
 import { formatReal, isTrivia, parseAt, splitLastStatement } from '../src/cli/exec.js';
 import { loadSqlite } from '../src/engine/sqlite.js';
+import { freePort } from './helpers/tcp-proxy.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/mycelite.js');
 
@@ -253,6 +254,23 @@ describe('usage errors (exit 2) and help', () => {
         /^mycelite: [^\n]+ \(see mycelite [^\n]*--help\)\n$/,
         args.join(' '),
       );
+  });
+
+  test('push, follow and restore --hub say the same about a hub they cannot reach, and leave nothing', async () => {
+    const dir = tempDir();
+    expect(0, dir, 'exec', 'app.db', 'create table t(a)');
+    const hub = `http://127.0.0.1:${await freePort()}`;
+    const said = new RegExp(
+      `^mycelite: cannot reach the hub at ${hub.replaceAll('.', '\\.')} \\(.*ECONNREFUSED.*\\): check the URL and that \`mycelite serve\` is running\n$`,
+    );
+    const before = fs.readdirSync(dir).sort();
+    for (const args of [
+      ['push', 'app.db', '--hub', hub, '--db', 'app', '--token', 't'],
+      ['follow', hub, 'replica.db', '--db', 'app', '--token', 't', '--once'],
+      ['restore', '--hub', hub, '--db', 'app', '--token', 't', '--output', 'restored.db'],
+    ])
+      assert.match(expect(1, dir, ...args).stderr, said, args[0]);
+    assert.deepEqual(fs.readdirSync(dir).sort(), before, 'no file left behind');
   });
 
   test('token says on stderr when it made a new hub key (a mistyped --data), and only then', () => {

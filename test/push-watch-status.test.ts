@@ -76,7 +76,7 @@ test('a hub down from the start: says it cannot reach it, then that it answers a
   const token = await mintToken(loadOrCreateKey(dir), { db: 'app', role: 'writer', ttlSeconds: 3600 });
   const w = watch(file, `http://127.0.0.1:${port}`, token);
   await w.until(
-    /^mycelite: cannot reach the hub at http:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED.*; retrying$/m,
+    /^mycelite: cannot reach the hub at http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED.*\): check the URL and that `mycelite serve` is running; retrying$/m,
     'err',
   );
   await commit('insert into t values (1)');

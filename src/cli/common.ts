@@ -134,7 +134,6 @@ function isCalendarDate(v: string): boolean {
   return date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
 }
 
-/** Wraps a value parser so that its error becomes commander's "invalid argument" (exit 2, with usage). */
 /** The hub URLs of a command's argument (commas between several); a bad one is a usage error. */
 export function hubUrlsOf(value: string): string[] {
   try {
@@ -144,6 +143,7 @@ export function hubUrlsOf(value: string): string[] {
   }
 }
 
+/** Wraps a value parser so that its error becomes commander's "invalid argument" (exit 2, with usage). */
 export const asUsage =
   <T>(parse: (v: string) => T) =>
   (value: string): T => {
@@ -153,6 +153,11 @@ export const asUsage =
       throw new InvalidArgumentError((e as Error).message);
     }
   };
+
+/** Every command's words for a hub it cannot reach: what failed, and what to check. */
+export function unreachableHub(url: string, detail: string): string {
+  return `cannot reach the hub at ${url} (${detail}): check the URL and that \`mycelite serve\` is running`;
+}
 
 /**
  * A progress line on stderr for long work, when stderr is a terminal (and not with --json): `what: done/total

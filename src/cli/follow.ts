@@ -15,7 +15,7 @@ import { nodeRuntime } from '../node/runtime.js';
 import { checkDbName, HubError } from '../protocol/index.js';
 import { Follower, OtherHistoryError, type ReplicaStatus } from '../replica/follower.js';
 import { type ReplicaReset, ReplicaStore } from '../replica/replica.js';
-import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
+import { hubUrlsOf, UsageError, unreachableHub, writeErr, writeOut } from './common.js';
 
 interface FollowCliOptions {
   db: string;
@@ -208,9 +208,7 @@ function explain(e: unknown, { url, db, replica }: Where): Error {
     );
   }
   if (e instanceof HubUnreachableError) {
-    return new Error(
-      `cannot reach the hub at ${url} (${text}): check the URL and that \`mycelite serve\` is running`,
-    );
+    return new Error(unreachableHub(url, text));
   }
   return e instanceof Error ? e : new Error(text);
 }

@@ -15,7 +15,7 @@ import { checkHubOptions } from '../client/writer-start.js';
 import { loadHash } from '../format/index.js';
 import { journalPaths } from '../journal/paths.js';
 import { nodeRuntime, open } from '../node/index.js';
-import { hubUrlsOf, UsageError, writeErr, writeOut } from './common.js';
+import { hubUrlsOf, UsageError, unreachableHub, writeErr, writeOut } from './common.js';
 
 interface PushOptions {
   hub: string;
@@ -290,7 +290,7 @@ function waiting(target: HubTarget, lastError: string | undefined): string {
   const why = lastError ?? 'no answer';
   const at = describeHubUrls(target.url);
   if (why.includes('the hub failed')) return `the hub at ${at} fails: ${why}`;
-  return `cannot reach the hub at ${at}: ${why}`;
+  return unreachableHub(at, why);
 }
 
 /** True when the database file's header says WAL (bytes 18-19 are 2). */

@@ -1,6 +1,7 @@
 /** `mycelite restore DB --output FILE [--txid N | --at ISO-8601] [--force]`: rebuild a database from its journal. */
 import * as path from 'node:path';
 import { type Command, Option } from 'commander';
+import { HubUnreachableError } from '../client/hub-client.js';
 import { journalPaths } from '../journal/paths.js';
 import { nodeRuntime } from '../node/runtime.js';
 import type { Target } from '../restore/replay.js';
@@ -12,6 +13,7 @@ import {
   parseTxid,
   progressLine,
   requireParentDirectory,
+  unreachableHub,
   writeOut,
 } from './common.js';
 import { restoreFromHub } from './hub-restore.js';
@@ -88,6 +90,8 @@ async function hubRestoreCommand(options: RestoreOptions): Promise<void> {
   const s = await restoreFromHub({ url: options.hub!, db: options.db!, token }, options.output, {
     target: targetOf(options),
     force: options.force === true,
+  }).catch((e: unknown) => {
+    throw e instanceof HubUnreachableError ? new Error(unreachableHub(options.hub!, e.message)) : e;
   });
   if (s === undefined) {
     writeOut(`restored an empty database (the hub holds no snapshots) to ${options.output}\n`);
