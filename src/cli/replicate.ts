@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import type { HubOptions } from '../client/writer-start.js';
-import { runDaemon } from '../sidecar/daemon.js';
+import { pushStopped, runDaemon } from '../sidecar/daemon.js';
 import { type Replicator, replicate } from '../sidecar/replicate.js';
 import { writeErr } from './common.js';
 
@@ -95,7 +95,7 @@ async function runOne(db: string, hub: HubOptions | undefined): Promise<void> {
     if (s.state === lastState) return;
     lastState = s.state;
     if (s.state === 'offline') writeErr(`hub unreachable, retrying: ${s.lastError}\n`);
-    if (s.state === 'error') writeErr(`pushing stopped: ${s.lastError}\n`);
+    if (s.state === 'error') writeErr(`${pushStopped(s.lastError, 'restart replicate to push again')}\n`);
   });
   const error = await failure;
   await r.close();

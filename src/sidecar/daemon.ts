@@ -57,11 +57,21 @@ export function readConfig(file: string): DaemonEntry[] {
   });
 }
 
+/**
+ * What a sidecar says when its push to the hub stopped for good (a refused token, another history):
+ * capture goes on into the local journal, nothing is lost, and how to push again.
+ */
+export function pushStopped(why: string | undefined, again: string): string {
+  return `pushing stopped: ${why ?? 'no reason given'}; still capturing every transaction into the local journal (nothing is lost): fix the cause, then ${again}`;
+}
+
 interface Running {
   entry: DaemonEntry;
   key: string;
   replicator?: Replicator;
   error?: string;
+  /** Why pushing to the hub stopped for good (capture goes on), until a reload starts it again. */
+  pushError?: string;
   snapshots: number;
   lastSnapshotAt: number;
 }
@@ -94,6 +104,14 @@ export async function runDaemon(configFile: string, options: DaemonOptions = {})
       r.replicator.on('error', (e) => {
         r.error = e.message;
         say(`stopped: ${e.message}`);
+      });
+      let pushState = r.replicator.sync?.status().state;
+      r.replicator.sync?.on('status', (s) => {
+        if (s.state === pushState) return;
+        pushState = s.state;
+        r.pushError = s.state === 'error' ? (s.lastError ?? 'stopped') : undefined;
+        if (s.state === 'error') say(pushStopped(s.lastError, 'send SIGHUP to push again'));
+        if (s.state === 'offline') say(`hub unreachable, retrying: ${s.lastError}`);
       });
       say(
         `replicating at txid ${r.replicator.position().txid}${entry.hub ? ` to ${entry.hub.db} on ${entry.hub.url}` : ''}`,
@@ -129,7 +147,7 @@ export async function runDaemon(configFile: string, options: DaemonOptions = {})
       const wanted = new Map(next.map((e) => [e.path, e]));
       for (const [p, r] of [...running]) {
         const w = wanted.get(p);
-        if (!w || keyOf(w) !== r.key || r.error !== undefined) await stopOne(p);
+        if (!w || keyOf(w) !== r.key || r.error !== undefined || r.pushError !== undefined) await stopOne(p);
       }
       for (const e of next) if (!running.has(e.path)) await start(e);
       entries = next;
@@ -166,6 +184,8 @@ async function serveMetrics(
     const lines = [
       '# HELP mycelite_replicate_up 1 while the database is replicated, 0 after an error',
       '# TYPE mycelite_replicate_up gauge',
+      '# HELP mycelite_replicate_push_up 1 while pushing to its hub goes on, 0 once it stopped (capture goes on)',
+      '# TYPE mycelite_replicate_push_up gauge',
       '# HELP mycelite_replicate_txid the journal head',
       '# TYPE mycelite_replicate_txid gauge',
       '# HELP mycelite_replicate_journal_bytes size of the journal file',
@@ -182,6 +202,7 @@ async function serveMetrics(
       const up = r.replicator !== undefined && r.error === undefined;
       lines.push(`mycelite_replicate_up${l} ${up ? 1 : 0}`);
       if (!r.replicator) continue;
+      if (r.entry.hub) lines.push(`mycelite_replicate_push_up${l} ${r.pushError === undefined ? 1 : 0}`);
       lines.push(`mycelite_replicate_txid${l} ${r.replicator.position().txid}`);
       const size = fs.statSync(r.replicator.journalPath, { throwIfNoEntry: false })?.size ?? 0;
       lines.push(`mycelite_replicate_journal_bytes${l} ${size}`);
