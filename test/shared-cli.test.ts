@@ -54,6 +54,15 @@ test('the README flow: two devices write offline with exec, sync merges them byt
     'id\tcents\na1\t-120000\nc3\t-350\nx\t3\n',
   );
   for (const db of [laptop, phone]) await ok(['verify', db]);
+  // push of a device's file (once or --watch) refuses and names sync: it would merge, changing the file.
+  const token = await h.token('budget', 'writer');
+  const before = fileHash(laptop);
+  for (const extra of [[], ['--watch']]) {
+    const r = await runCli(['push', laptop, '--hub', h.url, '--db', 'budget', '--token', token, ...extra]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /^mycelite: .*laptop\.db is a device of a shared database .*mycelite sync .* --shared/);
+  }
+  assert.equal(fileHash(laptop), before, 'the device file is as it was');
 });
 
 test("sync --shared of a single writer's database that the hub holds as single-writer refuses and leaves it a single writer", async () => {

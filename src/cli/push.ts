@@ -88,6 +88,12 @@ export async function pushCommand(dbPath: string, options: PushOptions): Promise
   const file = path.resolve(dbPath);
   if (!fs.existsSync(file)) throw new Error(`${dbPath} does not exist`);
   const paths = journalPaths(file);
+  // A device merges with its hub (it takes in others' changes, which changes the file): not what push does.
+  if (fs.existsSync(paths.shared)) {
+    throw new Error(
+      `${dbPath} is a device of a shared database (its changes merge with everyone's): sync it with \`mycelite sync ${dbPath} --shared --hub ${options.hub} --db ${options.db}\`; push sends single-writer databases`,
+    );
+  }
   if (options.watch) return watch(file, paths.journal, target, !!options.json);
   // Another process is the writer, or the database is a WAL database `mycelite replicate` captures (our
   // engine does not open those as a writer): push what the journal holds, as --watch does.
