@@ -60,7 +60,10 @@ test('the README flow: two devices write offline with exec, sync merges them byt
   for (const extra of [[], ['--watch']]) {
     const r = await runCli(['push', laptop, '--hub', h.url, '--db', 'budget', '--token', token, ...extra]);
     assert.equal(r.status, 1, r.stderr);
-    assert.match(r.stderr, /^mycelite: .*laptop\.db is a device of a shared database .*mycelite sync .* --shared/);
+    assert.match(
+      r.stderr,
+      /^mycelite: .*laptop\.db is a device of a shared database .*mycelite sync .* --shared/,
+    );
   }
   assert.equal(fileHash(laptop), before, 'the device file is as it was');
 });
