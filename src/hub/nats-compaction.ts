@@ -13,10 +13,10 @@ import { type SnapshotHeader, toHex } from '../format/index.js';
 import type { CompactJob, CompactOutcome } from './compact-worker.js';
 import type { compactionSettings } from './compaction.js';
 import { buildImageFile, writeStoredJournal } from './image-cache.js';
-import { historyName, type NatsHistories } from './nats-history.js';
+import type { NatsHistories } from './nats-history.js';
 import type { PartsRecord } from './nats-js.js';
 import type { DbTail } from './nats-tail.js';
-import { HDR_UPLOAD, splitParts } from './nats-wire.js';
+import { HDR_UPLOAD, historyName, splitParts } from './nats-wire.js';
 import type { HubStorage } from './storage.js';
 import { runJob } from './worker.js';
 

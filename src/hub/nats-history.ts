@@ -6,7 +6,6 @@
  * database is the object its current checkpoint names. An object is written whole before a checkpoint
  * names it, and removed (its chunks and its record) only once a later checkpoint stands for it.
  */
-import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Readable } from 'node:stream';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
@@ -22,17 +21,6 @@ export class HistoryGoneError extends Error {
     super(message);
     this.name = 'HistoryGoneError';
   }
-}
-
-/** A new object name for the compacted history of `db` ending at `txid` (no other compaction's). */
-export function historyName(db: string, txid: bigint): string {
-  return `${db}/${txid}-${randomUUID()}`;
-}
-
-/** The txid a history object's name says it ends at; undefined when it is not such a name. */
-export function historyTxid(name: string): bigint | undefined {
-  const m = /\/(\d{1,20})-[0-9a-f-]{36}$/.exec(name);
-  return m ? BigInt(m[1]!) : undefined;
 }
 
 export class NatsHistories {
@@ -67,7 +55,7 @@ export class NatsHistories {
     return s;
   }
 
-  /** Stores the file `file` as the object `name` (historyName()). */
+  /** Stores the file `file` as the object `name` (historyName(), src/hub/nats-wire.ts). */
   async upload(name: string, file: string): Promise<void> {
     const store = (await this.open(true))!;
     await retry(this.timeoutMs, `store the history ${name}`, () =>

@@ -29,7 +29,6 @@ import {
   parseMode,
   parsePosition,
 } from '../protocol/index.js';
-import { historyTxid } from './nats-history.js';
 import { type AppendRef, type IndexedSnapshot, SnapshotIndex } from './nats-index.js';
 import {
   HDR_APPEND,
@@ -40,6 +39,7 @@ import {
   HDR_MODE,
   HDR_PART,
   HDR_UPLOAD,
+  historyTxid,
   parsePart,
 } from './nats-wire.js';
 import { type AppendListener, BeforeBaseError, type DbState, StorageUnavailableError } from './storage.js';

@@ -131,6 +131,17 @@ export function natsNames(prefix = 'mycelite'): NatsNames {
   };
 }
 
+/** A new object name for the compacted history of `db` ending at `txid` (no other compaction's). */
+export function historyName(db: string, txid: bigint): string {
+  return `${db}/${txid}-${crypto.randomUUID()}`;
+}
+
+/** The txid a history object's name says it ends at; undefined when it is not such a name. */
+export function historyTxid(name: string): bigint | undefined {
+  const m = /\/(\d{1,20})-[0-9a-f-]{36}$/.exec(name);
+  return m ? BigInt(m[1]!) : undefined;
+}
+
 /** FNV-1a, 32 bits, of a string's UTF-16 code units (names are ASCII): the shard of a database. */
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
