@@ -242,6 +242,9 @@ describe('usage errors (exit 2) and help', () => {
     assert.match(expect(2, dir, 'restore', 'app.db').stderr, /--output/);
     assert.match(expect(2, dir, 'log', 'app.db', 'extra').stderr, /too many arguments/);
     assert.match(expect(2, dir).stderr, /Usage: mycelite/);
+    assert.match(expect(2, dir, 'serve', '--nats-layout', 'bogus').stderr, /--nats-layout.*bogus.*shards, streams/);
+    assert.match(expect(2, dir, 'serve', '--nats-layout', 'streams').stderr, /--nats-layout goes with --storage/);
+    assert.equal(fs.existsSync(path.join(dir, 'mycelite-hub')), false, 'no data directory left behind');
     // Each on one line, with where to read more (a second line was easy to miss, or to cut with `head -1`).
     for (const args of [
       ['frobnicate'],

@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { HubClient } from '../src/client/hub-client.js';
 import { type MyceliteDatabase, open, type ReplicaDatabase } from '../src/node/index.js';
 import { HubError } from '../src/protocol/index.js';
@@ -17,7 +19,7 @@ import { fileHash, tempDir } from './helpers/util.js';
 
 const skip = natsSkip;
 
-describe('two hubs on one NATS cluster', { skip, timeout: 3 * TEST_MS + 2 * HOOK_MS }, () => {
+describe('two hubs on one NATS cluster', { skip, timeout: 4 * TEST_MS + 2 * HOOK_MS }, () => {
   let cluster: NatsCluster;
   let dir: string;
   let a: SpawnedHub;
@@ -60,6 +62,32 @@ describe('two hubs on one NATS cluster', { skip, timeout: 3 * TEST_MS + 2 * HOOK
 
   const caughtUp = (w: MyceliteDatabase, r: ReplicaDatabase, ms = 30_000): Promise<void> =>
     waitCaughtUp(w, r, ms);
+
+  it('serve --nats-layout streams makes a new database a stream of its own (for a rolling upgrade); a hub started after serves it', {
+    timeout: TEST_MS,
+  }, async () => {
+    const keyDir = tempDir('mycelite-hub-');
+    const old = await spawnHub(keyDir, 0, ['--storage', cluster.url, '--nats-layout', 'streams']);
+    cleanups.push(() => old.kill());
+    const w = await writer(path.join(dir, 'layout.db'), old, 'layout');
+    w.exec('CREATE TABLE t(a, b)');
+    await w.sync!.flush(20_000);
+    const nc = await connect({ servers: cluster.servers });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info('MYCELITE_DB_layout');
+      assert.ok(info.state.messages >= 2, 'its own stream: the marker and the append');
+    } finally {
+      await nc.close();
+    }
+    const later = await spawnHub(keyDir, 0, ['--storage', cluster.url]); // the default layout: shards
+    cleanups.push(() => later.kill());
+    const state = await new HubClient({
+      url: later.url,
+      db: 'layout',
+      token: await later.token('layout', 'reader'),
+    }).state();
+    assert.equal(state?.head.txid, w.position().txid, 'a hub of the shard layout serves it where it is');
+  });
 
   it('a writer pushing through hub A reaches replicas following hub B, live and byte for byte', {
     timeout: TEST_MS,

@@ -1,6 +1,6 @@
 /** `mycelite serve`: run a hub (docs/PROTOCOL.md) that stores and relays the journals of many databases. */
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { DEFAULT_RETENTION, describeRetention, parseDuration, parseRetention } from '../history/policy.js';
 import type { HubCompaction } from '../hub/compaction.js';
 import { startHub } from '../hub/index.js';
@@ -17,6 +17,7 @@ interface ServeOptions {
   maxConnections: string;
   demo?: boolean;
   storage?: string;
+  natsLayout?: 'shards' | 'streams';
   retain: string;
   compact: boolean;
   compactAbove: string;
@@ -43,6 +44,12 @@ export function registerServe(program: Command): void {
     .option(
       '--storage <URL>',
       'keep journals and leases in NATS JetStream instead of --data (nats://host:port[,host:port...]): several hubs on one cluster serve the same databases (--data then holds only hub.key and caches); a cluster that cannot be reached yet is waited for (/readyz says 503 until it answers)',
+    )
+    .addOption(
+      new Option(
+        '--nats-layout <LAYOUT>',
+        "with --storage: where new databases go, shards (a subject in one of 16 shared streams: a cluster's idle cost does not grow with its databases) or streams (a stream each, as hubs before shards made them; for a rolling upgrade from those: start the new hubs with streams, then restart every hub with shards)",
+      ).choices(['shards', 'streams']),
     )
     .option(
       '--retain <POLICY>',
@@ -163,16 +170,22 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
   const port = parseInteger(options.port, '--port', 0, 65535);
   const web = options.demo ? { dir: builtWebDir(), demoTokens: isLoopback(options.host) } : undefined;
   const compaction = options.compact ? compactionOptions(options) : false;
+  if (options.natsLayout !== undefined && options.storage === undefined)
+    throw new UsageError('--nats-layout goes with --storage (a hub on NATS)');
   // A cluster that cannot be reached yet is waited for: the hub serves /livez meanwhile, /readyz says 503.
   let told = '';
   const storage = options.storage
-    ? await openNatsStorage(options.storage, { compaction, headsDir: path.join(dataDir, 'heads') }, (why) => {
-        if (why === told) return;
-        told = why;
-        writeErr(
-          `mycelite hub: storage not ready, waiting for it (${why}); /readyz answers 503 until it is\n`,
-        );
-      })
+    ? await openNatsStorage(
+        options.storage,
+        { compaction, headsDir: path.join(dataDir, 'heads'), layout: options.natsLayout },
+        (why) => {
+          if (why === told) return;
+          told = why;
+          writeErr(
+            `mycelite hub: storage not ready, waiting for it (${why}); /readyz answers 503 until it is\n`,
+          );
+        },
+      )
     : undefined;
   const hub = await startHub({
     dataDir,
