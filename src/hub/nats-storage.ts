@@ -38,7 +38,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { concatBytes, type Position, type SnapshotHeader, toHex } from '../format/index.js';
 import { NodeFileSystem } from '../node/node-fs.js';
 import type { DbMode, EncodedSnapshot } from '../protocol/index.js';
@@ -52,11 +52,11 @@ import { attemptMs, FAST_TRIES, parseServers, retry } from './nats-js.js';
 import type { NatsLeases } from './nats-leases.js';
 import { type NatsLink, openLink } from './nats-link.js';
 import { NatsPlaces } from './nats-places.js';
-import { DbTail, type TailSource } from './nats-tail.js';
+import type { DbTail, TailSource } from './nats-tail.js';
+import { NatsViews, type ViewsHost } from './nats-views.js';
 import { type NatsNames, natsNames, type Place, splitParts } from './nats-wire.js';
 import type { AppendListener, AppendResult, DbState, HubStorage, StoredLease } from './storage.js';
 import { appendRefusal, BeforeBaseError, checkAppend, type StorageHealth } from './storage.js';
-import { ViewUse } from './view-use.js';
 
 export interface NatsStorageOptions {
   /** NATS servers, e.g. `nats://127.0.0.1:4222,nats://127.0.0.1:4223` or a list. */
@@ -109,16 +109,8 @@ const CONNECT_RETRY_MS = 1000;
 const START_WAIT_MS = 5000;
 
 export class NatsStorage implements HubStorage {
-  private readonly tails = new Map<string, Promise<DbTail>>();
-  private readonly views = new Set<DbTail>();
-  /** The views made (tails that resolved), by database. */
-  private readonly made = new Map<string, DbTail>();
-  /** A view's subscription to its stream's creation, while it waits for it. */
-  private readonly advisoryOf = new Map<DbTail, Subscription>();
-  private readonly use: ViewUse;
-  private released = 0;
+  private readonly views: NatsViews;
   private readonly locks = new Map<string, Mutex>();
-  private readonly starting = new Map<DbTail, Promise<boolean>>();
   private readonly compactions: CompactionRuns;
   private closed = false;
   private heads!: Heads;
@@ -149,13 +141,31 @@ export class NatsStorage implements HubStorage {
       options.compaction === false ? undefined : compactionSettings(options.compaction ?? {}),
     );
     if (options.onDamage) this.damage.add(options.onDamage);
-    this.use = new ViewUse(options.viewIdleMs ?? VIEW_IDLE_MS, (db) => this.release(db));
     this.places = new NatsPlaces(
       this.names,
       options.layout ?? 'shards',
       { js: () => this.js, jsm: () => this.jsm, jsmAt: this.jsmAt, replicas: () => this.replicas },
       this.timeoutMs,
     );
+    const views: ViewsHost = {
+      linked: () => this.linked,
+      nc: () => this.nc,
+      places: this.places,
+      timeoutMs: this.timeoutMs,
+      onDamaged: (db, txid, why) =>
+        this.reportDamage(db, {
+          what: 'stored',
+          txid,
+          message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
+          repaired: true,
+        }),
+      releasing: (db) => {
+        if (this.compactions.running(db)) return false;
+        this.heads.release(db); // its head file: two file descriptors (10,000 databases ran out of them)
+        return true;
+      },
+    };
+    this.views = new NatsViews(views, options.viewIdleMs ?? VIEW_IDLE_MS);
   }
 
   private get nc(): NatsConnection {
@@ -201,11 +211,7 @@ export class NatsStorage implements HubStorage {
       if (s.type !== 'reconnect') continue;
       this.connected = true;
       this.reconnects++;
-      for (const t of this.tails.values())
-        void t.then(
-          (tail) => tail.renew(),
-          () => undefined,
-        );
+      this.views.renewAll();
     }
   }
 
@@ -343,12 +349,7 @@ export class NatsStorage implements HubStorage {
   }
 
   private figures(): NonNullable<StorageHealth['figures']> {
-    let renewals = 0;
-    let directReads = 0;
-    for (const v of this.views) {
-      renewals += v.renewals;
-      directReads += v.directReads;
-    }
+    const { views, renewals, directReads } = this.views.figures();
     return {
       mycelite_nats_connected: {
         help: 'Connected to a NATS server (1) or not (0)',
@@ -357,11 +358,11 @@ export class NatsStorage implements HubStorage {
       mycelite_nats_reconnects: { help: 'Reconnections to NATS since start', value: this.reconnects },
       mycelite_nats_views: {
         help: 'Databases this hub follows (one ordered consumer each)',
-        value: this.views.size,
+        value: views,
       },
       mycelite_nats_views_released: {
         help: 'Views released after viewIdleMs without a request or a follower, since start',
-        value: this.released,
+        value: this.views.released,
       },
       mycelite_nats_consumer_renewals: {
         help: 'Consumers made again (missed heartbeats, a reconnect, a stall) since start',
@@ -395,107 +396,6 @@ export class NatsStorage implements HubStorage {
     return m;
   }
 
-  /**
-   * Releases the view of `db` (ViewUse: nobody has used it for `viewIdleMs`) unless a follower listens to
-   * it or it is still being made: its consumer is deleted, its index dropped and its head file closed.
-   * True when released.
-   */
-  private release(db: string): boolean {
-    const tail = this.made.get(db);
-    if (!tail || tail.listeners.size > 0 || this.compactions.running(db)) return false;
-    this.tails.delete(db);
-    this.made.delete(db);
-    this.views.delete(tail);
-    this.starting.delete(tail);
-    this.advisoryOf.get(tail)?.unsubscribe();
-    this.advisoryOf.delete(tail);
-    tail.stop();
-    this.heads.release(db);
-    this.released++;
-    return true;
-  }
-
-  /** The database's view: following its stream once the stream exists. */
-  private tail(db: string): Promise<DbTail> {
-    this.use.touch(db);
-    let t = this.tails.get(db);
-    if (!t) {
-      this.names.stream(db); // checks the name
-      t = (async () => {
-        await this.linked;
-        const place = this.place(db);
-        const tail = new DbTail(
-          db,
-          (txid, why) =>
-            this.reportDamage(db, {
-              what: 'stored',
-              txid,
-              message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
-              repaired: true,
-            }),
-          place.shared,
-        );
-        this.views.add(tail);
-        if (!(await this.startTail(tail))) {
-          // Its stream (or shard) is not created yet: start when it is (a JetStream advisory; no polling).
-          const sub = this.nc.subscribe(`$JS.EVENT.ADVISORY.STREAM.CREATED.${place.stream}`, {
-            callback: () => void this.startTail(tail).catch(() => undefined),
-          });
-          this.advisoryOf.set(tail, sub);
-          await this.startTail(tail); // created meanwhile?
-        }
-        return tail;
-      })();
-      t.then(
-        (tail) => {
-          if (this.tails.get(db) === t) this.made.set(db, tail);
-        },
-        () => this.tails.delete(db),
-      );
-      this.tails.set(db, t);
-    }
-    return t;
-  }
-
-  /** Starts `tail` if its stream exists (once); reads what the stream holds. True when it runs. */
-  private startTail(tail: DbTail): Promise<boolean> {
-    const known = this.starting.get(tail);
-    if (known) return known;
-    const run = (async () => {
-      const place = this.place(tail.db);
-      const last = await this.places.lastSeq(place);
-      if (last === undefined) return false;
-      tail.start(this.places.source(place));
-      await tail.waitSeq(last, this.timeoutMs, 'the history');
-      tail.live = true;
-      return true;
-    })();
-    this.starting.set(tail, run);
-    run.then(
-      (ok) => {
-        if (!ok) this.starting.delete(tail);
-      },
-      () => this.starting.delete(tail),
-    );
-    return run;
-  }
-
-  /**
-   * Waits until the view holds every message of its database the stream holds now. False when there is
-   * no stream (or, on a shard, no message of the database).
-   */
-  private async catchUp(tail: DbTail): Promise<boolean> {
-    if (!tail.started) return this.startTail(tail);
-    const place = this.place(tail.db);
-    // On a shard, a view that holds the database's last message needs only hear that none follows.
-    if (tail.filtered && tail.lastSeq > 0 && (await this.places.nextSeq(place, tail.lastSeq + 1)) === 0)
-      return true;
-    const seq = await this.places.lastSeq(place);
-    if (seq === undefined || (tail.filtered && seq === 0)) return false;
-    await tail.waitSeq(seq, this.timeoutMs, `sequence ${seq}`);
-    return true;
-  }
-
   /** The databases: those with a stream of their own, and the subjects of the shards. */
   async list(): Promise<string[]> {
     this.check();
@@ -505,9 +405,9 @@ export class NatsStorage implements HubStorage {
 
   state(db: string): Promise<DbState | undefined> {
     this.check();
-    return this.use.hold(db, async () => {
-      const tail = await this.tail(db);
-      await this.catchUp(tail);
+    return this.views.use.hold(db, async () => {
+      const tail = await this.views.get(db);
+      await this.views.catchUp(tail);
       return tail.state();
     });
   }
@@ -530,7 +430,7 @@ export class NatsStorage implements HubStorage {
         );
       }
     }
-    await this.catchUp(tail);
+    await this.views.catchUp(tail);
   }
 
   async append(
@@ -544,11 +444,11 @@ export class NatsStorage implements HubStorage {
     this.check();
     this.names.subject(db); // refuses a bad name before anything else
     return this.lock(db).run(() =>
-      this.use.hold(db, async () => {
+      this.views.use.hold(db, async () => {
         this.check();
         await precondition?.();
         checkAppend(expectedHead, snapshots);
-        const tail = await this.tail(db);
+        const tail = await this.views.get(db);
         const refuse = (e: DoesNotApplyError): AppendResult => ({
           ok: false,
           reason: 'does_not_apply',
@@ -570,7 +470,7 @@ export class NatsStorage implements HubStorage {
         }
         let refused = appendRefusal(tail, expectedHead, journalId, mode);
         if (refused) {
-          await this.catchUp(tail); // our view may be behind another hub's appends
+          await this.views.catchUp(tail); // our view may be behind another hub's appends
           refused = appendRefusal(tail, expectedHead, journalId, mode);
           if (refused) return { ok: false, reason: refused, state: tail.state()! };
         }
@@ -606,7 +506,7 @@ export class NatsStorage implements HubStorage {
             mode,
           );
           if (won !== undefined) await tail.waitSeq(won, this.timeoutMs, `sequence ${won}`);
-          else await this.catchUp(tail); // another message came first: a winning append, or a torn one
+          else await this.views.catchUp(tail); // another message came first: a winning append, or a torn one
           if (ours()) {
             this.heads.commit(db, staged);
             if (won !== undefined) this.maybeCompact(db, tail);
@@ -617,7 +517,7 @@ export class NatsStorage implements HubStorage {
             // of the database came first (another hub's, or one this view had not read yet).
             if (!place.shared)
               throw new Error(`append to ${db}: stored, but the stream does not show it at ${won}; retry`);
-            await this.catchUp(tail);
+            await this.views.catchUp(tail);
           }
           const why = appendRefusal(tail, expectedHead, journalId, mode);
           if (why) return { ok: false, reason: why, state: tail.state()! };
@@ -664,7 +564,7 @@ export class NatsStorage implements HubStorage {
     this.check();
     const get = this.getter(db);
     const range = async (): Promise<DbTail> => {
-      const tail = await this.tail(db);
+      const tail = await this.views.get(db);
       const state = tail.state();
       if (!state) throw new Error(`read: no database ${db}`);
       if (after < state.base.txid) {
@@ -678,7 +578,7 @@ export class NatsStorage implements HubStorage {
       return tail;
     };
     // The view is held (not released when idle) from the first item asked for to the last.
-    return this.use.holdWhile(db, async function* () {
+    return this.views.use.holdWhile(db, async function* () {
       yield* (await range()).readRange(after, upTo, get);
     });
   }
@@ -690,15 +590,15 @@ export class NatsStorage implements HubStorage {
 
   snapshotAt(db: string, txid: bigint): Promise<SnapshotHeader | undefined> {
     this.check();
-    return this.use.hold(db, async () => (await this.tail(db)).at(txid)?.header);
+    return this.views.use.hold(db, async () => (await this.views.get(db)).at(txid)?.header);
   }
 
   async copyHead(db: string, out: string, check = false): Promise<SnapshotHeader | undefined> {
     this.check();
     return this.lock(db).run(() =>
-      this.use.hold(db, async () => {
-        const tail = await this.tail(db);
-        if (!(await this.catchUp(tail))) return undefined;
+      this.views.use.hold(db, async () => {
+        const tail = await this.views.get(db);
+        if (!(await this.views.catchUp(tail))) return undefined;
         const state = tail.state();
         if (!state) return undefined;
         const pos = await this.heads.copy(db, state, out, check);
@@ -712,7 +612,7 @@ export class NatsStorage implements HubStorage {
     txid: bigint,
   ): Promise<{ header: SnapshotHeader; chunks: AsyncIterable<Uint8Array> } | undefined> {
     this.check();
-    const cp = await this.use.hold(db, async () => (await this.tail(db)).checkpoint);
+    const cp = await this.views.use.hold(db, async () => (await this.views.get(db)).checkpoint);
     if (!cp || cp.header.txid !== txid) return undefined;
     const get = this.getter(db);
     return {
@@ -736,16 +636,16 @@ export class NatsStorage implements HubStorage {
    */
   history(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     this.check();
-    return this.use.hold(db, () => this.historyCopy(db));
+    return this.views.use.hold(db, () => this.historyCopy(db));
   }
 
   private async historyCopy(db: string): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const tail = await this.tail(db);
+    const tail = await this.views.get(db);
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'mycelite-nats-history-'));
     try {
       const file = path.join(dir, 'history');
       for (let attempt = 0; ; attempt++) {
-        if (!(await this.catchUp(tail))) return undefined;
+        if (!(await this.views.catchUp(tail))) return undefined;
         const name = tail.checkpoint?.history;
         if (!name) return undefined;
         try {
@@ -774,8 +674,8 @@ export class NatsStorage implements HubStorage {
         this.places.publishRecord(this.place(db), lastSeq, what, record, parts),
       publishOne: (db, lastSeq, what, msg) => this.places.publishOne(this.place(db), lastSeq, what, msg),
       purge: (db, seq) => this.places.purge(this.place(db), seq),
-      tail: (db) => this.tail(db),
-      catchUp: (tail) => this.catchUp(tail),
+      tail: (db) => this.views.get(db),
+      catchUp: (tail) => this.views.catchUp(tail),
       locked: (db, fn) => this.lock(db).run(fn),
     };
   }
@@ -804,7 +704,9 @@ export class NatsStorage implements HubStorage {
    */
   compact(db: string): Promise<CompactOutcome | undefined> {
     this.check();
-    return this.compactions.start(db, () => this.use.hold(db, () => compactStream(this.compactionHost, db)));
+    return this.compactions.start(db, () =>
+      this.views.use.hold(db, () => compactStream(this.compactionHost, db)),
+    );
   }
 
   async getLease(db: string): Promise<StoredLease | undefined> {
@@ -824,19 +726,7 @@ export class NatsStorage implements HubStorage {
   }
 
   subscribe(db: string, listener: AppendListener): () => void {
-    let stopped = false;
-    let tail: DbTail | undefined;
-    this.tail(db).then(
-      (t) => {
-        tail = t;
-        if (!stopped) t.listeners.add(listener);
-      },
-      () => undefined, // the next state() or read() reports the failure
-    );
-    return () => {
-      stopped = true;
-      tail?.listeners.delete(listener);
-    };
+    return this.views.subscribe(db, listener);
   }
 
   async close(): Promise<void> {
@@ -846,13 +736,7 @@ export class NatsStorage implements HubStorage {
     this.closed = true;
     this.heads.close();
     this.slot.release();
-    this.use.stop();
-    for (const sub of this.advisoryOf.values()) sub.unsubscribe();
-    this.advisoryOf.clear();
-    this.made.clear();
-    for (const t of this.tails.values()) await t.then((tail) => tail.stop()).catch(() => undefined);
-    this.tails.clear();
-    this.views.clear();
+    await this.views.stop();
     await this.link?.nc.close();
   }
 }
