@@ -159,11 +159,9 @@ export class NatsStorage implements HubStorage {
           message: `a stored append of ${db} is damaged at snapshot ${txid} (${why}): skipped like a torn one; the writer's next push supplies it again`,
           repaired: true,
         }),
-      releasing: (db) => {
-        if (this.compactions.running(db)) return false;
-        this.heads.release(db); // its head file: two file descriptors (10,000 databases ran out of them)
-        return true;
-      },
+      keeps: (db) => this.compactions.running(db),
+      // Its head file too: two file descriptors each (10,000 databases ran out of them).
+      released: (db) => this.heads.release(db),
     };
     this.views = new NatsViews(views, options.viewIdleMs ?? VIEW_IDLE_MS);
   }

@@ -20,8 +20,10 @@ export interface ViewsHost {
   timeoutMs: number;
   /** A stored append of `db` is damaged at `txid` (the view skips it). */
   onDamaged(db: string, txid: bigint, why: string): void;
-  /** False while `db` must keep its view (a compaction runs); else called as it is released. */
-  releasing(db: string): boolean;
+  /** True while `db` must keep its view though idle (a compaction runs). */
+  keeps(db: string): boolean;
+  /** The view of `db` was released. */
+  released(db: string): void;
 }
 
 export class NatsViews {
@@ -70,7 +72,7 @@ export class NatsViews {
    */
   private release(db: string): boolean {
     const tail = this.made.get(db);
-    if (!tail || tail.listeners.size > 0 || !this.host.releasing(db)) return false;
+    if (!tail || tail.listeners.size > 0 || this.host.keeps(db)) return false;
     this.tails.delete(db);
     this.made.delete(db);
     this.views.delete(tail);
@@ -79,6 +81,7 @@ export class NatsViews {
     this.advisoryOf.delete(tail);
     tail.stop();
     this.released++;
+    this.host.released(db);
     return true;
   }
 
